@@ -1,0 +1,361 @@
+//! Event topics.
+//!
+//! Topics are dot-separated lowercase names (`[a-z0-9._-]{1,128}`, the same
+//! rule as the gateway signature's `X-Event-Topic`). [`Topic`] lists the
+//! topics this system knows; webhook routes produce them from a template
+//! such as `vmh.beteiligte.{action}` filled from the request path with
+//! [`fill_topic_template`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::gateway::is_valid_topic;
+
+/// Errors of topic parsing and template filling.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// Not one of the known topics.
+    #[error("unknown topic {0:?}")]
+    Unknown(String),
+    /// The template has unbalanced braces or an empty/invalid placeholder.
+    #[error("invalid topic template")]
+    InvalidTemplate,
+    /// The path pattern is not `/`-separated literals and `{name}` segments.
+    #[error("invalid path pattern")]
+    InvalidPattern,
+    /// The template names a placeholder the pattern does not capture.
+    #[error("template placeholder {0:?} is not in the path pattern")]
+    UnknownPlaceholder(String),
+    /// The request path does not match the pattern.
+    #[error("request path does not match the pattern")]
+    PathMismatch,
+    /// A captured segment is not `[a-z0-9_-]+`.
+    #[error("path segment for {0:?} is not [a-z0-9_-]+")]
+    InvalidSegment(String),
+    /// The filled topic is not `[a-z0-9._-]{1,128}`.
+    #[error("resulting topic is invalid")]
+    InvalidTopic,
+}
+
+macro_rules! topics {
+    ($($variant:ident => $name:literal, $internal:literal;)*) => {
+        /// The event topics this system knows.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Topic {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                $variant,
+            )*
+        }
+
+        impl Topic {
+            /// Every known topic.
+            pub const ALL: &'static [Topic] = &[$(Topic::$variant),*];
+
+            /// The topic's name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Topic::$variant => $name,)*
+                }
+            }
+
+            /// Whether only the system itself emits it (schedules, manual
+            /// triggers), never an outside sender.
+            pub fn is_internal(self) -> bool {
+                match self {
+                    $(Topic::$variant => $internal,)*
+                }
+            }
+        }
+
+        impl FromStr for Topic {
+            type Err = TopicError;
+            fn from_str(s: &str) -> Result<Self, TopicError> {
+                match s {
+                    $($name => Ok(Topic::$variant),)*
+                    _ => Err(TopicError::Unknown(s.to_owned())),
+                }
+            }
+        }
+    };
+}
+
+topics! {
+    BeteiligteCreate => "vmh.beteiligte.create", false;
+    BeteiligteUpdate => "vmh.beteiligte.update", false;
+    BeteiligteDelete => "vmh.beteiligte.delete", false;
+    BankverbindungenCreate => "vmh.bankverbindungen.create", false;
+    BankverbindungenUpdate => "vmh.bankverbindungen.update", false;
+    BankverbindungenDelete => "vmh.bankverbindungen.delete", false;
+    DocumentCreate => "vmh.document.create", false;
+    DocumentUpdate => "vmh.document.update", false;
+    DocumentDelete => "vmh.document.delete", false;
+    LeadVermieterheldenReceived => "leads.vermieterhelden.received", false;
+    TelephonyCallReported => "telephony.call.reported", false;
+    CalendarSyncAll => "calendar.sync.all", true;
+    CalendarSyncEmployee => "calendar.sync.employee", true;
+    BeteiligteSyncCheck => "vmh.beteiligte.sync_check", true;
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Topic {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Topic {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn is_segment_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+}
+
+fn placeholder_name(segment: &str) -> Option<&str> {
+    let name = segment.strip_prefix('{')?.strip_suffix('}')?;
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    valid.then_some(name)
+}
+
+/// Fills `template` (e.g. `vmh.beteiligte.{action}`) with the segments that
+/// `path` (e.g. `/vmh/webhook/beteiligte/update`) has where `path_pattern`
+/// (e.g. `/vmh/webhook/beteiligte/{action}`) has placeholders.
+///
+/// - A pattern segment is either a literal (matched exactly) or a whole
+///   `{name}` placeholder (`name` = ASCII letters, digits, `_`), which
+///   matches one path segment of `[a-z0-9_-]+`.
+/// - A query string (`?…`) on `path` is ignored, as is one trailing `/`.
+/// - Every `{name}` in the template must be captured by the pattern; the
+///   result must be a valid topic (`[a-z0-9._-]{1,128}`). The result need
+///   not be a known [`Topic`]: check with `parse::<Topic>()` if required.
+pub fn fill_topic_template(
+    template: &str,
+    path: &str,
+    path_pattern: &str,
+) -> Result<String, TopicError> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let trim = |s: &'_ str| -> String {
+        if s.len() > 1 {
+            s.strip_suffix('/').unwrap_or(s).to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let path = trim(path);
+    let pattern = trim(path_pattern);
+
+    let pattern_segments: Vec<&str> = pattern.split('/').collect();
+    let path_segments: Vec<&str> = path.split('/').collect();
+    let mut captures: Vec<(&str, &str)> = Vec::new();
+    for seg in &pattern_segments {
+        if seg.contains('{') || seg.contains('}') {
+            let name = placeholder_name(seg).ok_or(TopicError::InvalidPattern)?;
+            if captures.iter().any(|(n, _)| *n == name) {
+                return Err(TopicError::InvalidPattern);
+            }
+            captures.push((name, ""));
+        }
+    }
+    if pattern_segments.len() != path_segments.len() {
+        return Err(TopicError::PathMismatch);
+    }
+    for (pat, seg) in pattern_segments.iter().zip(&path_segments) {
+        match placeholder_name(pat) {
+            Some(name) => {
+                if !is_segment_value(seg) {
+                    return Err(TopicError::InvalidSegment(name.to_owned()));
+                }
+                if let Some(c) = captures.iter_mut().find(|(n, _)| *n == name) {
+                    c.1 = seg;
+                }
+            }
+            None if pat == seg => {}
+            None => return Err(TopicError::PathMismatch),
+        }
+    }
+
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err(TopicError::InvalidTemplate);
+        }
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or(TopicError::InvalidTemplate)?;
+        let name = &after[..close];
+        if placeholder_name(&format!("{{{name}}}")).is_none() {
+            return Err(TopicError::InvalidTemplate);
+        }
+        let value = captures
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| TopicError::UnknownPlaceholder(name.to_owned()))?;
+        out.push_str(value);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    if !is_valid_topic(&out) {
+        return Err(TopicError::InvalidTopic);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_topics_roundtrip() {
+        assert_eq!(Topic::ALL.len(), 14);
+        for t in Topic::ALL {
+            assert_eq!(t.as_str().parse::<Topic>(), Ok(*t));
+            assert!(is_valid_topic(t.as_str()));
+            let json = serde_json::to_string(t).unwrap();
+            assert_eq!(serde_json::from_str::<Topic>(&json).unwrap(), *t);
+        }
+        assert!(Topic::CalendarSyncAll.is_internal());
+        assert!(!Topic::TelephonyCallReported.is_internal());
+        assert_eq!(
+            Topic::BeteiligteSyncCheck.to_string(),
+            "vmh.beteiligte.sync_check"
+        );
+        assert!("vmh.unknown".parse::<Topic>().is_err());
+    }
+
+    #[test]
+    fn fills_templates() {
+        let f = fill_topic_template;
+        let pat = "/vmh/webhook/beteiligte/{action}";
+        assert_eq!(
+            f(
+                "vmh.beteiligte.{action}",
+                "/vmh/webhook/beteiligte/update",
+                pat
+            )
+            .unwrap(),
+            "vmh.beteiligte.update"
+        );
+        assert_eq!(
+            f(
+                "vmh.beteiligte.{action}",
+                "/vmh/webhook/beteiligte/create/",
+                pat
+            )
+            .unwrap(),
+            "vmh.beteiligte.create"
+        );
+        assert_eq!(
+            f(
+                "vmh.beteiligte.{action}",
+                "/vmh/webhook/beteiligte/delete?x=1",
+                pat
+            )
+            .unwrap(),
+            "vmh.beteiligte.delete"
+        );
+        assert_eq!(
+            f(
+                "vmh.{entity}.{action}",
+                "/vmh/webhook/document/update",
+                "/vmh/webhook/{entity}/{action}"
+            )
+            .unwrap(),
+            "vmh.document.update"
+        );
+        assert_eq!(
+            f("telephony.call.reported", "/3cx/report", "/3cx/report").unwrap(),
+            "telephony.call.reported"
+        );
+        assert_eq!(
+            f(
+                "vmh.beteiligte.{action}",
+                "/vmh/webhook/beteiligte/Update",
+                pat
+            ),
+            Err(TopicError::InvalidSegment("action".into()))
+        );
+        assert_eq!(
+            f("vmh.beteiligte.{action}", "/vmh/webhook/beteiligte/", pat),
+            Err(TopicError::PathMismatch)
+        );
+        assert_eq!(
+            f(
+                "vmh.beteiligte.{action}",
+                "/vmh/webhook/beteiligte/a/b",
+                pat
+            ),
+            Err(TopicError::PathMismatch)
+        );
+        assert_eq!(
+            f(
+                "vmh.beteiligte.{action}",
+                "/vmh/hook/beteiligte/update",
+                pat
+            ),
+            Err(TopicError::PathMismatch)
+        );
+        assert_eq!(
+            f(
+                "vmh.beteiligte.{action}",
+                "/vmh/webhook/beteiligte/up.date",
+                pat
+            ),
+            Err(TopicError::InvalidSegment("action".into()))
+        );
+        assert_eq!(
+            f("vmh.{x}", "/vmh/webhook/beteiligte/update", pat),
+            Err(TopicError::UnknownPlaceholder("x".into()))
+        );
+        assert_eq!(
+            f("vmh.{action", "/vmh/webhook/beteiligte/update", pat),
+            Err(TopicError::InvalidTemplate)
+        );
+        assert_eq!(
+            f("vmh.action}", "/vmh/webhook/beteiligte/update", pat),
+            Err(TopicError::InvalidTemplate)
+        );
+        assert_eq!(
+            f("vmh.{}", "/vmh/webhook/beteiligte/update", pat),
+            Err(TopicError::InvalidTemplate)
+        );
+        assert_eq!(
+            f("Vmh.{action}", "/vmh/webhook/beteiligte/update", pat),
+            Err(TopicError::InvalidTopic)
+        );
+        assert_eq!(f("x", "/a/b", "/a/pre{x}"), Err(TopicError::InvalidPattern));
+        assert_eq!(
+            f("x", "/a/b/c", "/a/{x}/{x}"),
+            Err(TopicError::InvalidPattern)
+        );
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics(t in any::<String>(), p in any::<String>(), pat in any::<String>()) {
+            let _ = fill_topic_template(&t, &p, &pat);
+            let _ = fill_topic_template(&t, &p, "/vmh/webhook/{entity}/{action}");
+            let _ = fill_topic_template("vmh.{entity}.{action}", &p, &pat);
+        }
+    }
+}

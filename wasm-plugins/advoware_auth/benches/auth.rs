@@ -1,0 +1,213 @@
+//! Benchmarks of `advoware_auth` (criterion, `cargo bench -p advoware-auth`).
+//!
+//! Build the filters first:
+//! `cargo build --release --target wasm32-wasip1 -p advoware-auth -p noop-filter`
+//!
+//! 1. `request/noop_filter` vs `request/advoware_auth_cached`: one request
+//!    through the test host with a canned upstream (`Upstream::fixed`), the
+//!    token already cached. The ratio is the filter's per-request overhead
+//!    relative to the smallest possible filter (target ≤ 1.5×).
+//! 2. `mint/native`: one token request body (UUID nonce, timestamp,
+//!    HMAC-SHA512 signature, JSON) built natively with the same code the
+//!    filter runs (`advoware_auth::token::token_request_body`).
+//! 3. The printed summary (plain timing, 200 sequential requests each):
+//!    a request that must mint inside wasm (the previous request got a 401
+//!    from the canned upstream, so the filter discarded the token; the token
+//!    endpoint is a fast local server with a canned answer) minus a cached
+//!    request = mint + dispatch round trip + shared-data writes; minus a
+//!    native loopback exchange with the same token server ≈ the in-wasm work.
+//!    The host cannot call into the module's internals, so this subtraction
+//!    is the honest way to isolate the wasm mint cost; treat it as an estimate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // bench setup: failing loudly is right
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use proxy_wasm_host::{Chain, FilterSpec, Host, HttpRequest, Upstream};
+use serde_json::json;
+
+const N_INNER: usize = 200;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// A token endpoint that answers instantly with a fixed token.
+async fn fast_token_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                // Read headers and the announced body.
+                loop {
+                    let Ok(n) = sock.read(&mut buf).await else { return };
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if let Some(end) = find(&got, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let body = r#"{"access_token":"bench-token-0123456789","token_type":"bearer","expires_in":3600}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn config(token_target: &str, prefix: &str) -> serde_json::Value {
+    json!({
+        "token_target": token_target, "token_scheme": "http",
+        "kanzlei": "k", "database": "db", "user": "API", "app_id": "app",
+        "password": "bench-password", "api_key": "YmVuY2gta2V5",
+        "tick_period_ms": 0, "shared_key_prefix": prefix
+    })
+}
+
+struct Setup {
+    host: Arc<Host>,
+    noop: Chain,
+    auth: Chain,
+    mint: Chain,
+    token_addr: SocketAddr,
+}
+
+fn setup(rt: &tokio::runtime::Runtime) -> Setup {
+    rt.block_on(async {
+        let token_addr = fast_token_server().await;
+        let host = Arc::new(
+            Host::builder()
+                .filter("advoware_auth")
+                .filter("noop_filter")
+                .build()
+                .expect("build the filters first: cargo build --release --target wasm32-wasip1 -p advoware-auth -p noop-filter"),
+        );
+        let noop = host.add_chain(&[FilterSpec::new("noop_filter", None)]).await.expect("noop chain");
+        let auth = host.add_chain(&[FilterSpec::json("advoware_auth", &config(&token_addr.to_string(), "bench"))]).await.expect("chain");
+        let mint = host.add_chain(&[FilterSpec::json("advoware_auth", &config(&token_addr.to_string(), "mint"))]).await.expect("chain");
+        // Warm the cache of `auth`.
+        let r = host.request(0, &auth, req(), Upstream::fixed(200, "ok")).await.expect("warm");
+        assert_eq!(r.status, 200, "{}", r.text());
+        Setup { host, noop, auth, mint, token_addr }
+    })
+}
+
+fn req() -> HttpRequest {
+    HttpRequest::get("/advoware/proxy?endpoint=Termine&kuerzel=AB&from=2026-01-01").header("apikey", "client-key")
+}
+
+/// Average time of one request through `chain` (N_INNER sequential requests).
+async fn per_request(host: &Host, chain: &Chain) -> Duration {
+    let start = Instant::now();
+    for _ in 0..N_INNER {
+        let r = host.request(0, chain, req(), Upstream::fixed(200, "ok")).await.expect("request");
+        assert_eq!(r.status, 200);
+    }
+    start.elapsed() / N_INNER as u32
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
+    let s = setup(&rt);
+
+    let mut g = c.benchmark_group("request");
+    g.sample_size(30);
+    g.bench_function("noop_filter", |b| {
+        b.iter(|| rt.block_on(s.host.request(0, &s.noop, req(), Upstream::fixed(200, "ok"))).expect("req"))
+    });
+    g.bench_function("advoware_auth_cached", |b| {
+        b.iter(|| rt.block_on(s.host.request(0, &s.auth, req(), Upstream::fixed(200, "ok"))).expect("req"))
+    });
+    g.finish();
+
+    let cfg = advoware_auth::config::Config::from_value(&config("127.0.0.1:1", "x")).expect("config");
+    let mut g = c.benchmark_group("mint");
+    g.bench_function("native", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let mut random = [7u8; 16];
+            random[..8].copy_from_slice(&i.to_le_bytes());
+            advoware_auth::token::token_request_body(&cfg, random, 1_788_048_000_000_000_000 + i)
+        })
+    });
+    g.finish();
+
+    // Mint inside wasm: cached vs forced-mint requests, same run, same host.
+    // Each forced-mint round sends a request answered 401 by the canned
+    // upstream (the filter discards the cached token and answers 503), then
+    // a request that must mint (dispatch to the fast local token server).
+    // Only the second request is timed.
+    let (noop, cached, minted, rtt) = rt.block_on(async {
+        let _ = per_request(&s.host, &s.auth).await; // warm-up
+        let noop = per_request(&s.host, &s.noop).await;
+        let cached = per_request(&s.host, &s.auth).await;
+        let mut minted_total = Duration::ZERO;
+        for _ in 0..N_INNER {
+            let r = s.host.request(0, &s.mint, req(), Upstream::fixed(401, "no")).await.expect("req");
+            assert!(r.status == 503 || r.status == 200, "{}", r.status);
+            let t = Instant::now();
+            let r = s.host.request(0, &s.mint, req(), Upstream::fixed(200, "ok")).await.expect("req");
+            minted_total += t.elapsed();
+            assert_eq!(r.status, 200);
+        }
+        // A bare loopback HTTP exchange with the same token server, natively.
+        let mut rtt_total = Duration::ZERO;
+        for _ in 0..N_INNER {
+            let t = Instant::now();
+            raw_token_call(s.token_addr).await;
+            rtt_total += t.elapsed();
+        }
+        (noop, cached, minted_total / N_INNER as u32, rtt_total / N_INNER as u32)
+    });
+    println!(
+        "\nsummary ({N_INNER} sequential requests each): noop_filter {noop:?}/req, advoware_auth cached {cached:?}/req \
+         (ratio {:.2}x); forced-mint request {minted:?}; minus cached = {:?} (mint + dispatch + cache writes); \
+         minus a native loopback token exchange ({rtt:?}) ≈ {:?} for the in-wasm work",
+        cached.as_secs_f64() / noop.as_secs_f64(),
+        minted.saturating_sub(cached),
+        minted.saturating_sub(cached).saturating_sub(rtt),
+    );
+}
+
+/// One POST to the token server over a fresh connection (as the host's
+/// dispatch does, `Connection: close`).
+async fn raw_token_call(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut sock) = tokio::net::TcpStream::connect(addr).await else { return };
+    let body = "{}";
+    let req = format!("POST /api/v1/Token HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}", body.len(), body);
+    let _ = sock.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = sock.read_to_end(&mut out).await;
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,247 @@
+//! Part 3 of the filter: the HTTP context (one per request).
+//!
+//! `on_request_headers`:
+//! 1. invalid configuration → 500 JSON `filter_misconfigured`;
+//! 2. `endpoint` → upstream `:path` (bitbylaw-core), the client's `apikey`
+//!    (header and query) and `Authorization` removed, `Host` set if
+//!    configured; a bad endpoint → 400 JSON with the core error code;
+//! 3. a usable cached token → `Authorization: Bearer …`, continue;
+//! 4. no usable token, lock free → take the lock, dispatch the token call
+//!    from this context and pause; the host resumes the request once the
+//!    call has answered (`on_http_call_response` stores the token, releases
+//!    the lock and sets the header, or answers 502/504);
+//! 5. no usable token, lock held by another context → 503
+//!    `token_refresh_in_progress` with `Retry-After: 1`. ngx_wasm_module
+//!    cannot wake this request when the other context's call answers
+//!    (`proxy_set_effective_context` is a no-op and `proxy_continue_stream`
+//!    only resumes the request being executed), so waiting is impossible.
+//!
+//! `on_response_headers`: an upstream 401 for the token we injected means
+//! Advoware revoked it early. The cached token is discarded (CAS, only if it
+//! is still the one we used) and the answer becomes 503
+//! `upstream_token_rejected` with `Retry-After: 1`; the client's retry mints a
+//! fresh token (one fetch, guarded by the lock).
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, MapType};
+
+use crate::config::Config;
+use crate::host::{self, Metric};
+use crate::proxy::{endpoint_message, error_body, upstream_path};
+use crate::root::RootShared;
+use crate::shm::{self, LockOutcome};
+use crate::token::{interpret_token_response, FetchError};
+
+/// `Retry-After` for "another fetch is running" and "token was rejected".
+const QUICK_RETRY_SECS: &str = "1";
+
+pub struct AdvowareHttp {
+    shared: Rc<RootShared>,
+    /// The bearer token this request carries upstream (for the 401 check).
+    token_used: Option<String>,
+    /// The token call this request waits for: (call token id, lock owner).
+    fetch: Option<(u32, u64)>,
+    /// A local response was sent (the host accepts only one).
+    responded: bool,
+}
+
+impl AdvowareHttp {
+    pub fn new(shared: Rc<RootShared>) -> Self {
+        AdvowareHttp { shared, token_used: None, fetch: None, responded: false }
+    }
+
+    fn config(&self) -> Option<Rc<Config>> {
+        self.shared.config.as_ref().ok().cloned()
+    }
+
+    /// Sends a JSON error once; later attempts are ignored.
+    fn respond(&mut self, status: u32, code: &str, message: &str, retry_after: Option<&str>) {
+        if self.responded {
+            return;
+        }
+        self.responded = true;
+        let body = error_body(code, message, retry_after.is_some());
+        let mut headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+        if let Some(ra) = retry_after {
+            headers.push(("retry-after", ra));
+        }
+        if let Err(s) = hostcalls::send_http_response(status, headers, Some(&body)) {
+            host::log(LogLevel::Error, &format!("sending the {status} answer failed: {s:?}"));
+        }
+    }
+
+    fn fail_fetch(&mut self, cfg: &Config, e: &FetchError) {
+        self.shared.metrics.inc(Metric::TokenFetchFailures);
+        host::log(LogLevel::Warn, &format!("token fetch failed: {} ({})", e.code(), e.message()));
+        let retry_after = cfg.failure_retry_after_secs.to_string();
+        self.respond(e.http_status(), e.code(), &e.message(), Some(&retry_after));
+    }
+
+    fn use_token(&mut self, token: String) {
+        let value = format!("Bearer {token}");
+        if let Err(s) = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", Some(&value)) {
+            host::log(LogLevel::Error, &format!("setting Authorization failed: {s:?}"));
+        }
+        self.token_used = Some(token);
+    }
+
+    fn handle_request(&mut self, cfg: &Config) -> Result<Action, String> {
+        // 1. Rewrite the request.
+        let uri = hostcalls::get_map_value(MapType::HttpRequestHeaders, ":path")
+            .map_err(|s| format!("reading :path failed: {s:?}"))?
+            .unwrap_or_default();
+        let path = match upstream_path(cfg, &uri) {
+            Ok(p) => p,
+            Err(e) => {
+                self.shared.metrics.inc(Metric::RejectedRequests);
+                self.respond(400, e.code(), &endpoint_message(&e), None);
+                return Ok(Action::Pause);
+            }
+        };
+        let set = |name: &str, value: Option<&str>| {
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
+                .map_err(|s| format!("setting {name} failed: {s:?}"))
+        };
+        set(":path", Some(&path))?;
+        for name in &cfg.key_names {
+            hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+                .map_err(|s| format!("removing {name} failed: {s:?}"))?;
+        }
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization")
+            .map_err(|s| format!("removing authorization failed: {s:?}"))?;
+        if let Some(h) = &cfg.upstream_host {
+            set("host", Some(h))?;
+        }
+
+        // 2. A cached token?
+        let now = host::now_ms();
+        let key = cfg.token_key();
+        let read = |key: &str| shm::read_token(key).map_err(|s| format!("reading the token cache failed: {s:?}"));
+        if let Some(t) = read(&key)?.filter(|t| t.usable(now)) {
+            self.use_token(t.token);
+            return Ok(Action::Continue);
+        }
+
+        // 3. Fetch one ourselves, or tell the client to come back.
+        let random = host::random16().ok_or("no randomness for the nonce")?;
+        let owner = host::owner_id(&random);
+        let lock = cfg.lock_key();
+        let outcome = shm::try_lock(&lock, owner, now, cfg.lock_ttl_ms()).map_err(|s| format!("fetch lock failed: {s:?}"))?;
+        if outcome == LockOutcome::Held {
+            self.shared.metrics.inc(Metric::RefreshInProgress);
+            self.respond(
+                503,
+                "token_refresh_in_progress",
+                "an Advoware token is being fetched; retry after the Retry-After delay",
+                Some(QUICK_RETRY_SECS),
+            );
+            return Ok(Action::Pause);
+        }
+        // Stored by someone else between the read and the lock?
+        if let Some(t) = read(&key)?.filter(|t| t.usable(now)) {
+            let _ = shm::unlock(&lock, owner);
+            self.use_token(t.token);
+            return Ok(Action::Continue);
+        }
+        self.shared.metrics.inc(Metric::TokenFetches);
+        match host::dispatch_token_call(cfg, random) {
+            Ok(id) => {
+                self.fetch = Some((id, owner));
+                Ok(Action::Pause)
+            }
+            Err(e) => {
+                let _ = shm::unlock(&lock, owner);
+                self.fail_fetch(cfg, &e);
+                Ok(Action::Pause)
+            }
+        }
+    }
+}
+
+impl Context for AdvowareHttp {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some((id, owner)) = self.fetch else { return };
+        if id != token_id {
+            return;
+        }
+        self.fetch = None;
+        let Some(cfg) = self.config() else { return };
+        let (dispatch_status, status, body) = host::call_outcome(body_size);
+        let now = host::now_ms();
+        match interpret_token_response(&cfg, dispatch_status.as_deref(), status.as_deref(), &body, now) {
+            Ok(token) => {
+                if let Err(s) = shm::store_token(&cfg.token_key(), &token) {
+                    // This request still uses it; the next one fetches again.
+                    host::log(LogLevel::Error, &format!("storing the token failed: {s:?}"));
+                }
+                let _ = shm::unlock(&cfg.lock_key(), owner);
+                self.use_token(token.token);
+                // The host resumes the request: its only dispatch has answered.
+            }
+            Err(e) => {
+                let _ = shm::unlock(&cfg.lock_key(), owner);
+                self.fail_fetch(&cfg, &e);
+            }
+        }
+    }
+}
+
+impl HttpContext for AdvowareHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(cfg) = self.config() else {
+            self.shared.metrics.inc(Metric::ConfigErrors);
+            self.respond(
+                500,
+                "filter_misconfigured",
+                "the advoware_auth filter has an invalid configuration; see the gateway error log",
+                None,
+            );
+            return Action::Pause;
+        };
+        match self.handle_request(&cfg) {
+            Ok(action) => action,
+            Err(msg) => {
+                host::log(LogLevel::Error, &msg);
+                self.respond(500, "internal_error", "the gateway could not process the request", None);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(used) = self.token_used.take() else { return Action::Continue };
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status").ok().flatten();
+        if status.as_deref() != Some("401") {
+            return Action::Continue;
+        }
+        self.shared.metrics.inc(Metric::Upstream401);
+        if let Some(cfg) = self.config() {
+            match shm::invalidate_token(&cfg.token_key(), &used) {
+                Ok(true) => {
+                    self.shared.metrics.inc(Metric::TokenInvalidations);
+                    host::log(LogLevel::Warn, "Advoware rejected the cached token (401); discarded it");
+                }
+                Ok(false) => {}
+                Err(s) => host::log(LogLevel::Error, &format!("discarding the rejected token failed: {s:?}")),
+            }
+        }
+        // Within the response-header hook a local response overrides status
+        // and body; its header argument is ignored, so set headers first.
+        for name in ["content-length", "www-authenticate", "content-encoding", "transfer-encoding"] {
+            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
+        }
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-type", Some("application/json"));
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "retry-after", Some(QUICK_RETRY_SECS));
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "cache-control", Some("no-store"));
+        self.respond(
+            503,
+            "upstream_token_rejected",
+            "Advoware rejected the gateway's token; a new one is fetched on your retry",
+            Some(QUICK_RETRY_SECS),
+        );
+        Action::Continue
+    }
+}

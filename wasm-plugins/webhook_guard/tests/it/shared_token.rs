@@ -1,0 +1,86 @@
+//! Shared token (3CX CRM template): ReportCall POST events and the
+//! synchronous contact-lookup GET (verify-only).
+
+use proxy_wasm_host::testing::EchoServer;
+use proxy_wasm_host::{HttpRequest, Upstream};
+use serde_json::json;
+
+use crate::utils::*;
+
+const TOPIC: &str = "telephony.call.reported";
+
+fn report(token: Option<&str>) -> HttpRequest {
+    let r = HttpRequest::post("/3cx/report-call", REPORT_CALL.as_bytes().to_vec()).header("content-type", "application/json");
+    match token {
+        Some(t) => r.header("x-api-key", t),
+        None => r,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_call_post() {
+    let f = Fixture::new(report_call_config()).await;
+    let body = REPORT_CALL.as_bytes();
+    for t in [TOKEN_OLD, TOKEN_NEW] {
+        let up = assert_forwarded(&f.send(report(Some(t))).await, TOPIC, body);
+        assert!(is_uuid_v4(up.header("x-event-id").unwrap()));
+    }
+    // wrong / prefix of the token / missing: 401 from the header hook, body never read
+    for t in [Some("3cx-token-NEW"), Some("wrong"), Some(""), None] {
+        let r = f.send(report(t)).await;
+        assert_error(&r, 401, "invalid_signature");
+        assert!(!r.trace.iter().any(|x| x.contains("proxy_on_request_body")));
+    }
+    assert_eq!(f.counter("threecx_report", "bad_signature"), 4);
+    f.assert_no_secrets_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_lookup_get_is_verified_and_passed_through() {
+    let echo = EchoServer::start().await.unwrap();
+    let f = Fixture::new(lookup_config()).await;
+    let up = Upstream::url(&echo.base_url());
+    let req = HttpRequest::get("/3cx/lookup?phone=%2B4951112345").header("x-api-key", TOKEN_NEW);
+    let r = f.host.request(0, &f.chain, req, up.clone()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &echo.requests()[0];
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.path, "/3cx/lookup?phone=%2B4951112345");
+    assert!(seen.header("x-api-key").is_none());
+    assert!(seen.header("x-gateway-signature").is_none());
+    // wrong and missing key
+    for req in [
+        HttpRequest::get("/3cx/lookup?phone=1").header("x-api-key", "nope"),
+        HttpRequest::get("/3cx/lookup?phone=1"),
+    ] {
+        let r = f.host.request(1, &f.chain, req, up.clone()).await.unwrap();
+        assert_error(&r, 401, "invalid_signature");
+    }
+    assert_eq!(echo.requests().len(), 1);
+    assert_eq!(f.counter("threecx_lookup", "accepted"), 1);
+    assert_eq!(f.counter("threecx_lookup", "bad_signature"), 2);
+    f.assert_no_secrets_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_in_query_parameter_is_removed_from_the_path() {
+    let cfg = json!({
+        "route": "threecx_lookup_q", "mode": "verify-only", "scheme": "shared-token",
+        "token_query": "token", "secrets": [TOKEN_OLD, TOKEN_NEW], "forward_path": "/telephony/lookup"
+    });
+    let f = Fixture::new(cfg).await;
+    let req = HttpRequest::get(&format!("/3cx/lookup?phone=0511&token={TOKEN_OLD}&x=1"));
+    let r = f.host.request(0, &f.chain, req, Upstream::fixed(200, "{}")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_request.unwrap().path, "/telephony/lookup?phone=0511&x=1");
+    // percent-encoded token is decoded before comparing
+    let enc = TOKEN_NEW.replace('-', "%2D");
+    let r = f.send(HttpRequest::get(&format!("/3cx/lookup?token={enc}"))).await;
+    assert_eq!(r.upstream_request.unwrap().path, "/telephony/lookup");
+    // twice → rejected
+    let r = f.send(HttpRequest::get(&format!("/3cx/lookup?token={TOKEN_OLD}&token={TOKEN_OLD}"))).await;
+    assert_error(&r, 401, "invalid_signature");
+    let r = f.send(HttpRequest::get("/3cx/lookup?token=bad")).await;
+    assert_error(&r, 401, "invalid_signature");
+    f.assert_no_secrets_logged();
+}

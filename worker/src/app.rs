@@ -1,0 +1,96 @@
+//! `serve`: wires configuration, Redis, metrics and the three roles (intake, consumers,
+//! schedules) together and runs them until shutdown.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::Config;
+use crate::handlers::{Clients, Registry};
+use crate::intake::{self, AppState};
+use crate::locks::Locks;
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
+use crate::queue::consumer::{self, ConsumerDeps};
+use crate::queue::{Queue, QueueError, Redis};
+use crate::schedule;
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("http server: {0}")]
+    Http(std::io::Error),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Builds the queue handle the CLI and `serve` share.
+pub fn queue_for(config: &Config) -> Result<Queue, QueueError> {
+    let redis = Arc::new(Redis::open(config.redis_url.expose(), config.queue.redis_timeout)?);
+    Ok(Queue::new(redis, config.queue.group.clone(), config.queue.coalesce_ttl))
+}
+
+pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    let queue = queue_for(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let registry = Arc::new(Registry::from_config(&config));
+
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr: config.listen_addr, source })?;
+    info!(addr = %config.listen_addr, roles = ?config.roles, handlers = ?registry, "worker listening");
+
+    let mut tasks: JoinSet<Result<(), ServeError>> = JoinSet::new();
+    let state = AppState { config: config.clone(), queue: queue.clone(), metrics: metrics.clone(), health: health.clone() };
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, intake::router(state))
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await
+                .map_err(ServeError::Http)
+        });
+    }
+    if config.roles.consumers {
+        let deps = Arc::new(ConsumerDeps {
+            config: config.clone(),
+            queue: queue.clone(),
+            locks: Locks::new(queue.redis().clone()),
+            registry,
+            clients: Arc::new(Clients::default()),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            consumer_name: format!(
+                "{}-{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+        });
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            consumer::run(deps, shutdown).await;
+            Ok(())
+        });
+    }
+    if config.roles.schedules {
+        let (specs, queue, metrics, shutdown) = (config.schedules.clone(), queue.clone(), metrics.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            schedule::run(specs, queue, metrics, shutdown).await;
+            Ok(())
+        });
+    }
+    let mut first_error = None;
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Err(e)) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    info!("worker stopped");
+    first_error.map_or(Ok(()), Err)
+}

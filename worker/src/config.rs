@@ -1,0 +1,671 @@
+//! Configuration: defaults, then an optional TOML file (`--config` / `WORKER_CONFIG`), then the
+//! environment — parsed and validated once at start.
+//!
+//! [`Config::load`] never stops at the first problem: it collects every one so `config check` can
+//! list them all at once. Secrets are wrapped in [`Secret`], whose `Debug` prints `***`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::queue::retry::RetryPolicy;
+use crate::topics;
+
+/// A secret value; never printed by `Debug` or `Display`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// Which parts of `serve` run in this instance, so instances can be split by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub intake: bool,
+    pub consumers: bool,
+    pub schedules: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Consumer group shared by all instances.
+    pub group: String,
+    /// A delivered job idle this long (no heartbeat) belongs to a dead consumer and is reclaimed.
+    pub visibility_timeout: Duration,
+    /// How long one blocking read waits for new entries.
+    pub block: Duration,
+    /// How often due retries are moved from the delayed set back to their streams.
+    pub promote_interval: Duration,
+    pub default_concurrency: usize,
+    pub concurrency: BTreeMap<String, usize>,
+    /// Safety TTL of coalescing markers (they are normally removed when the job starts).
+    pub coalesce_ttl: Duration,
+    /// Delay before retrying a job whose entity lock is busy (not counted as a failure).
+    pub lock_busy_delay: Duration,
+    /// How long shutdown waits for in-flight jobs before leaving them to be reclaimed.
+    pub shutdown_deadline: Duration,
+    /// A job handed out this often without finishing (it keeps crashing its worker, or outlives
+    /// the visibility timeout) is dead-lettered instead of taking down worker after worker.
+    pub max_deliveries: u64,
+    /// Upper bound on Redis calls made while answering an HTTP request.
+    pub redis_timeout: Duration,
+}
+
+impl QueueSettings {
+    pub fn concurrency_for(&self, topic: &str) -> usize {
+        self.concurrency.get(topic).copied().unwrap_or(self.default_concurrency)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RetrySettings {
+    pub default: RetryPolicy,
+    pub topics: BTreeMap<String, RetryPolicy>,
+}
+
+impl RetrySettings {
+    pub fn for_topic(&self, topic: &str) -> &RetryPolicy {
+        self.topics.get(topic).unwrap_or(&self.default)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub name: String,
+    /// Cron expression with seconds (`sec min hour dom mon dow`); 5-field expressions get `0` seconds.
+    pub cron: String,
+    pub topic: String,
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AdvowareSettings {
+    pub api_base_url: Option<String>,
+    pub security_gateway_url: Option<String>,
+    pub kanzlei: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub role: Option<u32>,
+    pub product: Option<u32>,
+    pub app_id: Option<String>,
+    pub password: Option<Secret>,
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EspoCrmSettings {
+    pub api_base_url: Option<String>,
+    pub api_key: Option<Secret>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GoogleSettings {
+    pub service_account_path: Option<PathBuf>,
+}
+
+/// What the configuration is loaded for: admin commands only talk to Redis, so they do not
+/// insist on the intake's signing secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Serve,
+    Admin,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub redis_url: Secret,
+    /// Current secret first, then the previous one during rotation.
+    pub gateway_secrets: Vec<Secret>,
+    pub signature_tolerance: Duration,
+    pub max_body_bytes: usize,
+    /// When set, `POST /calendar/sync` requires `Authorization: Bearer <token>`.
+    pub admin_token: Option<Secret>,
+    pub roles: Roles,
+    pub queue: QueueSettings,
+    pub retry: RetrySettings,
+    pub lock_ttl: Duration,
+    pub schedules: Vec<ScheduleSpec>,
+    /// Registers the `test.*` handlers (tests and benchmarks only).
+    pub test_handlers: bool,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub advoware: AdvowareSettings,
+    pub espocrm: EspoCrmSettings,
+    pub google: GoogleSettings,
+}
+
+/// Every problem found while loading; `Display` lists one per line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---- the file layer: everything optional, unknown keys rejected ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    listen_addr: Option<String>,
+    redis_url: Option<Secret>,
+    gateway_signing_secret: Option<Secret>,
+    gateway_signing_secret_previous: Option<Secret>,
+    signature_tolerance_secs: Option<u64>,
+    max_body_bytes: Option<usize>,
+    admin_token: Option<Secret>,
+    roles: Option<Vec<String>>,
+    test_handlers: Option<bool>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    queue: FileQueue,
+    retry: FileRetry,
+    schedules: Option<Vec<ScheduleSpec>>,
+    advoware: FileAdvoware,
+    espocrm: FileEspo,
+    google: FileGoogle,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileQueue {
+    group: Option<String>,
+    visibility_timeout_ms: Option<u64>,
+    block_ms: Option<u64>,
+    promote_interval_ms: Option<u64>,
+    default_concurrency: Option<usize>,
+    concurrency: BTreeMap<String, usize>,
+    coalesce_ttl_secs: Option<u64>,
+    lock_busy_delay_ms: Option<u64>,
+    lock_ttl_ms: Option<u64>,
+    shutdown_deadline_ms: Option<u64>,
+    redis_timeout_ms: Option<u64>,
+    max_deliveries: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileRetry {
+    default: Option<RetryPolicy>,
+    topics: BTreeMap<String, RetryPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileAdvoware {
+    api_base_url: Option<String>,
+    security_gateway_url: Option<String>,
+    kanzlei: Option<String>,
+    database: Option<String>,
+    user: Option<String>,
+    role: Option<u32>,
+    product: Option<u32>,
+    app_id: Option<String>,
+    password: Option<Secret>,
+    api_key: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileEspo {
+    api_base_url: Option<String>,
+    api_key: Option<Secret>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileGoogle {
+    service_account_path: Option<PathBuf>,
+}
+
+/// The two schedules of the old system: every 15 minutes, on the quarter hour.
+pub fn default_schedules() -> Vec<ScheduleSpec> {
+    vec![
+        ScheduleSpec {
+            name: "calendar-sync-all".into(),
+            cron: "0 */15 * * * *".into(),
+            topic: topics::CALENDAR_SYNC_ALL.into(),
+            payload: None,
+        },
+        ScheduleSpec {
+            name: "beteiligte-sync-check".into(),
+            cron: "0 */15 * * * *".into(),
+            topic: topics::BETEILIGTE_SYNC_CHECK.into(),
+            payload: None,
+        },
+    ]
+}
+
+/// Collects problems while reading values; keeps `load` linear.
+struct Reader<'a> {
+    env: &'a HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn str(&self, name: &str) -> Option<String> {
+        self.env.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+    fn parse<T: FromStr>(&mut self, name: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        let raw = self.str(name)?;
+        match raw.parse::<T>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problems.push(format!("{name}: cannot parse {raw:?}: {e}"));
+                None
+            }
+        }
+    }
+    fn flag(&mut self, name: &str) -> Option<bool> {
+        let raw = self.str(name)?;
+        match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" => Some(false),
+            _ => {
+                self.problems.push(format!("{name}: expected a boolean (1/0/true/false), got {raw:?}"));
+                None
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads from the process environment and the optional file.
+    pub fn from_env(path: Option<&Path>, purpose: Purpose) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_for(path, &env, purpose)
+    }
+
+    /// Loads for `serve` from an explicit environment map (tests pass their own).
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::load_for(path, env, Purpose::Serve)
+    }
+
+    pub fn load_for(path: Option<&Path>, env: &HashMap<String, String>, purpose: Purpose) -> Result<Self, ConfigError> {
+        let mut r = Reader { env, problems: Vec::new() };
+        let path = path.map(Path::to_path_buf).or_else(|| r.str("WORKER_CONFIG").map(PathBuf::from));
+        let file = match &path {
+            None => FileConfig::default(),
+            Some(p) => match std::fs::read_to_string(p) {
+                Err(e) => {
+                    r.problems.push(format!("config file {}: {e}", p.display()));
+                    FileConfig::default()
+                }
+                Ok(text) => match toml::from_str::<FileConfig>(&text) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        r.problems.push(format!("config file {}: {}", p.display(), e.message()));
+                        FileConfig::default()
+                    }
+                },
+            },
+        };
+
+        // listen address
+        let listen_raw = r.str("WORKER_LISTEN_ADDR").or(file.listen_addr).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen_addr = match listen_raw.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(e) => {
+                r.problems.push(format!("WORKER_LISTEN_ADDR / listen_addr: {listen_raw:?}: {e}"));
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }
+        };
+
+        // redis: REDIS_URL, else the seeds' REDIS_HOST/REDIS_PORT, else the file, else localhost
+        let redis_url = r
+            .str("REDIS_URL")
+            .map(Secret::new)
+            .or_else(|| {
+                r.str("REDIS_HOST")
+                    .map(|h| Secret::new(format!("redis://{h}:{}/", r.str("REDIS_PORT").unwrap_or_else(|| "6379".into()))))
+            })
+            .or(file.redis_url)
+            .unwrap_or_else(|| Secret::new("redis://127.0.0.1:6379/"));
+        match url::Url::parse(redis_url.expose()) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
+            Ok(u) => r.problems.push(format!("REDIS_URL: unsupported scheme {:?}", u.scheme())),
+            Err(e) => r.problems.push(format!("REDIS_URL: not a URL: {e}")),
+        }
+
+        // roles
+        let roles_list: Option<Vec<String>> = r
+            .str("WORKER_ROLES")
+            .map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+            .or(file.roles);
+        let roles = match roles_list {
+            None => Roles { intake: true, consumers: true, schedules: true },
+            Some(list) => {
+                let mut roles = Roles { intake: false, consumers: false, schedules: false };
+                for role in list {
+                    match role.as_str() {
+                        "intake" => roles.intake = true,
+                        "consumers" => roles.consumers = true,
+                        "schedules" => roles.schedules = true,
+                        other => r.problems.push(format!(
+                            "WORKER_ROLES / roles: unknown role {other:?} (expected intake, consumers, schedules)"
+                        )),
+                    }
+                }
+                roles
+            }
+        };
+
+        // gateway signature
+        let current = r.str("GATEWAY_SIGNING_SECRET").map(Secret::new).or(file.gateway_signing_secret);
+        let previous =
+            r.str("GATEWAY_SIGNING_SECRET_PREVIOUS").map(Secret::new).or(file.gateway_signing_secret_previous);
+        let mut gateway_secrets = Vec::new();
+        match current {
+            Some(s) if s.expose().len() < 16 => {
+                r.problems.push("GATEWAY_SIGNING_SECRET: must be at least 16 bytes".into())
+            }
+            Some(s) => gateway_secrets.push(s),
+            None if roles.intake && purpose == Purpose::Serve => {
+                r.problems.push("GATEWAY_SIGNING_SECRET: required when the intake role is enabled".into())
+            }
+            None => {}
+        }
+        if let Some(p) = previous.filter(|p| !p.is_empty()) {
+            gateway_secrets.push(p);
+        }
+        let signature_tolerance_secs =
+            r.parse::<u64>("WORKER_SIGNATURE_TOLERANCE_SECS").or(file.signature_tolerance_secs).unwrap_or(300);
+        let max_body_bytes = r.parse::<usize>("WORKER_MAX_BODY_BYTES").or(file.max_body_bytes).unwrap_or(1024 * 1024);
+        if max_body_bytes == 0 {
+            r.problems.push("WORKER_MAX_BODY_BYTES: must be greater than 0".into());
+        }
+        let admin_token = r.str("WORKER_ADMIN_TOKEN").map(Secret::new).or(file.admin_token).filter(|s| !s.is_empty());
+
+        // queue
+        let q = file.queue;
+        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        let visibility_ms = r.parse::<u64>("WORKER_VISIBILITY_TIMEOUT_MS").or(q.visibility_timeout_ms);
+        let default_concurrency =
+            r.parse::<usize>("WORKER_CONCURRENCY").or(q.default_concurrency).unwrap_or(4);
+        let queue = QueueSettings {
+            group: r.str("WORKER_CONSUMER_GROUP").or(q.group).unwrap_or_else(|| "workers".into()),
+            visibility_timeout: ms(visibility_ms, 5 * 60 * 1000),
+            block: ms(q.block_ms, 1000),
+            promote_interval: ms(r.parse::<u64>("WORKER_PROMOTE_INTERVAL_MS").or(q.promote_interval_ms), 250),
+            default_concurrency,
+            concurrency: q.concurrency,
+            coalesce_ttl: Duration::from_secs(q.coalesce_ttl_secs.unwrap_or(24 * 3600)),
+            lock_busy_delay: ms(r.parse::<u64>("WORKER_LOCK_BUSY_DELAY_MS").or(q.lock_busy_delay_ms), 5000),
+            shutdown_deadline: ms(r.parse::<u64>("WORKER_SHUTDOWN_DEADLINE_MS").or(q.shutdown_deadline_ms), 30_000),
+            redis_timeout: ms(q.redis_timeout_ms, 2000),
+            max_deliveries: r.parse::<u64>("WORKER_MAX_DELIVERIES").or(q.max_deliveries).unwrap_or(5),
+        };
+        if queue.max_deliveries == 0 {
+            r.problems.push("queue.max_deliveries / WORKER_MAX_DELIVERIES: must be at least 1".into());
+        }
+        let lock_ttl = ms(r.parse::<u64>("WORKER_LOCK_TTL_MS").or(q.lock_ttl_ms), 300_000);
+        if queue.default_concurrency == 0 {
+            r.problems.push("queue.default_concurrency / WORKER_CONCURRENCY: must be at least 1".into());
+        }
+        for (topic, n) in &queue.concurrency {
+            if *n == 0 {
+                r.problems.push(format!("queue.concurrency.\"{topic}\": must be at least 1"));
+            }
+            if topics::kind(topic).is_none() {
+                r.problems.push(format!("queue.concurrency: unknown topic {topic:?}"));
+            }
+        }
+        if queue.visibility_timeout < Duration::from_millis(500) {
+            r.problems.push("visibility timeout must be at least 500 ms".into());
+        }
+        if queue.block.is_zero() || queue.block >= queue.visibility_timeout {
+            r.problems.push("queue.block_ms must be > 0 and shorter than the visibility timeout".into());
+        }
+
+        // retry
+        let mut retry = RetrySettings { default: file.retry.default.unwrap_or_default(), topics: file.retry.topics };
+        if let Some(raw) = r.str("WORKER_RETRY_DELAYS_MS") {
+            let parsed: Result<Vec<u64>, _> = raw.split(',').map(|p| p.trim().parse::<u64>()).collect();
+            match parsed {
+                Ok(delays) => retry.default.delays_ms = delays,
+                Err(e) => r.problems.push(format!("WORKER_RETRY_DELAYS_MS: {raw:?}: {e}")),
+            }
+        }
+        if let Some(n) = r.parse::<u32>("WORKER_RETRY_MAX_ATTEMPTS") {
+            retry.default.max_attempts = n;
+        }
+        for p in retry.default.problems() {
+            r.problems.push(format!("retry.default: {p}"));
+        }
+        for (topic, policy) in &retry.topics {
+            if topics::kind(topic).is_none() {
+                r.problems.push(format!("retry.topics: unknown topic {topic:?}"));
+            }
+            for p in policy.problems() {
+                r.problems.push(format!("retry.topics.\"{topic}\": {p}"));
+            }
+        }
+
+        // schedules
+        let mut schedules = file.schedules.unwrap_or_else(default_schedules);
+        for s in &mut schedules {
+            let var = format!("WORKER_SCHEDULE_{}_CRON", s.name.to_ascii_uppercase().replace(['-', '.'], "_"));
+            if let Some(cron) = r.str(&var) {
+                s.cron = cron;
+            }
+            if let Err(e) = crate::schedule::parse_cron(&s.cron) {
+                r.problems.push(format!("schedule {:?}: invalid cron {:?}: {e}", s.name, s.cron));
+            }
+            if topics::kind(&s.topic).is_none() {
+                r.problems.push(format!("schedule {:?}: unknown topic {:?}", s.name, s.topic));
+            }
+            if s.name.is_empty() || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                r.problems.push(format!("schedule {:?}: name must be [A-Za-z0-9_-]+", s.name));
+            }
+        }
+
+        let test_handlers = r.flag("WORKER_TEST_HANDLERS").or(file.test_handlers).unwrap_or(false);
+        let log_format = match r.str("WORKER_LOG_FORMAT").or(file.log_format).as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                r.problems.push(format!("WORKER_LOG_FORMAT: expected json or text, got {other:?}"));
+                LogFormat::Json
+            }
+        };
+        let log_level = r.str("WORKER_LOG_LEVEL").or(file.log_level).unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            r.problems.push(format!("WORKER_LOG_LEVEL: invalid filter {log_level:?}"));
+        }
+
+        // outside systems: optional until their handlers exist, but well-formed when given
+        let fa = file.advoware;
+        let advoware = AdvowareSettings {
+            api_base_url: r.str("ADVOWARE_API_BASE_URL").or(fa.api_base_url),
+            security_gateway_url: r.str("ADVOWARE_SECURITY_GATEWAY_URL").or(fa.security_gateway_url),
+            kanzlei: r.str("ADVOWARE_KANZLEI").or(fa.kanzlei),
+            database: r.str("ADVOWARE_DATABASE").or(fa.database),
+            user: r.str("ADVOWARE_USER").or(fa.user),
+            role: r.parse::<u32>("ADVOWARE_ROLE").or(fa.role),
+            product: r.parse::<u32>("ADVOWARE_PRODUCT").or(fa.product),
+            app_id: r.str("ADVOWARE_APP_ID").or(fa.app_id),
+            password: r.str("ADVOWARE_PASSWORD").map(Secret::new).or(fa.password),
+            api_key: r.str("ADVOWARE_API_KEY").map(Secret::new).or(fa.api_key),
+        };
+        for (name, v) in [
+            ("ADVOWARE_API_BASE_URL", &advoware.api_base_url),
+            ("ADVOWARE_SECURITY_GATEWAY_URL", &advoware.security_gateway_url),
+        ] {
+            check_http_url(&mut r.problems, name, v.as_deref());
+        }
+        if let Some(key) = &advoware.api_key {
+            use base64::Engine as _;
+            if base64::engine::general_purpose::STANDARD.decode(key.expose()).is_err() {
+                r.problems.push("ADVOWARE_API_KEY: must be base64 (it is decoded to the HMAC key)".into());
+            }
+        }
+        let fe = file.espocrm;
+        let espocrm = EspoCrmSettings {
+            api_base_url: r.str("ESPOCRM_API_BASE_URL").or(fe.api_base_url),
+            api_key: r.str("ESPOCRM_API_KEY").map(Secret::new).or(fe.api_key),
+            timeout: r.parse::<u64>("ESPOCRM_API_TIMEOUT_SECONDS").or(fe.timeout_secs).map(Duration::from_secs),
+        };
+        check_http_url(&mut r.problems, "ESPOCRM_API_BASE_URL", espocrm.api_base_url.as_deref());
+        let google = GoogleSettings {
+            service_account_path: r
+                .str("GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH")
+                .map(PathBuf::from)
+                .or(file.google.service_account_path),
+        };
+        if let Some(p) = &google.service_account_path {
+            if !p.is_file() {
+                r.problems.push(format!("GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH: {} is not a readable file", p.display()));
+            }
+        }
+
+        if !r.problems.is_empty() {
+            return Err(ConfigError { problems: r.problems });
+        }
+        Ok(Config {
+            listen_addr,
+            redis_url,
+            gateway_secrets,
+            signature_tolerance: Duration::from_secs(signature_tolerance_secs),
+            max_body_bytes,
+            admin_token,
+            roles,
+            queue,
+            retry,
+            lock_ttl,
+            schedules,
+            test_handlers,
+            log_format,
+            log_level,
+            advoware,
+            espocrm,
+            google,
+        })
+    }
+}
+
+fn check_http_url(problems: &mut Vec<String>, name: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        match url::Url::parse(v) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => problems.push(format!("{name}: expected http(s) URL, got scheme {:?}", u.scheme())),
+            Err(e) => problems.push(format!("{name}: not a URL: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_with_secret() {
+        let cfg = Config::load(None, &env(&[("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret")]));
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.schedules.len(), 2);
+        assert!(cfg.roles.intake && cfg.roles.consumers && cfg.roles.schedules);
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("0123456789abcdef-secret"), "secret leaked into Debug: {dbg}");
+    }
+
+    #[test]
+    fn lists_every_problem() {
+        let err = Config::load(
+            None,
+            &env(&[
+                ("WORKER_LISTEN_ADDR", "nope"),
+                ("REDIS_URL", "http://x"),
+                ("WORKER_ROLES", "intake,cooking"),
+                ("ADVOWARE_API_KEY", "not base64!"),
+                ("WORKER_SCHEDULE_CALENDAR_SYNC_ALL_CRON", "every day"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+        let joined = err.join("\n");
+        for needle in ["WORKER_LISTEN_ADDR", "REDIS_URL", "cooking", "GATEWAY_SIGNING_SECRET", "ADVOWARE_API_KEY", "calendar-sync-all"] {
+            assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn file_then_env() {
+        let dir = std::env::temp_dir().join(format!("bbl-cfg-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("w.toml");
+        let _ = std::fs::write(
+            &path,
+            r#"
+listen_addr = "127.0.0.1:9000"
+gateway_signing_secret = "file-secret-0123456789"
+[queue]
+default_concurrency = 7
+[retry.topics."test.record"]
+delays_ms = [10]
+max_attempts = 2
+"#,
+        );
+        let cfg = Config::load(Some(&path), &env(&[("WORKER_LISTEN_ADDR", "127.0.0.1:9001")]));
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(cfg.listen_addr.port(), 9001);
+        assert_eq!(cfg.queue.default_concurrency, 7);
+        assert_eq!(cfg.retry.for_topic("test.record").max_attempts, 2);
+        assert_eq!(cfg.retry.for_topic("vmh.beteiligte.update").max_attempts, 6);
+    }
+}

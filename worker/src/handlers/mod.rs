@@ -1,0 +1,148 @@
+//! The handler registry: topic → handler, and the context a handler gets.
+//!
+//! Handlers must be idempotent: delivery is at least once (a job can run again after a crash or a
+//! lost ack). They fetch the current state of their entity rather than trusting the event payload,
+//! which is also what makes coalescing safe. Sync handlers for Advoware, EspoCRM, Google Calendar
+//! and 3CX are registered here as later issues add them; topics without a handler stay queued.
+
+pub mod testing;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::config::Config;
+use crate::locks::{LockError, LockGuard, Locks};
+use crate::queue::{Enqueued, Job, NewJob, Queue, QueueError};
+
+/// How a handler failed, which decides what happens to the job.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth another attempt (network, 5xx, 429). `retry_after` carries an upstream's hint.
+    #[error("{message}")]
+    Retryable { message: String, retry_after: Option<Duration> },
+    /// Retrying cannot help (invalid payload, 4xx): straight to the dead-letter stream.
+    #[error("{0}")]
+    Permanent(String),
+    /// The entity is being worked on by another job: try later, not counted as a failure.
+    #[error("lock busy: {0}")]
+    LockBusy(String),
+}
+
+impl HandlerError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        HandlerError::Retryable { message: message.into(), retry_after: None }
+    }
+}
+
+impl From<QueueError> for HandlerError {
+    fn from(e: QueueError) -> Self {
+        HandlerError::retryable(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for HandlerError {
+    fn from(e: redis::RedisError) -> Self {
+        HandlerError::retryable(format!("redis: {e}"))
+    }
+}
+
+impl From<LockError> for HandlerError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Busy(key) => HandlerError::LockBusy(key),
+            LockError::Queue(q) => q.into(),
+        }
+    }
+}
+
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// A job handler. Implemented for plain functions returning a boxed future, too.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResult>;
+}
+
+impl<F> Handler for F
+where
+    F: for<'a> Fn(&'a JobContext, &'a Job) -> BoxFuture<'a, HandlerResult> + Send + Sync + 'static,
+{
+    fn handle<'a>(&'a self, ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResult> {
+        self(ctx, job)
+    }
+}
+
+/// Outside systems' clients. Empty until the sync issues add Advoware, EspoCRM, Google and 3CX;
+/// their settings are already parsed in [`Config`].
+#[derive(Debug, Default)]
+pub struct Clients {}
+
+/// Everything a handler may use. Its tracing span carries topic, job id and entity.
+pub struct JobContext {
+    pub config: Arc<Config>,
+    pub clients: Arc<Clients>,
+    pub queue: Queue,
+    pub locks: Locks,
+    /// Name used in lock keys (`{handler}:{entity_type}:{entity_id}`).
+    pub handler_name: String,
+    pub span: tracing::Span,
+}
+
+impl JobContext {
+    /// Takes the entity lock with the configured TTL; busy → `Err(HandlerError::LockBusy)`, so
+    /// `ctx.lock(..).await?` turns contention into a delayed retry.
+    pub async fn lock(&self, entity_type: &str, entity_id: &str) -> Result<LockGuard, HandlerError> {
+        Ok(self.locks.try_acquire(&self.handler_name, entity_type, entity_id, self.config.lock_ttl).await?)
+    }
+
+    /// Enqueues follow-up jobs (with coalescing).
+    pub async fn enqueue(&self, topic: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, HandlerError> {
+        Ok(self.queue.enqueue(topic, jobs).await?)
+    }
+
+    pub async fn redis(&self) -> Result<redis::aio::ConnectionManager, HandlerError> {
+        Ok(self.queue.redis().conn().await?)
+    }
+}
+
+struct Entry {
+    name: String,
+    handler: Arc<dyn Handler>,
+}
+
+/// Topic → handler. Consumers run only for registered topics.
+#[derive(Default)]
+pub struct Registry {
+    handlers: BTreeMap<String, Entry>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl Registry {
+    pub fn register(&mut self, topic: &str, name: &str, handler: impl Handler) {
+        self.handlers.insert(topic.to_string(), Entry { name: name.to_string(), handler: Arc::new(handler) });
+    }
+
+    pub fn get(&self, topic: &str) -> Option<(&str, Arc<dyn Handler>)> {
+        self.handlers.get(topic).map(|e| (e.name.as_str(), e.handler.clone()))
+    }
+
+    pub fn topics(&self) -> Vec<String> {
+        self.handlers.keys().cloned().collect()
+    }
+
+    /// The handlers this build ships for the given configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let mut r = Registry::default();
+        if config.test_handlers {
+            testing::register(&mut r);
+        }
+        r
+    }
+}

@@ -1,0 +1,195 @@
+//! `POST /events`: verify, validate, split, coalesce, enqueue — and answer 202 only once Redis
+//! has the jobs. Order of checks: size (413), signature (401), topic and payload (400), Redis (503).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use super::signature::{
+    dedup_key as compute_dedup_key, verify_gateway_event, HEADER_DEDUP_KEY, HEADER_EVENT_ID, HEADER_EVENT_TOPIC,
+    HEADER_GATEWAY_SIGNATURE, HEADER_RECEIVED_AT,
+};
+use super::{read_body, AppState};
+use crate::error::ApiError;
+use crate::ops::metrics::Metrics;
+use crate::queue::{Enqueued, NewJob, Queue};
+use crate::topics::{self, TopicKind};
+
+/// EspoCRM batches hold up to 20 entities; allow generous headroom, refuse absurd fan-out.
+const MAX_BATCH: usize = 1000;
+
+pub async fn post_events(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match accept(&s, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            s.metrics.reject(e.code);
+            e.into_response()
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(headers, body, s.config.max_body_bytes).await?;
+
+    let (Some(topic), Some(event_id), Some(received_at), Some(signature)) = (
+        header(headers, HEADER_EVENT_TOPIC),
+        header(headers, HEADER_EVENT_ID),
+        header(headers, HEADER_RECEIVED_AT),
+        header(headers, HEADER_GATEWAY_SIGNATURE),
+    ) else {
+        return Err(ApiError::unauthorized("missing gateway headers (topic, event id, received-at, signature)"));
+    };
+    let received_at: u64 =
+        received_at.parse().map_err(|_| ApiError::unauthorized("X-Received-At is not unix seconds"))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secrets: Vec<&[u8]> = s.config.gateway_secrets.iter().map(|k| k.expose().as_bytes()).collect();
+    if let Err(reason) = verify_gateway_event(
+        &secrets,
+        signature,
+        topic,
+        event_id,
+        received_at,
+        &body,
+        now,
+        s.config.signature_tolerance.as_secs(),
+    ) {
+        debug!(%reason, "gateway signature refused");
+        return Err(ApiError::unauthorized("invalid or expired gateway signature"));
+    }
+
+    // X-Dedup-Key is not covered by the signature; it keys coalescing of leads and calls, so the
+    // worker recomputes it from the signed body (canonical JSON, same function as the filter).
+    let dedup_key = compute_dedup_key(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
+    if let Some(sent) = header(headers, HEADER_DEDUP_KEY) {
+        if !sent.eq_ignore_ascii_case(&dedup_key) {
+            debug!(%sent, computed = %dedup_key, "X-Dedup-Key differs from the body's; using the computed key");
+        }
+    }
+    let kind = match topics::kind(topic) {
+        Some(TopicKind::Internal) => {
+            return Err(ApiError::bad_request("internal_topic", format!("topic {topic:?} is produced by the worker itself")))
+        }
+        Some(TopicKind::Test) if !s.config.test_handlers => None,
+        k => k,
+    }
+    .ok_or_else(|| ApiError::bad_request("unknown_topic", format!("unknown topic {topic:?}")))?;
+
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
+    let jobs = split(kind, value, &dedup_key)?
+        .into_iter()
+        .map(|mut j| {
+            j.event_id = Some(event_id.to_string());
+            j.dedup_key = Some(dedup_key.clone());
+            j
+        })
+        .collect::<Vec<_>>();
+
+    s.metrics.received.get_or_create(&Metrics::topic(topic)).inc();
+    let enqueued = enqueue(&s.queue, &s.metrics, topic, jobs).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "topic": topic, "event_id": event_id, "jobs": enqueued })),
+    )
+        .into_response())
+}
+
+/// Enqueues and counts; Redis trouble becomes 503 + `Retry-After`.
+pub async fn enqueue(queue: &Queue, metrics: &Metrics, topic: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, ApiError> {
+    let enqueued = queue.enqueue(topic, jobs).await.map_err(|e| {
+        warn!(%topic, error = %e, "enqueue failed; answering 503");
+        ApiError::unavailable("the queue is unavailable; retry later")
+    })?;
+    let label = Metrics::topic(topic);
+    for e in &enqueued {
+        if e.coalesced {
+            metrics.coalesced.get_or_create(&label).inc();
+        } else {
+            metrics.enqueued.get_or_create(&label).inc();
+        }
+    }
+    Ok(enqueued)
+}
+
+/// Turns one event body into jobs according to the topic's payload shape.
+fn split(kind: TopicKind, value: Value, dedup_key: &str) -> Result<Vec<NewJob>, ApiError> {
+    let invalid = |m: String| ApiError::bad_request("invalid_payload", m);
+    match kind {
+        TopicKind::EspoBatch => {
+            let Value::Array(items) = value else {
+                return Err(invalid("expected a JSON array of objects with a string \"id\"".into()));
+            };
+            if items.is_empty() {
+                return Err(invalid("the batch is empty".into()));
+            }
+            if items.len() > MAX_BATCH {
+                return Err(invalid(format!("the batch has {} entries (max {MAX_BATCH})", items.len())));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let id = match item.get("id") {
+                        Some(Value::String(id)) if topics::valid_entity_id(id) => id.clone(),
+                        Some(Value::String(_)) => return Err(invalid(format!("entry {i}: \"id\" has invalid characters or length"))),
+                        _ if !item.is_object() => return Err(invalid(format!("entry {i} is not an object"))),
+                        _ => return Err(invalid(format!("entry {i} has no string \"id\""))),
+                    };
+                    Ok(NewJob::new(id, item))
+                })
+                .collect()
+        }
+        TopicKind::SingleObject => {
+            if !value.is_object() {
+                return Err(invalid("expected a JSON object".into()));
+            }
+            Ok(vec![NewJob::new(dedup_key, value)])
+        }
+        TopicKind::Test => {
+            if !value.is_object() {
+                return Err(invalid("expected a JSON object".into()));
+            }
+            let entity = match value.get("id") {
+                Some(Value::String(id)) if topics::valid_entity_id(id) => id.clone(),
+                _ => dedup_key.to_string(),
+            };
+            Ok(vec![NewJob::new(entity, value)])
+        }
+        TopicKind::Internal => Err(ApiError::bad_request("internal_topic", "internal topic")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_espo_batches() {
+        let v = serde_json::json!([{"id": "a1", "name": "x"}, {"id": "b2"}]);
+        let jobs = split(TopicKind::EspoBatch, v, "k").unwrap_or_default();
+        assert_eq!(jobs.iter().map(|j| j.entity.as_str()).collect::<Vec<_>>(), ["a1", "b2"]);
+        assert!(split(TopicKind::EspoBatch, serde_json::json!([{"name": "x"}]), "k").is_err());
+        assert!(split(TopicKind::EspoBatch, serde_json::json!({"id": "x"}), "k").is_err());
+        assert!(split(TopicKind::EspoBatch, serde_json::json!([]), "k").is_err());
+        assert!(split(TopicKind::EspoBatch, serde_json::json!([{"id": "a b"}]), "k").is_err());
+    }
+
+    #[test]
+    fn single_objects_key_on_dedup() {
+        let jobs = split(TopicKind::SingleObject, serde_json::json!({"CallType": "Inbound"}), "abc").unwrap_or_default();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].entity, "abc");
+        assert!(split(TopicKind::SingleObject, serde_json::json!([1]), "abc").is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! HTTP in: the router and the state every request handler shares.
+//!
+//! `POST /events` (signed events from the edge filter) and `POST /calendar/sync` (manual trigger)
+//! are mounted only with the `intake` role; `GET /health`, `/ready` and `/metrics` always are.
+
+pub mod calendar;
+pub mod events;
+pub mod signature;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
+use crate::queue::Queue;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics));
+    if state.config.roles.intake {
+        r = r.route("/events", post(events::post_events)).route("/calendar/sync", post(calendar::post_calendar_sync));
+    }
+    r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
+        .with_state(state)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413 (checked against
+/// `Content-Length` first, so an oversized upload is refused before it is read).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body exceeds {limit} bytes"))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = src {
+            if s.to_string().contains("length limit") {
+                return too_large();
+            }
+            src = s.source();
+        }
+        ApiError::bad_request("body_unreadable", "could not read the request body")
+    })
+}
+
+async fn health() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    let redis_ok = s.queue.ping().await.is_ok();
+    let (running, expected) = s.health.consumers();
+    let consumers_ok = !s.config.roles.consumers || running >= expected;
+    let body = serde_json::json!({
+        "redis": if redis_ok { "ok" } else { "unreachable" },
+        "consumers": { "running": running, "expected": expected },
+    });
+    if redis_ok && consumers_ok {
+        (StatusCode::OK, Json(serde_json::json!({ "status": "ready", "checks": body }))).into_response()
+    } else {
+        let message = if redis_ok { "consumers not running" } else { "redis unreachable" };
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "not_ready", "message": message, "checks": body })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    let text = s.metrics.render(&s.queue).await;
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}

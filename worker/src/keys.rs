@@ -1,0 +1,44 @@
+//! The one place that knows the Redis key layout. Everything the worker stores lives under `bbl:`.
+//!
+//! | key                                   | type       | holds                                             |
+//! |---------------------------------------|------------|---------------------------------------------------|
+//! | `bbl:q:{topic}`                       | stream     | queued and in-flight jobs of one topic (`job` field) |
+//! | `bbl:topics`                          | set        | every topic that ever had a stream                |
+//! | `bbl:delayed`                         | sorted set | job JSON scored by due time (ms): retries, lock waits |
+//! | `bbl:dlq`                             | stream     | dead jobs: `job`, `error`, `failed_at`            |
+//! | `bbl:coalesce:{topic}:{entity}`       | string     | id of the queued, not yet started job of an entity |
+//! | `bbl:lock:{handler}:{type}:{id}`      | string     | owner token of an entity lock (with TTL)          |
+//! | `bbl:schedule:{name}:{tick_epoch}`    | string     | marks a schedule tick as fired (SET NX)           |
+//! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
+
+pub const PREFIX: &str = "bbl:";
+/// Streams are `STREAM_PREFIX + topic`; the promote script builds keys from it.
+pub const STREAM_PREFIX: &str = "bbl:q:";
+pub const TOPICS: &str = "bbl:topics";
+pub const DELAYED: &str = "bbl:delayed";
+pub const DLQ: &str = "bbl:dlq";
+pub const LOCK_PREFIX: &str = "bbl:lock:";
+
+pub fn stream(topic: &str) -> String {
+    format!("{STREAM_PREFIX}{topic}")
+}
+
+pub fn coalesce(topic: &str, entity: &str) -> String {
+    format!("{PREFIX}coalesce:{topic}:{entity}")
+}
+
+pub fn lock(handler: &str, entity_type: &str, entity_id: &str) -> String {
+    format!("{LOCK_PREFIX}{handler}:{entity_type}:{entity_id}")
+}
+
+pub fn lock_pattern() -> String {
+    format!("{LOCK_PREFIX}*")
+}
+
+pub fn schedule_tick(name: &str, tick_epoch: i64) -> String {
+    format!("{PREFIX}schedule:{name}:{tick_epoch}")
+}
+
+pub fn test(name: &str) -> String {
+    format!("{PREFIX}test:{name}")
+}

@@ -1,0 +1,34 @@
+//! bitbylaw worker: takes signed events from the edge, queues them durably in Redis and runs sync
+//! handlers against Advoware, EspoCRM, Google Calendar and 3CX.
+//!
+//! # Layout
+//!
+//! - [`config`]: defaults → TOML file → environment, validated once; secrets redacted.
+//! - [`error`]: the JSON error responses of the HTTP API.
+//! - [`topics`]: the topic catalogue and payload shapes.
+//! - [`keys`]: the one place that knows the Redis key layout.
+//! - [`intake`]: HTTP in — `POST /events` (gateway signature, validation, batch split,
+//!   coalescing), `POST /calendar/sync`, and the ops routes.
+//! - [`queue`]: Redis streams with a consumer group — enqueue, consume, retry (policy as data),
+//!   dead-letter, reclaim; [`queue::consumer`] runs the per-topic loops.
+//! - [`locks`]: per-entity locks with owner token and safe release.
+//! - [`schedule`]: cron schedules firing once per tick across instances.
+//! - [`handlers`]: the topic → handler registry and the job context; `test.*` handlers.
+//! - [`ops`]: readiness state and Prometheus metrics.
+//! - [`cli`]: the command line (`serve`, `config check`, `queue`, `dlq`, `locks`, `sync`).
+//! - [`shutdown`]: graceful shutdown signalling.
+//! - [`app`]: wires it all together for `serve`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod intake;
+pub mod keys;
+pub mod locks;
+pub mod ops;
+pub mod queue;
+pub mod schedule;
+pub mod shutdown;
+pub mod topics;

@@ -1,0 +1,158 @@
+//! Prometheus metrics (text format on `GET /metrics`). Counters are per process; queue gauges are
+//! read from Redis at scrape time, so every instance reports the same, current depth.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::queue::{Queue, TopicStats};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DepthLabel {
+    pub topic: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabel {
+    pub schedule: String,
+}
+
+type HistogramFamily = Family<TopicLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 1 ms … ~32 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub received: Family<TopicLabel, Counter>,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub enqueued: Family<TopicLabel, Counter>,
+    pub coalesced: Family<TopicLabel, Counter>,
+    pub processed: Family<TopicLabel, Counter>,
+    pub failed: Family<TopicLabel, Counter>,
+    pub retried: Family<TopicLabel, Counter>,
+    pub dead_lettered: Family<TopicLabel, Counter>,
+    pub reclaimed: Family<TopicLabel, Counter>,
+    pub lock_contention: Family<TopicLabel, Counter>,
+    pub schedule_fired: Family<ScheduleLabel, Counter>,
+    pub handler_duration: HistogramFamily,
+    pub queue_depth: Family<DepthLabel, Gauge>,
+    pub oldest_job_age: Family<TopicLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub dlq_depth: Gauge,
+    pub redis_up: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("bitbylaw_worker");
+        let m = Self {
+            received: Family::default(),
+            rejected: Family::default(),
+            enqueued: Family::default(),
+            coalesced: Family::default(),
+            processed: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            reclaimed: Family::default(),
+            lock_contention: Family::default(),
+            schedule_fired: Family::default(),
+            handler_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            queue_depth: Family::default(),
+            oldest_job_age: Family::default(),
+            dlq_depth: Gauge::default(),
+            redis_up: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("events_received", "Signed, valid events accepted by intake", m.received.clone());
+        registry.register("events_rejected", "Requests refused by intake, by reason", m.rejected.clone());
+        registry.register("jobs_enqueued", "New jobs written to the queue", m.enqueued.clone());
+        registry.register("jobs_coalesced", "Events absorbed into an already queued job", m.coalesced.clone());
+        registry.register("jobs_processed", "Jobs whose handler succeeded", m.processed.clone());
+        registry.register("jobs_failed", "Handler attempts that failed", m.failed.clone());
+        registry.register("jobs_retried", "Failed jobs scheduled for another attempt", m.retried.clone());
+        registry.register("jobs_dead_lettered", "Jobs moved to the dead-letter stream", m.dead_lettered.clone());
+        registry.register("jobs_reclaimed", "Jobs taken over from a dead consumer", m.reclaimed.clone());
+        registry.register("lock_contention", "Jobs delayed because their entity lock was busy", m.lock_contention.clone());
+        registry.register("schedule_fired", "Schedule ticks fired by this instance", m.schedule_fired.clone());
+        registry.register("handler_duration_seconds", "Handler run time", m.handler_duration.clone());
+        registry.register("queue_depth", "Jobs per topic and state (queued, in_flight, delayed)", m.queue_depth.clone());
+        registry.register("oldest_job_age_seconds", "Age of the oldest job in each topic's stream", m.oldest_job_age.clone());
+        registry.register("dlq_depth", "Jobs in the dead-letter stream", m.dlq_depth.clone());
+        registry.register("redis_up", "1 if the last scrape could read Redis", m.redis_up.clone());
+        Self { registry, ..m }
+    }
+
+    pub fn topic(topic: &str) -> TopicLabel {
+        TopicLabel { topic: topic.to_string() }
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    fn set_stats(&self, stats: &[TopicStats]) {
+        for s in stats {
+            let queued = s.stream_len.saturating_sub(s.in_flight);
+            for (state, v) in [("queued", queued), ("in_flight", s.in_flight), ("delayed", s.delayed)] {
+                self.queue_depth
+                    .get_or_create(&DepthLabel { topic: s.topic.clone(), state: state.into() })
+                    .set(v as i64);
+            }
+            self.oldest_job_age.get_or_create(&Self::topic(&s.topic)).set(s.oldest_age_secs.unwrap_or(0.0));
+        }
+    }
+
+    /// Refreshes the queue gauges from Redis, then renders everything.
+    pub async fn render(&self, queue: &Queue) -> String {
+        let refreshed = tokio::time::timeout(queue.redis().timeout(), async {
+            let stats = queue.stats().await?;
+            let dlq = queue.dlq_len().await?;
+            Ok::<_, crate::queue::QueueError>((stats, dlq))
+        })
+        .await;
+        match refreshed {
+            Ok(Ok((stats, dlq))) => {
+                self.set_stats(&stats);
+                self.dlq_depth.set(dlq as i64);
+                self.redis_up.set(1);
+            }
+            _ => {
+                self.redis_up.set(0);
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

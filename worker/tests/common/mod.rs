@@ -1,0 +1,295 @@
+//! Test utilities: a real `redis-server` on a free port, the real worker binary, signed requests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+
+pub const SECRET: &str = "test-gateway-secret-0123456789";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `redis-server` owned by one test; killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    aof: bool,
+}
+
+impl RedisServer {
+    pub fn start(aof: bool) -> Self {
+        let mut s = RedisServer { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), aof };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg(if self.aof { "yes" } else { "no" })
+            .arg("--dir")
+            .arg(self.dir.path());
+        if self.aof {
+            // Every acknowledged write is on disk before Redis answers: a SIGKILL loses nothing.
+            cmd.arg("--appendfsync").arg("always");
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("redis-server must be installed");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut c) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                        // AOF replay finishes before PING answers PONG (LOADING error otherwise).
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not come up on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bitbylaw-worker")
+}
+
+/// Environment of a worker under test: fast timeouts, test handlers, no default schedules.
+pub fn base_env(redis_url: &str, port: u16) -> Vec<(String, String)> {
+    [
+        ("REDIS_URL", redis_url.to_string()),
+        ("WORKER_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+        ("GATEWAY_SIGNING_SECRET", SECRET.to_string()),
+        ("WORKER_TEST_HANDLERS", "1".to_string()),
+        ("WORKER_ROLES", "intake,consumers".to_string()),
+        ("WORKER_VISIBILITY_TIMEOUT_MS", "2000".to_string()),
+        ("WORKER_RETRY_DELAYS_MS", "100,200".to_string()),
+        ("WORKER_RETRY_MAX_ATTEMPTS", "3".to_string()),
+        ("WORKER_LOCK_BUSY_DELAY_MS", "200".to_string()),
+        ("WORKER_PROMOTE_INTERVAL_MS", "50".to_string()),
+        ("WORKER_LOG_LEVEL", "info".to_string()),
+        ("WORKER_LOG_FORMAT", "json".to_string()),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The real worker binary, killed on drop.
+pub struct Worker {
+    child: Option<Child>,
+    pub port: u16,
+    pub base: String,
+    log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl Worker {
+    pub fn spawn(redis_url: &str, overrides: &[(&str, &str)], args: &[&str]) -> Worker {
+        let port = free_port();
+        let mut env = base_env(redis_url, port);
+        for (k, v) in overrides {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("worker.log");
+        let logfile = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin())
+            .env_clear()
+            .envs(env)
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(logfile)
+            .spawn()
+            .unwrap();
+        let w = Worker { child: Some(child), port, base: format!("http://127.0.0.1:{port}"), log, _logdir: logdir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "worker did not listen; log:\n{}", w.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        w
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- worker log (port {}) ----\n{}", self.port, self.log_text());
+        }
+        self.kill9();
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn sha256_hex(body: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(body))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+/// Signs like the edge filter does and posts to `/events`.
+pub async fn post_event(base: &str, topic: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    post_event_at(base, topic, body, now_secs(), SECRET).await
+}
+
+pub async fn post_event_at(base: &str, topic: &str, body: &[u8], at: u64, secret: &str) -> (u16, serde_json::Value) {
+    let event_id = format!("evt-{}", uuid::Uuid::new_v4().simple());
+    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(secret.as_bytes(), topic, &event_id, at, body)
+        .unwrap();
+    let resp = client()
+        .post(format!("{base}/events"))
+        .header("content-type", "application/json")
+        .header("x-event-topic", topic)
+        .header("x-event-id", &event_id)
+        .header("x-dedup-key", sha256_hex(body))
+        .header("x-received-at", at.to_string())
+        .header("x-gateway-signature", sig)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let json = resp.json::<serde_json::Value>().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+pub fn job_ids(v: &serde_json::Value) -> Vec<String> {
+    v["jobs"].as_array().map(|a| a.iter().map(|j| j["job_id"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+}
+
+/// Polls `f` until it returns `Some`, failing the test with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn metrics_text(base: &str) -> String {
+    client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
+/// Value of a sample `name{labels…}` whose label set contains `label` (e.g. `topic="test.record"`).
+pub fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| label.is_empty() || l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Runs an admin CLI command against `redis_url`; returns (success, stdout, stderr).
+pub fn cli(redis_url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .env_clear()
+        .env("REDIS_URL", redis_url)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
