@@ -56,8 +56,21 @@ fn sign(i: usize) -> Signed {
     let body = body(i);
     let at = now_secs();
     let event_id = format!("bench-{i}");
-    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(SECRET.as_bytes(), "test.echo", &event_id, at, &body).unwrap();
-    Signed { dedup: sha256_hex(&body), body, event_id, at: at.to_string(), sig }
+    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(
+        SECRET.as_bytes(),
+        "test.echo",
+        &event_id,
+        at,
+        &body,
+    )
+    .unwrap();
+    Signed {
+        dedup: sha256_hex(&body),
+        body,
+        event_id,
+        at: at.to_string(),
+        sig,
+    }
 }
 
 async fn send(client: &reqwest::Client, url: &str, s: &Signed) -> Duration {
@@ -87,11 +100,21 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Closed loop: `conc` tasks each sending their share back to back.
-async fn closed_loop(url: &str, conc: usize, total: usize, offset: usize, pid: u32) -> (f64, f64, f64, u64) {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(conc).build().unwrap();
+async fn closed_loop(
+    url: &str,
+    conc: usize,
+    total: usize,
+    offset: usize,
+    pid: u32,
+) -> (f64, f64, f64, u64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(conc)
+        .build()
+        .unwrap();
     let per = total / conc;
-    let reqs: Vec<Arc<Vec<Signed>>> =
-        (0..conc).map(|t| Arc::new((0..per).map(|i| sign(offset + t * per + i)).collect())).collect();
+    let reqs: Vec<Arc<Vec<Signed>>> = (0..conc)
+        .map(|t| Arc::new((0..per).map(|i| sign(offset + t * per + i)).collect()))
+        .collect();
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
         let peak = peak.clone();
@@ -121,12 +144,20 @@ async fn closed_loop(url: &str, conc: usize, total: usize, offset: usize, pid: u
     let elapsed = start.elapsed().as_secs_f64();
     sampler.abort();
     all.sort();
-    (all.len() as f64 / elapsed, pct(&all, 0.5), pct(&all, 0.99), peak.load(std::sync::atomic::Ordering::Relaxed))
+    (
+        all.len() as f64 / elapsed,
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        peak.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 /// Open loop: one request every 1/rate seconds regardless of answers.
 async fn paced(url: &str, rate: u64, secs: u64, offset: usize) -> (f64, f64, usize) {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
     let n = (rate * secs) as usize;
     let reqs: Vec<Signed> = (0..n).map(|i| sign(offset + i)).collect();
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
@@ -146,7 +177,10 @@ async fn paced(url: &str, rate: u64, secs: u64, offset: usize) -> (f64, f64, usi
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
@@ -180,7 +214,9 @@ async fn run() {
     }
     let (p50, p99, n) = paced(&url, 1000, 5, offset).await;
     offset += n;
-    rows.push(format!("| intake, 1 KiB, paced 1,000/s   | {n:>8} events   | p50 {p50:.2} ms, p99 {p99:.2} ms |"));
+    rows.push(format!(
+        "| intake, 1 KiB, paced 1,000/s   | {n:>8} events   | p50 {p50:.2} ms, p99 {p99:.2} ms |"
+    ));
 
     // End to end: the intake runs above queued `offset + 400` jobs on test.echo; a consumer-only
     // worker drains them with the no-op handler.
@@ -207,20 +243,56 @@ async fn run() {
     let drain = start.elapsed().as_secs_f64();
     rows.push(format!("| end to end, no-op handler      | {:>8.0} jobs/s   | {queued} jobs drained in {drain:.2} s |", queued as f64 / drain));
     rows.extend(cpu_rows);
-    rows.push(format!("| worker RSS idle                | {:>8.1} MiB      | |", rss_idle as f64 / 1024.0));
-    rows.push(format!("| worker RSS peak, intake c=64   | {:>8.1} MiB      | |", peak_rss as f64 / 1024.0));
-    rows.push(format!("| worker RSS peak, consuming     | {:>8.1} MiB      | |", consumer_peak as f64 / 1024.0));
+    rows.push(format!(
+        "| worker RSS idle                | {:>8.1} MiB      | |",
+        rss_idle as f64 / 1024.0
+    ));
+    rows.push(format!(
+        "| worker RSS peak, intake c=64   | {:>8.1} MiB      | |",
+        peak_rss as f64 / 1024.0
+    ));
+    rows.push(format!(
+        "| worker RSS peak, consuming     | {:>8.1} MiB      | |",
+        consumer_peak as f64 / 1024.0
+    ));
     let _ = offset;
 
     let rb = std::process::Command::new("redis-benchmark")
-        .args(["-p", &redis.port.to_string(), "-q", "-n", "100000", "-t", "set"])
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-q",
+            "-n",
+            "100000",
+            "-t",
+            "set",
+        ])
         .output();
     let rbx = std::process::Command::new("redis-benchmark")
-        .args(["-p", &redis.port.to_string(), "-q", "-n", "100000", "XADD", "bench:stream", "MAXLEN", "~", "1000", "*", "f", "v"])
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-q",
+            "-n",
+            "100000",
+            "XADD",
+            "bench:stream",
+            "MAXLEN",
+            "~",
+            "1000",
+            "*",
+            "f",
+            "v",
+        ])
         .output();
 
     println!();
-    println!("bitbylaw-worker benchmark ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "bitbylaw-worker benchmark ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("| measurement                    | result            | latency / detail |");
     println!("|--------------------------------|-------------------|------------------|");
     for r in rows {
@@ -230,7 +302,10 @@ async fn run() {
     println!("redis-benchmark (same redis-server):");
     for out in [rb, rbx].into_iter().flatten() {
         let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.split(['\r', '\n']).filter(|l| l.contains("requests per second")) {
+        for line in text
+            .split(['\r', '\n'])
+            .filter(|l| l.contains("requests per second"))
+        {
             println!("  {}", line.trim());
         }
     }

@@ -20,7 +20,10 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("http server: {0}")]
     Http(std::io::Error),
     #[error(transparent)]
@@ -29,8 +32,15 @@ pub enum ServeError {
 
 /// Builds the queue handle the CLI and `serve` share.
 pub fn queue_for(config: &Config) -> Result<Queue, QueueError> {
-    let redis = Arc::new(Redis::open(config.redis_url.expose(), config.queue.redis_timeout)?);
-    Ok(Queue::new(redis, config.queue.group.clone(), config.queue.coalesce_ttl))
+    let redis = Arc::new(Redis::open(
+        config.redis_url.expose(),
+        config.queue.redis_timeout,
+    )?);
+    Ok(Queue::new(
+        redis,
+        config.queue.group.clone(),
+        config.queue.coalesce_ttl,
+    ))
 }
 
 pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError> {
@@ -42,11 +52,19 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
-        .map_err(|source| ServeError::Bind { addr: config.listen_addr, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
     info!(addr = %config.listen_addr, roles = ?config.roles, handlers = ?registry, "worker listening");
 
     let mut tasks: JoinSet<Result<(), ServeError>> = JoinSet::new();
-    let state = AppState { config: config.clone(), queue: queue.clone(), metrics: metrics.clone(), health: health.clone() };
+    let state = AppState {
+        config: config.clone(),
+        queue: queue.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -79,7 +97,12 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
         });
     }
     if config.roles.schedules {
-        let (specs, queue, metrics, shutdown) = (config.schedules.clone(), queue.clone(), metrics.clone(), shutdown.clone());
+        let (specs, queue, metrics, shutdown) = (
+            config.schedules.clone(),
+            queue.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             schedule::run(specs, queue, metrics, shutdown).await;
             Ok(())

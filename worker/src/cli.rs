@@ -12,7 +12,11 @@ use crate::locks::{LockError, Locks};
 use crate::queue::QueueError;
 
 #[derive(Debug, Parser)]
-#[command(name = "bitbylaw-worker", version, about = "bitbylaw gateway worker: durable queue and sync handlers")]
+#[command(
+    name = "bitbylaw-worker",
+    version,
+    about = "bitbylaw gateway worker: durable queue and sync handlers"
+)]
 pub struct Cli {
     /// TOML configuration file (environment variables override it).
     #[arg(long, global = true, env = "WORKER_CONFIG")]
@@ -145,9 +149,15 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
             if json {
                 print_json(&serde_json::json!({ "topics": stats, "dlq": dlq }));
             } else {
-                println!("{:<34} {:>8} {:>9} {:>8} {:>11}", "TOPIC", "QUEUED", "IN_FLIGHT", "DELAYED", "OLDEST_AGE");
+                println!(
+                    "{:<34} {:>8} {:>9} {:>8} {:>11}",
+                    "TOPIC", "QUEUED", "IN_FLIGHT", "DELAYED", "OLDEST_AGE"
+                );
                 for s in stats {
-                    let age = s.oldest_age_secs.map(|a| format!("{a:.1}s")).unwrap_or_else(|| "-".into());
+                    let age = s
+                        .oldest_age_secs
+                        .map(|a| format!("{a:.1}s"))
+                        .unwrap_or_else(|| "-".into());
                     println!(
                         "{:<34} {:>8} {:>9} {:>8} {:>11}",
                         s.topic,
@@ -166,9 +176,15 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
                 print_json(&dead);
             } else {
                 for d in dead {
-                    let (topic, entity, attempts) =
-                        d.job.as_ref().map(|j| (j.topic.as_str(), j.entity.as_str(), j.attempts)).unwrap_or(("?", "?", 0));
-                    println!("{}  {topic}  {entity}  attempts={attempts}  failed_at={}  error={}", d.dlq_id, d.failed_at, d.error);
+                    let (topic, entity, attempts) = d
+                        .job
+                        .as_ref()
+                        .map(|j| (j.topic.as_str(), j.entity.as_str(), j.attempts))
+                        .unwrap_or(("?", "?", 0));
+                    println!(
+                        "{}  {topic}  {entity}  attempts={attempts}  failed_at={}  error={}",
+                        d.dlq_id, d.failed_at, d.error
+                    );
                 }
             }
         }
@@ -181,7 +197,9 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
         }
         Command::Dlq(DlqCmd::Purge { yes }) => {
             if !yes {
-                return Err(CliError::Usage("purging deletes dead jobs for good; add --yes".into()));
+                return Err(CliError::Usage(
+                    "purging deletes dead jobs for good; add --yes".into(),
+                ));
             }
             println!("purged {} job(s)", queue.dlq_purge().await?);
         }
@@ -194,17 +212,38 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
             if keys.is_empty() && !all {
                 return Err(CliError::Usage("give lock keys or --all".into()));
             }
-            println!("cleared {} lock(s)", Locks::new(queue.redis().clone()).clear(&keys).await?);
+            println!(
+                "cleared {} lock(s)",
+                Locks::new(queue.redis().clone()).clear(&keys).await?
+            );
         }
-        Command::Sync(SyncCmd::Calendar { kuerzel, all, full_content }) => {
-            let kuerzel = if all { "ALL".to_string() } else { kuerzel.unwrap_or_default() };
-            let (topic, job) = calendar_job(&CalendarSyncRequest { kuerzel, full_content })
-                .map_err(|e| CliError::Usage(e.message))?;
+        Command::Sync(SyncCmd::Calendar {
+            kuerzel,
+            all,
+            full_content,
+        }) => {
+            let kuerzel = if all {
+                "ALL".to_string()
+            } else {
+                kuerzel.unwrap_or_default()
+            };
+            let (topic, job) = calendar_job(&CalendarSyncRequest {
+                kuerzel,
+                full_content,
+            })
+            .map_err(|e| CliError::Usage(e.message))?;
             for e in queue.enqueue(topic, vec![job]).await? {
-                println!("{topic} {} job {}{}", e.entity, e.job_id, if e.coalesced { " (coalesced)" } else { "" });
+                println!(
+                    "{topic} {} job {}{}",
+                    e.entity,
+                    e.job_id,
+                    if e.coalesced { " (coalesced)" } else { "" }
+                );
             }
         }
-        Command::Serve(_) | Command::Config(_) => return Err(CliError::Usage("not an admin command".into())),
+        Command::Serve(_) | Command::Config(_) => {
+            return Err(CliError::Usage("not an admin command".into()))
+        }
     }
     Ok(())
 }

@@ -81,7 +81,10 @@ pub struct QueueSettings {
 
 impl QueueSettings {
     pub fn concurrency_for(&self, topic: &str) -> usize {
-        self.concurrency.get(topic).copied().unwrap_or(self.default_concurrency)
+        self.concurrency
+            .get(topic)
+            .copied()
+            .unwrap_or(self.default_concurrency)
     }
 }
 
@@ -286,7 +289,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn str(&self, name: &str) -> Option<String> {
-        self.env.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        self.env
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
     }
     fn parse<T: FromStr>(&mut self, name: &str) -> Option<T>
     where
@@ -296,7 +302,8 @@ impl Reader<'_> {
         match raw.parse::<T>() {
             Ok(v) => Some(v),
             Err(e) => {
-                self.problems.push(format!("{name}: cannot parse {raw:?}: {e}"));
+                self.problems
+                    .push(format!("{name}: cannot parse {raw:?}: {e}"));
                 None
             }
         }
@@ -307,7 +314,9 @@ impl Reader<'_> {
             "1" | "true" | "yes" | "on" => Some(true),
             "0" | "false" | "no" | "off" => Some(false),
             _ => {
-                self.problems.push(format!("{name}: expected a boolean (1/0/true/false), got {raw:?}"));
+                self.problems.push(format!(
+                    "{name}: expected a boolean (1/0/true/false), got {raw:?}"
+                ));
                 None
             }
         }
@@ -326,9 +335,18 @@ impl Config {
         Self::load_for(path, env, Purpose::Serve)
     }
 
-    pub fn load_for(path: Option<&Path>, env: &HashMap<String, String>, purpose: Purpose) -> Result<Self, ConfigError> {
-        let mut r = Reader { env, problems: Vec::new() };
-        let path = path.map(Path::to_path_buf).or_else(|| r.str("WORKER_CONFIG").map(PathBuf::from));
+    pub fn load_for(
+        path: Option<&Path>,
+        env: &HashMap<String, String>,
+        purpose: Purpose,
+    ) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            env,
+            problems: Vec::new(),
+        };
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| r.str("WORKER_CONFIG").map(PathBuf::from));
         let file = match &path {
             None => FileConfig::default(),
             Some(p) => match std::fs::read_to_string(p) {
@@ -339,7 +357,8 @@ impl Config {
                 Ok(text) => match toml::from_str::<FileConfig>(&text) {
                     Ok(f) => f,
                     Err(e) => {
-                        r.problems.push(format!("config file {}: {}", p.display(), e.message()));
+                        r.problems
+                            .push(format!("config file {}: {}", p.display(), e.message()));
                         FileConfig::default()
                     }
                 },
@@ -347,11 +366,16 @@ impl Config {
         };
 
         // listen address
-        let listen_raw = r.str("WORKER_LISTEN_ADDR").or(file.listen_addr).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen_raw = r
+            .str("WORKER_LISTEN_ADDR")
+            .or(file.listen_addr)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen_addr = match listen_raw.parse::<SocketAddr>() {
             Ok(a) => a,
             Err(e) => {
-                r.problems.push(format!("WORKER_LISTEN_ADDR / listen_addr: {listen_raw:?}: {e}"));
+                r.problems.push(format!(
+                    "WORKER_LISTEN_ADDR / listen_addr: {listen_raw:?}: {e}"
+                ));
                 SocketAddr::from(([127, 0, 0, 1], 8080))
             }
         };
@@ -361,26 +385,45 @@ impl Config {
             .str("REDIS_URL")
             .map(Secret::new)
             .or_else(|| {
-                r.str("REDIS_HOST")
-                    .map(|h| Secret::new(format!("redis://{h}:{}/", r.str("REDIS_PORT").unwrap_or_else(|| "6379".into()))))
+                r.str("REDIS_HOST").map(|h| {
+                    Secret::new(format!(
+                        "redis://{h}:{}/",
+                        r.str("REDIS_PORT").unwrap_or_else(|| "6379".into())
+                    ))
+                })
             })
             .or(file.redis_url)
             .unwrap_or_else(|| Secret::new("redis://127.0.0.1:6379/"));
         match url::Url::parse(redis_url.expose()) {
             Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
-            Ok(u) => r.problems.push(format!("REDIS_URL: unsupported scheme {:?}", u.scheme())),
+            Ok(u) => r
+                .problems
+                .push(format!("REDIS_URL: unsupported scheme {:?}", u.scheme())),
             Err(e) => r.problems.push(format!("REDIS_URL: not a URL: {e}")),
         }
 
         // roles
         let roles_list: Option<Vec<String>> = r
             .str("WORKER_ROLES")
-            .map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+            .map(|s| {
+                s.split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
             .or(file.roles);
         let roles = match roles_list {
-            None => Roles { intake: true, consumers: true, schedules: true },
+            None => Roles {
+                intake: true,
+                consumers: true,
+                schedules: true,
+            },
             Some(list) => {
-                let mut roles = Roles { intake: false, consumers: false, schedules: false };
+                let mut roles = Roles {
+                    intake: false,
+                    consumers: false,
+                    schedules: false,
+                };
                 for role in list {
                     match role.as_str() {
                         "intake" => roles.intake = true,
@@ -396,79 +439,131 @@ impl Config {
         };
 
         // gateway signature
-        let current = r.str("GATEWAY_SIGNING_SECRET").map(Secret::new).or(file.gateway_signing_secret);
-        let previous =
-            r.str("GATEWAY_SIGNING_SECRET_PREVIOUS").map(Secret::new).or(file.gateway_signing_secret_previous);
+        let current = r
+            .str("GATEWAY_SIGNING_SECRET")
+            .map(Secret::new)
+            .or(file.gateway_signing_secret);
+        let previous = r
+            .str("GATEWAY_SIGNING_SECRET_PREVIOUS")
+            .map(Secret::new)
+            .or(file.gateway_signing_secret_previous);
         let mut gateway_secrets = Vec::new();
         match current {
-            Some(s) if s.expose().len() < 16 => {
-                r.problems.push("GATEWAY_SIGNING_SECRET: must be at least 16 bytes".into())
-            }
+            Some(s) if s.expose().len() < 16 => r
+                .problems
+                .push("GATEWAY_SIGNING_SECRET: must be at least 16 bytes".into()),
             Some(s) => gateway_secrets.push(s),
-            None if roles.intake && purpose == Purpose::Serve => {
-                r.problems.push("GATEWAY_SIGNING_SECRET: required when the intake role is enabled".into())
-            }
+            None if roles.intake && purpose == Purpose::Serve => r
+                .problems
+                .push("GATEWAY_SIGNING_SECRET: required when the intake role is enabled".into()),
             None => {}
         }
         if let Some(p) = previous.filter(|p| !p.is_empty()) {
             gateway_secrets.push(p);
         }
-        let signature_tolerance_secs =
-            r.parse::<u64>("WORKER_SIGNATURE_TOLERANCE_SECS").or(file.signature_tolerance_secs).unwrap_or(300);
-        let max_body_bytes = r.parse::<usize>("WORKER_MAX_BODY_BYTES").or(file.max_body_bytes).unwrap_or(1024 * 1024);
+        let signature_tolerance_secs = r
+            .parse::<u64>("WORKER_SIGNATURE_TOLERANCE_SECS")
+            .or(file.signature_tolerance_secs)
+            .unwrap_or(300);
+        let max_body_bytes = r
+            .parse::<usize>("WORKER_MAX_BODY_BYTES")
+            .or(file.max_body_bytes)
+            .unwrap_or(1024 * 1024);
         if max_body_bytes == 0 {
-            r.problems.push("WORKER_MAX_BODY_BYTES: must be greater than 0".into());
+            r.problems
+                .push("WORKER_MAX_BODY_BYTES: must be greater than 0".into());
         }
-        let admin_token = r.str("WORKER_ADMIN_TOKEN").map(Secret::new).or(file.admin_token).filter(|s| !s.is_empty());
+        let admin_token = r
+            .str("WORKER_ADMIN_TOKEN")
+            .map(Secret::new)
+            .or(file.admin_token)
+            .filter(|s| !s.is_empty());
 
         // queue
         let q = file.queue;
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
-        let visibility_ms = r.parse::<u64>("WORKER_VISIBILITY_TIMEOUT_MS").or(q.visibility_timeout_ms);
-        let default_concurrency =
-            r.parse::<usize>("WORKER_CONCURRENCY").or(q.default_concurrency).unwrap_or(4);
+        let visibility_ms = r
+            .parse::<u64>("WORKER_VISIBILITY_TIMEOUT_MS")
+            .or(q.visibility_timeout_ms);
+        let default_concurrency = r
+            .parse::<usize>("WORKER_CONCURRENCY")
+            .or(q.default_concurrency)
+            .unwrap_or(4);
         let queue = QueueSettings {
-            group: r.str("WORKER_CONSUMER_GROUP").or(q.group).unwrap_or_else(|| "workers".into()),
+            group: r
+                .str("WORKER_CONSUMER_GROUP")
+                .or(q.group)
+                .unwrap_or_else(|| "workers".into()),
             visibility_timeout: ms(visibility_ms, 5 * 60 * 1000),
             block: ms(q.block_ms, 1000),
-            promote_interval: ms(r.parse::<u64>("WORKER_PROMOTE_INTERVAL_MS").or(q.promote_interval_ms), 250),
+            promote_interval: ms(
+                r.parse::<u64>("WORKER_PROMOTE_INTERVAL_MS")
+                    .or(q.promote_interval_ms),
+                250,
+            ),
             default_concurrency,
             concurrency: q.concurrency,
             coalesce_ttl: Duration::from_secs(q.coalesce_ttl_secs.unwrap_or(24 * 3600)),
-            lock_busy_delay: ms(r.parse::<u64>("WORKER_LOCK_BUSY_DELAY_MS").or(q.lock_busy_delay_ms), 5000),
-            shutdown_deadline: ms(r.parse::<u64>("WORKER_SHUTDOWN_DEADLINE_MS").or(q.shutdown_deadline_ms), 30_000),
+            lock_busy_delay: ms(
+                r.parse::<u64>("WORKER_LOCK_BUSY_DELAY_MS")
+                    .or(q.lock_busy_delay_ms),
+                5000,
+            ),
+            shutdown_deadline: ms(
+                r.parse::<u64>("WORKER_SHUTDOWN_DEADLINE_MS")
+                    .or(q.shutdown_deadline_ms),
+                30_000,
+            ),
             redis_timeout: ms(q.redis_timeout_ms, 2000),
-            max_deliveries: r.parse::<u64>("WORKER_MAX_DELIVERIES").or(q.max_deliveries).unwrap_or(5),
+            max_deliveries: r
+                .parse::<u64>("WORKER_MAX_DELIVERIES")
+                .or(q.max_deliveries)
+                .unwrap_or(5),
         };
         if queue.max_deliveries == 0 {
-            r.problems.push("queue.max_deliveries / WORKER_MAX_DELIVERIES: must be at least 1".into());
+            r.problems
+                .push("queue.max_deliveries / WORKER_MAX_DELIVERIES: must be at least 1".into());
         }
-        let lock_ttl = ms(r.parse::<u64>("WORKER_LOCK_TTL_MS").or(q.lock_ttl_ms), 300_000);
+        let lock_ttl = ms(
+            r.parse::<u64>("WORKER_LOCK_TTL_MS").or(q.lock_ttl_ms),
+            300_000,
+        );
         if queue.default_concurrency == 0 {
-            r.problems.push("queue.default_concurrency / WORKER_CONCURRENCY: must be at least 1".into());
+            r.problems
+                .push("queue.default_concurrency / WORKER_CONCURRENCY: must be at least 1".into());
         }
         for (topic, n) in &queue.concurrency {
             if *n == 0 {
-                r.problems.push(format!("queue.concurrency.\"{topic}\": must be at least 1"));
+                r.problems
+                    .push(format!("queue.concurrency.\"{topic}\": must be at least 1"));
             }
             if topics::kind(topic).is_none() {
-                r.problems.push(format!("queue.concurrency: unknown topic {topic:?}"));
+                r.problems
+                    .push(format!("queue.concurrency: unknown topic {topic:?}"));
             }
         }
         if queue.visibility_timeout < Duration::from_millis(500) {
-            r.problems.push("visibility timeout must be at least 500 ms".into());
+            r.problems
+                .push("visibility timeout must be at least 500 ms".into());
         }
         if queue.block.is_zero() || queue.block >= queue.visibility_timeout {
-            r.problems.push("queue.block_ms must be > 0 and shorter than the visibility timeout".into());
+            r.problems
+                .push("queue.block_ms must be > 0 and shorter than the visibility timeout".into());
         }
 
         // retry
-        let mut retry = RetrySettings { default: file.retry.default.unwrap_or_default(), topics: file.retry.topics };
+        let mut retry = RetrySettings {
+            default: file.retry.default.unwrap_or_default(),
+            topics: file.retry.topics,
+        };
         if let Some(raw) = r.str("WORKER_RETRY_DELAYS_MS") {
-            let parsed: Result<Vec<u64>, _> = raw.split(',').map(|p| p.trim().parse::<u64>()).collect();
+            let parsed: Result<Vec<u64>, _> =
+                raw.split(',').map(|p| p.trim().parse::<u64>()).collect();
             match parsed {
                 Ok(delays) => retry.default.delays_ms = delays,
-                Err(e) => r.problems.push(format!("WORKER_RETRY_DELAYS_MS: {raw:?}: {e}")),
+                Err(e) => r
+                    .problems
+                    .push(format!("WORKER_RETRY_DELAYS_MS: {raw:?}: {e}")),
             }
         }
         if let Some(n) = r.parse::<u32>("WORKER_RETRY_MAX_ATTEMPTS") {
@@ -479,7 +574,8 @@ impl Config {
         }
         for (topic, policy) in &retry.topics {
             if topics::kind(topic).is_none() {
-                r.problems.push(format!("retry.topics: unknown topic {topic:?}"));
+                r.problems
+                    .push(format!("retry.topics: unknown topic {topic:?}"));
             }
             for p in policy.problems() {
                 r.problems.push(format!("retry.topics.\"{topic}\": {p}"));
@@ -489,40 +585,68 @@ impl Config {
         // schedules
         let mut schedules = file.schedules.unwrap_or_else(default_schedules);
         for s in &mut schedules {
-            let var = format!("WORKER_SCHEDULE_{}_CRON", s.name.to_ascii_uppercase().replace(['-', '.'], "_"));
+            let var = format!(
+                "WORKER_SCHEDULE_{}_CRON",
+                s.name.to_ascii_uppercase().replace(['-', '.'], "_")
+            );
             if let Some(cron) = r.str(&var) {
                 s.cron = cron;
             }
             if let Err(e) = crate::schedule::parse_cron(&s.cron) {
-                r.problems.push(format!("schedule {:?}: invalid cron {:?}: {e}", s.name, s.cron));
+                r.problems.push(format!(
+                    "schedule {:?}: invalid cron {:?}: {e}",
+                    s.name, s.cron
+                ));
             }
             if topics::kind(&s.topic).is_none() {
-                r.problems.push(format!("schedule {:?}: unknown topic {:?}", s.name, s.topic));
+                r.problems.push(format!(
+                    "schedule {:?}: unknown topic {:?}",
+                    s.name, s.topic
+                ));
             }
-            if s.name.is_empty() || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                r.problems.push(format!("schedule {:?}: name must be [A-Za-z0-9_-]+", s.name));
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                r.problems.push(format!(
+                    "schedule {:?}: name must be [A-Za-z0-9_-]+",
+                    s.name
+                ));
             }
         }
 
-        let test_handlers = r.flag("WORKER_TEST_HANDLERS").or(file.test_handlers).unwrap_or(false);
+        let test_handlers = r
+            .flag("WORKER_TEST_HANDLERS")
+            .or(file.test_handlers)
+            .unwrap_or(false);
         let log_format = match r.str("WORKER_LOG_FORMAT").or(file.log_format).as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                r.problems.push(format!("WORKER_LOG_FORMAT: expected json or text, got {other:?}"));
+                r.problems.push(format!(
+                    "WORKER_LOG_FORMAT: expected json or text, got {other:?}"
+                ));
                 LogFormat::Json
             }
         };
-        let log_level = r.str("WORKER_LOG_LEVEL").or(file.log_level).unwrap_or_else(|| "info".into());
+        let log_level = r
+            .str("WORKER_LOG_LEVEL")
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            r.problems.push(format!("WORKER_LOG_LEVEL: invalid filter {log_level:?}"));
+            r.problems
+                .push(format!("WORKER_LOG_LEVEL: invalid filter {log_level:?}"));
         }
 
         // outside systems: optional until their handlers exist, but well-formed when given
         let fa = file.advoware;
         let advoware = AdvowareSettings {
             api_base_url: r.str("ADVOWARE_API_BASE_URL").or(fa.api_base_url),
-            security_gateway_url: r.str("ADVOWARE_SECURITY_GATEWAY_URL").or(fa.security_gateway_url),
+            security_gateway_url: r
+                .str("ADVOWARE_SECURITY_GATEWAY_URL")
+                .or(fa.security_gateway_url),
             kanzlei: r.str("ADVOWARE_KANZLEI").or(fa.kanzlei),
             database: r.str("ADVOWARE_DATABASE").or(fa.database),
             user: r.str("ADVOWARE_USER").or(fa.user),
@@ -534,23 +658,38 @@ impl Config {
         };
         for (name, v) in [
             ("ADVOWARE_API_BASE_URL", &advoware.api_base_url),
-            ("ADVOWARE_SECURITY_GATEWAY_URL", &advoware.security_gateway_url),
+            (
+                "ADVOWARE_SECURITY_GATEWAY_URL",
+                &advoware.security_gateway_url,
+            ),
         ] {
             check_http_url(&mut r.problems, name, v.as_deref());
         }
         if let Some(key) = &advoware.api_key {
             use base64::Engine as _;
-            if base64::engine::general_purpose::STANDARD.decode(key.expose()).is_err() {
-                r.problems.push("ADVOWARE_API_KEY: must be base64 (it is decoded to the HMAC key)".into());
+            if base64::engine::general_purpose::STANDARD
+                .decode(key.expose())
+                .is_err()
+            {
+                r.problems.push(
+                    "ADVOWARE_API_KEY: must be base64 (it is decoded to the HMAC key)".into(),
+                );
             }
         }
         let fe = file.espocrm;
         let espocrm = EspoCrmSettings {
             api_base_url: r.str("ESPOCRM_API_BASE_URL").or(fe.api_base_url),
             api_key: r.str("ESPOCRM_API_KEY").map(Secret::new).or(fe.api_key),
-            timeout: r.parse::<u64>("ESPOCRM_API_TIMEOUT_SECONDS").or(fe.timeout_secs).map(Duration::from_secs),
+            timeout: r
+                .parse::<u64>("ESPOCRM_API_TIMEOUT_SECONDS")
+                .or(fe.timeout_secs)
+                .map(Duration::from_secs),
         };
-        check_http_url(&mut r.problems, "ESPOCRM_API_BASE_URL", espocrm.api_base_url.as_deref());
+        check_http_url(
+            &mut r.problems,
+            "ESPOCRM_API_BASE_URL",
+            espocrm.api_base_url.as_deref(),
+        );
         let google = GoogleSettings {
             service_account_path: r
                 .str("GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH")
@@ -559,12 +698,17 @@ impl Config {
         };
         if let Some(p) = &google.service_account_path {
             if !p.is_file() {
-                r.problems.push(format!("GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH: {} is not a readable file", p.display()));
+                r.problems.push(format!(
+                    "GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH: {} is not a readable file",
+                    p.display()
+                ));
             }
         }
 
         if !r.problems.is_empty() {
-            return Err(ConfigError { problems: r.problems });
+            return Err(ConfigError {
+                problems: r.problems,
+            });
         }
         Ok(Config {
             listen_addr,
@@ -592,7 +736,10 @@ fn check_http_url(problems: &mut Vec<String>, name: &str, value: Option<&str>) {
     if let Some(v) = value {
         match url::Url::parse(v) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            Ok(u) => problems.push(format!("{name}: expected http(s) URL, got scheme {:?}", u.scheme())),
+            Ok(u) => problems.push(format!(
+                "{name}: expected http(s) URL, got scheme {:?}",
+                u.scheme()
+            )),
             Err(e) => problems.push(format!("{name}: not a URL: {e}")),
         }
     }
@@ -603,12 +750,18 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_with_secret() {
-        let cfg = Config::load(None, &env(&[("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret")]));
+        let cfg = Config::load(
+            None,
+            &env(&[("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret")]),
+        );
         let cfg = match cfg {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
@@ -617,7 +770,10 @@ mod tests {
         assert_eq!(cfg.schedules.len(), 2);
         assert!(cfg.roles.intake && cfg.roles.consumers && cfg.roles.schedules);
         let dbg = format!("{cfg:?}");
-        assert!(!dbg.contains("0123456789abcdef-secret"), "secret leaked into Debug: {dbg}");
+        assert!(
+            !dbg.contains("0123456789abcdef-secret"),
+            "secret leaked into Debug: {dbg}"
+        );
     }
 
     #[test]
@@ -636,7 +792,14 @@ mod tests {
         .map(|e| e.problems)
         .unwrap_or_default();
         let joined = err.join("\n");
-        for needle in ["WORKER_LISTEN_ADDR", "REDIS_URL", "cooking", "GATEWAY_SIGNING_SECRET", "ADVOWARE_API_KEY", "calendar-sync-all"] {
+        for needle in [
+            "WORKER_LISTEN_ADDR",
+            "REDIS_URL",
+            "cooking",
+            "GATEWAY_SIGNING_SECRET",
+            "ADVOWARE_API_KEY",
+            "calendar-sync-all",
+        ] {
             assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
         }
     }
@@ -658,7 +821,10 @@ delays_ms = [10]
 max_attempts = 2
 "#,
         );
-        let cfg = Config::load(Some(&path), &env(&[("WORKER_LISTEN_ADDR", "127.0.0.1:9001")]));
+        let cfg = Config::load(
+            Some(&path),
+            &env(&[("WORKER_LISTEN_ADDR", "127.0.0.1:9001")]),
+        );
         let cfg = match cfg {
             Ok(c) => c,
             Err(e) => panic!("{e}"),

@@ -58,7 +58,10 @@ pub struct LockInfo {
 
 impl Locks {
     pub fn new(redis: Arc<Redis>) -> Self {
-        Self { redis, release: Script::new(crate::queue::scripts_release_lock()) }
+        Self {
+            redis,
+            release: Script::new(crate::queue::scripts_release_lock()),
+        }
     }
 
     pub async fn try_acquire(
@@ -80,14 +83,24 @@ impl Locks {
             .query_async(&mut c)
             .await?;
         match ok {
-            Some(_) => Ok(LockGuard { key, token, locks: self.clone(), released: false }),
+            Some(_) => Ok(LockGuard {
+                key,
+                token,
+                locks: self.clone(),
+                released: false,
+            }),
             None => Err(LockError::Busy(key)),
         }
     }
 
     async fn release_key(&self, key: &str, token: &str) -> Result<bool, LockError> {
         let mut c = self.redis.conn().await?;
-        let n: i64 = self.release.key(key).arg(token).invoke_async(&mut c).await?;
+        let n: i64 = self
+            .release
+            .key(key)
+            .arg(token)
+            .invoke_async(&mut c)
+            .await?;
         Ok(n == 1)
     }
 
@@ -130,7 +143,13 @@ impl Locks {
         } else {
             keys_to_clear
                 .iter()
-                .map(|k| if k.starts_with(keys::LOCK_PREFIX) { k.clone() } else { format!("{}{k}", keys::LOCK_PREFIX) })
+                .map(|k| {
+                    if k.starts_with(keys::LOCK_PREFIX) {
+                        k.clone()
+                    } else {
+                        format!("{}{k}", keys::LOCK_PREFIX)
+                    }
+                })
                 .collect()
         };
         if targets.is_empty() {
@@ -159,7 +178,10 @@ impl Drop for LockGuard {
         if !self.released {
             // Best effort: release in the background; the TTL covers a failure.
             let locks = self.locks.clone();
-            let (key, token) = (std::mem::take(&mut self.key), std::mem::take(&mut self.token));
+            let (key, token) = (
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     let _ = locks.release_key(&key, &token).await;

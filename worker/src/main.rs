@@ -11,7 +11,9 @@ use bitbylaw_worker::{app, cli, shutdown};
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
         LogFormat::Text => builder.init(),
@@ -45,7 +47,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     rt.block_on(async move {
         match command {
             Command::Serve(args) => {
@@ -61,7 +66,9 @@ fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 });
                 app::serve(config, shutdown).await.context("serve")
             }
-            other => cli::run_admin(other, &config).await.context("command failed"),
+            other => cli::run_admin(other, &config)
+                .await
+                .context("command failed"),
         }
     })
 }

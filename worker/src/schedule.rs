@@ -20,16 +20,31 @@ use crate::shutdown::Shutdown;
 /// Parses a cron expression with seconds; a classic 5-field expression gets second `0`.
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, cron::error::Error> {
     let fields = expr.split_whitespace().count();
-    let full = if fields == 5 { format!("0 {expr}") } else { expr.to_string() };
+    let full = if fields == 5 {
+        format!("0 {expr}")
+    } else {
+        expr.to_string()
+    };
     cron::Schedule::from_str(&full)
 }
 
-pub async fn run(specs: Vec<ScheduleSpec>, queue: Queue, metrics: Arc<Metrics>, shutdown: Shutdown) {
+pub async fn run(
+    specs: Vec<ScheduleSpec>,
+    queue: Queue,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
     let mut set = tokio::task::JoinSet::new();
     for spec in specs {
         match parse_cron(&spec.cron) {
             Ok(sched) => {
-                set.spawn(one(spec, sched, queue.clone(), metrics.clone(), shutdown.clone()));
+                set.spawn(one(
+                    spec,
+                    sched,
+                    queue.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
             }
             Err(e) => warn!(schedule = %spec.name, error = %e, "invalid cron; schedule disabled"),
         }
@@ -37,10 +52,18 @@ pub async fn run(specs: Vec<ScheduleSpec>, queue: Queue, metrics: Arc<Metrics>, 
     while set.join_next().await.is_some() {}
 }
 
-async fn one(spec: ScheduleSpec, sched: cron::Schedule, queue: Queue, metrics: Arc<Metrics>, shutdown: Shutdown) {
+async fn one(
+    spec: ScheduleSpec,
+    sched: cron::Schedule,
+    queue: Queue,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
     info!(schedule = %spec.name, cron = %spec.cron, topic = %spec.topic, "schedule active");
     while !shutdown.is_triggered() {
-        let Some(next) = sched.after(&Utc::now()).next() else { return };
+        let Some(next) = sched.after(&Utc::now()).next() else {
+            return;
+        };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         if !shutdown.sleep(wait).await {
             return;
@@ -48,17 +71,28 @@ async fn one(spec: ScheduleSpec, sched: cron::Schedule, queue: Queue, metrics: A
         let tick = next.timestamp();
         match fire(&spec, tick, &queue).await {
             Ok(true) => {
-                metrics.schedule_fired.get_or_create(&ScheduleLabel { schedule: spec.name.clone() }).inc();
+                metrics
+                    .schedule_fired
+                    .get_or_create(&ScheduleLabel {
+                        schedule: spec.name.clone(),
+                    })
+                    .inc();
                 info!(schedule = %spec.name, tick, "schedule fired");
             }
             Ok(false) => {}
-            Err(e) => warn!(schedule = %spec.name, tick, error = %e, "schedule tick lost: redis unavailable"),
+            Err(e) => {
+                warn!(schedule = %spec.name, tick, error = %e, "schedule tick lost: redis unavailable")
+            }
         }
     }
 }
 
 /// Claims the tick and enqueues its job; `false` if another instance claimed it first.
-async fn fire(spec: &ScheduleSpec, tick: i64, queue: &Queue) -> Result<bool, crate::queue::QueueError> {
+async fn fire(
+    spec: &ScheduleSpec,
+    tick: i64,
+    queue: &Queue,
+) -> Result<bool, crate::queue::QueueError> {
     let mut c = queue.redis().conn().await?;
     let claimed: Option<String> = redis::cmd("SET")
         .arg(keys::schedule_tick(&spec.name, tick))
@@ -71,7 +105,12 @@ async fn fire(spec: &ScheduleSpec, tick: i64, queue: &Queue) -> Result<bool, cra
     if claimed.is_none() {
         return Ok(false);
     }
-    let mut job = NewJob::new(spec.name.clone(), spec.payload.clone().unwrap_or_else(|| serde_json::json!({})));
+    let mut job = NewJob::new(
+        spec.name.clone(),
+        spec.payload
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({})),
+    );
     job.tick = Some(tick);
     queue.enqueue(&spec.topic, vec![job]).await?;
     Ok(true)

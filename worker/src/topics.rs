@@ -43,7 +43,9 @@ pub const KNOWN_TOPICS: &[&str] = &[
 /// Classifies a topic name; `None` for names that are not topics at all.
 pub fn kind(topic: &str) -> Option<TopicKind> {
     match topic {
-        CALENDAR_SYNC_ALL | CALENDAR_SYNC_EMPLOYEE | BETEILIGTE_SYNC_CHECK => Some(TopicKind::Internal),
+        CALENDAR_SYNC_ALL | CALENDAR_SYNC_EMPLOYEE | BETEILIGTE_SYNC_CHECK => {
+            Some(TopicKind::Internal)
+        }
         LEAD_RECEIVED | CALL_REPORTED => Some(TopicKind::SingleObject),
         t if KNOWN_TOPICS.contains(&t) && t.starts_with("vmh.") => Some(TopicKind::EspoBatch),
         t if is_test_topic(t) => Some(TopicKind::Test),
@@ -54,7 +56,11 @@ pub fn kind(topic: &str) -> Option<TopicKind> {
 /// `test.<name>` with a short, key-safe name.
 pub fn is_test_topic(topic: &str) -> bool {
     topic.strip_prefix("test.").is_some_and(|rest| {
-        !rest.is_empty() && rest.len() <= 40 && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        !rest.is_empty()
+            && rest.len() <= 40
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
     })
 }
 
@@ -62,7 +68,9 @@ pub fn is_test_topic(topic: &str) -> bool {
 pub fn valid_entity_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
 #[cfg(test)]
@@ -73,7 +81,10 @@ mod tests {
     fn classifies() {
         assert_eq!(kind("vmh.document.delete"), Some(TopicKind::EspoBatch));
         assert_eq!(kind("vmh.beteiligte.sync_check"), Some(TopicKind::Internal));
-        assert_eq!(kind("telephony.call.reported"), Some(TopicKind::SingleObject));
+        assert_eq!(
+            kind("telephony.call.reported"),
+            Some(TopicKind::SingleObject)
+        );
         assert_eq!(kind("test.record"), Some(TopicKind::Test));
         assert_eq!(kind("vmh.unknown.create"), None);
         assert_eq!(kind("test."), None);

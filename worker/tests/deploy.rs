@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn compose() -> Value {
@@ -54,7 +57,10 @@ fn bind_mounts(service: &Value) -> Vec<(String, String)> {
                 .filter(|v| v.starts_with('.') || v.starts_with('/'))
                 .map(|v| {
                     let mut parts = v.split(':');
-                    (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string())
+                    (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    )
                 })
                 .collect()
         })
@@ -70,36 +76,70 @@ fn compose_describes_the_stack() {
     }
 
     let kong = &services["kong"];
-    assert_eq!(kong["image"].as_str(), Some("kong:3.9"), "Kong is pinned to 3.9 (last release with wasm)");
+    assert_eq!(
+        kong["image"].as_str(),
+        Some("kong:3.9"),
+        "Kong is pinned to 3.9 (last release with wasm)"
+    );
     let env = env_of(kong);
     assert_eq!(get(&env, "KONG_DATABASE"), Some("off"), "DB-less");
     assert_eq!(get(&env, "KONG_WASM"), Some("on"));
     assert_eq!(get(&env, "KONG_WASM_FILTERS_PATH"), Some("/wasm"));
-    assert!(env.iter().any(|(k, v)| k.starts_with("KONG_NGINX_WASM_SHM_KV") && !v.is_empty()), "shm_kv zone");
+    assert!(
+        env.iter()
+            .any(|(k, v)| k.starts_with("KONG_NGINX_WASM_SHM_KV") && !v.is_empty()),
+        "shm_kv zone"
+    );
     let declarative = get(&env, "KONG_DECLARATIVE_CONFIG").expect("KONG_DECLARATIVE_CONFIG");
     let mounts = bind_mounts(kong);
-    let target_of = |t: &str| mounts.iter().find(|(_, tg)| tg == t).map(|(s, _)| s.clone());
+    let target_of = |t: &str| {
+        mounts
+            .iter()
+            .find(|(_, tg)| tg == t)
+            .map(|(s, _)| s.clone())
+    };
     for filter in ["advoware_auth", "webhook_guard"] {
-        let wasm = target_of(&format!("/wasm/{filter}.wasm")).unwrap_or_else(|| panic!("{filter}.wasm not mounted"));
-        assert!(wasm.ends_with(&format!("target/wasm32-wasip1/release/{filter}.wasm")), "{wasm}");
-        let meta = target_of(&format!("/wasm/{filter}.meta.json")).unwrap_or_else(|| panic!("{filter}.meta.json not mounted"));
-        assert!(meta.ends_with(&format!("wasm-plugins/{filter}/{filter}.meta.json")), "{meta}");
+        let wasm = target_of(&format!("/wasm/{filter}.wasm"))
+            .unwrap_or_else(|| panic!("{filter}.wasm not mounted"));
+        assert!(
+            wasm.ends_with(&format!("target/wasm32-wasip1/release/{filter}.wasm")),
+            "{wasm}"
+        );
+        let meta = target_of(&format!("/wasm/{filter}.meta.json"))
+            .unwrap_or_else(|| panic!("{filter}.meta.json not mounted"));
+        assert!(
+            meta.ends_with(&format!("wasm-plugins/{filter}/{filter}.meta.json")),
+            "{meta}"
+        );
     }
     let rendered = target_of(declarative).expect("the declarative config is mounted");
     assert!(rendered.ends_with("kong.rendered.yaml"), "{rendered}");
 
     let redis = &services["redis"];
-    let cmd: Vec<&str> = redis["command"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let cmd: Vec<&str> = redis["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     let aof = cmd.windows(2).any(|w| w == ["--appendonly", "yes"]);
     assert!(aof, "redis runs with AOF: {cmd:?}");
-    assert!(redis["volumes"].as_sequence().unwrap().iter().any(|v| v.as_str().is_some_and(|s| s.ends_with(":/data"))));
+    assert!(redis["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| v.as_str().is_some_and(|s| s.ends_with(":/data"))));
 
     let worker = &services["worker"];
     let wenv = env_of(worker);
     assert_eq!(get(&wenv, "REDIS_URL"), Some("redis://redis:6379/"));
-    assert!(get(&wenv, "GATEWAY_SIGNING_SECRET").is_some_and(|v| v.starts_with("${GATEWAY_SIGNING_SECRET")));
+    assert!(get(&wenv, "GATEWAY_SIGNING_SECRET")
+        .is_some_and(|v| v.starts_with("${GATEWAY_SIGNING_SECRET")));
     assert!(get(&wenv, "WORKER_LISTEN_ADDR").is_some_and(|v| v.ends_with(":8080")));
-    assert_eq!(worker["depends_on"]["redis"]["condition"].as_str(), Some("service_healthy"));
+    assert_eq!(
+        worker["depends_on"]["redis"]["condition"].as_str(),
+        Some("service_healthy")
+    );
     let docker_dir = repo_root().join("docker");
     let context = docker_dir.join(worker["build"]["context"].as_str().unwrap());
     let dockerfile = context.join(worker["build"]["dockerfile"].as_str().unwrap());
@@ -134,16 +174,29 @@ fn every_mounted_file_exists() {
                 );
                 continue;
             }
-            missing.push(format!("{} → {target} (service {})", path.display(), name.as_str().unwrap_or("?")));
+            missing.push(format!(
+                "{} → {target} (service {})",
+                path.display(),
+                name.as_str().unwrap_or("?")
+            ));
         }
     }
-    assert!(missing.is_empty(), "compose.yaml mounts files that do not exist:\n  {}", missing.join("\n  "));
+    assert!(
+        missing.is_empty(),
+        "compose.yaml mounts files that do not exist:\n  {}",
+        missing.join("\n  ")
+    );
 }
 
 #[test]
 fn systemd_unit_is_hardened_and_restarts() {
-    let unit = std::fs::read_to_string(repo_root().join("worker/deploy/bitbylaw-worker.service")).unwrap();
-    let lines: Vec<&str> = unit.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    let unit =
+        std::fs::read_to_string(repo_root().join("worker/deploy/bitbylaw-worker.service")).unwrap();
+    let lines: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
     for needle in [
         "Restart=always",
         "RestartSec=10",
@@ -155,5 +208,8 @@ fn systemd_unit_is_hardened_and_restarts() {
     ] {
         assert!(lines.contains(&needle), "unit lacks {needle}");
     }
-    assert!(lines.iter().any(|l| l.starts_with("EnvironmentFile=")), "unit lacks EnvironmentFile=");
+    assert!(
+        lines.iter().any(|l| l.starts_with("EnvironmentFile=")),
+        "unit lacks EnvironmentFile="
+    );
 }

@@ -16,8 +16,15 @@
 //!    endpoint is a fast local server with a canned answer) minus a cached
 //!    request = mint + dispatch round trip + shared-data writes; minus a
 //!    native loopback exchange with the same token server ≈ the in-wasm work.
-//!    The host cannot call into the module's internals, so this subtraction
-//!    is the honest way to isolate the wasm mint cost; treat it as an estimate.
+//!    The host cannot call into the module's internals, so subtraction is
+//!    the way to isolate the wasm mint cost; treat it as an estimate.
+//! 4. Without any network: `mint/wasm_request_mint_then_dispatch_fails`
+//!    (token host unresolvable: lock, mint, dispatch, immediate
+//!    `resolver failure`, unlock, 502) vs `mint/wasm_request_lock_held_no_mint`
+//!    (lock held by a request whose token call never answers: 503, no mint).
+//!    Their difference ≈ mint + lock/unlock + dispatch bookkeeping in wasm —
+//!    the best available estimate of the in-wasm mint cost; compare with
+//!    `mint/native`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench setup: failing loudly is right
 
@@ -96,7 +103,24 @@ struct Setup {
     noop: Chain,
     auth: Chain,
     mint: Chain,
+    /// Token target unresolvable: every request mints, dispatches, fails at once (502).
+    fail: Chain,
+    /// Lock held by a request whose token call never answers: every request gets 503 without minting.
+    held: Chain,
     token_addr: SocketAddr,
+}
+
+/// A token endpoint that accepts connections and never answers.
+async fn silent_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            open.push(sock);
+        }
+    });
+    addr
 }
 
 fn setup(rt: &tokio::runtime::Runtime) -> Setup {
@@ -112,10 +136,22 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
         let noop = host.add_chain(&[FilterSpec::new("noop_filter", None)]).await.expect("noop chain");
         let auth = host.add_chain(&[FilterSpec::json("advoware_auth", &config(&token_addr.to_string(), "bench"))]).await.expect("chain");
         let mint = host.add_chain(&[FilterSpec::json("advoware_auth", &config(&token_addr.to_string(), "mint"))]).await.expect("chain");
+        let fail = host.add_chain(&[FilterSpec::json("advoware_auth", &config("security.invalid:443", "fail"))]).await.expect("chain");
+        let mut held_cfg = config(&silent_server().await.to_string(), "held");
+        held_cfg["dispatch_timeout_ms"] = json!(60_000);
+        let held = host.add_chain(&[FilterSpec::json("advoware_auth", &held_cfg)]).await.expect("chain");
+        let h = Arc::clone(&host);
+        let hc = held.clone();
+        tokio::spawn(async move {
+            let _ = h.request(0, &hc, req(), Upstream::fixed(200, "ok")).await; // holds the lock for 60 s
+        });
+        while host.shared_data("held/lock").is_none_or(|v| v.is_empty()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Warm the cache of `auth`.
         let r = host.request(0, &auth, req(), Upstream::fixed(200, "ok")).await.expect("warm");
         assert_eq!(r.status, 200, "{}", r.text());
-        Setup { host, noop, auth, mint, token_addr }
+        Setup { host, noop, auth, mint, fail, held, token_addr }
     })
 }
 
@@ -125,10 +161,14 @@ fn req() -> HttpRequest {
 
 /// Average time of one request through `chain` (N_INNER sequential requests).
 async fn per_request(host: &Host, chain: &Chain) -> Duration {
+    per_request_status(host, chain, 200).await
+}
+
+async fn per_request_status(host: &Host, chain: &Chain, status: u16) -> Duration {
     let start = Instant::now();
     for _ in 0..N_INNER {
         let r = host.request(0, chain, req(), Upstream::fixed(200, "ok")).await.expect("request");
-        assert_eq!(r.status, 200);
+        assert_eq!(r.status, status, "{}", r.text());
     }
     start.elapsed() / N_INNER as u32
 }
@@ -158,6 +198,12 @@ fn bench(c: &mut Criterion) {
             advoware_auth::token::token_request_body(&cfg, random, 1_788_048_000_000_000_000 + i)
         })
     });
+    g.bench_function("wasm_request_mint_then_dispatch_fails", |b| {
+        b.iter(|| rt.block_on(s.host.request(0, &s.fail, req(), Upstream::fixed(200, "ok"))).expect("req"))
+    });
+    g.bench_function("wasm_request_lock_held_no_mint", |b| {
+        b.iter(|| rt.block_on(s.host.request(0, &s.held, req(), Upstream::fixed(200, "ok"))).expect("req"))
+    });
     g.finish();
 
     // Mint inside wasm: cached vs forced-mint requests, same run, same host.
@@ -165,7 +211,7 @@ fn bench(c: &mut Criterion) {
     // upstream (the filter discards the cached token and answers 503), then
     // a request that must mint (dispatch to the fast local token server).
     // Only the second request is timed.
-    let (noop, cached, minted, rtt) = rt.block_on(async {
+    let (noop, cached, minted, rtt, fail, held) = rt.block_on(async {
         let _ = per_request(&s.host, &s.auth).await; // warm-up
         let noop = per_request(&s.host, &s.noop).await;
         let cached = per_request(&s.host, &s.auth).await;
@@ -185,7 +231,9 @@ fn bench(c: &mut Criterion) {
             raw_token_call(s.token_addr).await;
             rtt_total += t.elapsed();
         }
-        (noop, cached, minted_total / N_INNER as u32, rtt_total / N_INNER as u32)
+        let fail = per_request_status(&s.host, &s.fail, 502).await;
+        let held = per_request_status(&s.host, &s.held, 503).await;
+        (noop, cached, minted_total / N_INNER as u32, rtt_total / N_INNER as u32, fail, held)
     });
     println!(
         "\nsummary ({N_INNER} sequential requests each): noop_filter {noop:?}/req, advoware_auth cached {cached:?}/req \
@@ -194,6 +242,11 @@ fn bench(c: &mut Criterion) {
         cached.as_secs_f64() / noop.as_secs_f64(),
         minted.saturating_sub(cached),
         minted.saturating_sub(cached).saturating_sub(rtt),
+    );
+    println!(
+        "summary: no-network mint path (unresolvable token host → 502) {fail:?}/req vs lock-held path (503, no mint) \
+         {held:?}/req → mint + lock + dispatch bookkeeping in wasm ≈ {:?}; native mint (body+signature) measured above",
+        fail.saturating_sub(held)
     );
 }
 

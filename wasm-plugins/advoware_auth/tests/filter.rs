@@ -551,3 +551,18 @@ async fn a_named_shm_zone_is_used_when_configured() {
     assert_eq!(fake.token_stats().succeeded, 1, "both workers share the named zone");
     assert!(cached_token(&host).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_pass_through_a_request_that_waited_for_its_own_fetch() {
+    // Envoy-style chunked body delivery: the filter never touches the body,
+    // also not when the request first paused for a token fetch.
+    let fake = advoware::start(AdvowareConfig::default()).await.unwrap();
+    let host = Host::builder().filter(FILTER).clock(Clock::manual()).body_mode(proxy_wasm_host::BodyMode::Streamed).build().unwrap();
+    let chain = host.add_chain(&[FilterSpec::json(FILTER, &config_for(fake.config(), &fake.addr().to_string(), json!({})))]).await.unwrap();
+    let chunks = vec![br#"{"name":"#.to_vec(), br#""Streamed KG"}"#.to_vec()];
+    let req = HttpRequest::new("POST", "/advoware/proxy?endpoint=Beteiligte").chunks(chunks).header("content-type", "application/json");
+    let resp = host.request(0, &chain, req, Upstream::url(&fake.base_url())).await.unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_eq!(resp.upstream_request.as_ref().unwrap().body, br#"{"name":"Streamed KG"}"#);
+    assert_eq!(fake.token_stats().succeeded, 1);
+}

@@ -22,7 +22,10 @@ use crate::queue::{Enqueued, Job, NewJob, Queue, QueueError};
 pub enum HandlerError {
     /// Worth another attempt (network, 5xx, 429). `retry_after` carries an upstream's hint.
     #[error("{message}")]
-    Retryable { message: String, retry_after: Option<Duration> },
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Retrying cannot help (invalid payload, 4xx): straight to the dead-letter stream.
     #[error("{0}")]
     Permanent(String),
@@ -33,7 +36,10 @@ pub enum HandlerError {
 
 impl HandlerError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        HandlerError::Retryable { message: message.into(), retry_after: None }
+        HandlerError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -93,12 +99,28 @@ pub struct JobContext {
 impl JobContext {
     /// Takes the entity lock with the configured TTL; busy → `Err(HandlerError::LockBusy)`, so
     /// `ctx.lock(..).await?` turns contention into a delayed retry.
-    pub async fn lock(&self, entity_type: &str, entity_id: &str) -> Result<LockGuard, HandlerError> {
-        Ok(self.locks.try_acquire(&self.handler_name, entity_type, entity_id, self.config.lock_ttl).await?)
+    pub async fn lock(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<LockGuard, HandlerError> {
+        Ok(self
+            .locks
+            .try_acquire(
+                &self.handler_name,
+                entity_type,
+                entity_id,
+                self.config.lock_ttl,
+            )
+            .await?)
     }
 
     /// Enqueues follow-up jobs (with coalescing).
-    pub async fn enqueue(&self, topic: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, HandlerError> {
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Enqueued>, HandlerError> {
         Ok(self.queue.enqueue(topic, jobs).await?)
     }
 
@@ -126,11 +148,19 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     pub fn register(&mut self, topic: &str, name: &str, handler: impl Handler) {
-        self.handlers.insert(topic.to_string(), Entry { name: name.to_string(), handler: Arc::new(handler) });
+        self.handlers.insert(
+            topic.to_string(),
+            Entry {
+                name: name.to_string(),
+                handler: Arc::new(handler),
+            },
+        );
     }
 
     pub fn get(&self, topic: &str) -> Option<(&str, Arc<dyn Handler>)> {
-        self.handlers.get(topic).map(|e| (e.name.as_str(), e.handler.clone()))
+        self.handlers
+            .get(topic)
+            .map(|e| (e.name.as_str(), e.handler.clone()))
     }
 
     pub fn topics(&self) -> Vec<String> {

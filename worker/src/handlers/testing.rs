@@ -40,7 +40,11 @@ return n
 
 async fn record(ctx: &JobContext, job: &Job) -> HandlerResult {
     let mut redis = ctx.redis().await?;
-    let track = job.payload.get("track").and_then(|v| v.as_bool()).unwrap_or(false);
+    let track = job
+        .payload
+        .get("track")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     if track {
         let _: i64 = redis::Script::new(TRACK_MAX)
             .key(keys::test("running"))
@@ -55,7 +59,11 @@ async fn record(ctx: &JobContext, job: &Job) -> HandlerResult {
     result
 }
 
-async fn record_inner(ctx: &JobContext, job: &Job, redis: &mut redis::aio::ConnectionManager) -> HandlerResult {
+async fn record_inner(
+    ctx: &JobContext,
+    job: &Job,
+    redis: &mut redis::aio::ConnectionManager,
+) -> HandlerResult {
     let p = &job.payload;
     let _: i64 = redis.rpush(keys::test("started"), &job.id).await?;
     let guard = if p.get("lock").and_then(|v| v.as_bool()).unwrap_or(false) {
@@ -66,27 +74,45 @@ async fn record_inner(ctx: &JobContext, job: &Job, redis: &mut redis::aio::Conne
     if let Some(ms) = p.get("sleep_ms").and_then(|v| v.as_u64()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if p.get("fail_permanent").and_then(|v| v.as_bool()).unwrap_or(false) {
+    if p.get("fail_permanent")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+    {
         return Err(HandlerError::Permanent("told to fail permanently".into()));
     }
-    let fail_switch: bool = redis.exists(keys::test(&format!("fail:{}", job.entity))).await?;
+    let fail_switch: bool = redis
+        .exists(keys::test(&format!("fail:{}", job.entity)))
+        .await?;
     if fail_switch {
-        return Err(HandlerError::retryable(format!("told to fail by switch (attempt {})", job.attempts + 1)));
+        return Err(HandlerError::retryable(format!(
+            "told to fail by switch (attempt {})",
+            job.attempts + 1
+        )));
     }
     let fail_times = p.get("fail_times").and_then(|v| v.as_u64()).unwrap_or(0);
     if u64::from(job.attempts) < fail_times {
         return Err(HandlerError::Retryable {
             message: format!("told to fail (attempt {})", job.attempts + 1),
-            retry_after: p.get("retry_after_ms").and_then(|v| v.as_u64()).map(Duration::from_millis),
+            retry_after: p
+                .get("retry_after_ms")
+                .and_then(|v| v.as_u64())
+                .map(Duration::from_millis),
         });
     }
     if let Some(g) = guard {
         let _ = g.release().await;
     }
     let _: i64 = redis.hincr(keys::test("completed"), &job.id, 1).await?;
-    let _: i64 = redis.rpush(keys::test("completed_entities"), format!("{}:{}", job.topic, job.entity)).await?;
+    let _: i64 = redis
+        .rpush(
+            keys::test("completed_entities"),
+            format!("{}:{}", job.topic, job.entity),
+        )
+        .await?;
     if let Some(tick) = job.tick {
-        let _: i64 = redis.rpush(keys::test("ticks"), format!("{}:{tick}", job.entity)).await?;
+        let _: i64 = redis
+            .rpush(keys::test("ticks"), format!("{}:{tick}", job.entity))
+            .await?;
     }
     Ok(())
 }

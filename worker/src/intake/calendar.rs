@@ -26,7 +26,10 @@ pub struct CalendarSyncRequest {
 
 /// A Kürzel is a short employee abbreviation; it ends up in keys and job entities.
 pub fn valid_kuerzel(k: &str) -> bool {
-    !k.is_empty() && k.len() <= 20 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !k.is_empty()
+        && k.len() <= 20
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The job a calendar trigger becomes: `(topic, job)`. Shared with `sync calendar` on the CLI.
@@ -37,16 +40,29 @@ pub fn calendar_job(req: &CalendarSyncRequest) -> Result<(&'static str, NewJob),
     }
     payload.insert("trigger".into(), "manual".into());
     if req.kuerzel.eq_ignore_ascii_case("ALL") {
-        return Ok((topics::CALENDAR_SYNC_ALL, NewJob::new("all", payload.into())));
+        return Ok((
+            topics::CALENDAR_SYNC_ALL,
+            NewJob::new("all", payload.into()),
+        ));
     }
     if !valid_kuerzel(&req.kuerzel) {
-        return Err(ApiError::bad_request("invalid_kuerzel", "kuerzel must be 1-20 characters [A-Za-z0-9_-] or \"ALL\""));
+        return Err(ApiError::bad_request(
+            "invalid_kuerzel",
+            "kuerzel must be 1-20 characters [A-Za-z0-9_-] or \"ALL\"",
+        ));
     }
     payload.insert("kuerzel".into(), req.kuerzel.clone().into());
-    Ok((topics::CALENDAR_SYNC_EMPLOYEE, NewJob::new(req.kuerzel.clone(), payload.into())))
+    Ok((
+        topics::CALENDAR_SYNC_EMPLOYEE,
+        NewJob::new(req.kuerzel.clone(), payload.into()),
+    ))
 }
 
-pub async fn post_calendar_sync(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post_calendar_sync(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         if let Some(token) = &s.config.admin_token {
             let given = headers
@@ -60,11 +76,18 @@ pub async fn post_calendar_sync(State(s): State<AppState>, headers: HeaderMap, b
         }
         let body = read_body(&headers, body, s.config.max_body_bytes).await?;
         let req: CalendarSyncRequest = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_payload", format!("expected {{\"kuerzel\": \"ABC\"|\"ALL\", \"full_content\": bool?}}: {e}"))
+            ApiError::bad_request(
+                "invalid_payload",
+                format!("expected {{\"kuerzel\": \"ABC\"|\"ALL\", \"full_content\": bool?}}: {e}"),
+            )
         })?;
         let (topic, job) = calendar_job(&req)?;
         let jobs = enqueue(&s.queue, &s.metrics, topic, vec![job]).await?;
-        Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "topic": topic, "jobs": jobs }))).into_response())
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "topic": topic, "jobs": jobs })),
+        )
+            .into_response())
     }
     .await;
     result.unwrap_or_else(|e: ApiError| {

@@ -12,8 +12,8 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use super::signature::{
-    dedup_key as compute_dedup_key, verify_gateway_event, HEADER_DEDUP_KEY, HEADER_EVENT_ID, HEADER_EVENT_TOPIC,
-    HEADER_GATEWAY_SIGNATURE, HEADER_RECEIVED_AT,
+    dedup_key as compute_dedup_key, verify_gateway_event, HEADER_DEDUP_KEY, HEADER_EVENT_ID,
+    HEADER_EVENT_TOPIC, HEADER_GATEWAY_SIGNATURE, HEADER_RECEIVED_AT,
 };
 use super::{read_body, AppState};
 use crate::error::ApiError;
@@ -35,7 +35,11 @@ pub async fn post_events(State(s): State<AppState>, headers: HeaderMap, body: Bo
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -47,12 +51,23 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
         header(headers, HEADER_RECEIVED_AT),
         header(headers, HEADER_GATEWAY_SIGNATURE),
     ) else {
-        return Err(ApiError::unauthorized("missing gateway headers (topic, event id, received-at, signature)"));
+        return Err(ApiError::unauthorized(
+            "missing gateway headers (topic, event id, received-at, signature)",
+        ));
     };
-    let received_at: u64 =
-        received_at.parse().map_err(|_| ApiError::unauthorized("X-Received-At is not unix seconds"))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let secrets: Vec<&[u8]> = s.config.gateway_secrets.iter().map(|k| k.expose().as_bytes()).collect();
+    let received_at: u64 = received_at
+        .parse()
+        .map_err(|_| ApiError::unauthorized("X-Received-At is not unix seconds"))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let secrets: Vec<&[u8]> = s
+        .config
+        .gateway_secrets
+        .iter()
+        .map(|k| k.expose().as_bytes())
+        .collect();
     if let Err(reason) = verify_gateway_event(
         &secrets,
         signature,
@@ -64,7 +79,9 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
         s.config.signature_tolerance.as_secs(),
     ) {
         debug!(%reason, "gateway signature refused");
-        return Err(ApiError::unauthorized("invalid or expired gateway signature"));
+        return Err(ApiError::unauthorized(
+            "invalid or expired gateway signature",
+        ));
     }
 
     // X-Dedup-Key is not covered by the signature; it keys coalescing of leads and calls, so the
@@ -78,7 +95,10 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
     }
     let kind = match topics::kind(topic) {
         Some(TopicKind::Internal) => {
-            return Err(ApiError::bad_request("internal_topic", format!("topic {topic:?} is produced by the worker itself")))
+            return Err(ApiError::bad_request(
+                "internal_topic",
+                format!("topic {topic:?} is produced by the worker itself"),
+            ))
         }
         Some(TopicKind::Test) if !s.config.test_handlers => None,
         k => k,
@@ -96,7 +116,10 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
         })
         .collect::<Vec<_>>();
 
-    s.metrics.received.get_or_create(&Metrics::topic(topic)).inc();
+    s.metrics
+        .received
+        .get_or_create(&Metrics::topic(topic))
+        .inc();
     let enqueued = enqueue(&s.queue, &s.metrics, topic, jobs).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -106,7 +129,12 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
 }
 
 /// Enqueues and counts; Redis trouble becomes 503 + `Retry-After`.
-pub async fn enqueue(queue: &Queue, metrics: &Metrics, topic: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, ApiError> {
+pub async fn enqueue(
+    queue: &Queue,
+    metrics: &Metrics,
+    topic: &str,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<Enqueued>, ApiError> {
     let enqueued = queue.enqueue(topic, jobs).await.map_err(|e| {
         warn!(%topic, error = %e, "enqueue failed; answering 503");
         ApiError::unavailable("the queue is unavailable; retry later")
@@ -128,13 +156,18 @@ fn split(kind: TopicKind, value: Value, dedup_key: &str) -> Result<Vec<NewJob>, 
     match kind {
         TopicKind::EspoBatch => {
             let Value::Array(items) = value else {
-                return Err(invalid("expected a JSON array of objects with a string \"id\"".into()));
+                return Err(invalid(
+                    "expected a JSON array of objects with a string \"id\"".into(),
+                ));
             };
             if items.is_empty() {
                 return Err(invalid("the batch is empty".into()));
             }
             if items.len() > MAX_BATCH {
-                return Err(invalid(format!("the batch has {} entries (max {MAX_BATCH})", items.len())));
+                return Err(invalid(format!(
+                    "the batch has {} entries (max {MAX_BATCH})",
+                    items.len()
+                )));
             }
             items
                 .into_iter()
@@ -142,8 +175,14 @@ fn split(kind: TopicKind, value: Value, dedup_key: &str) -> Result<Vec<NewJob>, 
                 .map(|(i, item)| {
                     let id = match item.get("id") {
                         Some(Value::String(id)) if topics::valid_entity_id(id) => id.clone(),
-                        Some(Value::String(_)) => return Err(invalid(format!("entry {i}: \"id\" has invalid characters or length"))),
-                        _ if !item.is_object() => return Err(invalid(format!("entry {i} is not an object"))),
+                        Some(Value::String(_)) => {
+                            return Err(invalid(format!(
+                                "entry {i}: \"id\" has invalid characters or length"
+                            )))
+                        }
+                        _ if !item.is_object() => {
+                            return Err(invalid(format!("entry {i} is not an object")))
+                        }
                         _ => return Err(invalid(format!("entry {i} has no string \"id\""))),
                     };
                     Ok(NewJob::new(id, item))
@@ -178,16 +217,34 @@ mod tests {
     fn splits_espo_batches() {
         let v = serde_json::json!([{"id": "a1", "name": "x"}, {"id": "b2"}]);
         let jobs = split(TopicKind::EspoBatch, v, "k").unwrap_or_default();
-        assert_eq!(jobs.iter().map(|j| j.entity.as_str()).collect::<Vec<_>>(), ["a1", "b2"]);
-        assert!(split(TopicKind::EspoBatch, serde_json::json!([{"name": "x"}]), "k").is_err());
+        assert_eq!(
+            jobs.iter().map(|j| j.entity.as_str()).collect::<Vec<_>>(),
+            ["a1", "b2"]
+        );
+        assert!(split(
+            TopicKind::EspoBatch,
+            serde_json::json!([{"name": "x"}]),
+            "k"
+        )
+        .is_err());
         assert!(split(TopicKind::EspoBatch, serde_json::json!({"id": "x"}), "k").is_err());
         assert!(split(TopicKind::EspoBatch, serde_json::json!([]), "k").is_err());
-        assert!(split(TopicKind::EspoBatch, serde_json::json!([{"id": "a b"}]), "k").is_err());
+        assert!(split(
+            TopicKind::EspoBatch,
+            serde_json::json!([{"id": "a b"}]),
+            "k"
+        )
+        .is_err());
     }
 
     #[test]
     fn single_objects_key_on_dedup() {
-        let jobs = split(TopicKind::SingleObject, serde_json::json!({"CallType": "Inbound"}), "abc").unwrap_or_default();
+        let jobs = split(
+            TopicKind::SingleObject,
+            serde_json::json!({"CallType": "Inbound"}),
+            "abc",
+        )
+        .unwrap_or_default();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].entity, "abc");
         assert!(split(TopicKind::SingleObject, serde_json::json!([1]), "abc").is_err());

@@ -36,11 +36,17 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics));
     if state.config.roles.intake {
-        r = r.route("/events", post(events::post_events)).route("/calendar/sync", post(calendar::post_calendar_sync));
+        r = r
+            .route("/events", post(events::post_events))
+            .route("/calendar/sync", post(calendar::post_calendar_sync));
     }
     r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
         })
         .with_state(state)
 }
@@ -49,7 +55,11 @@ pub fn router(state: AppState) -> Router {
 /// `Content-Length` first, so an oversized upload is refused before it is read).
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body exceeds {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds {limit} bytes"),
+        )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -83,9 +93,17 @@ async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Respo
         "consumers": { "running": running, "expected": expected },
     });
     if redis_ok && consumers_ok {
-        (StatusCode::OK, Json(serde_json::json!({ "status": "ready", "checks": body }))).into_response()
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready", "checks": body })),
+        )
+            .into_response()
     } else {
-        let message = if redis_ok { "consumers not running" } else { "redis unreachable" };
+        let message = if redis_ok {
+            "consumers not running"
+        } else {
+            "redis unreachable"
+        };
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "error": "not_ready", "message": message, "checks": body })),
@@ -96,5 +114,12 @@ async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Respo
 
 async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
     let text = s.metrics.render(&s.queue).await;
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

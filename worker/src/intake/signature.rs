@@ -8,8 +8,8 @@
 
 pub use bitbylaw_core::canonical::dedup_key;
 pub use bitbylaw_core::gateway::{
-    sign_gateway_event, verify_gateway_event, GatewayError, HEADER_DEDUP_KEY, HEADER_EVENT_ID, HEADER_EVENT_TOPIC,
-    HEADER_GATEWAY_SIGNATURE, HEADER_RECEIVED_AT,
+    sign_gateway_event, verify_gateway_event, GatewayError, HEADER_DEDUP_KEY, HEADER_EVENT_ID,
+    HEADER_EVENT_TOPIC, HEADER_GATEWAY_SIGNATURE, HEADER_RECEIVED_AT,
 };
 
 #[cfg(test)]
@@ -18,22 +18,69 @@ mod tests {
 
     #[test]
     fn roundtrip_tamper_stale_rotation() {
-        let sig = sign_gateway_event(b"s3cret", "vmh.beteiligte.update", "e1", 1000, b"[]").unwrap_or_default();
-        assert!(verify_gateway_event(&[b"s3cret"], &sig, "vmh.beteiligte.update", "e1", 1000, b"[]", 1010, 300).is_ok());
+        let sig = sign_gateway_event(b"s3cret", "vmh.beteiligte.update", "e1", 1000, b"[]")
+            .unwrap_or_default();
+        assert!(verify_gateway_event(
+            &[b"s3cret"],
+            &sig,
+            "vmh.beteiligte.update",
+            "e1",
+            1000,
+            b"[]",
+            1010,
+            300
+        )
+        .is_ok());
         assert_eq!(
-            verify_gateway_event(&[b"s3cret"], &sig, "vmh.beteiligte.update", "e1", 1000, b"[ ]", 1010, 300),
+            verify_gateway_event(
+                &[b"s3cret"],
+                &sig,
+                "vmh.beteiligte.update",
+                "e1",
+                1000,
+                b"[ ]",
+                1010,
+                300
+            ),
             Err(GatewayError::Mismatch)
         );
         assert_eq!(
-            verify_gateway_event(&[b"other"], &sig, "vmh.beteiligte.update", "e1", 1000, b"[]", 1010, 300),
+            verify_gateway_event(
+                &[b"other"],
+                &sig,
+                "vmh.beteiligte.update",
+                "e1",
+                1000,
+                b"[]",
+                1010,
+                300
+            ),
             Err(GatewayError::Mismatch)
         );
         assert_eq!(
-            verify_gateway_event(&[b"s3cret"], &sig, "vmh.beteiligte.update", "e1", 1000, b"[]", 2000, 300),
+            verify_gateway_event(
+                &[b"s3cret"],
+                &sig,
+                "vmh.beteiligte.update",
+                "e1",
+                1000,
+                b"[]",
+                2000,
+                300
+            ),
             Err(GatewayError::Stale)
         );
-        assert!(verify_gateway_event(&[b"new", b"s3cret"], &sig, "vmh.beteiligte.update", "e1", 1000, b"[]", 1000, 300)
-            .is_ok());
+        assert!(verify_gateway_event(
+            &[b"new", b"s3cret"],
+            &sig,
+            "vmh.beteiligte.update",
+            "e1",
+            1000,
+            b"[]",
+            1000,
+            300
+        )
+        .is_ok());
     }
 
     #[test]

@@ -20,6 +20,9 @@ impl Health {
         self.consumers_running.fetch_sub(1, Ordering::SeqCst);
     }
     pub fn consumers(&self) -> (usize, usize) {
-        (self.consumers_running.load(Ordering::SeqCst), self.consumers_expected.load(Ordering::SeqCst))
+        (
+            self.consumers_running.load(Ordering::SeqCst),
+            self.consumers_expected.load(Ordering::SeqCst),
+        )
     }
 }

@@ -92,42 +92,121 @@ impl Metrics {
             redis_up: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("events_received", "Signed, valid events accepted by intake", m.received.clone());
-        registry.register("events_rejected", "Requests refused by intake, by reason", m.rejected.clone());
-        registry.register("jobs_enqueued", "New jobs written to the queue", m.enqueued.clone());
-        registry.register("jobs_coalesced", "Events absorbed into an already queued job", m.coalesced.clone());
-        registry.register("jobs_processed", "Jobs whose handler succeeded", m.processed.clone());
-        registry.register("jobs_failed", "Handler attempts that failed", m.failed.clone());
-        registry.register("jobs_retried", "Failed jobs scheduled for another attempt", m.retried.clone());
-        registry.register("jobs_dead_lettered", "Jobs moved to the dead-letter stream", m.dead_lettered.clone());
-        registry.register("jobs_reclaimed", "Jobs taken over from a dead consumer", m.reclaimed.clone());
-        registry.register("lock_contention", "Jobs delayed because their entity lock was busy", m.lock_contention.clone());
-        registry.register("schedule_fired", "Schedule ticks fired by this instance", m.schedule_fired.clone());
-        registry.register("handler_duration_seconds", "Handler run time", m.handler_duration.clone());
-        registry.register("queue_depth", "Jobs per topic and state (queued, in_flight, delayed)", m.queue_depth.clone());
-        registry.register("oldest_job_age_seconds", "Age of the oldest job in each topic's stream", m.oldest_job_age.clone());
-        registry.register("dlq_depth", "Jobs in the dead-letter stream", m.dlq_depth.clone());
-        registry.register("redis_up", "1 if the last scrape could read Redis", m.redis_up.clone());
+        registry.register(
+            "events_received",
+            "Signed, valid events accepted by intake",
+            m.received.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Requests refused by intake, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "jobs_enqueued",
+            "New jobs written to the queue",
+            m.enqueued.clone(),
+        );
+        registry.register(
+            "jobs_coalesced",
+            "Events absorbed into an already queued job",
+            m.coalesced.clone(),
+        );
+        registry.register(
+            "jobs_processed",
+            "Jobs whose handler succeeded",
+            m.processed.clone(),
+        );
+        registry.register(
+            "jobs_failed",
+            "Handler attempts that failed",
+            m.failed.clone(),
+        );
+        registry.register(
+            "jobs_retried",
+            "Failed jobs scheduled for another attempt",
+            m.retried.clone(),
+        );
+        registry.register(
+            "jobs_dead_lettered",
+            "Jobs moved to the dead-letter stream",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "jobs_reclaimed",
+            "Jobs taken over from a dead consumer",
+            m.reclaimed.clone(),
+        );
+        registry.register(
+            "lock_contention",
+            "Jobs delayed because their entity lock was busy",
+            m.lock_contention.clone(),
+        );
+        registry.register(
+            "schedule_fired",
+            "Schedule ticks fired by this instance",
+            m.schedule_fired.clone(),
+        );
+        registry.register(
+            "handler_duration_seconds",
+            "Handler run time",
+            m.handler_duration.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Jobs per topic and state (queued, in_flight, delayed)",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "oldest_job_age_seconds",
+            "Age of the oldest job in each topic's stream",
+            m.oldest_job_age.clone(),
+        );
+        registry.register(
+            "dlq_depth",
+            "Jobs in the dead-letter stream",
+            m.dlq_depth.clone(),
+        );
+        registry.register(
+            "redis_up",
+            "1 if the last scrape could read Redis",
+            m.redis_up.clone(),
+        );
         Self { registry, ..m }
     }
 
     pub fn topic(topic: &str) -> TopicLabel {
-        TopicLabel { topic: topic.to_string() }
+        TopicLabel {
+            topic: topic.to_string(),
+        }
     }
 
     pub fn reject(&self, reason: &str) {
-        self.rejected.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     fn set_stats(&self, stats: &[TopicStats]) {
         for s in stats {
             let queued = s.stream_len.saturating_sub(s.in_flight);
-            for (state, v) in [("queued", queued), ("in_flight", s.in_flight), ("delayed", s.delayed)] {
+            for (state, v) in [
+                ("queued", queued),
+                ("in_flight", s.in_flight),
+                ("delayed", s.delayed),
+            ] {
                 self.queue_depth
-                    .get_or_create(&DepthLabel { topic: s.topic.clone(), state: state.into() })
+                    .get_or_create(&DepthLabel {
+                        topic: s.topic.clone(),
+                        state: state.into(),
+                    })
                     .set(v as i64);
             }
-            self.oldest_job_age.get_or_create(&Self::topic(&s.topic)).set(s.oldest_age_secs.unwrap_or(0.0));
+            self.oldest_job_age
+                .get_or_create(&Self::topic(&s.topic))
+                .set(s.oldest_age_secs.unwrap_or(0.0));
         }
     }
 

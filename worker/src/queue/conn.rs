@@ -18,7 +18,11 @@ pub struct Redis {
 impl Redis {
     /// Parses the URL; connects lazily, so the worker starts (and answers 503) while Redis is down.
     pub fn open(url: &str, timeout: Duration) -> Result<Self, QueueError> {
-        Ok(Self { client: redis::Client::open(url)?, shared: OnceCell::new(), timeout })
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            shared: OnceCell::new(),
+            timeout,
+        })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -36,9 +40,9 @@ impl Redis {
     /// The shared connection (cheap clone).
     pub async fn conn(&self) -> Result<ConnectionManager, QueueError> {
         let cfg = self.manager_config(self.timeout);
-        let fut = self
-            .shared
-            .get_or_try_init(|| async { ConnectionManager::new_with_config(self.client.clone(), cfg).await });
+        let fut = self.shared.get_or_try_init(|| async {
+            ConnectionManager::new_with_config(self.client.clone(), cfg).await
+        });
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(c)) => Ok(c.clone()),
             Ok(Err(e)) => Err(e.into()),
@@ -49,7 +53,12 @@ impl Redis {
     /// A connection of its own, for blocking reads of up to `block`.
     pub async fn dedicated(&self, block: Duration) -> Result<ConnectionManager, QueueError> {
         let cfg = self.manager_config(block + self.timeout);
-        match tokio::time::timeout(self.timeout, ConnectionManager::new_with_config(self.client.clone(), cfg)).await {
+        match tokio::time::timeout(
+            self.timeout,
+            ConnectionManager::new_with_config(self.client.clone(), cfg),
+        )
+        .await
+        {
             Ok(r) => Ok(r?),
             Err(_) => Err(QueueError::Timeout),
         }

@@ -111,17 +111,30 @@ async fn topic_loop(deps: Arc<ConsumerDeps>, topic: String, shutdown: Shutdown) 
         let reclaim = last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_every);
         let res = if reclaim {
             last_reclaim = Some(Instant::now());
-            deps.queue.reclaim(c, &topic, &deps.consumer_name, q.visibility_timeout, permits.len()).await
+            deps.queue
+                .reclaim(
+                    c,
+                    &topic,
+                    &deps.consumer_name,
+                    q.visibility_timeout,
+                    permits.len(),
+                )
+                .await
         } else {
             // Not cancelled on shutdown: entries Redis hands us must reach a task (or stay pending).
-            deps.queue.read(c, &topic, &deps.consumer_name, permits.len(), q.block).await
+            deps.queue
+                .read(c, &topic, &deps.consumer_name, permits.len(), q.block)
+                .await
         };
         match res {
             Ok(deliveries) => {
                 for d in deliveries {
                     let Some(permit) = permits.pop() else { break };
                     if reclaim {
-                        deps.metrics.reclaimed.get_or_create(&Metrics::topic(&topic)).inc();
+                        deps.metrics
+                            .reclaimed
+                            .get_or_create(&Metrics::topic(&topic))
+                            .inc();
                     }
                     tasks.spawn(process(deps.clone(), d, permit));
                 }
@@ -140,7 +153,10 @@ async fn topic_loop(deps: Arc<ConsumerDeps>, topic: String, shutdown: Shutdown) 
 
     if !tasks.is_empty() {
         info!(%topic, in_flight = tasks.len(), "waiting for in-flight jobs");
-        let drained = tokio::time::timeout(q.shutdown_deadline, async { while tasks.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(q.shutdown_deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             warn!(%topic, abandoned = tasks.len(), "shutdown deadline passed; leaving unfinished jobs pending (unacked) for reclaim");
             tasks.abort_all();
@@ -168,13 +184,20 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
         Ok(j) => j.clone(),
         Err(raw) => {
             warn!(topic = %d.topic, entry = %d.entry_id, "unreadable job entry; dead-lettering");
-            if deps.queue.dead_letter(&d, raw, "unreadable job entry").await.is_ok() {
+            if deps
+                .queue
+                .dead_letter(&d, raw, "unreadable job entry")
+                .await
+                .is_ok()
+            {
                 deps.metrics.dead_lettered.get_or_create(&topic_label).inc();
             }
             return;
         }
     };
-    let Some((handler_name, handler)) = deps.registry.get(&d.topic) else { return };
+    let Some((handler_name, handler)) = deps.registry.get(&d.topic) else {
+        return;
+    };
     if d.deliveries > deps.config.queue.max_deliveries {
         let error = format!(
             "delivered {} times without finishing (worker crashed or handler outlived the visibility timeout)",
@@ -189,10 +212,14 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
         return;
     }
     // The job starts now: later events for the entity must queue a new job. If Redis cannot be
-    // told, do not run; the entry stays pending and is reclaimed.
-    if let Err(e) = deps.queue.unmark(&job).await {
-        warn!(topic = %d.topic, job_id = %job.id, error = %e, "cannot start job");
-        return;
+    // told, do not run; the entry stays pending and is reclaimed. Jobs keyed by their content
+    // (leads, call reports) keep the marker: a later identical event is a duplicate, not an update,
+    // and is absorbed for the marker's TTL (`coalesce_ttl_secs`, the dedup window).
+    if !job.is_content_keyed() {
+        if let Err(e) = deps.queue.unmark(&job).await {
+            warn!(topic = %d.topic, job_id = %job.id, error = %e, "cannot start job");
+            return;
+        }
     }
     let span = info_span!("job", topic = %job.topic, job_id = %job.id, entity = %job.entity, attempt = job.attempts + 1);
     let ctx = JobContext {
@@ -206,7 +233,11 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
 
     let heartbeat = {
         let queue = deps.queue.clone();
-        let (topic, consumer, entry) = (d.topic.clone(), deps.consumer_name.clone(), d.entry_id.clone());
+        let (topic, consumer, entry) = (
+            d.topic.clone(),
+            deps.consumer_name.clone(),
+            d.entry_id.clone(),
+        );
         let every = (deps.config.queue.visibility_timeout / 3).max(Duration::from_millis(100));
         AbortOnDrop(tokio::spawn(async move {
             loop {
@@ -218,9 +249,15 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
         }))
     };
     let started = Instant::now();
-    let outcome = AssertUnwindSafe(handler.handle(&ctx, &job)).catch_unwind().instrument(span.clone()).await;
+    let outcome = AssertUnwindSafe(handler.handle(&ctx, &job))
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
     drop(heartbeat);
-    deps.metrics.handler_duration.get_or_create(&topic_label).observe(started.elapsed().as_secs_f64());
+    deps.metrics
+        .handler_duration
+        .get_or_create(&topic_label)
+        .observe(started.elapsed().as_secs_f64());
     let outcome = outcome.unwrap_or_else(|_| Err(HandlerError::retryable("handler panicked")));
 
     let _enter = span.enter();
@@ -233,7 +270,10 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
             r
         }
         Err(HandlerError::LockBusy(key)) => {
-            deps.metrics.lock_contention.get_or_create(&topic_label).inc();
+            deps.metrics
+                .lock_contention
+                .get_or_create(&topic_label)
+                .inc();
             let base = deps.config.queue.lock_busy_delay.as_millis() as u64;
             let wait = Duration::from_millis(base / 2 + rand::rng().random_range(0..=base.max(1)));
             info!(lock = %key, wait_ms = wait.as_millis() as u64, "entity lock busy; retrying later");
@@ -244,9 +284,11 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
             job.attempts += 1;
             job.last_error = Some(e.to_string());
             let decision = match &e {
-                HandlerError::Retryable { retry_after, .. } => {
-                    deps.config.retry.for_topic(&job.topic).decide(job.attempts, *retry_after)
-                }
+                HandlerError::Retryable { retry_after, .. } => deps
+                    .config
+                    .retry
+                    .for_topic(&job.topic)
+                    .decide(job.attempts, *retry_after),
                 _ => RetryDecision::GiveUp,
             };
             match decision {

@@ -72,6 +72,14 @@ pub struct Job {
     pub payload: serde_json::Value,
 }
 
+impl Job {
+    /// The entity is the event's dedup key (leads, call reports): the job stands for one exact
+    /// event, so a later identical event is a duplicate rather than a newer state.
+    pub fn is_content_keyed(&self) -> bool {
+        self.dedup_key.as_deref() == Some(self.entity.as_str())
+    }
+}
+
 /// What a producer asks for; the queue assigns id and timestamps.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -84,7 +92,13 @@ pub struct NewJob {
 
 impl NewJob {
     pub fn new(entity: impl Into<String>, payload: serde_json::Value) -> Self {
-        Self { entity: entity.into(), payload, event_id: None, dedup_key: None, tick: None }
+        Self {
+            entity: entity.into(),
+            payload,
+            event_id: None,
+            dedup_key: None,
+            tick: None,
+        }
     }
 }
 
@@ -127,7 +141,10 @@ pub struct DeadJob {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[derive(Clone)]
@@ -151,14 +168,25 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("group", &self.group).finish_non_exhaustive()
+        f.debug_struct("Queue")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
     }
 }
 
 fn parse_entry(topic: &str, entry: &StreamId) -> Delivery {
-    let raw = entry.map.get("job").and_then(|v| String::from_redis_value(v).ok()).unwrap_or_default();
+    let raw = entry
+        .map
+        .get("job")
+        .and_then(|v| String::from_redis_value(v).ok())
+        .unwrap_or_default();
     let job = serde_json::from_str::<Job>(&raw).map_err(|_| raw);
-    Delivery { topic: topic.to_string(), entry_id: entry.id.clone(), job, deliveries: 1 }
+    Delivery {
+        topic: topic.to_string(),
+        entry_id: entry.id.clone(),
+        job,
+        deliveries: 1,
+    }
 }
 
 impl Queue {
@@ -187,24 +215,42 @@ impl Queue {
         &self.group
     }
 
-    async fn timed<T>(&self, fut: impl std::future::Future<Output = Result<T, QueueError>>) -> Result<T, QueueError> {
-        tokio::time::timeout(self.redis.timeout(), fut).await.unwrap_or(Err(QueueError::Timeout))
+    async fn timed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        tokio::time::timeout(self.redis.timeout(), fut)
+            .await
+            .unwrap_or(Err(QueueError::Timeout))
     }
 
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut c = self.redis.conn().await?;
-        self.timed(async { Ok(redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ())?) }).await
+        self.timed(async {
+            Ok(redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ())?)
+        })
+        .await
     }
 
     /// Enqueues jobs of one topic atomically with their coalescing markers; returns after Redis
     /// has them (durable as far as Redis' persistence settings go).
-    pub async fn enqueue(&self, topic: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Enqueued>, QueueError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_ms();
         let mut inv = self.scripts.enqueue.prepare_invoke();
-        inv.key(keys::stream(topic)).key(keys::TOPICS).arg(topic).arg(self.coalesce_ttl.as_secs().max(1));
+        inv.key(keys::stream(topic))
+            .key(keys::TOPICS)
+            .arg(topic)
+            .arg(self.coalesce_ttl.as_secs().max(1));
         let mut entities = Vec::with_capacity(jobs.len());
         for j in jobs {
             let job = Job {
@@ -219,26 +265,44 @@ impl Queue {
                 tick: j.tick,
                 payload: j.payload,
             };
-            let json = serde_json::to_string(&job).map_err(|e| QueueError::Protocol(e.to_string()))?;
-            inv.key(keys::coalesce(topic, &job.entity)).arg(&job.id).arg(json);
+            let json =
+                serde_json::to_string(&job).map_err(|e| QueueError::Protocol(e.to_string()))?;
+            inv.key(keys::coalesce(topic, &job.entity))
+                .arg(&job.id)
+                .arg(json);
             entities.push(job.entity);
         }
         let mut c = self.redis.conn().await?;
-        let reply: Vec<(i64, String)> = self.timed(async { Ok(inv.invoke_async(&mut c).await?) }).await?;
+        let reply: Vec<(i64, String)> = self
+            .timed(async { Ok(inv.invoke_async(&mut c).await?) })
+            .await?;
         if reply.len() != entities.len() {
-            return Err(QueueError::Protocol(format!("enqueue returned {} results", reply.len())));
+            return Err(QueueError::Protocol(format!(
+                "enqueue returned {} results",
+                reply.len()
+            )));
         }
         Ok(reply
             .into_iter()
             .zip(entities)
-            .map(|((coalesced, job_id), entity)| Enqueued { job_id, entity, coalesced: coalesced == 1 })
+            .map(|((coalesced, job_id), entity)| Enqueued {
+                job_id,
+                entity,
+                coalesced: coalesced == 1,
+            })
             .collect())
     }
 
     /// Creates the consumer group (reading from the start, so jobs queued before any consumer
     /// existed are delivered too). Idempotent.
-    pub async fn ensure_group(&self, conn: &mut ConnectionManager, topic: &str) -> Result<(), QueueError> {
-        let r: Result<(), redis::RedisError> = conn.xgroup_create_mkstream(keys::stream(topic), &self.group, "0").await;
+    pub async fn ensure_group(
+        &self,
+        conn: &mut ConnectionManager,
+        topic: &str,
+    ) -> Result<(), QueueError> {
+        let r: Result<(), redis::RedisError> = conn
+            .xgroup_create_mkstream(keys::stream(topic), &self.group, "0")
+            .await;
         match r {
             Ok(()) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
@@ -278,7 +342,12 @@ impl Queue {
             other => other?,
         };
         Ok(reply
-            .map(|r| r.keys.iter().flat_map(|k| k.ids.iter().map(|e| parse_entry(topic, e))).collect())
+            .map(|r| {
+                r.keys
+                    .iter()
+                    .flat_map(|k| k.ids.iter().map(|e| parse_entry(topic, e)))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -312,7 +381,10 @@ impl Queue {
                 let mut out = Vec::with_capacity(reply.claimed.len());
                 for e in &reply.claimed {
                     let mut d = parse_entry(topic, e);
-                    d.deliveries = self.delivery_count(conn, topic, &d.entry_id).await.unwrap_or(1);
+                    d.deliveries = self
+                        .delivery_count(conn, topic, &d.entry_id)
+                        .await
+                        .unwrap_or(1);
                     out.push(d);
                 }
                 Ok(out)
@@ -321,7 +393,12 @@ impl Queue {
     }
 
     /// Redis' delivery counter of a pending entry (a crash loop shows up here, not in `attempts`).
-    async fn delivery_count(&self, conn: &mut ConnectionManager, topic: &str, entry_id: &str) -> Result<u64, QueueError> {
+    async fn delivery_count(
+        &self,
+        conn: &mut ConnectionManager,
+        topic: &str,
+        entry_id: &str,
+    ) -> Result<u64, QueueError> {
         let v: Value = redis::cmd("XPENDING")
             .arg(keys::stream(topic))
             .arg(&self.group)
@@ -341,7 +418,12 @@ impl Queue {
     }
 
     /// Resets the idle time of an in-flight entry so it is not reclaimed while its handler runs.
-    pub async fn heartbeat(&self, topic: &str, consumer: &str, entry_id: &str) -> Result<(), QueueError> {
+    pub async fn heartbeat(
+        &self,
+        topic: &str,
+        consumer: &str,
+        entry_id: &str,
+    ) -> Result<(), QueueError> {
         let mut c = self.redis.conn().await?;
         let _: Value = redis::cmd("XCLAIM")
             .arg(keys::stream(topic))
@@ -358,14 +440,26 @@ impl Queue {
     /// The job has started: later events for its entity queue a new job.
     pub async fn unmark(&self, job: &Job) -> Result<(), QueueError> {
         let mut c = self.redis.conn().await?;
-        let _: i64 = self.scripts.unmark.key(keys::coalesce(&job.topic, &job.entity)).arg(&job.id).invoke_async(&mut c).await?;
+        let _: i64 = self
+            .scripts
+            .unmark
+            .key(keys::coalesce(&job.topic, &job.entity))
+            .arg(&job.id)
+            .invoke_async(&mut c)
+            .await?;
         Ok(())
     }
 
     pub async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
         let mut c = self.redis.conn().await?;
-        let _: i64 =
-            self.scripts.ack.key(keys::stream(&d.topic)).arg(&self.group).arg(&d.entry_id).invoke_async(&mut c).await?;
+        let _: i64 = self
+            .scripts
+            .ack
+            .key(keys::stream(&d.topic))
+            .arg(&self.group)
+            .arg(&d.entry_id)
+            .invoke_async(&mut c)
+            .await?;
         Ok(())
     }
 
@@ -389,7 +483,12 @@ impl Queue {
     }
 
     /// Acks the entry and moves the job with its last error to the dead-letter stream.
-    pub async fn dead_letter(&self, d: &Delivery, job_json: &str, error: &str) -> Result<(), QueueError> {
+    pub async fn dead_letter(
+        &self,
+        d: &Delivery,
+        job_json: &str,
+        error: &str,
+    ) -> Result<(), QueueError> {
         let mut c = self.redis.conn().await?;
         let _: String = self
             .scripts
@@ -434,7 +533,9 @@ impl Queue {
         let mut delayed_by_topic: BTreeMap<String, u64> = BTreeMap::new();
         let delayed: Vec<String> = c.zrange(keys::DELAYED, 0, 9_999).await?;
         for member in delayed {
-            let topic = serde_json::from_str::<Job>(&member).map(|j| j.topic).unwrap_or_else(|_| "invalid".into());
+            let topic = serde_json::from_str::<Job>(&member)
+                .map(|j| j.topic)
+                .unwrap_or_else(|_| "invalid".into());
             *delayed_by_topic.entry(topic).or_default() += 1;
         }
 
@@ -443,19 +544,34 @@ impl Queue {
         for topic in names {
             let stream = keys::stream(&topic);
             let mut pipe = redis::pipe();
-            pipe.cmd("XLEN").arg(&stream).cmd("XRANGE").arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
+            pipe.cmd("XLEN")
+                .arg(&stream)
+                .cmd("XRANGE")
+                .arg(&stream)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
             let (len, first): (u64, Vec<StreamId>) = {
                 let v: (u64, Value) = pipe.query_async(&mut c).await?;
-                let first = redis::streams::StreamRangeReply::from_redis_value(&v.1).map(|r| r.ids).unwrap_or_default();
+                let first = redis::streams::StreamRangeReply::from_redis_value(&v.1)
+                    .map(|r| r.ids)
+                    .unwrap_or_default();
                 (v.0, first)
             };
             let in_flight = if len == 0 {
                 0
             } else {
-                let r: Result<Value, _> =
-                    redis::cmd("XPENDING").arg(&stream).arg(&self.group).query_async(&mut c).await;
+                let r: Result<Value, _> = redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(&self.group)
+                    .query_async(&mut c)
+                    .await;
                 match r {
-                    Ok(Value::Array(items)) => items.first().and_then(|v| u64::from_redis_value(v).ok()).unwrap_or(0),
+                    Ok(Value::Array(items)) => items
+                        .first()
+                        .and_then(|v| u64::from_redis_value(v).ok())
+                        .unwrap_or(0),
                     _ => 0,
                 }
             };
@@ -463,11 +579,22 @@ impl Queue {
                 let enq = parse_entry(&topic, e)
                     .job
                     .map(|j| j.enqueued_at_ms)
-                    .unwrap_or_else(|_| e.id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(now));
+                    .unwrap_or_else(|_| {
+                        e.id.split('-')
+                            .next()
+                            .and_then(|ms| ms.parse().ok())
+                            .unwrap_or(now)
+                    });
                 now.saturating_sub(enq) as f64 / 1000.0
             });
             let delayed = delayed_by_topic.remove(&topic).unwrap_or(0);
-            out.push(TopicStats { topic, stream_len: len, in_flight, delayed, oldest_age_secs });
+            out.push(TopicStats {
+                topic,
+                stream_len: len,
+                in_flight,
+                delayed,
+                oldest_age_secs,
+            });
         }
         Ok(out)
     }
@@ -479,12 +606,18 @@ impl Queue {
 
     pub async fn dlq_list(&self, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
         let mut c = self.redis.conn().await?;
-        let reply: redis::streams::StreamRangeReply = c.xrange_count(keys::DLQ, "-", "+", limit).await?;
+        let reply: redis::streams::StreamRangeReply =
+            c.xrange_count(keys::DLQ, "-", "+", limit).await?;
         Ok(reply
             .ids
             .iter()
             .map(|e| {
-                let get = |k: &str| e.map.get(k).and_then(|v| String::from_redis_value(v).ok()).unwrap_or_default();
+                let get = |k: &str| {
+                    e.map
+                        .get(k)
+                        .and_then(|v| String::from_redis_value(v).ok())
+                        .unwrap_or_default()
+                };
                 let raw = get("job");
                 DeadJob {
                     dlq_id: e.id.clone(),
@@ -502,10 +635,14 @@ impl Queue {
         let all = self.dlq_list(100_000).await?;
         let mut c = self.redis.conn().await?;
         let mut replayed = Vec::new();
-        for dead in all.into_iter().filter(|d| ids.is_empty() || ids.contains(&d.dlq_id)) {
+        for dead in all
+            .into_iter()
+            .filter(|d| ids.is_empty() || ids.contains(&d.dlq_id))
+        {
             let Some(mut job) = dead.job else { continue };
             job.attempts = 0;
-            let json = serde_json::to_string(&job).map_err(|e| QueueError::Protocol(e.to_string()))?;
+            let json =
+                serde_json::to_string(&job).map_err(|e| QueueError::Protocol(e.to_string()))?;
             let r: Option<String> = self
                 .scripts
                 .replay

@@ -62,7 +62,10 @@ impl RetryPolicy {
             out.push("delays_ms must not be empty when max_attempts > 1".to_string());
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            out.push(format!("jitter must be within 0.0..=1.0, got {}", self.jitter));
+            out.push(format!(
+                "jitter must be within 0.0..=1.0, got {}",
+                self.jitter
+            ));
         }
         out
     }
@@ -95,32 +98,60 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { delays_ms: vec![100, 1000], max_attempts: 4, jitter: 0.0, max_retry_after_ms: 5000 }
+        RetryPolicy {
+            delays_ms: vec![100, 1000],
+            max_attempts: 4,
+            jitter: 0.0,
+            max_retry_after_ms: 5000,
+        }
     }
 
     #[test]
     fn walks_the_schedule_then_gives_up() {
         let p = policy();
-        assert_eq!(p.decide(1, None), RetryDecision::RetryAfter(Duration::from_millis(100)));
-        assert_eq!(p.decide(2, None), RetryDecision::RetryAfter(Duration::from_millis(1000)));
-        assert_eq!(p.decide(3, None), RetryDecision::RetryAfter(Duration::from_millis(1000)));
+        assert_eq!(
+            p.decide(1, None),
+            RetryDecision::RetryAfter(Duration::from_millis(100))
+        );
+        assert_eq!(
+            p.decide(2, None),
+            RetryDecision::RetryAfter(Duration::from_millis(1000))
+        );
+        assert_eq!(
+            p.decide(3, None),
+            RetryDecision::RetryAfter(Duration::from_millis(1000))
+        );
         assert_eq!(p.decide(4, None), RetryDecision::GiveUp);
     }
 
     #[test]
     fn retry_after_is_bounded() {
         let p = policy();
-        assert_eq!(p.decide(1, Some(Duration::from_secs(2))), RetryDecision::RetryAfter(Duration::from_secs(2)));
-        assert_eq!(p.decide(1, Some(Duration::from_secs(60))), RetryDecision::RetryAfter(Duration::from_secs(5)));
-        assert_eq!(p.decide(2, Some(Duration::from_millis(10))), RetryDecision::RetryAfter(Duration::from_millis(1000)));
+        assert_eq!(
+            p.decide(1, Some(Duration::from_secs(2))),
+            RetryDecision::RetryAfter(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.decide(1, Some(Duration::from_secs(60))),
+            RetryDecision::RetryAfter(Duration::from_secs(5))
+        );
+        assert_eq!(
+            p.decide(2, Some(Duration::from_millis(10))),
+            RetryDecision::RetryAfter(Duration::from_millis(1000))
+        );
     }
 
     #[test]
     fn jitter_stays_in_band() {
-        let p = RetryPolicy { jitter: 0.5, ..policy() };
+        let p = RetryPolicy {
+            jitter: 0.5,
+            ..policy()
+        };
         for _ in 0..100 {
             match p.decide(2, None) {
-                RetryDecision::RetryAfter(d) => assert!((500..=1500).contains(&(d.as_millis() as u64))),
+                RetryDecision::RetryAfter(d) => {
+                    assert!((500..=1500).contains(&(d.as_millis() as u64)))
+                }
                 RetryDecision::GiveUp => panic!("gave up early"),
             }
         }

@@ -12,7 +12,11 @@ use sha2::Digest;
 pub const SECRET: &str = "test-gateway-secret-0123456789";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `redis-server` owned by one test; killed on drop.
@@ -25,7 +29,12 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start(aof: bool) -> Self {
-        let mut s = RedisServer { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), aof };
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            aof,
+        };
         s.spawn();
         s
     }
@@ -46,7 +55,11 @@ impl RedisServer {
             // Every acknowledged write is on disk before Redis answers: a SIGKILL loses nothing.
             cmd.arg("--appendfsync").arg("always");
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("redis-server must be installed");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -58,7 +71,11 @@ impl RedisServer {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "redis-server did not come up on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not come up on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -84,7 +101,11 @@ impl RedisServer {
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 }
 
@@ -149,10 +170,20 @@ impl Worker {
             .stderr(logfile)
             .spawn()
             .unwrap();
-        let w = Worker { child: Some(child), port, base: format!("http://127.0.0.1:{port}"), log, _logdir: logdir };
+        let w = Worker {
+            child: Some(child),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            _logdir: logdir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "worker did not listen; log:\n{}", w.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "worker did not listen; log:\n{}",
+                w.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         w
@@ -178,7 +209,10 @@ impl Worker {
     }
 
     pub fn sigterm(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// Waits for the process to exit by itself.
@@ -200,14 +234,21 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- worker log (port {}) ----\n{}", self.port, self.log_text());
+            eprintln!(
+                "---- worker log (port {}) ----\n{}",
+                self.port,
+                self.log_text()
+            );
         }
         self.kill9();
     }
 }
 
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn sha256_hex(body: &[u8]) -> String {
@@ -215,7 +256,10 @@ pub fn sha256_hex(body: &[u8]) -> String {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// Signs like the edge filter does and posts to `/events`.
@@ -223,10 +267,22 @@ pub async fn post_event(base: &str, topic: &str, body: &[u8]) -> (u16, serde_jso
     post_event_at(base, topic, body, now_secs(), SECRET).await
 }
 
-pub async fn post_event_at(base: &str, topic: &str, body: &[u8], at: u64, secret: &str) -> (u16, serde_json::Value) {
+pub async fn post_event_at(
+    base: &str,
+    topic: &str,
+    body: &[u8],
+    at: u64,
+    secret: &str,
+) -> (u16, serde_json::Value) {
     let event_id = format!("evt-{}", uuid::Uuid::new_v4().simple());
-    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(secret.as_bytes(), topic, &event_id, at, body)
-        .unwrap();
+    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(
+        secret.as_bytes(),
+        topic,
+        &event_id,
+        at,
+        body,
+    )
+    .unwrap();
     let resp = client()
         .post(format!("{base}/events"))
         .header("content-type", "application/json")
@@ -240,12 +296,22 @@ pub async fn post_event_at(base: &str, topic: &str, body: &[u8], at: u64, secret
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let json = resp.json::<serde_json::Value>().await.unwrap_or(serde_json::Value::Null);
+    let json = resp
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_or(serde_json::Value::Null);
     (status, json)
 }
 
 pub fn job_ids(v: &serde_json::Value) -> Vec<String> {
-    v["jobs"].as_array().map(|a| a.iter().map(|j| j["job_id"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+    v["jobs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|j| j["job_id"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Polls `f` until it returns `Some`, failing the test with `what` after `timeout`.
@@ -265,7 +331,14 @@ where
 }
 
 pub async fn metrics_text(base: &str) -> String {
-    client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap()
+    client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Value of a sample `name{labels…}` whose label set contains `label` (e.g. `topic="test.record"`).
@@ -287,9 +360,16 @@ pub fn cli(redis_url: &str, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
