@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 scripts/build-filters.sh
+cargo build -p bitbylaw-worker   # the end-to-end tests run the real binary
 export BITBYLAW_REQUIRE_WASM=1
 cargo test --workspace
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \

@@ -30,7 +30,9 @@ use serde_json::{json, Value};
 use sha2::Sha512;
 
 use crate::clock::FakeClock;
-use crate::server::{constant_time_eq, json as json_response, random_string, Controls, RunningServer, StartError};
+use crate::server::{
+    constant_time_eq, json as json_response, random_string, Controls, RunningServer, StartError,
+};
 
 /// Resource names used by the write counters.
 pub const TERMINE: &str = "Termine";
@@ -196,7 +198,9 @@ pub struct AdvowareFake {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config", &self.config).finish()
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -218,15 +222,24 @@ pub async fn start(config: AdvowareConfig) -> Result<AdvowareFake, StartError> {
         .route("/AdvonetConfigurator/api/Url", get(configurator))
         .route("/api/v1/Token", post(token))
         .route("/api/v1/advonet/Mitarbeiter", get(list_mitarbeiter))
-        .route("/api/v1/advonet/Termine", get(list_termine).post(create_termin))
+        .route(
+            "/api/v1/advonet/Termine",
+            get(list_termine).post(create_termin),
+        )
         .route("/api/v1/advonet/TermineActiveSync", get(list_termine))
         .route(
             "/api/v1/advonet/Termine/{fr_nr}",
             get(get_termin).put(update_termin).delete(delete_termin),
         )
         .route("/api/v1/advonet/Beteiligte", post(create_beteiligter))
-        .route("/api/v1/advonet/Beteiligte/{bet_nr}", get(get_beteiligter).put(update_beteiligter))
-        .route("/api/v1/advonet/Beteiligte/{bet_nr}/Kommunikationen", post(create_kommunikation))
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}",
+            get(get_beteiligter).put(update_beteiligter),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Kommunikationen",
+            post(create_kommunikation),
+        )
         .route(
             "/api/v1/advonet/Beteiligte/{bet_nr}/Kommunikationen/{id}",
             put(update_kommunikation).delete(delete_kommunikation),
@@ -235,7 +248,11 @@ pub async fn start(config: AdvowareConfig) -> Result<AdvowareFake, StartError> {
         .with_state(shared.clone());
     let bind = shared.config.bind;
     let server = RunningServer::spawn(bind, router, controls.clone(), error_shape).await?;
-    Ok(AdvowareFake { server, shared, controls })
+    Ok(AdvowareFake {
+        server,
+        shared,
+        controls,
+    })
 }
 
 impl AdvowareFake {
@@ -298,8 +315,15 @@ impl AdvowareFake {
     /// Issues a valid token without the HMAC dance (tests of resource handling).
     pub fn issue_token(&self) -> String {
         let token = random_string(48);
-        let expires_at = self.clock().now() + Duration::seconds(self.shared.config.token_lifetime_secs);
-        self.shared.state.lock().tokens.insert(token.clone(), TokenRecord { expires_at, revoked: false });
+        let expires_at =
+            self.clock().now() + Duration::seconds(self.shared.config.token_lifetime_secs);
+        self.shared.state.lock().tokens.insert(
+            token.clone(),
+            TokenRecord {
+                expires_at,
+                revoked: false,
+            },
+        );
         token
     }
 
@@ -324,7 +348,13 @@ impl AdvowareFake {
     /// Tokens that would be accepted now.
     pub fn active_tokens(&self) -> usize {
         let now = self.clock().now();
-        self.shared.state.lock().tokens.values().filter(|r| !r.revoked && r.expires_at > now).count()
+        self.shared
+            .state
+            .lock()
+            .tokens
+            .values()
+            .filter(|r| !r.revoked && r.expires_at > now)
+            .count()
     }
 
     /// Adds an employee (`{kuerzel, name, …}`); `extra` fields are merged in.
@@ -337,18 +367,31 @@ impl AdvowareFake {
     /// Seeds a small demo firm for the sandbox: employees SB, AB, CD and three appointments of SB
     /// (a timed one, an all-day multi-day one, a weekly series), as in `shared/examples`.
     pub fn seed_demo(&self) {
-        self.add_mitarbeiter("SB", "Sabine Beispiel", json!({"email": "sb@example-kanzlei.test"}));
-        self.add_mitarbeiter("AB", "Anton Bauer", json!({"email": "ab@example-kanzlei.test"}));
-        self.add_mitarbeiter("CD", "Clara Dahl", json!({"email": "cd@example-kanzlei.test"}));
-        let termin = |fr_nr: i64, von: (&str, &str), bis: (&str, &str), text: &str, extra: Value| {
-            let mut t = json!({
-                "frNr": fr_nr, "kuerzel": "SB", "datum": von.0, "uhrzeitVon": von.1,
-                "datumBis": bis.0, "uhrzeitBis": bis.1, "text": text, "notiz": "", "ort": "",
-                "dauertermin": 0, "turnus": 0, "turnusArt": 0, "privat": false,
-            });
-            merge_object(&mut t, &extra);
-            t
-        };
+        self.add_mitarbeiter(
+            "SB",
+            "Sabine Beispiel",
+            json!({"email": "sb@example-kanzlei.test"}),
+        );
+        self.add_mitarbeiter(
+            "AB",
+            "Anton Bauer",
+            json!({"email": "ab@example-kanzlei.test"}),
+        );
+        self.add_mitarbeiter(
+            "CD",
+            "Clara Dahl",
+            json!({"email": "cd@example-kanzlei.test"}),
+        );
+        let termin =
+            |fr_nr: i64, von: (&str, &str), bis: (&str, &str), text: &str, extra: Value| {
+                let mut t = json!({
+                    "frNr": fr_nr, "kuerzel": "SB", "datum": von.0, "uhrzeitVon": von.1,
+                    "datumBis": bis.0, "uhrzeitBis": bis.1, "text": text, "notiz": "", "ort": "",
+                    "dauertermin": 0, "turnus": 0, "turnusArt": 0, "privat": false,
+                });
+                merge_object(&mut t, &extra);
+                t
+            };
         self.insert_termin(termin(
             48213,
             ("2026-12-01T00:00:00", "09:30:00"),
@@ -451,7 +494,11 @@ impl AdvowareFake {
         };
         state.next_betnr = state.next_betnr.max(bet_nr + 1);
         set(&mut b, "betNr", json!(bet_nr));
-        let mut komm = b.get("kommunikation").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut komm = b
+            .get("kommunikation")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for entry in &mut komm {
             if entry.get("id").and_then(Value::as_i64).is_none() {
                 let id = state.next_komm_id;
@@ -491,7 +538,13 @@ impl AdvowareFake {
     /// Write requests (POST/PUT/DELETE, accepted or not) that reached `resource`
     /// ([`TERMINE`], [`BETEILIGTE`], [`KOMMUNIKATIONEN`]).
     pub fn writes(&self, resource: &str) -> usize {
-        self.shared.state.lock().writes.get(resource).copied().unwrap_or(0)
+        self.shared
+            .state
+            .lock()
+            .writes
+            .get(resource)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Write requests to any resource.
@@ -525,7 +578,10 @@ fn error_shape(status: StatusCode) -> Response {
 }
 
 fn unauthorized() -> Response {
-    message(StatusCode::UNAUTHORIZED, "Authorization has been denied for this request.")
+    message(
+        StatusCode::UNAUTHORIZED,
+        "Authorization has been denied for this request.",
+    )
 }
 
 fn not_found_entity(what: &str) -> Response {
@@ -539,7 +595,10 @@ fn bad_request(text: &str) -> Response {
 async fn not_found(uri: Uri) -> Response {
     message(
         StatusCode::NOT_FOUND,
-        &format!("No HTTP resource was found that matches the request URI '{}'.", uri.path()),
+        &format!(
+            "No HTTP resource was found that matches the request URI '{}'.",
+            uri.path()
+        ),
     )
 }
 
@@ -553,7 +612,10 @@ async fn configurator(
 ) -> Response {
     match query.get("Kanzlei") {
         Some(k) if *k == shared.config.kanzlei => {
-            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+            let host = headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1");
             let base = format!("http://{host}/");
             json_response(
                 StatusCode::OK,
@@ -568,7 +630,10 @@ fn token_error(shared: &Shared, status: StatusCode, error: &str, description: &s
     let mut state = shared.state.lock();
     state.token_stats.failed += 1;
     state.last_token_error = Some(description.to_owned());
-    json_response(status, json!({"error": error, "error_description": description}))
+    json_response(
+        status,
+        json!({"error": error, "error_description": description}),
+    )
 }
 
 /// `Role`/`Product` as the client sent them, for both comparison and the signed message.
@@ -582,25 +647,57 @@ fn number_field(body: &Value, name: &str) -> Option<String> {
 
 async fn token(State(shared): State<Shared>, body: Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return token_error(&shared, StatusCode::BAD_REQUEST, "invalid_request", "body is not JSON");
+        return token_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "body is not JSON",
+        );
     };
     let cfg = &shared.config;
     let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
-    let (Some(app_id), Some(kanzlei), Some(database), Some(user), Some(password)) =
-        (text("AppID"), text("Kanzlei"), text("Database"), text("User"), text("Password"))
-    else {
-        return token_error(&shared, StatusCode::BAD_REQUEST, "invalid_request", "missing credential field");
+    let (Some(app_id), Some(kanzlei), Some(database), Some(user), Some(password)) = (
+        text("AppID"),
+        text("Kanzlei"),
+        text("Database"),
+        text("User"),
+        text("Password"),
+    ) else {
+        return token_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "missing credential field",
+        );
     };
-    let (Some(role), Some(product)) = (number_field(&body, "Role"), number_field(&body, "Product")) else {
-        return token_error(&shared, StatusCode::BAD_REQUEST, "invalid_request", "Role/Product missing or not numeric");
-    };
-    let (Some(nonce), Some(signature), Some(timestamp)) =
-        (text("Nonce"), text("HMAC512Signature"), text("RequestTimeStamp"))
+    let (Some(role), Some(product)) = (number_field(&body, "Role"), number_field(&body, "Product"))
     else {
-        return token_error(&shared, StatusCode::BAD_REQUEST, "invalid_request", "missing Nonce, HMAC512Signature or RequestTimeStamp");
+        return token_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Role/Product missing or not numeric",
+        );
+    };
+    let (Some(nonce), Some(signature), Some(timestamp)) = (
+        text("Nonce"),
+        text("HMAC512Signature"),
+        text("RequestTimeStamp"),
+    ) else {
+        return token_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "missing Nonce, HMAC512Signature or RequestTimeStamp",
+        );
     };
     if nonce.is_empty() {
-        return token_error(&shared, StatusCode::BAD_REQUEST, "invalid_request", "empty Nonce");
+        return token_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "empty Nonce",
+        );
     }
     let credentials_ok = app_id == cfg.app_id
         && kanzlei == cfg.kanzlei
@@ -610,20 +707,40 @@ async fn token(State(shared): State<Shared>, body: Bytes) -> Response {
         && product == cfg.product.to_string()
         && constant_time_eq(password.as_bytes(), cfg.password.as_bytes());
     if !credentials_ok {
-        return token_error(&shared, StatusCode::UNAUTHORIZED, "invalid_client", "invalid credentials");
+        return token_error(
+            &shared,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "invalid credentials",
+        );
     }
     let message = format!("{product}:{app_id}:{nonce}:{timestamp}");
     let expected = hmac_sha512_b64(&shared.key, message.as_bytes());
     if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
-        return token_error(&shared, StatusCode::UNAUTHORIZED, "invalid_client", "invalid HMAC512Signature");
+        return token_error(
+            &shared,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "invalid HMAC512Signature",
+        );
     }
     let Ok(sent_at) = DateTime::parse_from_rfc3339(&timestamp) else {
-        return token_error(&shared, StatusCode::BAD_REQUEST, "invalid_request", "RequestTimeStamp is not a valid timestamp");
+        return token_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "RequestTimeStamp is not a valid timestamp",
+        );
     };
     let now = cfg.clock.now();
     let skew = (now - sent_at.with_timezone(&Utc)).num_seconds().abs();
     if skew > cfg.max_clock_skew_secs {
-        return token_error(&shared, StatusCode::UNAUTHORIZED, "invalid_client", "RequestTimeStamp outside the allowed clock skew");
+        return token_error(
+            &shared,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "RequestTimeStamp outside the allowed clock skew",
+        );
     }
     let token = random_string(48);
     let refresh = random_string(32);
@@ -632,9 +749,20 @@ async fn token(State(shared): State<Shared>, body: Bytes) -> Response {
         let mut state = shared.state.lock();
         if !state.nonces.insert(nonce) {
             drop(state);
-            return token_error(&shared, StatusCode::UNAUTHORIZED, "invalid_client", "Nonce already used");
+            return token_error(
+                &shared,
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Nonce already used",
+            );
         }
-        state.tokens.insert(token.clone(), TokenRecord { expires_at, revoked: false });
+        state.tokens.insert(
+            token.clone(),
+            TokenRecord {
+                expires_at,
+                revoked: false,
+            },
+        );
         state.token_stats.succeeded += 1;
     }
     json_response(
@@ -708,7 +836,10 @@ async fn list_termine(
 ) -> Response {
     require_auth!(shared, headers);
     let param = |name: &str| {
-        query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     };
     let kuerzel = param("kuerzel").filter(|k| !k.is_empty());
     let mut range = [None, None];
@@ -727,12 +858,19 @@ async fn list_termine(
         .termine
         .values()
         .filter(|t| match &kuerzel {
-            Some(k) => t.get("kuerzel").and_then(Value::as_str).is_some_and(|tk| tk.eq_ignore_ascii_case(k)),
+            Some(k) => t
+                .get("kuerzel")
+                .and_then(Value::as_str)
+                .is_some_and(|tk| tk.eq_ignore_ascii_case(k)),
             None => true,
         })
         .filter(|t| {
             let start = t.get("datum").and_then(Value::as_str).and_then(parse_date);
-            let end = t.get("datumBis").and_then(Value::as_str).and_then(parse_date).or(start);
+            let end = t
+                .get("datumBis")
+                .and_then(Value::as_str)
+                .and_then(parse_date)
+                .or(start);
             match (start, end) {
                 (Some(start), Some(end)) => {
                     from.is_none_or(|from| end >= from) && to.is_none_or(|to| start <= to)
@@ -745,7 +883,11 @@ async fn list_termine(
     json_response(StatusCode::OK, Value::Array(list))
 }
 
-async fn get_termin(State(shared): State<Shared>, headers: HeaderMap, Path(fr_nr): Path<String>) -> Response {
+async fn get_termin(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(fr_nr): Path<String>,
+) -> Response {
     require_auth!(shared, headers);
     let Ok(fr_nr) = fr_nr.parse::<i64>() else {
         return bad_request(&format!("The value '{fr_nr}' is not valid for frNr."));
@@ -800,8 +942,12 @@ fn validate_termin(t: &Value, creating: bool) -> Result<(), String> {
         }
     }
     if let (Some(a), Some(b)) = (
-        obj.get("datum").and_then(Value::as_str).and_then(parse_date),
-        obj.get("datumBis").and_then(Value::as_str).and_then(parse_date),
+        obj.get("datum")
+            .and_then(Value::as_str)
+            .and_then(parse_date),
+        obj.get("datumBis")
+            .and_then(Value::as_str)
+            .and_then(parse_date),
     ) {
         if b < a {
             return Err("datumBis must not be before datum.".into());
@@ -814,7 +960,11 @@ fn validate_termin(t: &Value, creating: bool) -> Result<(), String> {
 fn normalise_termin(t: &mut Value) {
     for field in ["datum", "datumBis"] {
         if let Some(d) = t.get(field).and_then(Value::as_str).and_then(parse_date) {
-            set(t, field, json!(format!("{}T00:00:00", d.format("%Y-%m-%d"))));
+            set(
+                t,
+                field,
+                json!(format!("{}T00:00:00", d.format("%Y-%m-%d"))),
+            );
         }
     }
     for field in ["uhrzeitVon", "uhrzeitBis"] {
@@ -884,7 +1034,11 @@ async fn update_termin(
     json_response(StatusCode::OK, termin.clone())
 }
 
-async fn delete_termin(State(shared): State<Shared>, headers: HeaderMap, Path(fr_nr): Path<String>) -> Response {
+async fn delete_termin(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(fr_nr): Path<String>,
+) -> Response {
     shared.state.lock().count_write(TERMINE);
     require_auth!(shared, headers);
     let Ok(fr_nr) = fr_nr.parse::<i64>() else {
@@ -902,7 +1056,11 @@ async fn delete_termin(State(shared): State<Shared>, headers: HeaderMap, Path(fr
 /// Fields the server owns; ignored in PUT bodies.
 const BETEILIGTE_READ_ONLY: [&str; 4] = ["betNr", "rowId", "geaendertAm", "kommunikation"];
 
-async fn get_beteiligter(State(shared): State<Shared>, headers: HeaderMap, Path(bet_nr): Path<String>) -> Response {
+async fn get_beteiligter(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(bet_nr): Path<String>,
+) -> Response {
     require_auth!(shared, headers);
     let Ok(bet_nr) = bet_nr.parse::<i64>() else {
         return bad_request(&format!("The value '{bet_nr}' is not valid for betNr."));
@@ -913,7 +1071,11 @@ async fn get_beteiligter(State(shared): State<Shared>, headers: HeaderMap, Path(
     }
 }
 
-async fn create_beteiligter(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_beteiligter(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     shared.state.lock().count_write(BETEILIGTE);
     require_auth!(shared, headers);
     let mut b = match parse_json_body(&body) {
@@ -921,9 +1083,11 @@ async fn create_beteiligter(State(shared): State<Shared>, headers: HeaderMap, bo
         Ok(_) => return bad_request("The request body must be a JSON object."),
         Err(r) => return r,
     };
-    let has_name = ["name", "vorname"]
-        .iter()
-        .any(|f| b.get(*f).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty()));
+    let has_name = ["name", "vorname"].iter().any(|f| {
+        b.get(*f)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.trim().is_empty())
+    });
     if !has_name {
         return bad_request("The name field is required.");
     }
@@ -1082,7 +1246,10 @@ async fn update_kommunikation(
     let updated = b
         .get_mut("kommunikation")
         .and_then(Value::as_array_mut)
-        .and_then(|list| list.iter_mut().find(|e| e.get("id").and_then(Value::as_i64) == Some(id)))
+        .and_then(|list| {
+            list.iter_mut()
+                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
+        })
         .map(|entry| {
             merge_object(entry, &patch);
             entry.clone()
@@ -1097,7 +1264,11 @@ async fn update_kommunikation(
     }
 }
 
-async fn delete_kommunikation(State(shared): State<Shared>, headers: HeaderMap, method: Method) -> Response {
+async fn delete_kommunikation(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    method: Method,
+) -> Response {
     shared.state.lock().count_write(KOMMUNIKATIONEN);
     require_auth!(shared, headers);
     message(
@@ -1152,11 +1323,19 @@ mod tests {
 
     #[test]
     fn termin_validation_rejects_bad_fields() {
-        assert!(validate_termin(&json!({"datum": "2026-12-01T00:00:00", "kuerzel": "SB"}), true).is_ok());
+        assert!(validate_termin(
+            &json!({"datum": "2026-12-01T00:00:00", "kuerzel": "SB"}),
+            true
+        )
+        .is_ok());
         assert!(validate_termin(&json!({"kuerzel": "SB"}), true).is_err());
         assert!(validate_termin(&json!({"datum": "01.12.2026", "kuerzel": "SB"}), true).is_err());
         assert!(validate_termin(&json!({"uhrzeitVon": "9 Uhr"}), false).is_err());
         assert!(validate_termin(&json!({"turnusArt": 7}), false).is_err());
-        assert!(validate_termin(&json!({"datum": "2026-12-02", "datumBis": "2026-12-01"}), false).is_err());
+        assert!(validate_termin(
+            &json!({"datum": "2026-12-02", "datumBis": "2026-12-01"}),
+            false
+        )
+        .is_err());
     }
 }

@@ -28,7 +28,8 @@ impl FakeClock {
 
     /// Moves the clock forward (or back, with a negative value) by `secs` seconds.
     pub fn advance_secs(&self, secs: i64) {
-        self.offset_ms.fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);
+        self.offset_ms
+            .fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);
     }
 
     /// Moves the clock by a `std` duration.
@@ -39,7 +40,8 @@ impl FakeClock {
 
     /// Sets the offset from system time, in seconds.
     pub fn set_offset_secs(&self, secs: i64) {
-        self.offset_ms.store(secs.saturating_mul(1000), Ordering::SeqCst);
+        self.offset_ms
+            .store(secs.saturating_mul(1000), Ordering::SeqCst);
     }
 
     /// Current offset from system time, in seconds.
@@ -50,7 +52,8 @@ impl FakeClock {
     /// Makes `now()` return (about) `at` from here on.
     pub fn set_now(&self, at: DateTime<Utc>) {
         let delta = at - Utc::now();
-        self.offset_ms.store(delta.num_milliseconds(), Ordering::SeqCst);
+        self.offset_ms
+            .store(delta.num_milliseconds(), Ordering::SeqCst);
     }
 
     /// Europe/Berlin wall-clock time of `now()` (Advoware stores local times without zone).
@@ -105,7 +108,9 @@ mod tests {
         assert_eq!(berlin_local(summer).format("%H:%M").to_string(), "10:00");
         // 2026-03-29 is the last Sunday of March: 00:59 UTC is still winter, 01:00 UTC summer.
         let switch = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).single();
-        let Some(switch) = switch else { panic!("valid date") };
+        let Some(switch) = switch else {
+            panic!("valid date")
+        };
         assert_eq!(berlin_local(switch).format("%H:%M").to_string(), "03:00");
     }
 }

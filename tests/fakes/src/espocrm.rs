@@ -33,8 +33,15 @@ use crate::clock::FakeClock;
 use crate::server::{constant_time_eq, json as json_response, Controls, RunningServer, StartError};
 
 /// Entity types served by default.
-pub const DEFAULT_ENTITIES: [&str; 7] =
-    ["Lead", "Call", "Notification", "CBeteiligte", "CBankverbindungen", "CDokumente", "Contact"];
+pub const DEFAULT_ENTITIES: [&str; 7] = [
+    "Lead",
+    "Call",
+    "Notification",
+    "CBeteiligte",
+    "CBankverbindungen",
+    "CDokumente",
+    "Contact",
+];
 
 /// EspoCRM refuses list requests asking for more than this many records.
 pub const MAX_LIST_SIZE: usize = 200;
@@ -133,7 +140,9 @@ pub struct EspoCrmFake {
 
 impl std::fmt::Debug for EspoCrmFake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EspoCrmFake").field("addr", &self.server.addr()).finish()
+        f.debug_struct("EspoCrmFake")
+            .field("addr", &self.server.addr())
+            .finish()
     }
 }
 
@@ -142,17 +151,28 @@ pub async fn start(config: EspoCrmConfig) -> Result<EspoCrmFake, StartError> {
     for entity in &config.entities {
         state.records.insert(entity.clone(), BTreeMap::new());
     }
-    let shared = Shared { config: Arc::new(config), state: Arc::new(Mutex::new(state)) };
+    let shared = Shared {
+        config: Arc::new(config),
+        state: Arc::new(Mutex::new(state)),
+    };
     let controls = Controls::default();
     let router = Router::new()
         .route("/api/v1/Webhook", get(list_webhooks).post(create_webhook))
         .route("/api/v1/Webhook/{id}", delete(delete_webhook))
         .route("/api/v1/{entity}", get(list).post(create))
-        .route("/api/v1/{entity}/{id}", get(read).put(update).patch(update).delete(remove))
+        .route(
+            "/api/v1/{entity}/{id}",
+            get(read).put(update).patch(update).delete(remove),
+        )
         .fallback(fallback)
         .with_state(shared.clone());
-    let server = RunningServer::spawn(shared.config.bind, router, controls.clone(), error_shape).await?;
-    Ok(EspoCrmFake { server, shared, controls })
+    let server =
+        RunningServer::spawn(shared.config.bind, router, controls.clone(), error_shape).await?;
+    Ok(EspoCrmFake {
+        server,
+        shared,
+        controls,
+    })
 }
 
 impl EspoCrmFake {
@@ -216,7 +236,13 @@ impl EspoCrmFake {
     }
 
     pub fn get(&self, entity: &str, id: &str) -> Option<Value> {
-        self.shared.state.lock().records.get(entity)?.get(id).cloned()
+        self.shared
+            .state
+            .lock()
+            .records
+            .get(entity)?
+            .get(id)
+            .cloned()
     }
 
     /// All records of an entity type (id order).
@@ -232,7 +258,13 @@ impl EspoCrmFake {
 
     /// API write requests (POST/PUT/PATCH/DELETE, accepted or not) per entity type.
     pub fn writes(&self, entity: &str) -> usize {
-        self.shared.state.lock().writes.get(entity).copied().unwrap_or(0)
+        self.shared
+            .state
+            .lock()
+            .writes
+            .get(entity)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn total_writes(&self) -> usize {
@@ -251,7 +283,13 @@ impl EspoCrmFake {
 
     /// Events waiting for delivery to a webhook.
     pub fn pending_events(&self, webhook_id: &str) -> Vec<Value> {
-        self.shared.state.lock().queue.get(webhook_id).cloned().unwrap_or_default()
+        self.shared
+            .state
+            .lock()
+            .queue
+            .get(webhook_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Delivers queued events like EspoCRM's job: per webhook, batches of at most 20 events as a
@@ -264,14 +302,29 @@ impl EspoCrmFake {
             loop {
                 let batch: Vec<Value> = {
                     let state = self.shared.state.lock();
-                    state.queue.get(&hook.id).map(|q| q.iter().take(20).cloned().collect()).unwrap_or_default()
+                    state
+                        .queue
+                        .get(&hook.id)
+                        .map(|q| q.iter().take(20).cloned().collect())
+                        .unwrap_or_default()
                 };
                 if batch.is_empty() {
                     break;
                 }
-                let sent = send_webhook(&hook.url, &hook.id, &hook.secret_key, &Value::Array(batch.clone()), self.config().signature_style).await;
+                let sent = send_webhook(
+                    &hook.url,
+                    &hook.id,
+                    &hook.secret_key,
+                    &Value::Array(batch.clone()),
+                    self.config().signature_style,
+                )
+                .await;
                 let status = sent.ok().map(|r| r.status().as_u16());
-                deliveries.push(Delivery { webhook_id: hook.id.clone(), events: batch.len(), status });
+                deliveries.push(Delivery {
+                    webhook_id: hook.id.clone(),
+                    events: batch.len(),
+                    status,
+                });
                 let mut state = self.shared.state.lock();
                 match status {
                     Some(s) if (200..300).contains(&s) => {
@@ -307,7 +360,10 @@ fn fmt_espo(t: DateTime<Utc>) -> String {
 fn new_id(state: &mut State_, now: DateTime<Utc>) -> String {
     use rand::Rng;
     state.id_counter += 1;
-    let time_part = format!("{:013x}", now.timestamp_micros() as u64 & 0x000f_ffff_ffff_ffff);
+    let time_part = format!(
+        "{:013x}",
+        now.timestamp_micros() as u64 & 0x000f_ffff_ffff_ffff
+    );
     let rand_part: u16 = rand::rng().random();
     let mix = (u64::from(rand_part) + state.id_counter) & 0xffff;
     format!("{time_part}{mix:04x}")
@@ -318,8 +374,17 @@ const READ_ONLY: [&str; 4] = ["id", "createdAt", "modifiedAt", "deleted"];
 /// Derived fields EspoCRM maintains itself.
 fn derive(entity: &str, record: &mut Map<String, Value>) {
     if entity == "Lead" || entity == "Contact" {
-        let part = |k: &str| record.get(k).and_then(Value::as_str).unwrap_or("").trim().to_owned();
-        let name = format!("{} {}", part("firstName"), part("lastName")).trim().to_owned();
+        let part = |k: &str| {
+            record
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        };
+        let name = format!("{} {}", part("firstName"), part("lastName"))
+            .trim()
+            .to_owned();
         record.insert("name".into(), json!(name));
     }
     if entity == "Call" {
@@ -329,13 +394,20 @@ fn derive(entity: &str, record: &mut Map<String, Value>) {
                 .and_then(Value::as_str)
                 .and_then(|s| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok())
         };
-        match (parse("dateStart"), parse("dateEnd"), record.get("duration").and_then(Value::as_i64)) {
+        match (
+            parse("dateStart"),
+            parse("dateEnd"),
+            record.get("duration").and_then(Value::as_i64),
+        ) {
             (Some(start), Some(end), _) => {
                 record.insert("duration".into(), json!((end - start).num_seconds().max(0)));
             }
             (Some(start), None, Some(secs)) => {
                 let end = start + chrono::Duration::seconds(secs);
-                record.insert("dateEnd".into(), json!(end.format("%Y-%m-%d %H:%M:%S").to_string()));
+                record.insert(
+                    "dateEnd".into(),
+                    json!(end.format("%Y-%m-%d %H:%M:%S").to_string()),
+                );
             }
             _ => {}
         }
@@ -365,9 +437,17 @@ fn store_new(state: &mut State_, entity: &str, record: Value, now: DateTime<Utc>
 }
 
 /// Merges `patch`; returns the stored record and the changed attributes (with `id`).
-fn apply_update(state: &mut State_, entity: &str, id: &str, patch: Value, now: DateTime<Utc>) -> Option<(Value, Value)> {
+fn apply_update(
+    state: &mut State_,
+    entity: &str,
+    id: &str,
+    patch: Value,
+    now: DateTime<Utc>,
+) -> Option<(Value, Value)> {
     let record = state.records.get_mut(entity)?.get_mut(id)?;
-    let Value::Object(target) = record else { return None };
+    let Value::Object(target) = record else {
+        return None;
+    };
     let mut changed = Map::new();
     if let Value::Object(patch) = patch {
         for (k, v) in patch {
@@ -391,19 +471,36 @@ fn apply_update(state: &mut State_, entity: &str, id: &str, patch: Value, now: D
 
 /// Queues webhook events for a change: `<E>.create` gets the full record, `<E>.update` the changed
 /// attributes and id, `<E>.delete` `{id}`, `<E>.fieldUpdate.<f>` id plus that field.
-fn queue_events(state: &mut State_, entity: &str, action: &str, full: &Value, changed: &Value, by_api_user: bool) {
+fn queue_events(
+    state: &mut State_,
+    entity: &str,
+    action: &str,
+    full: &Value,
+    changed: &Value,
+    by_api_user: bool,
+) {
     let mut out: Vec<(String, Value)> = Vec::new();
-    for hook in state.webhooks.iter().filter(|h| h.is_active && !(by_api_user && h.skip_own)) {
-        let Some((hook_entity, rest)) = hook.event.split_once('.') else { continue };
+    for hook in state
+        .webhooks
+        .iter()
+        .filter(|h| h.is_active && !(by_api_user && h.skip_own))
+    {
+        let Some((hook_entity, rest)) = hook.event.split_once('.') else {
+            continue;
+        };
         if hook_entity != entity {
             continue;
         }
         let payload = match (rest, action) {
             ("create", "create") => Some(full.clone()),
-            ("update", "update") if changed.as_object().is_some_and(|m| m.len() > 1) => Some(changed.clone()),
+            ("update", "update") if changed.as_object().is_some_and(|m| m.len() > 1) => {
+                Some(changed.clone())
+            }
             ("delete", "delete") => Some(json!({"id": full["id"]})),
             (field_event, "update") => field_event.strip_prefix("fieldUpdate.").and_then(|field| {
-                changed.get(field).map(|v| json!({"id": full["id"], field: v}))
+                changed
+                    .get(field)
+                    .map(|v| json!({"id": full["id"], field: v}))
             }),
             _ => None,
         };
@@ -448,7 +545,10 @@ fn error_shape(status: StatusCode) -> Response {
 fn validation_failure(field: &str, kind: &str) -> Response {
     let body = json!({"messageTranslation": {"label": "validationFailure", "scope": null, "data": {"field": field, "type": kind}}});
     let mut response = json_response(StatusCode::BAD_REQUEST, body);
-    response.headers_mut().insert("x-status-reason", HeaderValue::from_static("validationFailure"));
+    response.headers_mut().insert(
+        "x-status-reason",
+        HeaderValue::from_static("validationFailure"),
+    );
     response
 }
 
@@ -482,7 +582,13 @@ fn parse_object(body: &Bytes) -> Result<Value, Response> {
 
 async fn list_webhooks(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     require_auth!(shared, headers);
-    let list: Vec<Value> = shared.state.lock().webhooks.iter().map(webhook_json).collect();
+    let list: Vec<Value> = shared
+        .state
+        .lock()
+        .webhooks
+        .iter()
+        .map(webhook_json)
+        .collect();
     let total = list.len();
     json_response(StatusCode::OK, json!({"list": list, "total": total}))
 }
@@ -506,7 +612,9 @@ async fn create_webhook(State(shared): State<Shared>, headers: HeaderMap, body: 
     let entity_ok = event.split_once('.').is_some_and(|(entity, action)| {
         shared.config.entities.iter().any(|e| e == entity)
             && (["create", "update", "delete"].contains(&action)
-                || action.strip_prefix("fieldUpdate.").is_some_and(|f| !f.is_empty()))
+                || action
+                    .strip_prefix("fieldUpdate.")
+                    .is_some_and(|f| !f.is_empty()))
     });
     if !entity_ok {
         return validation_failure("event", "valid");
@@ -525,7 +633,11 @@ async fn create_webhook(State(shared): State<Shared>, headers: HeaderMap, body: 
     json_response(StatusCode::OK, webhook_json(&hook))
 }
 
-async fn delete_webhook(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn delete_webhook(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     require_auth!(shared, headers);
     let mut state = shared.state.lock();
     let before = state.webhooks.len();
@@ -551,11 +663,15 @@ struct WhereItem {
 fn parse_where(query: &[(String, String)]) -> Result<Vec<WhereItem>, String> {
     let mut items: BTreeMap<usize, WhereItem> = BTreeMap::new();
     for (key, value) in query {
-        let Some(rest) = key.strip_prefix("where[") else { continue };
+        let Some(rest) = key.strip_prefix("where[") else {
+            continue;
+        };
         let Some((index, rest)) = rest.split_once(']') else {
             return Err(format!("bad where key {key}"));
         };
-        let index: usize = index.parse().map_err(|_| format!("bad where index in {key}"))?;
+        let index: usize = index
+            .parse()
+            .map_err(|_| format!("bad where index in {key}"))?;
         let item = items.entry(index).or_default();
         match rest {
             "[type]" => item.kind = value.clone(),
@@ -631,7 +747,12 @@ fn matches(record: &Value, cond: &WhereItem) -> Result<bool, String> {
 }
 
 fn count_write(shared: &Shared, entity: &str) {
-    *shared.state.lock().writes.entry(entity.to_owned()).or_default() += 1;
+    *shared
+        .state
+        .lock()
+        .writes
+        .entry(entity.to_owned())
+        .or_default() += 1;
 }
 
 fn known(shared: &Shared, entity: &str) -> bool {
@@ -648,11 +769,21 @@ async fn list(
     if !known(&shared, &entity) {
         return status_reason(StatusCode::NOT_FOUND, "Not found.");
     }
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let max_size = match param("maxSize").map(str::parse::<usize>) {
         None => 20,
         Some(Ok(n)) if n <= MAX_LIST_SIZE => n,
-        Some(Ok(_)) => return status_reason(StatusCode::FORBIDDEN, "Max size should not exceed 200. Use offset and limit."),
+        Some(Ok(_)) => {
+            return status_reason(
+                StatusCode::FORBIDDEN,
+                "Max size should not exceed 200. Use offset and limit.",
+            )
+        }
         Some(Err(_)) => return status_reason(StatusCode::BAD_REQUEST, "Bad maxSize."),
     };
     let offset = match param("offset").map(str::parse::<usize>) {
@@ -664,7 +795,13 @@ async fn list(
         Ok(c) => c,
         Err(e) => return status_reason(StatusCode::BAD_REQUEST, &e),
     };
-    let records: Vec<Value> = shared.state.lock().records.get(&entity).map(|m| m.values().cloned().collect()).unwrap_or_default();
+    let records: Vec<Value> = shared
+        .state
+        .lock()
+        .records
+        .get(&entity)
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
     let mut filtered = Vec::new();
     for record in records {
         let mut keep = true;
@@ -689,11 +826,22 @@ async fn list(
     };
     filtered.sort_by(|a, b| {
         let key = |r: &Value| text_of(r.get(order_by).unwrap_or(&Value::Null));
-        let ord = key(a).cmp(&key(b)).then_with(|| text_of(&a["id"]).cmp(&text_of(&b["id"])));
-        if desc { ord.reverse() } else { ord }
+        let ord = key(a)
+            .cmp(&key(b))
+            .then_with(|| text_of(&a["id"]).cmp(&text_of(&b["id"])));
+        if desc {
+            ord.reverse()
+        } else {
+            ord
+        }
     });
     let total = filtered.len();
-    let select: Option<Vec<&str>> = param("select").map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect());
+    let select: Option<Vec<&str>> = param("select").map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
     let page: Vec<Value> = filtered
         .into_iter()
         .skip(offset)
@@ -715,12 +863,22 @@ async fn list(
     json_response(StatusCode::OK, json!({"total": total, "list": page}))
 }
 
-async fn read(State(shared): State<Shared>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> Response {
+async fn read(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((entity, id)): Path<(String, String)>,
+) -> Response {
     require_auth!(shared, headers);
     if !known(&shared, &entity) {
         return status_reason(StatusCode::NOT_FOUND, "Not found.");
     }
-    match shared.state.lock().records.get(&entity).and_then(|m| m.get(&id)) {
+    match shared
+        .state
+        .lock()
+        .records
+        .get(&entity)
+        .and_then(|m| m.get(&id))
+    {
         Some(r) => json_response(StatusCode::OK, r.clone()),
         None => status_reason(StatusCode::NOT_FOUND, "Record not found."),
     }
@@ -728,7 +886,11 @@ async fn read(State(shared): State<Shared>, headers: HeaderMap, Path((entity, id
 
 /// Required fields and enum values of the standard entities (a small part of EspoCRM's metadata).
 fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response> {
-    let present = |f: &str| record.get(f).is_some_and(|v| !v.is_null() && v != &json!(""));
+    let present = |f: &str| {
+        record
+            .get(f)
+            .is_some_and(|v| !v.is_null() && v != &json!(""))
+    };
     let required: &[&str] = match entity {
         "Lead" | "Contact" => &["lastName"],
         "Call" => &["name", "dateStart"],
@@ -741,7 +903,10 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
         }
     }
     let enums: &[(&str, &[&str])] = match entity {
-        "Call" => &[("status", &["Planned", "Held", "Not Held"]), ("direction", &["Inbound", "Outbound"])],
+        "Call" => &[
+            ("status", &["Planned", "Held", "Not Held"]),
+            ("direction", &["Inbound", "Outbound"]),
+        ],
         _ => &[],
     };
     for (field, allowed) in enums {
@@ -753,7 +918,9 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
     }
     for field in ["dateStart", "dateEnd"] {
         if let Some(v) = record.get(field).filter(|v| !v.is_null()) {
-            let ok = v.as_str().is_some_and(|s| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok());
+            let ok = v
+                .as_str()
+                .is_some_and(|s| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok());
             if !ok {
                 return Err(validation_failure(field, "valid"));
             }
@@ -762,7 +929,12 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
     Ok(())
 }
 
-async fn create(State(shared): State<Shared>, headers: HeaderMap, Path(entity): Path<String>, body: Bytes) -> Response {
+async fn create(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(entity): Path<String>,
+    body: Bytes,
+) -> Response {
     count_write(&shared, &entity);
     require_auth!(shared, headers);
     if !known(&shared, &entity) {
@@ -782,20 +954,33 @@ async fn create(State(shared): State<Shared>, headers: HeaderMap, Path(entity): 
     let now = shared.config.clock.now();
     let mut state = shared.state.lock();
     if entity == "Lead" && !skip_duplicates {
-        if let Some(email) = record.get("emailAddress").and_then(Value::as_str).map(str::to_lowercase).filter(|e| !e.is_empty()) {
+        if let Some(email) = record
+            .get("emailAddress")
+            .and_then(Value::as_str)
+            .map(str::to_lowercase)
+            .filter(|e| !e.is_empty())
+        {
             let duplicates: Vec<Value> = state
                 .records
                 .get("Lead")
                 .map(|m| {
                     m.values()
-                        .filter(|r| r.get("emailAddress").and_then(Value::as_str).map(str::to_lowercase).as_deref() == Some(email.as_str()))
+                        .filter(|r| {
+                            r.get("emailAddress")
+                                .and_then(Value::as_str)
+                                .map(str::to_lowercase)
+                                .as_deref()
+                                == Some(email.as_str())
+                        })
                         .map(|r| json!({"id": r["id"], "name": r["name"], "_entityType": "Lead"}))
                         .collect()
                 })
                 .unwrap_or_default();
             if !duplicates.is_empty() {
                 let mut response = json_response(StatusCode::CONFLICT, Value::Array(duplicates));
-                response.headers_mut().insert("x-status-reason", HeaderValue::from_static("Duplicate"));
+                response
+                    .headers_mut()
+                    .insert("x-status-reason", HeaderValue::from_static("Duplicate"));
                 return response;
             }
         }
@@ -834,7 +1019,11 @@ async fn update(
     json_response(StatusCode::OK, stored)
 }
 
-async fn remove(State(shared): State<Shared>, headers: HeaderMap, Path((entity, id)): Path<(String, String)>) -> Response {
+async fn remove(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((entity, id)): Path<(String, String)>,
+) -> Response {
     count_write(&shared, &entity);
     require_auth!(shared, headers);
     let mut state = shared.state.lock();
@@ -885,7 +1074,10 @@ fn hmac_sha256(secret: &str, body: &[u8]) -> Vec<u8> {
 
 /// `Signature` header value: `base64(webhookId + ":" + hex(HMAC-SHA256(body, secretKey)))`.
 pub fn signature(webhook_id: &str, secret: &str, body: &[u8]) -> String {
-    B64.encode(format!("{webhook_id}:{}", hex::encode(hmac_sha256(secret, body))))
+    B64.encode(format!(
+        "{webhook_id}:{}",
+        hex::encode(hmac_sha256(secret, body))
+    ))
 }
 
 /// Legacy `X-Signature` value: `base64(webhookId + ":" + raw HMAC-SHA256 bytes)`.
@@ -905,7 +1097,14 @@ pub async fn send_webhook(
     batch: &Value,
     style: SignatureStyle,
 ) -> reqwest::Result<reqwest::Response> {
-    send_webhook_raw(url, webhook_id, secret, php_json_encode(batch).into_bytes(), style).await
+    send_webhook_raw(
+        url,
+        webhook_id,
+        secret,
+        php_json_encode(batch).into_bytes(),
+        style,
+    )
+    .await
 }
 
 /// Like [`send_webhook`] with exact body bytes (for tampering or odd encodings).
@@ -937,14 +1136,20 @@ mod tests {
     #[test]
     fn php_encoding_escapes_slashes_and_unicode() {
         let v = json!([{"url": "a/b", "name": "Müller 😀"}]);
-        assert_eq!(php_json_encode(&v), r#"[{"name":"M\u00fcller \ud83d\ude00","url":"a\/b"}]"#);
+        assert_eq!(
+            php_json_encode(&v),
+            r#"[{"name":"M\u00fcller \ud83d\ude00","url":"a\/b"}]"#
+        );
     }
 
     #[test]
     fn signatures_decode_to_id_and_mac() -> Result<(), Box<dyn std::error::Error>> {
         let body = br#"[{"id":"x"}]"#;
         let current = String::from_utf8(B64.decode(signature("wh1", "secret", body))?)?;
-        assert_eq!(current, format!("wh1:{}", hex::encode(hmac_sha256("secret", body))));
+        assert_eq!(
+            current,
+            format!("wh1:{}", hex::encode(hmac_sha256("secret", body)))
+        );
         let legacy = B64.decode(legacy_signature("wh1", "secret", body))?;
         assert_eq!(&legacy[..4], b"wh1:");
         assert_eq!(legacy[4..].len(), 32);

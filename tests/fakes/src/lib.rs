@@ -14,6 +14,7 @@
 //! - [`vermieterhelden`]: a Standard Webhooks lead sender (with tampering options).
 //! - [`threecx`]: the requests 3CX's CRM template makes (`ReportCall`, contact lookup).
 //! - [`receiver`]: a catch-all server that records requests (a webhook target in sender tests).
+//! - [`redis_server`]: a real `redis-server` on a free port for one test (not a fake: Redis is always real).
 //!
 //! Every server binds `127.0.0.1:0` unless given an address, answers errors in the real system's
 //! shape instead of panicking, and stops when its handle is dropped. Signatures are checked with
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod espocrm;
 pub mod google_calendar;
 pub mod receiver;
+pub mod redis_server;
 pub mod server;
 pub mod threecx;
 pub mod vermieterhelden;

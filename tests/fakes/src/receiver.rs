@@ -27,8 +27,13 @@ pub async fn start(bind: SocketAddr, status: u16) -> Result<Receiver, StartError
     let status = Arc::new(AtomicU16::new(status));
     let controls = Controls::default();
     let router = Router::new().fallback(answer).with_state(status.clone());
-    let server = RunningServer::spawn(bind, router, controls.clone(), |s| s.into_response()).await?;
-    Ok(Receiver { server, controls, status })
+    let server =
+        RunningServer::spawn(bind, router, controls.clone(), |s| s.into_response()).await?;
+    Ok(Receiver {
+        server,
+        controls,
+        status,
+    })
 }
 
 /// Starts a receiver on a free loopback port answering 200.

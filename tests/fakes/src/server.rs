@@ -57,7 +57,10 @@ impl RecordedRequest {
     /// First value of a header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON, if it is JSON.
@@ -69,13 +72,20 @@ impl RecordedRequest {
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         self.query
             .as_deref()
-            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// First value of a query parameter.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query_pairs().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query_pairs()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -122,7 +132,13 @@ impl Controls {
 
     /// Requests whose path starts with `prefix`.
     pub fn requests_to(&self, prefix: &str) -> Vec<RecordedRequest> {
-        self.inner.lock().log.iter().filter(|r| r.path.starts_with(prefix)).cloned().collect()
+        self.inner
+            .lock()
+            .log
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// The most recent request, if any.
@@ -137,12 +153,23 @@ impl Controls {
 
     /// The next `n` requests (any path) get `status`, with `Retry-After` if given.
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<u64>) {
-        self.push_failure(InjectedFailure { status, retry_after, path_prefix: None }, n);
+        self.push_failure(
+            InjectedFailure {
+                status,
+                retry_after,
+                path_prefix: None,
+            },
+            n,
+        );
     }
 
     /// The next `n` requests whose path starts with `path_prefix` get `status`; others pass.
     pub fn fail_next_on(&self, path_prefix: &str, n: usize, status: u16, retry_after: Option<u64>) {
-        let failure = InjectedFailure { status, retry_after, path_prefix: Some(path_prefix.to_owned()) };
+        let failure = InjectedFailure {
+            status,
+            retry_after,
+            path_prefix: Some(path_prefix.to_owned()),
+        };
         self.push_failure(failure, n);
     }
 
@@ -165,9 +192,10 @@ impl Controls {
     /// Takes one use of the first pending failure that applies to `path`.
     fn take_failure(&self, path: &str) -> Option<InjectedFailure> {
         let mut inner = self.inner.lock();
-        let idx = inner.failures.iter().position(|(f, _)| {
-            f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-        })?;
+        let idx = inner
+            .failures
+            .iter()
+            .position(|(f, _)| f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)))?;
         let entry = inner.failures.get_mut(idx)?;
         entry.1 -= 1;
         let failure = entry.0.clone();
@@ -201,7 +229,9 @@ impl RunningServer {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|source| StartError::Bind { addr: bind, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: bind, source })?;
         let app = router
             .layer(from_fn_with_state((controls, shaper), record_and_inject))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
@@ -214,7 +244,11 @@ impl RunningServer {
                 eprintln!("fake server on {addr} stopped with error: {err}");
             }
         });
-        Ok(Self { addr, shutdown: Some(tx), task: Some(task) })
+        Ok(Self {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -233,7 +267,10 @@ impl RunningServer {
         }
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -267,7 +304,12 @@ async fn record_and_inject(
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: bytes.clone(),
         at: Utc::now(),
@@ -281,16 +323,20 @@ async fn record_and_inject(
         tokio::time::sleep(latency).await;
     }
     if let Some(failure) = controls.take_failure(parts.uri.path()) {
-        let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = shaper(status);
         if let Some(secs) = failure.retry_after {
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
             }
         }
         return response;
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// A JSON response with a status.
@@ -322,7 +368,10 @@ mod tests {
         controls.fail_next_on("/a", 2, 503, Some(7));
         assert!(controls.take_failure("/b").is_none());
         assert_eq!(controls.take_failure("/a/x").map(|f| f.status), Some(503));
-        assert_eq!(controls.take_failure("/a").map(|f| f.retry_after), Some(Some(7)));
+        assert_eq!(
+            controls.take_failure("/a").map(|f| f.retry_after),
+            Some(Some(7))
+        );
         assert!(controls.take_failure("/a").is_none());
     }
 

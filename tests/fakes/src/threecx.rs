@@ -10,7 +10,12 @@ use serde_json::Value;
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
 
 /// POSTs a `ReportCall` body (see `shared/examples/3cx-reportcall.json`) with the key header.
-pub async fn report_call(url: &str, api_key_header: &str, key: &str, call: &Value) -> reqwest::Result<reqwest::Response> {
+pub async fn report_call(
+    url: &str,
+    api_key_header: &str,
+    key: &str,
+    call: &Value,
+) -> reqwest::Result<reqwest::Response> {
     reqwest::Client::new()
         .post(url)
         .header(api_key_header, key)
@@ -26,7 +31,12 @@ pub async fn lookup(url: &str, key: &str, phone: &str) -> reqwest::Result<reqwes
 }
 
 /// [`lookup`] with a custom key header name.
-pub async fn lookup_with_header(url: &str, api_key_header: &str, key: &str, phone: &str) -> reqwest::Result<reqwest::Response> {
+pub async fn lookup_with_header(
+    url: &str,
+    api_key_header: &str,
+    key: &str,
+    phone: &str,
+) -> reqwest::Result<reqwest::Response> {
     reqwest::Client::new()
         .get(url)
         .query(&[("phone", phone)])

@@ -49,7 +49,12 @@ pub enum SignError {
 }
 
 /// `v1,<base64(HMAC-SHA256(key = b64decode(secret without "whsec_"), "{id}.{ts}.{body}"))>`.
-pub fn sign(secret: &str, message_id: &str, timestamp: i64, body: &[u8]) -> Result<String, SignError> {
+pub fn sign(
+    secret: &str,
+    message_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, SignError> {
     let key = B64
         .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
         .map_err(|_| SignError::BadSecret)?;
@@ -65,8 +70,14 @@ pub fn generate_secret() -> String {
 }
 
 /// Sends `lead` (the plugin's JSON) to `url`, correctly signed.
-pub async fn send_lead(url: &str, secret_whsec: &str, lead: &Value) -> Result<reqwest::Response, Box<dyn std::error::Error + Send + Sync>> {
-    send_lead_with(url, secret_whsec, lead, &SendOptions::default()).await.map(|(r, _)| r)
+pub async fn send_lead(
+    url: &str,
+    secret_whsec: &str,
+    lead: &Value,
+) -> Result<reqwest::Response, Box<dyn std::error::Error + Send + Sync>> {
+    send_lead_with(url, secret_whsec, lead, &SendOptions::default())
+        .await
+        .map(|(r, _)| r)
 }
 
 /// Sends `lead` with the given deviations; returns the response and what was sent.
@@ -103,7 +114,15 @@ pub async fn send_lead_with(
         request = request.header("webhook-signature", &signature_header);
     }
     let response = request.body(body.clone()).send().await?;
-    Ok((response, SentLead { message_id, timestamp, signature_header, body }))
+    Ok((
+        response,
+        SentLead {
+            message_id,
+            timestamp,
+            signature_header,
+            body,
+        },
+    ))
 }
 
 #[cfg(test)]

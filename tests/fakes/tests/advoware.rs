@@ -15,7 +15,11 @@ fn now_ts() -> String {
 }
 
 async fn get_token(fake: &AdvowareFake, body: &Value) -> Result<(u16, Value), reqwest::Error> {
-    let res = reqwest::Client::new().post(fake.token_url()).json(body).send().await?;
+    let res = reqwest::Client::new()
+        .post(fake.token_url())
+        .json(body)
+        .send()
+        .await?;
     let status = res.status().as_u16();
     Ok((status, res.json().await?))
 }
@@ -31,12 +35,16 @@ async fn termine(fake: &AdvowareFake, token: &str) -> Result<reqwest::Response, 
 #[tokio::test]
 async fn valid_token_request_gives_a_working_token() -> TestResult {
     let fake = fake().await?;
-    let body = fake.config().token_request("6f1c1a3e-8a55-4d7e-9a3b-2f0c5b7e9d11", &now_ts())?;
+    let body = fake
+        .config()
+        .token_request("6f1c1a3e-8a55-4d7e-9a3b-2f0c5b7e9d11", &now_ts())?;
     let (status, token) = get_token(&fake, &body).await?;
     assert_eq!(status, 200, "{token}");
     assert_eq!(token["token_type"], "bearer");
     assert_eq!(token["expires_in"], 3600);
-    assert!(token["expiration_utc"].as_str().is_some_and(|s| s.ends_with('Z')));
+    assert!(token["expiration_utc"]
+        .as_str()
+        .is_some_and(|s| s.ends_with('Z')));
     assert!(token["refresh_token"].is_string());
     let access = token["access_token"].as_str().ok_or("no access_token")?;
     assert_eq!(termine(&fake, access).await?.status(), 200);
@@ -80,28 +88,70 @@ async fn wrong_credentials_are_401_and_garbage_is_400() -> TestResult {
     let mut body = fake.config().token_request("n-3", &now_ts())?;
     body.as_object_mut().ok_or("object")?.remove("Nonce");
     assert_eq!(get_token(&fake, &body).await?.0, 400);
-    let res = reqwest::Client::new().post(fake.token_url()).body("not json").send().await?;
+    let res = reqwest::Client::new()
+        .post(fake.token_url())
+        .body("not json")
+        .send()
+        .await?;
     assert_eq!(res.status(), 400);
-    assert_eq!(fake.token_stats(), advoware::TokenStats { succeeded: 0, failed: 4 });
+    assert_eq!(
+        fake.token_stats(),
+        advoware::TokenStats {
+            succeeded: 0,
+            failed: 4
+        }
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn stale_or_unparseable_timestamp_is_rejected() -> TestResult {
     let fake = fake().await?;
-    let stale = (Utc::now() - chrono::Duration::seconds(301)).to_rfc3339_opts(SecondsFormat::Millis, true);
-    assert_eq!(get_token(&fake, &fake.config().token_request("n-1", &stale)?).await?.0, 401);
-    let future = (Utc::now() + chrono::Duration::seconds(400)).to_rfc3339_opts(SecondsFormat::Millis, true);
-    assert_eq!(get_token(&fake, &fake.config().token_request("n-2", &future)?).await?.0, 401);
-    assert_eq!(get_token(&fake, &fake.config().token_request("n-3", "gestern")?).await?.0, 400);
+    let stale =
+        (Utc::now() - chrono::Duration::seconds(301)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    assert_eq!(
+        get_token(&fake, &fake.config().token_request("n-1", &stale)?)
+            .await?
+            .0,
+        401
+    );
+    let future =
+        (Utc::now() + chrono::Duration::seconds(400)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    assert_eq!(
+        get_token(&fake, &fake.config().token_request("n-2", &future)?)
+            .await?
+            .0,
+        401
+    );
+    assert_eq!(
+        get_token(&fake, &fake.config().token_request("n-3", "gestern")?)
+            .await?
+            .0,
+        400
+    );
     // Vendor-style 7-digit fraction within the window is fine.
     let now = Utc::now();
-    let vendor = format!("{}.{:07}Z", now.format("%Y-%m-%dT%H:%M:%S"), now.timestamp_subsec_nanos() / 100);
-    assert_eq!(get_token(&fake, &fake.config().token_request("n-4", &vendor)?).await?.0, 200);
+    let vendor = format!(
+        "{}.{:07}Z",
+        now.format("%Y-%m-%dT%H:%M:%S"),
+        now.timestamp_subsec_nanos() / 100
+    );
+    assert_eq!(
+        get_token(&fake, &fake.config().token_request("n-4", &vendor)?)
+            .await?
+            .0,
+        200
+    );
     // The fake clock decides: a timestamp one hour ahead becomes fresh when the clock moves.
-    let ahead = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    let ahead =
+        (Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true);
     fake.clock().advance_secs(3600);
-    assert_eq!(get_token(&fake, &fake.config().token_request("n-5", &ahead)?).await?.0, 200);
+    assert_eq!(
+        get_token(&fake, &fake.config().token_request("n-5", &ahead)?)
+            .await?
+            .0,
+        200
+    );
     Ok(())
 }
 
@@ -119,7 +169,12 @@ async fn reused_nonce_is_401() -> TestResult {
 #[tokio::test]
 async fn revoked_expired_and_missing_tokens_are_401() -> TestResult {
     let fake = fake().await?;
-    assert_eq!(reqwest::get(format!("{}/api/v1/advonet/Termine", fake.base_url())).await?.status(), 401);
+    assert_eq!(
+        reqwest::get(format!("{}/api/v1/advonet/Termine", fake.base_url()))
+            .await?
+            .status(),
+        401
+    );
     assert_eq!(termine(&fake, "made-up").await?.status(), 401);
     let a = fake.issue_token();
     let b = fake.issue_token();
@@ -127,10 +182,17 @@ async fn revoked_expired_and_missing_tokens_are_401() -> TestResult {
     let res = termine(&fake, &a).await?;
     assert_eq!(res.status(), 401);
     let body: Value = res.json().await?;
-    assert_eq!(body["Message"], "Authorization has been denied for this request.");
+    assert_eq!(
+        body["Message"],
+        "Authorization has been denied for this request."
+    );
     assert_eq!(termine(&fake, &b).await?.status(), 200);
     fake.clock().advance_secs(3601);
-    assert_eq!(termine(&fake, &b).await?.status(), 401, "expired by the fake clock");
+    assert_eq!(
+        termine(&fake, &b).await?.status(),
+        401,
+        "expired by the fake clock"
+    );
     let c = fake.issue_token();
     fake.revoke_all();
     assert_eq!(termine(&fake, &c).await?.status(), 401);
@@ -151,14 +213,25 @@ async fn termine_crud_filters_and_counts_writes() -> TestResult {
     let api = format!("{}api/v1/advonet", fake.api_base_url());
 
     let list: Value = client
-        .get(format!("{api}/TermineActiveSync?from=2026-12-20&to=2026-12-31&kuerzel=sb"))
+        .get(format!(
+            "{api}/TermineActiveSync?from=2026-12-20&to=2026-12-31&kuerzel=sb"
+        ))
         .bearer_auth(&token)
         .send()
         .await?
         .json()
         .await?;
-    let nrs: Vec<i64> = list.as_array().ok_or("array")?.iter().filter_map(|t| t["frNr"].as_i64()).collect();
-    assert_eq!(nrs, vec![48214, 48215], "Urlaub and the weekly series overlap late December");
+    let nrs: Vec<i64> = list
+        .as_array()
+        .ok_or("array")?
+        .iter()
+        .filter_map(|t| t["frNr"].as_i64())
+        .collect();
+    assert_eq!(
+        nrs,
+        vec![48214, 48215],
+        "Urlaub and the weekly series overlap late December"
+    );
     assert_eq!(fake.total_writes(), 0);
 
     let created = client
@@ -188,9 +261,17 @@ async fn termine_crud_filters_and_counts_writes() -> TestResult {
         .send()
         .await?;
     assert_eq!(bad.status(), 400);
-    let res = client.delete(format!("{api}/Termine/{fr_nr}")).bearer_auth(&token).send().await?;
+    let res = client
+        .delete(format!("{api}/Termine/{fr_nr}"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
     assert_eq!(res.status(), 204);
-    let res = client.get(format!("{api}/Termine/{fr_nr}")).bearer_auth(&token).send().await?;
+    let res = client
+        .get(format!("{api}/Termine/{fr_nr}"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
     assert_eq!(res.status(), 404);
     assert_eq!(fake.writes(TERMINE), 4);
     Ok(())
@@ -203,7 +284,13 @@ async fn beteiligte_row_id_changes_and_kommunikation_delete_is_forbidden() -> Te
     let token = fake.issue_token();
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/advonet/Beteiligte/{bet_nr}", fake.base_url());
-    let before: Value = client.get(&url).bearer_auth(&token).send().await?.json().await?;
+    let before: Value = client
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
     let after: Value = client
         .put(&url)
         .bearer_auth(&token)
@@ -234,8 +321,15 @@ async fn beteiligte_row_id_changes_and_kommunikation_delete_is_forbidden() -> Te
     assert_eq!(res.status(), 200);
     let stored = fake.beteiligter(bet_nr).ok_or("stored")?;
     assert_eq!(stored["kommunikation"][0]["tlf"], "neu@example.org");
-    assert_eq!(stored["kommunikation"][0]["kommKz"], 4, "kommKz is read-only on PUT");
-    let res = client.delete(format!("{url}/Kommunikationen/{id}")).bearer_auth(&token).send().await?;
+    assert_eq!(
+        stored["kommunikation"][0]["kommKz"], 4,
+        "kommKz is read-only on PUT"
+    );
+    let res = client
+        .delete(format!("{url}/Kommunikationen/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
     assert_eq!(res.status(), 403);
     assert_eq!(fake.writes(KOMMUNIKATIONEN), 3);
     let res = client
@@ -246,7 +340,10 @@ async fn beteiligte_row_id_changes_and_kommunikation_delete_is_forbidden() -> Te
         .await?;
     assert_eq!(res.status(), 400);
     let missing = client
-        .get(format!("{}/api/v1/advonet/Beteiligte/999999", fake.base_url()))
+        .get(format!(
+            "{}/api/v1/advonet/Beteiligte/999999",
+            fake.base_url()
+        ))
         .bearer_auth(&token)
         .send()
         .await?;
@@ -279,13 +376,25 @@ async fn injected_failures_and_mitarbeiter() -> TestResult {
     let fake = fake().await?;
     fake.add_mitarbeiter("SB", "Sabine Beispiel", json!({}));
     let token = fake.issue_token();
-    fake.controls().fail_next_on("/api/v1/advonet/Mitarbeiter", 1, 503, Some(2));
+    fake.controls()
+        .fail_next_on("/api/v1/advonet/Mitarbeiter", 1, 503, Some(2));
     let url = format!("{}/api/v1/advonet/Mitarbeiter", fake.base_url());
     let client = reqwest::Client::new();
     let res = client.get(&url).bearer_auth(&token).send().await?;
     assert_eq!(res.status(), 503);
-    assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("2"));
-    let list: Value = client.get(&url).bearer_auth(&token).send().await?.json().await?;
+    assert_eq!(
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    let list: Value = client
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(list[0]["kuerzel"], "SB");
     Ok(())
 }
@@ -293,7 +402,10 @@ async fn injected_failures_and_mitarbeiter() -> TestResult {
 #[tokio::test]
 async fn configurator_points_at_the_fake() -> TestResult {
     let fake = fake().await?;
-    let url = format!("{}/AdvonetConfigurator/api/Url?Kanzlei=fake-kanzlei", fake.base_url());
+    let url = format!(
+        "{}/AdvonetConfigurator/api/Url?Kanzlei=fake-kanzlei",
+        fake.base_url()
+    );
     let body: Value = reqwest::get(url).await?.json().await?;
     assert_eq!(body["securityGateway"], fake.security_gateway_url());
     assert!(body["connectorUrl"].is_null());

@@ -17,7 +17,10 @@ struct Api {
 
 impl Api {
     async fn new() -> Result<Self, Box<dyn std::error::Error>> {
-        Ok(Self { fake: espocrm::start(EspoCrmConfig::default()).await?, client: reqwest::Client::new() })
+        Ok(Self {
+            fake: espocrm::start(EspoCrmConfig::default()).await?,
+            client: reqwest::Client::new(),
+        })
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -37,12 +40,29 @@ impl Api {
 #[tokio::test]
 async fn api_key_is_required() -> TestResult {
     let api = Api::new().await?;
-    let res = api.client.get(format!("{}Lead", api.fake.api_url())).send().await?;
+    let res = api
+        .client
+        .get(format!("{}Lead", api.fake.api_url()))
+        .send()
+        .await?;
     assert_eq!(res.status(), 401);
-    let res = api.client.get(format!("{}Lead", api.fake.api_url())).header("X-Api-Key", "wrong").send().await?;
+    let res = api
+        .client
+        .get(format!("{}Lead", api.fake.api_url()))
+        .header("X-Api-Key", "wrong")
+        .send()
+        .await?;
     assert_eq!(res.status(), 401);
-    assert_eq!(api.send(api.req(reqwest::Method::GET, "Lead")).await?.0, 200);
-    assert_eq!(api.send(api.req(reqwest::Method::GET, "Opportunity")).await?.0, 404);
+    assert_eq!(
+        api.send(api.req(reqwest::Method::GET, "Lead")).await?.0,
+        200
+    );
+    assert_eq!(
+        api.send(api.req(reqwest::Method::GET, "Opportunity"))
+            .await?
+            .0,
+        404
+    );
     Ok(())
 }
 
@@ -50,7 +70,9 @@ async fn api_key_is_required() -> TestResult {
 async fn lead_create_duplicate_update_delete() -> TestResult {
     let api = Api::new().await?;
     let lead = json!({"firstName": "Erika", "lastName": "Musterfrau", "emailAddress": "Erika.Musterfrau@Example.org", "source": "Web Site"});
-    let (status, created) = api.send(api.req(reqwest::Method::POST, "Lead").json(&lead)).await?;
+    let (status, created) = api
+        .send(api.req(reqwest::Method::POST, "Lead").json(&lead))
+        .await?;
     assert_eq!(status, 200);
     let id = created["id"].as_str().ok_or("id")?.to_owned();
     assert_eq!(id.len(), 17);
@@ -59,23 +81,49 @@ async fn lead_create_duplicate_update_delete() -> TestResult {
     assert!(chrono::NaiveDateTime::parse_from_str(created_at, "%Y-%m-%d %H:%M:%S").is_ok());
 
     let again = json!({"lastName": "X", "emailAddress": "erika.musterfrau@example.org"});
-    let (status, dupes) = api.send(api.req(reqwest::Method::POST, "Lead").json(&again)).await?;
+    let (status, dupes) = api
+        .send(api.req(reqwest::Method::POST, "Lead").json(&again))
+        .await?;
     assert_eq!(status, 409);
     assert_eq!(dupes[0]["id"], id.as_str());
     let (status, _) = api
-        .send(api.req(reqwest::Method::POST, "Lead").header("X-Skip-Duplicate-Check", "true").json(&again))
+        .send(
+            api.req(reqwest::Method::POST, "Lead")
+                .header("X-Skip-Duplicate-Check", "true")
+                .json(&again),
+        )
         .await?;
     assert_eq!(status, 200);
 
-    let (status, _) = api.send(api.req(reqwest::Method::POST, "Lead").json(&json!({"firstName": "NoLast"}))).await?;
+    let (status, _) = api
+        .send(
+            api.req(reqwest::Method::POST, "Lead")
+                .json(&json!({"firstName": "NoLast"})),
+        )
+        .await?;
     assert_eq!(status, 400);
 
-    let (status, updated) = api.send(api.req(reqwest::Method::PUT, &format!("Lead/{id}")).json(&json!({"status": "Assigned"}))).await?;
+    let (status, updated) = api
+        .send(
+            api.req(reqwest::Method::PUT, &format!("Lead/{id}"))
+                .json(&json!({"status": "Assigned"})),
+        )
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(updated["status"], "Assigned");
     assert_eq!(updated["firstName"], "Erika", "PUT is a partial update");
-    assert_eq!(api.send(api.req(reqwest::Method::DELETE, &format!("Lead/{id}"))).await?.0, 200);
-    assert_eq!(api.send(api.req(reqwest::Method::GET, &format!("Lead/{id}"))).await?.0, 404);
+    assert_eq!(
+        api.send(api.req(reqwest::Method::DELETE, &format!("Lead/{id}")))
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(
+        api.send(api.req(reqwest::Method::GET, &format!("Lead/{id}")))
+            .await?
+            .0,
+        404
+    );
     assert_eq!(api.fake.writes("Lead"), 6);
     Ok(())
 }
@@ -103,7 +151,10 @@ async fn list_with_where_select_and_paging() -> TestResult {
     let list = body["list"].as_array().ok_or("list")?;
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["lastName"], "L0");
-    assert!(list[0].get("phoneNumber").is_none(), "select limits attributes");
+    assert!(
+        list[0].get("phoneNumber").is_none(),
+        "select limits attributes"
+    );
     assert!(list[0].get("id").is_some());
     let (_, eq) = api
         .send(api.req(reqwest::Method::GET, "Lead").query(&[
@@ -113,10 +164,18 @@ async fn list_with_where_select_and_paging() -> TestResult {
         ]))
         .await?;
     assert_eq!(eq["total"], 1);
-    let (status, _) = api.send(api.req(reqwest::Method::GET, "Lead").query(&[("maxSize", "201")])).await?;
+    let (status, _) = api
+        .send(
+            api.req(reqwest::Method::GET, "Lead")
+                .query(&[("maxSize", "201")]),
+        )
+        .await?;
     assert_eq!(status, 403);
     let (status, _) = api
-        .send(api.req(reqwest::Method::GET, "Lead").query(&[("where[0][type]", "fuzzy"), ("where[0][attribute]", "x")]))
+        .send(
+            api.req(reqwest::Method::GET, "Lead")
+                .query(&[("where[0][type]", "fuzzy"), ("where[0][attribute]", "x")]),
+        )
         .await?;
     assert_eq!(status, 400);
     Ok(())
@@ -126,15 +185,24 @@ async fn list_with_where_select_and_paging() -> TestResult {
 async fn call_validation_and_duration() -> TestResult {
     let api = Api::new().await?;
     let call = json!({"name": "Anruf", "status": "Held", "direction": "Inbound", "dateStart": "2026-11-23 13:02:00", "duration": 252});
-    let (status, created) = api.send(api.req(reqwest::Method::POST, "Call").json(&call)).await?;
+    let (status, created) = api
+        .send(api.req(reqwest::Method::POST, "Call").json(&call))
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(created["dateEnd"], "2026-11-23 13:06:12");
     let bad = json!({"name": "Anruf", "status": "Done", "dateStart": "2026-11-23 13:02:00"});
-    let (status, body) = api.send(api.req(reqwest::Method::POST, "Call").json(&bad)).await?;
+    let (status, body) = api
+        .send(api.req(reqwest::Method::POST, "Call").json(&bad))
+        .await?;
     assert_eq!(status, 400);
     assert_eq!(body["messageTranslation"]["data"]["field"], "status");
     let iso = json!({"name": "Anruf", "dateStart": "2026-11-23T13:02:00Z"});
-    assert_eq!(api.send(api.req(reqwest::Method::POST, "Call").json(&iso)).await?.0, 400);
+    assert_eq!(
+        api.send(api.req(reqwest::Method::POST, "Call").json(&iso))
+            .await?
+            .0,
+        400
+    );
     Ok(())
 }
 
@@ -148,12 +216,22 @@ fn hmac(secret: &str, body: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error>
 async fn send_webhook_signs_like_espocrm() -> TestResult {
     let target = receiver::start_ok().await?;
     let batch = json!([{"id": "6745a1b2c3d4e5f60", "name": "Müller/Söhne", "modifiedAt": "2026-11-23 13:58:02"}]);
-    let res = espocrm::send_webhook(&target.url("/vmh/webhook/beteiligte/update"), "wh123", "s3cret", &batch, SignatureStyle::Both).await?;
+    let res = espocrm::send_webhook(
+        &target.url("/vmh/webhook/beteiligte/update"),
+        "wh123",
+        "s3cret",
+        &batch,
+        SignatureStyle::Both,
+    )
+    .await?;
     assert_eq!(res.status(), 200);
     let got = target.controls().last_request().ok_or("request")?;
     assert_eq!(got.header("content-type"), Some("application/json"));
     let body = &got.body[..];
-    assert!(std::str::from_utf8(body)?.contains(r"M\u00fcller\/S\u00f6hne"), "PHP-style escaping");
+    assert!(
+        std::str::from_utf8(body)?.contains(r"M\u00fcller\/S\u00f6hne"),
+        "PHP-style escaping"
+    );
     let parsed: Value = serde_json::from_slice(body)?;
     assert_eq!(parsed, batch);
     let mac = hmac("s3cret", body)?;
@@ -175,40 +253,71 @@ async fn registered_webhooks_receive_batched_events() -> TestResult {
     let api = Api::new().await?;
     let target = receiver::start_ok().await?;
     let (status, hook) = api
-        .send(api.req(reqwest::Method::POST, "Webhook").json(&json!({"event": "CBeteiligte.update", "url": target.url("/hook")})))
+        .send(
+            api.req(reqwest::Method::POST, "Webhook")
+                .json(&json!({"event": "CBeteiligte.update", "url": target.url("/hook")})),
+        )
         .await?;
     assert_eq!(status, 200);
     let hook_id = hook["id"].as_str().ok_or("id")?.to_owned();
     let secret = hook["secretKey"].as_str().ok_or("secretKey")?.to_owned();
     let (status, _) = api
-        .send(api.req(reqwest::Method::POST, "Webhook").json(&json!({"event": "Nope.update", "url": target.url("/hook")})))
+        .send(
+            api.req(reqwest::Method::POST, "Webhook")
+                .json(&json!({"event": "Nope.update", "url": target.url("/hook")})),
+        )
         .await?;
     assert_eq!(status, 400);
 
     let mut ids = Vec::new();
     for i in 0..25 {
-        let rec = api.fake.insert("CBeteiligte", json!({"name": format!("B{i}")})).ok_or("insert")?;
+        let rec = api
+            .fake
+            .insert("CBeteiligte", json!({"name": format!("B{i}")}))
+            .ok_or("insert")?;
         ids.push(rec["id"].as_str().ok_or("id")?.to_owned());
     }
-    assert!(api.fake.pending_events(&hook_id).is_empty(), "create events do not match an update hook");
+    assert!(
+        api.fake.pending_events(&hook_id).is_empty(),
+        "create events do not match an update hook"
+    );
     for id in &ids {
-        api.fake.edit("CBeteiligte", id, json!({"syncStatus": "dirty"})).ok_or("edit")?;
+        api.fake
+            .edit("CBeteiligte", id, json!({"syncStatus": "dirty"}))
+            .ok_or("edit")?;
     }
-    api.fake.edit("CBeteiligte", &ids[0], json!({"syncStatus": "dirty"})).ok_or("edit")?;
-    assert_eq!(api.fake.pending_events(&hook_id).len(), 25, "no-op edits send nothing");
+    api.fake
+        .edit("CBeteiligte", &ids[0], json!({"syncStatus": "dirty"}))
+        .ok_or("edit")?;
+    assert_eq!(
+        api.fake.pending_events(&hook_id).len(),
+        25,
+        "no-op edits send nothing"
+    );
 
     let deliveries = api.fake.flush_webhooks().await;
-    assert_eq!(deliveries.iter().map(|d| d.events).collect::<Vec<_>>(), vec![20, 5]);
+    assert_eq!(
+        deliveries.iter().map(|d| d.events).collect::<Vec<_>>(),
+        vec![20, 5]
+    );
     let first = &target.requests()[0];
     let batch: Value = serde_json::from_slice(&first.body)?;
     assert_eq!(batch[0]["id"], ids[0].as_str());
     assert_eq!(batch[0]["syncStatus"], "dirty");
-    assert!(batch[0].get("name").is_none(), "update events carry only changed attributes");
+    assert!(
+        batch[0].get("name").is_none(),
+        "update events carry only changed attributes"
+    );
     let sig = B64.decode(first.header("Signature").ok_or("Signature")?)?;
-    assert_eq!(sig, format!("{hook_id}:{}", hex::encode(hmac(&secret, &first.body)?)).into_bytes());
+    assert_eq!(
+        sig,
+        format!("{hook_id}:{}", hex::encode(hmac(&secret, &first.body)?)).into_bytes()
+    );
 
     // A 410 answer deletes the webhook, as EspoCRM does.
-    api.fake.edit("CBeteiligte", &ids[1], json!({"syncStatus": "clean"})).ok_or("edit")?;
+    api.fake
+        .edit("CBeteiligte", &ids[1], json!({"syncStatus": "clean"}))
+        .ok_or("edit")?;
     target.set_status(410);
     api.fake.flush_webhooks().await;
     assert!(api.fake.webhooks().is_empty());

@@ -17,11 +17,19 @@ impl Api {
     async fn new() -> Result<Self, Box<dyn std::error::Error>> {
         let fake = google_calendar::start(GoogleCalendarConfig::default()).await?;
         let token = fake.config().static_token.clone().ok_or("static token")?;
-        Ok(Self { fake, client: reqwest::Client::new(), token })
+        Ok(Self {
+            fake,
+            client: reqwest::Client::new(),
+            token,
+        })
     }
 
     fn events_url(&self, cal: &str) -> String {
-        format!("{}calendars/{}/events", self.fake.api_base_url(), url_escape(cal))
+        format!(
+            "{}calendars/{}/events",
+            self.fake.api_base_url(),
+            url_escape(cal)
+        )
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Error> {
@@ -32,11 +40,17 @@ impl Api {
     }
 
     async fn insert(&self, cal: &str, event: Value) -> Result<(u16, Value), reqwest::Error> {
-        self.send(self.client.post(self.events_url(cal)).json(&event)).await
+        self.send(self.client.post(self.events_url(cal)).json(&event))
+            .await
     }
 
-    async fn list(&self, cal: &str, query: &[(&str, &str)]) -> Result<(u16, Value), reqwest::Error> {
-        self.send(self.client.get(self.events_url(cal)).query(query)).await
+    async fn list(
+        &self,
+        cal: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(u16, Value), reqwest::Error> {
+        self.send(self.client.get(self.events_url(cal)).query(query))
+            .await
     }
 }
 
@@ -65,15 +79,24 @@ async fn examples_insert_and_invalid_events_are_rejected() -> TestResult {
         assert_eq!(body["status"], "confirmed");
     }
     let mut no_tz = examples["recurring_weekly"].clone();
-    no_tz["start"].as_object_mut().ok_or("object")?.remove("timeZone");
+    no_tz["start"]
+        .as_object_mut()
+        .ok_or("object")?
+        .remove("timeZone");
     let (status, body) = api.insert("primary", no_tz).await?;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["errors"][0]["reason"], "required");
-    let (status, _) = api.insert("primary", json!({"summary": "no end", "start": {"date": "2026-12-01"}})).await?;
+    let (status, _) = api
+        .insert(
+            "primary",
+            json!({"summary": "no end", "start": {"date": "2026-12-01"}}),
+        )
+        .await?;
     assert_eq!(status, 400);
     let (status, _) = api.insert("primary", json!({"id": "UPPER-case", "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}})).await?;
     assert_eq!(status, 400);
-    let with_id = json!({"id": "advo48213", "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}});
+    let with_id =
+        json!({"id": "advo48213", "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}});
     assert_eq!(api.insert("primary", with_id.clone()).await?.0, 200);
     assert_eq!(api.insert("primary", with_id).await?.0, 409);
     assert_eq!(api.fake.live_events("primary").len(), 5);
@@ -87,7 +110,12 @@ async fn auth_is_required() -> TestResult {
     assert_eq!(res.status(), 401);
     let body: Value = res.json().await?;
     assert_eq!(body["error"]["errors"][0]["reason"], "authError");
-    let res = api.client.get(api.events_url("primary")).bearer_auth("nope").send().await?;
+    let res = api
+        .client
+        .get(api.events_url("primary"))
+        .bearer_auth("nope")
+        .send()
+        .await?;
     assert_eq!(res.status(), 401);
     Ok(())
 }
@@ -131,19 +159,38 @@ async fn service_account_token_endpoint_checks_the_jwt() -> TestResult {
     let token: Value = res.json().await?;
     assert_eq!(token["token_type"], "Bearer");
     let access = token["access_token"].as_str().ok_or("token")?;
-    let res = api.client.get(api.events_url("primary")).bearer_auth(access).send().await?;
+    let res = api
+        .client
+        .get(api.events_url("primary"))
+        .bearer_auth(access)
+        .send()
+        .await?;
     assert_eq!(res.status(), 200);
-    assert_eq!(api.fake.issued_tokens()[0].sub.as_deref(), Some("kalender@fake-kanzlei.test"));
+    assert_eq!(
+        api.fake.issued_tokens()[0].sub.as_deref(),
+        Some("kalender@fake-kanzlei.test")
+    );
 
-    let expired = jwt(json!({"iss": "x", "scope": "s", "aud": "a", "iat": now - 7200, "exp": now - 3600}));
+    let expired =
+        jwt(json!({"iss": "x", "scope": "s", "aud": "a", "iat": now - 7200, "exp": now - 3600}));
     assert_eq!(post(form(&expired)).await?.status(), 400);
     let no_scope = jwt(json!({"iss": "x", "aud": "a", "exp": now + 600}));
     assert_eq!(post(form(&no_scope)).await?.status(), 400);
     assert_eq!(post(form("only.two")).await?.status(), 400);
-    assert_eq!(post(format!("grant_type=client_credentials&assertion={good}")).await?.status(), 400);
+    assert_eq!(
+        post(format!("grant_type=client_credentials&assertion={good}"))
+            .await?
+            .status(),
+        400
+    );
     // The fake clock expires issued tokens.
     api.fake.clock().advance_secs(3600);
-    let res = api.client.get(api.events_url("primary")).bearer_auth(access).send().await?;
+    let res = api
+        .client
+        .get(api.events_url("primary"))
+        .bearer_auth(access)
+        .send()
+        .await?;
     assert_eq!(res.status(), 401);
     Ok(())
 }
@@ -153,7 +200,9 @@ async fn paging_then_incremental_sync_with_cancelled_events() -> TestResult {
     let api = Api::new().await?;
     let mut ids = Vec::new();
     for day in 1..=5 {
-        let (_, ev) = api.insert("primary", timed(&format!("T{day}"), day)).await?;
+        let (_, ev) = api
+            .insert("primary", timed(&format!("T{day}"), day))
+            .await?;
         ids.push(ev["id"].as_str().ok_or("id")?.to_owned());
     }
     let (status, page1) = api.list("primary", &[("maxResults", "2")]).await?;
@@ -163,8 +212,13 @@ async fn paging_then_incremental_sync_with_cancelled_events() -> TestResult {
     let mut page = page1;
     let mut seen = 2;
     let sync_token = loop {
-        let token = page["nextPageToken"].as_str().ok_or("page token")?.to_owned();
-        let (_, next) = api.list("primary", &[("maxResults", "2"), ("pageToken", &token)]).await?;
+        let token = page["nextPageToken"]
+            .as_str()
+            .ok_or("page token")?
+            .to_owned();
+        let (_, next) = api
+            .list("primary", &[("maxResults", "2"), ("pageToken", &token)])
+            .await?;
         seen += next["items"].as_array().map(Vec::len).unwrap_or(0);
         if let Some(sync) = next["nextSyncToken"].as_str() {
             assert!(next.get("nextPageToken").is_none());
@@ -181,11 +235,20 @@ async fn paging_then_incremental_sync_with_cancelled_events() -> TestResult {
     // A user deletes one event in Google, we patch another.
     api.fake.user_delete_event("primary", &ids[0])?;
     let url = format!("{}/{}", api.events_url("primary"), ids[1]);
-    let (status, patched) = api.send(api.client.patch(&url).json(&json!({"summary": "neu"}))).await?;
+    let (status, patched) = api
+        .send(api.client.patch(&url).json(&json!({"summary": "neu"})))
+        .await?;
     assert_eq!(status, 200);
-    assert_eq!(patched["sequence"], 0, "summary changes do not bump sequence");
+    assert_eq!(
+        patched["sequence"], 0,
+        "summary changes do not bump sequence"
+    );
     let (_, moved) = api
-        .send(api.client.patch(&url).json(&json!({"start": {"date": "2026-12-02"}, "end": {"date": "2026-12-03"}})))
+        .send(
+            api.client
+                .patch(&url)
+                .json(&json!({"start": {"date": "2026-12-02"}, "end": {"date": "2026-12-03"}})),
+        )
         .await?;
     assert_eq!(moved["sequence"], 1);
     assert!(moved["start"].get("dateTime").is_none());
@@ -193,13 +256,24 @@ async fn paging_then_incremental_sync_with_cancelled_events() -> TestResult {
     let (_, changes) = api.list("primary", &[("syncToken", &sync_token)]).await?;
     let items = changes["items"].as_array().ok_or("items")?;
     assert_eq!(items.len(), 2);
-    let cancelled = items.iter().find(|e| e["id"] == ids[0].as_str()).ok_or("deleted event listed")?;
+    let cancelled = items
+        .iter()
+        .find(|e| e["id"] == ids[0].as_str())
+        .ok_or("deleted event listed")?;
     assert_eq!(cancelled["status"], "cancelled");
-    assert!(cancelled.get("extendedProperties").is_none(), "deleted events carry only id/status");
+    assert!(
+        cancelled.get("extendedProperties").is_none(),
+        "deleted events carry only id/status"
+    );
     assert!(changes["nextSyncToken"].is_string());
 
     // Deleting again: 410 deleted. A full list hides cancelled events unless showDeleted.
-    let gone = api.send(api.client.delete(format!("{}/{}", api.events_url("primary"), ids[0]))).await?;
+    let gone = api
+        .send(
+            api.client
+                .delete(format!("{}/{}", api.events_url("primary"), ids[0])),
+        )
+        .await?;
     assert_eq!(gone.0, 410);
     let (_, full) = api.list("primary", &[]).await?;
     assert_eq!(full["items"].as_array().map(Vec::len), Some(4));
@@ -213,8 +287,16 @@ async fn sync_token_rules_and_invalidation() -> TestResult {
     let api = Api::new().await?;
     api.insert("primary", timed("a", 1)).await?;
     let (_, full) = api.list("primary", &[]).await?;
-    let token = full["nextSyncToken"].as_str().ok_or("sync token")?.to_owned();
-    let (status, body) = api.list("primary", &[("syncToken", &token), ("timeMin", "2026-01-01T00:00:00Z")]).await?;
+    let token = full["nextSyncToken"]
+        .as_str()
+        .ok_or("sync token")?
+        .to_owned();
+    let (status, body) = api
+        .list(
+            "primary",
+            &[("syncToken", &token), ("timeMin", "2026-01-01T00:00:00Z")],
+        )
+        .await?;
     assert_eq!(status, 400, "{body}");
     let (status, _) = api.list("primary", &[("syncToken", "garbage")]).await?;
     assert_eq!(status, 400);
@@ -224,7 +306,10 @@ async fn sync_token_rules_and_invalidation() -> TestResult {
     assert_eq!(body["error"]["errors"][0]["reason"], "fullSyncRequired");
     // A fresh full sync yields a working token again.
     let (_, full) = api.list("primary", &[]).await?;
-    let token = full["nextSyncToken"].as_str().ok_or("sync token")?.to_owned();
+    let token = full["nextSyncToken"]
+        .as_str()
+        .ok_or("sync token")?
+        .to_owned();
     assert_eq!(api.list("primary", &[("syncToken", &token)]).await?.0, 200);
     Ok(())
 }
@@ -236,11 +321,22 @@ async fn time_window_filter() -> TestResult {
         api.insert("primary", timed("x", day)).await?;
     }
     let (_, list) = api
-        .list("primary", &[("timeMin", "2026-12-05T00:00:00Z"), ("timeMax", "2026-12-15T00:00:00Z")])
+        .list(
+            "primary",
+            &[
+                ("timeMin", "2026-12-05T00:00:00Z"),
+                ("timeMax", "2026-12-15T00:00:00Z"),
+            ],
+        )
         .await?;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
-    assert_eq!(list["items"][0]["extendedProperties"]["private"]["advowareFrNr"], "10");
-    let (_, by_prop) = api.list("primary", &[("privateExtendedProperty", "advowareFrNr=20")]).await?;
+    assert_eq!(
+        list["items"][0]["extendedProperties"]["private"]["advowareFrNr"],
+        "10"
+    );
+    let (_, by_prop) = api
+        .list("primary", &[("privateExtendedProperty", "advowareFrNr=20")])
+        .await?;
     assert_eq!(by_prop["items"].as_array().map(Vec::len), Some(1));
     Ok(())
 }
@@ -261,9 +357,19 @@ async fn quota_errors_and_counters() -> TestResult {
     assert_eq!((counts.lists, counts.writes), (1, 1));
     assert_eq!(api.fake.calls("primary").writes, 0);
     api.fake.fail_next(1, 503, Some(1));
-    let res = api.client.get(api.events_url(&cal)).bearer_auth(&api.token).send().await?;
+    let res = api
+        .client
+        .get(api.events_url(&cal))
+        .bearer_auth(&api.token)
+        .send()
+        .await?;
     assert_eq!(res.status(), 503);
-    assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     Ok(())
 }
 
@@ -271,10 +377,18 @@ async fn quota_errors_and_counters() -> TestResult {
 async fn calendars_insert_list_get_delete() -> TestResult {
     let api = Api::new().await?;
     let base = api.fake.api_base_url();
-    let (status, created) = api.send(api.client.post(format!("{base}calendars")).json(&json!({"summary": "SB"}))).await?;
+    let (status, created) = api
+        .send(
+            api.client
+                .post(format!("{base}calendars"))
+                .json(&json!({"summary": "SB"})),
+        )
+        .await?;
     assert_eq!(status, 200);
     let id = created["id"].as_str().ok_or("id")?.to_owned();
-    let (_, list) = api.send(api.client.get(format!("{base}users/me/calendarList"))).await?;
+    let (_, list) = api
+        .send(api.client.get(format!("{base}users/me/calendarList")))
+        .await?;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(2));
     let one = format!("{base}calendars/{}", url_escape(&id));
     assert_eq!(api.send(api.client.get(&one)).await?.0, 200);
@@ -290,14 +404,24 @@ async fn put_replaces_and_keeps_server_fields() -> TestResult {
     let (_, ev) = api.insert("primary", timed("alt", 4)).await?;
     let id = ev["id"].as_str().ok_or("id")?;
     let url = format!("{}/{id}", api.events_url("primary"));
-    let replacement = json!({"summary": "neu", "start": {"date": "2026-12-04"}, "end": {"date": "2026-12-05"}});
+    let replacement =
+        json!({"summary": "neu", "start": {"date": "2026-12-04"}, "end": {"date": "2026-12-05"}});
     let (status, put) = api.send(api.client.put(&url).json(&replacement)).await?;
     assert_eq!(status, 200);
     assert_eq!(put["id"], ev["id"]);
     assert_eq!(put["created"], ev["created"]);
     assert_ne!(put["etag"], ev["etag"]);
-    assert!(put.get("extendedProperties").is_none(), "PUT replaces the whole event");
-    let (status, _) = api.send(api.client.put(format!("{}/doesnotexist1", api.events_url("primary"))).json(&replacement)).await?;
+    assert!(
+        put.get("extendedProperties").is_none(),
+        "PUT replaces the whole event"
+    );
+    let (status, _) = api
+        .send(
+            api.client
+                .put(format!("{}/doesnotexist1", api.events_url("primary")))
+                .json(&replacement),
+        )
+        .await?;
     assert_eq!(status, 404);
     Ok(())
 }
@@ -306,23 +430,50 @@ async fn put_replaces_and_keeps_server_fields() -> TestResult {
 async fn single_events_expands_series() -> TestResult {
     let api = Api::new().await?;
     let examples: Value = serde_json::from_str(include_str!("data/google-events.json"))?;
-    let (_, master) = api.insert("primary", examples["recurring_weekly"].clone()).await?;
+    let (_, master) = api
+        .insert("primary", examples["recurring_weekly"].clone())
+        .await?;
     api.insert("primary", timed("single", 9)).await?;
     let (status, list) = api
-        .list("primary", &[("singleEvents", "true"), ("orderBy", "startTime"), ("timeMax", "2026-12-22T00:00:00Z")])
+        .list(
+            "primary",
+            &[
+                ("singleEvents", "true"),
+                ("orderBy", "startTime"),
+                ("timeMax", "2026-12-22T00:00:00Z"),
+            ],
+        )
         .await?;
     assert_eq!(status, 200, "{list}");
     let items = list["items"].as_array().ok_or("items")?;
-    let starts: Vec<&str> = items.iter().filter_map(|i| i["start"]["dateTime"].as_str()).collect();
+    let starts: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i["start"]["dateTime"].as_str())
+        .collect();
     assert_eq!(
         starts,
-        vec!["2026-12-07T08:00:00+01:00", "2026-12-09T09:30:00+01:00", "2026-12-14T08:00:00+01:00", "2026-12-21T08:00:00+01:00"]
+        vec![
+            "2026-12-07T08:00:00+01:00",
+            "2026-12-09T09:30:00+01:00",
+            "2026-12-14T08:00:00+01:00",
+            "2026-12-21T08:00:00+01:00"
+        ]
     );
     assert_eq!(items[0]["recurringEventId"], master["id"]);
     assert!(items[0].get("recurrence").is_none());
     // The whole series (UNTIL 2027-03-29, across the DST switch) without a window.
-    let (_, all) = api.list("primary", &[("singleEvents", "true"), ("maxResults", "2500")]).await?;
-    let series: Vec<&Value> = all["items"].as_array().ok_or("items")?.iter().filter(|i| i["recurringEventId"] == master["id"]).collect();
+    let (_, all) = api
+        .list(
+            "primary",
+            &[("singleEvents", "true"), ("maxResults", "2500")],
+        )
+        .await?;
+    let series: Vec<&Value> = all["items"]
+        .as_array()
+        .ok_or("items")?
+        .iter()
+        .filter(|i| i["recurringEventId"] == master["id"])
+        .collect();
     assert_eq!(series.len(), 17);
     assert_eq!(series[16]["start"]["dateTime"], "2027-03-29T08:00:00+02:00");
 
@@ -331,6 +482,10 @@ async fn single_events_expands_series() -> TestResult {
         "recurrence": ["RRULE:FREQ=MONTHLY;BYDAY=1FR"],
     });
     assert_eq!(api.insert("primary", odd).await?.0, 200);
-    assert_eq!(api.list("primary", &[("singleEvents", "true")]).await?.0, 501, "loud, not wrong");
+    assert_eq!(
+        api.list("primary", &[("singleEvents", "true")]).await?.0,
+        501,
+        "loud, not wrong"
+    );
     Ok(())
 }

@@ -9,16 +9,36 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 #[tokio::test]
 async fn fixed_port_can_be_reused_after_stop() -> TestResult {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let fake = advoware::start(AdvowareConfig { bind, ..AdvowareConfig::default() }).await?;
+    let fake = advoware::start(AdvowareConfig {
+        bind,
+        ..AdvowareConfig::default()
+    })
+    .await?;
     assert_eq!(fake.base_url(), format!("http://127.0.0.1:{port}"));
     // A keep-alive connection must not keep the server alive past stop().
     let client = reqwest::Client::new();
-    client.get(format!("{}/api/v1/nothing", fake.base_url())).send().await?;
+    client
+        .get(format!("{}/api/v1/nothing", fake.base_url()))
+        .send()
+        .await?;
     fake.stop().await;
-    let again = advoware::start(AdvowareConfig { bind, ..AdvowareConfig::default() }).await?;
-    assert_eq!(client.get(format!("{}/api/v1/nothing", again.base_url())).send().await?.status(), 404);
+    let again = advoware::start(AdvowareConfig {
+        bind,
+        ..AdvowareConfig::default()
+    })
+    .await?;
+    assert_eq!(
+        client
+            .get(format!("{}/api/v1/nothing", again.base_url()))
+            .send()
+            .await?
+            .status(),
+        404
+    );
     Ok(())
 }
 

@@ -11,7 +11,12 @@ use sha2::Sha256;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-fn expected_signature(secret: &str, id: &str, ts: &str, body: &[u8]) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+fn expected_signature(
+    secret: &str,
+    id: &str,
+    ts: &str,
+    body: &[u8],
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let key = B64.decode(secret.trim_start_matches("whsec_"))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&key)?;
     mac.update(id.as_bytes());
@@ -30,14 +35,19 @@ fn lead() -> Value {
 async fn vermieterhelden_lead_is_signed_per_standard_webhooks() -> TestResult {
     let target = receiver::start_ok().await?;
     let secret = vermieterhelden::generate_secret();
-    let res = vermieterhelden::send_lead(&target.url("/api/leads/vermieterhelden"), &secret, &lead()).await?;
+    let res =
+        vermieterhelden::send_lead(&target.url("/api/leads/vermieterhelden"), &secret, &lead())
+            .await?;
     assert_eq!(res.status(), 200);
     let got = target.controls().last_request().ok_or("request")?;
     let id = got.header("webhook-id").ok_or("id")?;
     let ts = got.header("webhook-timestamp").ok_or("ts")?;
     let now = chrono::Utc::now().timestamp();
     assert!((ts.parse::<i64>()? - now).abs() < 5);
-    assert_eq!(got.header("webhook-signature"), Some(expected_signature(&secret, id, ts, &got.body)?.as_str()));
+    assert_eq!(
+        got.header("webhook-signature"),
+        Some(expected_signature(&secret, id, ts, &got.body)?.as_str())
+    );
     assert_eq!(serde_json::from_slice::<Value>(&got.body)?, lead());
     Ok(())
 }
@@ -48,28 +58,55 @@ async fn vermieterhelden_options_spoil_exactly_one_thing() -> TestResult {
     let secret = vermieterhelden::generate_secret();
     let url = target.url("/lead");
 
-    let stale = SendOptions { timestamp_offset_secs: -600, ..SendOptions::default() };
+    let stale = SendOptions {
+        timestamp_offset_secs: -600,
+        ..SendOptions::default()
+    };
     let (_, sent) = vermieterhelden::send_lead_with(&url, &secret, &lead(), &stale).await?;
     assert!(chrono::Utc::now().timestamp() - sent.timestamp >= 599);
     let got = target.controls().last_request().ok_or("request")?;
     let ts = sent.timestamp.to_string();
-    assert_eq!(got.header("webhook-signature"), Some(expected_signature(&secret, &sent.message_id, &ts, &got.body)?.as_str()), "stale but validly signed");
+    assert_eq!(
+        got.header("webhook-signature"),
+        Some(expected_signature(&secret, &sent.message_id, &ts, &got.body)?.as_str()),
+        "stale but validly signed"
+    );
 
-    let tampered = SendOptions { tamper_body: true, ..SendOptions::default() };
+    let tampered = SendOptions {
+        tamper_body: true,
+        ..SendOptions::default()
+    };
     let (_, sent) = vermieterhelden::send_lead_with(&url, &secret, &lead(), &tampered).await?;
     let got = target.controls().last_request().ok_or("request")?;
     let ts = sent.timestamp.to_string();
-    assert_ne!(got.header("webhook-signature"), Some(expected_signature(&secret, &sent.message_id, &ts, &got.body)?.as_str()));
+    assert_ne!(
+        got.header("webhook-signature"),
+        Some(expected_signature(&secret, &sent.message_id, &ts, &got.body)?.as_str())
+    );
 
-    let rotated = SendOptions { extra_signatures: vec!["v1,AAAA".into()], message_id: Some("msg_fixed".into()), ..SendOptions::default() };
+    let rotated = SendOptions {
+        extra_signatures: vec!["v1,AAAA".into()],
+        message_id: Some("msg_fixed".into()),
+        ..SendOptions::default()
+    };
     vermieterhelden::send_lead_with(&url, &secret, &lead(), &rotated).await?;
     let got = target.controls().last_request().ok_or("request")?;
-    assert!(got.header("webhook-signature").is_some_and(|s| s.starts_with("v1,AAAA v1,")));
+    assert!(got
+        .header("webhook-signature")
+        .is_some_and(|s| s.starts_with("v1,AAAA v1,")));
     assert_eq!(got.header("webhook-id"), Some("msg_fixed"));
 
-    let unsigned = SendOptions { omit_signature: true, ..SendOptions::default() };
+    let unsigned = SendOptions {
+        omit_signature: true,
+        ..SendOptions::default()
+    };
     vermieterhelden::send_lead_with(&url, &secret, &lead(), &unsigned).await?;
-    assert!(target.controls().last_request().ok_or("request")?.header("webhook-signature").is_none());
+    assert!(target
+        .controls()
+        .last_request()
+        .ok_or("request")?
+        .header("webhook-signature")
+        .is_none());
     Ok(())
 }
 

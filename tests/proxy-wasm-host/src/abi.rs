@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn pairs_round_trip() {
-        let pairs = vec![("a".to_string(), "1".to_string()), (":path".into(), "/x?y".into())];
+        let pairs = vec![
+            ("a".to_string(), "1".to_string()),
+            (":path".into(), "/x?y".into()),
+        ];
         assert_eq!(deserialize_pairs(&serialize_pairs(&pairs)), Some(pairs));
     }
 

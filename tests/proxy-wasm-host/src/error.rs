@@ -13,7 +13,11 @@ pub enum HostError {
     #[error("\"{filter}\" is not a proxy-wasm filter: {reason}")]
     NotAFilter { filter: String, reason: String },
     #[error("filter \"{filter}\" imports unsupported function {module}::{name}")]
-    UnsupportedImport { filter: String, module: String, name: String },
+    UnsupportedImport {
+        filter: String,
+        module: String,
+        name: String,
+    },
     #[error("filter \"{filter}\" cannot be instantiated: {reason}")]
     Instantiate { filter: String, reason: String },
     #[error("no filter named \"{0}\" is loaded")]

@@ -64,12 +64,18 @@ pub struct FilterSpec {
 
 impl FilterSpec {
     pub fn new(name: &str, config: Option<&str>) -> Self {
-        FilterSpec { name: name.to_string(), config: config.map(str::to_string) }
+        FilterSpec {
+            name: name.to_string(),
+            config: config.map(str::to_string),
+        }
     }
 
     /// A filter with a JSON configuration, serialised as Kong does.
     pub fn json(name: &str, config: &serde_json::Value) -> Self {
-        FilterSpec { name: name.to_string(), config: Some(config.to_string()) }
+        FilterSpec {
+            name: name.to_string(),
+            config: Some(config.to_string()),
+        }
     }
 }
 
@@ -145,8 +151,10 @@ impl HttpRequest {
 
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         let body = body.into();
-        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
-        self.headers.push(("content-length".into(), body.len().to_string()));
+        self.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        self.headers
+            .push(("content-length".into(), body.len().to_string()));
         self.body_chunks = vec![body];
         self
     }
@@ -154,8 +162,10 @@ impl HttpRequest {
     /// The same body, split into the given chunks.
     pub fn chunks(mut self, chunks: Vec<Vec<u8>>) -> Self {
         let len: usize = chunks.iter().map(Vec::len).sum();
-        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
-        self.headers.push(("content-length".into(), len.to_string()));
+        self.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        self.headers
+            .push(("content-length".into(), len.to_string()));
         self.body_chunks = chunks;
         self
     }
@@ -182,12 +192,19 @@ pub enum Upstream {
     /// A real HTTP server; the request path is appended to the base's path.
     Url { base: String, timeout: Duration },
     /// A canned answer (the request the filters produced is still recorded).
-    Static { status: u16, headers: HeaderPairs, body: Vec<u8> },
+    Static {
+        status: u16,
+        headers: HeaderPairs,
+        body: Vec<u8>,
+    },
 }
 
 impl Upstream {
     pub fn url(base: &str) -> Self {
-        Upstream::Url { base: base.to_string(), timeout: Duration::from_secs(60) }
+        Upstream::Url {
+            base: base.to_string(),
+            timeout: Duration::from_secs(60),
+        }
     }
 
     pub fn fixed(status: u16, body: &str) -> Self {
@@ -219,7 +236,11 @@ impl HttpResponse {
     }
 
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn text(&self) -> String {
@@ -258,9 +279,9 @@ pub fn default_filters_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("BITBYLAW_WASM_DIR") {
         return PathBuf::from(dir);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
-    });
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     target.join("wasm32-wasip1/release")
 }
 
@@ -381,7 +402,9 @@ impl HostBuilder {
         for (name, path) in &self.modules {
             let bytes = std::fs::read(path).map_err(|e| HostError::ReadFilter {
                 path: path.display().to_string(),
-                reason: format!("{e} (build the filters first: cargo build --target wasm32-wasip1 --release)"),
+                reason: format!(
+                    "{e} (build the filters first: cargo build --target wasm32-wasip1 --release)"
+                ),
             })?;
             modules.push(compile_cached(name, &bytes)?);
         }
@@ -407,25 +430,39 @@ impl HostBuilder {
         for id in 0..self.workers {
             let (tx, rx) = mpsc::channel::<WorkerMsg>();
             let (ready_tx, ready_rx) = mpsc::channel::<Result<(), HostError>>();
-            let (engine, modules, shared, settings, io, wtx) =
-                (engine().clone(), modules.clone(), Arc::clone(&shared), Arc::clone(&settings), io.clone(), tx.clone());
+            let (engine, modules, shared, settings, io, wtx) = (
+                engine().clone(),
+                modules.clone(),
+                Arc::clone(&shared),
+                Arc::clone(&settings),
+                io.clone(),
+                tx.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("pw-worker-{id}"))
-                .spawn(move || match Worker::new(id, engine, modules, shared, settings, io, wtx) {
-                    Ok(worker) => {
-                        let _ = ready_tx.send(Ok(()));
-                        worker.run(rx);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                })
+                .spawn(
+                    move || match Worker::new(id, engine, modules, shared, settings, io, wtx) {
+                        Ok(worker) => {
+                            let _ = ready_tx.send(Ok(()));
+                            worker.run(rx);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    },
+                )
                 .map_err(|e| HostError::Io(e.to_string()))?;
             ready_rx.recv().map_err(|_| HostError::WorkerGone(id))??;
             workers.push(tx);
         }
         let names = modules.iter().map(|m| m.name.clone()).collect();
-        Ok(Host { names, workers, shared, next_chain: AtomicUsize::new(1), round_robin: AtomicUsize::new(0) })
+        Ok(Host {
+            names,
+            workers,
+            shared,
+            next_chain: AtomicUsize::new(1),
+            round_robin: AtomicUsize::new(0),
+        })
     }
 }
 
@@ -440,7 +477,10 @@ pub struct Host {
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("filters", &self.names).field("workers", &self.workers.len()).finish()
+        f.debug_struct("Host")
+            .field("filters", &self.names)
+            .field("workers", &self.workers.len())
+            .finish()
     }
 }
 
@@ -462,13 +502,22 @@ impl Host {
         let id = self.next_chain.fetch_add(1, Ordering::SeqCst);
         let mut indexed = Vec::new();
         for f in filters {
-            let idx = self.names.iter().position(|n| *n == f.name).ok_or_else(|| HostError::UnknownFilter(f.name.clone()))?;
+            let idx = self
+                .names
+                .iter()
+                .position(|n| *n == f.name)
+                .ok_or_else(|| HostError::UnknownFilter(f.name.clone()))?;
             indexed.push((idx, f.config.clone()));
         }
         let mut configured = vec![true; filters.len()];
         for (w, tx) in self.workers.iter().enumerate() {
             let (reply, rx) = oneshot::channel();
-            tx.send(WorkerMsg::AddChain { chain: id, filters: indexed.clone(), reply }).map_err(|_| HostError::WorkerGone(w))?;
+            tx.send(WorkerMsg::AddChain {
+                chain: id,
+                filters: indexed.clone(),
+                reply,
+            })
+            .map_err(|_| HostError::WorkerGone(w))?;
             let result = rx.await.map_err(|_| HostError::WorkerGone(w))??;
             for (c, ok) in configured.iter_mut().zip(result) {
                 *c &= ok;
@@ -478,15 +527,35 @@ impl Host {
     }
 
     /// Sends one request through `chain` on worker `worker`.
-    pub async fn request(&self, worker: usize, chain: &Chain, request: HttpRequest, upstream: Upstream) -> Result<HttpResponse, HostError> {
-        let tx = self.workers.get(worker).ok_or(HostError::WorkerGone(worker))?;
+    pub async fn request(
+        &self,
+        worker: usize,
+        chain: &Chain,
+        request: HttpRequest,
+        upstream: Upstream,
+    ) -> Result<HttpResponse, HostError> {
+        let tx = self
+            .workers
+            .get(worker)
+            .ok_or(HostError::WorkerGone(worker))?;
         let (reply, rx) = oneshot::channel();
-        tx.send(WorkerMsg::Request { chain: chain.id, request, upstream, reply }).map_err(|_| HostError::WorkerGone(worker))?;
+        tx.send(WorkerMsg::Request {
+            chain: chain.id,
+            request,
+            upstream,
+            reply,
+        })
+        .map_err(|_| HostError::WorkerGone(worker))?;
         rx.await.map_err(|_| HostError::WorkerGone(worker))?
     }
 
     /// Like [`Host::request`], spreading requests over workers round-robin.
-    pub async fn request_any(&self, chain: &Chain, request: HttpRequest, upstream: Upstream) -> Result<HttpResponse, HostError> {
+    pub async fn request_any(
+        &self,
+        chain: &Chain,
+        request: HttpRequest,
+        upstream: Upstream,
+    ) -> Result<HttpResponse, HostError> {
         let w = self.round_robin.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         self.request(w, chain, request, upstream).await
     }
@@ -513,7 +582,12 @@ impl Host {
 
     /// All captured log text in one string, for "no secret in logs" assertions.
     pub fn log_text(&self) -> String {
-        self.shared.logs.lock().iter().map(|l| format!("{:?} {} {}\n", l.level, l.filter, l.message)).collect()
+        self.shared
+            .logs
+            .lock()
+            .iter()
+            .map(|l| format!("{:?} {} {}\n", l.level, l.filter, l.message))
+            .collect()
     }
 
     pub fn clear_logs(&self) {

@@ -27,7 +27,10 @@ pub mod testing;
 pub mod vm;
 pub mod worker;
 
-pub use error::HostError;
-pub use host::{BodyMode, Chain, FilterSpec, Host, HostBuilder, HttpRequest, HttpResponse, Upstream, UpstreamRequest};
-pub use shared::{Clock, LogRecord, MetricValue};
 pub use abi::LogLevel;
+pub use error::HostError;
+pub use host::{
+    BodyMode, Chain, FilterSpec, Host, HostBuilder, HttpRequest, HttpResponse, Upstream,
+    UpstreamRequest,
+};
+pub use shared::{Clock, LogRecord, MetricValue};

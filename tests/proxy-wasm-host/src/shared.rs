@@ -27,7 +27,9 @@ pub enum Clock {
 impl Clock {
     /// A manual clock starting at the current wall time.
     pub fn manual() -> Self {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Clock::Manual(Arc::new(AtomicU64::new(now.as_nanos() as u64)))
     }
 
@@ -87,7 +89,12 @@ pub struct SharedKv {
 
 impl SharedKv {
     pub fn new(default_zone: bool, named: Vec<String>) -> Self {
-        SharedKv { default_zone, named, entries: HashMap::new(), next_cas: 1 }
+        SharedKv {
+            default_zone,
+            named,
+            entries: HashMap::new(),
+            next_cas: 1,
+        }
     }
 
     fn zone_of(&self, key: &str) -> Option<String> {
@@ -102,13 +109,19 @@ impl SharedKv {
     /// `None` zone → trap; `Some(None)` → key missing.
     pub fn get(&self, key: &str) -> Option<Option<(Vec<u8>, u32)>> {
         let zone = self.zone_of(key)?;
-        Some(self.entries.get(&(zone, key.to_string())).map(|e| (e.value.clone(), e.cas)))
+        Some(
+            self.entries
+                .get(&(zone, key.to_string()))
+                .map(|e| (e.value.clone(), e.cas)),
+        )
     }
 
     /// `cas == 0` succeeds only when the key does not exist yet (ngx_wasm_module
     /// semantics); otherwise the cas must match the one from the last `get`.
     pub fn set(&mut self, key: &str, value: &[u8], cas: u32) -> KvSet {
-        let Some(zone) = self.zone_of(key) else { return KvSet::NoZone };
+        let Some(zone) = self.zone_of(key) else {
+            return KvSet::NoZone;
+        };
         let slot = (zone, key.to_string());
         match (self.entries.get(&slot), cas) {
             (Some(_), 0) => return KvSet::CasMismatch,
@@ -117,7 +130,13 @@ impl SharedKv {
             _ => {}
         }
         self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        self.entries.insert(slot, KvEntry { value: value.to_vec(), cas: self.next_cas });
+        self.entries.insert(
+            slot,
+            KvEntry {
+                value: value.to_vec(),
+                cas: self.next_cas,
+            },
+        );
         KvSet::Ok
     }
 
@@ -135,7 +154,11 @@ impl SharedKv {
 pub enum MetricValue {
     Counter(u64),
     Gauge(i64),
-    Histogram { count: u64, sum: u64, values: Vec<u64> },
+    Histogram {
+        count: u64,
+        sum: u64,
+        values: Vec<u64>,
+    },
 }
 
 /// Metrics live in shared memory in ngx_wasm_module and are named
@@ -154,9 +177,11 @@ impl Metrics {
         let value = match kind {
             crate::abi::metric::COUNTER => MetricValue::Counter(0),
             crate::abi::metric::GAUGE => MetricValue::Gauge(0),
-            crate::abi::metric::HISTOGRAM => {
-                MetricValue::Histogram { count: 0, sum: 0, values: Vec::new() }
-            }
+            crate::abi::metric::HISTOGRAM => MetricValue::Histogram {
+                count: 0,
+                sum: 0,
+                values: Vec::new(),
+            },
             _ => return None,
         };
         let id = self.names.len() as u32 + 1;
@@ -208,7 +233,10 @@ impl Metrics {
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, MetricValue> {
-        self.by_name.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect()
+        self.by_name
+            .iter()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -237,7 +265,12 @@ impl Shared {
         if self.echo_logs {
             eprintln!("[wasm] [{level:?}] worker={worker} filter={filter}: {message}");
         }
-        self.logs.lock().push(LogRecord { worker, filter: filter.to_string(), level, message });
+        self.logs.lock().push(LogRecord {
+            worker,
+            filter: filter.to_string(),
+            level,
+            message,
+        });
     }
 }
 

@@ -91,7 +91,10 @@ impl StreamData {
 
 /// Case-insensitive lookup of the first value of a header.
 pub fn header_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Removes every value of `name` (case-insensitive).

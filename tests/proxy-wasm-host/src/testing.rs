@@ -44,7 +44,9 @@ impl EchoServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&requests));
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&requests));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -53,7 +55,11 @@ impl EchoServer {
                 })
                 .await;
         });
-        Ok(EchoServer { addr, requests, _stop: stop })
+        Ok(EchoServer {
+            addr,
+            requests,
+            _stop: stop,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -77,18 +83,43 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let pairs: Vec<(String, String)> = headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    log.lock().push(Recorded { method: method.to_string(), path: path.clone(), headers: pairs.clone(), body: body.to_vec() });
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-    if let Some(ms) = uri.path().strip_prefix("/slow/").and_then(|m| m.parse::<u64>().ok()) {
+    log.lock().push(Recorded {
+        method: method.to_string(),
+        path: path.clone(),
+        headers: pairs.clone(),
+        body: body.to_vec(),
+    });
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if let Some(ms) = uri
+        .path()
+        .strip_prefix("/slow/")
+        .and_then(|m| m.parse::<u64>().ok())
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return (StatusCode::OK, "slow").into_response();
     }
-    if let Some(code) = uri.path().strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
+    if let Some(code) = uri
+        .path()
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, [("x-echo-host", host)], format!("status {code}")).into_response();
     }
@@ -98,5 +129,13 @@ async fn handle(
         "headers": pairs,
         "body": String::from_utf8_lossy(&body),
     });
-    (StatusCode::OK, [("content-type", "application/json".to_string()), ("x-echo-host", host)], echo.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "application/json".to_string()),
+            ("x-echo-host", host),
+        ],
+        echo.to_string(),
+    )
+        .into_response()
 }

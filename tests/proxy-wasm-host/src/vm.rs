@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use rand::RngCore;
 use wasmtime::{
-    Caller, Engine, Extern, ExternType, Instance, Linker, Memory, Module, Store, TypedFunc,
-    Val, ValType,
+    Caller, Engine, Extern, ExternType, Instance, Linker, Memory, Module, Store, TypedFunc, Val,
+    ValType,
 };
 
 use crate::abi::{self, status, LogLevel};
@@ -34,7 +34,9 @@ pub struct FilterModule {
 
 impl std::fmt::Debug for FilterModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilterModule").field("name", &self.name).finish()
+        f.debug_struct("FilterModule")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -70,10 +72,15 @@ impl FilterModule {
     /// Compiles `bytes` and checks the module is a proxy-wasm 0.2.x filter whose
     /// imports this host provides.
     pub fn compile(engine: &Engine, name: &str, bytes: &[u8]) -> Result<Self, HostError> {
-        let module = Module::new(engine, bytes)
-            .map_err(|e| HostError::Compile { filter: name.to_string(), reason: format!("{e:#}") })?;
+        let module = Module::new(engine, bytes).map_err(|e| HostError::Compile {
+            filter: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
         let abi = module.exports().any(|e| {
-            matches!(e.name(), "proxy_abi_version_0_2_1" | "proxy_abi_version_0_2_0")
+            matches!(
+                e.name(),
+                "proxy_abi_version_0_2_1" | "proxy_abi_version_0_2_0"
+            )
         });
         if !abi {
             return Err(HostError::NotAFilter {
@@ -95,7 +102,10 @@ impl FilterModule {
                 });
             }
         }
-        Ok(FilterModule { name: name.to_string(), module })
+        Ok(FilterModule {
+            name: name.to_string(),
+            module,
+        })
     }
 }
 
@@ -160,7 +170,12 @@ impl VmState {
     }
 
     fn host_error(&self, message: String) {
-        self.shared.log(self.worker, &self.filter, LogLevel::Error, format!("[host] {message}"));
+        self.shared.log(
+            self.worker,
+            &self.filter,
+            LogLevel::Error,
+            format!("[host] {message}"),
+        );
     }
 }
 
@@ -206,17 +221,26 @@ fn read_string(caller: &mut Caller<'_, VmState>, ptr: i32, len: i32) -> HostResu
 
 fn write_u32(caller: &mut Caller<'_, VmState>, ptr: i32, value: u32) -> HostResult<bool> {
     let mem = memory(caller)?;
-    Ok(mem.write(caller, ptr as u32 as usize, &value.to_le_bytes()).is_ok())
+    Ok(mem
+        .write(caller, ptr as u32 as usize, &value.to_le_bytes())
+        .is_ok())
 }
 
 fn write_u64(caller: &mut Caller<'_, VmState>, ptr: i32, value: u64) -> HostResult<bool> {
     let mem = memory(caller)?;
-    Ok(mem.write(caller, ptr as u32 as usize, &value.to_le_bytes()).is_ok())
+    Ok(mem
+        .write(caller, ptr as u32 as usize, &value.to_le_bytes())
+        .is_ok())
 }
 
 /// Copies `bytes` into guest memory allocated by the filter's
 /// `proxy_on_memory_allocate` and stores pointer and size at the return slots.
-fn return_bytes(caller: &mut Caller<'_, VmState>, bytes: &[u8], ret_ptr: i32, ret_size: i32) -> HostResult<i32> {
+fn return_bytes(
+    caller: &mut Caller<'_, VmState>,
+    bytes: &[u8],
+    ret_ptr: i32,
+    ret_size: i32,
+) -> HostResult<i32> {
     let alloc = match caller.data().alloc.clone() {
         Some(f) => f,
         None => {
@@ -230,17 +254,26 @@ fn return_bytes(caller: &mut Caller<'_, VmState>, bytes: &[u8], ret_ptr: i32, re
             typed
         }
     };
-    let addr = if bytes.is_empty() { 0 } else { alloc.call(&mut *caller, bytes.len() as i32)? };
+    let addr = if bytes.is_empty() {
+        0
+    } else {
+        alloc.call(&mut *caller, bytes.len() as i32)?
+    };
     if !bytes.is_empty() {
         if addr == 0 {
             return Ok(status::INTERNAL_FAILURE);
         }
         let mem = memory(caller)?;
-        if mem.write(&mut *caller, addr as u32 as usize, bytes).is_err() {
+        if mem
+            .write(&mut *caller, addr as u32 as usize, bytes)
+            .is_err()
+        {
             return Ok(status::INTERNAL_FAILURE);
         }
     }
-    if !write_u32(caller, ret_ptr, addr as u32)? || !write_u32(caller, ret_size, bytes.len() as u32)? {
+    if !write_u32(caller, ret_ptr, addr as u32)?
+        || !write_u32(caller, ret_size, bytes.len() as u32)?
+    {
         return Ok(status::BAD_ARGUMENT);
     }
     Ok(status::OK)
@@ -265,18 +298,34 @@ fn step_name(step: Step) -> &'static str {
 impl Vm {
     /// Instantiates the module, runs `_initialize` (reactor) or `_start` (command),
     /// as ngx_wasm_module does before creating root contexts.
-    pub fn instantiate(engine: &Engine, module: &FilterModule, state: VmState) -> Result<Vm, HostError> {
+    pub fn instantiate(
+        engine: &Engine,
+        module: &FilterModule,
+        state: VmState,
+    ) -> Result<Vm, HostError> {
         let mut store = Store::new(engine, state);
-        let linker = build_linker(engine, module)
-            .map_err(|e| HostError::Instantiate { filter: module.name.clone(), reason: format!("{e:#}") })?;
+        let linker = build_linker(engine, module).map_err(|e| HostError::Instantiate {
+            filter: module.name.clone(),
+            reason: format!("{e:#}"),
+        })?;
         let instance = linker
             .instantiate(&mut store, &module.module)
-            .map_err(|e| HostError::Instantiate { filter: module.name.clone(), reason: format!("{e:#}") })?;
-        let mut vm = Vm { store, instance, next_context_id: 1 };
+            .map_err(|e| HostError::Instantiate {
+                filter: module.name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let mut vm = Vm {
+            store,
+            instance,
+            next_context_id: 1,
+        };
         for entry in ["_initialize", "_start"] {
             if let Some(f) = vm.instance.get_func(&mut vm.store, entry) {
                 f.call(&mut vm.store, &[], &mut [])
-                    .map_err(|e| HostError::Instantiate { filter: module.name.clone(), reason: format!("{entry}: {e:#}") })?;
+                    .map_err(|e| HostError::Instantiate {
+                        filter: module.name.clone(),
+                        reason: format!("{entry}: {e:#}"),
+                    })?;
                 break;
             }
         }
@@ -286,7 +335,9 @@ impl Vm {
     /// Calls an export with i32 params; a missing export counts as "not implemented"
     /// and yields `Ok(None)` (the SDK exports all of them).
     pub fn call(&mut self, name: &str, args: &[i32]) -> wasmtime::Result<Option<i32>> {
-        let Some(func) = self.instance.get_func(&mut self.store, name) else { return Ok(None) };
+        let Some(func) = self.instance.get_func(&mut self.store, name) else {
+            return Ok(None);
+        };
         let params: Vec<Val> = args.iter().map(|a| Val::I32(*a)).collect();
         let ty = func.ty(&self.store);
         let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
@@ -317,16 +368,21 @@ fn build_linker(engine: &Engine, module: &FilterModule) -> wasmtime::Result<Link
             }
             let name = import.name().to_string();
             let results: Vec<ValType> = fty.results().collect();
-            linker.func_new("env", import.name(), fty.clone(), move |caller, _params, out| {
-                caller.data().host_error(format!("NYI - {name}"));
-                for (slot, ty) in out.iter_mut().zip(results.iter()) {
-                    *slot = match ty {
-                        ValType::I64 => Val::I64(status::UNIMPLEMENTED as i64),
-                        _ => Val::I32(status::UNIMPLEMENTED),
-                    };
-                }
-                Ok(())
-            })?;
+            linker.func_new(
+                "env",
+                import.name(),
+                fty.clone(),
+                move |caller, _params, out| {
+                    caller.data().host_error(format!("NYI - {name}"));
+                    for (slot, ty) in out.iter_mut().zip(results.iter()) {
+                        *slot = match ty {
+                            ValType::I64 => Val::I64(status::UNIMPLEMENTED as i64),
+                            _ => Val::I32(status::UNIMPLEMENTED),
+                        };
+                    }
+                    Ok(())
+                },
+            )?;
         }
     }
     Ok(linker)
@@ -364,42 +420,72 @@ fn defined_proxy_names() -> &'static [&'static str] {
 }
 
 fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
-    linker.func_wrap("env", "proxy_log", |mut c: Caller<'_, VmState>, level: i32, ptr: i32, len: i32| -> HostResult<i32> {
-        let Some(level) = LogLevel::from_abi(level) else { return Ok(status::BAD_ARGUMENT) };
-        let Some(msg) = read_string(&mut c, ptr, len)? else { return Ok(status::BAD_ARGUMENT) };
-        c.data().log(level, msg);
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_log",
+        |mut c: Caller<'_, VmState>, level: i32, ptr: i32, len: i32| -> HostResult<i32> {
+            let Some(level) = LogLevel::from_abi(level) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(msg) = read_string(&mut c, ptr, len)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            c.data().log(level, msg);
+            Ok(status::OK)
+        },
+    )?;
 
     // ngx_wasm_module does not implement proxy_get_log_level (PROXY_WASM.md table).
-    linker.func_wrap("env", "proxy_get_log_level", |c: Caller<'_, VmState>, _ret: i32| -> HostResult<i32> {
-        c.data().host_error("NYI - proxy_get_log_level".into());
-        Ok(status::UNIMPLEMENTED)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_log_level",
+        |c: Caller<'_, VmState>, _ret: i32| -> HostResult<i32> {
+            c.data().host_error("NYI - proxy_get_log_level".into());
+            Ok(status::UNIMPLEMENTED)
+        },
+    )?;
 
-    linker.func_wrap("env", "proxy_get_current_time_nanoseconds", |mut c: Caller<'_, VmState>, ret: i32| -> HostResult<i32> {
-        let now = c.data().shared.clock.now_nanos();
-        Ok(if write_u64(&mut c, ret, now)? { status::OK } else { status::BAD_ARGUMENT })
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_current_time_nanoseconds",
+        |mut c: Caller<'_, VmState>, ret: i32| -> HostResult<i32> {
+            let now = c.data().shared.clock.now_nanos();
+            Ok(if write_u64(&mut c, ret, now)? {
+                status::OK
+            } else {
+                status::BAD_ARGUMENT
+            })
+        },
+    )?;
 
-    linker.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut c: Caller<'_, VmState>, period: i32| -> HostResult<i32> {
-        let st = c.data_mut();
-        if st.current_context != st.current_root || st.current_root == 0 {
-            return Err(trap("can only set tick_period in root context"));
-        }
-        let root = st.current_root;
-        let period = period as u32 as u64;
-        if period != 0 && st.tick_periods.get(&root).copied().unwrap_or(0) != 0 {
-            return Err(trap("tick_period already set"));
-        }
-        st.tick_periods.insert(root, period);
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_tick_period_milliseconds",
+        |mut c: Caller<'_, VmState>, period: i32| -> HostResult<i32> {
+            let st = c.data_mut();
+            if st.current_context != st.current_root || st.current_root == 0 {
+                return Err(trap("can only set tick_period in root context"));
+            }
+            let root = st.current_root;
+            let period = period as u32 as u64;
+            if period != 0 && st.tick_periods.get(&root).copied().unwrap_or(0) != 0 {
+                return Err(trap("tick_period already set"));
+            }
+            st.tick_periods.insert(root, period);
+            Ok(status::OK)
+        },
+    )?;
 
     linker.func_wrap(
         "env",
         "proxy_get_buffer_bytes",
-        |mut c: Caller<'_, VmState>, buf: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| -> HostResult<i32> {
+        |mut c: Caller<'_, VmState>,
+         buf: i32,
+         start: i32,
+         max: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> HostResult<i32> {
             let step = c.data().step;
             let bytes: Vec<u8> = match buf {
                 abi::buffer::PLUGIN_CONFIGURATION => {
@@ -412,7 +498,9 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
                 abi::buffer::VM_CONFIGURATION => Vec::new(),
                 abi::buffer::HTTP_REQUEST_BODY => {
                     if !matches!(step, Step::RequestHeaders | Step::RequestBody | Step::Log) {
-                        return Err(trap("can only get request body during \"on_request_body\", \"on_log\""));
+                        return Err(trap(
+                            "can only get request body during \"on_request_body\", \"on_log\"",
+                        ));
                     }
                     match &c.data().stream {
                         Some(s) => s.borrow().request_body.clone(),
@@ -421,7 +509,9 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
                 }
                 abi::buffer::HTTP_RESPONSE_BODY => {
                     if !matches!(step, Step::ResponseBody | Step::Log) {
-                        return Err(trap("can only get response body during \"on_response_body\""));
+                        return Err(trap(
+                            "can only get response body during \"on_response_body\"",
+                        ));
                     }
                     match &c.data().stream {
                         Some(s) => s.borrow().response_body.clone(),
@@ -433,7 +523,8 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
                     None => return Ok(status::NOT_FOUND),
                 },
                 _ => {
-                    c.data().host_error(format!("NYI - get_buffer bad buf_type: {buf}"));
+                    c.data()
+                        .host_error(format!("NYI - get_buffer bad buf_type: {buf}"));
                     return Ok(status::BAD_ARGUMENT);
                 }
             };
@@ -455,10 +546,20 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
     linker.func_wrap(
         "env",
         "proxy_set_buffer_bytes",
-        |mut c: Caller<'_, VmState>, buf: i32, start: i32, size: i32, ptr: i32, len: i32| -> HostResult<i32> {
-            let Some(value) = read_bytes(&mut c, ptr, len)? else { return Ok(status::BAD_ARGUMENT) };
+        |mut c: Caller<'_, VmState>,
+         buf: i32,
+         start: i32,
+         size: i32,
+         ptr: i32,
+         len: i32|
+         -> HostResult<i32> {
+            let Some(value) = read_bytes(&mut c, ptr, len)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
             let step = c.data().step;
-            let Some(stream) = c.data().stream.clone() else { return Ok(status::NOT_FOUND) };
+            let Some(stream) = c.data().stream.clone() else {
+                return Ok(status::NOT_FOUND);
+            };
             let mut s = stream.borrow_mut();
             let target = match buf {
                 abi::buffer::HTTP_REQUEST_BODY => {
@@ -469,7 +570,9 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
                 }
                 abi::buffer::HTTP_RESPONSE_BODY => {
                     if step != Step::ResponseBody {
-                        return Err(trap("can only set response body during \"on_response_body\""));
+                        return Err(trap(
+                            "can only set response body during \"on_response_body\"",
+                        ));
                     }
                     &mut s.response_body
                 }
@@ -480,57 +583,83 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
         },
     )?;
 
-    linker.func_wrap("env", "proxy_get_header_map_pairs", |mut c: Caller<'_, VmState>, map: i32, ret_ptr: i32, ret_size: i32| -> HostResult<i32> {
-        let Some(pairs) = get_map(c.data(), map) else { return Ok(status::NOT_FOUND) };
-        let bytes = abi::serialize_pairs(&pairs);
-        return_bytes(&mut c, &bytes, ret_ptr, ret_size)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_pairs",
+        |mut c: Caller<'_, VmState>, map: i32, ret_ptr: i32, ret_size: i32| -> HostResult<i32> {
+            let Some(pairs) = get_map(c.data(), map) else {
+                return Ok(status::NOT_FOUND);
+            };
+            let bytes = abi::serialize_pairs(&pairs);
+            return_bytes(&mut c, &bytes, ret_ptr, ret_size)
+        },
+    )?;
 
-    linker.func_wrap("env", "proxy_set_header_map_pairs", |mut c: Caller<'_, VmState>, map: i32, ptr: i32, len: i32| -> HostResult<i32> {
-        let Some(bytes) = read_bytes(&mut c, ptr, len)? else { return Ok(status::BAD_ARGUMENT) };
-        let Some(pairs) = abi::deserialize_pairs(&bytes) else { return Ok(status::BAD_ARGUMENT) };
-        check_map_writable(c.data(), map)?;
-        let Some(stream) = c.data().stream.clone() else { return Ok(status::NOT_FOUND) };
-        let mut s = stream.borrow_mut();
-        match map {
-            abi::map::HTTP_REQUEST_HEADERS => {
-                let mut regular = Vec::new();
-                for (k, v) in pairs {
-                    match k.as_str() {
-                        ":path" => s.path = v,
-                        ":method" => s.method = v,
-                        k if k.starts_with(':') => {}
-                        _ => regular.push((k.to_ascii_lowercase(), v)),
-                    }
-                }
-                s.request_headers = regular;
-            }
-            abi::map::HTTP_RESPONSE_HEADERS => {
-                let mut regular = Vec::new();
-                for (k, v) in pairs {
-                    match k.as_str() {
-                        ":status" => {
-                            if let Ok(code) = v.parse() {
-                                s.response_status = code;
-                            }
+    linker.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut c: Caller<'_, VmState>, map: i32, ptr: i32, len: i32| -> HostResult<i32> {
+            let Some(bytes) = read_bytes(&mut c, ptr, len)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(pairs) = abi::deserialize_pairs(&bytes) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            check_map_writable(c.data(), map)?;
+            let Some(stream) = c.data().stream.clone() else {
+                return Ok(status::NOT_FOUND);
+            };
+            let mut s = stream.borrow_mut();
+            match map {
+                abi::map::HTTP_REQUEST_HEADERS => {
+                    let mut regular = Vec::new();
+                    for (k, v) in pairs {
+                        match k.as_str() {
+                            ":path" => s.path = v,
+                            ":method" => s.method = v,
+                            k if k.starts_with(':') => {}
+                            _ => regular.push((k.to_ascii_lowercase(), v)),
                         }
-                        k if k.starts_with(':') => {}
-                        _ => regular.push((k.to_ascii_lowercase(), v)),
                     }
+                    s.request_headers = regular;
                 }
-                s.response_headers = regular;
+                abi::map::HTTP_RESPONSE_HEADERS => {
+                    let mut regular = Vec::new();
+                    for (k, v) in pairs {
+                        match k.as_str() {
+                            ":status" => {
+                                if let Ok(code) = v.parse() {
+                                    s.response_status = code;
+                                }
+                            }
+                            k if k.starts_with(':') => {}
+                            _ => regular.push((k.to_ascii_lowercase(), v)),
+                        }
+                    }
+                    s.response_headers = regular;
+                }
+                _ => return Ok(status::BAD_ARGUMENT),
             }
-            _ => return Ok(status::BAD_ARGUMENT),
-        }
-        Ok(status::OK)
-    })?;
+            Ok(status::OK)
+        },
+    )?;
 
     linker.func_wrap(
         "env",
         "proxy_get_header_map_value",
-        |mut c: Caller<'_, VmState>, map: i32, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32| -> HostResult<i32> {
-            let Some(key) = read_string(&mut c, kp, kl)? else { return Ok(status::BAD_ARGUMENT) };
-            let Some(pairs) = get_map(c.data(), map) else { return Ok(status::NOT_FOUND) };
+        |mut c: Caller<'_, VmState>,
+         map: i32,
+         kp: i32,
+         kl: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> HostResult<i32> {
+            let Some(key) = read_string(&mut c, kp, kl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(pairs) = get_map(c.data(), map) else {
+                return Ok(status::NOT_FOUND);
+            };
             match header_value(&pairs, &key) {
                 Some(v) => {
                     let v = v.as_bytes().to_vec();
@@ -544,26 +673,47 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
     linker.func_wrap(
         "env",
         "proxy_add_header_map_value",
-        |mut c: Caller<'_, VmState>, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> HostResult<i32> {
-            edit_map(&mut c, map, kp, kl, Some((vp, vl)), MapEdit::Add)
-        },
+        |mut c: Caller<'_, VmState>,
+         map: i32,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32|
+         -> HostResult<i32> { edit_map(&mut c, map, kp, kl, Some((vp, vl)), MapEdit::Add) },
     )?;
     linker.func_wrap(
         "env",
         "proxy_replace_header_map_value",
-        |mut c: Caller<'_, VmState>, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> HostResult<i32> {
+        |mut c: Caller<'_, VmState>,
+         map: i32,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32|
+         -> HostResult<i32> {
             edit_map(&mut c, map, kp, kl, Some((vp, vl)), MapEdit::Replace)
         },
     )?;
-    linker.func_wrap("env", "proxy_remove_header_map_value", |mut c: Caller<'_, VmState>, map: i32, kp: i32, kl: i32| -> HostResult<i32> {
-        edit_map(&mut c, map, kp, kl, None, MapEdit::Remove)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |mut c: Caller<'_, VmState>, map: i32, kp: i32, kl: i32| -> HostResult<i32> {
+            edit_map(&mut c, map, kp, kl, None, MapEdit::Remove)
+        },
+    )?;
 
     linker.func_wrap(
         "env",
         "proxy_get_property",
-        |mut c: Caller<'_, VmState>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> HostResult<i32> {
-            let Some(raw) = read_bytes(&mut c, pp, pl)? else { return Ok(status::BAD_ARGUMENT) };
+        |mut c: Caller<'_, VmState>,
+         pp: i32,
+         pl: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> HostResult<i32> {
+            let Some(raw) = read_bytes(&mut c, pp, pl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
             let path: Vec<String> = raw
                 .split(|b| *b == 0)
                 .filter(|s| !s.is_empty())
@@ -578,42 +728,74 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
 
     // Only `request.query` and `ngx.*` are writable in ngx_wasm_module; we
     // support `request.query` and refuse the rest.
-    linker.func_wrap("env", "proxy_set_property", |mut c: Caller<'_, VmState>, pp: i32, pl: i32, vp: i32, vl: i32| -> HostResult<i32> {
-        let Some(raw) = read_bytes(&mut c, pp, pl)? else { return Ok(status::BAD_ARGUMENT) };
-        let Some(value) = read_string(&mut c, vp, vl)? else { return Ok(status::BAD_ARGUMENT) };
-        let path: Vec<String> =
-            raw.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-        let Some(stream) = c.data().stream.clone() else { return Ok(status::NOT_FOUND) };
-        let mut s = stream.borrow_mut();
-        match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["request", "query"] | ["ngx", "args"] => {
-                let base = s.path.split('?').next().unwrap_or("").to_string();
-                s.path = if value.is_empty() { base } else { format!("{base}?{value}") };
-                Ok(status::OK)
+    linker.func_wrap(
+        "env",
+        "proxy_set_property",
+        |mut c: Caller<'_, VmState>, pp: i32, pl: i32, vp: i32, vl: i32| -> HostResult<i32> {
+            let Some(raw) = read_bytes(&mut c, pp, pl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(value) = read_string(&mut c, vp, vl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let path: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            let Some(stream) = c.data().stream.clone() else {
+                return Ok(status::NOT_FOUND);
+            };
+            let mut s = stream.borrow_mut();
+            match path
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                ["request", "query"] | ["ngx", "args"] => {
+                    let base = s.path.split('?').next().unwrap_or("").to_string();
+                    s.path = if value.is_empty() {
+                        base
+                    } else {
+                        format!("{base}?{value}")
+                    };
+                    Ok(status::OK)
+                }
+                // Kong proxies to `$upstream_uri` (its nginx template sets it with `set`,
+                // so it is writable); `:path` changes do not reach Kong's upstream.
+                ["ngx", "upstream_uri"] if s.upstream_uri.is_some() => {
+                    s.upstream_uri = Some(value);
+                    Ok(status::OK)
+                }
+                ["ngx", var] => {
+                    let var = var.to_string();
+                    drop(s);
+                    Err(trap(format!("variable \"{var}\" is not changeable")))
+                }
+                _ => Ok(status::NOT_FOUND),
             }
-            // Kong proxies to `$upstream_uri` (its nginx template sets it with `set`,
-            // so it is writable); `:path` changes do not reach Kong's upstream.
-            ["ngx", "upstream_uri"] if s.upstream_uri.is_some() => {
-                s.upstream_uri = Some(value);
-                Ok(status::OK)
-            }
-            ["ngx", var] => {
-                let var = var.to_string();
-                drop(s);
-                Err(trap(format!("variable \"{var}\" is not changeable")))
-            }
-            _ => Ok(status::NOT_FOUND),
-        }
-    })?;
+        },
+    )?;
 
     linker.func_wrap(
         "env",
         "proxy_get_shared_data",
-        |mut c: Caller<'_, VmState>, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32, ret_cas: i32| -> HostResult<i32> {
-            let Some(key) = read_string(&mut c, kp, kl)? else { return Ok(status::BAD_ARGUMENT) };
+        |mut c: Caller<'_, VmState>,
+         kp: i32,
+         kl: i32,
+         ret_ptr: i32,
+         ret_size: i32,
+         ret_cas: i32|
+         -> HostResult<i32> {
+            let Some(key) = read_string(&mut c, kp, kl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
             let found = c.data().shared.kv.lock().get(&key);
             match found {
-                None => Err(trap(format!("no shm_kv zone for key \"{key}\" (configure nginx_wasm_shm_kv)"))),
+                None => Err(trap(format!(
+                    "no shm_kv zone for key \"{key}\" (configure nginx_wasm_shm_kv)"
+                ))),
                 Some(None) => Ok(status::NOT_FOUND),
                 Some(Some((value, cas))) => {
                     let rc = return_bytes(&mut c, &value, ret_ptr, ret_size)?;
@@ -629,33 +811,54 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
     linker.func_wrap(
         "env",
         "proxy_set_shared_data",
-        |mut c: Caller<'_, VmState>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> HostResult<i32> {
-            let Some(key) = read_string(&mut c, kp, kl)? else { return Ok(status::BAD_ARGUMENT) };
-            let Some(value) = read_bytes(&mut c, vp, vl)? else { return Ok(status::BAD_ARGUMENT) };
+        |mut c: Caller<'_, VmState>,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32,
+         cas: i32|
+         -> HostResult<i32> {
+            let Some(key) = read_string(&mut c, kp, kl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(value) = read_bytes(&mut c, vp, vl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
             let r = c.data().shared.kv.lock().set(&key, &value, cas as u32);
             match r {
                 KvSet::Ok => Ok(status::OK),
                 KvSet::CasMismatch => Ok(status::CAS_MISMATCH),
-                KvSet::NoZone => Err(trap(format!("no shm_kv zone for key \"{key}\" (configure nginx_wasm_shm_kv)"))),
+                KvSet::NoZone => Err(trap(format!(
+                    "no shm_kv zone for key \"{key}\" (configure nginx_wasm_shm_kv)"
+                ))),
             }
         },
     )?;
 
-    linker.func_wrap("env", "proxy_continue_stream", |mut c: Caller<'_, VmState>, kind: i32| -> HostResult<i32> {
-        if kind != 0 && kind != 1 {
-            c.data().host_error(format!("NYI - continue stream type: {kind}"));
-            return Ok(status::BAD_ARGUMENT);
-        }
-        if c.data().stream.is_some() {
-            c.data_mut().effects.push(Effect::ContinueStream);
-        }
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_continue_stream",
+        |mut c: Caller<'_, VmState>, kind: i32| -> HostResult<i32> {
+            if kind != 0 && kind != 1 {
+                c.data()
+                    .host_error(format!("NYI - continue stream type: {kind}"));
+                return Ok(status::BAD_ARGUMENT);
+            }
+            if c.data().stream.is_some() {
+                c.data_mut().effects.push(Effect::ContinueStream);
+            }
+            Ok(status::OK)
+        },
+    )?;
 
-    linker.func_wrap("env", "proxy_close_stream", |c: Caller<'_, VmState>, _kind: i32| -> HostResult<i32> {
-        c.data().host_error("NYI - proxy_close_stream".into());
-        Ok(status::UNIMPLEMENTED)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_close_stream",
+        |c: Caller<'_, VmState>, _kind: i32| -> HostResult<i32> {
+            c.data().host_error("NYI - proxy_close_stream".into());
+            Ok(status::UNIMPLEMENTED)
+        },
+    )?;
 
     linker.func_wrap(
         "env",
@@ -670,11 +873,19 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
          hl: i32,
          _grpc: i32|
          -> HostResult<i32> {
-            let Some(body) = read_bytes(&mut c, bp, bl)? else { return Ok(status::BAD_ARGUMENT) };
-            let Some(hbytes) = read_bytes(&mut c, hp, hl)? else { return Ok(status::BAD_ARGUMENT) };
-            let Some(headers) = abi::deserialize_pairs(&hbytes) else { return Ok(status::BAD_ARGUMENT) };
+            let Some(body) = read_bytes(&mut c, bp, bl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(hbytes) = read_bytes(&mut c, hp, hl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(headers) = abi::deserialize_pairs(&hbytes) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
             let step = c.data().step;
-            let Some(stream) = c.data().stream.clone() else { return Ok(status::BAD_ARGUMENT) };
+            let Some(stream) = c.data().stream.clone() else {
+                return Ok(status::BAD_ARGUMENT);
+            };
             let mut s = stream.borrow_mut();
             let code = u16::try_from(code).unwrap_or(500);
             // ngx_wasm_module appends a line feed to a non-empty local body
@@ -684,14 +895,23 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
                 body.push(b'\n');
             }
             match step {
-                Step::RequestHeaders | Step::RequestBody | Step::DispatchResponse if !s.response_started => {
+                Step::RequestHeaders | Step::RequestBody | Step::DispatchResponse
+                    if !s.response_started =>
+                {
                     if s.local_response.is_some() {
                         drop(s);
                         c.data().host_error("local response already stashed".into());
                         return Ok(status::BAD_ARGUMENT);
                     }
-                    let headers = headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-                    s.local_response = Some(LocalResponse { status: code, headers, body });
+                    let headers = headers
+                        .into_iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                        .collect();
+                    s.local_response = Some(LocalResponse {
+                        status: code,
+                        headers,
+                        body,
+                    });
                     Ok(status::OK)
                 }
                 // Within the header filter the response is overridden in place:
@@ -699,12 +919,19 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
                 Step::ResponseHeaders => {
                     s.response_status = code;
                     s.response_body = body;
-                    s.local_response = Some(LocalResponse { status: code, headers: Vec::new(), body: Vec::new() });
+                    s.local_response = Some(LocalResponse {
+                        status: code,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    });
                     Ok(status::OK)
                 }
                 _ => {
                     drop(s);
-                    c.data().host_error(format!("cannot send local response during \"{}\": response already sent", step_name(step)));
+                    c.data().host_error(format!(
+                        "cannot send local response during \"{}\": response already sent",
+                        step_name(step)
+                    ));
                     Ok(status::BAD_ARGUMENT)
                 }
             }
@@ -766,41 +993,77 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
     )?;
 
     // A no-op in ngx_wasm_module (ngx_proxy_wasm_host.c): it returns Ok and changes nothing.
-    linker.func_wrap("env", "proxy_set_effective_context", |_c: Caller<'_, VmState>, _ctx: i32| -> HostResult<i32> {
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |_c: Caller<'_, VmState>, _ctx: i32| -> HostResult<i32> { Ok(status::OK) },
+    )?;
 
-    linker.func_wrap("env", "proxy_done", |c: Caller<'_, VmState>| -> HostResult<i32> {
-        c.data().host_error("NYI - proxy_done".into());
-        Ok(status::UNIMPLEMENTED)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_done",
+        |c: Caller<'_, VmState>| -> HostResult<i32> {
+            c.data().host_error("NYI - proxy_done".into());
+            Ok(status::UNIMPLEMENTED)
+        },
+    )?;
 
     linker.func_wrap(
         "env",
         "proxy_define_metric",
         |mut c: Caller<'_, VmState>, kind: i32, np: i32, nl: i32, ret_id: i32| -> HostResult<i32> {
-            let Some(name) = read_string(&mut c, np, nl)? else { return Ok(status::BAD_ARGUMENT) };
+            let Some(name) = read_string(&mut c, np, nl)? else {
+                return Ok(status::BAD_ARGUMENT);
+            };
             let full = format!("pw:{}:{}", c.data().filter, name);
             let id = c.data().shared.metrics.lock().define(full, kind);
             match id {
-                Some(id) => Ok(if write_u32(&mut c, ret_id, id)? { status::OK } else { status::BAD_ARGUMENT }),
+                Some(id) => Ok(if write_u32(&mut c, ret_id, id)? {
+                    status::OK
+                } else {
+                    status::BAD_ARGUMENT
+                }),
                 None => Ok(status::BAD_ARGUMENT),
             }
         },
     )?;
-    linker.func_wrap("env", "proxy_increment_metric", |c: Caller<'_, VmState>, id: i32, by: i64| -> HostResult<i32> {
-        Ok(if c.data().shared.metrics.lock().increment(id as u32, by) { status::OK } else { status::NOT_FOUND })
-    })?;
-    linker.func_wrap("env", "proxy_record_metric", |c: Caller<'_, VmState>, id: i32, value: i64| -> HostResult<i32> {
-        Ok(if c.data().shared.metrics.lock().record(id as u32, value) { status::OK } else { status::NOT_FOUND })
-    })?;
-    linker.func_wrap("env", "proxy_get_metric", |mut c: Caller<'_, VmState>, id: i32, ret: i32| -> HostResult<i32> {
-        let v = c.data().shared.metrics.lock().get(id as u32);
-        match v {
-            Some(v) => Ok(if write_u64(&mut c, ret, v)? { status::OK } else { status::BAD_ARGUMENT }),
-            None => Ok(status::NOT_FOUND),
-        }
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_increment_metric",
+        |c: Caller<'_, VmState>, id: i32, by: i64| -> HostResult<i32> {
+            Ok(if c.data().shared.metrics.lock().increment(id as u32, by) {
+                status::OK
+            } else {
+                status::NOT_FOUND
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |c: Caller<'_, VmState>, id: i32, value: i64| -> HostResult<i32> {
+            Ok(if c.data().shared.metrics.lock().record(id as u32, value) {
+                status::OK
+            } else {
+                status::NOT_FOUND
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_metric",
+        |mut c: Caller<'_, VmState>, id: i32, ret: i32| -> HostResult<i32> {
+            let v = c.data().shared.metrics.lock().get(id as u32);
+            match v {
+                Some(v) => Ok(if write_u64(&mut c, ret, v)? {
+                    status::OK
+                } else {
+                    status::BAD_ARGUMENT
+                }),
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
     Ok(())
 }
 
@@ -821,24 +1084,41 @@ enum MapEdit {
 }
 
 fn check_map_writable(st: &VmState, map: i32) -> HostResult<()> {
-    let started = st.stream.as_ref().map(|s| s.borrow().response_started).unwrap_or(false);
+    let started = st
+        .stream
+        .as_ref()
+        .map(|s| s.borrow().response_started)
+        .unwrap_or(false);
     match map {
         abi::map::HTTP_REQUEST_HEADERS => match st.step {
             Step::RequestHeaders | Step::RequestBody => Ok(()),
             Step::DispatchResponse if !started => Ok(()),
-            _ => Err(trap("can only set request headers before response is produced")),
+            _ => Err(trap(
+                "can only set request headers before response is produced",
+            )),
         },
         abi::map::HTTP_RESPONSE_HEADERS => match st.step {
             Step::RequestHeaders | Step::RequestBody | Step::ResponseHeaders => Ok(()),
             Step::DispatchResponse if !started => Ok(()),
-            _ => Err(trap("can only set response headers before \"on_response_body\"")),
+            _ => Err(trap(
+                "can only set response headers before \"on_response_body\"",
+            )),
         },
         _ => Ok(()),
     }
 }
 
-fn edit_map(c: &mut Caller<'_, VmState>, map: i32, kp: i32, kl: i32, value: Option<(i32, i32)>, edit: MapEdit) -> HostResult<i32> {
-    let Some(key) = read_string(c, kp, kl)? else { return Ok(status::BAD_ARGUMENT) };
+fn edit_map(
+    c: &mut Caller<'_, VmState>,
+    map: i32,
+    kp: i32,
+    kl: i32,
+    value: Option<(i32, i32)>,
+    edit: MapEdit,
+) -> HostResult<i32> {
+    let Some(key) = read_string(c, kp, kl)? else {
+        return Ok(status::BAD_ARGUMENT);
+    };
     let value = match value {
         Some((vp, vl)) => match read_string(c, vp, vl)? {
             Some(v) => v,
@@ -846,29 +1126,45 @@ fn edit_map(c: &mut Caller<'_, VmState>, map: i32, kp: i32, kl: i32, value: Opti
         },
         None => String::new(),
     };
-    if !matches!(map, abi::map::HTTP_REQUEST_HEADERS | abi::map::HTTP_RESPONSE_HEADERS) {
-        c.data().host_error(format!("NYI - set_map bad map_type: {map}"));
+    if !matches!(
+        map,
+        abi::map::HTTP_REQUEST_HEADERS | abi::map::HTTP_RESPONSE_HEADERS
+    ) {
+        c.data()
+            .host_error(format!("NYI - set_map bad map_type: {map}"));
         return Ok(status::BAD_ARGUMENT);
     }
     check_map_writable(c.data(), map)?;
-    let Some(stream) = c.data().stream.clone() else { return Ok(status::NOT_FOUND) };
+    let Some(stream) = c.data().stream.clone() else {
+        return Ok(status::NOT_FOUND);
+    };
     let mut s = stream.borrow_mut();
     let lower = key.to_ascii_lowercase();
     // Pseudo-headers: `:path`/`:method` (request) and `:status` (response) are
     // writable; `:scheme`/`:authority` are read-only (maps.c special keys).
     if lower.starts_with(':') {
         match (map, lower.as_str(), edit) {
-            (abi::map::HTTP_REQUEST_HEADERS, ":path", MapEdit::Add | MapEdit::Replace) => s.path = value,
-            (abi::map::HTTP_REQUEST_HEADERS, ":method", MapEdit::Add | MapEdit::Replace) => s.method = value,
-            (abi::map::HTTP_RESPONSE_HEADERS, ":status", MapEdit::Add | MapEdit::Replace) => match value.parse() {
-                Ok(code) => s.response_status = code,
-                Err(_) => return Ok(status::BAD_ARGUMENT),
-            },
+            (abi::map::HTTP_REQUEST_HEADERS, ":path", MapEdit::Add | MapEdit::Replace) => {
+                s.path = value
+            }
+            (abi::map::HTTP_REQUEST_HEADERS, ":method", MapEdit::Add | MapEdit::Replace) => {
+                s.method = value
+            }
+            (abi::map::HTTP_RESPONSE_HEADERS, ":status", MapEdit::Add | MapEdit::Replace) => {
+                match value.parse() {
+                    Ok(code) => s.response_status = code,
+                    Err(_) => return Ok(status::BAD_ARGUMENT),
+                }
+            }
             _ => return Ok(status::BAD_ARGUMENT),
         }
         return Ok(status::OK);
     }
-    let pairs = if map == abi::map::HTTP_REQUEST_HEADERS { &mut s.request_headers } else { &mut s.response_headers };
+    let pairs = if map == abi::map::HTTP_REQUEST_HEADERS {
+        &mut s.request_headers
+    } else {
+        &mut s.response_headers
+    };
     match edit {
         MapEdit::Add => pairs.push((lower, value)),
         MapEdit::Replace => replace_header(pairs, &lower, &value),
@@ -888,9 +1184,9 @@ fn get_map(st: &VmState, map: i32) -> Option<abi::HeaderPairs> {
             }
             pairs
         }),
-        abi::map::HTTP_REQUEST_TRAILERS | abi::map::HTTP_RESPONSE_TRAILERS | abi::map::HTTP_CALL_RESPONSE_TRAILERS => {
-            Some(Vec::new())
-        }
+        abi::map::HTTP_REQUEST_TRAILERS
+        | abi::map::HTTP_RESPONSE_TRAILERS
+        | abi::map::HTTP_CALL_RESPONSE_TRAILERS => Some(Vec::new()),
         _ => None,
     }
 }
@@ -908,7 +1204,11 @@ fn property(st: &VmState, path: &[String]) -> Option<String> {
     let value = match parts.as_slice() {
         ["request", "path"] => s.path.clone(),
         ["request", "url_path"] => s.path.split('?').next().unwrap_or("").to_string(),
-        ["request", "query"] => s.path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default(),
+        ["request", "query"] => s
+            .path
+            .split_once('?')
+            .map(|(_, q)| q.to_string())
+            .unwrap_or_default(),
         ["request", "method"] => s.method.clone(),
         ["request", "scheme"] => s.scheme.clone(),
         ["request", "protocol"] => "HTTP/1.1".to_string(),
@@ -930,7 +1230,11 @@ fn property(st: &VmState, path: &[String]) -> Option<String> {
         ["ngx", "upstream_uri"] => s.upstream_uri.clone()?,
         ["ngx", "request_uri"] => s.path.clone(),
         ["ngx", "uri"] => s.path.split('?').next().unwrap_or("").to_string(),
-        ["ngx", "args"] => s.path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default(),
+        ["ngx", "args"] => s
+            .path
+            .split_once('?')
+            .map(|(_, q)| q.to_string())
+            .unwrap_or_default(),
         ["ngx", "request_method"] => s.method.clone(),
         ["kong", "route_id"] => s.kong_route_id.clone()?,
         ["kong", "service_id"] => s.kong_service_id.clone()?,
@@ -941,102 +1245,186 @@ fn property(st: &VmState, path: &[String]) -> Option<String> {
 }
 
 fn define_wasi_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
-    linker.func_wrap(WASI, "fd_write", |mut c: Caller<'_, VmState>, fd: i32, iovs: i32, n: i32, written: i32| -> HostResult<i32> {
-        let mem = memory(&mut c)?;
-        let mut out = Vec::new();
-        for i in 0..n.max(0) {
-            let mut iov = [0u8; 8];
-            if mem.read(&c, (iovs as u32 as usize) + (i as usize) * 8, &mut iov).is_err() {
-                return Ok(ERRNO_FAULT);
+    linker.func_wrap(
+        WASI,
+        "fd_write",
+        |mut c: Caller<'_, VmState>, fd: i32, iovs: i32, n: i32, written: i32| -> HostResult<i32> {
+            let mem = memory(&mut c)?;
+            let mut out = Vec::new();
+            for i in 0..n.max(0) {
+                let mut iov = [0u8; 8];
+                if mem
+                    .read(&c, (iovs as u32 as usize) + (i as usize) * 8, &mut iov)
+                    .is_err()
+                {
+                    return Ok(ERRNO_FAULT);
+                }
+                let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]) as usize;
+                let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]) as usize;
+                match mem.data(&c).get(ptr..ptr.saturating_add(len)) {
+                    Some(b) => out.extend_from_slice(b),
+                    None => return Ok(ERRNO_FAULT),
+                }
             }
-            let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]) as usize;
-            let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]) as usize;
-            match mem.data(&c).get(ptr..ptr.saturating_add(len)) {
-                Some(b) => out.extend_from_slice(b),
-                None => return Ok(ERRNO_FAULT),
+            let (level, slot) = match fd {
+                1 => (LogLevel::Info, 0),
+                2 => (LogLevel::Error, 1),
+                _ => return Ok(ERRNO_BADF),
+            };
+            // Line-buffered like a terminal, so `eprintln!` (several writes) is one log line.
+            let st = c.data_mut();
+            st.stdio[slot].extend_from_slice(&out);
+            while let Some(nl) = st.stdio[slot].iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = st.stdio[slot].drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                st.log(level, text);
             }
-        }
-        let (level, slot) = match fd {
-            1 => (LogLevel::Info, 0),
-            2 => (LogLevel::Error, 1),
-            _ => return Ok(ERRNO_BADF),
-        };
-        // Line-buffered like a terminal, so `eprintln!` (several writes) is one log line.
-        let st = c.data_mut();
-        st.stdio[slot].extend_from_slice(&out);
-        while let Some(nl) = st.stdio[slot].iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = st.stdio[slot].drain(..=nl).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            st.log(level, text);
-        }
-        Ok(if write_u32(&mut c, written, out.len() as u32)? { ERRNO_SUCCESS } else { ERRNO_FAULT })
-    })?;
+            Ok(if write_u32(&mut c, written, out.len() as u32)? {
+                ERRNO_SUCCESS
+            } else {
+                ERRNO_FAULT
+            })
+        },
+    )?;
 
-    linker.func_wrap(WASI, "environ_sizes_get", |mut c: Caller<'_, VmState>, count: i32, size: i32| -> HostResult<i32> {
-        let env = c.data().env.clone();
-        let total: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-        let ok = write_u32(&mut c, count, env.len() as u32)? && write_u32(&mut c, size, total as u32)?;
-        Ok(if ok { ERRNO_SUCCESS } else { ERRNO_FAULT })
-    })?;
+    linker.func_wrap(
+        WASI,
+        "environ_sizes_get",
+        |mut c: Caller<'_, VmState>, count: i32, size: i32| -> HostResult<i32> {
+            let env = c.data().env.clone();
+            let total: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+            let ok = write_u32(&mut c, count, env.len() as u32)?
+                && write_u32(&mut c, size, total as u32)?;
+            Ok(if ok { ERRNO_SUCCESS } else { ERRNO_FAULT })
+        },
+    )?;
 
-    linker.func_wrap(WASI, "environ_get", |mut c: Caller<'_, VmState>, ptrs: i32, buf: i32| -> HostResult<i32> {
-        let env = c.data().env.clone();
-        let mem = memory(&mut c)?;
-        let mut at = buf as u32;
-        for (i, (k, v)) in env.iter().enumerate() {
-            let entry = format!("{k}={v}\0");
-            if mem.write(&mut c, at as usize, entry.as_bytes()).is_err()
-                || mem.write(&mut c, ptrs as u32 as usize + i * 4, &at.to_le_bytes()).is_err()
-            {
-                return Ok(ERRNO_FAULT);
+    linker.func_wrap(
+        WASI,
+        "environ_get",
+        |mut c: Caller<'_, VmState>, ptrs: i32, buf: i32| -> HostResult<i32> {
+            let env = c.data().env.clone();
+            let mem = memory(&mut c)?;
+            let mut at = buf as u32;
+            for (i, (k, v)) in env.iter().enumerate() {
+                let entry = format!("{k}={v}\0");
+                if mem.write(&mut c, at as usize, entry.as_bytes()).is_err()
+                    || mem
+                        .write(&mut c, ptrs as u32 as usize + i * 4, &at.to_le_bytes())
+                        .is_err()
+                {
+                    return Ok(ERRNO_FAULT);
+                }
+                at += entry.len() as u32;
             }
-            at += entry.len() as u32;
-        }
-        Ok(ERRNO_SUCCESS)
-    })?;
+            Ok(ERRNO_SUCCESS)
+        },
+    )?;
 
-    linker.func_wrap(WASI, "args_sizes_get", |mut c: Caller<'_, VmState>, count: i32, size: i32| -> HostResult<i32> {
-        let ok = write_u32(&mut c, count, 0)? && write_u32(&mut c, size, 0)?;
-        Ok(if ok { ERRNO_SUCCESS } else { ERRNO_FAULT })
-    })?;
-    linker.func_wrap(WASI, "args_get", |_c: Caller<'_, VmState>, _a: i32, _b: i32| -> HostResult<i32> { Ok(ERRNO_SUCCESS) })?;
+    linker.func_wrap(
+        WASI,
+        "args_sizes_get",
+        |mut c: Caller<'_, VmState>, count: i32, size: i32| -> HostResult<i32> {
+            let ok = write_u32(&mut c, count, 0)? && write_u32(&mut c, size, 0)?;
+            Ok(if ok { ERRNO_SUCCESS } else { ERRNO_FAULT })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "args_get",
+        |_c: Caller<'_, VmState>, _a: i32, _b: i32| -> HostResult<i32> { Ok(ERRNO_SUCCESS) },
+    )?;
 
-    linker.func_wrap(WASI, "proc_exit", |_c: Caller<'_, VmState>, code: i32| -> HostResult<()> {
-        Err(trap(format!("proc_exit({code})")))
-    })?;
+    linker.func_wrap(
+        WASI,
+        "proc_exit",
+        |_c: Caller<'_, VmState>, code: i32| -> HostResult<()> {
+            Err(trap(format!("proc_exit({code})")))
+        },
+    )?;
 
-    linker.func_wrap(WASI, "random_get", |mut c: Caller<'_, VmState>, buf: i32, len: i32| -> HostResult<i32> {
-        let mut bytes = vec![0u8; len as u32 as usize];
-        rand::rng().fill_bytes(&mut bytes);
-        let mem = memory(&mut c)?;
-        Ok(if mem.write(&mut c, buf as u32 as usize, &bytes).is_ok() { ERRNO_SUCCESS } else { ERRNO_FAULT })
-    })?;
+    linker.func_wrap(
+        WASI,
+        "random_get",
+        |mut c: Caller<'_, VmState>, buf: i32, len: i32| -> HostResult<i32> {
+            let mut bytes = vec![0u8; len as u32 as usize];
+            rand::rng().fill_bytes(&mut bytes);
+            let mem = memory(&mut c)?;
+            Ok(if mem.write(&mut c, buf as u32 as usize, &bytes).is_ok() {
+                ERRNO_SUCCESS
+            } else {
+                ERRNO_FAULT
+            })
+        },
+    )?;
 
     // Both the realtime and the monotonic clock follow the host clock, so a test
     // that moves time moves it for WASI readers too.
-    linker.func_wrap(WASI, "clock_time_get", |mut c: Caller<'_, VmState>, id: i32, _precision: i64, ret: i32| -> HostResult<i32> {
-        if !(0..=3).contains(&id) {
-            return Ok(ERRNO_INVAL);
-        }
-        let now = c.data().shared.clock.now_nanos();
-        Ok(if write_u64(&mut c, ret, now)? { ERRNO_SUCCESS } else { ERRNO_FAULT })
-    })?;
-    linker.func_wrap(WASI, "clock_res_get", |mut c: Caller<'_, VmState>, _id: i32, ret: i32| -> HostResult<i32> {
-        Ok(if write_u64(&mut c, ret, 1)? { ERRNO_SUCCESS } else { ERRNO_FAULT })
-    })?;
-    linker.func_wrap(WASI, "sched_yield", |_c: Caller<'_, VmState>| -> HostResult<i32> { Ok(ERRNO_SUCCESS) })?;
-    linker.func_wrap(WASI, "fd_close", |_c: Caller<'_, VmState>, _fd: i32| -> HostResult<i32> { Ok(ERRNO_BADF) })?;
-    linker.func_wrap(WASI, "fd_seek", |_c: Caller<'_, VmState>, _fd: i32, _o: i64, _w: i32, _r: i32| -> HostResult<i32> {
-        Ok(ERRNO_BADF)
-    })?;
-    linker.func_wrap(WASI, "fd_read", |_c: Caller<'_, VmState>, _fd: i32, _i: i32, _n: i32, _r: i32| -> HostResult<i32> {
-        Ok(ERRNO_BADF)
-    })?;
-    linker.func_wrap(WASI, "fd_fdstat_get", |_c: Caller<'_, VmState>, _fd: i32, _r: i32| -> HostResult<i32> { Ok(ERRNO_BADF) })?;
-    linker.func_wrap(WASI, "fd_prestat_get", |_c: Caller<'_, VmState>, _fd: i32, _r: i32| -> HostResult<i32> { Ok(ERRNO_BADF) })?;
-    linker.func_wrap(WASI, "fd_prestat_dir_name", |_c: Caller<'_, VmState>, _fd: i32, _p: i32, _l: i32| -> HostResult<i32> {
-        Ok(ERRNO_BADF)
-    })?;
+    linker.func_wrap(
+        WASI,
+        "clock_time_get",
+        |mut c: Caller<'_, VmState>, id: i32, _precision: i64, ret: i32| -> HostResult<i32> {
+            if !(0..=3).contains(&id) {
+                return Ok(ERRNO_INVAL);
+            }
+            let now = c.data().shared.clock.now_nanos();
+            Ok(if write_u64(&mut c, ret, now)? {
+                ERRNO_SUCCESS
+            } else {
+                ERRNO_FAULT
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "clock_res_get",
+        |mut c: Caller<'_, VmState>, _id: i32, ret: i32| -> HostResult<i32> {
+            Ok(if write_u64(&mut c, ret, 1)? {
+                ERRNO_SUCCESS
+            } else {
+                ERRNO_FAULT
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sched_yield",
+        |_c: Caller<'_, VmState>| -> HostResult<i32> { Ok(ERRNO_SUCCESS) },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_close",
+        |_c: Caller<'_, VmState>, _fd: i32| -> HostResult<i32> { Ok(ERRNO_BADF) },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_seek",
+        |_c: Caller<'_, VmState>, _fd: i32, _o: i64, _w: i32, _r: i32| -> HostResult<i32> {
+            Ok(ERRNO_BADF)
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_read",
+        |_c: Caller<'_, VmState>, _fd: i32, _i: i32, _n: i32, _r: i32| -> HostResult<i32> {
+            Ok(ERRNO_BADF)
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_fdstat_get",
+        |_c: Caller<'_, VmState>, _fd: i32, _r: i32| -> HostResult<i32> { Ok(ERRNO_BADF) },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_get",
+        |_c: Caller<'_, VmState>, _fd: i32, _r: i32| -> HostResult<i32> { Ok(ERRNO_BADF) },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_dir_name",
+        |_c: Caller<'_, VmState>, _fd: i32, _p: i32, _l: i32| -> HostResult<i32> { Ok(ERRNO_BADF) },
+    )?;
     Ok(())
 }
 

@@ -33,11 +33,31 @@ use crate::vm::{self, CallResponse, Effect, FilterModule, Vm};
 
 /// Messages a worker thread receives.
 pub enum WorkerMsg {
-    AddChain { chain: usize, filters: Vec<(usize, Option<String>)>, reply: oneshot::Sender<Result<Vec<bool>, HostError>> },
-    Request { chain: usize, request: HttpRequest, upstream: Upstream, reply: oneshot::Sender<Result<HttpResponse, HostError>> },
-    DispatchDone { vm: usize, generation: u64, context_id: u32, token: u32, response: CallResponse },
-    UpstreamDone { stream: u64, result: Result<io::WireResponse, String> },
-    Tick { reply: Option<oneshot::Sender<()>> },
+    AddChain {
+        chain: usize,
+        filters: Vec<(usize, Option<String>)>,
+        reply: oneshot::Sender<Result<Vec<bool>, HostError>>,
+    },
+    Request {
+        chain: usize,
+        request: HttpRequest,
+        upstream: Upstream,
+        reply: oneshot::Sender<Result<HttpResponse, HostError>>,
+    },
+    DispatchDone {
+        vm: usize,
+        generation: u64,
+        context_id: u32,
+        token: u32,
+        response: CallResponse,
+    },
+    UpstreamDone {
+        stream: u64,
+        result: Result<io::WireResponse, String>,
+    },
+    Tick {
+        reply: Option<oneshot::Sender<()>>,
+    },
     Stop,
 }
 
@@ -140,7 +160,12 @@ impl Worker {
             next_stream: 1,
         };
         for module in modules {
-            worker.slots.push(Slot { module, vm: None, generation: 0, roots: Vec::new() });
+            worker.slots.push(Slot {
+                module,
+                vm: None,
+                generation: 0,
+                roots: Vec::new(),
+            });
         }
         for i in 0..worker.slots.len() {
             worker.instantiate(i)?;
@@ -149,7 +174,8 @@ impl Worker {
     }
 
     fn host_log(&self, filter: &str, level: LogLevel, message: String) {
-        self.shared.log(self.id, filter, level, format!("[host] {message}"));
+        self.shared
+            .log(self.id, filter, level, format!("[host] {message}"));
     }
 
     /// Creates a fresh instance for slot `i`, calls `on_vm_start` and re-creates
@@ -167,7 +193,11 @@ impl Worker {
         let mut vm = Vm::instantiate(&self.engine, &slot.module, state)?;
         slot.generation += 1;
         // Each root context gets on_context_create, on_vm_start and on_configure.
-        let roots: Vec<(u32, Option<String>)> = slot.roots.iter().map(|r| (r.context_id, r.config.clone())).collect();
+        let roots: Vec<(u32, Option<String>)> = slot
+            .roots
+            .iter()
+            .map(|r| (r.context_id, r.config.clone()))
+            .collect();
         let max_root = roots.iter().map(|r| r.0).max().unwrap_or(0);
         vm.next_context_id = max_root + 1;
         slot.vm = Some(vm);
@@ -187,16 +217,26 @@ impl Worker {
             .as_ref()
             .and_then(|vm| vm.store.data().tick_periods.get(&ctx).copied())
             .unwrap_or(0);
-        if let Some(r) = self.slots[slot_idx].roots.iter_mut().find(|r| r.context_id == ctx) {
+        if let Some(r) = self.slots[slot_idx]
+            .roots
+            .iter_mut()
+            .find(|r| r.context_id == ctx)
+        {
             r.configured = configured;
-            r.next_tick_nanos = if period > 0 { now + period * 1_000_000 } else { 0 };
+            r.next_tick_nanos = if period > 0 {
+                now + period * 1_000_000
+            } else {
+                0
+            };
         }
     }
 
     /// `proxy_on_context_create(root, 0)`, `proxy_on_vm_start`, `proxy_on_configure`.
     fn start_root(&mut self, i: usize, ctx: u32, config: Option<&str>) -> bool {
         let name = self.slots[i].module.name.clone();
-        let Some(vm) = self.slots[i].vm.as_mut() else { return false };
+        let Some(vm) = self.slots[i].vm.as_mut() else {
+            return false;
+        };
         let cfg = config.map(|c| c.as_bytes().to_vec()).unwrap_or_default();
         {
             let st = vm.store.data_mut();
@@ -205,30 +245,44 @@ impl Worker {
             st.current_root = ctx;
             st.stream = None;
         }
-        let run = |vm: &mut Vm, step: Step, export: &str, args: &[i32]| -> Result<Option<i32>, String> {
-            vm.store.data_mut().step = step;
-            let r = vm.call(export, args).map_err(|e| format!("{e:#}"));
-            vm.store.data_mut().step = Step::Idle;
-            r
-        };
+        let run =
+            |vm: &mut Vm, step: Step, export: &str, args: &[i32]| -> Result<Option<i32>, String> {
+                vm.store.data_mut().step = step;
+                let r = vm.call(export, args).map_err(|e| format!("{e:#}"));
+                vm.store.data_mut().step = Step::Idle;
+                r
+            };
         let result = (|| -> Result<bool, String> {
             run(vm, Step::Idle, "proxy_on_context_create", &[ctx as i32, 0])?;
             let started = run(vm, Step::VmStart, "proxy_on_vm_start", &[ctx as i32, 0])?;
             if started == Some(0) {
                 return Ok(false);
             }
-            let configured = run(vm, Step::Configure, "proxy_on_configure", &[ctx as i32, cfg.len() as i32])?;
+            let configured = run(
+                vm,
+                Step::Configure,
+                "proxy_on_configure",
+                &[ctx as i32, cfg.len() as i32],
+            )?;
             Ok(configured != Some(0))
         })();
         match result {
             Ok(ok) => {
                 if !ok {
-                    self.host_log(&name, LogLevel::Error, format!("filter \"{name}\" failed on_configure (root context {ctx})"));
+                    self.host_log(
+                        &name,
+                        LogLevel::Error,
+                        format!("filter \"{name}\" failed on_configure (root context {ctx})"),
+                    );
                 }
                 ok
             }
             Err(trap) => {
-                self.host_log(&name, LogLevel::Error, format!("filter \"{name}\" trapped while starting: {trap}"));
+                self.host_log(
+                    &name,
+                    LogLevel::Error,
+                    format!("filter \"{name}\" trapped while starting: {trap}"),
+                );
                 // A fresh instance is made lazily at the next request.
                 self.slots[i].vm = None;
                 false
@@ -255,14 +309,27 @@ impl Worker {
             };
             match msg {
                 WorkerMsg::Stop => return,
-                WorkerMsg::AddChain { chain, filters, reply } => {
+                WorkerMsg::AddChain {
+                    chain,
+                    filters,
+                    reply,
+                } => {
                     let r = self.add_chain(chain, filters);
                     let _ = reply.send(r);
                 }
-                WorkerMsg::Request { chain, request, upstream, reply } => self.start_request(chain, request, upstream, reply),
-                WorkerMsg::DispatchDone { vm, generation, context_id, token, response } => {
-                    self.dispatch_done(vm, generation, context_id, token, response)
-                }
+                WorkerMsg::Request {
+                    chain,
+                    request,
+                    upstream,
+                    reply,
+                } => self.start_request(chain, request, upstream, reply),
+                WorkerMsg::DispatchDone {
+                    vm,
+                    generation,
+                    context_id,
+                    token,
+                    response,
+                } => self.dispatch_done(vm, generation, context_id, token, response),
                 WorkerMsg::UpstreamDone { stream, result } => self.upstream_done(stream, result),
                 WorkerMsg::Tick { reply } => {
                     self.fire_ticks();
@@ -285,11 +352,21 @@ impl Worker {
         for slot in &self.slots {
             let Some(vm) = &slot.vm else { continue };
             for root in &slot.roots {
-                let period = vm.store.data().tick_periods.get(&root.context_id).copied().unwrap_or(0);
+                let period = vm
+                    .store
+                    .data()
+                    .tick_periods
+                    .get(&root.context_id)
+                    .copied()
+                    .unwrap_or(0);
                 if period == 0 || !root.configured {
                     continue;
                 }
-                let due = if root.next_tick_nanos == 0 { now + period * 1_000_000 } else { root.next_tick_nanos };
+                let due = if root.next_tick_nanos == 0 {
+                    now + period * 1_000_000
+                } else {
+                    root.next_tick_nanos
+                };
                 next = Some(next.map_or(due, |n: u64| n.min(due)));
             }
         }
@@ -306,14 +383,23 @@ impl Worker {
                     .iter()
                     .filter(|r| r.configured)
                     .filter_map(|r| {
-                        let p = vm.store.data().tick_periods.get(&r.context_id).copied().unwrap_or(0);
+                        let p = vm
+                            .store
+                            .data()
+                            .tick_periods
+                            .get(&r.context_id)
+                            .copied()
+                            .unwrap_or(0);
                         (p > 0).then_some((r.context_id, p))
                     })
                     .collect()
             };
             for (ctx, period) in roots {
                 let due = {
-                    let Some(root) = self.slots[i].roots.iter_mut().find(|r| r.context_id == ctx) else { continue };
+                    let Some(root) = self.slots[i].roots.iter_mut().find(|r| r.context_id == ctx)
+                    else {
+                        continue;
+                    };
                     if root.next_tick_nanos == 0 {
                         root.next_tick_nanos = now + period * 1_000_000;
                         continue;
@@ -331,7 +417,11 @@ impl Worker {
         }
     }
 
-    fn add_chain(&mut self, chain: usize, filters: Vec<(usize, Option<String>)>) -> Result<Vec<bool>, HostError> {
+    fn add_chain(
+        &mut self,
+        chain: usize,
+        filters: Vec<(usize, Option<String>)>,
+    ) -> Result<Vec<bool>, HostError> {
         let mut result = Vec::new();
         let mut members = Vec::new();
         for (slot_idx, config) in filters {
@@ -343,7 +433,11 @@ impl Worker {
             }
             let ctx = match self.slots[slot_idx].vm.as_mut() {
                 Some(vm) => vm.new_context_id(),
-                None => return Err(HostError::UnknownFilter(self.slots[slot_idx].module.name.clone())),
+                None => {
+                    return Err(HostError::UnknownFilter(
+                        self.slots[slot_idx].module.name.clone(),
+                    ))
+                }
             };
             self.slots[slot_idx].roots.push(Root {
                 context_id: ctx,
@@ -354,7 +448,10 @@ impl Worker {
             let ok = self.start_root(slot_idx, ctx, config.as_deref());
             self.arm_tick(slot_idx, ctx, ok);
             result.push(ok);
-            members.push(ChainFilter { vm: slot_idx, root: ctx });
+            members.push(ChainFilter {
+                vm: slot_idx,
+                root: ctx,
+            });
         }
         self.chains.insert(chain, members);
         Ok(result)
@@ -374,8 +471,11 @@ impl Worker {
         let members: Vec<(usize, u32)> = members.iter().map(|m| (m.vm, m.root)).collect();
         let sid = self.next_stream;
         self.next_stream += 1;
-        let mut headers: abi::HeaderPairs =
-            request.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+        let mut headers: abi::HeaderPairs = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
         if header_value(&headers, "host").is_none() {
             headers.insert(0, ("host".into(), self.settings.authority()));
         }
@@ -399,7 +499,12 @@ impl Worker {
         } else {
             match self.settings.body_mode {
                 BodyMode::Kong => vec![body],
-                BodyMode::Streamed => request.body_chunks.iter().filter(|c| !c.is_empty()).cloned().collect(),
+                BodyMode::Streamed => request
+                    .body_chunks
+                    .iter()
+                    .filter(|c| !c.is_empty())
+                    .cloned()
+                    .collect(),
             }
         };
         let mut stream = Stream {
@@ -432,13 +537,21 @@ impl Worker {
                     break;
                 }
             }
-            let configured = self.slots[slot_idx].roots.iter().any(|r| r.context_id == root && r.configured);
+            let configured = self.slots[slot_idx]
+                .roots
+                .iter()
+                .any(|r| r.context_id == root && r.configured);
             if !configured {
-                broken = Some(format!("filter \"{}\" is not configured", self.slots[slot_idx].module.name));
+                broken = Some(format!(
+                    "filter \"{}\" is not configured",
+                    self.slots[slot_idx].module.name
+                ));
                 break;
             }
             let generation = self.slots[slot_idx].generation;
-            let Some(vm) = self.slots[slot_idx].vm.as_mut() else { break };
+            let Some(vm) = self.slots[slot_idx].vm.as_mut() else {
+                break;
+            };
             let ctx = vm.new_context_id();
             vm.store.data_mut().current_context = ctx;
             vm.store.data_mut().current_root = root;
@@ -461,20 +574,38 @@ impl Worker {
     }
 
     fn member(&self, chain: usize, pos: usize) -> Option<(usize, u32)> {
-        self.chains.get(&chain).and_then(|m| m.get(pos)).map(|m| (m.vm, m.root))
+        self.chains
+            .get(&chain)
+            .and_then(|m| m.get(pos))
+            .map(|m| (m.vm, m.root))
     }
 
     /// Runs one hook of the filter at `pos` for stream `sid`.
-    fn call_hook(&mut self, sid: u64, pos: usize, step: Step, export: &str, args: &[i32]) -> HookResult {
-        let Some(stream) = self.streams.get(&sid) else { return HookResult::Trap };
-        let Some((slot_idx, root)) = self.member(stream.chain, pos) else { return HookResult::Trap };
-        let Some(&ctx) = stream.contexts.get(pos) else { return HookResult::Trap };
+    fn call_hook(
+        &mut self,
+        sid: u64,
+        pos: usize,
+        step: Step,
+        export: &str,
+        args: &[i32],
+    ) -> HookResult {
+        let Some(stream) = self.streams.get(&sid) else {
+            return HookResult::Trap;
+        };
+        let Some((slot_idx, root)) = self.member(stream.chain, pos) else {
+            return HookResult::Trap;
+        };
+        let Some(&ctx) = stream.contexts.get(pos) else {
+            return HookResult::Trap;
+        };
         if stream.generations.get(pos) != Some(&self.slots[slot_idx].generation) {
             return HookResult::Trap;
         }
         let data = Rc::clone(&stream.data);
         let name = self.slots[slot_idx].module.name.clone();
-        let Some(vm) = self.slots[slot_idx].vm.as_mut() else { return HookResult::Trap };
+        let Some(vm) = self.slots[slot_idx].vm.as_mut() else {
+            return HookResult::Trap;
+        };
         {
             let st = vm.store.data_mut();
             st.step = step;
@@ -495,7 +626,11 @@ impl Worker {
         let action = match result {
             Ok(v) => v.unwrap_or(abi::action::CONTINUE),
             Err(e) => {
-                self.host_log(&name, LogLevel::Error, format!("filter \"{name}\" trapped in {export}: {e:#}"));
+                self.host_log(
+                    &name,
+                    LogLevel::Error,
+                    format!("filter \"{name}\" trapped in {export}: {e:#}"),
+                );
                 if let Some(s) = self.streams.get_mut(&sid) {
                     s.trace.push(format!("{name}:{export}:trap"));
                 }
@@ -508,7 +643,11 @@ impl Worker {
             if step != Step::DispatchResponse {
                 s.resume_requested = false;
             }
-            let a = if action == abi::action::PAUSE { "pause" } else { "continue" };
+            let a = if action == abi::action::PAUSE {
+                "pause"
+            } else {
+                "continue"
+            };
             s.trace.push(format!("{name}:{export}:{a}"));
         }
         if action == abi::action::PAUSE && !resumed {
@@ -553,7 +692,11 @@ impl Worker {
                         }
                         Err(reason) => {
                             let name = self.slots[slot_idx].module.name.clone();
-                            self.host_log(&name, LogLevel::Error, format!("dispatch to \"{}\" failed: {reason}", call.target));
+                            self.host_log(
+                                &name,
+                                LogLevel::Error,
+                                format!("dispatch to \"{}\" failed: {reason}", call.target),
+                            );
                             let _ = tx.send(WorkerMsg::DispatchDone {
                                 vm: slot_idx,
                                 generation,
@@ -584,13 +727,27 @@ impl Worker {
         }
         if let Err(e) = self.instantiate(slot_idx) {
             let name = self.slots[slot_idx].module.name.clone();
-            self.host_log(&name, LogLevel::Error, format!("could not re-create instance: {e}"));
+            self.host_log(
+                &name,
+                LogLevel::Error,
+                format!("could not re-create instance: {e}"),
+            );
         }
     }
 
-    fn call_root(&mut self, slot_idx: usize, ctx: u32, step: Step, export: &str, args: &[i32], response: Option<CallResponse>) {
+    fn call_root(
+        &mut self,
+        slot_idx: usize,
+        ctx: u32,
+        step: Step,
+        export: &str,
+        args: &[i32],
+        response: Option<CallResponse>,
+    ) {
         let name = self.slots[slot_idx].module.name.clone();
-        let Some(vm) = self.slots[slot_idx].vm.as_mut() else { return };
+        let Some(vm) = self.slots[slot_idx].vm.as_mut() else {
+            return;
+        };
         {
             let st = vm.store.data_mut();
             st.step = step;
@@ -611,19 +768,33 @@ impl Worker {
                 self.apply_effects(slot_idx, None, effects);
             }
             Err(e) => {
-                self.host_log(&name, LogLevel::Error, format!("filter \"{name}\" trapped in {export}: {e:#}"));
+                self.host_log(
+                    &name,
+                    LogLevel::Error,
+                    format!("filter \"{name}\" trapped in {export}: {e:#}"),
+                );
                 self.replace_instance(slot_idx, None);
             }
         }
     }
 
-    fn dispatch_done(&mut self, slot_idx: usize, generation: u64, ctx: u32, token: u32, response: CallResponse) {
+    fn dispatch_done(
+        &mut self,
+        slot_idx: usize,
+        generation: u64,
+        ctx: u32,
+        token: u32,
+        response: CallResponse,
+    ) {
         if self.slots.get(slot_idx).map(|s| s.generation) != Some(generation) {
             return;
         }
         let nheaders = response.headers.len() as i32;
         let body_len = response.body.len() as i32;
-        let is_root = self.slots[slot_idx].roots.iter().any(|r| r.context_id == ctx);
+        let is_root = self.slots[slot_idx]
+            .roots
+            .iter()
+            .any(|r| r.context_id == ctx);
         if is_root {
             self.call_root(
                 slot_idx,
@@ -635,29 +806,48 @@ impl Worker {
             );
             return;
         }
-        let Some(&sid) = self.by_context.get(&(slot_idx, ctx)) else { return };
-        let Some(pos) = self.streams.get(&sid).and_then(|s| s.contexts.iter().position(|c| *c == ctx)) else { return };
+        let Some(&sid) = self.by_context.get(&(slot_idx, ctx)) else {
+            return;
+        };
+        let Some(pos) = self
+            .streams
+            .get(&sid)
+            .and_then(|s| s.contexts.iter().position(|c| *c == ctx))
+        else {
+            return;
+        };
         if let Some(vm) = self.slots[slot_idx].vm.as_mut() {
             vm.store.data_mut().call_response = Some(response);
         }
-        if let HookResult::Trap =
-            self.call_hook(sid, pos, Step::DispatchResponse, "proxy_on_http_call_response", &[token as i32, nheaders, body_len, 0])
-        {
+        if let HookResult::Trap = self.call_hook(
+            sid,
+            pos,
+            Step::DispatchResponse,
+            "proxy_on_http_call_response",
+            &[token as i32, nheaders, body_len, 0],
+        ) {
             return self.fail(sid);
         }
-        let Some(s) = self.streams.get_mut(&sid) else { return };
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return;
+        };
         s.pending_dispatches = s.pending_dispatches.saturating_sub(1);
         let asked = std::mem::take(&mut s.resume_requested);
         let local = s.data.borrow().local_response.is_some();
         // "the filter chain will resume once all dispatch calls have finished
         // executing" (PROXY_WASM.md, HTTP Dispatches).
-        if s.paused && matches!(s.stage, Stage::RequestHeaders | Stage::RequestBody) && (local || asked || s.pending_dispatches == 0) {
+        if s.paused
+            && matches!(s.stage, Stage::RequestHeaders | Stage::RequestBody)
+            && (local || asked || s.pending_dispatches == 0)
+        {
             self.resume(sid);
         }
     }
 
     fn resume(&mut self, sid: u64) {
-        let Some(s) = self.streams.get_mut(&sid) else { return };
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return;
+        };
         if !s.paused {
             return;
         }
@@ -690,14 +880,18 @@ impl Worker {
     /// Moves a stream forward until it pauses, waits for the upstream, or ends.
     fn drive(&mut self, sid: u64) {
         loop {
-            let Some(s) = self.streams.get(&sid) else { return };
+            let Some(s) = self.streams.get(&sid) else {
+                return;
+            };
             if s.paused {
                 return;
             }
             let (stage, pos, chain) = (s.stage, s.pos, s.chain);
             let n = self.chain_len(chain);
             // A local response stashed during the request phase ends it.
-            if matches!(stage, Stage::RequestHeaders | Stage::RequestBody) && s.data.borrow().local_response.is_some() {
+            if matches!(stage, Stage::RequestHeaders | Stage::RequestBody)
+                && s.data.borrow().local_response.is_some()
+            {
                 self.begin_local_response(sid);
                 continue;
             }
@@ -712,14 +906,24 @@ impl Worker {
                     }
                     let nheaders = s.data.borrow().request_pairs().len() as i32;
                     // eof is always false in header hooks (PROXY_WASM.md, Current Limitations #1).
-                    match self.call_hook(sid, pos, Step::RequestHeaders, "proxy_on_request_headers", &[nheaders, 0]) {
+                    match self.call_hook(
+                        sid,
+                        pos,
+                        Step::RequestHeaders,
+                        "proxy_on_request_headers",
+                        &[nheaders, 0],
+                    ) {
                         HookResult::Trap => return self.fail(sid),
                         HookResult::Pause => {
                             if let Some(s) = self.streams.get_mut(&sid) {
                                 s.paused = true;
                             }
                             // A local response sent before pausing is served at once.
-                            if self.streams.get(&sid).is_some_and(|s| s.data.borrow().local_response.is_some()) {
+                            if self
+                                .streams
+                                .get(&sid)
+                                .is_some_and(|s| s.data.borrow().local_response.is_some())
+                            {
                                 if let Some(s) = self.streams.get_mut(&sid) {
                                     s.paused = false;
                                 }
@@ -751,8 +955,16 @@ impl Worker {
                         d.request_body.extend_from_slice(&chunk);
                         d.request_body.len() as i32
                     };
-                    let result = self.call_hook(sid, pos, Step::RequestBody, "proxy_on_request_body", &[len, last as i32]);
-                    let Some(s) = self.streams.get_mut(&sid) else { return };
+                    let result = self.call_hook(
+                        sid,
+                        pos,
+                        Step::RequestBody,
+                        "proxy_on_request_body",
+                        &[len, last as i32],
+                    );
+                    let Some(s) = self.streams.get_mut(&sid) else {
+                        return;
+                    };
                     match result {
                         HookResult::Trap => return self.fail(sid),
                         HookResult::Pause if last => {
@@ -793,10 +1005,19 @@ impl Worker {
                         continue;
                     }
                     let nheaders = s.data.borrow().response_pairs().len() as i32;
-                    match self.call_hook(sid, pos, Step::ResponseHeaders, "proxy_on_response_headers", &[nheaders, 0]) {
+                    match self.call_hook(
+                        sid,
+                        pos,
+                        Step::ResponseHeaders,
+                        "proxy_on_response_headers",
+                        &[nheaders, 0],
+                    ) {
                         HookResult::Trap => return self.fail(sid),
                         HookResult::Pause => {
-                            let name = self.member(chain, pos).map(|(i, _)| self.slots[i].module.name.clone()).unwrap_or_default();
+                            let name = self
+                                .member(chain, pos)
+                                .map(|(i, _)| self.slots[i].module.name.clone())
+                                .unwrap_or_default();
                             self.host_log(&name, LogLevel::Error, "bad \"on_response_headers\" return action: \"PAUSE\" (yielding not supported in response phases)".into());
                             if let Some(s) = self.streams.get_mut(&sid) {
                                 s.pos += 1;
@@ -841,9 +1062,20 @@ impl Worker {
                         continue;
                     }
                     let len = s.data.borrow().response_body.len() as i32;
-                    let result = self.call_hook(sid, pos, Step::ResponseBody, "proxy_on_response_body", &[len, last as i32]);
-                    let name = self.member(chain, pos).map(|(i, _)| self.slots[i].module.name.clone()).unwrap_or_default();
-                    let Some(s) = self.streams.get_mut(&sid) else { return };
+                    let result = self.call_hook(
+                        sid,
+                        pos,
+                        Step::ResponseBody,
+                        "proxy_on_response_body",
+                        &[len, last as i32],
+                    );
+                    let name = self
+                        .member(chain, pos)
+                        .map(|(i, _)| self.slots[i].module.name.clone())
+                        .unwrap_or_default();
+                    let Some(s) = self.streams.get_mut(&sid) else {
+                        return;
+                    };
                     let pause = match result {
                         HookResult::Trap => return self.fail(sid),
                         HookResult::Pause => true,
@@ -858,7 +1090,9 @@ impl Worker {
                     if pause {
                         self.shared.log(self.id, &name, LogLevel::Error, "[host] invalid \"on_response_body\" return action (PAUSE): response body buffering already requested or complete".into());
                     }
-                    let Some(s) = self.streams.get_mut(&sid) else { return };
+                    let Some(s) = self.streams.get_mut(&sid) else {
+                        return;
+                    };
                     let out = std::mem::take(&mut s.data.borrow_mut().response_body);
                     s.chunks_out.push(out);
                     if last {
@@ -873,8 +1107,12 @@ impl Worker {
     }
 
     fn begin_local_response(&mut self, sid: u64) {
-        let Some(s) = self.streams.get_mut(&sid) else { return };
-        let Some(local) = s.data.borrow().local_response.clone() else { return };
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return;
+        };
+        let Some(local) = s.data.borrow().local_response.clone() else {
+            return;
+        };
         {
             let mut d = s.data.borrow_mut();
             d.response_status = local.status;
@@ -885,13 +1123,19 @@ impl Worker {
         s.paused = false;
         s.stage = Stage::ResponseHeaders;
         s.pos = 0;
-        s.chunks_in = if local.body.is_empty() { Vec::new() } else { vec![local.body] };
+        s.chunks_in = if local.body.is_empty() {
+            Vec::new()
+        } else {
+            vec![local.body]
+        };
         s.chunks_out.clear();
         s.chunk_idx = 0;
     }
 
     fn send_upstream(&mut self, sid: u64, body: Vec<u8>) {
-        let Some(s) = self.streams.get_mut(&sid) else { return };
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return;
+        };
         let (method, path, mut headers) = {
             let d = s.data.borrow();
             let path = d.upstream_uri.clone().unwrap_or_else(|| d.path.clone());
@@ -905,29 +1149,54 @@ impl Worker {
             }
         }
         remove_header(&mut headers, "transfer-encoding");
-        s.upstream_request = Some(UpstreamRequest { method: method.clone(), path: path.clone(), headers: headers.clone(), body: body.clone() });
+        s.upstream_request = Some(UpstreamRequest {
+            method: method.clone(),
+            path: path.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
         match &s.upstream {
-            Upstream::Static { status, headers: h, body: b } => {
-                let response = io::WireResponse { status: *status, headers: h.clone(), body: b.clone() };
-                let _ = self.tx.send(WorkerMsg::UpstreamDone { stream: sid, result: Ok(response) });
+            Upstream::Static {
+                status,
+                headers: h,
+                body: b,
+            } => {
+                let response = io::WireResponse {
+                    status: *status,
+                    headers: h.clone(),
+                    body: b.clone(),
+                };
+                let _ = self.tx.send(WorkerMsg::UpstreamDone {
+                    stream: sid,
+                    result: Ok(response),
+                });
             }
             Upstream::Url { base, timeout } => {
                 let parsed = url::Url::parse(base);
                 let Ok(parsed) = parsed else {
-                    let _ = self.tx.send(WorkerMsg::UpstreamDone { stream: sid, result: Err(format!("bad upstream url {base}")) });
+                    let _ = self.tx.send(WorkerMsg::UpstreamDone {
+                        stream: sid,
+                        result: Err(format!("bad upstream url {base}")),
+                    });
                     return;
                 };
                 let host = parsed.host_str().unwrap_or("127.0.0.1").to_string();
                 let port = parsed.port_or_known_default().unwrap_or(80);
                 let addr = match format!("{host}:{port}").parse::<std::net::SocketAddr>() {
                     Ok(a) => a,
-                    Err(_) => match io::resolve_target(&format!("{host}:{port}"), &self.settings.resolver) {
-                        Ok(a) => a,
-                        Err(e) => {
-                            let _ = self.tx.send(WorkerMsg::UpstreamDone { stream: sid, result: Err(e) });
-                            return;
+                    Err(_) => {
+                        match io::resolve_target(&format!("{host}:{port}"), &self.settings.resolver)
+                        {
+                            Ok(a) => a,
+                            Err(e) => {
+                                let _ = self.tx.send(WorkerMsg::UpstreamDone {
+                                    stream: sid,
+                                    result: Err(e),
+                                });
+                                return;
+                            }
                         }
-                    },
+                    }
                 };
                 s.data.borrow_mut().upstream_addr = Some(addr.to_string());
                 let prefix = parsed.path().trim_end_matches('/');
@@ -935,13 +1204,27 @@ impl Worker {
                 let mut wire_headers = headers;
                 if !self.settings.preserve_host {
                     remove_header(&mut wire_headers, "host");
-                    let host_header = if parsed.port().is_some() { format!("{host}:{port}") } else { host.clone() };
+                    let host_header = if parsed.port().is_some() {
+                        format!("{host}:{port}")
+                    } else {
+                        host.clone()
+                    };
                     wire_headers.insert(0, ("host".into(), host_header));
                 }
-                let wire = WireRequest { addr, method, path: full_path, headers: wire_headers, body, timeout: *timeout };
+                let wire = WireRequest {
+                    addr,
+                    method,
+                    path: full_path,
+                    headers: wire_headers,
+                    body,
+                    timeout: *timeout,
+                };
                 let tx = self.tx.clone();
                 self.io.submit(wire, move |result| {
-                    let _ = tx.send(WorkerMsg::UpstreamDone { stream: sid, result });
+                    let _ = tx.send(WorkerMsg::UpstreamDone {
+                        stream: sid,
+                        result,
+                    });
                 });
             }
         }
@@ -949,7 +1232,9 @@ impl Worker {
 
     fn upstream_done(&mut self, sid: u64, result: Result<io::WireResponse, String>) {
         let chunk_size = self.settings.response_chunk_size;
-        let Some(s) = self.streams.get_mut(&sid) else { return };
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return;
+        };
         if s.stage != Stage::AwaitUpstream {
             return;
         }
@@ -963,17 +1248,31 @@ impl Worker {
                 } else {
                     "An invalid response was received from the upstream server"
                 };
-                (status, vec![("content-type".to_string(), "application/json; charset=utf-8".to_string())], format!("{{\"message\":\"{msg}\"}}").into_bytes())
+                (
+                    status,
+                    vec![(
+                        "content-type".to_string(),
+                        "application/json; charset=utf-8".to_string(),
+                    )],
+                    format!("{{\"message\":\"{msg}\"}}").into_bytes(),
+                )
             }
         };
         {
             let mut d = s.data.borrow_mut();
             d.response_status = status;
-            d.response_headers =
-                headers.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding") && !k.eq_ignore_ascii_case("connection")).collect();
+            d.response_headers = headers
+                .into_iter()
+                .filter(|(k, _)| {
+                    !k.eq_ignore_ascii_case("transfer-encoding")
+                        && !k.eq_ignore_ascii_case("connection")
+                })
+                .collect();
         }
         s.chunks_in = match chunk_size {
-            Some(size) if size > 0 && !body.is_empty() => body.chunks(size).map(<[u8]>::to_vec).collect(),
+            Some(size) if size > 0 && !body.is_empty() => {
+                body.chunks(size).map(<[u8]>::to_vec).collect()
+            }
             _ if body.is_empty() => Vec::new(),
             _ => vec![body],
         };
@@ -985,7 +1284,10 @@ impl Worker {
 
     /// Log and done hooks, then the reply.
     fn finish(&mut self, sid: u64, body: Vec<u8>) {
-        let n = self.streams.get(&sid).map_or(0, |s| self.chain_len(s.chain));
+        let n = self
+            .streams
+            .get(&sid)
+            .map_or(0, |s| self.chain_len(s.chain));
         for pos in 0..n {
             let _ = self.call_hook(sid, pos, Step::Log, "proxy_on_log", &[]);
         }
@@ -993,7 +1295,9 @@ impl Worker {
             let _ = self.call_hook(sid, pos, Step::Done, "proxy_on_done", &[]);
             let _ = self.call_hook(sid, pos, Step::Done, "proxy_on_delete", &[]);
         }
-        let Some(mut s) = self.remove_stream(sid) else { return };
+        let Some(mut s) = self.remove_stream(sid) else {
+            return;
+        };
         s.stage = Stage::Finished;
         let d = s.data.borrow();
         let mut headers = d.response_headers.clone();
@@ -1021,12 +1325,17 @@ impl Worker {
 
     /// Fails a request as Kong does when a filter errors: 500 with Kong's JSON body.
     fn fail(&mut self, sid: u64) {
-        let Some(mut s) = self.remove_stream(sid) else { return };
+        let Some(mut s) = self.remove_stream(sid) else {
+            return;
+        };
         // Delete the contexts that still live in healthy instances.
         if let Some(members) = self.chains.get(&s.chain) {
             let members: Vec<(usize, u32)> = members.iter().map(|m| (m.vm, m.root)).collect();
             for (pos, (slot_idx, _)) in members.into_iter().enumerate() {
-                let (Some(&ctx), Some(&generation)) = (s.contexts.get(pos), s.generations.get(pos)) else { continue };
+                let (Some(&ctx), Some(&generation)) = (s.contexts.get(pos), s.generations.get(pos))
+                else {
+                    continue;
+                };
                 if self.slots[slot_idx].generation != generation {
                     continue;
                 }
@@ -1040,7 +1349,10 @@ impl Worker {
         let response = HttpResponse {
             status: 500,
             headers: vec![
-                ("content-type".into(), "application/json; charset=utf-8".into()),
+                (
+                    "content-type".into(),
+                    "application/json; charset=utf-8".into(),
+                ),
                 ("content-length".into(), body.len().to_string()),
             ],
             body,

@@ -55,36 +55,90 @@ async fn routes_authenticates_limits_and_runs_service_then_route_chain() {
 
     let resp = client.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["message"], "No API key found in request");
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["message"],
+        "No API key found in request"
+    );
 
-    let resp = client.get(&url).header("apikey", "wrong").send().await.unwrap();
+    let resp = client
+        .get(&url)
+        .header("apikey", "wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
 
-    let resp = client.get(&url).header("apikey", "test-client-key").send().await.unwrap();
+    let resp = client
+        .get(&url)
+        .header("apikey", "test-client-key")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-ratelimit-remaining-minute"], "2");
-    let ids: Vec<_> = resp.headers().get_all("x-probe-id").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let ids: Vec<_> = resp
+        .headers()
+        .get_all("x-probe-id")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, ["service", "route"]);
     let seen = &echo.requests()[0];
     assert_eq!(seen.path, "/base/things?x=1", "strip_path + service path");
-    let order: Vec<&str> = seen.headers.iter().filter(|(k, _)| k == "x-order").map(|(_, v)| v.as_str()).collect();
+    let order: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-order")
+        .map(|(_, v)| v.as_str())
+        .collect();
     assert_eq!(order, ["service", "route"]);
     assert_eq!(seen.header("x-consumer-username"), Some("client-app"));
 
     for _ in 0..2 {
-        assert_eq!(client.get(&url).header("apikey", "test-client-key").send().await.unwrap().status(), 200);
+        assert_eq!(
+            client
+                .get(&url)
+                .header("apikey", "test-client-key")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
-    let resp = client.get(&url).header("apikey", "test-client-key").send().await.unwrap();
+    let resp = client
+        .get(&url)
+        .header("apikey", "test-client-key")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429);
     assert!(resp.headers().contains_key("retry-after"));
 
-    let resp = client.get(format!("{}/nowhere", gw.base_url())).send().await.unwrap();
+    let resp = client
+        .get(format!("{}/nowhere", gw.base_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
-    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["message"], "no Route matched with those values");
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["message"],
+        "no Route matched with those values"
+    );
 
-    let resp = client.post(format!("{}/open/x", gw.base_url())).body("0123456789A").send().await.unwrap();
+    let resp = client
+        .post(format!("{}/open/x", gw.base_url()))
+        .body("0123456789A")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
-    let resp = client.post(format!("{}/open/x", gw.base_url())).body("small").send().await.unwrap();
+    let resp = client
+        .post(format!("{}/open/x", gw.base_url()))
+        .body("small")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(echo.requests().last().unwrap().path, "/base/open/x");
 }

@@ -5,17 +5,26 @@
 use std::time::Duration;
 
 use proxy_wasm_host::testing::EchoServer;
-use proxy_wasm_host::{BodyMode, Chain, Clock, FilterSpec, Host, HostError, HttpRequest, LogLevel, MetricValue, Upstream};
+use proxy_wasm_host::{
+    BodyMode, Chain, Clock, FilterSpec, Host, HostError, HttpRequest, LogLevel, MetricValue,
+    Upstream,
+};
 use serde_json::{json, Value};
 
 const PROBE: &str = "probe_filter";
 
 fn host() -> Host {
-    Host::builder().filter(PROBE).filter("noop_filter").build().expect("build the fixture filters first (scripts/test.sh)")
+    Host::builder()
+        .filter(PROBE)
+        .filter("noop_filter")
+        .build()
+        .expect("build the fixture filters first (scripts/test.sh)")
 }
 
 async fn probe_chain(host: &Host, config: Value) -> Chain {
-    host.add_chain(&[FilterSpec::json(PROBE, &config)]).await.unwrap()
+    host.add_chain(&[FilterSpec::json(PROBE, &config)])
+        .await
+        .unwrap()
 }
 
 fn upstream_of(server: &EchoServer) -> Upstream {
@@ -27,9 +36,21 @@ async fn full_lifecycle_runs_hooks_in_kong_order() {
     let host = host();
     let echo = EchoServer::start().await.unwrap();
     let chain = probe_chain(&host, json!({})).await;
-    let resp = host.request(0, &chain, HttpRequest::post("/things?x=1", "hello"), upstream_of(&echo)).await.unwrap();
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::post("/things?x=1", "hello"),
+            upstream_of(&echo),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200);
-    let hooks: Vec<&str> = resp.trace.iter().map(|t| t.split(':').nth(1).unwrap()).collect();
+    let hooks: Vec<&str> = resp
+        .trace
+        .iter()
+        .map(|t| t.split(':').nth(1).unwrap())
+        .collect();
     assert_eq!(
         hooks,
         [
@@ -66,15 +87,25 @@ async fn header_maps_include_pseudo_headers_and_edits_reach_upstream() {
         }),
     )
     .await;
-    let req = HttpRequest::get("/orig?q=1").header("X-Replace", "old").header("x-remove", "gone").header("x-keep", "k");
-    let resp = host.request(0, &chain, req, upstream_of(&echo)).await.unwrap();
-    let seen: Vec<(String, String)> = serde_json::from_str(resp.header("x-probe-request-headers").unwrap()).unwrap();
-    assert_eq!(&seen[..4], &[
-        (":path".to_string(), "/orig?q=1".to_string()),
-        (":method".to_string(), "GET".to_string()),
-        (":scheme".to_string(), "http".to_string()),
-        (":authority".to_string(), "kong:8000".to_string()),
-    ]);
+    let req = HttpRequest::get("/orig?q=1")
+        .header("X-Replace", "old")
+        .header("x-remove", "gone")
+        .header("x-keep", "k");
+    let resp = host
+        .request(0, &chain, req, upstream_of(&echo))
+        .await
+        .unwrap();
+    let seen: Vec<(String, String)> =
+        serde_json::from_str(resp.header("x-probe-request-headers").unwrap()).unwrap();
+    assert_eq!(
+        &seen[..4],
+        &[
+            (":path".to_string(), "/orig?q=1".to_string()),
+            (":method".to_string(), "GET".to_string()),
+            (":scheme".to_string(), "http".to_string()),
+            (":authority".to_string(), "kong:8000".to_string()),
+        ]
+    );
     let up = &echo.requests()[0];
     assert_eq!(up.path, "/rewritten?q=2");
     assert_eq!(up.header("x-added"), Some("1"));
@@ -88,21 +119,47 @@ async fn header_maps_include_pseudo_headers_and_edits_reach_upstream() {
 async fn request_body_is_delivered_once_whole_in_kong_mode_and_not_without_body() {
     let host = host();
     let chain = probe_chain(&host, json!({"record_body_calls": true})).await;
-    let req = HttpRequest::post("/", "").chunks(vec![b"abc".to_vec(), b"def".to_vec(), b"gh".to_vec()]);
-    let resp = host.request(0, &chain, req, Upstream::fixed(200, "ok")).await.unwrap();
+    let req =
+        HttpRequest::post("/", "").chunks(vec![b"abc".to_vec(), b"def".to_vec(), b"gh".to_vec()]);
+    let resp = host
+        .request(0, &chain, req, Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.header("x-probe-body-calls"), Some("8:true"));
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
-    assert_eq!(resp.header("x-probe-body-calls"), None, "no body, no on_request_body");
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.header("x-probe-body-calls"),
+        None,
+        "no body, no on_request_body"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_body_mode_buffers_on_pause_and_body_rewrite_reaches_upstream() {
-    let host = Host::builder().filter(PROBE).body_mode(BodyMode::Streamed).build().unwrap();
+    let host = Host::builder()
+        .filter(PROBE)
+        .body_mode(BodyMode::Streamed)
+        .build()
+        .unwrap();
     let echo = EchoServer::start().await.unwrap();
-    let chain = probe_chain(&host, json!({"record_body_calls": true, "buffer_request_body": true})).await;
-    let req = HttpRequest::post("/", "").chunks(vec![b"abc".to_vec(), b"def".to_vec(), b"gh".to_vec()]);
-    let resp = host.request(0, &chain, req, upstream_of(&echo)).await.unwrap();
-    assert_eq!(resp.header("x-probe-body-calls"), Some("3:false,6:false,8:true"));
+    let chain = probe_chain(
+        &host,
+        json!({"record_body_calls": true, "buffer_request_body": true}),
+    )
+    .await;
+    let req =
+        HttpRequest::post("/", "").chunks(vec![b"abc".to_vec(), b"def".to_vec(), b"gh".to_vec()]);
+    let resp = host
+        .request(0, &chain, req, upstream_of(&echo))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.header("x-probe-body-calls"),
+        Some("3:false,6:false,8:true")
+    );
     let up = &echo.requests()[0];
     assert_eq!(up.body, b"ABCDEFGH");
     assert_eq!(up.header("content-length"), Some("8"));
@@ -113,16 +170,26 @@ async fn dispatch_pauses_and_resumes_across_a_real_http_call() {
     let host = host();
     let echo = EchoServer::start().await.unwrap();
     let target = EchoServer::start().await.unwrap();
-    let chain =
-        probe_chain(&host, json!({"dispatch": {"target": target.target(), "path": "/token?a=b"}})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/x"), upstream_of(&echo)).await.unwrap();
+    let chain = probe_chain(
+        &host,
+        json!({"dispatch": {"target": target.target(), "path": "/token?a=b"}}),
+    )
+    .await;
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/x"), upstream_of(&echo))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-probe-dispatch-status"), Some("200"));
     // The upstream only saw the request after the call answered.
     assert_eq!(echo.requests()[0].header("x-probe-dispatched"), Some("200"));
     let call = &target.requests()[0];
     assert_eq!(call.path, "/token?a=b");
-    assert_eq!(call.header("host"), Some("probe.test"), ":authority becomes Host");
+    assert_eq!(
+        call.header("host"),
+        Some("probe.test"),
+        ":authority becomes Host"
+    );
     assert_eq!(call.header("connection"), Some("close"));
     let body: Value = serde_json::from_str(resp.header("x-probe-dispatch-body").unwrap()).unwrap();
     assert_eq!(body["path"], "/token?a=b");
@@ -132,13 +199,27 @@ async fn dispatch_pauses_and_resumes_across_a_real_http_call() {
 async fn parallel_and_chained_dispatches_resume_after_the_last_answer() {
     let host = host();
     let target = EchoServer::start().await.unwrap();
-    let chain = probe_chain(&host, json!({"dispatch": {"target": target.target(), "count": 3}})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let chain = probe_chain(
+        &host,
+        json!({"dispatch": {"target": target.target(), "count": 3}}),
+    )
+    .await;
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.header_all("x-probe-dispatch-status").len(), 3);
     assert_eq!(target.requests().len(), 3);
 
-    let chain = probe_chain(&host, json!({"dispatch": {"target": target.target(), "chain_second": true}})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let chain = probe_chain(
+        &host,
+        json!({"dispatch": {"target": target.target(), "chain_second": true}}),
+    )
+    .await;
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.header_all("x-probe-dispatch-status"), ["200", "200"]);
     assert_eq!(resp.header("x-probe-dispatch-chained"), Some("1"));
 }
@@ -148,21 +229,38 @@ async fn dispatch_failures_set_dispatch_status() {
     let host = host();
     let slow = EchoServer::start().await.unwrap();
     let cases = [
-        (json!({"target": slow.target(), "path": "/slow/3000", "timeout_ms": 100}), "timeout"),
+        (
+            json!({"target": slow.target(), "path": "/slow/3000", "timeout_ms": 100}),
+            "timeout",
+        ),
         (json!({"target": "localhost:80"}), "resolver failure"),
         (json!({"target": "my-upstream-cluster"}), "resolver failure"),
         (json!({"target": "127.0.0.1:1"}), "broken connection"),
     ];
     for (dispatch, expected) in cases {
         let chain = probe_chain(&host, json!({ "dispatch": dispatch })).await;
-        let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
-        assert_eq!(resp.header("x-probe-dispatch-failure"), Some(expected), "{dispatch}");
+        let resp = host
+            .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.header("x-probe-dispatch-failure"),
+            Some(expected),
+            "{dispatch}"
+        );
         assert_eq!(resp.header("x-probe-dispatch-nheaders"), Some("0"));
         assert_eq!(resp.status, 200);
     }
     // Without :method/:path the call is refused with BadArgument.
-    let chain = probe_chain(&host, json!({"dispatch": {"target": slow.target(), "omit_pseudo": true}})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let chain = probe_chain(
+        &host,
+        json!({"dispatch": {"target": slow.target(), "omit_pseudo": true}}),
+    )
+    .await;
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.header("x-probe-dispatch-error"), Some("BadArgument"));
 }
 
@@ -170,14 +268,30 @@ async fn dispatch_failures_set_dispatch_status() {
 async fn dispatch_is_refused_with_a_trap_outside_allowed_hooks_and_host_keeps_serving() {
     let host = host();
     let target = EchoServer::start().await.unwrap();
-    let chain =
-        probe_chain(&host, json!({"dispatch": {"target": target.target(), "phase": "response_headers"}})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let chain = probe_chain(
+        &host,
+        json!({"dispatch": {"target": target.target(), "phase": "response_headers"}}),
+    )
+    .await;
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 500);
-    assert!(host.log_text().contains("can only send HTTP dispatch during"));
+    assert!(host
+        .log_text()
+        .contains("can only send HTTP dispatch during"));
     assert!(target.requests().is_empty());
     let ok_chain = probe_chain(&host, json!({})).await;
-    let resp = host.request(0, &ok_chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(
+            0,
+            &ok_chain,
+            HttpRequest::get("/"),
+            Upstream::fixed(200, "ok"),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200);
 }
 
@@ -187,21 +301,39 @@ async fn local_response_short_circuits_the_chain_and_appends_a_newline() {
     let echo = EchoServer::start().await.unwrap();
     let chain = host
         .add_chain(&[
-            FilterSpec::json(PROBE, &json!({"id": "first", "local_response": {"status": 403, "body": "denied"}})),
+            FilterSpec::json(
+                PROBE,
+                &json!({"id": "first", "local_response": {"status": 403, "body": "denied"}}),
+            ),
             FilterSpec::json(PROBE, &json!({"id": "second"})),
         ])
         .await
         .unwrap();
-    let resp = host.request(0, &chain, HttpRequest::get("/"), upstream_of(&echo)).await.unwrap();
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), upstream_of(&echo))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 403);
     assert_eq!(resp.body, b"denied\n");
     assert!(resp.local_response);
     assert_eq!(resp.header("x-probe-local"), Some("1"));
     assert!(echo.requests().is_empty(), "upstream never called");
-    let request_hooks = resp.trace.iter().filter(|t| t.contains("request_headers")).count();
-    assert_eq!(request_hooks, 1, "second filter's request hook skipped: {:?}", resp.trace);
+    let request_hooks = resp
+        .trace
+        .iter()
+        .filter(|t| t.contains("request_headers"))
+        .count();
+    assert_eq!(
+        request_hooks, 1,
+        "second filter's request hook skipped: {:?}",
+        resp.trace
+    );
     // Response-header hooks still run for both filters.
-    let response_hooks = resp.trace.iter().filter(|t| t.contains("response_headers")).count();
+    let response_hooks = resp
+        .trace
+        .iter()
+        .filter(|t| t.contains("response_headers"))
+        .count();
     assert_eq!(response_hooks, 2, "{:?}", resp.trace);
 }
 
@@ -211,14 +343,28 @@ async fn chain_runs_filters_in_order() {
     let echo = EchoServer::start().await.unwrap();
     let chain = host
         .add_chain(&[
-            FilterSpec::json(PROBE, &json!({"id": "service", "add_request_header": ["x-order", "service"]})),
-            FilterSpec::json(PROBE, &json!({"id": "route", "add_request_header": ["x-order", "route"]})),
+            FilterSpec::json(
+                PROBE,
+                &json!({"id": "service", "add_request_header": ["x-order", "service"]}),
+            ),
+            FilterSpec::json(
+                PROBE,
+                &json!({"id": "route", "add_request_header": ["x-order", "route"]}),
+            ),
         ])
         .await
         .unwrap();
-    let resp = host.request(0, &chain, HttpRequest::get("/"), upstream_of(&echo)).await.unwrap();
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), upstream_of(&echo))
+        .await
+        .unwrap();
     let up = &echo.requests()[0];
-    let order: Vec<&str> = up.headers.iter().filter(|(k, _)| k == "x-order").map(|(_, v)| v.as_str()).collect();
+    let order: Vec<&str> = up
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-order")
+        .map(|(_, v)| v.as_str())
+        .collect();
     assert_eq!(order, ["service", "route"]);
     assert_eq!(resp.header_all("x-probe-id"), ["service", "route"]);
 }
@@ -232,16 +378,32 @@ async fn shared_data_cas_is_shared_by_instances_on_different_workers() {
     for i in 0..40 {
         let (host, chain) = (host.clone(), chain.clone());
         handles.push(tokio::spawn(async move {
-            host.request(i % 2, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap()
+            host.request(
+                i % 2,
+                &chain,
+                HttpRequest::get("/"),
+                Upstream::fixed(200, "ok"),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut counts = Vec::new();
     for h in handles {
         let resp = h.await.unwrap();
-        counts.push(resp.header("x-probe-counter").unwrap().parse::<u64>().unwrap());
+        counts.push(
+            resp.header("x-probe-counter")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
     }
     counts.sort();
-    assert_eq!(counts, (1..=40).collect::<Vec<_>>(), "every increment unique: no lost update");
+    assert_eq!(
+        counts,
+        (1..=40).collect::<Vec<_>>(),
+        "every increment unique: no lost update"
+    );
     assert_eq!(host.shared_data("hits").unwrap(), b"40");
 }
 
@@ -252,20 +414,34 @@ async fn insert_only_set_lets_exactly_one_worker_win() {
     let a = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"));
     let b = host.request(1, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"));
     let (a, b) = tokio::join!(a, b);
-    let mut results = vec![a.unwrap().header("x-probe-insert").unwrap().to_string(), b.unwrap().header("x-probe-insert").unwrap().to_string()];
+    let mut results = vec![
+        a.unwrap().header("x-probe-insert").unwrap().to_string(),
+        b.unwrap().header("x-probe-insert").unwrap().to_string(),
+    ];
     results.sort();
     assert_eq!(results, ["Err(CasMismatch)", "Ok(())"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_data_without_a_zone_traps() {
-    let host = Host::builder().filter(PROBE).default_shm_zone(false).shm_zone("tokens").build().unwrap();
+    let host = Host::builder()
+        .filter(PROBE)
+        .default_shm_zone(false)
+        .shm_zone("tokens")
+        .build()
+        .unwrap();
     let chain = probe_chain(&host, json!({"shared_counter": "hits"})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 500);
     assert!(host.log_text().contains("no shm_kv zone"));
     let chain = probe_chain(&host, json!({"shared_counter": "tokens/hits"})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.header("x-probe-counter"), Some("1"));
 }
 
@@ -276,7 +452,11 @@ async fn ticks_follow_the_test_clock_on_every_worker() {
     host.advance_clock(Duration::from_millis(999)).await;
     assert_eq!(host.shared_data("probe/ticks/t"), None);
     host.advance_clock(Duration::from_millis(1)).await;
-    assert_eq!(host.shared_data("probe/ticks/t").unwrap(), b"2", "one tick per worker");
+    assert_eq!(
+        host.shared_data("probe/ticks/t").unwrap(),
+        b"2",
+        "one tick per worker"
+    );
     host.advance_clock(Duration::from_millis(1000)).await;
     assert_eq!(host.shared_data("probe/ticks/t").unwrap(), b"4");
 }
@@ -304,7 +484,10 @@ async fn setting_the_tick_period_twice_traps_and_the_filter_is_not_configured() 
     let chain = probe_chain(&host, json!({"tick_ms": 100, "set_tick_twice": true})).await;
     assert!(!chain.all_configured());
     assert!(host.log_text().contains("tick_period already set"));
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 500);
 }
 
@@ -313,29 +496,51 @@ async fn rejected_configuration_fails_requests_with_500() {
     let host = host();
     let chain = probe_chain(&host, json!({"reject_config": true})).await;
     assert_eq!(chain.configured, [false]);
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 500);
-    let bad_json = host.add_chain(&[FilterSpec::new(PROBE, Some("{not json"))]).await.unwrap();
+    let bad_json = host
+        .add_chain(&[FilterSpec::new(PROBE, Some("{not json"))])
+        .await
+        .unwrap();
     assert_eq!(bad_json.configured, [false]);
     assert!(host.log_text().contains("probe: bad config"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_clock_drives_proxy_time_and_wasi_clock() {
-    let host = Host::builder().filter(PROBE).clock(Clock::manual_at(1_700_000_000_000_000_000)).build().unwrap();
+    let host = Host::builder()
+        .filter(PROBE)
+        .clock(Clock::manual_at(1_700_000_000_000_000_000))
+        .build()
+        .unwrap();
     let chain = probe_chain(&host, json!({"report_time": true})).await;
     host.advance_clock(Duration::from_secs(5)).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.header("x-probe-time"), Some("1700000005000000000"));
-    assert_eq!(resp.header("x-probe-wasi-time"), Some("1700000005000000000"));
+    assert_eq!(
+        resp.header("x-probe-wasi-time"),
+        Some("1700000005000000000")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_random_produces_bytes() {
     let host = host();
     let chain = probe_chain(&host, json!({"report_random": true})).await;
-    let a = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
-    let b = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let a = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
+    let b = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_ne!(a.header("x-probe-random"), b.header("x-probe-random"));
 }
 
@@ -348,7 +553,12 @@ async fn properties_match_ngx_wasm_module() {
     )
     .await;
     let resp = host
-        .request(0, &chain, HttpRequest::new("PUT", "/a/b?c=d&e").header("X-Thing", "42"), Upstream::fixed(201, "ok"))
+        .request(
+            0,
+            &chain,
+            HttpRequest::new("PUT", "/a/b?c=d&e").header("X-Thing", "42"),
+            Upstream::fixed(201, "ok"),
+        )
         .await
         .unwrap();
     assert_eq!(resp.header("x-probe-prop-request-path"), Some("/a/b?c=d&e"));
@@ -356,7 +566,10 @@ async fn properties_match_ngx_wasm_module() {
     assert_eq!(resp.header("x-probe-prop-request-query"), Some("c=d&e"));
     assert_eq!(resp.header("x-probe-prop-request-method"), Some("PUT"));
     assert_eq!(resp.header("x-probe-prop-request-scheme"), Some("http"));
-    assert_eq!(resp.header("x-probe-prop-request-headers-x-thing"), Some("42"));
+    assert_eq!(
+        resp.header("x-probe-prop-request-headers-x-thing"),
+        Some("42")
+    );
     assert_eq!(resp.header("x-probe-prop-plugin_name"), Some(PROBE));
     assert_eq!(resp.header("x-probe-prop-request-host"), Some("localhost"));
     assert_eq!(resp.header("x-probe-prop-no-such"), Some("<none>"));
@@ -367,14 +580,33 @@ async fn properties_match_ngx_wasm_module() {
 async fn logs_are_captured_per_level_including_wasi_stdout_and_stderr() {
     let host = host();
     let chain = probe_chain(&host, json!({"log": "hello"})).await;
-    host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     let logs = host.logs();
-    for level in [LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error, LogLevel::Critical] {
-        assert!(logs.iter().any(|l| l.level == level && l.message == format!("{level:?}: hello")), "{level:?}");
+    for level in [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+        LogLevel::Critical,
+    ] {
+        assert!(
+            logs.iter()
+                .any(|l| l.level == level && l.message == format!("{level:?}: hello")),
+            "{level:?}"
+        );
     }
-    assert!(logs.iter().any(|l| l.level == LogLevel::Info && l.message == "stdout: hello"));
-    assert!(logs.iter().any(|l| l.level == LogLevel::Error && l.message == "stderr: hello"));
-    assert!(logs.iter().all(|l| l.filter == PROBE || l.filter.is_empty()));
+    assert!(logs
+        .iter()
+        .any(|l| l.level == LogLevel::Info && l.message == "stdout: hello"));
+    assert!(logs
+        .iter()
+        .any(|l| l.level == LogLevel::Error && l.message == "stderr: hello"));
+    assert!(logs
+        .iter()
+        .all(|l| l.filter == PROBE || l.filter.is_empty()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +614,14 @@ async fn metrics_are_prefixed_and_shared_across_workers() {
     let host = Host::builder().filter(PROBE).workers(2).build().unwrap();
     let chain = probe_chain(&host, json!({"metric": "requests", "histogram": "sizes"})).await;
     for i in 0..6 {
-        host.request(i % 2, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+        host.request(
+            i % 2,
+            &chain,
+            HttpRequest::get("/"),
+            Upstream::fixed(200, "ok"),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(host.counter("pw:probe_filter:requests"), 6);
     match host.metrics().get("pw:probe_filter:sizes") {
@@ -394,55 +633,131 @@ async fn metrics_are_prefixed_and_shared_across_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_fails_that_request_with_500_and_a_fresh_instance_serves_the_next() {
     let host = host();
-    let trap_chain = probe_chain(&host, json!({"trap": "request_headers", "shared_counter": "c"})).await;
-    let resp = host.request(0, &trap_chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let trap_chain = probe_chain(
+        &host,
+        json!({"trap": "request_headers", "shared_counter": "c"}),
+    )
+    .await;
+    let resp = host
+        .request(
+            0,
+            &trap_chain,
+            HttpRequest::get("/"),
+            Upstream::fixed(200, "ok"),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status, 500);
-    assert_eq!(resp.json().unwrap()["message"], "An unexpected error occurred");
-    assert!(host.log_text().contains("trapped in proxy_on_request_headers"));
+    assert_eq!(
+        resp.json().unwrap()["message"],
+        "An unexpected error occurred"
+    );
+    assert!(host
+        .log_text()
+        .contains("trapped in proxy_on_request_headers"));
     let ok = probe_chain(&host, json!({"id": "after"})).await;
-    let resp = host.request(0, &ok, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(0, &ok, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-probe-id"), Some("after"));
     // Traps in the response phase fail the request too.
     let late = probe_chain(&host, json!({"trap": "response_body"})).await;
-    let resp = host.request(0, &late, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(0, &late, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_body_rewrite_and_buffering() {
-    let host = Host::builder().filter(PROBE).response_chunk_size(4).build().unwrap();
+    let host = Host::builder()
+        .filter(PROBE)
+        .response_chunk_size(4)
+        .build()
+        .unwrap();
     let chain = probe_chain(&host, json!({"prepend_response_body": ">>"})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "abcdefghij")).await.unwrap();
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/"),
+            Upstream::fixed(200, "abcdefghij"),
+        )
+        .await
+        .unwrap();
     // Prepended to each chunk the filter sees (abcd, efgh, ij).
     assert_eq!(resp.text(), ">>abcd>>efgh>>ij");
     assert_eq!(resp.header("content-length"), Some("16"));
 
-    let chain = probe_chain(&host, json!({"prepend_response_body": ">>", "buffer_response_body": true})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "abcdefghij")).await.unwrap();
-    assert_eq!(resp.text(), ">>abcdefghij", "buffered until eof, then one call");
+    let chain = probe_chain(
+        &host,
+        json!({"prepend_response_body": ">>", "buffer_response_body": true}),
+    )
+    .await;
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/"),
+            Upstream::fixed(200, "abcdefghij"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.text(),
+        ">>abcdefghij",
+        "buffered until eof, then one call"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_in_response_headers_is_ignored_with_an_error() {
     let host = host();
     let chain = probe_chain(&host, json!({"pause_in_response_headers": true})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok")).await.unwrap();
+    let resp = host
+        .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "ok");
-    assert!(host.log_text().contains("yielding not supported in response phases"));
+    assert!(host
+        .log_text()
+        .contains("yielding not supported in response phases"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_effective_context_is_a_no_op_like_ngx_wasm_module() {
     let host = std::sync::Arc::new(host());
-    let chain = probe_chain(&host, json!({"pause_forever": true, "set_effective_context_of_previous": true})).await;
+    let chain = probe_chain(
+        &host,
+        json!({"pause_forever": true, "set_effective_context_of_previous": true}),
+    )
+    .await;
     let (h, c) = (host.clone(), chain.clone());
-    let first = tokio::spawn(async move { h.request(0, &c, HttpRequest::get("/first"), Upstream::fixed(200, "ok")).await });
+    let first = tokio::spawn(async move {
+        h.request(
+            0,
+            &c,
+            HttpRequest::get("/first"),
+            Upstream::fixed(200, "ok"),
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The second request "resumes" the first through set_effective_context: in
     // ngx_wasm_module that resumes the *current* request instead.
-    let second = host.request(0, &chain, HttpRequest::get("/second"), Upstream::fixed(200, "ok")).await.unwrap();
+    let second = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/second"),
+            Upstream::fixed(200, "ok"),
+        )
+        .await
+        .unwrap();
     assert_eq!(second.status, 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!first.is_finished(), "the first request stays paused");
@@ -453,9 +768,20 @@ async fn set_effective_context_is_a_no_op_like_ngx_wasm_module() {
 async fn upstream_unreachable_gives_kongs_502() {
     let host = host();
     let chain = probe_chain(&host, json!({})).await;
-    let resp = host.request(0, &chain, HttpRequest::get("/"), Upstream::url("http://127.0.0.1:1")).await.unwrap();
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/"),
+            Upstream::url("http://127.0.0.1:1"),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status, 502);
-    assert_eq!(resp.json().unwrap()["message"], "An invalid response was received from the upstream server");
+    assert_eq!(
+        resp.json().unwrap()["message"],
+        "An invalid response was received from the upstream server"
+    );
 }
 
 #[test]
@@ -470,16 +796,25 @@ fn unsupported_imports_and_non_filters_are_clear_load_errors() {
     )
     .unwrap();
     std::fs::write(dir.join("bad_import.wasm"), bad_import).unwrap();
-    let err = Host::builder().filter_file("bad_import", dir.join("bad_import.wasm")).build().unwrap_err();
+    let err = Host::builder()
+        .filter_file("bad_import", dir.join("bad_import.wasm"))
+        .build()
+        .unwrap_err();
     assert!(
         matches!(&err, HostError::UnsupportedImport { module, name, .. } if module == "wasi_snapshot_preview1" && name == "path_open"),
         "{err}"
     );
     let not_filter = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
     std::fs::write(dir.join("plain.wasm"), not_filter).unwrap();
-    let err = Host::builder().filter_file("plain", dir.join("plain.wasm")).build().unwrap_err();
+    let err = Host::builder()
+        .filter_file("plain", dir.join("plain.wasm"))
+        .build()
+        .unwrap_err();
     assert!(matches!(err, HostError::NotAFilter { .. }), "{err}");
-    let err = Host::builder().filter_file("missing", dir.join("missing.wasm")).build().unwrap_err();
+    let err = Host::builder()
+        .filter_file("missing", dir.join("missing.wasm"))
+        .build()
+        .unwrap_err();
     assert!(matches!(err, HostError::ReadFilter { .. }));
 }
 
@@ -487,9 +822,20 @@ fn unsupported_imports_and_non_filters_are_clear_load_errors() {
 async fn noop_filter_passes_everything_through() {
     let host = host();
     let echo = EchoServer::start().await.unwrap();
-    let chain = host.add_chain(&[FilterSpec::new("noop_filter", None)]).await.unwrap();
+    let chain = host
+        .add_chain(&[FilterSpec::new("noop_filter", None)])
+        .await
+        .unwrap();
     assert!(chain.all_configured());
-    let resp = host.request(0, &chain, HttpRequest::post("/n", "body"), upstream_of(&echo)).await.unwrap();
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::post("/n", "body"),
+            upstream_of(&echo),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(echo.requests()[0].body, b"body");
 }
@@ -500,10 +846,19 @@ async fn in_kong_mode_the_upstream_gets_upstream_uri_not_path() {
     let echo = EchoServer::start().await.unwrap();
     let by_path = probe_chain(&host, json!({"set_path": "/by-path"})).await;
     let req = HttpRequest::get("/route/x?q=1").kong_upstream_uri("/svc/x?q=1");
-    host.request(0, &by_path, req.clone(), upstream_of(&echo)).await.unwrap();
-    assert_eq!(echo.requests()[0].path, "/svc/x?q=1", ":path does not change Kong's upstream URI");
+    host.request(0, &by_path, req.clone(), upstream_of(&echo))
+        .await
+        .unwrap();
+    assert_eq!(
+        echo.requests()[0].path,
+        "/svc/x?q=1",
+        ":path does not change Kong's upstream URI"
+    );
     let by_var = probe_chain(&host, json!({"set_upstream_uri": "/svc/new?y=2"})).await;
-    let resp = host.request(0, &by_var, req, upstream_of(&echo)).await.unwrap();
+    let resp = host
+        .request(0, &by_var, req, upstream_of(&echo))
+        .await
+        .unwrap();
     assert_eq!(resp.header("x-probe-set-upstream-uri"), Some("Ok(())"));
     assert_eq!(echo.requests()[1].path, "/svc/new?y=2");
 }

@@ -1,1 +1,362 @@
-fn main() {}
+//! The local sandbox: the whole product on loopback, with fakes for the outside world.
+//!
+//! It starts a `redis-server` (AOF on), stateful fakes of Advoware, EspoCRM,
+//! Google Calendar (and 3CX/WordPress senders), the real worker binary, renders
+//! the repository's `kong.yaml` with sandbox values and serves it through gateway
+//! mode (the Kong stand-in) with the real `.wasm` filters. Then it walks through a
+//! short demo — an Advoware proxy call, EspoCRM webhooks, a Vermieterhelden lead, a
+//! 3CX call report, a manual calendar sync — printing each exchange, and keeps
+//! running so you can send your own requests (`curl` lines are printed).
+//!
+//! Ports: gateway 127.0.0.1:8000, worker :18080, Advoware fake :18001,
+//! EspoCRM fake :18002, Google fake :18003, Redis :16379 (override with --base-port).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bitbylaw_fakes::{advoware, espocrm, google_calendar, threecx, vermieterhelden};
+use clap::Parser;
+use proxy_wasm_host::gateway::{Gateway, GatewayOptions};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(about = "Run bitbylaw gateway locally against fakes")]
+struct Args {
+    /// Gateway listen address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Skip the scripted demo.
+    #[arg(long)]
+    no_demo: bool,
+    /// Stop after the demo instead of serving until Ctrl-C.
+    #[arg(long)]
+    exit_after_demo: bool,
+}
+
+/// Sandbox credentials: not secrets, shared by the fakes and the rendered kong.yaml.
+const CLIENT_KEY: &str = "sandbox-client-key";
+const GATEWAY_SECRET: &str = "sandbox-gateway-signing-secret";
+const THREECX_KEY: &str = "sandbox-3cx-key";
+
+/// Kills child processes when the sandbox ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+async fn wait_http(url: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{url} did not become ready")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = repo_root();
+    let state = tempfile::tempdir()?;
+    let mut children = Children(Vec::new());
+
+    // Redis with AOF, like production.
+    let redis = Command::new("redis-server")
+        .args([
+            "--port",
+            "16379",
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(state.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting redis-server (scripts/setup.sh installs it)")?;
+    children.0.push(redis);
+
+    // Fakes of the outside world.
+    let adv = advoware::start(advoware::AdvowareConfig {
+        bind: "127.0.0.1:18001".parse()?,
+        ..Default::default()
+    })
+    .await?;
+    adv.seed_demo();
+    let espo = espocrm::start(espocrm::EspoCrmConfig {
+        bind: "127.0.0.1:18002".parse()?,
+        ..Default::default()
+    })
+    .await?;
+    let google = google_calendar::start(google_calendar::GoogleCalendarConfig {
+        bind: "127.0.0.1:18003".parse()?,
+        ..Default::default()
+    })
+    .await?;
+    let ac = adv.config().clone();
+
+    // The worker, as it runs in production, pointed at the fakes.
+    let worker_bin = root.join("target/debug/bitbylaw-worker");
+    let worker = Command::new(&worker_bin)
+        .arg("serve")
+        .env("REDIS_URL", "redis://127.0.0.1:16379/")
+        .env("WORKER_LISTEN_ADDR", "127.0.0.1:18080")
+        .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+        .env("WORKER_LOG_FORMAT", "text")
+        .env("ADVOWARE_API_BASE_URL", adv.api_base_url())
+        .env("ADVOWARE_SECURITY_GATEWAY_URL", adv.security_gateway_url())
+        .env("ADVOWARE_KANZLEI", &ac.kanzlei)
+        .env("ADVOWARE_DATABASE", &ac.database)
+        .env("ADVOWARE_USER", &ac.user)
+        .env("ADVOWARE_APP_ID", &ac.app_id)
+        .env("ADVOWARE_PASSWORD", &ac.password)
+        .env("ADVOWARE_API_KEY", &ac.api_key_b64)
+        .env("ESPOCRM_API_BASE_URL", espo.api_url())
+        .env("ESPOCRM_API_KEY", &espo.config().api_key)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it: cargo build -p bitbylaw-worker)",
+                worker_bin.display()
+            )
+        })?;
+    children.0.push(worker);
+    wait_http("http://127.0.0.1:18080/health").await?;
+
+    // EspoCRM webhooks pointing at the gateway, as an admin would register them.
+    let gw_url = format!("http://{}", args.listen);
+    let mut vars: HashMap<String, String> = HashMap::new();
+    for entity in ["beteiligte", "bankverbindungen", "document"] {
+        let espo_entity = match entity {
+            "beteiligte" => "CBeteiligte",
+            "bankverbindungen" => "CBankverbindungen",
+            _ => "CDokumente",
+        };
+        for action in ["create", "update", "delete"] {
+            let hook = espo.add_webhook(
+                &format!("{espo_entity}.{action}"),
+                &format!("{gw_url}/vmh/webhook/{entity}/{action}"),
+            );
+            let prefix = format!(
+                "ESPOCRM_WEBHOOK_{}_{}",
+                entity.to_uppercase(),
+                action.to_uppercase()
+            );
+            vars.insert(format!("{prefix}_ID"), hook.id.clone());
+            vars.insert(format!("{prefix}_SECRET"), hook.secret_key.clone());
+        }
+    }
+    let lead_secret = vermieterhelden::generate_secret();
+    for (k, v) in [
+        ("KONG_API_CLIENT_KEY", CLIENT_KEY.to_string()),
+        ("ADVOWARE_API_BASE_URL", adv.base_url()),
+        ("ADVOWARE_TOKEN_TARGET", adv.addr().to_string()),
+        ("ADVOWARE_TOKEN_SCHEME", "http".to_string()),
+        ("ADVOWARE_KANZLEI", ac.kanzlei.clone()),
+        ("ADVOWARE_DATABASE", ac.database.clone()),
+        ("ADVOWARE_USER", ac.user.clone()),
+        ("ADVOWARE_APP_ID", ac.app_id.clone()),
+        ("ADVOWARE_PASSWORD", ac.password.clone()),
+        ("ADVOWARE_API_KEY", ac.api_key_b64.clone()),
+        ("WORKER_URL", "http://127.0.0.1:18080".to_string()),
+        ("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET.to_string()),
+        ("VERMIETERHELDEN_WEBHOOK_SECRET", lead_secret.clone()),
+        ("THREECX_API_KEY", THREECX_KEY.to_string()),
+        ("CORS_ORIGIN", "http://localhost:3000".to_string()),
+    ] {
+        vars.insert(k.to_string(), v);
+    }
+    let template = std::fs::read_to_string(root.join("kong.yaml"))?;
+    let rendered = kong_config::render(&template, &|name| vars.get(name).cloned())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let filters_dir = proxy_wasm_host::host::default_filters_dir();
+    let meta_dir = root.join("wasm-plugins");
+    let config = kong_config::validate_document(&rendered, &filters_dir, &[meta_dir.as_path()])
+        .map_err(|problems| {
+            anyhow::anyhow!(
+                "rendered kong.yaml is invalid:\n{}",
+                problems
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
+    let mut opts = GatewayOptions::new(config);
+    opts.listen = args.listen;
+    opts.filters_dir = filters_dir;
+    let gateway = Gateway::start(opts).await?;
+    println!("\n== bitbylaw sandbox ==");
+    println!("gateway (Kong stand-in)  {}", gateway.base_url());
+    println!("worker                   http://127.0.0.1:18080  (/health /ready /metrics)");
+    println!("Advoware fake            {}", adv.base_url());
+    println!("EspoCRM fake             {}", espo.base_url());
+    println!("Google Calendar fake     {}", google.api_base_url());
+
+    if !args.no_demo {
+        demo(&gw_url, &espo, &lead_secret).await?;
+    }
+    println!("\nTry it yourself:");
+    println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
+    println!("  curl -s -X POST -H 'apikey: {CLIENT_KEY}' -H 'content-type: application/json' -d '{{\"kuerzel\":\"ALL\"}}' {gw_url}/advoware/calendar/sync");
+    println!("  curl -s -X POST -H 'x-api-key: {THREECX_KEY}' -H 'content-type: application/json' -d '{{\"CallType\":\"Inbound\",\"Number\":\"+49301234567\",\"Duration\":\"00:01:05\",\"DateTime\":\"2026-11-23 10:00:00\"}}' {gw_url}/3cx/calls");
+    println!("  curl -s http://127.0.0.1:18080/metrics | grep bitbylaw_");
+    println!(
+        "  target/debug/bitbylaw-worker queue stats   (with REDIS_URL=redis://127.0.0.1:16379/)"
+    );
+    if args.exit_after_demo {
+        return Ok(());
+    }
+    println!("\nCtrl-C stops everything.");
+    tokio::signal::ctrl_c().await?;
+    drop(children);
+    Ok(())
+}
+
+/// A scripted walk through the main flows, printing what happened.
+async fn demo(gw: &str, espo: &espocrm::EspoCrmFake, lead_secret: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    println!("\n-- Advoware proxy: GET /advoware/proxy?endpoint=Mitarbeiter (token minted inside the filter)");
+    let r = client
+        .get(format!("{gw}/advoware/proxy?endpoint=Mitarbeiter"))
+        .header("apikey", CLIENT_KEY)
+        .send()
+        .await?;
+    println!("   {} {}", r.status(), truncate(&r.text().await?));
+
+    println!("-- Advoware proxy without API key");
+    let r = client
+        .get(format!("{gw}/advoware/proxy?endpoint=Mitarbeiter"))
+        .send()
+        .await?;
+    println!("   {} {}", r.status(), r.text().await?);
+
+    println!("-- Advoware proxy with a path traversal attempt");
+    let r = client
+        .get(format!("{gw}/advoware/proxy?endpoint=..%2F..%2Fadmin"))
+        .header("apikey", CLIENT_KEY)
+        .send()
+        .await?;
+    println!("   {} {}", r.status(), r.text().await?);
+
+    println!("-- EspoCRM: a CBeteiligte is created and updated; EspoCRM's webhook job delivers signed batches");
+    let created = espo
+        .insert("CBeteiligte", json!({"name": "Muster GmbH", "betnr": 1001}))
+        .unwrap_or_default();
+    if let Some(id) = created.get("id").and_then(|v| v.as_str()) {
+        espo.edit("CBeteiligte", id, json!({"name": "Muster GmbH & Co. KG"}));
+    }
+    for d in espo.flush_webhooks().await {
+        println!(
+            "   webhook {} → {:?} ({} events)",
+            d.webhook_id, d.status, d.events
+        );
+    }
+
+    println!("-- EspoCRM batch with a forged signature");
+    let r = espocrm::send_webhook(
+        &format!("{gw}/vmh/webhook/beteiligte/update"),
+        "forged",
+        "wrong-secret",
+        &json!([{"id": "x1"}]),
+        espocrm::SignatureStyle::Current,
+    )
+    .await?;
+    println!("   {} {}", r.status(), r.text().await?);
+
+    println!("-- Vermieterhelden lead (Standard Webhooks signature)");
+    let lead = json!({"firstName": "Erika", "lastName": "Mustermann", "emailAddress": "erika@example.org", "phoneNumber": "+49301234567"});
+    match vermieterhelden::send_lead(
+        &format!("{gw}/api/leads/vermieterhelden"),
+        lead_secret,
+        &lead,
+    )
+    .await
+    {
+        Ok(r) => println!("   {} {}", r.status(), r.text().await?),
+        Err(e) => println!("   failed: {e}"),
+    }
+    println!("-- the same lead again (edge dedup)");
+    match vermieterhelden::send_lead(
+        &format!("{gw}/api/leads/vermieterhelden"),
+        lead_secret,
+        &lead,
+    )
+    .await
+    {
+        Ok(r) => println!("   {} {}", r.status(), r.text().await?),
+        Err(e) => println!("   failed: {e}"),
+    }
+
+    println!("-- 3CX ReportCall (CRM template, static API key)");
+    let call = json!({"CallType": "Inbound", "CallDirection": "Inbound", "Number": "+49301234567", "Name": "Erika Mustermann", "Agent": "101", "Duration": "00:01:05", "DateTime": "2026-11-23 10:00:00"});
+    let r =
+        threecx::report_call(&format!("{gw}/3cx/calls"), "x-api-key", THREECX_KEY, &call).await?;
+    println!("   {} {}", r.status(), r.text().await?);
+
+    println!("-- manual calendar sync trigger");
+    let r = client
+        .post(format!("{gw}/advoware/calendar/sync"))
+        .header("apikey", CLIENT_KEY)
+        .json(&json!({"kuerzel": "ALL"}))
+        .send()
+        .await?;
+    println!("   {} {}", r.status(), r.text().await?);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = client
+        .get("http://127.0.0.1:18080/metrics")
+        .send()
+        .await?
+        .text()
+        .await?;
+    println!("-- worker metrics (excerpt)");
+    for line in metrics
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && (l.contains("received") || l.contains("enqueued") || l.contains("queue_depth"))
+        })
+        .take(12)
+    {
+        println!("   {line}");
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() > 300 {
+        format!(
+            "{}…",
+            &s[..s
+                .char_indices()
+                .take_while(|(i, _)| *i < 300)
+                .last()
+                .map(|(i, c)| i + c.len_utf8())
+                .unwrap_or(0)]
+        )
+    } else {
+        s.to_string()
+    }
+}

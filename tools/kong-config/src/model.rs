@@ -139,8 +139,15 @@ pub struct KeyAuthCredential {
 impl KongConfig {
     /// Parses a (rendered) declarative config. Structural errors only; Kong's rules are
     /// checked by [`crate::validate::validate`].
+    /// YAML merge keys (`<<: *anchor`) are applied first, as Kong's YAML loader does; only
+    /// then, since going through a `Value` loses line numbers in error messages.
     pub fn parse(yaml: &str) -> Result<KongConfig, ConfigError> {
-        serde_yaml::from_str(yaml).map_err(ConfigError::Parse)
+        if !yaml.contains("<<") {
+            return serde_yaml::from_str(yaml).map_err(ConfigError::Parse);
+        }
+        let mut tree: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(ConfigError::Parse)?;
+        tree.apply_merge().map_err(ConfigError::Parse)?;
+        serde_yaml::from_value(tree).map_err(ConfigError::Parse)
     }
 
     /// The upstream URL of the service called `name`, if there is one.
@@ -262,6 +269,14 @@ consumers:
             Some(r#"{"raw":true}"#)
         );
         assert_eq!(chains[1].filters[1].config_string(), None);
+        Ok(())
+    }
+
+    #[test]
+    fn merge_keys_are_applied() -> Result<(), ConfigError> {
+        let yaml = "_format_version: \"3.0\"\nx-timeouts: &t {read_timeout: 5}\nservices:\n  - <<: *t\n    name: s\n    url: http://h\n";
+        let c = KongConfig::parse(yaml)?;
+        assert_eq!(c.services[0].read_timeout, 5);
         Ok(())
     }
 

@@ -102,14 +102,16 @@ pub fn render_detailed(
     template: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Rendered, RenderError> {
-    let tree: Value = serde_yaml::from_str(template).map_err(RenderError::Template)?;
+    let mut tree: Value = serde_yaml::from_str(template).map_err(RenderError::Template)?;
+    // Resolve `<<: *anchor` here so the rendered file is plain YAML, whatever loader reads it.
+    tree.apply_merge().map_err(RenderError::Template)?;
     let mut r = Renderer {
         lookup,
         missing: Vec::new(),
         invalid: Vec::new(),
         values: Vec::new(),
     };
-    let out = r.value(tree, "", None);
+    let out = r.value(tree, "", None, false);
     if !r.missing.is_empty() || !r.invalid.is_empty() {
         r.missing.sort();
         r.missing.dedup();
@@ -297,30 +299,38 @@ struct Renderer<'a> {
 }
 
 impl Renderer<'_> {
-    /// Renders one node; `key` is the mapping key it sits under, for integer/boolean coercion.
-    fn value(&mut self, v: Value, path: &str, key: Option<&str>) -> Value {
+    /// Renders one node; `key` is the mapping key it sits under, for integer/boolean coercion,
+    /// which is off (`raw`) inside a filter's `config`: there the filter's own JSON Schema
+    /// decides types, and a key like `database` is a string for `advoware_auth` but an integer
+    /// in a plugin's Redis settings.
+    fn value(&mut self, v: Value, path: &str, key: Option<&str>, raw: bool) -> Value {
         match v {
-            Value::String(s) => self.string(&s, path, key),
+            Value::String(s) => self.string(&s, path, if raw { None } else { key }),
             Value::Sequence(seq) => Value::Sequence(
                 seq.into_iter()
                     .enumerate()
-                    .map(|(i, item)| self.value(item, &format!("{path}[{i}]"), None))
+                    .map(|(i, item)| self.value(item, &format!("{path}[{i}]"), None, raw))
                     .collect(),
             ),
             Value::Mapping(m) => {
                 let mut out = Mapping::new();
+                let in_filter = path
+                    .rsplit('.')
+                    .next()
+                    .is_some_and(|last| last.starts_with("filters["));
                 for (k, item) in m {
                     let kt = key_text(&k);
                     let p = child(path, &kt);
-                    let k = self.value(k, &p, None);
+                    let k = self.value(k, &p, None, raw);
                     let rendered_key = key_text(&k);
-                    let item = self.value(item, &p, Some(&rendered_key));
+                    let item_raw = raw || (in_filter && rendered_key == "config");
+                    let item = self.value(item, &p, Some(&rendered_key), item_raw);
                     out.insert(k, item);
                 }
                 Value::Mapping(out)
             }
             Value::Tagged(mut t) => {
-                t.value = self.value(t.value, path, key);
+                t.value = self.value(t.value, path, key, raw);
                 Value::Tagged(t)
             }
             other => other,
@@ -480,6 +490,21 @@ mod tests {
             }
             Ok(_) => panic!("expected a type error"),
         }
+        Ok(())
+    }
+
+    #[test]
+    fn no_coercion_inside_filter_configs() -> Result<(), RenderError> {
+        let t = "services:\n- filter_chains:\n  - filters:\n    - name: f\n      config: {database: '${DB}', enabled: '${ON}'}\n  plugins:\n  - config: {redis: {database: '${DB}'}}\n";
+        let out = render(t, &env(&[("DB", "7"), ("ON", "true")]))?;
+        let v = parse(&out);
+        let cfg = &v["services"][0]["filter_chains"][0]["filters"][0]["config"];
+        assert_eq!(cfg["database"], Value::String("7".into()));
+        assert_eq!(cfg["enabled"], Value::String("true".into()));
+        assert_eq!(
+            v["services"][0]["plugins"][0]["config"]["redis"]["database"],
+            Value::Number(7.into())
+        );
         Ok(())
     }
 

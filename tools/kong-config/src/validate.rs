@@ -68,6 +68,9 @@ pub const BUNDLED_PLUGINS: &[&str] = &[
     "redirect",
 ];
 
+/// Location label of top-level filter chains (they name their route/service themselves).
+const TOP_LEVEL: &str = "<top level>";
+
 /// HTTP methods a route may match. Kong itself accepts any upper-case token, but anything
 /// outside this list in our config is a typo.
 const METHODS: &[&str] = &[
@@ -207,7 +210,7 @@ impl Validator<'_> {
             }
         }
         self.plugins("plugins", &c.plugins);
-        self.chains("<top level>", &c.filter_chains);
+        self.chains(TOP_LEVEL, &c.filter_chains);
         self.consumers(c);
     }
 
@@ -297,6 +300,14 @@ impl Validator<'_> {
     }
 
     fn chains(&mut self, at: &str, chains: &[FilterChain]) {
+        // Kong's filter_chains entity has `route` and `service` foreign keys marked unique:
+        // one chain per route and per service (put several filters into that one chain).
+        if chains.len() > 1 && at != TOP_LEVEL {
+            self.push(
+                format!("{at}.filter_chains"),
+                format!("{} filter chains; Kong allows one per route or service (list the filters in one chain)", chains.len()),
+            );
+        }
         for (i, chain) in chains.iter().enumerate() {
             let cat = match &chain.name {
                 Some(n) => format!("{at}.filter_chains[{n}]"),

@@ -254,6 +254,7 @@ services:
           - filters:
               - name: webhook_guard
                 config: {route: x, scheme: espocrm, gateway_secret: "{vault://env/gw-secret-xyz}"}
+          - filters: []
 consumers:
   - username: c1
     keyauth_credentials: [{key: "SAMEKEY-123"}, {key: ""}]
@@ -284,6 +285,8 @@ consumers:
         ("empty_req.meta.json", "\"required\": []"),
         ("filters[no_meta]", "no no_meta.meta.json"),
         ("filters[webhook_guard].config.gateway_secret", "vault"),
+        ("routes[dup].filter_chains", "one per route"),
+        ("routes[dup].filter_chains[1]", "no filters"),
         ("consumers[c1].keyauth_credentials[1]", "empty"),
         ("consumers[c2].keyauth_credentials[0]", "same key"),
         ("consumers[c2].keyauth_credentials[1]", "vault"),
@@ -421,5 +424,49 @@ fn binary_render_check_and_vars() -> TestResult {
     // render_detailed exposes the values for redaction.
     let r = render_detailed(TEMPLATE, &lookup(&full_env()))?;
     assert!(r.secret_values.iter().any(|v| v == "worker-key-1111"));
+    Ok(())
+}
+
+/// The repository's own template, rendered with plausible fake values, must validate against
+/// the filters' real meta.json files (with stand-in `.wasm` files).
+#[test]
+fn repository_template_renders_and_validates() -> TestResult {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let template = std::fs::read_to_string(root.join("kong.yaml"))?;
+    let filters = tempfile::tempdir()?;
+    for name in ["advoware_auth", "webhook_guard"] {
+        std::fs::write(
+            filters.path().join(format!("{name}.wasm")),
+            b"\0asm\x01\0\0\0",
+        )?;
+    }
+    // Variables with defaults keep them; every required one gets a plausible fake value.
+    let defaulted: Vec<String> = template_vars(&template)?
+        .into_iter()
+        .filter(|v| v.default.is_some())
+        .map(|v| v.name)
+        .collect();
+    let fake = |name: &str| -> Option<String> {
+        if defaulted.iter().any(|d| d == name) {
+            return None;
+        }
+        Some(if name.ends_with("_URL") {
+            "http://worker:8080".to_string()
+        } else if name.ends_with("_TARGET") {
+            "10.0.0.5:443".to_string()
+        } else if name.ends_with("_ID") {
+            "id0123456789".to_string()
+        } else {
+            format!(
+                "fake-{}-0123456789abcdef",
+                name.to_ascii_lowercase().replace('_', "-")
+            )
+        })
+    };
+    let rendered = render_detailed(&template, &fake)?;
+    let meta = root.join("wasm-plugins");
+    let config = validate_document(&rendered.yaml, filters.path(), &[meta.as_path()])
+        .map_err(|p| all_text(&p))?;
+    assert!(config.all_filter_chains().count() > 0);
     Ok(())
 }

@@ -39,23 +39,33 @@ use serde_json::json;
 const N_INNER: usize = 200;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// A token endpoint that answers instantly with a fixed token.
 async fn fast_token_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut buf = vec![0u8; 8192];
                 let mut got = Vec::new();
                 // Read headers and the announced body.
                 loop {
-                    let Ok(n) = sock.read(&mut buf).await else { return };
+                    let Ok(n) = sock.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         break;
                     }
@@ -64,7 +74,10 @@ async fn fast_token_server() -> SocketAddr {
                         let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
                         let len = head
                             .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if got.len() >= end + 4 + len {
                             break;
@@ -112,7 +125,9 @@ struct Setup {
 
 /// A token endpoint that accepts connections and never answers.
 async fn silent_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let mut open = Vec::new();
@@ -156,7 +171,8 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
 }
 
 fn req() -> HttpRequest {
-    HttpRequest::get("/advoware/proxy?endpoint=Termine&kuerzel=AB&from=2026-01-01").header("apikey", "client-key")
+    HttpRequest::get("/advoware/proxy?endpoint=Termine&kuerzel=AB&from=2026-01-01")
+        .header("apikey", "client-key")
 }
 
 /// Average time of one request through `chain` (N_INNER sequential requests).
@@ -167,7 +183,10 @@ async fn per_request(host: &Host, chain: &Chain) -> Duration {
 async fn per_request_status(host: &Host, chain: &Chain, status: u16) -> Duration {
     let start = Instant::now();
     for _ in 0..N_INNER {
-        let r = host.request(0, chain, req(), Upstream::fixed(200, "ok")).await.expect("request");
+        let r = host
+            .request(0, chain, req(), Upstream::fixed(200, "ok"))
+            .await
+            .expect("request");
         assert_eq!(r.status, status, "{}", r.text());
     }
     start.elapsed() / N_INNER as u32
@@ -180,14 +199,27 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("request");
     g.sample_size(30);
     g.bench_function("noop_filter", |b| {
-        b.iter(|| rt.block_on(s.host.request(0, &s.noop, req(), Upstream::fixed(200, "ok"))).expect("req"))
+        b.iter(|| {
+            rt.block_on(
+                s.host
+                    .request(0, &s.noop, req(), Upstream::fixed(200, "ok")),
+            )
+            .expect("req")
+        })
     });
     g.bench_function("advoware_auth_cached", |b| {
-        b.iter(|| rt.block_on(s.host.request(0, &s.auth, req(), Upstream::fixed(200, "ok"))).expect("req"))
+        b.iter(|| {
+            rt.block_on(
+                s.host
+                    .request(0, &s.auth, req(), Upstream::fixed(200, "ok")),
+            )
+            .expect("req")
+        })
     });
     g.finish();
 
-    let cfg = advoware_auth::config::Config::from_value(&config("127.0.0.1:1", "x")).expect("config");
+    let cfg =
+        advoware_auth::config::Config::from_value(&config("127.0.0.1:1", "x")).expect("config");
     let mut g = c.benchmark_group("mint");
     g.bench_function("native", |b| {
         let mut i = 0u64;
@@ -199,10 +231,22 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("wasm_request_mint_then_dispatch_fails", |b| {
-        b.iter(|| rt.block_on(s.host.request(0, &s.fail, req(), Upstream::fixed(200, "ok"))).expect("req"))
+        b.iter(|| {
+            rt.block_on(
+                s.host
+                    .request(0, &s.fail, req(), Upstream::fixed(200, "ok")),
+            )
+            .expect("req")
+        })
     });
     g.bench_function("wasm_request_lock_held_no_mint", |b| {
-        b.iter(|| rt.block_on(s.host.request(0, &s.held, req(), Upstream::fixed(200, "ok"))).expect("req"))
+        b.iter(|| {
+            rt.block_on(
+                s.host
+                    .request(0, &s.held, req(), Upstream::fixed(200, "ok")),
+            )
+            .expect("req")
+        })
     });
     g.finish();
 
@@ -217,10 +261,18 @@ fn bench(c: &mut Criterion) {
         let cached = per_request(&s.host, &s.auth).await;
         let mut minted_total = Duration::ZERO;
         for _ in 0..N_INNER {
-            let r = s.host.request(0, &s.mint, req(), Upstream::fixed(401, "no")).await.expect("req");
+            let r = s
+                .host
+                .request(0, &s.mint, req(), Upstream::fixed(401, "no"))
+                .await
+                .expect("req");
             assert!(r.status == 503 || r.status == 200, "{}", r.status);
             let t = Instant::now();
-            let r = s.host.request(0, &s.mint, req(), Upstream::fixed(200, "ok")).await.expect("req");
+            let r = s
+                .host
+                .request(0, &s.mint, req(), Upstream::fixed(200, "ok"))
+                .await
+                .expect("req");
             minted_total += t.elapsed();
             assert_eq!(r.status, 200);
         }
@@ -233,7 +285,14 @@ fn bench(c: &mut Criterion) {
         }
         let fail = per_request_status(&s.host, &s.fail, 502).await;
         let held = per_request_status(&s.host, &s.held, 503).await;
-        (noop, cached, minted_total / N_INNER as u32, rtt_total / N_INNER as u32, fail, held)
+        (
+            noop,
+            cached,
+            minted_total / N_INNER as u32,
+            rtt_total / N_INNER as u32,
+            fail,
+            held,
+        )
     });
     println!(
         "\nsummary ({N_INNER} sequential requests each): noop_filter {noop:?}/req, advoware_auth cached {cached:?}/req \
@@ -254,7 +313,9 @@ fn bench(c: &mut Criterion) {
 /// dispatch does, `Connection: close`).
 async fn raw_token_call(addr: SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut sock) = tokio::net::TcpStream::connect(addr).await else { return };
+    let Ok(mut sock) = tokio::net::TcpStream::connect(addr).await else {
+        return;
+    };
     let body = "{}";
     let req = format!("POST /api/v1/Token HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}", body.len(), body);
     let _ = sock.write_all(req.as_bytes()).await;

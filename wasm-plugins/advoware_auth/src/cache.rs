@@ -32,7 +32,11 @@ impl std::fmt::Debug for CachedToken {
 
 impl CachedToken {
     pub fn encode(&self) -> Vec<u8> {
-        format!("v1 {} {} {}", self.refresh_at_ms, self.expires_at_ms, self.token).into_bytes()
+        format!(
+            "v1 {} {} {}",
+            self.refresh_at_ms, self.expires_at_ms, self.token
+        )
+        .into_bytes()
     }
 
     /// `None` for an empty (invalidated) or unreadable record.
@@ -48,7 +52,11 @@ impl CachedToken {
         if token.is_empty() {
             return None;
         }
-        Some(CachedToken { token: token.to_owned(), refresh_at_ms, expires_at_ms })
+        Some(CachedToken {
+            token: token.to_owned(),
+            refresh_at_ms,
+            expires_at_ms,
+        })
     }
 
     /// May a request use it now?
@@ -105,7 +113,11 @@ mod tests {
 
     #[test]
     fn token_roundtrip_and_rules() {
-        let t = CachedToken { token: "abc.def/ghi=".into(), refresh_at_ms: 10, expires_at_ms: 20 };
+        let t = CachedToken {
+            token: "abc.def/ghi=".into(),
+            refresh_at_ms: 10,
+            expires_at_ms: 20,
+        };
         assert_eq!(CachedToken::decode(&t.encode()), Some(t.clone()));
         assert_eq!(CachedToken::decode(b""), None);
         assert_eq!(CachedToken::decode(b"v1 1 2 "), None);
@@ -121,7 +133,10 @@ mod tests {
 
     #[test]
     fn lock_rules() {
-        let l = Lock { owner: 42, until_ms: 100 };
+        let l = Lock {
+            owner: 42,
+            until_ms: 100,
+        };
         assert_eq!(Lock::decode(&l.encode()), Some(l));
         assert_eq!(Lock::decode(b""), None);
         assert_eq!(Lock::decode(b"junk"), None);

@@ -13,7 +13,8 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 /// Default allow-listed Advoware path prefixes.
-pub const DEFAULT_ALLOWED_PREFIXES: [&str; 3] = ["api/v1/advonet/", "api/v1/Akten", "api/v1/NewActivities"];
+pub const DEFAULT_ALLOWED_PREFIXES: [&str; 3] =
+    ["api/v1/advonet/", "api/v1/Akten", "api/v1/NewActivities"];
 /// Default prefix put in front of endpoints that name no allowed prefix.
 pub const DEFAULT_PREFIX: &str = "api/v1/advonet/";
 /// Default token path on the security gateway.
@@ -127,7 +128,11 @@ pub struct ConfigError(pub Vec<String>);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid advoware_auth configuration: {}", self.0.join("; "))
+        write!(
+            f,
+            "invalid advoware_auth configuration: {}",
+            self.0.join("; ")
+        )
     }
 }
 
@@ -152,7 +157,8 @@ impl Fields<'_> {
                     self.problems.push(format!("`{name}` must not be empty"));
                 }
                 if s.chars().any(char::is_control) {
-                    self.problems.push(format!("`{name}` contains control characters"));
+                    self.problems
+                        .push(format!("`{name}` contains control characters"));
                 }
                 s.clone()
             }
@@ -179,7 +185,8 @@ impl Fields<'_> {
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if (min..=max).contains(&v) => v,
                 _ => {
-                    self.problems.push(format!("`{name}` must be an integer from {min} to {max}"));
+                    self.problems
+                        .push(format!("`{name}` must be an integer from {min} to {max}"));
                     default
                 }
             },
@@ -197,9 +204,12 @@ impl Fields<'_> {
                 let mut out = Vec::new();
                 for item in items {
                     match item.as_str() {
-                        Some(s) if !s.trim().is_empty() && !s.chars().any(char::is_control) => out.push(s.to_owned()),
+                        Some(s) if !s.trim().is_empty() && !s.chars().any(char::is_control) => {
+                            out.push(s.to_owned())
+                        }
                         _ => {
-                            self.problems.push(format!("`{name}` must contain only non-empty strings"));
+                            self.problems
+                                .push(format!("`{name}` must contain only non-empty strings"));
                             return default.iter().map(|s| (*s).to_owned()).collect();
                         }
                     }
@@ -207,7 +217,8 @@ impl Fields<'_> {
                 out
             }
             Some(_) => {
-                self.problems.push(format!("`{name}` must be an array of strings"));
+                self.problems
+                    .push(format!("`{name}` must be an array of strings"));
                 default.iter().map(|s| (*s).to_owned()).collect()
             }
         }
@@ -220,13 +231,19 @@ fn target_host(target: &str) -> &str {
         return rest.split(']').next().unwrap_or(rest);
     }
     match target.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
         _ => target,
     }
 }
 
 fn valid_target(target: &str) -> bool {
-    if target.is_empty() || target.contains('/') || target.contains("://") || target.chars().any(char::is_whitespace) {
+    if target.is_empty()
+        || target.contains('/')
+        || target.contains("://")
+        || target.chars().any(char::is_whitespace)
+    {
         return false;
     }
     match target.rsplit_once(':') {
@@ -251,7 +268,10 @@ impl Config {
         let Some(obj) = value.as_object() else {
             return Err(ConfigError(vec!["must be a JSON object".into()]));
         };
-        let mut f = Fields { obj, problems: Vec::new() };
+        let mut f = Fields {
+            obj,
+            problems: Vec::new(),
+        };
         for key in obj.keys() {
             if !KNOWN_FIELDS.contains(&key.as_str()) {
                 f.problems.push(format!("unknown field `{key}`"));
@@ -261,9 +281,13 @@ impl Config {
         let upstream_host = f.opt_string("upstream_host");
         let api_path_prefix = f.string("api_path_prefix", false, "");
         if !api_path_prefix.is_empty()
-            && (!api_path_prefix.starts_with('/') || api_path_prefix.contains(['?', '#', ' ', '\\']))
+            && (!api_path_prefix.starts_with('/')
+                || api_path_prefix.contains(['?', '#', ' ', '\\']))
         {
-            f.problems.push("`api_path_prefix` must start with `/` and contain no `?`, `#`, space or backslash".into());
+            f.problems.push(
+                "`api_path_prefix` must start with `/` and contain no `?`, `#`, space or backslash"
+                    .into(),
+            );
         }
         let token_target = f.string("token_target", true, "");
         if !token_target.is_empty() && !valid_target(&token_target) {
@@ -274,7 +298,8 @@ impl Config {
         }
         let token_scheme = f.string("token_scheme", false, "https");
         if token_scheme != "http" && token_scheme != "https" {
-            f.problems.push("`token_scheme` must be `http` or `https`".into());
+            f.problems
+                .push("`token_scheme` must be `http` or `https`".into());
         }
         let token_authority = f
             .opt_string("token_authority")
@@ -298,7 +323,8 @@ impl Config {
                 Ok(k) => k,
                 Err(_) => {
                     // The decoder's message could quote part of the key: say only what is wrong.
-                    f.problems.push("`api_key` must be the base64 API key issued by Advoware".into());
+                    f.problems
+                        .push("`api_key` must be the base64 API key issued by Advoware".into());
                     Vec::new()
                 }
             }
@@ -306,26 +332,33 @@ impl Config {
         let token_max_lifetime_secs = f.int("token_max_lifetime_secs", 3300, 60, 86_400);
         let refresh_margin_secs = f.int("refresh_margin_secs", 300, 0, 86_400);
         if refresh_margin_secs >= token_max_lifetime_secs {
-            f.problems.push("`refresh_margin_secs` must be smaller than `token_max_lifetime_secs`".into());
+            f.problems.push(
+                "`refresh_margin_secs` must be smaller than `token_max_lifetime_secs`".into(),
+            );
         }
         let dispatch_timeout_ms = f.int("dispatch_timeout_ms", 5000, 100, 60_000);
         let allowed_prefixes = f.strings("allowed_prefixes", &DEFAULT_ALLOWED_PREFIXES);
         if allowed_prefixes.is_empty() {
-            f.problems.push("`allowed_prefixes` must not be empty".into());
+            f.problems
+                .push("`allowed_prefixes` must not be empty".into());
         }
         let default_prefix = f.string("default_prefix", false, DEFAULT_PREFIX);
         if !allowed_prefixes.is_empty()
-            && bitbylaw_core::endpoint::advoware_path("x", &allowed_prefixes, &default_prefix).is_err()
+            && bitbylaw_core::endpoint::advoware_path("x", &allowed_prefixes, &default_prefix)
+                .is_err()
         {
-            f.problems.push("`default_prefix` must lie under one of `allowed_prefixes`".into());
+            f.problems
+                .push("`default_prefix` must lie under one of `allowed_prefixes`".into());
         }
         let shared_key_prefix = f.string("shared_key_prefix", false, DEFAULT_SHARED_KEY_PREFIX);
         if shared_key_prefix.is_empty() || shared_key_prefix.contains('/') {
-            f.problems.push("`shared_key_prefix` must be non-empty and contain no `/`".into());
+            f.problems
+                .push("`shared_key_prefix` must be non-empty and contain no `/`".into());
         }
         let tick_period_ms = f.int("tick_period_ms", 5000, 0, 3_600_000);
         if tick_period_ms != 0 && tick_period_ms < 100 {
-            f.problems.push("`tick_period_ms` must be 0 (off) or at least 100".into());
+            f.problems
+                .push("`tick_period_ms` must be 0 (off) or at least 100".into());
         }
         if tick_period_ms / 1000 >= refresh_margin_secs && tick_period_ms != 0 {
             f.problems.push("`tick_period_ms` must be shorter than `refresh_margin_secs`, or ticks cannot refresh in time".into());
@@ -421,8 +454,18 @@ mod tests {
         });
         let err = Config::from_value(&bad).unwrap_err();
         let text = err.to_string();
-        for needle in ["tikc_period_ms", "token_target", "`kanzlei` must not be empty", "`database` is required",
-                       "`user` must be a string", "`role`", "token_scheme", "api_key", "refresh_margin_secs", "allowed_prefixes"] {
+        for needle in [
+            "tikc_period_ms",
+            "token_target",
+            "`kanzlei` must not be empty",
+            "`database` is required",
+            "`user` must be a string",
+            "`role`",
+            "token_scheme",
+            "api_key",
+            "refresh_margin_secs",
+            "allowed_prefixes",
+        ] {
             assert!(text.contains(needle), "{needle} missing in {text}");
         }
         assert!(!text.contains("hunter"), "{text}");
@@ -433,7 +476,10 @@ mod tests {
     fn debug_redacts() {
         let c = Config::from_value(&minimal()).unwrap();
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("pw-secret") && !dbg.contains("116, 101"), "{dbg}");
+        assert!(
+            !dbg.contains("pw-secret") && !dbg.contains("116, 101"),
+            "{dbg}"
+        );
     }
 
     #[test]
@@ -456,7 +502,10 @@ mod tests {
         assert!(Config::parse(b"[]").is_err());
         let mut v = minimal();
         v["default_prefix"] = json!("other/");
-        assert!(Config::from_value(&v).unwrap_err().to_string().contains("default_prefix"));
+        assert!(Config::from_value(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("default_prefix"));
         v["default_prefix"] = json!("api/v1/advonet/");
         v["api_path_prefix"] = json!("/base/");
         assert_eq!(Config::from_value(&v).unwrap().api_path_prefix, "/base");

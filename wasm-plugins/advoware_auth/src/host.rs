@@ -93,7 +93,10 @@ impl Metrics {
 pub fn dispatch_token_call(cfg: &Config, random: [u8; 16]) -> Result<u32, FetchError> {
     let body = token_request_body(cfg, random, now_nanos());
     let headers = token_call_headers(cfg, body.len());
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     hostcalls::dispatch_http_call(
         &cfg.token_target,
         headers,
@@ -107,12 +110,20 @@ pub fn dispatch_token_call(cfg: &Config, random: [u8; 16]) -> Result<u32, FetchE
 /// The outcome of the call whose response is being delivered now.
 pub fn call_outcome(body_size: usize) -> (Option<String>, Option<String>, Vec<u8>) {
     use proxy_wasm::types::{BufferType, MapType};
-    let dispatch_status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":dispatch_status").ok().flatten();
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+    let dispatch_status =
+        hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":dispatch_status")
+            .ok()
+            .flatten();
+    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten();
     let body = if body_size == 0 {
         Vec::new()
     } else {
-        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     };
     (dispatch_status, status, body)
 }

@@ -50,7 +50,12 @@ pub struct AdvowareHttp {
 
 impl AdvowareHttp {
     pub fn new(shared: Rc<RootShared>) -> Self {
-        AdvowareHttp { shared, token_used: None, fetch: None, responded: false }
+        AdvowareHttp {
+            shared,
+            token_used: None,
+            fetch: None,
+            responded: false,
+        }
     }
 
     fn config(&self) -> Option<Rc<Config>> {
@@ -64,26 +69,40 @@ impl AdvowareHttp {
         }
         self.responded = true;
         let body = error_body(code, message, retry_after.is_some());
-        let mut headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ];
         if let Some(ra) = retry_after {
             headers.push(("retry-after", ra));
         }
         if let Err(s) = hostcalls::send_http_response(status, headers, Some(&body)) {
-            host::log(LogLevel::Error, &format!("sending the {status} answer failed: {s:?}"));
+            host::log(
+                LogLevel::Error,
+                &format!("sending the {status} answer failed: {s:?}"),
+            );
         }
     }
 
     fn fail_fetch(&mut self, cfg: &Config, e: &FetchError) {
         self.shared.metrics.inc(Metric::TokenFetchFailures);
-        host::log(LogLevel::Warn, &format!("token fetch failed: {} ({})", e.code(), e.message()));
+        host::log(
+            LogLevel::Warn,
+            &format!("token fetch failed: {} ({})", e.code(), e.message()),
+        );
         let retry_after = cfg.failure_retry_after_secs.to_string();
         self.respond(e.http_status(), e.code(), &e.message(), Some(&retry_after));
     }
 
     fn use_token(&mut self, token: String) {
         let value = format!("Bearer {token}");
-        if let Err(s) = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", Some(&value)) {
-            host::log(LogLevel::Error, &format!("setting Authorization failed: {s:?}"));
+        if let Err(s) =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", Some(&value))
+        {
+            host::log(
+                LogLevel::Error,
+                &format!("setting Authorization failed: {s:?}"),
+            );
         }
         self.token_used = Some(token);
     }
@@ -119,7 +138,9 @@ impl AdvowareHttp {
         // 2. A cached token?
         let now = host::now_ms();
         let key = cfg.token_key();
-        let read = |key: &str| shm::read_token(key).map_err(|s| format!("reading the token cache failed: {s:?}"));
+        let read = |key: &str| {
+            shm::read_token(key).map_err(|s| format!("reading the token cache failed: {s:?}"))
+        };
         if let Some(t) = read(&key)?.filter(|t| t.usable(now)) {
             self.use_token(t.token);
             return Ok(Action::Continue);
@@ -129,7 +150,8 @@ impl AdvowareHttp {
         let random = host::random16().ok_or("no randomness for the nonce")?;
         let owner = host::owner_id(&random);
         let lock = cfg.lock_key();
-        let outcome = shm::try_lock(&lock, owner, now, cfg.lock_ttl_ms()).map_err(|s| format!("fetch lock failed: {s:?}"))?;
+        let outcome = shm::try_lock(&lock, owner, now, cfg.lock_ttl_ms())
+            .map_err(|s| format!("fetch lock failed: {s:?}"))?;
         if outcome == LockOutcome::Held {
             self.shared.metrics.inc(Metric::RefreshInProgress);
             self.respond(
@@ -162,8 +184,16 @@ impl AdvowareHttp {
 }
 
 impl Context for AdvowareHttp {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let Some((id, owner)) = self.fetch else { return };
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some((id, owner)) = self.fetch else {
+            return;
+        };
         if id != token_id {
             return;
         }
@@ -171,7 +201,13 @@ impl Context for AdvowareHttp {
         let Some(cfg) = self.config() else { return };
         let (dispatch_status, status, body) = host::call_outcome(body_size);
         let now = host::now_ms();
-        match interpret_token_response(&cfg, dispatch_status.as_deref(), status.as_deref(), &body, now) {
+        match interpret_token_response(
+            &cfg,
+            dispatch_status.as_deref(),
+            status.as_deref(),
+            &body,
+            now,
+        ) {
             Ok(token) => {
                 if let Err(s) = shm::store_token(&cfg.token_key(), &token) {
                     // This request still uses it; the next one fetches again.
@@ -205,15 +241,24 @@ impl HttpContext for AdvowareHttp {
             Ok(action) => action,
             Err(msg) => {
                 host::log(LogLevel::Error, &msg);
-                self.respond(500, "internal_error", "the gateway could not process the request", None);
+                self.respond(
+                    500,
+                    "internal_error",
+                    "the gateway could not process the request",
+                    None,
+                );
                 Action::Pause
             }
         }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(used) = self.token_used.take() else { return Action::Continue };
-        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status").ok().flatten();
+        let Some(used) = self.token_used.take() else {
+            return Action::Continue;
+        };
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten();
         if status.as_deref() != Some("401") {
             return Action::Continue;
         }
@@ -222,20 +267,43 @@ impl HttpContext for AdvowareHttp {
             match shm::invalidate_token(&cfg.token_key(), &used) {
                 Ok(true) => {
                     self.shared.metrics.inc(Metric::TokenInvalidations);
-                    host::log(LogLevel::Warn, "Advoware rejected the cached token (401); discarded it");
+                    host::log(
+                        LogLevel::Warn,
+                        "Advoware rejected the cached token (401); discarded it",
+                    );
                 }
                 Ok(false) => {}
-                Err(s) => host::log(LogLevel::Error, &format!("discarding the rejected token failed: {s:?}")),
+                Err(s) => host::log(
+                    LogLevel::Error,
+                    &format!("discarding the rejected token failed: {s:?}"),
+                ),
             }
         }
         // Within the response-header hook a local response overrides status
         // and body; its header argument is ignored, so set headers first.
-        for name in ["content-length", "www-authenticate", "content-encoding", "transfer-encoding"] {
+        for name in [
+            "content-length",
+            "www-authenticate",
+            "content-encoding",
+            "transfer-encoding",
+        ] {
             let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
         }
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-type", Some("application/json"));
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "retry-after", Some(QUICK_RETRY_SECS));
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "cache-control", Some("no-store"));
+        let _ = hostcalls::set_map_value(
+            MapType::HttpResponseHeaders,
+            "content-type",
+            Some("application/json"),
+        );
+        let _ = hostcalls::set_map_value(
+            MapType::HttpResponseHeaders,
+            "retry-after",
+            Some(QUICK_RETRY_SECS),
+        );
+        let _ = hostcalls::set_map_value(
+            MapType::HttpResponseHeaders,
+            "cache-control",
+            Some("no-store"),
+        );
         self.respond(
             503,
             "upstream_token_rejected",

@@ -79,10 +79,19 @@ mod tests {
             upstream_path(&c, "/advoware/proxy?endpoint=Termine&kuerzel=AB&apikey=secret&APIKEY=x&%61pikey=y&from=2026-01-01").unwrap(),
             "/api/v1/advonet/Termine?kuerzel=AB&from=2026-01-01"
         );
-        assert_eq!(upstream_path(&c, "/advoware/proxy?endpoint=api/v1/Akten/5").unwrap(), "/api/v1/Akten/5");
-        assert_eq!(upstream_path(&c, "/advoware/proxy?apikey=k&endpoint=Beteiligte%2F7").unwrap(), "/api/v1/advonet/Beteiligte/7");
+        assert_eq!(
+            upstream_path(&c, "/advoware/proxy?endpoint=api/v1/Akten/5").unwrap(),
+            "/api/v1/Akten/5"
+        );
+        assert_eq!(
+            upstream_path(&c, "/advoware/proxy?apikey=k&endpoint=Beteiligte%2F7").unwrap(),
+            "/api/v1/advonet/Beteiligte/7"
+        );
         let c = cfg(json!({"api_path_prefix": "/relay", "key_names": ["apikey", "key"]}));
-        assert_eq!(upstream_path(&c, "/p?key=1&endpoint=Mitarbeiter&x=%20").unwrap(), "/relay/api/v1/advonet/Mitarbeiter?x=%20");
+        assert_eq!(
+            upstream_path(&c, "/p?key=1&endpoint=Mitarbeiter&x=%20").unwrap(),
+            "/relay/api/v1/advonet/Mitarbeiter?x=%20"
+        );
     }
 
     #[test]
@@ -91,14 +100,35 @@ mod tests {
         let code = |uri: &str| upstream_path(&c, uri).unwrap_err().code();
         assert_eq!(code("/advoware/proxy"), "endpoint_missing");
         assert_eq!(code("/advoware/proxy?endpoint="), "endpoint_missing");
-        assert_eq!(code("/advoware/proxy?endpoint=../Token"), "endpoint_traversal");
-        assert_eq!(code("/advoware/proxy?endpoint=%2e%2e%2fToken"), "endpoint_traversal");
-        assert_eq!(code("/advoware/proxy?endpoint=https://evil.example/"), "endpoint_absolute");
-        assert_eq!(code("/advoware/proxy?endpoint=a%0d%0aX:1"), "endpoint_control_chars");
-        assert_eq!(code("/advoware/proxy?endpoint=a%00"), "endpoint_control_chars");
-        assert_eq!(code("/advoware/proxy?endpoint=a&endpoint=b"), "endpoint_duplicate");
+        assert_eq!(
+            code("/advoware/proxy?endpoint=../Token"),
+            "endpoint_traversal"
+        );
+        assert_eq!(
+            code("/advoware/proxy?endpoint=%2e%2e%2fToken"),
+            "endpoint_traversal"
+        );
+        assert_eq!(
+            code("/advoware/proxy?endpoint=https://evil.example/"),
+            "endpoint_absolute"
+        );
+        assert_eq!(
+            code("/advoware/proxy?endpoint=a%0d%0aX:1"),
+            "endpoint_control_chars"
+        );
+        assert_eq!(
+            code("/advoware/proxy?endpoint=a%00"),
+            "endpoint_control_chars"
+        );
+        assert_eq!(
+            code("/advoware/proxy?endpoint=a&endpoint=b"),
+            "endpoint_duplicate"
+        );
         let c = cfg(json!({"allowed_prefixes": ["api/v1/advonet/"]}));
-        assert_eq!(upstream_path(&c, "/p?endpoint=api/v1/Token").unwrap(), "/api/v1/advonet/api/v1/Token");
+        assert_eq!(
+            upstream_path(&c, "/p?endpoint=api/v1/Token").unwrap(),
+            "/api/v1/advonet/api/v1/Token"
+        );
     }
 
     #[test]
@@ -106,8 +136,12 @@ mod tests {
         let names = vec!["apikey".to_string()];
         assert_eq!(remove_params("a=1&&apikey&b", &names), "a=1&b");
         assert_eq!(remove_params("", &names), "");
-        let b: serde_json::Value = serde_json::from_slice(&error_body("x", "y \"z\"", true)).unwrap();
-        assert_eq!(b, json!({"error": "x", "message": "y \"z\"", "retry": true}));
+        let b: serde_json::Value =
+            serde_json::from_slice(&error_body("x", "y \"z\"", true)).unwrap();
+        assert_eq!(
+            b,
+            json!({"error": "x", "message": "y \"z\"", "retry": true})
+        );
         let b: serde_json::Value = serde_json::from_slice(&error_body("x", "y", false)).unwrap();
         assert_eq!(b, json!({"error": "x", "message": "y"}));
     }

@@ -53,14 +53,19 @@ struct Pending {
 impl AdvowareRoot {
     pub fn new() -> Self {
         AdvowareRoot {
-            shared: Rc::new(RootShared { config: Err("not configured yet".into()), metrics: Metrics::default() }),
+            shared: Rc::new(RootShared {
+                config: Err("not configured yet".into()),
+                metrics: Metrics::default(),
+            }),
             tick_set: false,
             pending: None,
         }
     }
 
     fn refresh_if_due(&mut self) -> Result<(), String> {
-        let Ok(cfg) = &self.shared.config else { return Ok(()) };
+        let Ok(cfg) = &self.shared.config else {
+            return Ok(());
+        };
         let cfg = Rc::clone(cfg);
         let now = host::now_ms();
         // The host answers every call within its timeout; should an answer
@@ -70,19 +75,23 @@ impl AdvowareRoot {
         }
         self.pending = None;
         let key = cfg.token_key();
-        let current = shm::read_token(&key).map_err(|s| format!("reading the token cache failed: {s:?}"))?;
+        let current =
+            shm::read_token(&key).map_err(|s| format!("reading the token cache failed: {s:?}"))?;
         if !tick_needs_fetch(current.as_ref(), now) {
             return Ok(());
         }
         let random = host::random16().ok_or("no randomness for the nonce")?;
         let owner = host::owner_id(&random);
         let lock = cfg.lock_key();
-        match shm::try_lock(&lock, owner, now, cfg.lock_ttl_ms()).map_err(|s| format!("fetch lock failed: {s:?}"))? {
+        match shm::try_lock(&lock, owner, now, cfg.lock_ttl_ms())
+            .map_err(|s| format!("fetch lock failed: {s:?}"))?
+        {
             LockOutcome::Held => return Ok(()),
             LockOutcome::Acquired => {}
         }
         // Someone may have stored a fresh token between our read and the lock.
-        let again = shm::read_token(&key).map_err(|s| format!("reading the token cache failed: {s:?}"))?;
+        let again =
+            shm::read_token(&key).map_err(|s| format!("reading the token cache failed: {s:?}"))?;
         if !tick_needs_fetch(again.as_ref(), now) {
             let _ = shm::unlock(&lock, owner);
             return Ok(());
@@ -91,7 +100,12 @@ impl AdvowareRoot {
         match host::dispatch_token_call(&cfg, random) {
             Ok(id) => {
                 let give_up_at_ms = now + cfg.lock_ttl_ms();
-                self.pending = Some(Pending { call_id: id, owner, cfg, give_up_at_ms });
+                self.pending = Some(Pending {
+                    call_id: id,
+                    owner,
+                    cfg,
+                    give_up_at_ms,
+                });
                 Ok(())
             }
             Err(e) => {
@@ -110,7 +124,13 @@ impl Default for AdvowareRoot {
 }
 
 impl Context for AdvowareRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let Some(p) = self.pending.take() else { return };
         if p.call_id != token_id {
             self.pending = Some(p);
@@ -119,42 +139,71 @@ impl Context for AdvowareRoot {
         let Pending { owner, cfg, .. } = p;
         let (dispatch_status, status, body) = host::call_outcome(body_size);
         let now = host::now_ms();
-        let outcome = interpret_token_response(&cfg, dispatch_status.as_deref(), status.as_deref(), &body, now);
+        let outcome = interpret_token_response(
+            &cfg,
+            dispatch_status.as_deref(),
+            status.as_deref(),
+            &body,
+            now,
+        );
         match outcome {
             Ok(token) => {
                 if let Err(s) = shm::store_token(&cfg.token_key(), &token) {
-                    host::log(LogLevel::Error, &format!("storing the refreshed token failed: {s:?}"));
+                    host::log(
+                        LogLevel::Error,
+                        &format!("storing the refreshed token failed: {s:?}"),
+                    );
                 } else {
                     self.shared.metrics.inc(Metric::TickRefreshes);
                     host::log(
                         LogLevel::Info,
-                        &format!("token refreshed by tick, valid for {} s", (token.expires_at_ms.saturating_sub(now)) / 1000),
+                        &format!(
+                            "token refreshed by tick, valid for {} s",
+                            (token.expires_at_ms.saturating_sub(now)) / 1000
+                        ),
                     );
                 }
             }
             Err(e) => {
                 self.shared.metrics.inc(Metric::TokenFetchFailures);
-                host::log(LogLevel::Warn, &format!("token refresh by tick failed: {} ({})", e.code(), e.message()));
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "token refresh by tick failed: {} ({})",
+                        e.code(),
+                        e.message()
+                    ),
+                );
             }
         }
         if let Err(s) = shm::unlock(&cfg.lock_key(), owner) {
-            host::log(LogLevel::Warn, &format!("releasing the fetch lock failed: {s:?} (it expires on its own)"));
+            host::log(
+                LogLevel::Warn,
+                &format!("releasing the fetch lock failed: {s:?} (it expires on its own)"),
+            );
         }
     }
 }
 
 impl RootContext for AdvowareRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes = proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         let metrics = Metrics::define();
         let config = match Config::parse(&bytes) {
             Ok(cfg) => Ok(Rc::new(cfg)),
             Err(e) => {
                 let msg = e.to_string();
-                host::log(LogLevel::Error, &format!("{msg}; every request will be answered 500"));
+                host::log(
+                    LogLevel::Error,
+                    &format!("{msg}; every request will be answered 500"),
+                );
                 Err(msg)
             }
         };
@@ -163,7 +212,10 @@ impl RootContext for AdvowareRoot {
                 let period = std::time::Duration::from_millis(cfg.tick_period_ms);
                 match proxy_wasm::hostcalls::set_tick_period(period) {
                     Ok(()) => self.tick_set = true,
-                    Err(s) => host::log(LogLevel::Warn, &format!("set_tick_period failed: {s:?}; no proactive refresh")),
+                    Err(s) => host::log(
+                        LogLevel::Warn,
+                        &format!("set_tick_period failed: {s:?}; no proactive refresh"),
+                    ),
                 }
             }
         }

@@ -73,7 +73,11 @@ pub fn invalidate_token(key: &str, used: &str) -> Result<bool, Status> {
 
 /// Takes the fetch lock for `owner` unless someone else holds an unexpired one.
 pub fn try_lock(key: &str, owner: u64, now_ms: u64, ttl_ms: u64) -> Result<LockOutcome, Status> {
-    let record = Lock { owner, until_ms: now_ms.saturating_add(ttl_ms) }.encode();
+    let record = Lock {
+        owner,
+        until_ms: now_ms.saturating_add(ttl_ms),
+    }
+    .encode();
     for _ in 0..CAS_ATTEMPTS {
         let (value, cas) = get(key)?;
         let current = value.as_deref().and_then(Lock::decode);

@@ -6,7 +6,8 @@
 //! and maps a call outcome to a cache entry or a client-facing error.
 
 use bitbylaw_core::advoware::{
-    format_request_timestamp, parse_token_response, token_lifetime_secs, uuid_v4_from_bytes, TokenRequest,
+    format_request_timestamp, parse_token_response, token_lifetime_secs, uuid_v4_from_bytes,
+    TokenRequest,
 };
 
 use crate::cache::CachedToken;
@@ -81,9 +82,13 @@ impl FetchError {
     pub fn message(&self) -> String {
         match self {
             FetchError::Timeout => "the Advoware token endpoint did not answer in time".into(),
-            FetchError::Unreachable(why) => format!("the Advoware token endpoint is unreachable ({why})"),
+            FetchError::Unreachable(why) => {
+                format!("the Advoware token endpoint is unreachable ({why})")
+            }
             FetchError::Status(s) => format!("the Advoware token endpoint answered HTTP {s}"),
-            FetchError::Invalid(why) => format!("the Advoware token endpoint's answer is unusable ({why})"),
+            FetchError::Invalid(why) => {
+                format!("the Advoware token endpoint's answer is unusable ({why})")
+            }
         }
     }
 }
@@ -101,7 +106,11 @@ pub fn interpret_token_response(
     now_ms: u64,
 ) -> Result<CachedToken, FetchError> {
     if let Some(ds) = dispatch_status.filter(|s| !s.is_empty()) {
-        return Err(if ds == "timeout" { FetchError::Timeout } else { FetchError::Unreachable(sanitize(ds)) });
+        return Err(if ds == "timeout" {
+            FetchError::Timeout
+        } else {
+            FetchError::Unreachable(sanitize(ds))
+        });
     }
     let Some(code) = status.and_then(|s| s.trim().parse::<u16>().ok()) else {
         return Err(FetchError::Unreachable("no response status".into()));
@@ -110,17 +119,25 @@ pub fn interpret_token_response(
         return Err(FetchError::Status(code));
     }
     let resp = parse_token_response(body).map_err(|e| match e {
-        bitbylaw_core::advoware::AdvowareError::InvalidTokenResponse(why) => FetchError::Invalid(why),
+        bitbylaw_core::advoware::AdvowareError::InvalidTokenResponse(why) => {
+            FetchError::Invalid(why)
+        }
         _ => FetchError::Invalid("unparsable"),
     })?;
     if !resp.access_token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(FetchError::Invalid("access_token is not a header-safe string"));
+        return Err(FetchError::Invalid(
+            "access_token is not a header-safe string",
+        ));
     }
     let lifetime = token_lifetime_secs(&resp, now_ms / 1000, cfg.token_max_lifetime_secs);
     if lifetime == 0 {
         return Err(FetchError::Invalid("token already expired"));
     }
-    let refresh_after = if lifetime > cfg.refresh_margin_secs { lifetime - cfg.refresh_margin_secs } else { lifetime / 2 };
+    let refresh_after = if lifetime > cfg.refresh_margin_secs {
+        lifetime - cfg.refresh_margin_secs
+    } else {
+        lifetime / 2
+    };
     Ok(CachedToken {
         token: resp.access_token,
         refresh_at_ms: now_ms + refresh_after * 1000,
@@ -191,23 +208,57 @@ mod tests {
     fn outcomes() {
         let c = cfg();
         let now = 1_000_000_000u64;
-        assert_eq!(interpret_token_response(&c, Some("timeout"), None, b"", now), Err(FetchError::Timeout));
-        let e = interpret_token_response(&c, Some("broken connection"), None, b"", now).unwrap_err();
-        assert_eq!((e.http_status(), e.code()), (502, "token_endpoint_unreachable"));
-        let e = interpret_token_response(&c, None, Some("401"), br#"{"error":"invalid_client"}"#, now).unwrap_err();
+        assert_eq!(
+            interpret_token_response(&c, Some("timeout"), None, b"", now),
+            Err(FetchError::Timeout)
+        );
+        let e =
+            interpret_token_response(&c, Some("broken connection"), None, b"", now).unwrap_err();
+        assert_eq!(
+            (e.http_status(), e.code()),
+            (502, "token_endpoint_unreachable")
+        );
+        let e =
+            interpret_token_response(&c, None, Some("401"), br#"{"error":"invalid_client"}"#, now)
+                .unwrap_err();
         assert_eq!(e, FetchError::Status(401));
         let e = interpret_token_response(&c, None, Some("200"), b"<html>", now).unwrap_err();
         assert_eq!(e.code(), "token_response_invalid");
-        let e = interpret_token_response(&c, None, Some("200"), br#"{"access_token":"a b"}"#, now).unwrap_err();
+        let e = interpret_token_response(&c, None, Some("200"), br#"{"access_token":"a b"}"#, now)
+            .unwrap_err();
         assert_eq!(e.code(), "token_response_invalid");
-        let e = interpret_token_response(&c, None, Some("200"), br#"{"access_token":"t","expires_in":0}"#, now).unwrap_err();
+        let e = interpret_token_response(
+            &c,
+            None,
+            Some("200"),
+            br#"{"access_token":"t","expires_in":0}"#,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e, FetchError::Invalid("token already expired"));
 
-        let t = interpret_token_response(&c, None, Some("200"), br#"{"access_token":"tok","expires_in":3600}"#, now).unwrap();
+        let t = interpret_token_response(
+            &c,
+            None,
+            Some("200"),
+            br#"{"access_token":"tok","expires_in":3600}"#,
+            now,
+        )
+        .unwrap();
         assert_eq!(t.token, "tok");
         assert_eq!(t.expires_at_ms, now + 3_300_000); // capped
         assert_eq!(t.refresh_at_ms, now + 3_000_000);
-        let t = interpret_token_response(&c, None, Some("200"), br#"{"access_token":"tok","expires_in":120}"#, now).unwrap();
-        assert_eq!((t.refresh_at_ms, t.expires_at_ms), (now + 60_000, now + 120_000));
+        let t = interpret_token_response(
+            &c,
+            None,
+            Some("200"),
+            br#"{"access_token":"tok","expires_in":120}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.refresh_at_ms, t.expires_at_ms),
+            (now + 60_000, now + 120_000)
+        );
     }
 }

@@ -58,7 +58,9 @@ fn build_host(workers: usize) -> Host {
         .workers(workers)
         .clock(Clock::manual())
         .build()
-        .expect("build the filter first: cargo build --release --target wasm32-wasip1 -p advoware-auth")
+        .expect(
+            "build the filter first: cargo build --release --target wasm32-wasip1 -p advoware-auth",
+        )
 }
 
 async fn env_with(workers: usize, fake_cfg: AdvowareConfig, extra: Value) -> Env {
@@ -66,7 +68,10 @@ async fn env_with(workers: usize, fake_cfg: AdvowareConfig, extra: Value) -> Env
     fake.seed_demo();
     let host = Arc::new(build_host(workers));
     let cfg = config_for(fake.config(), &fake.addr().to_string(), extra);
-    let chain = host.add_chain(&[FilterSpec::json(FILTER, &cfg)]).await.expect("chain");
+    let chain = host
+        .add_chain(&[FilterSpec::json(FILTER, &cfg)])
+        .await
+        .expect("chain");
     assert_eq!(chain.configured, vec![true]);
     Env { host, chain, fake }
 }
@@ -81,7 +86,15 @@ impl Env {
     }
 
     async fn get(&self, worker: usize, uri: &str) -> HttpResponse {
-        self.host.request(worker, &self.chain, HttpRequest::get(uri).header("apikey", "client-key"), self.upstream()).await.expect("request")
+        self.host
+            .request(
+                worker,
+                &self.chain,
+                HttpRequest::get(uri).header("apikey", "client-key"),
+                self.upstream(),
+            )
+            .await
+            .expect("request")
     }
 
     /// Moves the host and the fake clock together and fires due ticks.
@@ -96,7 +109,9 @@ impl Env {
     async fn warm(&self) -> String {
         self.advance(Duration::ZERO).await;
         self.advance(Duration::from_millis(TICK_MS)).await;
-        wait_for(|| cached_token(&self.host)).await.expect("tick stored a token")
+        wait_for(|| cached_token(&self.host))
+            .await
+            .expect("tick stored a token")
     }
 
     fn token_fetches_at_fake(&self) -> usize {
@@ -106,7 +121,11 @@ impl Env {
     fn assert_no_secrets(&self, extra: &[&str]) {
         let logs = self.host.log_text();
         let cfg = self.fake.config();
-        let mut secrets = vec![cfg.password.clone(), cfg.api_key_b64.clone(), "fake-advoware-api-key".to_string()];
+        let mut secrets = vec![
+            cfg.password.clone(),
+            cfg.api_key_b64.clone(),
+            "fake-advoware-api-key".to_string(),
+        ];
         secrets.extend(extra.iter().map(|s| (*s).to_string()));
         if let Some(t) = cached_token(&self.host) {
             secrets.push(t);
@@ -136,19 +155,29 @@ async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 fn bearer(resp: &HttpResponse) -> String {
-    let up = resp.upstream_request.as_ref().expect("request went upstream");
-    up.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).expect("bearer injected").to_string()
+    let up = resp
+        .upstream_request
+        .as_ref()
+        .expect("request went upstream");
+    up.header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("bearer injected")
+        .to_string()
 }
 
 fn error_code(resp: &HttpResponse) -> String {
-    resp.json().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or_default()
+    resp.json()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn assert_json_error(resp: &HttpResponse, status: u16, code: &str) {
     assert_eq!(resp.status, status, "{}", resp.text());
     assert!(resp.local_response, "answered by the filter");
     assert_eq!(resp.header("content-type"), Some("application/json"));
-    let v = resp.json().unwrap_or_else(|| panic!("JSON body: {}", resp.text()));
+    let v = resp
+        .json()
+        .unwrap_or_else(|| panic!("JSON body: {}", resp.text()));
     assert_eq!(v["error"], code, "{v}");
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
 }
@@ -156,10 +185,19 @@ fn assert_json_error(resp: &HttpResponse, status: u16, code: &str) {
 /// Sends `req` until it is not a "come back in a second" 503 (the client's
 /// side of the design), at most `max` times; returns the last answer and how
 /// many 503s it saw.
-async fn with_retries(env: &Env, worker: usize, make: impl Fn() -> HttpRequest, max: usize) -> (HttpResponse, usize) {
+async fn with_retries(
+    env: &Env,
+    worker: usize,
+    make: impl Fn() -> HttpRequest,
+    max: usize,
+) -> (HttpResponse, usize) {
     let mut retries = 0;
     loop {
-        let resp = env.host.request(worker, &env.chain, make(), env.upstream()).await.expect("request");
+        let resp = env
+            .host
+            .request(worker, &env.chain, make(), env.upstream())
+            .await
+            .expect("request");
         let retryable = resp.status == 503 && resp.json().is_some_and(|v| v["retry"] == true);
         if !retryable || retries >= max {
             return (resp, retries);
@@ -179,7 +217,13 @@ async fn cold_concurrent_requests_on_two_workers_cause_one_token_fetch() {
     for i in 0..16usize {
         let env = Arc::clone(&env);
         tasks.push(tokio::spawn(async move {
-            with_retries(&env, i % 2, || HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter").header("apikey", "k"), 200).await
+            with_retries(
+                &env,
+                i % 2,
+                || HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter").header("apikey", "k"),
+                200,
+            )
+            .await
         }));
     }
     let mut tokens = std::collections::HashSet::new();
@@ -199,11 +243,17 @@ async fn warm_cache_serves_a_concurrent_burst_without_any_wait_or_fetch() {
     let env = Arc::new(env(3).await);
     let token = env.warm().await;
     assert_eq!(env.token_fetches_at_fake(), 1);
-    assert_eq!(counter(&env.host, "tick_refreshes"), 1, "one of three workers' ticks fetched");
+    assert_eq!(
+        counter(&env.host, "tick_refreshes"),
+        1,
+        "one of three workers' ticks fetched"
+    );
     let mut tasks = Vec::new();
     for i in 0..24usize {
         let env = Arc::clone(&env);
-        tasks.push(tokio::spawn(async move { env.get(i % 3, "/advoware/proxy?endpoint=Mitarbeiter").await }));
+        tasks.push(tokio::spawn(async move {
+            env.get(i % 3, "/advoware/proxy?endpoint=Mitarbeiter").await
+        }));
     }
     for t in tasks {
         let resp = t.await.unwrap();
@@ -221,17 +271,29 @@ async fn token_is_reused_until_its_refresh_point_then_the_tick_refreshes_it() {
     let env = env(2).await;
     let t1 = env.warm().await;
     for w in 0..2 {
-        assert_eq!(bearer(&env.get(w, "/advoware/proxy?endpoint=Mitarbeiter").await), t1);
+        assert_eq!(
+            bearer(&env.get(w, "/advoware/proxy?endpoint=Mitarbeiter").await),
+            t1
+        );
     }
     // Just before the refresh point: ticks run, nothing is fetched.
     env.advance(Duration::from_secs(2990)).await;
     env.advance(Duration::from_millis(TICK_MS)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(env.token_fetches_at_fake(), 1, "no refresh before the refresh point");
-    assert_eq!(bearer(&env.get(1, "/advoware/proxy?endpoint=Mitarbeiter").await), t1);
+    assert_eq!(
+        env.token_fetches_at_fake(),
+        1,
+        "no refresh before the refresh point"
+    );
+    assert_eq!(
+        bearer(&env.get(1, "/advoware/proxy?endpoint=Mitarbeiter").await),
+        t1
+    );
     // Past the refresh point (token still valid for ~10 min): the tick fetches.
     env.advance(Duration::from_secs(20)).await;
-    let t2 = wait_for(|| cached_token(&env.host).filter(|t| *t != t1)).await.expect("tick refreshed the token");
+    let t2 = wait_for(|| cached_token(&env.host).filter(|t| *t != t1))
+        .await
+        .expect("tick refreshed the token");
     assert_eq!(env.token_fetches_at_fake(), 2);
     assert_eq!(counter(&env.host, "tick_refreshes"), 2);
     for w in 0..2 {
@@ -276,17 +338,28 @@ async fn revoked_token_gives_503_then_the_retry_succeeds_with_a_fresh_token_get_
             .header("content-type", "application/json")
             .header("apikey", "client-key")
     };
-    let resp = env.host.request(0, &env.chain, post(), env.upstream()).await.unwrap();
+    let resp = env
+        .host
+        .request(0, &env.chain, post(), env.upstream())
+        .await
+        .unwrap();
     assert_eq!(resp.status, 503);
     assert_eq!(error_code(&resp), "upstream_token_rejected");
-    let resp = env.host.request(1, &env.chain, post(), env.upstream()).await.unwrap();
+    let resp = env
+        .host
+        .request(1, &env.chain, post(), env.upstream())
+        .await
+        .unwrap();
     assert_eq!(resp.status, 201, "{}", resp.text());
     let t3 = bearer(&resp);
     assert!(t3 != t1 && t3 != t2);
     let up = resp.upstream_request.as_ref().unwrap();
     assert_eq!(up.method, "POST");
     assert_eq!(up.body, body);
-    let created = env.fake.controls().requests_to("/api/v1/advonet/Beteiligte");
+    let created = env
+        .fake
+        .controls()
+        .requests_to("/api/v1/advonet/Beteiligte");
     assert!(created.iter().all(|r| r.body.as_ref() == body.as_slice()));
     assert_eq!(env.token_fetches_at_fake(), 3);
     env.assert_no_secrets(&[&t1, &t2, &t3]);
@@ -301,7 +374,13 @@ async fn revocation_under_concurrent_load_causes_no_stampede() {
     for i in 0..20usize {
         let env = Arc::clone(&env);
         tasks.push(tokio::spawn(async move {
-            with_retries(&env, i % 2, || HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter").header("apikey", "k"), 200).await
+            with_retries(
+                &env,
+                i % 2,
+                || HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter").header("apikey", "k"),
+                200,
+            )
+            .await
         }));
     }
     let mut saw_503 = 0;
@@ -312,7 +391,11 @@ async fn revocation_under_concurrent_load_causes_no_stampede() {
         saw_503 += retries;
     }
     assert!(saw_503 >= 1);
-    assert_eq!(env.token_fetches_at_fake(), 2, "one fetch for the burst after the revocation");
+    assert_eq!(
+        env.token_fetches_at_fake(),
+        2,
+        "one fetch for the burst after the revocation"
+    );
     assert_eq!(counter(&env.host, "token_fetches"), 2);
     env.assert_no_secrets(&[&t1]);
 }
@@ -325,23 +408,61 @@ fn free_port() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_down_gives_502_then_recovers_when_it_is_back() {
     let addr = free_port(); // nothing listens there yet
-    let fake_cfg = AdvowareConfig { bind: addr, ..AdvowareConfig::default() };
+    let fake_cfg = AdvowareConfig {
+        bind: addr,
+        ..AdvowareConfig::default()
+    };
     let host = Arc::new(build_host(2));
-    let chain = host.add_chain(&[FilterSpec::json(FILTER, &config_for(&fake_cfg, &addr.to_string(), json!({})))]).await.unwrap();
+    let chain = host
+        .add_chain(&[FilterSpec::json(
+            FILTER,
+            &config_for(&fake_cfg, &addr.to_string(), json!({})),
+        )])
+        .await
+        .unwrap();
     let echo = EchoServer::start().await.unwrap();
     for w in 0..2 {
-        let resp = host.request(w, &chain, HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"), Upstream::url(&echo.base_url())).await.unwrap();
+        let resp = host
+            .request(
+                w,
+                &chain,
+                HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+                Upstream::url(&echo.base_url()),
+            )
+            .await
+            .unwrap();
         assert_json_error(&resp, 502, "token_endpoint_unreachable");
         assert_eq!(resp.header("retry-after"), Some("5"));
         assert_eq!(resp.json().unwrap()["retry"], true);
         assert!(resp.upstream_request.is_none());
     }
-    assert!(echo.requests().is_empty(), "no upstream call without a token");
-    assert_eq!(counter(&host, "token_fetch_failures"), 2, "each request tried (lock released)");
-    assert_eq!(host.shared_data(LOCK_KEY).as_deref(), Some(&b""[..]), "lock released");
+    assert!(
+        echo.requests().is_empty(),
+        "no upstream call without a token"
+    );
+    assert_eq!(
+        counter(&host, "token_fetch_failures"),
+        2,
+        "each request tried (lock released)"
+    );
+    assert_eq!(
+        host.shared_data(LOCK_KEY).as_deref(),
+        Some(&b""[..]),
+        "lock released"
+    );
 
-    let fake = advoware::start(fake_cfg).await.expect("fake on the same port");
-    let resp = host.request(0, &chain, HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"), Upstream::url(&fake.base_url())).await.unwrap();
+    let fake = advoware::start(fake_cfg)
+        .await
+        .expect("fake on the same port");
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+            Upstream::url(&fake.base_url()),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(fake.token_stats().succeeded, 1);
 }
@@ -350,45 +471,120 @@ async fn token_endpoint_down_gives_502_then_recovers_when_it_is_back() {
 async fn unresolvable_token_host_gives_502_with_the_reason() {
     let fake_cfg = AdvowareConfig::default();
     let host = build_host(1);
-    let chain = host.add_chain(&[FilterSpec::json(FILTER, &config_for(&fake_cfg, "security.advo-net.invalid:443", json!({})))]).await.unwrap();
-    let resp = host.request(0, &chain, HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"), Upstream::fixed(200, "never")).await.unwrap();
+    let chain = host
+        .add_chain(&[FilterSpec::json(
+            FILTER,
+            &config_for(&fake_cfg, "security.advo-net.invalid:443", json!({})),
+        )])
+        .await
+        .unwrap();
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+            Upstream::fixed(200, "never"),
+        )
+        .await
+        .unwrap();
     assert_json_error(&resp, 502, "token_endpoint_unreachable");
-    assert!(resp.json().unwrap()["message"].as_str().unwrap().contains("resolver failure"));
+    assert!(resp.json().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .contains("resolver failure"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_token_endpoint_gives_504_within_the_timeout_then_recovers() {
-    let env = env_with(1, AdvowareConfig::default(), json!({"dispatch_timeout_ms": 300})).await;
+    let env = env_with(
+        1,
+        AdvowareConfig::default(),
+        json!({"dispatch_timeout_ms": 300}),
+    )
+    .await;
     env.fake.controls().set_latency(Duration::from_millis(1500));
     let started = std::time::Instant::now();
     let resp = env.get(0, "/advoware/proxy?endpoint=Mitarbeiter").await;
-    assert!(started.elapsed() < Duration::from_millis(1400), "bounded by the dispatch timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "bounded by the dispatch timeout"
+    );
     assert_json_error(&resp, 504, "token_endpoint_timeout");
     assert_eq!(resp.header("retry-after"), Some("5"));
     assert_eq!(counter(&env.host, "token_fetch_failures"), 1);
     env.fake.controls().set_latency(Duration::ZERO);
     let resp = env.get(0, "/advoware/proxy?endpoint=Mitarbeiter").await;
-    assert_eq!(resp.status, 200, "next request tries again: {}", resp.text());
+    assert_eq!(
+        resp.status,
+        200,
+        "next request tries again: {}",
+        resp.text()
+    );
     env.assert_no_secrets(&[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_errors_and_garbage_give_502() {
     let env = env(1).await;
-    env.fake.controls().fail_next_on("/api/v1/Token", 1, 500, None);
+    env.fake
+        .controls()
+        .fail_next_on("/api/v1/Token", 1, 500, None);
     let resp = env.get(0, "/advoware/proxy?endpoint=Mitarbeiter").await;
     assert_json_error(&resp, 502, "token_endpoint_error");
     assert!(resp.text().contains("500"));
     // Wrong credentials → the fake's 401 on the token endpoint is a 502 for the client.
-    let fake_cfg = AdvowareConfig { password: "wrong-password".into(), ..env.fake.config().clone() };
-    let chain = env.host.add_chain(&[FilterSpec::json(FILTER, &config_for(&fake_cfg, &env.fake.addr().to_string(), json!({"shared_key_prefix": "other"})))]).await.unwrap();
-    let resp = env.host.request(0, &chain, HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"), env.upstream()).await.unwrap();
+    let fake_cfg = AdvowareConfig {
+        password: "wrong-password".into(),
+        ..env.fake.config().clone()
+    };
+    let chain = env
+        .host
+        .add_chain(&[FilterSpec::json(
+            FILTER,
+            &config_for(
+                &fake_cfg,
+                &env.fake.addr().to_string(),
+                json!({"shared_key_prefix": "other"}),
+            ),
+        )])
+        .await
+        .unwrap();
+    let resp = env
+        .host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+            env.upstream(),
+        )
+        .await
+        .unwrap();
     assert_json_error(&resp, 502, "token_endpoint_error");
     assert!(resp.text().contains("401"));
     // An EchoServer "token endpoint" answers 200 with JSON that is no token.
     let echo = EchoServer::start().await.unwrap();
-    let chain = env.host.add_chain(&[FilterSpec::json(FILTER, &config_for(env.fake.config(), &echo.target(), json!({"shared_key_prefix": "third"})))]).await.unwrap();
-    let resp = env.host.request(0, &chain, HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"), env.upstream()).await.unwrap();
+    let chain = env
+        .host
+        .add_chain(&[FilterSpec::json(
+            FILTER,
+            &config_for(
+                env.fake.config(),
+                &echo.target(),
+                json!({"shared_key_prefix": "third"}),
+            ),
+        )])
+        .await
+        .unwrap();
+    let resp = env
+        .host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+            env.upstream(),
+        )
+        .await
+        .unwrap();
     assert_json_error(&resp, 502, "token_response_invalid");
     // The echo shows what the token call looked like on the wire.
     let call = &echo.requests()[0];
@@ -401,7 +597,10 @@ async fn token_endpoint_errors_and_garbage_give_502() {
     let nonce = body["Nonce"].as_str().unwrap();
     assert_eq!(nonce.len(), 36);
     assert_eq!(&nonce[14..15], "4", "UUID v4");
-    assert_eq!(body["HMAC512Signature"].as_str().unwrap(), env.fake.config().sign(nonce, ts).unwrap());
+    assert_eq!(
+        body["HMAC512Signature"].as_str().unwrap(),
+        env.fake.config().sign(nonce, ts).unwrap()
+    );
     env.assert_no_secrets(&[]);
 }
 
@@ -413,15 +612,36 @@ async fn bad_endpoints_are_400_with_the_core_code_and_never_go_upstream() {
         ("/advoware/proxy?endpoint=", "endpoint_missing"),
         ("/advoware/proxy?kuerzel=AB", "endpoint_missing"),
         ("/advoware/proxy?endpoint=../Token", "endpoint_traversal"),
-        ("/advoware/proxy?endpoint=Beteiligte/../../Token", "endpoint_traversal"),
-        ("/advoware/proxy?endpoint=%2e%2e%2fToken", "endpoint_traversal"),
-        ("/advoware/proxy?endpoint=%252e%252e/Token", "endpoint_traversal"),
-        ("/advoware/proxy?endpoint=http://evil.example/x", "endpoint_absolute"),
-        ("/advoware/proxy?endpoint=%2F%2Fevil.example", "endpoint_absolute"),
-        ("/advoware/proxy?endpoint=a%0d%0aX-Injected:1", "endpoint_control_chars"),
+        (
+            "/advoware/proxy?endpoint=Beteiligte/../../Token",
+            "endpoint_traversal",
+        ),
+        (
+            "/advoware/proxy?endpoint=%2e%2e%2fToken",
+            "endpoint_traversal",
+        ),
+        (
+            "/advoware/proxy?endpoint=%252e%252e/Token",
+            "endpoint_traversal",
+        ),
+        (
+            "/advoware/proxy?endpoint=http://evil.example/x",
+            "endpoint_absolute",
+        ),
+        (
+            "/advoware/proxy?endpoint=%2F%2Fevil.example",
+            "endpoint_absolute",
+        ),
+        (
+            "/advoware/proxy?endpoint=a%0d%0aX-Injected:1",
+            "endpoint_control_chars",
+        ),
         ("/advoware/proxy?endpoint=a%00b", "endpoint_control_chars"),
         ("/advoware/proxy?endpoint=a%5Cb", "endpoint_invalid"),
-        ("/advoware/proxy?endpoint=a&endpoint=b", "endpoint_duplicate"),
+        (
+            "/advoware/proxy?endpoint=a&endpoint=b",
+            "endpoint_duplicate",
+        ),
     ];
     for (uri, code) in cases {
         let resp = env.get(0, uri).await;
@@ -432,32 +652,88 @@ async fn bad_endpoints_are_400_with_the_core_code_and_never_go_upstream() {
     // is mapped *under* the default prefix (so `endpoint_not_allowed` cannot
     // happen at run time: a default prefix outside the allow-list is a
     // configuration error). Here only api/v1/Akten is allowed:
-    let cfg = config_for(env.fake.config(), &env.fake.addr().to_string(), json!({"allowed_prefixes": ["api/v1/Akten"], "default_prefix": "api/v1/Akten"}));
-    let chain = env.host.add_chain(&[FilterSpec::json(FILTER, &cfg)]).await.unwrap();
-    let resp = env.host.request(0, &chain, HttpRequest::get("/advoware/proxy?endpoint=api/v1/NewActivities"), env.upstream()).await.unwrap();
-    assert_eq!(resp.status, 404, "mapped under api/v1/Akten, unknown to the fake: {}", resp.text());
-    assert_eq!(resp.upstream_request.as_ref().unwrap().path, "/api/v1/Akten/api/v1/NewActivities");
+    let cfg = config_for(
+        env.fake.config(),
+        &env.fake.addr().to_string(),
+        json!({"allowed_prefixes": ["api/v1/Akten"], "default_prefix": "api/v1/Akten"}),
+    );
+    let chain = env
+        .host
+        .add_chain(&[FilterSpec::json(FILTER, &cfg)])
+        .await
+        .unwrap();
+    let resp = env
+        .host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/advoware/proxy?endpoint=api/v1/NewActivities"),
+            env.upstream(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status,
+        404,
+        "mapped under api/v1/Akten, unknown to the fake: {}",
+        resp.text()
+    );
+    assert_eq!(
+        resp.upstream_request.as_ref().unwrap().path,
+        "/api/v1/Akten/api/v1/NewActivities"
+    );
     assert_eq!(counter(&env.host, "rejected_requests"), cases.len() as u64);
-    assert!(env.fake.controls().requests_to("/api/v1/advonet").is_empty(), "nothing reached Advoware");
-    assert_eq!(env.token_fetches_at_fake(), 1, "only the allowed request needed a token");
+    assert!(
+        env.fake
+            .controls()
+            .requests_to("/api/v1/advonet")
+            .is_empty(),
+        "nothing reached Advoware"
+    );
+    assert_eq!(
+        env.token_fetches_at_fake(),
+        1,
+        "only the allowed request needed a token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_request_has_path_query_method_body_and_only_the_bearer() {
-    let env = env_with(2, AdvowareConfig::default(), json!({"upstream_host": "advoware-api.test"})).await;
+    let env = env_with(
+        2,
+        AdvowareConfig::default(),
+        json!({"upstream_host": "advoware-api.test"}),
+    )
+    .await;
     let token = env.warm().await;
     let req = HttpRequest::get("/advoware/proxy?endpoint=Termine&kuerzel=AB&apikey=client-key&from=2026-01-01&to=2026-12-31")
         .header("apikey", "client-key")
         .header("authorization", "Basic Y2xpZW50OnNlY3JldA==")
         .header("x-request-id", "r-1");
-    let resp = env.host.request(0, &env.chain, req, env.upstream()).await.unwrap();
+    let resp = env
+        .host
+        .request(0, &env.chain, req, env.upstream())
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     let up = resp.upstream_request.as_ref().unwrap();
     assert_eq!(up.method, "GET");
-    assert_eq!(up.path, "/api/v1/advonet/Termine?kuerzel=AB&from=2026-01-01&to=2026-12-31");
+    assert_eq!(
+        up.path,
+        "/api/v1/advonet/Termine?kuerzel=AB&from=2026-01-01&to=2026-12-31"
+    );
     assert_eq!(up.header("apikey"), None);
-    assert_eq!(up.header("authorization"), Some(format!("Bearer {token}").as_str()));
-    assert_eq!(up.headers.iter().filter(|(k, _)| k == "authorization").count(), 1);
+    assert_eq!(
+        up.header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert_eq!(
+        up.headers
+            .iter()
+            .filter(|(k, _)| k == "authorization")
+            .count(),
+        1
+    );
     assert_eq!(up.header("host"), Some("advoware-api.test"));
     assert_eq!(up.header("x-request-id"), Some("r-1"));
     let seen = env.fake.controls().last_request().unwrap();
@@ -466,16 +742,32 @@ async fn upstream_request_has_path_query_method_body_and_only_the_bearer() {
     assert_eq!(seen.header("apikey"), None);
 
     // PUT and DELETE pass method and body through.
-    let fr_nr = env.fake.insert_termin(json!({"datum": "2026-03-02", "kuerzel": "AB", "text": "Termin"}));
+    let fr_nr = env
+        .fake
+        .insert_termin(json!({"datum": "2026-03-02", "kuerzel": "AB", "text": "Termin"}));
     let put = HttpRequest::new("PUT", &format!("/advoware/proxy?endpoint=Termine/{fr_nr}"))
         .body(br#"{"text":"verschoben"}"#.to_vec())
         .header("content-type", "application/json");
-    let resp = env.host.request(1, &env.chain, put, env.upstream()).await.unwrap();
+    let resp = env
+        .host
+        .request(1, &env.chain, put, env.upstream())
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(resp.upstream_request.as_ref().unwrap().body, br#"{"text":"verschoben"}"#);
+    assert_eq!(
+        resp.upstream_request.as_ref().unwrap().body,
+        br#"{"text":"verschoben"}"#
+    );
     assert_eq!(env.fake.termin(fr_nr).unwrap()["text"], "verschoben");
-    let del = HttpRequest::new("DELETE", &format!("/advoware/proxy?endpoint=api/v1/advonet/Termine/{fr_nr}"));
-    let resp = env.host.request(0, &env.chain, del, env.upstream()).await.unwrap();
+    let del = HttpRequest::new(
+        "DELETE",
+        &format!("/advoware/proxy?endpoint=api/v1/advonet/Termine/{fr_nr}"),
+    );
+    let resp = env
+        .host
+        .request(0, &env.chain, del, env.upstream())
+        .await
+        .unwrap();
     assert_eq!(resp.status, 204, "{}", resp.text());
     assert_eq!(resp.upstream_request.as_ref().unwrap().method, "DELETE");
     assert!(env.fake.termin(fr_nr).is_none());
@@ -486,27 +778,65 @@ async fn upstream_request_has_path_query_method_body_and_only_the_bearer() {
 async fn invalid_config_answers_every_request_500_json_and_logs_one_line() {
     let host = build_host(2);
     let bad = json!({"token_target": "https://gw/x", "kanzlei": "", "password": "hunter2-password", "api_key": "%%%", "tikc": 1});
-    let chain = host.add_chain(&[FilterSpec::json(FILTER, &bad)]).await.unwrap();
-    assert_eq!(chain.configured, vec![true], "the filter stays up to answer JSON itself");
+    let chain = host
+        .add_chain(&[FilterSpec::json(FILTER, &bad)])
+        .await
+        .unwrap();
+    assert_eq!(
+        chain.configured,
+        vec![true],
+        "the filter stays up to answer JSON itself"
+    );
     for w in 0..2 {
         for uri in ["/advoware/proxy?endpoint=Mitarbeiter", "/advoware/proxy"] {
-            let resp = host.request(w, &chain, HttpRequest::get(uri), Upstream::fixed(200, "never")).await.unwrap();
+            let resp = host
+                .request(
+                    w,
+                    &chain,
+                    HttpRequest::get(uri),
+                    Upstream::fixed(200, "never"),
+                )
+                .await
+                .unwrap();
             assert_json_error(&resp, 500, "filter_misconfigured");
             assert!(resp.upstream_request.is_none());
         }
     }
-    let lines: Vec<_> = host.logs().into_iter().filter(|l| l.message.contains("invalid advoware_auth configuration")).collect();
+    let lines: Vec<_> = host
+        .logs()
+        .into_iter()
+        .filter(|l| l.message.contains("invalid advoware_auth configuration"))
+        .collect();
     assert_eq!(lines.len(), 2, "one line per worker (root context)");
     let line = &lines[0].message;
-    for needle in ["`tikc`", "token_target", "`kanzlei`", "`database` is required", "`user` is required", "`app_id` is required", "`api_key`"] {
+    for needle in [
+        "`tikc`",
+        "token_target",
+        "`kanzlei`",
+        "`database` is required",
+        "`user` is required",
+        "`app_id` is required",
+        "`api_key`",
+    ] {
         assert!(line.contains(needle), "{needle} not named in: {line}");
     }
     let text = host.log_text();
     assert!(!text.contains("hunter2"), "{text}");
     assert!(!text.contains("%%%"));
     // Not JSON at all.
-    let chain = host.add_chain(&[FilterSpec::new(FILTER, Some("not json"))]).await.unwrap();
-    let resp = host.request(0, &chain, HttpRequest::get("/advoware/proxy?endpoint=x"), Upstream::fixed(200, "never")).await.unwrap();
+    let chain = host
+        .add_chain(&[FilterSpec::new(FILTER, Some("not json"))])
+        .await
+        .unwrap();
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::get("/advoware/proxy?endpoint=x"),
+            Upstream::fixed(200, "never"),
+        )
+        .await
+        .unwrap();
     assert_json_error(&resp, 500, "filter_misconfigured");
     assert_eq!(counter(&host, "config_errors"), 5);
 }
@@ -520,7 +850,8 @@ async fn lock_of_a_crashed_fetch_expires() {
     env.fake.controls().set_latency(Duration::from_millis(800));
     let env = Arc::new(env);
     let e2 = Arc::clone(&env);
-    let first = tokio::spawn(async move { e2.get(0, "/advoware/proxy?endpoint=Mitarbeiter").await });
+    let first =
+        tokio::spawn(async move { e2.get(0, "/advoware/proxy?endpoint=Mitarbeiter").await });
     let held = wait_for(|| env.host.shared_data(LOCK_KEY).filter(|v| !v.is_empty())).await;
     assert!(held.is_some(), "lock taken");
     // While held, a second request on the same worker is told to come back.
@@ -542,13 +873,38 @@ async fn lock_of_a_crashed_fetch_expires() {
 async fn a_named_shm_zone_is_used_when_configured() {
     // kong.conf: nginx_wasm_shm_kv_advoware_auth = 1m and no default zone.
     let fake = advoware::start(AdvowareConfig::default()).await.unwrap();
-    let host = Host::builder().filter(FILTER).workers(2).clock(Clock::manual()).default_shm_zone(false).shm_zone("advoware_auth").build().unwrap();
-    let chain = host.add_chain(&[FilterSpec::json(FILTER, &config_for(fake.config(), &fake.addr().to_string(), json!({})))]).await.unwrap();
+    let host = Host::builder()
+        .filter(FILTER)
+        .workers(2)
+        .clock(Clock::manual())
+        .default_shm_zone(false)
+        .shm_zone("advoware_auth")
+        .build()
+        .unwrap();
+    let chain = host
+        .add_chain(&[FilterSpec::json(
+            FILTER,
+            &config_for(fake.config(), &fake.addr().to_string(), json!({})),
+        )])
+        .await
+        .unwrap();
     for w in 0..2 {
-        let resp = host.request(w, &chain, HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"), Upstream::url(&fake.base_url())).await.unwrap();
+        let resp = host
+            .request(
+                w,
+                &chain,
+                HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+                Upstream::url(&fake.base_url()),
+            )
+            .await
+            .unwrap();
         assert_eq!(resp.status, 200, "{}", resp.text());
     }
-    assert_eq!(fake.token_stats().succeeded, 1, "both workers share the named zone");
+    assert_eq!(
+        fake.token_stats().succeeded,
+        1,
+        "both workers share the named zone"
+    );
     assert!(cached_token(&host).is_some());
 }
 
@@ -557,12 +913,31 @@ async fn streamed_bodies_pass_through_a_request_that_waited_for_its_own_fetch() 
     // Envoy-style chunked body delivery: the filter never touches the body,
     // also not when the request first paused for a token fetch.
     let fake = advoware::start(AdvowareConfig::default()).await.unwrap();
-    let host = Host::builder().filter(FILTER).clock(Clock::manual()).body_mode(proxy_wasm_host::BodyMode::Streamed).build().unwrap();
-    let chain = host.add_chain(&[FilterSpec::json(FILTER, &config_for(fake.config(), &fake.addr().to_string(), json!({})))]).await.unwrap();
+    let host = Host::builder()
+        .filter(FILTER)
+        .clock(Clock::manual())
+        .body_mode(proxy_wasm_host::BodyMode::Streamed)
+        .build()
+        .unwrap();
+    let chain = host
+        .add_chain(&[FilterSpec::json(
+            FILTER,
+            &config_for(fake.config(), &fake.addr().to_string(), json!({})),
+        )])
+        .await
+        .unwrap();
     let chunks = vec![br#"{"name":"#.to_vec(), br#""Streamed KG"}"#.to_vec()];
-    let req = HttpRequest::new("POST", "/advoware/proxy?endpoint=Beteiligte").chunks(chunks).header("content-type", "application/json");
-    let resp = host.request(0, &chain, req, Upstream::url(&fake.base_url())).await.unwrap();
+    let req = HttpRequest::new("POST", "/advoware/proxy?endpoint=Beteiligte")
+        .chunks(chunks)
+        .header("content-type", "application/json");
+    let resp = host
+        .request(0, &chain, req, Upstream::url(&fake.base_url()))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 201, "{}", resp.text());
-    assert_eq!(resp.upstream_request.as_ref().unwrap().body, br#"{"name":"Streamed KG"}"#);
+    assert_eq!(
+        resp.upstream_request.as_ref().unwrap().body,
+        br#"{"name":"Streamed KG"}"#
+    );
     assert_eq!(fake.token_stats().succeeded, 1);
 }

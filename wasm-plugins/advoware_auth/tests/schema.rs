@@ -8,14 +8,20 @@ use advoware_auth::config::{Config, KNOWN_FIELDS};
 use serde_json::{json, Value};
 
 fn schema() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/advoware_auth.meta.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/advoware_auth.meta.json"
+    ))
+    .unwrap();
     let meta: Value = serde_json::from_str(&text).unwrap();
     meta["config_schema"].clone()
 }
 
 fn no_empty_required(v: &Value) -> bool {
     match v {
-        Value::Object(o) => o.iter().all(|(k, x)| !(k == "required" && x.as_array().is_some_and(Vec::is_empty)) && no_empty_required(x)),
+        Value::Object(o) => o.iter().all(|(k, x)| {
+            !(k == "required" && x.as_array().is_some_and(Vec::is_empty)) && no_empty_required(x)
+        }),
         Value::Array(a) => a.iter().all(no_empty_required),
         _ => true,
     }
@@ -28,7 +34,12 @@ fn schema_matches_the_parser() {
     assert_eq!(s["type"], "object");
     assert_eq!(s["additionalProperties"], false);
     assert!(no_empty_required(&s), "Kong 3.9 rejects \"required\": []");
-    let props: Vec<&str> = s["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let props: Vec<&str> = s["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut a = props.clone();
     let mut b = KNOWN_FIELDS.to_vec();
     a.sort_unstable();
@@ -40,10 +51,20 @@ fn schema_matches_the_parser() {
         "token_target": "10.0.0.1:443", "kanzlei": "k", "database": "d", "user": "u",
         "app_id": "a", "password": "p", "api_key": "dGVzdA=="
     });
-    let required: Vec<&str> = s["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let required: Vec<&str> = s["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     let mut req_sorted = required.clone();
     req_sorted.sort_unstable();
-    let mut full_keys: Vec<&str> = full.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut full_keys: Vec<&str> = full
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     full_keys.sort_unstable();
     assert_eq!(req_sorted, full_keys);
     let cfg = Config::from_value(&full).unwrap();
@@ -67,15 +88,22 @@ fn schema_matches_the_parser() {
         if let Some(default) = prop.get("default") {
             assert_eq!(Some(default), parsed.get(name), "default of {name}");
         }
-        assert!(prop["description"].as_str().is_some_and(|d| !d.is_empty()), "{name} documented");
+        assert!(
+            prop["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{name} documented"
+        );
     }
 }
 
 #[test]
 fn readme_example_config_is_valid() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(readme.contains("name: advoware_auth"));
     for field in KNOWN_FIELDS {
-        assert!(readme.contains(&format!("`{field}`")), "README documents `{field}`");
+        assert!(
+            readme.contains(&format!("`{field}`")),
+            "README documents `{field}`"
+        );
     }
 }

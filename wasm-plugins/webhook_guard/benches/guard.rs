@@ -44,62 +44,100 @@ fn batch(size: usize) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let host = Host::builder()
         .filter("webhook_guard")
         .workers(1)
         .clock(Clock::manual_at(1_795_442_520_000_000_000))
         .build()
-        .expect("build the filter first: cargo build --release --target wasm32-wasip1 -p webhook-guard");
+        .expect(
+            "build the filter first: cargo build --release --target wasm32-wasip1 -p webhook-guard",
+        );
     let cfg = json!({
         "route": "bench", "scheme": "espocrm", "webhooks": [{"id": ID, "secret": SECRET}],
         "topic": "vmh.beteiligte.{action}", "path_pattern": "/vmh/webhook/beteiligte/{action}",
         "gateway_secret": "gateway-secret-bench-0123456789", "max_body_bytes": 1_048_576
     });
-    let chain = rt.block_on(host.add_chain(&[FilterSpec::json("webhook_guard", &cfg)])).unwrap();
+    let chain = rt
+        .block_on(host.add_chain(&[FilterSpec::json("webhook_guard", &cfg)]))
+        .unwrap();
     assert!(chain.all_configured());
 
     let mut group = c.benchmark_group("guard");
-    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(30);
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
     for size in [1024usize, 16 * 1024, 256 * 1024] {
         let body = batch(size);
-        let sig = STANDARD.encode(format!("{ID}:{}", hex::encode(hmac_sha256(SECRET.as_bytes(), &body))));
-        let req = HttpRequest::post(PATH, body.clone()).header("content-type", "application/json").header("Signature", &sig);
+        let sig = STANDARD.encode(format!(
+            "{ID}:{}",
+            hex::encode(hmac_sha256(SECRET.as_bytes(), &body))
+        ));
+        let req = HttpRequest::post(PATH, body.clone())
+            .header("content-type", "application/json")
+            .header("Signature", &sig);
         // sanity: accepted
-        let r = rt.block_on(host.request(0, &chain, req.clone(), Upstream::fixed(202, ""))).unwrap();
+        let r = rt
+            .block_on(host.request(0, &chain, req.clone(), Upstream::fixed(202, "")))
+            .unwrap();
         assert_eq!(r.status, 202, "{}", r.text());
         let label = format!("{}KiB", size / 1024);
         group.throughput(Throughput::Bytes(body.len() as u64));
 
-        group.bench_with_input(BenchmarkId::new("wasm_filter_accept", &label), &req, |b, req| {
-            b.iter(|| {
-                let r = rt.block_on(host.request(0, &chain, req.clone(), Upstream::fixed(202, ""))).unwrap();
-                assert_eq!(r.status, 202);
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("wasm_filter_accept", &label),
+            &req,
+            |b, req| {
+                b.iter(|| {
+                    let r = rt
+                        .block_on(host.request(0, &chain, req.clone(), Upstream::fixed(202, "")))
+                        .unwrap();
+                    assert_eq!(r.status, 202);
+                })
+            },
+        );
         // The host's own cost for the same request: rejected in the header
         // hook (no signature), so no body work happens in the filter.
         let unsigned = HttpRequest::post(PATH, body.clone()).header("content-type", "text/plain");
-        group.bench_with_input(BenchmarkId::new("wasm_host_reject_headers", &label), &unsigned, |b, req| {
-            b.iter(|| {
-                let r = rt.block_on(host.request(0, &chain, req.clone(), Upstream::fixed(202, ""))).unwrap();
-                assert_eq!(r.status, 415);
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("native_hmac_sha256", &label), &body, |b, body| {
-            b.iter(|| {
-                let mac = hmac_sha256(SECRET.as_bytes(), body);
-                let digest = Sha256::digest(body);
-                std::hint::black_box((mac, digest))
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("native_hmac_dedup_key", &label), &body, |b, body| {
-            b.iter(|| {
-                let mac = hmac_sha256(SECRET.as_bytes(), body);
-                let key = bitbylaw_core::canonical::dedup_key(body).unwrap();
-                std::hint::black_box((mac, key))
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("wasm_host_reject_headers", &label),
+            &unsigned,
+            |b, req| {
+                b.iter(|| {
+                    let r = rt
+                        .block_on(host.request(0, &chain, req.clone(), Upstream::fixed(202, "")))
+                        .unwrap();
+                    assert_eq!(r.status, 415);
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("native_hmac_sha256", &label),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let mac = hmac_sha256(SECRET.as_bytes(), body);
+                    let digest = Sha256::digest(body);
+                    std::hint::black_box((mac, digest))
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("native_hmac_dedup_key", &label),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let mac = hmac_sha256(SECRET.as_bytes(), body);
+                    let key = bitbylaw_core::canonical::dedup_key(body).unwrap();
+                    std::hint::black_box((mac, key))
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -16,7 +16,7 @@
 use std::fmt;
 
 use bitbylaw_core::topic::fill_topic_template;
-use bitbylaw_core::webhook::{decode_standard_webhook_secret, EspoCrmCredential, Encoding};
+use bitbylaw_core::webhook::{decode_standard_webhook_secret, Encoding, EspoCrmCredential};
 use serde_json::{Map, Value};
 
 /// Default `timestamp_tolerance_secs` (FACTS §5: ±5 min).
@@ -103,7 +103,10 @@ pub enum Verifier {
         keys: SecretKeys,
     },
     /// A static token compared in constant time.
-    SharedToken { source: TokenSource, tokens: Secrets },
+    SharedToken {
+        source: TokenSource,
+        tokens: Secrets,
+    },
 }
 
 impl Verifier {
@@ -269,9 +272,8 @@ fn is_route_label(s: &str) -> bool {
 fn header_name(s: &str) -> Option<String> {
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        });
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     ok.then(|| s.to_ascii_lowercase())
 }
 
@@ -338,14 +340,17 @@ fn parse_object(obj: &Map<String, Value>, p: &mut Problems) -> Option<Config> {
 
     let verifier = parse_verifier(obj, p);
 
-    let tolerance_secs = get_u64(obj, "timestamp_tolerance_secs", p).unwrap_or(DEFAULT_TOLERANCE_SECS);
+    let tolerance_secs =
+        get_u64(obj, "timestamp_tolerance_secs", p).unwrap_or(DEFAULT_TOLERANCE_SECS);
     if tolerance_secs > 86_400 {
         p.add("timestamp_tolerance_secs must be at most 86400");
     }
 
     let max_body_bytes = get_u64(obj, "max_body_bytes", p).unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 || max_body_bytes > MAX_MAX_BODY_BYTES {
-        p.add(format!("max_body_bytes must be between 1 and {MAX_MAX_BODY_BYTES}"));
+        p.add(format!(
+            "max_body_bytes must be between 1 and {MAX_MAX_BODY_BYTES}"
+        ));
     }
 
     let content_type = match get_str(obj, "content_type", p) {
@@ -353,11 +358,13 @@ fn parse_object(obj: &Map<String, Value>, p: &mut Problems) -> Option<Config> {
         Some("") => None,
         Some(ct) => {
             let ct = ct.trim().to_ascii_lowercase();
-            let valid = ct.split_once('/').is_some_and(|(a, b)| {
-                header_name(a).is_some() && header_name(b).is_some()
-            });
+            let valid = ct
+                .split_once('/')
+                .is_some_and(|(a, b)| header_name(a).is_some() && header_name(b).is_some());
             if !valid {
-                p.add("content_type must be a media type such as application/json (or \"\" for any)");
+                p.add(
+                    "content_type must be a media type such as application/json (or \"\" for any)",
+                );
             }
             Some(ct)
         }
@@ -402,16 +409,22 @@ fn parse_object(obj: &Map<String, Value>, p: &mut Problems) -> Option<Config> {
     }
     let dedup_slots = get_u64(obj, "dedup_slots", p).unwrap_or(u64::from(DEFAULT_DEDUP_SLOTS));
     if dedup_slots == 0 || dedup_slots > u64::from(MAX_DEDUP_SLOTS) {
-        p.add(format!("dedup_slots must be between 1 and {MAX_DEDUP_SLOTS}"));
+        p.add(format!(
+            "dedup_slots must be between 1 and {MAX_DEDUP_SLOTS}"
+        ));
     }
     if mode == Mode::VerifyOnly && dedup_window_secs > 0 {
         p.add("dedup_window_secs is only allowed on event routes");
     }
 
     let gateway_secret = match (mode, get_str(obj, "gateway_secret", p)) {
-        (Mode::Event, Some(s)) if s.len() >= MIN_GATEWAY_SECRET_LEN => Some(Secret(s.as_bytes().to_vec())),
+        (Mode::Event, Some(s)) if s.len() >= MIN_GATEWAY_SECRET_LEN => {
+            Some(Secret(s.as_bytes().to_vec()))
+        }
         (Mode::Event, Some(_)) => {
-            p.add(format!("gateway_secret must be at least {MIN_GATEWAY_SECRET_LEN} bytes"));
+            p.add(format!(
+                "gateway_secret must be at least {MIN_GATEWAY_SECRET_LEN} bytes"
+            ));
             None
         }
         (Mode::Event, None) => {
@@ -449,7 +462,11 @@ fn parse_object(obj: &Map<String, Value>, p: &mut Problems) -> Option<Config> {
         verifier: verifier?,
         tolerance_secs,
         max_body_bytes,
-        content_type: if mode == Mode::VerifyOnly { None } else { content_type },
+        content_type: if mode == Mode::VerifyOnly {
+            None
+        } else {
+            content_type
+        },
         topic,
         payload,
         dedup_window_secs,
@@ -468,7 +485,10 @@ fn check_topic(template: &str, pattern: Option<&str>, p: &mut Problems) -> Optio
         }
         None => {
             if bitbylaw_core::gateway::is_valid_topic(template) {
-                Some(TopicRule { template: template.to_owned(), path_pattern: None })
+                Some(TopicRule {
+                    template: template.to_owned(),
+                    path_pattern: None,
+                })
             } else {
                 p.add("topic must match [a-z0-9._-]{1,128}");
                 None
@@ -483,7 +503,13 @@ fn check_topic(template: &str, pattern: Option<&str>, p: &mut Problems) -> Optio
             }
             let sample: Vec<&str> = pat
                 .split('/')
-                .map(|seg| if seg.starts_with('{') && seg.ends_with('}') { "x" } else { seg })
+                .map(|seg| {
+                    if seg.starts_with('{') && seg.ends_with('}') {
+                        "x"
+                    } else {
+                        seg
+                    }
+                })
                 .collect();
             match fill_topic_template(template, &sample.join("/"), pat) {
                 Ok(_) => Some(TopicRule {
@@ -514,21 +540,51 @@ fn parse_verifier(obj: &Map<String, Value>, p: &mut Problems) -> Option<Verifier
             None
         }
         Some("espocrm") => {
-            only(p, &["secrets", "signature_header", "signature_encoding", "signature_prefix", "timestamp_header", "token_header", "token_query"], "espocrm");
+            only(
+                p,
+                &[
+                    "secrets",
+                    "signature_header",
+                    "signature_encoding",
+                    "signature_prefix",
+                    "timestamp_header",
+                    "token_header",
+                    "token_query",
+                ],
+                "espocrm",
+            );
             parse_webhooks(obj, p).map(|credentials| Verifier::EspoCrm { credentials })
         }
         Some("standard-webhooks") => {
-            only(p, &["webhooks", "signature_header", "signature_encoding", "signature_prefix", "timestamp_header", "token_header", "token_query"], "standard-webhooks");
+            only(
+                p,
+                &[
+                    "webhooks",
+                    "signature_header",
+                    "signature_encoding",
+                    "signature_prefix",
+                    "timestamp_header",
+                    "token_header",
+                    "token_query",
+                ],
+                "standard-webhooks",
+            );
             let secrets = required_secrets(obj, p)?;
             for (i, s) in secrets.iter().enumerate() {
                 if decode_standard_webhook_secret(s).is_err() {
                     p.add(format!("secrets[{i}] is not a whsec_ (base64) secret"));
                 }
             }
-            Some(Verifier::StandardWebhooks { secrets: Secrets(secrets) })
+            Some(Verifier::StandardWebhooks {
+                secrets: Secrets(secrets),
+            })
         }
         Some("hmac-sha256") => {
-            only(p, &["webhooks", "token_header", "token_query"], "hmac-sha256");
+            only(
+                p,
+                &["webhooks", "token_header", "token_query"],
+                "hmac-sha256",
+            );
             let header = match get_str(obj, "signature_header", p) {
                 Some(h) => header_name(h).or_else(|| {
                     p.add("signature_header must be a header name");
@@ -550,7 +606,10 @@ fn parse_verifier(obj: &Map<String, Value>, p: &mut Problems) -> Option<Verifier
             let prefix = get_str(obj, "signature_prefix", p)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned);
-            if prefix.as_ref().is_some_and(|s| s.len() > 32 || !s.bytes().all(|b| b.is_ascii_graphic())) {
+            if prefix
+                .as_ref()
+                .is_some_and(|s| s.len() > 32 || !s.bytes().all(|b| b.is_ascii_graphic()))
+            {
                 p.add("signature_prefix must be at most 32 printable ASCII characters");
             }
             let timestamp_header = match get_str(obj, "timestamp_header", p) {
@@ -573,7 +632,17 @@ fn parse_verifier(obj: &Map<String, Value>, p: &mut Problems) -> Option<Verifier
             })
         }
         Some("shared-token") => {
-            only(p, &["webhooks", "signature_header", "signature_encoding", "signature_prefix", "timestamp_header"], "shared-token");
+            only(
+                p,
+                &[
+                    "webhooks",
+                    "signature_header",
+                    "signature_encoding",
+                    "signature_prefix",
+                    "timestamp_header",
+                ],
+                "shared-token",
+            );
             let header = get_str(obj, "token_header", p);
             let query = get_str(obj, "token_query", p);
             let source = match (header, query) {
@@ -581,7 +650,12 @@ fn parse_verifier(obj: &Map<String, Value>, p: &mut Problems) -> Option<Verifier
                     p.add("token_header must be a header name");
                     None
                 }),
-                (None, Some(q)) if !q.is_empty() && q.len() <= 64 && q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) => {
+                (None, Some(q))
+                    if !q.is_empty()
+                        && q.len() <= 64
+                        && q.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
+                {
                     Some(TokenSource::Query(q.to_owned()))
                 }
                 (None, Some(_)) => {
@@ -594,7 +668,10 @@ fn parse_verifier(obj: &Map<String, Value>, p: &mut Problems) -> Option<Verifier
                 }
             };
             let secrets = required_secrets(obj, p);
-            Some(Verifier::SharedToken { source: source?, tokens: Secrets(secrets?) })
+            Some(Verifier::SharedToken {
+                source: source?,
+                tokens: Secrets(secrets?),
+            })
         }
         Some(_) => {
             p.add("scheme must be one of espocrm, standard-webhooks, hmac-sha256, shared-token");
@@ -637,22 +714,34 @@ fn parse_webhooks(obj: &Map<String, Value>, p: &mut Problems) -> Option<Vec<Espo
                 p.add(format!("webhooks[{i}] has an unknown field"));
             }
         }
-        let id = o.get("id").and_then(Value::as_str).filter(|s| !s.is_empty() && !s.contains(':'));
-        let secret = o.get("secret").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let id = o
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && !s.contains(':'));
+        let secret = o
+            .get("secret")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         if id.is_none() {
-            p.add(format!("webhooks[{i}].id must be a non-empty string without ':'"));
+            p.add(format!(
+                "webhooks[{i}].id must be a non-empty string without ':'"
+            ));
         }
         if secret.is_none() {
             p.add(format!("webhooks[{i}].secret must be a non-empty string"));
         }
         if let (Some(id), Some(secret)) = (id, secret) {
-            out.push(EspoCrmCredential { webhook_id: id.to_owned(), secret: secret.to_owned() });
+            out.push(EspoCrmCredential {
+                webhook_id: id.to_owned(),
+                secret: secret.to_owned(),
+            });
         }
     }
     (!out.is_empty()).then_some(out)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -684,7 +773,10 @@ mod tests {
         assert_eq!(c.dedup_window_secs, 0);
         assert_eq!(c.dedup_slots, 1024);
         let t = c.topic.unwrap();
-        assert_eq!(t.topic_for("/vmh/webhook/beteiligte/update").as_deref(), Some("vmh.beteiligte.update"));
+        assert_eq!(
+            t.topic_for("/vmh/webhook/beteiligte/update").as_deref(),
+            Some("vmh.beteiligte.update")
+        );
         assert_eq!(t.topic_for("/vmh/webhook/other/update"), None);
     }
 
@@ -723,7 +815,13 @@ mod tests {
         }))
         .unwrap();
         match c.verifier {
-            Verifier::Hmac { header, prefix, timestamp_header, keys, .. } => {
+            Verifier::Hmac {
+                header,
+                prefix,
+                timestamp_header,
+                keys,
+                ..
+            } => {
                 assert_eq!(header, "x-hub-signature-256");
                 assert_eq!(prefix.as_deref(), Some("sha256="));
                 assert_eq!(timestamp_header.as_deref(), Some("x-timestamp"));
@@ -731,25 +829,34 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let c = parse(json!({"route": "lookup", "mode": "verify-only", "scheme": "shared-token",
-            "token_header": "x-api-key", "secrets": ["t"]}))
+        let c = parse(
+            json!({"route": "lookup", "mode": "verify-only", "scheme": "shared-token",
+            "token_header": "x-api-key", "secrets": ["t"]}),
+        )
         .unwrap();
         assert_eq!(c.mode, Mode::VerifyOnly);
         assert_eq!(c.content_type, None);
         assert_eq!(c.forward_path, None);
-        let err = parse(json!({"route": "lookup", "mode": "verify-only", "scheme": "espocrm",
-            "webhooks": [{"id": "a", "secret": "b"}]}))
+        let err = parse(
+            json!({"route": "lookup", "mode": "verify-only", "scheme": "espocrm",
+            "webhooks": [{"id": "a", "secret": "b"}]}),
+        )
         .unwrap_err();
         assert!(err.join(";").contains("verify-only requires"));
-        let err = parse(json!({"route": "x", "scheme": "shared-token", "token_header": "x", "token_query": "t",
-            "secrets": ["t"], "topic": "a", "gateway_secret": "0123456789abcdef"}))
+        let err = parse(
+            json!({"route": "x", "scheme": "shared-token", "token_header": "x", "token_query": "t",
+            "secrets": ["t"], "topic": "a", "gateway_secret": "0123456789abcdef"}),
+        )
         .unwrap_err();
         assert!(err.join(";").contains("exactly one"));
         let err = parse(json!({"route": "x", "scheme": "espocrm", "webhooks": [],
             "topic": "a.{b}", "gateway_secret": "0123456789abcdef"}))
         .unwrap_err();
         let all = err.join(";");
-        assert!(all.contains("at least one webhook") && all.contains("path_pattern is required"), "{all}");
+        assert!(
+            all.contains("at least one webhook") && all.contains("path_pattern is required"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl Entry {
         let expires_at = parts.next()?.parse().ok()?;
         let topic = parts.next()?.to_owned();
         let key = parts.next()?.to_owned();
-        (!topic.is_empty() && !key.is_empty()).then_some(Entry { expires_at, topic, key })
+        (!topic.is_empty() && !key.is_empty()).then_some(Entry {
+            expires_at,
+            topic,
+            key,
+        })
     }
 }
 
@@ -74,12 +78,17 @@ pub fn slot_key(route: &str, slot: u32) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn roundtrip_and_matching() {
-        let e = Entry { expires_at: 1_700_000_600, topic: "vmh.beteiligte.update".into(), key: "ab".repeat(32) };
+        let e = Entry {
+            expires_at: 1_700_000_600,
+            topic: "vmh.beteiligte.update".into(),
+            key: "ab".repeat(32),
+        };
         let d = Entry::decode(&e.encode()).unwrap();
         assert_eq!(d, e);
         assert!(d.matches("vmh.beteiligte.update", &"ab".repeat(32), 1_700_000_599));

@@ -100,7 +100,9 @@ impl Metrics {
     fn define(route: &str) -> Metrics {
         let mut m = Metrics::default();
         for o in Outcome::ALL {
-            m.ids[o.index()] = hostcalls::define_metric(MetricType::Counter, &format!("{route}_{}", o.name())).ok();
+            m.ids[o.index()] =
+                hostcalls::define_metric(MetricType::Counter, &format!("{route}_{}", o.name()))
+                    .ok();
         }
         m
     }
@@ -158,7 +160,10 @@ impl RootContext for GuardRoot {
             Err(problems) => {
                 log(
                     LogLevel::Error,
-                    &format!("webhook_guard: invalid configuration: {}", problems.join("; ")),
+                    &format!(
+                        "webhook_guard: invalid configuration: {}",
+                        problems.join("; ")
+                    ),
                 );
                 self.shared = None;
                 false
@@ -249,7 +254,14 @@ impl Guard {
     }
 
     /// Sends `{"error","message"}` with `status` once, logs `reason` at warn.
-    fn reject(&mut self, status: u32, code: &str, message: &str, outcome: Outcome, reason: &str) -> Action {
+    fn reject(
+        &mut self,
+        status: u32,
+        code: &str,
+        message: &str,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Action {
         self.count(outcome);
         log(
             LogLevel::Warn,
@@ -258,7 +270,11 @@ impl Guard {
                 self.route()
             ),
         );
-        let body = format!("{{\"error\":{},\"message\":{}}}", json_str(code), json_str(message));
+        let body = format!(
+            "{{\"error\":{},\"message\":{}}}",
+            json_str(code),
+            json_str(message)
+        );
         self.reply(status, &body, &[]);
         Action::Pause
     }
@@ -275,28 +291,57 @@ impl Guard {
     }
 
     fn reject_signature(&mut self, e: &SignatureError) -> Action {
-        let outcome = if *e == SignatureError::StaleTimestamp { Outcome::Stale } else { Outcome::BadSignature };
+        let outcome = if *e == SignatureError::StaleTimestamp {
+            Outcome::Stale
+        } else {
+            Outcome::BadSignature
+        };
         let reason = format!("{} ({e})", e.code());
-        self.reject(401, "invalid_signature", "signature verification failed", outcome, &reason)
+        self.reject(
+            401,
+            "invalid_signature",
+            "signature verification failed",
+            outcome,
+            &reason,
+        )
     }
 
     /// Removes every credential header a sender may have sent, and any
     /// client-supplied gateway header (the worker trusts those).
     fn strip_credentials(cfg: &Config) {
-        for h in [H_SIGNATURE, H_X_SIGNATURE, H_WEBHOOK_SIGNATURE, H_WEBHOOK_ID, H_WEBHOOK_TIMESTAMP] {
+        for h in [
+            H_SIGNATURE,
+            H_X_SIGNATURE,
+            H_WEBHOOK_SIGNATURE,
+            H_WEBHOOK_ID,
+            H_WEBHOOK_TIMESTAMP,
+        ] {
             remove_req_header(h);
         }
         match &cfg.verifier {
-            Verifier::Hmac { header, timestamp_header, .. } => {
+            Verifier::Hmac {
+                header,
+                timestamp_header,
+                ..
+            } => {
                 remove_req_header(header);
                 if let Some(t) = timestamp_header {
                     remove_req_header(t);
                 }
             }
-            Verifier::SharedToken { source: TokenSource::Header(h), .. } => remove_req_header(h),
+            Verifier::SharedToken {
+                source: TokenSource::Header(h),
+                ..
+            } => remove_req_header(h),
             _ => {}
         }
-        for h in [HEADER_EVENT_TOPIC, HEADER_EVENT_ID, HEADER_DEDUP_KEY, HEADER_RECEIVED_AT, HEADER_GATEWAY_SIGNATURE] {
+        for h in [
+            HEADER_EVENT_TOPIC,
+            HEADER_EVENT_ID,
+            HEADER_DEDUP_KEY,
+            HEADER_RECEIVED_AT,
+            HEADER_GATEWAY_SIGNATURE,
+        ] {
             remove_req_header(h);
         }
     }
@@ -311,7 +356,13 @@ impl Guard {
 
     fn on_headers(&mut self) -> Action {
         let Some(shared) = self.shared.clone() else {
-            return self.reject(503, "not_configured", "webhook guard is not configured", Outcome::Malformed, "no valid configuration");
+            return self.reject(
+                503,
+                "not_configured",
+                "webhook guard is not configured",
+                Outcome::Malformed,
+                "no valid configuration",
+            );
         };
         let cfg = &shared.cfg;
         let raw_path = req_header(":path").unwrap_or_default();
@@ -320,17 +371,25 @@ impl Guard {
 
         // Credentials that do not need the body.
         match &cfg.verifier {
-            Verifier::SharedToken { source: TokenSource::Query(name), .. } => match extract_param(query, name) {
+            Verifier::SharedToken {
+                source: TokenSource::Query(name),
+                ..
+            } => match extract_param(query, name) {
                 Ok((value, rest)) => {
-                    self.state.presented.token =
-                        value.map(|v| String::from_utf8_lossy(&percent_decode(v.as_bytes())).into_owned());
+                    self.state.presented.token = value.map(|v| {
+                        String::from_utf8_lossy(&percent_decode(v.as_bytes())).into_owned()
+                    });
                     self.state.query = rest;
                 }
                 Err(_) => {
-                    return self.reject_signature_reason("token query parameter given more than once");
+                    return self
+                        .reject_signature_reason("token query parameter given more than once");
                 }
             },
-            Verifier::SharedToken { source: TokenSource::Header(h), .. } => {
+            Verifier::SharedToken {
+                source: TokenSource::Header(h),
+                ..
+            } => {
                 self.state.presented.token = req_header(h);
                 self.state.query = query.to_owned();
             }
@@ -338,11 +397,23 @@ impl Guard {
         }
 
         if cfg.mode == Mode::VerifyOnly {
-            if let Err(e) = verify(&cfg.verifier, &self.state.presented, b"", now_unix(), cfg.tolerance_secs) {
+            if let Err(e) = verify(
+                &cfg.verifier,
+                &self.state.presented,
+                b"",
+                now_unix(),
+                cfg.tolerance_secs,
+            ) {
                 return self.reject_signature(&e);
             }
             Self::strip_credentials(cfg);
-            let query_changed = matches!(&cfg.verifier, Verifier::SharedToken { source: TokenSource::Query(_), .. });
+            let query_changed = matches!(
+                &cfg.verifier,
+                Verifier::SharedToken {
+                    source: TokenSource::Query(_),
+                    ..
+                }
+            );
             if cfg.forward_path.is_some() || query_changed {
                 let base = cfg.forward_path.as_deref().unwrap_or(&url_path);
                 set_req_header(":path", &Self::path_with_query(base, &self.state.query));
@@ -354,13 +425,24 @@ impl Guard {
 
         // Event mode.
         let Some(topic) = cfg.topic.as_ref().and_then(|t| t.topic_for(&url_path)) else {
-            return self.reject(404, "unknown_topic", "no event topic for this path", Outcome::Malformed, "path does not match path_pattern");
+            return self.reject(
+                404,
+                "unknown_topic",
+                "no event topic for this path",
+                Outcome::Malformed,
+                "path does not match path_pattern",
+            );
         };
         self.state.topic = topic;
 
         if let Some(want) = &cfg.content_type {
             let got = req_header("content-type").unwrap_or_default();
-            let media = got.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = got
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if media != *want {
                 return self.reject(
                     415,
@@ -375,13 +457,31 @@ impl Guard {
         let chunked = req_header("transfer-encoding").is_some_and(|v| !v.trim().is_empty());
         match req_header("content-length").map(|v| v.trim().parse::<u64>()) {
             Some(Ok(n)) if n > cfg.max_body_bytes => {
-                return self.reject(413, "payload_too_large", "request body too large", Outcome::TooLarge, "content-length over max_body_bytes");
+                return self.reject(
+                    413,
+                    "payload_too_large",
+                    "request body too large",
+                    Outcome::TooLarge,
+                    "content-length over max_body_bytes",
+                );
             }
             Some(Ok(0)) | None if !chunked => {
-                return self.reject(400, "empty_body", "request body required", Outcome::Malformed, "no request body");
+                return self.reject(
+                    400,
+                    "empty_body",
+                    "request body required",
+                    Outcome::Malformed,
+                    "no request body",
+                );
             }
             Some(Err(_)) if !chunked => {
-                return self.reject(400, "bad_request", "invalid content-length", Outcome::Malformed, "unparsable content-length");
+                return self.reject(
+                    400,
+                    "bad_request",
+                    "invalid content-length",
+                    Outcome::Malformed,
+                    "unparsable content-length",
+                );
             }
             _ => {}
         }
@@ -397,12 +497,22 @@ impl Guard {
                 p.webhook_timestamp = req_header(H_WEBHOOK_TIMESTAMP);
                 p.webhook_signature = req_header(H_WEBHOOK_SIGNATURE);
             }
-            Verifier::Hmac { header, timestamp_header, .. } => {
+            Verifier::Hmac {
+                header,
+                timestamp_header,
+                ..
+            } => {
                 p.hmac_signature = req_header(header);
                 p.hmac_timestamp = timestamp_header.as_deref().and_then(req_header);
             }
             Verifier::SharedToken { .. } => {
-                if let Err(e) = verify(&cfg.verifier, &self.state.presented, b"", now_unix(), cfg.tolerance_secs) {
+                if let Err(e) = verify(
+                    &cfg.verifier,
+                    &self.state.presented,
+                    b"",
+                    now_unix(),
+                    cfg.tolerance_secs,
+                ) {
                     return self.reject_signature(&e);
                 }
             }
@@ -411,7 +521,13 @@ impl Guard {
     }
 
     fn reject_signature_reason(&mut self, reason: &str) -> Action {
-        self.reject(401, "invalid_signature", "signature verification failed", Outcome::BadSignature, reason)
+        self.reject(
+            401,
+            "invalid_signature",
+            "signature verification failed",
+            Outcome::BadSignature,
+            reason,
+        )
     }
 
     fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -423,7 +539,13 @@ impl Guard {
         };
         let cfg = &shared.cfg;
         if body_size as u64 > cfg.max_body_bytes {
-            return self.reject(413, "payload_too_large", "request body too large", Outcome::TooLarge, "body over max_body_bytes");
+            return self.reject(
+                413,
+                "payload_too_large",
+                "request body too large",
+                Outcome::TooLarge,
+                "body over max_body_bytes",
+            );
         }
         if !end_of_stream {
             // Envoy-style hosts: keep buffering until the last chunk.
@@ -434,12 +556,24 @@ impl Guard {
             Err(_) => Vec::new(),
         };
         if body.is_empty() {
-            return self.reject(400, "empty_body", "request body required", Outcome::Malformed, "no request body");
+            return self.reject(
+                400,
+                "empty_body",
+                "request body required",
+                Outcome::Malformed,
+                "no request body",
+            );
         }
         let now = now_unix();
 
         if !matches!(cfg.verifier, Verifier::SharedToken { .. }) {
-            if let Err(e) = verify(&cfg.verifier, &self.state.presented, &body, now, cfg.tolerance_secs) {
+            if let Err(e) = verify(
+                &cfg.verifier,
+                &self.state.presented,
+                &body,
+                now,
+                cfg.tolerance_secs,
+            ) {
                 return self.reject_signature(&e);
             }
         }
@@ -448,12 +582,24 @@ impl Guard {
             Ok(k) => k,
             Err(e) => {
                 let reason = format!("{} ({e})", e.code());
-                return self.reject(400, "invalid_json", "request body is not valid JSON", Outcome::Malformed, &reason);
+                return self.reject(
+                    400,
+                    "invalid_json",
+                    "request body is not valid JSON",
+                    Outcome::Malformed,
+                    &reason,
+                );
             }
         };
         if let Err(e) = check_shape(&body, cfg.payload) {
             let reason = e.to_string();
-            return self.reject(400, "invalid_payload", "payload does not have the expected shape", Outcome::Malformed, &reason);
+            return self.reject(
+                400,
+                "invalid_payload",
+                "payload does not have the expected shape",
+                Outcome::Malformed,
+                &reason,
+            );
         }
 
         let topic = std::mem::take(&mut self.state.topic);
@@ -461,30 +607,62 @@ impl Guard {
             self.count(Outcome::Duplicate);
             log(
                 LogLevel::Info,
-                &format!("webhook_guard: route {} duplicate {topic} {key} answered at the edge", cfg.route),
+                &format!(
+                    "webhook_guard: route {} duplicate {topic} {key} answered at the edge",
+                    cfg.route
+                ),
             );
-            self.reply(200, "{\"status\":\"duplicate\"}", &[(HEADER_DEDUP_KEY, key.as_str())]);
+            self.reply(
+                200,
+                "{\"status\":\"duplicate\"}",
+                &[(HEADER_DEDUP_KEY, key.as_str())],
+            );
             return Action::Pause;
         }
 
         let event_id = match &cfg.verifier {
             Verifier::StandardWebhooks { .. } => {
-                let id = self.state.presented.webhook_id.as_deref().unwrap_or("").trim().to_owned();
+                let id = self
+                    .state
+                    .presented
+                    .webhook_id
+                    .as_deref()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
                 if !is_valid_event_id(&id) {
-                    return self.reject(400, "invalid_event_id", "webhook-id is not a usable event id", Outcome::Malformed, "webhook-id outside [A-Za-z0-9._:-]{1,128}");
+                    return self.reject(
+                        400,
+                        "invalid_event_id",
+                        "webhook-id is not a usable event id",
+                        Outcome::Malformed,
+                        "webhook-id outside [A-Za-z0-9._:-]{1,128}",
+                    );
                 }
                 id
             }
             _ => new_event_id(&key),
         };
         let Some(secret) = cfg.gateway_secret.as_ref() else {
-            return self.reject(500, "internal_error", "gateway misconfigured", Outcome::Malformed, "no gateway secret");
+            return self.reject(
+                500,
+                "internal_error",
+                "gateway misconfigured",
+                Outcome::Malformed,
+                "no gateway secret",
+            );
         };
         let signature = match sign_gateway_event(&secret.0, &topic, &event_id, now, &body) {
             Ok(s) => s,
             Err(e) => {
                 let reason = e.code();
-                return self.reject(500, "internal_error", "could not sign the event", Outcome::Malformed, reason);
+                return self.reject(
+                    500,
+                    "internal_error",
+                    "could not sign the event",
+                    Outcome::Malformed,
+                    reason,
+                );
             }
         };
 
@@ -500,7 +678,10 @@ impl Guard {
         self.count(Outcome::Accepted);
         log(
             LogLevel::Debug,
-            &format!("webhook_guard: route {} accepted {topic} id {event_id} key {key}", cfg.route),
+            &format!(
+                "webhook_guard: route {} accepted {topic} id {event_id} key {key}",
+                cfg.route
+            ),
         );
         self.state.forwarded = Some((topic, key));
         self.state.done = true;
@@ -511,7 +692,9 @@ impl Guard {
     fn seen(&self, cfg: &Config, topic: &str, key: &str, now: u64) -> bool {
         let slot = slot_key(&cfg.route, slot_index(key, topic, cfg.dedup_slots));
         match hostcalls::get_shared_data(&slot) {
-            Ok((Some(bytes), _)) => Entry::decode(&bytes).is_some_and(|e| e.matches(topic, key, now)),
+            Ok((Some(bytes), _)) => {
+                Entry::decode(&bytes).is_some_and(|e| e.matches(topic, key, now))
+            }
             _ => false,
         }
     }
@@ -537,7 +720,13 @@ impl Guard {
                 Err(_) => return,
             }
         }
-        log(LogLevel::Debug, &format!("webhook_guard: route {} dedup slot busy, not remembered", cfg.route));
+        log(
+            LogLevel::Debug,
+            &format!(
+                "webhook_guard: route {} dedup slot busy, not remembered",
+                cfg.route
+            ),
+        );
     }
 }
 

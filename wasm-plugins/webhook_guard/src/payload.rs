@@ -47,11 +47,13 @@ pub fn check_shape(body: &[u8], shape: Payload) -> Result<usize, ShapeError> {
         Payload::Any => Ok(1),
         Payload::Object => {
             let mut de = serde_json::Deserializer::from_slice(body);
-            de.deserialize_any(ObjectVisitor).map_err(|_| ShapeError::NotJson)?
+            de.deserialize_any(ObjectVisitor)
+                .map_err(|_| ShapeError::NotJson)?
         }
         Payload::EspoCrmBatch => {
             let mut de = serde_json::Deserializer::from_slice(body);
-            de.deserialize_any(BatchVisitor).map_err(|_| ShapeError::NotJson)?
+            de.deserialize_any(BatchVisitor)
+                .map_err(|_| ShapeError::NotJson)?
         }
     }
 }
@@ -214,7 +216,8 @@ struct IsNonEmptyString(bool);
 
 impl<'de> Deserialize<'de> for IsNonEmptyString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrIs(|s| !s.is_empty())).map(IsNonEmptyString)
+        d.deserialize_any(StrIs(|s| !s.is_empty()))
+            .map(IsNonEmptyString)
     }
 }
 
@@ -258,6 +261,7 @@ impl<'de> Visitor<'de> for StrIs {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -265,22 +269,55 @@ mod tests {
     fn espocrm_batches() {
         let ok = br#"[{"id":"a","x":[1,{"id":5}]},{"name":"n","id":"b\u0041"}]"#;
         assert_eq!(check_shape(ok, Payload::EspoCrmBatch), Ok(2));
-        assert_eq!(check_shape(b"[]", Payload::EspoCrmBatch), Err(ShapeError::EmptyBatch));
-        assert_eq!(check_shape(br#"{"id":"a"}"#, Payload::EspoCrmBatch), Err(ShapeError::NotArray));
-        assert_eq!(check_shape(br#"[{"id":"a"},{"id":1}]"#, Payload::EspoCrmBatch), Err(ShapeError::BadItem(1)));
-        assert_eq!(check_shape(br#"[{"id":""}]"#, Payload::EspoCrmBatch), Err(ShapeError::BadItem(0)));
-        assert_eq!(check_shape(br#"[{"x":"a"}]"#, Payload::EspoCrmBatch), Err(ShapeError::BadItem(0)));
-        assert_eq!(check_shape(br#"["a"]"#, Payload::EspoCrmBatch), Err(ShapeError::BadItem(0)));
-        assert_eq!(check_shape(br#"[[{"id":"a"}]]"#, Payload::EspoCrmBatch), Err(ShapeError::BadItem(0)));
-        assert_eq!(check_shape(b"\"s\"", Payload::EspoCrmBatch), Err(ShapeError::NotArray));
-        assert_eq!(check_shape(b"[{", Payload::EspoCrmBatch), Err(ShapeError::NotJson));
+        assert_eq!(
+            check_shape(b"[]", Payload::EspoCrmBatch),
+            Err(ShapeError::EmptyBatch)
+        );
+        assert_eq!(
+            check_shape(br#"{"id":"a"}"#, Payload::EspoCrmBatch),
+            Err(ShapeError::NotArray)
+        );
+        assert_eq!(
+            check_shape(br#"[{"id":"a"},{"id":1}]"#, Payload::EspoCrmBatch),
+            Err(ShapeError::BadItem(1))
+        );
+        assert_eq!(
+            check_shape(br#"[{"id":""}]"#, Payload::EspoCrmBatch),
+            Err(ShapeError::BadItem(0))
+        );
+        assert_eq!(
+            check_shape(br#"[{"x":"a"}]"#, Payload::EspoCrmBatch),
+            Err(ShapeError::BadItem(0))
+        );
+        assert_eq!(
+            check_shape(br#"["a"]"#, Payload::EspoCrmBatch),
+            Err(ShapeError::BadItem(0))
+        );
+        assert_eq!(
+            check_shape(br#"[[{"id":"a"}]]"#, Payload::EspoCrmBatch),
+            Err(ShapeError::BadItem(0))
+        );
+        assert_eq!(
+            check_shape(b"\"s\"", Payload::EspoCrmBatch),
+            Err(ShapeError::NotArray)
+        );
+        assert_eq!(
+            check_shape(b"[{", Payload::EspoCrmBatch),
+            Err(ShapeError::NotJson)
+        );
     }
 
     #[test]
     fn objects() {
         assert_eq!(check_shape(br#"{"a":[1,2]}"#, Payload::Object), Ok(1));
-        assert_eq!(check_shape(b"[1]", Payload::Object), Err(ShapeError::NotObject));
-        assert_eq!(check_shape(b"null", Payload::Object), Err(ShapeError::NotObject));
+        assert_eq!(
+            check_shape(b"[1]", Payload::Object),
+            Err(ShapeError::NotObject)
+        );
+        assert_eq!(
+            check_shape(b"null", Payload::Object),
+            Err(ShapeError::NotObject)
+        );
         assert_eq!(check_shape(b"null", Payload::Any), Ok(1));
     }
 }

@@ -2,7 +2,8 @@
 //! checks of `bitbylaw_core::webhook` (pure; no host calls).
 
 use bitbylaw_core::webhook::{
-    verify_espocrm, verify_hmac_sha256, verify_shared_token, verify_standard_webhook, SignatureError,
+    verify_espocrm, verify_hmac_sha256, verify_shared_token, verify_standard_webhook,
+    SignatureError,
 };
 
 use crate::config::Verifier;
@@ -56,15 +57,25 @@ pub fn verify(
             now_unix,
             tolerance_secs,
         ),
-        Verifier::Hmac { encoding, prefix, timestamp_header, keys, .. } => verify_hmac_sha256(
+        Verifier::Hmac {
+            encoding,
+            prefix,
+            timestamp_header,
+            keys,
+            ..
+        } => verify_hmac_sha256(
             presented.hmac_signature.as_deref(),
             body,
             &keys.0,
             *encoding,
             prefix.as_deref(),
-            timestamp_header
-                .as_ref()
-                .map(|_| (presented.hmac_timestamp.as_deref().unwrap_or(""), now_unix, tolerance_secs)),
+            timestamp_header.as_ref().map(|_| {
+                (
+                    presented.hmac_timestamp.as_deref().unwrap_or(""),
+                    now_unix,
+                    tolerance_secs,
+                )
+            }),
         ),
         Verifier::SharedToken { tokens, .. } => {
             verify_shared_token(presented.token.as_deref(), &tokens.0)
@@ -73,20 +84,30 @@ pub fn verify(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::config::{SecretKeys, Secrets, TokenSource};
-    use bitbylaw_core::webhook::{sign_espocrm, sign_hmac_sha256, EspoCrmCredential, Encoding};
+    use bitbylaw_core::webhook::{sign_espocrm, sign_hmac_sha256, Encoding, EspoCrmCredential};
 
     #[test]
     fn dispatches_to_each_scheme() {
         let body = br#"[{"id":"a"}]"#;
         let espo = Verifier::EspoCrm {
-            credentials: vec![EspoCrmCredential { webhook_id: "w".into(), secret: "s".into() }],
+            credentials: vec![EspoCrmCredential {
+                webhook_id: "w".into(),
+                secret: "s".into(),
+            }],
         };
-        let p = Presented { signature: Some(sign_espocrm("w", "s", body)), ..Default::default() };
+        let p = Presented {
+            signature: Some(sign_espocrm("w", "s", body)),
+            ..Default::default()
+        };
         assert_eq!(verify(&espo, &p, body, 0, 300), Ok(()));
-        assert_eq!(verify(&espo, &p, b"[]", 0, 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&espo, &p, b"[]", 0, 300),
+            Err(SignatureError::Mismatch)
+        );
 
         let hmac = Verifier::Hmac {
             header: "x-sig".into(),
@@ -96,17 +117,30 @@ mod tests {
             keys: SecretKeys(vec![b"k".to_vec()]),
         };
         let sig = sign_hmac_sha256(b"k", body, Encoding::Hex, None, Some("1000"));
-        let mut p = Presented { hmac_signature: Some(sig), hmac_timestamp: Some("1000".into()), ..Default::default() };
+        let mut p = Presented {
+            hmac_signature: Some(sig),
+            hmac_timestamp: Some("1000".into()),
+            ..Default::default()
+        };
         assert_eq!(verify(&hmac, &p, body, 1200, 300), Ok(()));
-        assert_eq!(verify(&hmac, &p, body, 1301, 300), Err(SignatureError::StaleTimestamp));
+        assert_eq!(
+            verify(&hmac, &p, body, 1301, 300),
+            Err(SignatureError::StaleTimestamp)
+        );
         p.hmac_timestamp = None;
-        assert_eq!(verify(&hmac, &p, body, 1000, 300), Err(SignatureError::MissingHeader("timestamp")));
+        assert_eq!(
+            verify(&hmac, &p, body, 1000, 300),
+            Err(SignatureError::MissingHeader("timestamp"))
+        );
 
         let tok = Verifier::SharedToken {
             source: TokenSource::Header("x-api-key".into()),
             tokens: Secrets(vec!["t1".into()]),
         };
-        let p = Presented { token: Some("t1".into()), ..Default::default() };
+        let p = Presented {
+            token: Some("t1".into()),
+            ..Default::default()
+        };
         assert_eq!(verify(&tok, &p, b"", 0, 0), Ok(()));
         assert!(verify(&tok, &Presented::default(), b"", 0, 0).is_err());
     }

@@ -118,7 +118,9 @@ impl CalendarRec {
     }
 
     fn position(&self, event_id: &str) -> Option<usize> {
-        self.events.iter().position(|e| e.value.get("id").and_then(Value::as_str) == Some(event_id))
+        self.events
+            .iter()
+            .position(|e| e.value.get("id").and_then(Value::as_str) == Some(event_id))
     }
 
     fn bump(&mut self) -> u64 {
@@ -155,7 +157,11 @@ impl State_ {
 
     fn next_etag(&mut self, now: DateTime<Utc>) -> String {
         self.etag_counter += 1;
-        format!("\"{}{:03}\"", now.timestamp_micros(), self.etag_counter % 1000)
+        format!(
+            "\"{}{:03}\"",
+            now.timestamp_micros(),
+            self.etag_counter % 1000
+        )
     }
 }
 
@@ -174,30 +180,53 @@ pub struct GoogleCalendarFake {
 
 impl std::fmt::Debug for GoogleCalendarFake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GoogleCalendarFake").field("addr", &self.server.addr()).finish()
+        f.debug_struct("GoogleCalendarFake")
+            .field("addr", &self.server.addr())
+            .finish()
     }
 }
 
 /// Starts the fake; the primary calendar exists from the start.
 pub async fn start(config: GoogleCalendarConfig) -> Result<GoogleCalendarFake, StartError> {
     let mut state = State_::default();
-    state.calendars.push(CalendarRec::new(&config.primary_calendar_id, &config.primary_calendar_id, "Europe/Berlin"));
-    let shared = Shared { config: Arc::new(config), state: Arc::new(Mutex::new(state)) };
+    state.calendars.push(CalendarRec::new(
+        &config.primary_calendar_id,
+        &config.primary_calendar_id,
+        "Europe/Berlin",
+    ));
+    let shared = Shared {
+        config: Arc::new(config),
+        state: Arc::new(Mutex::new(state)),
+    };
     let controls = Controls::default();
     let router = Router::new()
         .route("/token", post(token))
         .route("/calendar/v3/users/me/calendarList", get(calendar_list))
         .route("/calendar/v3/calendars", post(insert_calendar))
-        .route("/calendar/v3/calendars/{cal}", get(get_calendar).delete(delete_calendar))
-        .route("/calendar/v3/calendars/{cal}/events", get(list_events).post(insert_event))
+        .route(
+            "/calendar/v3/calendars/{cal}",
+            get(get_calendar).delete(delete_calendar),
+        )
+        .route(
+            "/calendar/v3/calendars/{cal}/events",
+            get(list_events).post(insert_event),
+        )
         .route(
             "/calendar/v3/calendars/{cal}/events/{event}",
-            get(get_event).put(update_event).patch(patch_event).delete(delete_event),
+            get(get_event)
+                .put(update_event)
+                .patch(patch_event)
+                .delete(delete_event),
         )
         .fallback(not_found)
         .with_state(shared.clone());
-    let server = RunningServer::spawn(shared.config.bind, router, controls.clone(), error_shape).await?;
-    Ok(GoogleCalendarFake { server, shared, controls })
+    let server =
+        RunningServer::spawn(shared.config.bind, router, controls.clone(), error_shape).await?;
+    Ok(GoogleCalendarFake {
+        server,
+        shared,
+        controls,
+    })
 }
 
 impl GoogleCalendarFake {
@@ -258,7 +287,10 @@ impl GoogleCalendarFake {
 
     /// Creates a calendar as its owner would; returns its id.
     pub fn add_calendar(&self, summary: &str) -> String {
-        let id = format!("{}@group.calendar.google.com", random_string(26).to_ascii_lowercase());
+        let id = format!(
+            "{}@group.calendar.google.com",
+            random_string(26).to_ascii_lowercase()
+        );
         self.add_calendar_with_id(&id, summary);
         id
     }
@@ -267,29 +299,45 @@ impl GoogleCalendarFake {
     pub fn add_calendar_with_id(&self, id: &str, summary: &str) {
         let mut state = self.shared.state.lock();
         if state.calendar(id).is_none() {
-            state.calendars.push(CalendarRec::new(id, summary, "Europe/Berlin"));
+            state
+                .calendars
+                .push(CalendarRec::new(id, summary, "Europe/Berlin"));
         }
     }
 
     /// Ids of all calendars.
     pub fn calendar_ids(&self) -> Vec<String> {
-        self.shared.state.lock().calendars.iter().map(|c| c.id.clone()).collect()
+        self.shared
+            .state
+            .lock()
+            .calendars
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
     }
 
     /// All events of a calendar as stored, cancelled ones included.
     pub fn events(&self, calendar_id: &str) -> Vec<Value> {
         let cal = self.resolve(calendar_id);
         let mut state = self.shared.state.lock();
-        state.calendar(&cal).map(|c| c.events.iter().map(|e| e.value.clone()).collect()).unwrap_or_default()
+        state
+            .calendar(&cal)
+            .map(|c| c.events.iter().map(|e| e.value.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Events that are not cancelled.
     pub fn live_events(&self, calendar_id: &str) -> Vec<Value> {
-        self.events(calendar_id).into_iter().filter(|e| e["status"] != "cancelled").collect()
+        self.events(calendar_id)
+            .into_iter()
+            .filter(|e| e["status"] != "cancelled")
+            .collect()
     }
 
     pub fn event(&self, calendar_id: &str, event_id: &str) -> Option<Value> {
-        self.events(calendar_id).into_iter().find(|e| e["id"] == event_id)
+        self.events(calendar_id)
+            .into_iter()
+            .find(|e| e["id"] == event_id)
     }
 
     /// Inserts an event as a user in Google Calendar would (validated like the API; not counted).
@@ -301,7 +349,12 @@ impl GoogleCalendarFake {
     }
 
     /// Changes an event as a user would (patch semantics; not counted).
-    pub fn user_patch_event(&self, calendar_id: &str, event_id: &str, patch: Value) -> Result<Value, String> {
+    pub fn user_patch_event(
+        &self,
+        calendar_id: &str,
+        event_id: &str,
+        patch: Value,
+    ) -> Result<Value, String> {
         let cal = self.resolve(calendar_id);
         let now = self.clock().now();
         let mut state = self.shared.state.lock();
@@ -319,7 +372,12 @@ impl GoogleCalendarFake {
     /// API call counters of a calendar.
     pub fn calls(&self, calendar_id: &str) -> CallCounts {
         let cal = self.resolve(calendar_id);
-        self.shared.state.lock().calendar(&cal).map(|c| c.counts).unwrap_or_default()
+        self.shared
+            .state
+            .lock()
+            .calendar(&cal)
+            .map(|c| c.counts)
+            .unwrap_or_default()
     }
 
     /// Zeroes the call counters of every calendar.
@@ -428,7 +486,10 @@ async fn not_found() -> Response {
 // Token endpoint
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    json_response(status, json!({"error": error, "error_description": description}))
+    json_response(
+        status,
+        json!({"error": error, "error_description": description}),
+    )
 }
 
 fn decode_jwt_part(part: &str) -> Option<Value> {
@@ -439,31 +500,74 @@ fn decode_jwt_part(part: &str) -> Option<Value> {
 async fn token(State(shared): State<Shared>, body: Bytes) -> Response {
     shared.state.lock().token_requests += 1;
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Invalid grant_type");
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Invalid grant_type",
+        );
     }
     let Some(assertion) = form.get("assertion") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: assertion");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing required parameter: assertion",
+        );
     };
     let parts: Vec<&str> = assertion.split('.').collect();
     let [header, claims, signature] = parts.as_slice() else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: not three segments");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT: not three segments",
+        );
     };
     if signature.is_empty() || B64URL.decode(signature.trim_end_matches('=')).is_err() {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT Signature.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT Signature.",
+        );
     }
     let (Some(header), Some(claims)) = (decode_jwt_part(header), decode_jwt_part(claims)) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: segments are not base64url JSON");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT: segments are not base64url JSON",
+        );
     };
     if header.get("alg").and_then(Value::as_str) != Some("RS256") {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: alg must be RS256");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT: alg must be RS256",
+        );
     }
-    let text = |k: &str| claims.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
-    let (Some(iss), Some(scope), Some(_aud)) = (text("iss"), text("scope"), text("aud")) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: iss, scope and aud are required");
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
     };
-    let (Some(exp), iat) = (claims.get("exp").and_then(Value::as_i64), claims.get("iat").and_then(Value::as_i64)) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: exp is required");
+    let (Some(iss), Some(scope), Some(_aud)) = (text("iss"), text("scope"), text("aud")) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT: iss, scope and aud are required",
+        );
+    };
+    let (Some(exp), iat) = (
+        claims.get("exp").and_then(Value::as_i64),
+        claims.get("iat").and_then(Value::as_i64),
+    ) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT: exp is required",
+        );
     };
     let now = shared.config.clock.now();
     if exp <= now.timestamp() {
@@ -482,7 +586,11 @@ async fn token(State(shared): State<Shared>, body: Bytes) -> Response {
         scope,
         expires_at: now + Duration::seconds(shared.config.token_lifetime_secs),
     };
-    shared.state.lock().tokens.insert(access_token.clone(), issued);
+    shared
+        .state
+        .lock()
+        .tokens
+        .insert(access_token.clone(), issued);
     json_response(
         StatusCode::OK,
         json!({"access_token": access_token, "expires_in": shared.config.token_lifetime_secs, "token_type": "Bearer"}),
@@ -501,7 +609,12 @@ enum Op {
 
 /// Checks the bearer token and injected quota errors, resolves `primary`, checks the calendar
 /// exists and counts the call. Returns the resolved calendar id.
-fn gate(shared: &Shared, headers: &HeaderMap, cal: Option<&str>, op: Op) -> Result<String, Response> {
+fn gate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    cal: Option<&str>,
+    op: Op,
+) -> Result<String, Response> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -525,7 +638,11 @@ fn gate(shared: &Shared, headers: &HeaderMap, cal: Option<&str>, op: Op) -> Resu
             RateLimit::Forbidden403 => StatusCode::FORBIDDEN,
             RateLimit::TooManyRequests429 => StatusCode::TOO_MANY_REQUESTS,
         };
-        return Err(google_error(status, "rateLimitExceeded", "Rate Limit Exceeded"));
+        return Err(google_error(
+            status,
+            "rateLimitExceeded",
+            "Rate Limit Exceeded",
+        ));
     }
     let Some(cal) = cal else {
         return Ok(String::new());
@@ -546,7 +663,11 @@ fn gate(shared: &Shared, headers: &HeaderMap, cal: Option<&str>, op: Op) -> Resu
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err((StatusCode::BAD_REQUEST, "parseError", "This API does not support parsing form-encoded input.".into())),
+        Ok(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "parseError",
+            "This API does not support parsing form-encoded input.".into(),
+        )),
         Err(_) => Err((StatusCode::BAD_REQUEST, "parseError", "Parse Error".into())),
     }
 }
@@ -573,10 +694,17 @@ async fn calendar_list(State(shared): State<Shared>, headers: HeaderMap) -> Resp
             entry
         })
         .collect();
-    json_response(StatusCode::OK, json!({"kind": "calendar#calendarList", "etag": "\"p33c\"", "items": items}))
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "calendar#calendarList", "etag": "\"p33c\"", "items": items}),
+    )
 }
 
-async fn insert_calendar(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn insert_calendar(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = gate(&shared, &headers, None, Op::Other) {
         return r;
     }
@@ -584,18 +712,32 @@ async fn insert_calendar(State(shared): State<Shared>, headers: HeaderMap, body:
         Ok(b) => b,
         Err(e) => return api_error(e),
     };
-    let Some(summary) = body.get("summary").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+    let Some(summary) = body
+        .get("summary")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    else {
         return google_error(StatusCode::BAD_REQUEST, "required", "Missing title.");
     };
-    let tz = body.get("timeZone").and_then(Value::as_str).unwrap_or("Europe/Berlin");
-    let id = format!("{}@group.calendar.google.com", random_string(26).to_ascii_lowercase());
+    let tz = body
+        .get("timeZone")
+        .and_then(Value::as_str)
+        .unwrap_or("Europe/Berlin");
+    let id = format!(
+        "{}@group.calendar.google.com",
+        random_string(26).to_ascii_lowercase()
+    );
     let rec = CalendarRec::new(&id, summary, tz);
     let out = rec.as_json("calendar#calendar");
     shared.state.lock().calendars.push(rec);
     json_response(StatusCode::OK, out)
 }
 
-async fn get_calendar(State(shared): State<Shared>, headers: HeaderMap, Path(cal): Path<String>) -> Response {
+async fn get_calendar(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(cal): Path<String>,
+) -> Response {
     let cal = match gate(&shared, &headers, Some(&cal), Op::Other) {
         Ok(c) => c,
         Err(r) => return r,
@@ -606,13 +748,21 @@ async fn get_calendar(State(shared): State<Shared>, headers: HeaderMap, Path(cal
     }
 }
 
-async fn delete_calendar(State(shared): State<Shared>, headers: HeaderMap, Path(cal): Path<String>) -> Response {
+async fn delete_calendar(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(cal): Path<String>,
+) -> Response {
     let cal = match gate(&shared, &headers, Some(&cal), Op::Other) {
         Ok(c) => c,
         Err(r) => return r,
     };
     if cal == shared.config.primary_calendar_id {
-        return google_error(StatusCode::BAD_REQUEST, "cannotDeletePrimaryCalendar", "Cannot delete primary calendar.");
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "cannotDeletePrimaryCalendar",
+            "Cannot delete primary calendar.",
+        );
     }
     shared.state.lock().calendars.retain(|c| c.id != cal);
     StatusCode::NO_CONTENT.into_response()
@@ -622,8 +772,18 @@ async fn delete_calendar(State(shared): State<Shared>, headers: HeaderMap, Path(
 // Event validation and storage
 
 /// Client-settable event fields kept as sent; everything else is server-owned.
-const SERVER_FIELDS: [&str; 10] =
-    ["kind", "etag", "id", "htmlLink", "created", "updated", "iCalUID", "creator", "organizer", "sequence"];
+const SERVER_FIELDS: [&str; 10] = [
+    "kind",
+    "etag",
+    "id",
+    "htmlLink",
+    "created",
+    "updated",
+    "iCalUID",
+    "creator",
+    "organizer",
+    "sequence",
+];
 
 fn fmt_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
@@ -632,7 +792,9 @@ fn fmt_time(t: DateTime<Utc>) -> String {
 /// Start or end as a UTC instant (all-day dates at midnight UTC: good enough for range filters).
 fn instant(v: &Value) -> Option<DateTime<Utc>> {
     if let Some(dt) = v.get("dateTime").and_then(Value::as_str) {
-        return DateTime::parse_from_rfc3339(dt).ok().map(|d| d.with_timezone(&Utc));
+        return DateTime::parse_from_rfc3339(dt)
+            .ok()
+            .map(|d| d.with_timezone(&Utc));
     }
     let date = NaiveDate::parse_from_str(v.get("date")?.as_str()?, "%Y-%m-%d").ok()?;
     Some(date.and_hms_opt(0, 0, 0)?.and_utc())
@@ -640,22 +802,36 @@ fn instant(v: &Value) -> Option<DateTime<Utc>> {
 
 fn validate_when(event: &Value, which: &str, recurring: bool) -> Result<(), ApiError> {
     let Some(when) = event.get(which).filter(|v| v.is_object()) else {
-        let msg = if which == "end" { "Missing end time." } else { "Missing start time." };
+        let msg = if which == "end" {
+            "Missing end time."
+        } else {
+            "Missing start time."
+        };
         return Err((StatusCode::BAD_REQUEST, "required", msg.into()));
     };
     let date = when.get("date").filter(|v| !v.is_null());
     let date_time = when.get("dateTime").filter(|v| !v.is_null());
     match (date, date_time) {
         (Some(d), None) => {
-            if d.as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()).is_none() {
+            if d.as_str()
+                .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+                .is_none()
+            {
                 return Err(bad(format!("Invalid {which} time.")));
             }
         }
         (None, Some(dt)) => {
-            if dt.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).is_none() {
+            if dt
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .is_none()
+            {
                 return Err(bad(format!("Invalid {which} time.")));
             }
-            let has_tz = when.get("timeZone").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+            let has_tz = when
+                .get("timeZone")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty());
             if recurring && !has_tz {
                 return Err((
                     StatusCode::BAD_REQUEST,
@@ -675,7 +851,9 @@ fn validate_event(event: &Value) -> Result<(), ApiError> {
         let ok = rules.as_array().is_some_and(|list| {
             list.iter().all(|r| {
                 r.as_str().is_some_and(|s| {
-                    ["RRULE:", "EXRULE:", "RDATE", "EXDATE"].iter().any(|p| s.starts_with(p))
+                    ["RRULE:", "EXRULE:", "RDATE", "EXDATE"]
+                        .iter()
+                        .any(|p| s.starts_with(p))
                 })
             })
         });
@@ -683,26 +861,40 @@ fn validate_event(event: &Value) -> Result<(), ApiError> {
             return Err(bad("Invalid recurrence rule."));
         }
     }
-    let recurring = recurrence.and_then(Value::as_array).is_some_and(|l| !l.is_empty());
+    let recurring = recurrence
+        .and_then(Value::as_array)
+        .is_some_and(|l| !l.is_empty());
     validate_when(event, "start", recurring)?;
     validate_when(event, "end", recurring)?;
     let (Some(start), Some(end)) = (event.get("start"), event.get("end")) else {
         return Err(bad("Missing start or end time."));
     };
-    if start.get("date").is_some_and(|v| !v.is_null()) != end.get("date").is_some_and(|v| !v.is_null()) {
-        return Err(bad("Start and end times must either both be date or both be dateTime."));
+    if start.get("date").is_some_and(|v| !v.is_null())
+        != end.get("date").is_some_and(|v| !v.is_null())
+    {
+        return Err(bad(
+            "Start and end times must either both be date or both be dateTime.",
+        ));
     }
     if let (Some(s), Some(e)) = (instant(start), instant(end)) {
         if e < s {
-            return Err((StatusCode::BAD_REQUEST, "timeRangeEmpty", "The specified time range is empty.".into()));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "timeRangeEmpty",
+                "The specified time range is empty.".into(),
+            ));
         }
     }
     if let Some(props) = event.get("extendedProperties").filter(|v| !v.is_null()) {
         for scope in ["private", "shared"] {
             if let Some(map) = props.get(scope).filter(|v| !v.is_null()) {
-                let ok = map.as_object().is_some_and(|m| m.values().all(Value::is_string));
+                let ok = map
+                    .as_object()
+                    .is_some_and(|m| m.values().all(Value::is_string));
                 if !ok {
-                    return Err(bad(format!("Invalid extendedProperties.{scope}: values must be strings.")));
+                    return Err(bad(format!(
+                        "Invalid extendedProperties.{scope}: values must be strings."
+                    )));
                 }
             }
         }
@@ -717,17 +909,27 @@ fn validate_event(event: &Value) -> Result<(), ApiError> {
 
 /// Google event ids: base32hex characters (a–v, 0–9), 5 to 1024 long.
 fn valid_event_id(id: &str) -> bool {
-    (5..=1024).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
+    (5..=1024).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
 }
 
 fn new_event_id() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
     let mut rng = rand::rng();
-    (0..26).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..26)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
-fn do_insert(state: &mut State_, cal: &str, mut event: Value, now: DateTime<Utc>) -> Result<Value, ApiError> {
+fn do_insert(
+    state: &mut State_,
+    cal: &str,
+    mut event: Value,
+    now: DateTime<Utc>,
+) -> Result<Value, ApiError> {
     validate_event(&event)?;
     let id = match event.get("id").filter(|v| !v.is_null()) {
         Some(v) => {
@@ -744,7 +946,11 @@ fn do_insert(state: &mut State_, cal: &str, mut event: Value, now: DateTime<Utc>
         return Err(not_found_err());
     };
     if rec.position(&id).is_some() {
-        return Err((StatusCode::CONFLICT, "duplicate", "The requested identifier already exists.".into()));
+        return Err((
+            StatusCode::CONFLICT,
+            "duplicate",
+            "The requested identifier already exists.".into(),
+        ));
     }
     if let Some(map) = event.as_object_mut() {
         for field in SERVER_FIELDS {
@@ -754,18 +960,25 @@ fn do_insert(state: &mut State_, cal: &str, mut event: Value, now: DateTime<Utc>
         map.insert("kind".into(), json!("calendar#event"));
         map.insert("etag".into(), json!(etag));
         map.insert("id".into(), json!(id));
-        map.insert("htmlLink".into(), json!(format!("https://calendar.google.test/event?eid={id}")));
+        map.insert(
+            "htmlLink".into(),
+            json!(format!("https://calendar.google.test/event?eid={id}")),
+        );
         map.insert("created".into(), json!(fmt_time(now)));
         map.insert("updated".into(), json!(fmt_time(now)));
         map.insert("iCalUID".into(), json!(format!("{id}@google.com")));
         map.insert("sequence".into(), json!(0));
         map.insert("creator".into(), json!({"email": cal}));
         map.insert("organizer".into(), json!({"email": cal, "self": true}));
-        map.entry("reminders").or_insert(json!({"useDefault": true}));
+        map.entry("reminders")
+            .or_insert(json!({"useDefault": true}));
         map.entry("eventType").or_insert(json!("default"));
     }
     let changed = rec.bump();
-    rec.events.push(EventRec { value: event.clone(), changed });
+    rec.events.push(EventRec {
+        value: event.clone(),
+        changed,
+    });
     Ok(event)
 }
 
@@ -779,7 +992,9 @@ fn merge_patch(target: &mut Value, patch: &Value) {
                 } else if k == "start" || k == "end" {
                     // A start/end switches between `date` and `dateTime` as a whole.
                     target.insert(k.clone(), v.clone());
-                } else if let Some(existing) = target.get_mut(k).filter(|e| e.is_object() && v.is_object()) {
+                } else if let Some(existing) =
+                    target.get_mut(k).filter(|e| e.is_object() && v.is_object())
+                {
                     merge_patch(existing, v);
                 } else {
                     target.insert(k.clone(), v.clone());
@@ -830,19 +1045,30 @@ fn do_update(
         Value::Object(replaced)
     };
     validate_event(&next)?;
-    let timing_changed = ["start", "end", "recurrence"].iter().any(|f| old.get(*f) != next.get(*f));
-    let sequence = old.get("sequence").and_then(Value::as_i64).unwrap_or(0) + i64::from(timing_changed);
+    let timing_changed = ["start", "end", "recurrence"]
+        .iter()
+        .any(|f| old.get(*f) != next.get(*f));
+    let sequence =
+        old.get("sequence").and_then(Value::as_i64).unwrap_or(0) + i64::from(timing_changed);
     if let Some(map) = next.as_object_mut() {
         map.insert("etag".into(), json!(etag));
         map.insert("updated".into(), json!(fmt_time(now)));
         map.insert("sequence".into(), json!(sequence));
     }
     let changed = rec.bump();
-    rec.events[pos] = EventRec { value: next.clone(), changed };
+    rec.events[pos] = EventRec {
+        value: next.clone(),
+        changed,
+    };
     Ok(next)
 }
 
-fn do_delete(state: &mut State_, cal: &str, event_id: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
+fn do_delete(
+    state: &mut State_,
+    cal: &str,
+    event_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
     let etag = state.next_etag(now);
     let Some(rec) = state.calendar(cal) else {
         return Err(not_found_err());
@@ -851,7 +1077,11 @@ fn do_delete(state: &mut State_, cal: &str, event_id: &str, now: DateTime<Utc>) 
         return Err(not_found_err());
     };
     if rec.events[pos].value.get("status").and_then(Value::as_str) == Some("cancelled") {
-        return Err((StatusCode::GONE, "deleted", "Resource has been deleted".into()));
+        return Err((
+            StatusCode::GONE,
+            "deleted",
+            "Resource has been deleted".into(),
+        ));
     }
     let changed = rec.bump();
     let event = &mut rec.events[pos];
@@ -867,7 +1097,12 @@ fn do_delete(state: &mut State_, cal: &str, event_id: &str, now: DateTime<Utc>) 
 // ---------------------------------------------------------------------------------------------
 // Event handlers
 
-async fn insert_event(State(shared): State<Shared>, headers: HeaderMap, Path(cal): Path<String>, body: Bytes) -> Response {
+async fn insert_event(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(cal): Path<String>,
+    body: Bytes,
+) -> Response {
     let cal = match gate(&shared, &headers, Some(&cal), Op::Write) {
         Ok(c) => c,
         Err(r) => return r,
@@ -893,7 +1128,9 @@ async fn get_event(
         Err(r) => return r,
     };
     let mut state = shared.state.lock();
-    let found = state.calendar(&cal).and_then(|c| c.position(&event_id).map(|p| c.events[p].value.clone()));
+    let found = state
+        .calendar(&cal)
+        .and_then(|c| c.position(&event_id).map(|p| c.events[p].value.clone()));
     match found {
         Some(ev) => json_response(StatusCode::OK, ev),
         None => api_error(not_found_err()),
@@ -918,7 +1155,14 @@ async fn patch_event(
     write_event(shared, headers, cal, event_id, body, true)
 }
 
-fn write_event(shared: Shared, headers: HeaderMap, cal: String, event_id: String, body: Bytes, patch: bool) -> Response {
+fn write_event(
+    shared: Shared,
+    headers: HeaderMap,
+    cal: String,
+    event_id: String,
+    body: Bytes,
+    patch: bool,
+) -> Response {
     let cal = match gate(&shared, &headers, Some(&cal), Op::Write) {
         Ok(c) => c,
         Err(r) => return r,
@@ -980,11 +1224,17 @@ struct SyncToken {
 }
 
 fn full_sync_required() -> Response {
-    google_error(StatusCode::GONE, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
+    google_error(
+        StatusCode::GONE,
+        "fullSyncRequired",
+        "Sync token is no longer valid, a full sync is required.",
+    )
 }
 
 fn is_recurring(ev: &Value) -> bool {
-    ev.get("recurrence").and_then(Value::as_array).is_some_and(|r| !r.is_empty())
+    ev.get("recurrence")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty())
 }
 
 /// The minimal form Google returns for deleted events in lists.
@@ -1002,11 +1252,25 @@ async fn list_events(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let flag = |name: &str| param(name) == Some("true");
     let sync_token = param("syncToken");
     if sync_token.is_some() {
-        let forbidden = ["timeMin", "timeMax", "q", "orderBy", "updatedMin", "privateExtendedProperty", "sharedExtendedProperty", "iCalUID"];
+        let forbidden = [
+            "timeMin",
+            "timeMax",
+            "q",
+            "orderBy",
+            "updatedMin",
+            "privateExtendedProperty",
+            "sharedExtendedProperty",
+            "iCalUID",
+        ];
         if let Some(bad_param) = forbidden.iter().find(|p| param(p).is_some()) {
             return google_error(
                 StatusCode::BAD_REQUEST,
@@ -1018,10 +1282,20 @@ async fn list_events(
     let max_results = match param("maxResults").map(str::parse::<usize>) {
         None => 250,
         Some(Ok(n)) if n >= 1 => n.min(2500),
-        Some(_) => return google_error(StatusCode::BAD_REQUEST, "invalid", "Invalid value for maxResults."),
+        Some(_) => {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Invalid value for maxResults.",
+            )
+        }
     };
     if param("orderBy") == Some("startTime") && !flag("singleEvents") {
-        return google_error(StatusCode::BAD_REQUEST, "badRequest", "The requested ordering is not available for the particular query.");
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            "The requested ordering is not available for the particular query.",
+        );
     }
     let bound = |name: &str| -> Result<Option<DateTime<Utc>>, Response> {
         match param(name) {
@@ -1031,10 +1305,11 @@ async fn list_events(
                 .map_err(|_| google_error(StatusCode::BAD_REQUEST, "badRequest", "Bad Request")),
         }
     };
-    let (time_min, time_max, updated_min) = match (bound("timeMin"), bound("timeMax"), bound("updatedMin")) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
-    };
+    let (time_min, time_max, updated_min) =
+        match (bound("timeMin"), bound("timeMax"), bound("updatedMin")) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        };
     let private_filters: Vec<(String, String)> = query
         .iter()
         .filter(|(k, _)| k == "privateExtendedProperty")
@@ -1056,18 +1331,40 @@ async fn list_events(
                 }
                 c
             }
-            _ => return google_error(StatusCode::BAD_REQUEST, "invalid", "Invalid page token value."),
+            _ => {
+                return google_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "Invalid page token value.",
+                )
+            }
         }
     } else if let Some(token) = sync_token {
         match decode_cursor::<SyncToken>(token) {
-            Some(t) if t.c == cal && t.e == epoch && t.s <= rec.change_seq => {
-                Cursor { c: cal.clone(), e: epoch, o: 0, at: rec.change_seq, since: Some(t.s) }
-            }
+            Some(t) if t.c == cal && t.e == epoch && t.s <= rec.change_seq => Cursor {
+                c: cal.clone(),
+                e: epoch,
+                o: 0,
+                at: rec.change_seq,
+                since: Some(t.s),
+            },
             Some(_) => return full_sync_required(),
-            None => return google_error(StatusCode::BAD_REQUEST, "invalid", "Invalid sync token value."),
+            None => {
+                return google_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "Invalid sync token value.",
+                )
+            }
         }
     } else {
-        Cursor { c: cal.clone(), e: epoch, o: 0, at: rec.change_seq, since: None }
+        Cursor {
+            c: cal.clone(),
+            e: epoch,
+            o: 0,
+            at: rec.change_seq,
+            since: None,
+        }
     };
     let show_deleted = flag("showDeleted") || cursor.since.is_some();
     let base: Vec<Value> = rec
@@ -1089,13 +1386,17 @@ async fn list_events(
         })
         .filter(|ev| {
             private_filters.iter().all(|(k, v)| {
-                ev.pointer(&format!("/extendedProperties/private/{k}")).and_then(Value::as_str) == Some(v.as_str())
+                ev.pointer(&format!("/extendedProperties/private/{k}"))
+                    .and_then(Value::as_str)
+                    == Some(v.as_str())
             })
         })
         .filter(|ev| {
             text.as_deref().is_none_or(|q| {
                 ["summary", "description", "location"].iter().any(|f| {
-                    ev.get(*f).and_then(Value::as_str).is_some_and(|s| s.to_lowercase().contains(q))
+                    ev.get(*f)
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| s.to_lowercase().contains(q))
                 })
             })
         })
@@ -1105,7 +1406,8 @@ async fn list_events(
     let single = flag("singleEvents");
     let mut expanded = Vec::with_capacity(base.len());
     for ev in base {
-        let live_series = is_recurring(&ev) && ev.get("status").and_then(Value::as_str) != Some("cancelled");
+        let live_series =
+            is_recurring(&ev) && ev.get("status").and_then(Value::as_str) != Some("cancelled");
         if single && live_series {
             match recurrence::expand(&ev, time_max) {
                 Ok(instances) => expanded.extend(instances),
@@ -1127,7 +1429,8 @@ async fn list_events(
             let start = ev.get("start").and_then(instant);
             let end = ev.get("end").and_then(instant);
             // A series master overlaps any window after its start (its end is the first instance's).
-            let after_min = time_min.is_none_or(|min| is_recurring(ev) || end.is_none_or(|end| end > min));
+            let after_min =
+                time_min.is_none_or(|min| is_recurring(ev) || end.is_none_or(|end| end > min));
             let before_max = time_max.is_none_or(|max| start.is_none_or(|start| start < max));
             after_min && before_max
         })
@@ -1135,7 +1438,12 @@ async fn list_events(
     if single && param("orderBy") == Some("startTime") {
         matching.sort_by_key(|ev| ev.get("start").and_then(instant));
     }
-    let mut items: Vec<Value> = matching.iter().skip(cursor.o).take(max_results).cloned().collect();
+    let mut items: Vec<Value> = matching
+        .iter()
+        .skip(cursor.o)
+        .take(max_results)
+        .cloned()
+        .collect();
     for item in &mut items {
         if item.get("status").and_then(Value::as_str) == Some("cancelled") {
             *item = cancelled_stub(item);
@@ -1153,10 +1461,17 @@ async fn list_events(
         "items": items,
     });
     if next_offset < matching.len() {
-        let next = Cursor { o: next_offset, ..cursor };
+        let next = Cursor {
+            o: next_offset,
+            ..cursor
+        };
         out["nextPageToken"] = json!(encode_cursor(&next));
     } else {
-        let token = SyncToken { c: cal, e: epoch, s: cursor.at };
+        let token = SyncToken {
+            c: cal,
+            e: epoch,
+            s: cursor.at,
+        };
         out["nextSyncToken"] = json!(encode_cursor(&token));
     }
     json_response(StatusCode::OK, out)
@@ -1185,7 +1500,10 @@ mod tests {
         let all_day = json!({"start": {"date": "2026-12-24"}, "end": {"date": "2026-12-27"}, "recurrence": ["RRULE:FREQ=YEARLY"]});
         assert!(validate_event(&all_day).is_ok());
         let backwards = json!({"start": {"date": "2026-12-24"}, "end": {"date": "2026-12-20"}});
-        assert_eq!(validate_event(&backwards).err().map(|e| e.1), Some("timeRangeEmpty"));
+        assert_eq!(
+            validate_event(&backwards).err().map(|e| e.1),
+            Some("timeRangeEmpty")
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! (other zones keep the start's UTC offset). Anything else is refused loudly
 //! ([`Unsupported`]) instead of being expanded wrongly.
 
-use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc, Weekday,
+};
 use serde_json::{json, Value};
 
 use crate::clock::berlin_local;
@@ -55,11 +57,21 @@ fn weekday(code: &str) -> Option<Weekday> {
 }
 
 fn parse_rule(line: &str) -> Result<Rule, Unsupported> {
-    let body = line.strip_prefix("RRULE:").ok_or_else(|| Unsupported(line.to_owned()))?;
-    let mut rule = Rule { freq: Freq::Daily, interval: 1, count: None, until: None, by_day: Vec::new() };
+    let body = line
+        .strip_prefix("RRULE:")
+        .ok_or_else(|| Unsupported(line.to_owned()))?;
+    let mut rule = Rule {
+        freq: Freq::Daily,
+        interval: 1,
+        count: None,
+        until: None,
+        by_day: Vec::new(),
+    };
     let mut freq = None;
     for part in body.split(';').filter(|p| !p.is_empty()) {
-        let (key, value) = part.split_once('=').ok_or_else(|| Unsupported(part.to_owned()))?;
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| Unsupported(part.to_owned()))?;
         let unsupported = || Unsupported(format!("{key}={value}"));
         match key {
             "FREQ" => {
@@ -71,11 +83,21 @@ fn parse_rule(line: &str) -> Result<Rule, Unsupported> {
                     _ => return Err(unsupported()),
                 })
             }
-            "INTERVAL" => rule.interval = value.parse().ok().filter(|n| *n > 0).ok_or_else(unsupported)?,
+            "INTERVAL" => {
+                rule.interval = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(unsupported)?
+            }
             "COUNT" => rule.count = Some(value.parse().map_err(|_| unsupported())?),
             "UNTIL" => rule.until = Some(parse_until(value).ok_or_else(unsupported)?),
             "BYDAY" => {
-                rule.by_day = value.split(',').map(weekday).collect::<Option<Vec<_>>>().ok_or_else(unsupported)?;
+                rule.by_day = value
+                    .split(',')
+                    .map(weekday)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(unsupported)?;
             }
             "WKST" if value == "MO" => {}
             _ => return Err(unsupported()),
@@ -94,7 +116,9 @@ fn parse_until(value: &str) -> Option<Until> {
         return Some(Until::Instant(t.and_utc()));
     }
     if value.len() == 8 {
-        return NaiveDate::parse_from_str(value, "%Y%m%d").ok().map(Until::Date);
+        return NaiveDate::parse_from_str(value, "%Y%m%d")
+            .ok()
+            .map(Until::Date);
     }
     // Floating local time: treat as Berlin wall clock.
     let t = NaiveDateTime::parse_from_str(value, "%Y%m%dT%H%M%S").ok()?;
@@ -105,13 +129,19 @@ fn parse_until(value: &str) -> Option<Until> {
 fn parse_exdates(lines: &[&str]) -> Result<Vec<NaiveDateTime>, Unsupported> {
     let mut out = Vec::new();
     for line in lines {
-        let (_, values) = line.split_once(':').ok_or_else(|| Unsupported((*line).to_owned()))?;
+        let (_, values) = line
+            .split_once(':')
+            .ok_or_else(|| Unsupported((*line).to_owned()))?;
         for v in values.split(',') {
             let v = v.trim();
             let parsed = if let Some(utc) = v.strip_suffix('Z') {
-                NaiveDateTime::parse_from_str(utc, "%Y%m%dT%H%M%S").ok().map(|t| berlin_local(t.and_utc()))
+                NaiveDateTime::parse_from_str(utc, "%Y%m%dT%H%M%S")
+                    .ok()
+                    .map(|t| berlin_local(t.and_utc()))
             } else if v.len() == 8 {
-                NaiveDate::parse_from_str(v, "%Y%m%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0))
+                NaiveDate::parse_from_str(v, "%Y%m%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
             } else {
                 NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%S").ok()
             };
@@ -139,33 +169,42 @@ fn candidates(rule: &Rule, first: NaiveDateTime) -> impl Iterator<Item = NaiveDa
     let start_date = first.date();
     let by_day = rule.by_day.clone();
     let freq = rule.freq;
-    let monday = start_date - Duration::days(i64::from(start_date.weekday().num_days_from_monday()));
-    (0i64..).take(MAX_INSTANCES * 8).flat_map(move |k| -> Vec<NaiveDateTime> {
-        let dates: Vec<NaiveDate> = match freq {
-            Freq::Daily => vec![start_date + Duration::days(k * interval)],
-            Freq::Weekly if by_day.is_empty() => vec![start_date + Duration::weeks(k * interval)],
-            Freq::Weekly => {
-                let week = monday + Duration::weeks(k * interval);
-                let mut days: Vec<NaiveDate> = by_day
-                    .iter()
-                    .map(|d| week + Duration::days(i64::from(d.num_days_from_monday())))
-                    .filter(|d| *d >= start_date)
-                    .collect();
-                days.sort();
-                days
-            }
-            Freq::Monthly => {
-                let months = start_date.month0() as i64 + k * interval;
-                let year = start_date.year() + (months / 12) as i32;
-                NaiveDate::from_ymd_opt(year, (months % 12) as u32 + 1, start_date.day()).into_iter().collect()
-            }
-            Freq::Yearly => {
-                let year = start_date.year() + (k * interval) as i32;
-                NaiveDate::from_ymd_opt(year, start_date.month(), start_date.day()).into_iter().collect()
-            }
-        };
-        dates.into_iter().map(|d| d.and_time(time)).collect()
-    })
+    let monday =
+        start_date - Duration::days(i64::from(start_date.weekday().num_days_from_monday()));
+    (0i64..)
+        .take(MAX_INSTANCES * 8)
+        .flat_map(move |k| -> Vec<NaiveDateTime> {
+            let dates: Vec<NaiveDate> = match freq {
+                Freq::Daily => vec![start_date + Duration::days(k * interval)],
+                Freq::Weekly if by_day.is_empty() => {
+                    vec![start_date + Duration::weeks(k * interval)]
+                }
+                Freq::Weekly => {
+                    let week = monday + Duration::weeks(k * interval);
+                    let mut days: Vec<NaiveDate> = by_day
+                        .iter()
+                        .map(|d| week + Duration::days(i64::from(d.num_days_from_monday())))
+                        .filter(|d| *d >= start_date)
+                        .collect();
+                    days.sort();
+                    days
+                }
+                Freq::Monthly => {
+                    let months = start_date.month0() as i64 + k * interval;
+                    let year = start_date.year() + (months / 12) as i32;
+                    NaiveDate::from_ymd_opt(year, (months % 12) as u32 + 1, start_date.day())
+                        .into_iter()
+                        .collect()
+                }
+                Freq::Yearly => {
+                    let year = start_date.year() + (k * interval) as i32;
+                    NaiveDate::from_ymd_opt(year, start_date.month(), start_date.day())
+                        .into_iter()
+                        .collect()
+                }
+            };
+            dates.into_iter().map(|d| d.and_time(time)).collect()
+        })
 }
 
 fn format_instant(utc: DateTime<Utc>, berlin: bool, offset: FixedOffset) -> String {
@@ -173,11 +212,16 @@ fn format_instant(utc: DateTime<Utc>, berlin: bool, offset: FixedOffset) -> Stri
         let local = berlin_local(utc);
         let secs = (local - utc.naive_utc()).num_seconds() as i32;
         match FixedOffset::east_opt(secs) {
-            Some(off) => utc.with_timezone(&off).format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            Some(off) => utc
+                .with_timezone(&off)
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string(),
             None => utc.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         }
     } else {
-        utc.with_timezone(&offset).format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+        utc.with_timezone(&offset)
+            .format("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string()
     }
 }
 
@@ -192,8 +236,16 @@ pub fn expand(master: &Value, time_max: Option<DateTime<Utc>>) -> Result<Vec<Val
     if lines.is_empty() {
         return Ok(vec![master.clone()]);
     }
-    let rrules: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("RRULE:")).collect();
-    let exdate_lines: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("EXDATE")).collect();
+    let rrules: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("RRULE:"))
+        .collect();
+    let exdate_lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("EXDATE"))
+        .collect();
     if rrules.len() != 1 || rrules.len() + exdate_lines.len() != lines.len() {
         return Err(Unsupported(format!("recurrence {lines:?}")));
     }
@@ -207,8 +259,12 @@ pub fn expand(master: &Value, time_max: Option<DateTime<Utc>>) -> Result<Vec<Val
     let mut produced = 0usize;
     if let Some(date) = start.get("date").and_then(Value::as_str) {
         // All-day series.
-        let first = NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| Unsupported(date.to_owned()))?;
-        let last = end.get("date").and_then(Value::as_str).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let first = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .map_err(|_| Unsupported(date.to_owned()))?;
+        let last = end
+            .get("date")
+            .and_then(Value::as_str)
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
         let days = last.map(|l| (l - first).num_days()).unwrap_or(1);
         for local in candidates(&rule, first.and_time(NaiveTime::MIN)) {
             let day = local.date();
@@ -229,13 +285,17 @@ pub fn expand(master: &Value, time_max: Option<DateTime<Utc>>) -> Result<Vec<Val
             }
             let mut instance = instance_of(master, master_id, &format!("{}", day.format("%Y%m%d")));
             instance["start"] = json!({"date": day.format("%Y-%m-%d").to_string()});
-            instance["end"] = json!({"date": (day + Duration::days(days)).format("%Y-%m-%d").to_string()});
+            instance["end"] =
+                json!({"date": (day + Duration::days(days)).format("%Y-%m-%d").to_string()});
             instance["originalStartTime"] = instance["start"].clone();
             out.push(instance);
         }
         return Ok(out);
     }
-    let raw = start.get("dateTime").and_then(Value::as_str).ok_or_else(|| Unsupported("start without time".into()))?;
+    let raw = start
+        .get("dateTime")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Unsupported("start without time".into()))?;
     let first = DateTime::parse_from_rfc3339(raw).map_err(|_| Unsupported(raw.to_owned()))?;
     let end_at = end
         .get("dateTime")
@@ -243,14 +303,25 @@ pub fn expand(master: &Value, time_max: Option<DateTime<Utc>>) -> Result<Vec<Val
         .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
         .ok_or_else(|| Unsupported("end without time".into()))?;
     let duration = end_at - first;
-    let zone = start.get("timeZone").and_then(Value::as_str).unwrap_or("UTC");
+    let zone = start
+        .get("timeZone")
+        .and_then(Value::as_str)
+        .unwrap_or("UTC");
     let berlin = zone == "Europe/Berlin";
-    let first_local = if berlin { berlin_local(first.with_timezone(&Utc)) } else { first.naive_local() };
+    let first_local = if berlin {
+        berlin_local(first.with_timezone(&Utc))
+    } else {
+        first.naive_local()
+    };
     for local in candidates(&rule, first_local) {
         if rule.count.is_some_and(|c| produced >= c) || out.len() >= MAX_INSTANCES {
             break;
         }
-        let utc = if berlin { berlin_to_utc(local) } else { (local - Duration::seconds(i64::from(first.offset().local_minus_utc()))).and_utc() };
+        let utc = if berlin {
+            berlin_to_utc(local)
+        } else {
+            (local - Duration::seconds(i64::from(first.offset().local_minus_utc()))).and_utc()
+        };
         match rule.until {
             Some(Until::Instant(u)) if utc > u => break,
             Some(Until::Date(u)) if local.date() > u => break,
@@ -263,8 +334,10 @@ pub fn expand(master: &Value, time_max: Option<DateTime<Utc>>) -> Result<Vec<Val
         if exdates.contains(&local) {
             continue;
         }
-        let mut instance = instance_of(master, master_id, &utc.format("%Y%m%dT%H%M%SZ").to_string());
-        instance["start"] = json!({"dateTime": format_instant(utc, berlin, *first.offset()), "timeZone": zone});
+        let mut instance =
+            instance_of(master, master_id, &utc.format("%Y%m%dT%H%M%SZ").to_string());
+        instance["start"] =
+            json!({"dateTime": format_instant(utc, berlin, *first.offset()), "timeZone": zone});
         instance["end"] = json!({"dateTime": format_instant(utc + duration, berlin, *first.offset()), "timeZone": zone});
         instance["originalStartTime"] = instance["start"].clone();
         out.push(instance);
@@ -289,7 +362,13 @@ mod tests {
     fn starts(instances: &[Value]) -> Vec<String> {
         instances
             .iter()
-            .map(|i| i["start"]["dateTime"].as_str().or(i["start"]["date"].as_str()).unwrap_or("").to_owned())
+            .map(|i| {
+                i["start"]["dateTime"]
+                    .as_str()
+                    .or(i["start"]["date"].as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -302,7 +381,10 @@ mod tests {
             "recurrence": ["RRULE:FREQ=WEEKLY;INTERVAL=1;UNTIL=20270329T063000Z"],
         });
         let list = expand(&master, None)?;
-        assert_eq!(starts(&list), vec!["2027-03-22T08:00:00+01:00", "2027-03-29T08:00:00+02:00"]);
+        assert_eq!(
+            starts(&list),
+            vec!["2027-03-22T08:00:00+01:00", "2027-03-29T08:00:00+02:00"]
+        );
         assert_eq!(list[1]["id"], "abc12_20270329T060000Z");
         assert_eq!(list[1]["recurringEventId"], "abc12");
         Ok(())
@@ -319,7 +401,11 @@ mod tests {
         let list = expand(&master, None)?;
         assert_eq!(
             starts(&list),
-            vec!["2026-12-01T09:00:00+01:00", "2026-12-08T09:00:00+01:00", "2026-12-10T09:00:00+01:00"]
+            vec![
+                "2026-12-01T09:00:00+01:00",
+                "2026-12-08T09:00:00+01:00",
+                "2026-12-10T09:00:00+01:00"
+            ]
         );
         Ok(())
     }
@@ -332,9 +418,14 @@ mod tests {
             "end": {"date": "2027-02-01"},
             "recurrence": ["RRULE:FREQ=MONTHLY"],
         });
-        let max = NaiveDate::from_ymd_opt(2027, 6, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+        let max = NaiveDate::from_ymd_opt(2027, 6, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc());
         let list = expand(&master, max)?;
-        assert_eq!(starts(&list), vec!["2027-01-31", "2027-03-31", "2027-05-31"]);
+        assert_eq!(
+            starts(&list),
+            vec!["2027-01-31", "2027-03-31", "2027-05-31"]
+        );
         Ok(())
     }
 

@@ -13,7 +13,9 @@ use clap::Parser;
 use proxy_wasm_host::gateway::{Gateway, GatewayOptions};
 
 #[derive(Parser, Debug)]
-#[command(about = "Kong 3.9 stand-in: routes by a rendered kong.yaml and runs its proxy-wasm filter chains")]
+#[command(
+    about = "Kong 3.9 stand-in: routes by a rendered kong.yaml and runs its proxy-wasm filter chains"
+)]
 struct Args {
     /// A rendered declarative config (see `kong-config render`).
     #[arg(long, default_value = "kong.rendered.yaml")]
@@ -34,8 +36,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
-    let config = kong_config::model::KongConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let config = kong_config::model::KongConfig::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let mut opts = GatewayOptions::new(config);
     if let Some(dir) = args.filters_dir {
         opts.filters_dir = dir;
@@ -44,7 +48,11 @@ async fn main() -> anyhow::Result<()> {
     opts.workers = args.workers;
     opts.echo_logs = args.echo_logs;
     let gateway = Gateway::start(opts).await?;
-    eprintln!("kong-standin listening on {} ({} workers)", gateway.base_url(), args.workers);
+    eprintln!(
+        "kong-standin listening on {} ({} workers)",
+        gateway.base_url(),
+        args.workers
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

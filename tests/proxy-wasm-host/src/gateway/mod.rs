@@ -93,11 +93,15 @@ impl Gateway {
     /// starts serving on the current tokio runtime.
     pub async fn start(opts: GatewayOptions) -> Result<Gateway, GatewayError> {
         let mut names: Vec<String> = Vec::new();
-        let all_chains = opts
-            .config
-            .filter_chains
-            .iter()
-            .chain(opts.config.services.iter().flat_map(|s| s.filter_chains.iter().chain(s.routes.iter().flat_map(|r| r.filter_chains.iter()))));
+        let all_chains =
+            opts.config
+                .filter_chains
+                .iter()
+                .chain(opts.config.services.iter().flat_map(|s| {
+                    s.filter_chains
+                        .iter()
+                        .chain(s.routes.iter().flat_map(|r| r.filter_chains.iter()))
+                }));
         for chain in all_chains {
             for f in &chain.filters {
                 if !names.contains(&f.name) {
@@ -105,7 +109,10 @@ impl Gateway {
                 }
             }
         }
-        let mut builder = Host::builder().workers(opts.workers).clock(opts.clock.clone()).echo_logs(opts.echo_logs);
+        let mut builder = Host::builder()
+            .workers(opts.workers)
+            .clock(opts.clock.clone())
+            .echo_logs(opts.echo_logs);
         for name in &names {
             builder = builder.filter_file(name, opts.filters_dir.join(format!("{name}.wasm")));
         }
@@ -123,32 +130,60 @@ impl Gateway {
                     .filter(|c| c.enabled)
                     .flat_map(|c| c.filters.iter())
                     .filter(|f| f.enabled)
-                    .map(|f| FilterSpec { name: f.name.clone(), config: f.config_string() })
+                    .map(|f| FilterSpec {
+                        name: f.name.clone(),
+                        config: f.config_string(),
+                    })
                     .collect();
                 let chain = host.add_chain(&specs).await?;
                 if !chain.all_configured() {
-                    let filters =
-                        specs.iter().zip(&chain.configured).filter(|(_, ok)| !**ok).map(|(s, _)| s.name.clone()).collect();
-                    return Err(GatewayError::FilterConfig { route: route.name.clone(), filters });
+                    let filters = specs
+                        .iter()
+                        .zip(&chain.configured)
+                        .filter(|(_, ok)| !**ok)
+                        .map(|(s, _)| s.name.clone())
+                        .collect();
+                    return Err(GatewayError::FilterConfig {
+                        route: route.name.clone(),
+                        filters,
+                    });
                 }
                 chains.insert((si, ri), chain);
             }
         }
-        let inner = Arc::new(Inner { host: Arc::clone(&host), config: opts.config, chains, limiter: RateLimiter::default() });
+        let inner = Arc::new(Inner {
+            host: Arc::clone(&host),
+            config: opts.config,
+            chains,
+            limiter: RateLimiter::default(),
+        });
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
-            .map_err(|e| GatewayError::Listen { addr: opts.listen, reason: e.to_string() })?;
-        let addr = listener.local_addr().map_err(|e| GatewayError::Listen { addr: opts.listen, reason: e.to_string() })?;
+            .map_err(|e| GatewayError::Listen {
+                addr: opts.listen,
+                reason: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| GatewayError::Listen {
+            addr: opts.listen,
+            reason: e.to_string(),
+        })?;
         let app = axum::Router::new().fallback(handle).with_state(inner);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
         });
-        Ok(Gateway { addr, host, _stop: stop })
+        Ok(Gateway {
+            addr,
+            host,
+            _stop: stop,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -160,14 +195,23 @@ fn respond(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Response
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in headers {
-        if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("connection") || k.eq_ignore_ascii_case("transfer-encoding") {
+        if k.eq_ignore_ascii_case("content-length")
+            || k.eq_ignore_ascii_case("connection")
+            || k.eq_ignore_ascii_case("transfer-encoding")
+        {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             resp.headers_mut().append(name, value);
         }
     }
-    resp.headers_mut().insert("via", HeaderValue::from_static("1.1 kong/3.9.1 (bitbylaw stand-in)"));
+    resp.headers_mut().insert(
+        "via",
+        HeaderValue::from_static("1.1 kong/3.9.1 (bitbylaw stand-in)"),
+    );
     resp
 }
 
@@ -190,7 +234,17 @@ fn raw_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 fn join_pairs(pairs: &[(String, String)]) -> String {
-    pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            if v.is_empty() {
+                k.clone()
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 async fn handle(
@@ -203,14 +257,32 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let Some((route_ref, prefix)) = router::match_route(&gw.config, method.as_str(), &path) else {
-        return reject(Rejection { status: 404, headers: vec![("content-type".into(), "application/json; charset=utf-8".into())], body: r#"{"message":"no Route matched with those values"}"#.into() }, &[]);
+        return reject(
+            Rejection {
+                status: 404,
+                headers: vec![(
+                    "content-type".into(),
+                    "application/json; charset=utf-8".into(),
+                )],
+                body: r#"{"message":"no Route matched with those values"}"#.into(),
+            },
+            &[],
+        );
     };
-    let RouteRef { service: si, route: ri } = route_ref;
+    let RouteRef {
+        service: si,
+        route: ri,
+    } = route_ref;
     let service = &gw.config.services[si];
     let route = &service.routes[ri];
     let mut pairs: Vec<(String, String)> = headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let mut query = raw_pairs(uri.query().unwrap_or(""));
     let origin = crate::stream::header_value(&pairs, "origin").map(str::to_string);
@@ -220,17 +292,22 @@ async fn handle(
         let cfg = &plugin.config;
         match plugin.name.as_str() {
             "cors" => {
-                if method == Method::OPTIONS && crate::stream::header_value(&pairs, "access-control-request-method").is_some() {
+                if method == Method::OPTIONS
+                    && crate::stream::header_value(&pairs, "access-control-request-method")
+                        .is_some()
+                {
                     return reject(plugins::cors_preflight(cfg, origin.as_deref()), &[]);
                 }
                 if let Some(o) = plugins::cors_origin(cfg, origin.as_deref()) {
                     extra_response_headers.push(("access-control-allow-origin".into(), o));
                 }
             }
-            "key-auth" => match plugins::key_auth(cfg, &gw.config.consumers, &mut pairs, &mut query) {
-                Ok(c) => consumer = Some(c),
-                Err(r) => return reject(r, &extra_response_headers),
-            },
+            "key-auth" => {
+                match plugins::key_auth(cfg, &gw.config.consumers, &mut pairs, &mut query) {
+                    Ok(c) => consumer = Some(c),
+                    Err(r) => return reject(r, &extra_response_headers),
+                }
+            }
             "request-size-limiting" => {
                 if let Err(r) = plugins::request_size(cfg, body.len()) {
                     return reject(r, &extra_response_headers);
@@ -248,22 +325,47 @@ async fn handle(
         }
     }
     let query_string = join_pairs(&query);
-    let full_path = if query_string.is_empty() { path.clone() } else { format!("{path}?{query_string}") };
+    let full_path = if query_string.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query_string}")
+    };
     let upstream_uri = router::upstream_uri(service, route, &prefix, &path, Some(&query_string));
-    let mut request = HttpRequest::new(method.as_str(), &full_path).kong_upstream_uri(&upstream_uri);
+    let mut request =
+        HttpRequest::new(method.as_str(), &full_path).kong_upstream_uri(&upstream_uri);
     request.headers = pairs;
-    request.body_chunks = if body.is_empty() { Vec::new() } else { vec![body.to_vec()] };
+    request.body_chunks = if body.is_empty() {
+        Vec::new()
+    } else {
+        vec![body.to_vec()]
+    };
     request.client_addr = peer.ip().to_string();
     request.client_port = peer.port();
     request.kong_route_id = Some(route.name.clone());
     request.kong_service_id = Some(service.name.clone());
     let base = match url::Url::parse(&service.url) {
-        Ok(u) => format!("{}://{}", u.scheme(), u.host_str().map(|h| match u.port() { Some(p) => format!("{h}:{p}"), None => h.to_string() }).unwrap_or_default()),
+        Ok(u) => format!(
+            "{}://{}",
+            u.scheme(),
+            u.host_str()
+                .map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                })
+                .unwrap_or_default()
+        ),
         Err(_) => service.url.clone(),
     };
-    let upstream = Upstream::Url { base, timeout: Duration::from_millis(service.read_timeout.max(1)) };
+    let upstream = Upstream::Url {
+        base,
+        timeout: Duration::from_millis(service.read_timeout.max(1)),
+    };
     let Some(chain) = gw.chains.get(&(si, ri)) else {
-        return respond(500, &[], br#"{"message":"An unexpected error occurred"}"#.to_vec());
+        return respond(
+            500,
+            &[],
+            br#"{"message":"An unexpected error occurred"}"#.to_vec(),
+        );
     };
     match gw.host.request_any(chain, request, upstream).await {
         Ok(r) => {
@@ -271,6 +373,12 @@ async fn handle(
             headers.extend(extra_response_headers);
             respond(r.status, &headers, r.body)
         }
-        Err(e) => respond(500, &[], serde_json::json!({"message": "An unexpected error occurred", "detail": e.to_string()}).to_string().into_bytes()),
+        Err(e) => respond(
+            500,
+            &[],
+            serde_json::json!({"message": "An unexpected error occurred", "detail": e.to_string()})
+                .to_string()
+                .into_bytes(),
+        ),
     }
 }

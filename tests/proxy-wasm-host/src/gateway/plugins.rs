@@ -25,14 +25,21 @@ impl Rejection {
     fn message(status: u16, message: &str) -> Self {
         Rejection {
             status,
-            headers: vec![("content-type".into(), "application/json; charset=utf-8".into())],
+            headers: vec![(
+                "content-type".into(),
+                "application/json; charset=utf-8".into(),
+            )],
             body: serde_json::json!({ "message": message }).to_string(),
         }
     }
 }
 
 /// The effective plugins of a route: route config over service config over global.
-pub fn effective<'a>(global: &'a [Plugin], service: &'a [Plugin], route: &'a [Plugin]) -> Vec<&'a Plugin> {
+pub fn effective<'a>(
+    global: &'a [Plugin],
+    service: &'a [Plugin],
+    route: &'a [Plugin],
+) -> Vec<&'a Plugin> {
     let mut out: Vec<&Plugin> = Vec::new();
     for layer in [route, service, global] {
         for p in layer.iter().filter(|p| p.enabled) {
@@ -53,16 +60,34 @@ pub fn effective<'a>(global: &'a [Plugin], service: &'a [Plugin], route: &'a [Pl
 }
 
 fn strings(config: &Value, key: &str) -> Option<Vec<String>> {
-    config.get(key)?.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+    config.get(key)?.as_array().map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    })
 }
 
 /// key-auth: finds the key in the configured header names or query parameters.
 /// Kong 3.9 answers 401 "No API key found in request" / "Invalid authentication credentials".
-pub fn key_auth(config: &Value, consumers: &[Consumer], headers: &mut HeaderPairs, query: &mut Vec<(String, String)>) -> Result<String, Rejection> {
+pub fn key_auth(
+    config: &Value,
+    consumers: &[Consumer],
+    headers: &mut HeaderPairs,
+    query: &mut Vec<(String, String)>,
+) -> Result<String, Rejection> {
     let names = strings(config, "key_names").unwrap_or_else(|| vec!["apikey".into()]);
-    let in_header = config.get("key_in_header").and_then(Value::as_bool).unwrap_or(true);
-    let in_query = config.get("key_in_query").and_then(Value::as_bool).unwrap_or(true);
-    let hide = config.get("hide_credentials").and_then(Value::as_bool).unwrap_or(false);
+    let in_header = config
+        .get("key_in_header")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let in_query = config
+        .get("key_in_query")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let hide = config
+        .get("hide_credentials")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut found: Option<String> = None;
     for name in &names {
         if in_header {
@@ -102,8 +127,15 @@ pub fn key_auth(config: &Value, consumers: &[Consumer], headers: &mut HeaderPair
 
 /// request-size-limiting: `allowed_payload_size` in `size_unit` (megabytes by default).
 pub fn request_size(config: &Value, body_len: usize) -> Result<(), Rejection> {
-    let allowed = config.get("allowed_payload_size").and_then(Value::as_u64).unwrap_or(128);
-    let unit = match config.get("size_unit").and_then(Value::as_str).unwrap_or("megabytes") {
+    let allowed = config
+        .get("allowed_payload_size")
+        .and_then(Value::as_u64)
+        .unwrap_or(128);
+    let unit = match config
+        .get("size_unit")
+        .and_then(Value::as_str)
+        .unwrap_or("megabytes")
+    {
         "bytes" => 1,
         "kilobytes" => 1024,
         _ => 1024 * 1024,
@@ -123,21 +155,34 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// Counts one request; returns the headers Kong adds, or the 429.
-    pub fn check(&self, route: &str, config: &Value, identity: &str, now_secs: u64) -> Result<HeaderPairs, Rejection> {
-        let Some(limit) = config.get("minute").and_then(Value::as_u64) else { return Ok(Vec::new()) };
+    pub fn check(
+        &self,
+        route: &str,
+        config: &Value,
+        identity: &str,
+        now_secs: u64,
+    ) -> Result<HeaderPairs, Rejection> {
+        let Some(limit) = config.get("minute").and_then(Value::as_u64) else {
+            return Ok(Vec::new());
+        };
         let window = now_secs / 60;
         let reset = 60 - now_secs % 60;
         let count = {
             let mut w = self.windows.lock();
             w.retain(|(_, _, win), _| *win + 1 >= window);
-            let c = w.entry((route.to_string(), identity.to_string(), window)).or_insert(0);
+            let c = w
+                .entry((route.to_string(), identity.to_string(), window))
+                .or_insert(0);
             *c += 1;
             *c
         };
         let remaining = limit.saturating_sub(count);
         let headers = vec![
             ("x-ratelimit-limit-minute".to_string(), limit.to_string()),
-            ("x-ratelimit-remaining-minute".to_string(), remaining.to_string()),
+            (
+                "x-ratelimit-remaining-minute".to_string(),
+                remaining.to_string(),
+            ),
             ("ratelimit-limit".to_string(), limit.to_string()),
             ("ratelimit-remaining".to_string(), remaining.to_string()),
             ("ratelimit-reset".to_string(), reset.to_string()),
@@ -159,13 +204,24 @@ pub fn cors_origin(config: &Value, origin: Option<&str>) -> Option<String> {
         return Some("*".into());
     }
     let origin = origin?;
-    origins.iter().any(|o| o == origin).then(|| origin.to_string())
+    origins
+        .iter()
+        .any(|o| o == origin)
+        .then(|| origin.to_string())
 }
 
 pub fn cors_preflight(config: &Value, origin: Option<&str>) -> Rejection {
-    let methods = strings(config, "methods")
-        .unwrap_or_else(|| ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT"].map(String::from).to_vec());
-    let mut headers = vec![("access-control-allow-methods".to_string(), methods.join(","))];
+    let methods = strings(config, "methods").unwrap_or_else(|| {
+        [
+            "GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let mut headers = vec![(
+        "access-control-allow-methods".to_string(),
+        methods.join(","),
+    )];
     if let Some(o) = cors_origin(config, origin) {
         headers.push(("access-control-allow-origin".into(), o));
     }
@@ -175,7 +231,11 @@ pub fn cors_preflight(config: &Value, origin: Option<&str>) -> Rejection {
     if let Some(age) = config.get("max_age").and_then(Value::as_u64) {
         headers.push(("access-control-max-age".into(), age.to_string()));
     }
-    Rejection { status: 200, headers, body: String::new() }
+    Rejection {
+        status: 200,
+        headers,
+        body: String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -186,14 +246,34 @@ mod tests {
 
     #[test]
     fn key_auth_messages_match_kong() {
-        let consumers = vec![Consumer { username: "app".into(), keyauth_credentials: vec![KeyAuthCredential { key: "k1".into() }] }];
+        let consumers = vec![Consumer {
+            username: "app".into(),
+            keyauth_credentials: vec![KeyAuthCredential { key: "k1".into() }],
+        }];
         let mut h = vec![];
         let mut q = vec![];
-        assert_eq!(key_auth(&json!({}), &consumers, &mut h, &mut q).unwrap_err().status, 401);
+        assert_eq!(
+            key_auth(&json!({}), &consumers, &mut h, &mut q)
+                .unwrap_err()
+                .status,
+            401
+        );
         let mut h = vec![("apikey".to_string(), "nope".to_string())];
-        assert!(key_auth(&json!({}), &consumers, &mut h, &mut q).unwrap_err().body.contains("Invalid authentication credentials"));
+        assert!(key_auth(&json!({}), &consumers, &mut h, &mut q)
+            .unwrap_err()
+            .body
+            .contains("Invalid authentication credentials"));
         let mut q = vec![("apikey".to_string(), "k1".to_string())];
-        assert_eq!(key_auth(&json!({"hide_credentials": true}), &consumers, &mut vec![], &mut q).unwrap(), "app");
+        assert_eq!(
+            key_auth(
+                &json!({"hide_credentials": true}),
+                &consumers,
+                &mut vec![],
+                &mut q
+            )
+            .unwrap(),
+            "app"
+        );
         assert!(q.is_empty());
     }
 
@@ -212,7 +292,16 @@ mod tests {
     #[test]
     fn size_limit_uses_megabytes_by_default() {
         assert!(request_size(&json!({"allowed_payload_size": 1}), 1024 * 1024).is_ok());
-        assert_eq!(request_size(&json!({"allowed_payload_size": 1}), 1024 * 1024 + 1).unwrap_err().status, 413);
-        assert!(request_size(&json!({"allowed_payload_size": 10, "size_unit": "bytes"}), 11).is_err());
+        assert_eq!(
+            request_size(&json!({"allowed_payload_size": 1}), 1024 * 1024 + 1)
+                .unwrap_err()
+                .status,
+            413
+        );
+        assert!(request_size(
+            &json!({"allowed_payload_size": 10, "size_unit": "bytes"}),
+            11
+        )
+        .is_err());
     }
 }

@@ -30,8 +30,16 @@ pub fn match_route(config: &KongConfig, method: &str, path: &str) -> Option<(Rou
                 if prefix.starts_with('~') {
                     continue; // regex routes are not used by this project
                 }
-                if path.starts_with(prefix.as_str()) && best.as_ref().is_none_or(|(_, p)| prefix.len() > p.len()) {
-                    best = Some((RouteRef { service: si, route: ri }, prefix.clone()));
+                if path.starts_with(prefix.as_str())
+                    && best.as_ref().is_none_or(|(_, p)| prefix.len() > p.len())
+                {
+                    best = Some((
+                        RouteRef {
+                            service: si,
+                            route: ri,
+                        },
+                        prefix.clone(),
+                    ));
                 }
             }
         }
@@ -41,15 +49,39 @@ pub fn match_route(config: &KongConfig, method: &str, path: &str) -> Option<(Rou
 
 /// `$upstream_uri` for a request: service path + (request path minus the
 /// matched prefix when `strip_path`), plus the query string.
-pub fn upstream_uri(service: &Service, route: &Route, matched_prefix: &str, path: &str, query: Option<&str>) -> String {
-    let service_path = url::Url::parse(&service.url).map(|u| u.path().to_string()).unwrap_or_else(|_| "/".into());
-    let rest = if route.strip_path { &path[matched_prefix.len().min(path.len())..] } else { path };
+pub fn upstream_uri(
+    service: &Service,
+    route: &Route,
+    matched_prefix: &str,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    let service_path = url::Url::parse(&service.url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|_| "/".into());
+    let rest = if route.strip_path {
+        &path[matched_prefix.len().min(path.len())..]
+    } else {
+        path
+    };
     let mut uri = if service_path == "/" || service_path.is_empty() {
-        if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+        if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        }
     } else if rest.is_empty() {
         service_path
     } else if service_path.ends_with('/') || rest.starts_with('/') {
-        format!("{}{}", service_path.trim_end_matches('/'), if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") })
+        format!(
+            "{}{}",
+            service_path.trim_end_matches('/'),
+            if rest.starts_with('/') {
+                rest.to_string()
+            } else {
+                format!("/{rest}")
+            }
+        )
     } else {
         format!("{service_path}/{rest}")
     };
@@ -96,7 +128,10 @@ services:
     fn longest_prefix_and_method_win() {
         let c = config();
         let (r, p) = match_route(&c, "POST", "/vmh/webhook/beteiligte/create").unwrap();
-        assert_eq!((r.service, r.route, p.as_str()), (0, 1, "/vmh/webhook/beteiligte"));
+        assert_eq!(
+            (r.service, r.route, p.as_str()),
+            (0, 1, "/vmh/webhook/beteiligte")
+        );
         assert!(match_route(&c, "GET", "/vmh/webhook/beteiligte/create").is_none());
         assert!(match_route(&c, "GET", "/nothing").is_none());
     }
@@ -105,9 +140,30 @@ services:
     fn strip_path_appends_rest_to_service_path() {
         let c = config();
         let s = &c.services[0];
-        assert_eq!(upstream_uri(s, &s.routes[1], "/vmh/webhook/beteiligte", "/vmh/webhook/beteiligte/create", Some("a=1")), "/events/create?a=1");
-        assert_eq!(upstream_uri(s, &s.routes[1], "/vmh/webhook/beteiligte", "/vmh/webhook/beteiligte", None), "/events");
+        assert_eq!(
+            upstream_uri(
+                s,
+                &s.routes[1],
+                "/vmh/webhook/beteiligte",
+                "/vmh/webhook/beteiligte/create",
+                Some("a=1")
+            ),
+            "/events/create?a=1"
+        );
+        assert_eq!(
+            upstream_uri(
+                s,
+                &s.routes[1],
+                "/vmh/webhook/beteiligte",
+                "/vmh/webhook/beteiligte",
+                None
+            ),
+            "/events"
+        );
         let api = &c.services[1];
-        assert_eq!(upstream_uri(api, &api.routes[0], "/health", "/health", None), "/health");
+        assert_eq!(
+            upstream_uri(api, &api.routes[0], "/health", "/health", None),
+            "/health"
+        );
     }
 }

@@ -15,12 +15,22 @@ async fn valid_signature_is_forwarded_with_gateway_headers() {
     let body = ESPO_BATCH.as_bytes();
     let resp = f.send(espo_request(PATH, body, ESPO_NEW)).await;
     let up = assert_forwarded(&resp, TOPIC, body);
-    assert!(is_uuid_v4(up.header("x-event-id").unwrap()), "{:?}", up.header("x-event-id"));
+    assert!(
+        is_uuid_v4(up.header("x-event-id").unwrap()),
+        "{:?}",
+        up.header("x-event-id")
+    );
     assert_eq!(up.header("x-received-at"), Some(T0.to_string().as_str()));
     assert_eq!(up.header("content-type"), Some("application/json"));
     assert_eq!(f.counter("espocrm_beteiligte", "accepted"), 1);
     // other actions map to other topics
-    let resp = f.send(espo_request("/vmh/webhook/beteiligte/create", body, ESPO_OLD)).await;
+    let resp = f
+        .send(espo_request(
+            "/vmh/webhook/beteiligte/create",
+            body,
+            ESPO_OLD,
+        ))
+        .await;
     assert_forwarded(&resp, "vmh.beteiligte.create", body);
     f.assert_no_secrets_logged();
 }
@@ -56,9 +66,16 @@ async fn tampered_wrong_secret_unknown_id_missing_header_are_401() {
         .header("Signature", &espo_signature(ESPO_ID, ESPO_NEW, body));
     let r = f.send(req).await;
     assert_error(&r, 401, "invalid_signature");
-    assert_eq!(r.json().unwrap()["message"], "signature verification failed");
+    assert_eq!(
+        r.json().unwrap()["message"],
+        "signature verification failed"
+    );
     // wrong secret
-    assert_error(&f.send(espo_request(PATH, body, "not-the-secret")).await, 401, "invalid_signature");
+    assert_error(
+        &f.send(espo_request(PATH, body, "not-the-secret")).await,
+        401,
+        "invalid_signature",
+    );
     // unknown webhook id
     let req = HttpRequest::post(PATH, body.to_vec())
         .header("content-type", "application/json")
@@ -80,6 +97,13 @@ async fn tampered_wrong_secret_unknown_id_missing_header_are_401() {
     assert!(logs.contains("signature_mismatch"), "{logs}");
     assert!(logs.contains("signature_unknown_key_id"), "{logs}");
     assert!(logs.contains("signature_missing"), "{logs}");
+    assert!(f
+        .host
+        .logs()
+        .iter()
+        .any(|l| l.level == proxy_wasm_host::LogLevel::Warn
+            && l.message
+                .contains("401 invalid_signature: signature_mismatch")));
     f.assert_no_secrets_logged();
 }
 
@@ -91,39 +115,69 @@ async fn size_limits_content_length_and_actual() {
     let mut req = espo_request(PATH, big.as_bytes(), ESPO_NEW);
     let r = f.send(req.clone()).await;
     assert_error(&r, 413, "payload_too_large");
-    assert!(!r.trace.iter().any(|t| t.contains("proxy_on_request_body")), "{:?}", r.trace);
+    assert!(
+        !r.trace.iter().any(|t| t.contains("proxy_on_request_body")),
+        "{:?}",
+        r.trace
+    );
     // no Content-Length (chunked): 413 from the body hook
-    req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
-    req.headers.push(("transfer-encoding".into(), "chunked".into()));
+    req.headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+    req.headers
+        .push(("transfer-encoding".into(), "chunked".into()));
     assert_error(&f.send(req.clone()).await, 413, "payload_too_large");
     assert_eq!(f.counter("espocrm_beteiligte", "too_large"), 2);
     // exactly at the limit passes the size check
     let fits = format!(r#"[{{"id":"a","pad":"{}"}}]"#, "x".repeat(256 - 21));
     assert_eq!(fits.len(), 256);
-    assert_forwarded(&f.send(espo_request(PATH, fits.as_bytes(), ESPO_NEW)).await, TOPIC, fits.as_bytes());
+    assert_forwarded(
+        &f.send(espo_request(PATH, fits.as_bytes(), ESPO_NEW)).await,
+        TOPIC,
+        fits.as_bytes(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_body_over_limit_stops_before_the_end() {
-    let f = Fixture::with_mode(with(espo_config(), json!({"max_body_bytes": 100})), BodyMode::Streamed).await;
+    let f = Fixture::with_mode(
+        with(espo_config(), json!({"max_body_bytes": 100})),
+        BodyMode::Streamed,
+    )
+    .await;
     let chunks: Vec<Vec<u8>> = (0..10).map(|_| vec![b' '; 40]).collect();
-    let mut req = HttpRequest::post(PATH, Vec::new()).header("content-type", "application/json").header("Signature", "eA==");
+    let mut req = HttpRequest::post(PATH, Vec::new())
+        .header("content-type", "application/json")
+        .header("Signature", "eA==");
     req = req.chunks(chunks);
-    req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
-    req.headers.push(("transfer-encoding".into(), "chunked".into()));
+    req.headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+    req.headers
+        .push(("transfer-encoding".into(), "chunked".into()));
     let r = f.send(req).await;
     assert_error(&r, 413, "payload_too_large");
-    let body_calls = r.trace.iter().filter(|t| t.contains("proxy_on_request_body")).count();
-    assert_eq!(body_calls, 3, "413 as soon as 100 bytes are passed: {:?}", r.trace);
+    let body_calls = r
+        .trace
+        .iter()
+        .filter(|t| t.contains("proxy_on_request_body"))
+        .count();
+    assert_eq!(
+        body_calls, 3,
+        "413 as soon as 100 bytes are passed: {:?}",
+        r.trace
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_without_body_is_rejected_in_the_header_hook() {
     let f = Fixture::new(espo_config()).await;
-    let req = HttpRequest::new("POST", PATH).header("content-type", "application/json").header("Signature", "eA==");
+    let req = HttpRequest::new("POST", PATH)
+        .header("content-type", "application/json")
+        .header("Signature", "eA==");
     let r = f.send(req).await;
     assert_error(&r, 400, "empty_body");
-    let req = HttpRequest::new("POST", PATH).header("content-type", "application/json").header("content-length", "0");
+    let req = HttpRequest::new("POST", PATH)
+        .header("content-type", "application/json")
+        .header("content-length", "0");
     assert_error(&f.send(req).await, 400, "empty_body");
     let req = HttpRequest::new("GET", PATH).header("content-type", "application/json");
     assert_error(&f.send(req).await, 400, "empty_body");
@@ -139,7 +193,8 @@ async fn content_type_json_shape_and_path() {
         .header("content-type", "text/plain")
         .header("Signature", &espo_signature(ESPO_ID, ESPO_NEW, body));
     assert_error(&f.send(req).await, 415, "unsupported_media_type");
-    let req = HttpRequest::post(PATH, body.to_vec()).header("Signature", &espo_signature(ESPO_ID, ESPO_NEW, body));
+    let req = HttpRequest::post(PATH, body.to_vec())
+        .header("Signature", &espo_signature(ESPO_ID, ESPO_NEW, body));
     assert_error(&f.send(req).await, 415, "unsupported_media_type");
     // parameters and case are fine
     let req = HttpRequest::post(PATH, body.to_vec())
@@ -148,17 +203,49 @@ async fn content_type_json_shape_and_path() {
     assert_eq!(f.send(req).await.status, 202);
     assert_eq!(f.counter("espocrm_beteiligte", "unsupported_media_type"), 2);
     // signed but not JSON → 400
-    for bad in [&b"not json"[..], b"[{\"id\":\"a\"}", &[0xff, 0xfe, b'[', b']'], b"[{\"id\":\"a\",\"id\":\"b\"}]"] {
-        assert_error(&f.send(espo_request(PATH, bad, ESPO_NEW)).await, 400, "invalid_json");
+    for bad in [
+        &b"not json"[..],
+        b"[{\"id\":\"a\"}",
+        &[0xff, 0xfe, b'[', b']'],
+        b"[{\"id\":\"a\",\"id\":\"b\"}]",
+    ] {
+        assert_error(
+            &f.send(espo_request(PATH, bad, ESPO_NEW)).await,
+            400,
+            "invalid_json",
+        );
     }
     // signed JSON of the wrong shape → 400
-    for bad in ["[]", "{}", r#"[{"name":"x"}]"#, r#"[{"id":5}]"#, r#"["id"]"#, "null"] {
-        assert_error(&f.send(espo_request(PATH, bad.as_bytes(), ESPO_NEW)).await, 400, "invalid_payload");
+    for bad in [
+        "[]",
+        "{}",
+        r#"[{"name":"x"}]"#,
+        r#"[{"id":5}]"#,
+        r#"["id"]"#,
+        "null",
+    ] {
+        assert_error(
+            &f.send(espo_request(PATH, bad.as_bytes(), ESPO_NEW)).await,
+            400,
+            "invalid_payload",
+        );
     }
     // a path the pattern does not describe → 404 (never 410)
-    let r = f.send(espo_request("/vmh/webhook/beteiligte/Update", body, ESPO_NEW)).await;
+    let r = f
+        .send(espo_request(
+            "/vmh/webhook/beteiligte/Update",
+            body,
+            ESPO_NEW,
+        ))
+        .await;
     assert_error(&r, 404, "unknown_topic");
-    let r = f.send(espo_request("/vmh/webhook/beteiligte/update/extra", body, ESPO_NEW)).await;
+    let r = f
+        .send(espo_request(
+            "/vmh/webhook/beteiligte/update/extra",
+            body,
+            ESPO_NEW,
+        ))
+        .await;
     assert_error(&r, 404, "unknown_topic");
 }
 
@@ -166,8 +253,14 @@ async fn content_type_json_shape_and_path() {
 async fn non_utf8_bytes_in_body_and_headers_never_trap() {
     let f = Fixture::new(espo_config()).await;
     let body: Vec<u8> = vec![b'[', 0xc3, 0x28, 0xa0, 0xa1, 0xf0, 0x28, 0x8c, 0xbc, b']'];
-    assert_error(&f.send(espo_request(PATH, &body, ESPO_NEW)).await, 400, "invalid_json");
-    let req = HttpRequest::post(PATH, body.clone()).header("content-type", "application/json").header("Signature", "\u{fffd}\u{0}é");
+    assert_error(
+        &f.send(espo_request(PATH, &body, ESPO_NEW)).await,
+        400,
+        "invalid_json",
+    );
+    let req = HttpRequest::post(PATH, body.clone())
+        .header("content-type", "application/json")
+        .header("Signature", "\u{fffd}\u{0}é");
     assert_error(&f.send(req).await, 401, "invalid_signature");
 }
 
@@ -177,7 +270,10 @@ async fn real_batch_split_at_every_byte_position() {
     let body = ESPO_BATCH.as_bytes();
     let sig = espo_signature(ESPO_ID, ESPO_NEW, body);
     let whole = f.send(espo_request(PATH, body, ESPO_NEW)).await;
-    let key = assert_forwarded(&whole, TOPIC, body).header("x-dedup-key").unwrap().to_string();
+    let key = assert_forwarded(&whole, TOPIC, body)
+        .header("x-dedup-key")
+        .unwrap()
+        .to_string();
     for cut in 1..body.len() {
         let req = HttpRequest::post(PATH, Vec::new())
             .header("content-type", "application/json")
@@ -192,7 +288,11 @@ async fn real_batch_split_at_every_byte_position() {
     let req = HttpRequest::post(PATH, Vec::new())
         .header("content-type", "application/json")
         .header("Signature", &sig)
-        .chunks(vec![body[..third].to_vec(), body[third..2 * third].to_vec(), body[2 * third..].to_vec()]);
+        .chunks(vec![
+            body[..third].to_vec(),
+            body[third..2 * third].to_vec(),
+            body[2 * third..].to_vec(),
+        ]);
     assert_forwarded(&f.send(req).await, TOPIC, body);
     let req = HttpRequest::post(PATH, Vec::new())
         .header("content-type", "application/json")
@@ -220,8 +320,21 @@ async fn client_supplied_gateway_headers_are_replaced() {
         .header("X-Received-At", "1")
         .header("X-Dedup-Key", "forged");
     let up = assert_forwarded(&f.send(req).await, TOPIC, body);
-    for h in ["x-gateway-signature", "x-event-topic", "x-event-id", "x-received-at", "x-dedup-key"] {
-        assert_eq!(up.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(h)).count(), 1, "{h}");
+    for h in [
+        "x-gateway-signature",
+        "x-event-topic",
+        "x-event-id",
+        "x-received-at",
+        "x-dedup-key",
+    ] {
+        assert_eq!(
+            up.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(h))
+                .count(),
+            1,
+            "{h}"
+        );
     }
     assert_ne!(up.header("x-event-id"), Some("forged"));
 }
@@ -232,7 +345,16 @@ async fn forwarded_to_a_real_upstream_with_query_kept() {
     let f = Fixture::new(espo_config()).await;
     let body = ESPO_BATCH.as_bytes();
     let req = espo_request(&format!("{PATH}?source=espo"), body, ESPO_NEW);
-    let r = f.host.request(1, &f.chain, req, proxy_wasm_host::Upstream::url(&echo.base_url())).await.unwrap();
+    let r = f
+        .host
+        .request(
+            1,
+            &f.chain,
+            req,
+            proxy_wasm_host::Upstream::url(&echo.base_url()),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     let seen = &echo.requests()[0];
     assert_eq!(seen.method, "POST");
@@ -240,6 +362,24 @@ async fn forwarded_to_a_real_upstream_with_query_kept() {
     assert_eq!(seen.body, body);
     let id = seen.header("x-event-id").unwrap();
     let at = seen.header("x-received-at").unwrap();
-    assert_eq!(seen.header("x-gateway-signature").unwrap(), gateway_signature(GATEWAY_SECRET, TOPIC, id, at, body));
+    assert_eq!(
+        seen.header("x-gateway-signature").unwrap(),
+        gateway_signature(GATEWAY_SECRET, TOPIC, id, at, body)
+    );
     assert!(seen.header("signature").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_request_without_content_length_is_accepted() {
+    for mode in [BodyMode::Kong, BodyMode::Streamed] {
+        let f = Fixture::with_mode(espo_config(), mode).await;
+        let body = ESPO_BATCH.as_bytes();
+        let mut req = espo_request(PATH, body, ESPO_NEW)
+            .chunks(vec![body[..50].to_vec(), body[50..].to_vec()]);
+        req.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        req.headers
+            .push(("transfer-encoding".into(), "chunked".into()));
+        assert_forwarded(&f.send(req).await, TOPIC, body);
+    }
 }

@@ -12,7 +12,9 @@ const TOPIC: &str = "tools.generic.received";
 const PATH: &str = "/hooks/generic";
 
 fn req(body: &[u8], header_value: &str) -> HttpRequest {
-    HttpRequest::post(PATH, body.to_vec()).header("content-type", "application/json").header("X-Hub-Signature-256", header_value)
+    HttpRequest::post(PATH, body.to_vec())
+        .header("content-type", "application/json")
+        .header("X-Hub-Signature-256", header_value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +25,10 @@ async fn hex_with_prefix_and_rotation() {
         let sig = format!("sha256={}", hex::encode(hmac_sha256(key.as_bytes(), body)));
         assert_forwarded(&f.send(req(body, &sig)).await, TOPIC, body);
         // prefix and hex are case-insensitive
-        let upper = format!("SHA256={}", hex::encode_upper(hmac_sha256(key.as_bytes(), body)));
+        let upper = format!(
+            "SHA256={}",
+            hex::encode_upper(hmac_sha256(key.as_bytes(), body))
+        );
         assert_forwarded(&f.send(req(body, &upper)).await, TOPIC, body);
     }
     let good = hex::encode(hmac_sha256(HMAC_KEY_NEW.as_bytes(), body));
@@ -32,7 +37,15 @@ async fn hex_with_prefix_and_rotation() {
     // wrong key, tampered body, missing header
     let wrong = format!("sha256={}", hex::encode(hmac_sha256(b"wrong", body)));
     assert_error(&f.send(req(body, &wrong)).await, 401, "invalid_signature");
-    assert_error(&f.send(req(br#"{"event":"pull","n":[1,2,3]}"#, &format!("sha256={good}"))).await, 401, "invalid_signature");
+    assert_error(
+        &f.send(req(
+            br#"{"event":"pull","n":[1,2,3]}"#,
+            &format!("sha256={good}"),
+        ))
+        .await,
+        401,
+        "invalid_signature",
+    );
     let missing = HttpRequest::post(PATH, body.to_vec()).header("content-type", "application/json");
     assert_error(&f.send(missing).await, 401, "invalid_signature");
     assert_eq!(f.counter("generic_hmac", "bad_signature"), 4);
@@ -54,17 +67,40 @@ async fn base64_with_timestamp_header() {
     };
     let send = |ts: u64, sig: String| req(body, &sig).header("X-Timestamp", &ts.to_string());
     assert_forwarded(&f.send(send(T0, sign(T0, HMAC_KEY_OLD))).await, TOPIC, body);
-    let up = f.send(send(T0 + 10, sign(T0 + 10, HMAC_KEY_NEW))).await.upstream_request.unwrap();
-    assert!(up.header("x-timestamp").is_none(), "timestamp header is removed");
+    let up = f
+        .send(send(T0 + 10, sign(T0 + 10, HMAC_KEY_NEW)))
+        .await
+        .upstream_request
+        .unwrap();
+    assert!(
+        up.header("x-timestamp").is_none(),
+        "timestamp header is removed"
+    );
     // body-only MAC does not pass when a timestamp header is configured
     let body_only = STANDARD.encode(hmac_sha256(HMAC_KEY_NEW.as_bytes(), body));
     assert_error(&f.send(send(T0, body_only)).await, 401, "invalid_signature");
     // stale / future
-    assert_error(&f.send(send(T0 - 301, sign(T0 - 301, HMAC_KEY_NEW))).await, 401, "invalid_signature");
-    assert_error(&f.send(send(T0 + 301, sign(T0 + 301, HMAC_KEY_NEW))).await, 401, "invalid_signature");
+    assert_error(
+        &f.send(send(T0 - 301, sign(T0 - 301, HMAC_KEY_NEW))).await,
+        401,
+        "invalid_signature",
+    );
+    assert_error(
+        &f.send(send(T0 + 301, sign(T0 + 301, HMAC_KEY_NEW))).await,
+        401,
+        "invalid_signature",
+    );
     assert_eq!(f.counter("generic_hmac", "stale"), 2);
     // missing timestamp header
-    assert_error(&f.send(req(body, &sign(T0, HMAC_KEY_NEW))).await, 401, "invalid_signature");
+    assert_error(
+        &f.send(req(body, &sign(T0, HMAC_KEY_NEW))).await,
+        401,
+        "invalid_signature",
+    );
     // the signed timestamp: changing it breaks the MAC
-    assert_error(&f.send(send(T0 + 1, sign(T0, HMAC_KEY_NEW))).await, 401, "invalid_signature");
+    assert_error(
+        &f.send(send(T0 + 1, sign(T0, HMAC_KEY_NEW))).await,
+        401,
+        "invalid_signature",
+    );
 }

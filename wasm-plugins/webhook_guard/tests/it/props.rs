@@ -10,7 +10,11 @@ use crate::utils::*;
 const CASES: u32 = 64;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn allowed(status: u16) -> bool {
@@ -21,7 +25,10 @@ fn allowed(status: u16) -> bool {
 fn arbitrary_bodies_and_signature_headers_never_trap() {
     let rt = runtime();
     let espo = rt.block_on(Fixture::with_mode(
-        with(espo_config(), serde_json::json!({"max_body_bytes": 512, "dedup_window_secs": 60})),
+        with(
+            espo_config(),
+            serde_json::json!({"max_body_bytes": 512, "dedup_window_secs": 60}),
+        ),
         BodyMode::Streamed,
     ));
     let std = rt.block_on(Fixture::new(std_config()));
@@ -32,12 +39,20 @@ fn arbitrary_bodies_and_signature_headers_never_trap() {
         1usize..5,
         any::<bool>(),
     );
-    let mut runner = TestRunner::new(Config { cases: CASES, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    });
     runner
         .run(&strategy, |(body, sig, ts, parts, sign)| {
             // EspoCRM route, body split into `parts` chunks; signed correctly
             // half of the time so the JSON/shape/dedup paths see the bytes too.
-            let signature = if sign { espo_signature(ESPO_ID, ESPO_NEW, &body) } else { sig.clone() };
+            let signature = if sign {
+                espo_signature(ESPO_ID, ESPO_NEW, &body)
+            } else {
+                sig.clone()
+            };
             let step = body.len().div_ceil(parts).max(1);
             let chunks: Vec<Vec<u8>> = body.chunks(step).map(<[u8]>::to_vec).collect();
             let req = HttpRequest::post("/vmh/webhook/beteiligte/update", Vec::new())
@@ -48,7 +63,10 @@ fn arbitrary_bodies_and_signature_headers_never_trap() {
             let r = rt.block_on(espo.send(req));
             prop_assert!(allowed(r.status), "status {} body {:?}", r.status, r.text());
             if !sign && !body.is_empty() {
-                prop_assert!(r.status != 202 && r.status != 200 || body.len() > 512, "unsigned accepted");
+                prop_assert!(
+                    r.status != 202 && r.status != 200 || body.len() > 512,
+                    "unsigned accepted"
+                );
             }
             // Standard Webhooks route with arbitrary header values
             let req = HttpRequest::post("/api/leads/vermieterhelden", body.clone())
@@ -62,6 +80,10 @@ fn arbitrary_bodies_and_signature_headers_never_trap() {
             Ok(())
         })
         .unwrap();
-    assert!(!espo.host.log_text().contains("trapped"), "{}", espo.host.log_text());
+    assert!(
+        !espo.host.log_text().contains("trapped"),
+        "{}",
+        espo.host.log_text()
+    );
     assert!(!std.host.log_text().contains("trapped"));
 }

@@ -10,7 +10,8 @@ use crate::utils::*;
 const TOPIC: &str = "telephony.call.reported";
 
 fn report(token: Option<&str>) -> HttpRequest {
-    let r = HttpRequest::post("/3cx/report-call", REPORT_CALL.as_bytes().to_vec()).header("content-type", "application/json");
+    let r = HttpRequest::post("/3cx/report-call", REPORT_CALL.as_bytes().to_vec())
+        .header("content-type", "application/json");
     match token {
         Some(t) => r.header("x-api-key", t),
         None => r,
@@ -70,15 +71,28 @@ async fn token_in_query_parameter_is_removed_from_the_path() {
     });
     let f = Fixture::new(cfg).await;
     let req = HttpRequest::get(&format!("/3cx/lookup?phone=0511&token={TOKEN_OLD}&x=1"));
-    let r = f.host.request(0, &f.chain, req, Upstream::fixed(200, "{}")).await.unwrap();
+    let r = f
+        .host
+        .request(0, &f.chain, req, Upstream::fixed(200, "{}"))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_request.unwrap().path, "/telephony/lookup?phone=0511&x=1");
+    assert_eq!(
+        r.upstream_request.unwrap().path,
+        "/telephony/lookup?phone=0511&x=1"
+    );
     // percent-encoded token is decoded before comparing
     let enc = TOKEN_NEW.replace('-', "%2D");
-    let r = f.send(HttpRequest::get(&format!("/3cx/lookup?token={enc}"))).await;
+    let r = f
+        .send(HttpRequest::get(&format!("/3cx/lookup?token={enc}")))
+        .await;
     assert_eq!(r.upstream_request.unwrap().path, "/telephony/lookup");
     // twice → rejected
-    let r = f.send(HttpRequest::get(&format!("/3cx/lookup?token={TOKEN_OLD}&token={TOKEN_OLD}"))).await;
+    let r = f
+        .send(HttpRequest::get(&format!(
+            "/3cx/lookup?token={TOKEN_OLD}&token={TOKEN_OLD}"
+        )))
+        .await;
     assert_error(&r, 401, "invalid_signature");
     let r = f.send(HttpRequest::get("/3cx/lookup?token=bad")).await;
     assert_error(&r, 401, "invalid_signature");

@@ -35,7 +35,11 @@ async fn tampered_wrong_secret_and_id_swap_are_401() {
     let f = Fixture::new(std_config()).await;
     let body = LEAD.as_bytes();
     let other = "whsec_b3RoZXItc2VjcmV0LWtleQ==";
-    assert_error(&f.send(std_request(body, "msg_1", T0, other)).await, 401, "invalid_signature");
+    assert_error(
+        &f.send(std_request(body, "msg_1", T0, other)).await,
+        401,
+        "invalid_signature",
+    );
     let mut req = std_request(body, "msg_1", T0, WHSEC_NEW);
     let mut tampered = body.to_vec();
     *tampered.last_mut().unwrap() = b' ';
@@ -57,11 +61,25 @@ async fn stale_and_future_timestamps() {
     let f = Fixture::new(std_config()).await;
     let body = LEAD.as_bytes();
     // boundaries: ±300 s pass
-    assert_eq!(f.send(std_request(body, "m1", T0 - 300, WHSEC_NEW)).await.status, 202);
-    assert_eq!(f.send(std_request(body, "m2", T0 + 300, WHSEC_NEW)).await.status, 202);
+    assert_eq!(
+        f.send(std_request(body, "m1", T0 - 300, WHSEC_NEW))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        f.send(std_request(body, "m2", T0 + 300, WHSEC_NEW))
+            .await
+            .status,
+        202
+    );
     // outside: same generic answer, counted as stale
     for ts in [T0 - 301, T0 + 301, 0, T0 + 86_400] {
-        assert_error(&f.send(std_request(body, "m3", ts, WHSEC_NEW)).await, 401, "invalid_signature");
+        assert_error(
+            &f.send(std_request(body, "m3", ts, WHSEC_NEW)).await,
+            401,
+            "invalid_signature",
+        );
     }
     assert_eq!(f.counter(ROUTE, "stale"), 4);
     assert_eq!(f.counter(ROUTE, "bad_signature"), 0);
@@ -90,9 +108,15 @@ async fn missing_or_malformed_headers() {
     }
     assert_error(&f.send(req).await, 401, "invalid_signature");
     // an authentic but unusable webhook-id (space) cannot become an event id
-    let r = f.send(std_request(body, "msg with space", T0, WHSEC_NEW)).await;
+    let r = f
+        .send(std_request(body, "msg with space", T0, WHSEC_NEW))
+        .await;
     assert_error(&r, 400, "invalid_event_id");
     // object payload required
     let arr = br#"[{"id":"x"}]"#;
-    assert_error(&f.send(std_request(arr, "m5", T0, WHSEC_NEW)).await, 400, "invalid_payload");
+    assert_error(
+        &f.send(std_request(arr, "m5", T0, WHSEC_NEW)).await,
+        400,
+        "invalid_payload",
+    );
 }

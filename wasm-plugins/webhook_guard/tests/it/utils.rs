@@ -10,7 +10,9 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use proxy_wasm_host::{BodyMode, Chain, Clock, FilterSpec, Host, HttpRequest, HttpResponse, Upstream, UpstreamRequest};
+use proxy_wasm_host::{
+    BodyMode, Chain, Clock, FilterSpec, Host, HttpRequest, HttpResponse, Upstream, UpstreamRequest,
+};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -32,8 +34,17 @@ pub const TOKEN_NEW: &str = "3cx-token-NEW-fedcba987654";
 
 /// Every secret above (for "never in the logs" checks).
 pub const ALL_SECRETS: &[&str] = &[
-    GATEWAY_SECRET, ESPO_OLD, ESPO_NEW, WHSEC_OLD, WHSEC_NEW, "dmVybWlldGVyaGVsZGVuLWtleS1", "vermieterhelden-key",
-    HMAC_KEY_OLD, HMAC_KEY_NEW, TOKEN_OLD, TOKEN_NEW,
+    GATEWAY_SECRET,
+    ESPO_OLD,
+    ESPO_NEW,
+    WHSEC_OLD,
+    WHSEC_NEW,
+    "dmVybWlldGVyaGVsZGVuLWtleS1",
+    "vermieterhelden-key",
+    HMAC_KEY_OLD,
+    HMAC_KEY_NEW,
+    TOKEN_OLD,
+    TOKEN_NEW,
 ];
 
 /// A real-looking EspoCRM batch (shared/examples/espocrm-webhook-cbeteiligte-update.http).
@@ -58,7 +69,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// EspoCRM ≥ 9: `base64(id ":" hex(hmac))`.
 pub fn espo_signature(id: &str, secret: &str, body: &[u8]) -> String {
-    STANDARD.encode(format!("{id}:{}", hex::encode(hmac_sha256(secret.as_bytes(), body))))
+    STANDARD.encode(format!(
+        "{id}:{}",
+        hex::encode(hmac_sha256(secret.as_bytes(), body))
+    ))
 }
 
 /// Legacy EspoCRM: `base64(id ":" raw hmac)`.
@@ -70,7 +84,9 @@ pub fn espo_legacy(id: &str, secret: &str, body: &[u8]) -> String {
 
 /// Standard Webhooks `v1,<base64>` for a `whsec_` secret.
 pub fn std_signature(whsec: &str, id: &str, ts: u64, body: &[u8]) -> String {
-    let key = STANDARD.decode(whsec.trim_start_matches("whsec_")).expect("test secret is base64");
+    let key = STANDARD
+        .decode(whsec.trim_start_matches("whsec_"))
+        .expect("test secret is base64");
     let mut msg = format!("{id}.{ts}.").into_bytes();
     msg.extend_from_slice(body);
     format!("v1,{}", STANDARD.encode(hmac_sha256(&key, &msg)))
@@ -78,7 +94,13 @@ pub fn std_signature(whsec: &str, id: &str, ts: u64, body: &[u8]) -> String {
 
 /// The X-Gateway-Signature the worker expects, computed from the wire format
 /// documented in core/src/gateway.rs.
-pub fn gateway_signature(secret: &str, topic: &str, event_id: &str, received_at: &str, body: &[u8]) -> String {
+pub fn gateway_signature(
+    secret: &str,
+    topic: &str,
+    event_id: &str,
+    received_at: &str,
+    body: &[u8],
+) -> String {
     let mut msg = format!("bitbylaw-gateway-v1\n{topic}\n{event_id}\n{received_at}\n").into_bytes();
     msg.extend_from_slice(body);
     format!("v1={}", hex::encode(hmac_sha256(secret.as_bytes(), &msg)))
@@ -174,8 +196,15 @@ impl Fixture {
             .body_mode(mode)
             .build()
             .expect("build the filter first: cargo build --release --target wasm32-wasip1 -p webhook-guard");
-        let chain = host.add_chain(&[FilterSpec::json(FILTER, &config)]).await.expect("chain");
-        assert!(chain.all_configured(), "configuration rejected: {}", host.log_text());
+        let chain = host
+            .add_chain(&[FilterSpec::json(FILTER, &config)])
+            .await
+            .expect("chain");
+        assert!(
+            chain.all_configured(),
+            "configuration rejected: {}",
+            host.log_text()
+        );
         Fixture { host, chain }
     }
 
@@ -184,7 +213,15 @@ impl Fixture {
     }
 
     pub async fn send_on(&self, worker: usize, req: HttpRequest) -> HttpResponse {
-        self.host.request(worker, &self.chain, req, Upstream::fixed(202, "{\"queued\":true}")).await.expect("request")
+        self.host
+            .request(
+                worker,
+                &self.chain,
+                req,
+                Upstream::fixed(202, "{\"queued\":true}"),
+            )
+            .await
+            .expect("request")
     }
 
     pub async fn advance(&self, secs: u64) {
@@ -192,7 +229,8 @@ impl Fixture {
     }
 
     pub fn counter(&self, route: &str, outcome: &str) -> u64 {
-        self.host.counter(&format!("pw:webhook_guard:{route}_{outcome}"))
+        self.host
+            .counter(&format!("pw:webhook_guard:{route}_{outcome}"))
     }
 
     pub fn assert_no_secrets_logged(&self) {
@@ -223,7 +261,9 @@ pub fn assert_error(resp: &HttpResponse, status: u16, code: &str) {
     assert!(resp.local_response, "expected a local response");
     assert!(resp.upstream_request.is_none(), "nothing may go upstream");
     assert_eq!(resp.header("content-type"), Some("application/json"));
-    let v = resp.json().unwrap_or_else(|| panic!("JSON error body, got {:?}", resp.text()));
+    let v = resp
+        .json()
+        .unwrap_or_else(|| panic!("JSON error body, got {:?}", resp.text()));
     assert_eq!(v["error"], code, "{v}");
     assert!(v["message"].is_string(), "{v}");
 }
@@ -242,10 +282,26 @@ pub fn assert_forwarded(resp: &HttpResponse, topic: &str, body: &[u8]) -> Upstre
     assert!(at.parse::<u64>().is_ok(), "{at}");
     let key = up.header("x-dedup-key").expect("x-dedup-key");
     assert_eq!(key.len(), 64);
-    assert!(key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-    let sig = up.header("x-gateway-signature").expect("x-gateway-signature");
-    assert_eq!(sig, gateway_signature(GATEWAY_SECRET, topic, id, at, body), "gateway signature");
-    for h in ["signature", "x-signature", "webhook-signature", "webhook-id", "webhook-timestamp", "x-api-key", "x-hub-signature-256"] {
+    assert!(key
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    let sig = up
+        .header("x-gateway-signature")
+        .expect("x-gateway-signature");
+    assert_eq!(
+        sig,
+        gateway_signature(GATEWAY_SECRET, topic, id, at, body),
+        "gateway signature"
+    );
+    for h in [
+        "signature",
+        "x-signature",
+        "webhook-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "x-api-key",
+        "x-hub-signature-256",
+    ] {
         assert!(up.header(h).is_none(), "sender header {h} must be removed");
     }
     up
@@ -257,5 +313,7 @@ pub fn is_uuid_v4(s: &str) -> bool {
         && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
         && b[14] == b'4'
         && matches!(b[19], b'8' | b'9' | b'a' | b'b')
-        && s.bytes().filter(|c| *c != b'-').all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        && s.bytes()
+            .filter(|c| *c != b'-')
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }

@@ -1,0 +1,332 @@
+//! The product end to end: the repository's kong.yaml rendered and served by gateway
+//! mode with the built `.wasm` filters, in front of the real worker binary on real
+//! Redis, with the fake Advoware and EspoCRM. Assertions are on HTTP responses,
+//! what the fakes received, and the worker's queue.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bitbylaw_fakes::redis_server::{free_port, RedisServer};
+use bitbylaw_fakes::{advoware, espocrm, threecx, vermieterhelden};
+use proxy_wasm_host::gateway::{Gateway, GatewayOptions};
+use serde_json::{json, Value};
+
+const CLIENT_KEY: &str = "e2e-client-key";
+const GATEWAY_SECRET: &str = "e2e-gateway-signing-secret";
+const THREECX_KEY: &str = "e2e-3cx-key";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn worker_bin() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    let bin = target.join("debug/bitbylaw-worker");
+    assert!(
+        bin.exists(),
+        "build the worker first: cargo build -p bitbylaw-worker ({})",
+        bin.display()
+    );
+    bin
+}
+
+/// Values for every variable kong.yaml needs.
+fn vars(
+    advoware: &advoware::AdvowareFake,
+    worker_url: &str,
+    espo_hooks: &HashMap<String, String>,
+    lead_secret: &str,
+) -> HashMap<String, String> {
+    let c = advoware.config();
+    let mut v: HashMap<String, String> = [
+        ("KONG_API_CLIENT_KEY", CLIENT_KEY.to_string()),
+        ("ADVOWARE_API_BASE_URL", advoware.base_url()),
+        ("ADVOWARE_TOKEN_TARGET", advoware.addr().to_string()),
+        ("ADVOWARE_TOKEN_SCHEME", "http".to_string()),
+        ("ADVOWARE_KANZLEI", c.kanzlei.clone()),
+        ("ADVOWARE_DATABASE", c.database.clone()),
+        ("ADVOWARE_USER", c.user.clone()),
+        ("ADVOWARE_APP_ID", c.app_id.clone()),
+        ("ADVOWARE_PASSWORD", c.password.clone()),
+        ("ADVOWARE_API_KEY", c.api_key_b64.clone()),
+        ("WORKER_URL", worker_url.to_string()),
+        ("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET.to_string()),
+        ("VERMIETERHELDEN_WEBHOOK_SECRET", lead_secret.to_string()),
+        ("THREECX_API_KEY", THREECX_KEY.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    v.extend(espo_hooks.clone());
+    v
+}
+
+fn placeholder_hooks() -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for entity in ["BETEILIGTE", "BANKVERBINDUNGEN", "DOCUMENT"] {
+        for action in ["CREATE", "UPDATE", "DELETE"] {
+            m.insert(
+                format!("ESPOCRM_WEBHOOK_{entity}_{action}_ID"),
+                format!("{entity}{action}id").to_lowercase(),
+            );
+            m.insert(
+                format!("ESPOCRM_WEBHOOK_{entity}_{action}_SECRET"),
+                format!("secret-{entity}-{action}"),
+            );
+        }
+    }
+    m
+}
+
+fn render(vars: &HashMap<String, String>) -> kong_config::model::KongConfig {
+    let template = std::fs::read_to_string(root().join("kong.yaml")).unwrap();
+    let rendered = kong_config::render(&template, &|name| vars.get(name).cloned()).unwrap();
+    let filters_dir = proxy_wasm_host::host::default_filters_dir();
+    let meta = root().join("wasm-plugins");
+    match kong_config::validate_document(&rendered, &filters_dir, &[meta.as_path()]) {
+        Ok(c) => c,
+        Err(problems) => panic!("rendered kong.yaml invalid: {problems:#?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_yaml_filters_exist_validate_against_their_schema_and_are_accepted_by_on_configure() {
+    let adv = advoware::start(advoware::AdvowareConfig::default())
+        .await
+        .unwrap();
+    let config = render(&vars(
+        &adv,
+        "http://127.0.0.1:9",
+        &placeholder_hooks(),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ));
+    let chains = config
+        .services
+        .iter()
+        .flat_map(|s| s.routes.iter())
+        .filter(|r| !r.filter_chains.is_empty())
+        .count();
+    assert!(
+        chains >= 6,
+        "every webhook route and the Advoware proxy carry a filter chain"
+    );
+    // Gateway::start configures every chain on every worker and fails if any
+    // filter's on_configure rejects its config.
+    let gw = Gateway::start(GatewayOptions::new(config))
+        .await
+        .expect("every filter accepts its kong.yaml config");
+    drop(gw);
+}
+
+struct WorkerProcess(Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_ready(url: &str) {
+    for _ in 0..200 {
+        if reqwest::get(url)
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} not ready");
+}
+
+fn queue_stats(redis_url: &str) -> Value {
+    let out = Command::new(worker_bin())
+        .args(["queue", "stats", "--json"])
+        .env("REDIS_URL", redis_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_flow_through_gateway_filters_worker_and_redis() {
+    let redis = RedisServer::start(true);
+    let adv = advoware::start(advoware::AdvowareConfig::default())
+        .await
+        .unwrap();
+    adv.seed_demo();
+    let espo = espocrm::start(espocrm::EspoCrmConfig::default())
+        .await
+        .unwrap();
+    let worker_port = free_port();
+    let worker_url = format!("http://127.0.0.1:{worker_port}");
+    // Jobs stay queued: no consumers, so the queue shows exactly what intake accepted.
+    let _worker = WorkerProcess(
+        Command::new(worker_bin())
+            .args(["serve", "--no-consumers", "--no-schedules"])
+            .env("REDIS_URL", redis.url())
+            .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
+            .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&format!("{worker_url}/health")).await;
+
+    // Gateway on a fixed free port, so EspoCRM's webhooks can point at it.
+    let gw_port = free_port();
+    let gw_url = format!("http://127.0.0.1:{gw_port}");
+    let mut hooks = HashMap::new();
+    for (entity, espo_entity) in [
+        ("BETEILIGTE", "CBeteiligte"),
+        ("BANKVERBINDUNGEN", "CBankverbindungen"),
+        ("DOCUMENT", "CDokumente"),
+    ] {
+        for action in ["create", "update", "delete"] {
+            let hook = espo.add_webhook(
+                &format!("{espo_entity}.{action}"),
+                &format!("{gw_url}/vmh/webhook/{}/{action}", entity.to_lowercase()),
+            );
+            hooks.insert(
+                format!("ESPOCRM_WEBHOOK_{entity}_{}_ID", action.to_uppercase()),
+                hook.id,
+            );
+            hooks.insert(
+                format!("ESPOCRM_WEBHOOK_{entity}_{}_SECRET", action.to_uppercase()),
+                hook.secret_key,
+            );
+        }
+    }
+    let lead_secret = vermieterhelden::generate_secret();
+    let config = render(&vars(&adv, &worker_url, &hooks, &lead_secret));
+    let mut opts = GatewayOptions::new(config);
+    opts.listen = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    let _gw = Gateway::start(opts).await.unwrap();
+    let client = reqwest::Client::new();
+
+    // Advoware proxy: the client's key never reaches Advoware; the filter's token does.
+    let resp = client
+        .get(format!("{gw_url}/advoware/proxy?endpoint=Mitarbeiter"))
+        .header("apikey", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let at_advoware = adv.controls().requests_to("/api/v1/advonet/Mitarbeiter");
+    let last = at_advoware.last().expect("request reached Advoware");
+    assert!(last
+        .header("authorization")
+        .unwrap_or_default()
+        .starts_with("Bearer "));
+    assert_eq!(last.header("apikey"), None);
+    assert_eq!(adv.token_stats().succeeded, 1);
+    let resp = client
+        .get(format!("{gw_url}/advoware/proxy?endpoint=Mitarbeiter"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "key-auth before the filter");
+    let resp = client
+        .get(format!("{gw_url}/advoware/proxy?endpoint=../secret"))
+        .header("apikey", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // EspoCRM: a record created and updated in the CRM reaches the worker's queue.
+    let created = espo
+        .insert("CBeteiligte", json!({"name": "Muster GmbH"}))
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    espo.edit("CBeteiligte", &id, json!({"name": "Muster GmbH & Co. KG"}));
+    let deliveries = espo.flush_webhooks().await;
+    assert!(!deliveries.is_empty());
+    assert!(
+        deliveries.iter().all(|d| d.status == Some(202)),
+        "{deliveries:?}"
+    );
+
+    // A forged EspoCRM batch is refused at the edge.
+    let resp = espocrm::send_webhook(
+        &format!("{gw_url}/vmh/webhook/beteiligte/update"),
+        "forged",
+        "nope",
+        &json!([{"id": id}]),
+        espocrm::SignatureStyle::Current,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Lead, then the same lead again: the duplicate is answered at the edge.
+    let lead = json!({"firstName": "Erika", "lastName": "Mustermann", "emailAddress": "erika@example.org"});
+    let r = vermieterhelden::send_lead(
+        &format!("{gw_url}/api/leads/vermieterhelden"),
+        &lead_secret,
+        &lead,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = vermieterhelden::send_lead(
+        &format!("{gw_url}/api/leads/vermieterhelden"),
+        &lead_secret,
+        &lead,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "duplicate");
+
+    // 3CX call report with the static key; a wrong key is refused.
+    let call = json!({"CallType": "Inbound", "Number": "+49301234567", "Duration": "00:01:05", "DateTime": "2026-11-23 10:00:00"});
+    let r = threecx::report_call(
+        &format!("{gw_url}/3cx/calls"),
+        "x-api-key",
+        THREECX_KEY,
+        &call,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = threecx::report_call(&format!("{gw_url}/3cx/calls"), "x-api-key", "wrong", &call)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Manual calendar sync through key-auth.
+    let r = client
+        .post(format!("{gw_url}/advoware/calendar/sync"))
+        .header("apikey", CLIENT_KEY)
+        .json(&json!({"kuerzel": "ALL"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    // What intake accepted is durable in Redis.
+    let stats = queue_stats(&redis.url()).to_string();
+    for topic in [
+        "vmh.beteiligte.create",
+        "vmh.beteiligte.update",
+        "leads.vermieterhelden.received",
+        "telephony.call.reported",
+        "calendar.sync.all",
+    ] {
+        assert!(stats.contains(topic), "{topic} missing in {stats}");
+    }
+}
