@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
             },
         );
         // The host's own cost for the same request: rejected in the header
-        // hook (no signature), so no body work happens in the filter.
+        // hook (wrong content type → 415), so no body work happens in the filter.
         let unsigned = HttpRequest::post(PATH, body.clone()).header("content-type", "text/plain");
         group.bench_with_input(
             BenchmarkId::new("wasm_host_reject_headers", &label),

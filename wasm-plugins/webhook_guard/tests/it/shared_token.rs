@@ -98,3 +98,20 @@ async fn token_in_query_parameter_is_removed_from_the_path() {
     assert_error(&r, 401, "invalid_signature");
     f.assert_no_secrets_logged();
 }
+
+/// In Kong the upstream receives `$upstream_uri`, computed before the filter
+/// runs: the filter must change it (through `ngx.upstream_uri`) or the token
+/// removed from `:path` would still reach the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_kong_the_token_is_removed_from_the_upstream_uri_too() {
+    let cfg = json!({
+        "route": "threecx_lookup_k", "mode": "verify-only", "scheme": "shared-token",
+        "token_query": "token", "secrets": [TOKEN_OLD], "forward_path": "/3cx/lookup"
+    });
+    let f = Fixture::new(cfg).await;
+    let req = HttpRequest::get(&format!("/3cx/lookup?phone=0511&token={TOKEN_OLD}"))
+        .kong_upstream_uri(&format!("/3cx/lookup?phone=0511&token={TOKEN_OLD}"));
+    let r = f.host.request(0, &f.chain, req, Upstream::fixed(200, "{}")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_request.unwrap().path, "/3cx/lookup?phone=0511");
+}
