@@ -127,10 +127,12 @@ impl HttpRequest {
         }
     }
 
-    /// Behave like Kong: the router has computed `$upstream_uri` before the
-    /// filters run, the upstream receives that URI, and a filter changes it
-    /// through the `ngx.upstream_uri` property (a `:path` change does not reach
-    /// Kong's upstream). Gateway mode sets this for every request.
+    /// Behave like Kong: the router has computed `$upstream_uri` (a path, no
+    /// query) before the filters run; the upstream receives it with `?$args`
+    /// appended when the request has arguments (Kong's `access.after`). A filter
+    /// changes it through the `ngx.upstream_uri` property — a `:path` change only
+    /// reaches Kong's upstream through its query part. Gateway mode sets this for
+    /// every request.
     pub fn kong_upstream_uri(mut self, uri: &str) -> Self {
         self.upstream_uri = Some(uri.to_string());
         self

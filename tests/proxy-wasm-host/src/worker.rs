@@ -1138,7 +1138,17 @@ impl Worker {
         };
         let (method, path, mut headers) = {
             let d = s.data.borrow();
-            let path = d.upstream_uri.clone().unwrap_or_else(|| d.path.clone());
+            let path = match &d.upstream_uri {
+                // Kong's `access.after`: `$upstream_uri` gets `?$args` appended when the
+                // request has arguments. Applied after the filters' request headers (the
+                // stricter of the two possible orders), so a filter that sets
+                // `ngx.upstream_uri` with a query must also empty `ngx.args`.
+                Some(uri) => match d.path.split_once('?') {
+                    Some((_, args)) if !args.is_empty() => format!("{uri}?{args}"),
+                    _ => uri.clone(),
+                },
+                None => d.path.clone(),
+            };
             (d.method.clone(), path, d.request_headers.clone())
         };
         // The body may have been rewritten: nginx sends the new length.

@@ -844,21 +844,30 @@ async fn noop_filter_passes_everything_through() {
 async fn in_kong_mode_the_upstream_gets_upstream_uri_not_path() {
     let host = host();
     let echo = EchoServer::start().await.unwrap();
-    let by_path = probe_chain(&host, json!({"set_path": "/by-path"})).await;
-    let req = HttpRequest::get("/route/x?q=1").kong_upstream_uri("/svc/x?q=1");
-    host.request(0, &by_path, req.clone(), upstream_of(&echo))
+    let req = HttpRequest::get("/route/x?q=1").kong_upstream_uri("/svc/x");
+    let plain = probe_chain(&host, json!({})).await;
+    host.request(0, &plain, req.clone(), upstream_of(&echo))
         .await
         .unwrap();
     assert_eq!(
         echo.requests()[0].path,
         "/svc/x?q=1",
-        ":path does not change Kong's upstream URI"
+        "upstream_uri plus ?args"
     );
-    let by_var = probe_chain(&host, json!({"set_upstream_uri": "/svc/new?y=2"})).await;
+    let by_path = probe_chain(&host, json!({"set_path": "/by-path?z=9"})).await;
+    host.request(0, &by_path, req.clone(), upstream_of(&echo))
+        .await
+        .unwrap();
+    assert_eq!(
+        echo.requests()[1].path,
+        "/svc/x?z=9",
+        ":path reaches Kong's upstream only through its args"
+    );
+    let by_var = probe_chain(&host, json!({"set_upstream_uri": "/svc/new"})).await;
     let resp = host
         .request(0, &by_var, req, upstream_of(&echo))
         .await
         .unwrap();
     assert_eq!(resp.header("x-probe-set-upstream-uri"), Some("Ok(())"));
-    assert_eq!(echo.requests()[1].path, "/svc/new?y=2");
+    assert_eq!(echo.requests()[2].path, "/svc/new?q=1");
 }

@@ -63,6 +63,8 @@ pub struct Config {
     pub key_names: Vec<String>,
     /// `Retry-After` (seconds) sent when the token endpoint failed.
     pub failure_retry_after_secs: u64,
+    /// Also set Kong's `$upstream_uri` (property `ngx.upstream_uri`).
+    pub kong_upstream_uri: bool,
 }
 
 impl fmt::Debug for Config {
@@ -91,12 +93,13 @@ impl fmt::Debug for Config {
             .field("tick_period_ms", &self.tick_period_ms)
             .field("key_names", &self.key_names)
             .field("failure_retry_after_secs", &self.failure_retry_after_secs)
+            .field("kong_upstream_uri", &self.kong_upstream_uri)
             .finish()
     }
 }
 
 /// Every configuration field (the schema in `advoware_auth.meta.json` must list exactly these).
-pub const KNOWN_FIELDS: [&str; 23] = [
+pub const KNOWN_FIELDS: [&str; 24] = [
     "upstream_host",
     "api_path_prefix",
     "token_target",
@@ -120,6 +123,7 @@ pub const KNOWN_FIELDS: [&str; 23] = [
     "tick_period_ms",
     "key_names",
     "failure_retry_after_secs",
+    "kong_upstream_uri",
 ];
 
 /// Every problem found in a configuration, in field order.
@@ -192,6 +196,18 @@ impl Fields<'_> {
             },
             Some(_) => {
                 self.problems.push(format!("`{name}` must be an integer"));
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &str, default: bool) -> bool {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                self.problems
+                    .push(format!("`{name}` must be true or false"));
                 default
             }
         }
@@ -365,6 +381,7 @@ impl Config {
         }
         let key_names = f.strings("key_names", &["apikey"]);
         let failure_retry_after_secs = f.int("failure_retry_after_secs", 5, 1, 3600);
+        let kong_upstream_uri = f.boolean("kong_upstream_uri", true);
 
         if !f.problems.is_empty() {
             return Err(ConfigError(f.problems));
@@ -393,6 +410,7 @@ impl Config {
             tick_period_ms,
             key_names,
             failure_retry_after_secs,
+            kong_upstream_uri,
         })
     }
 

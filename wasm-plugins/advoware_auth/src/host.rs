@@ -91,7 +91,17 @@ impl Metrics {
 /// Signs a token request and dispatches it; returns the call's token id.
 /// Allowed only in request-headers/-body, tick and call-response hooks.
 pub fn dispatch_token_call(cfg: &Config, random: [u8; 16]) -> Result<u32, FetchError> {
-    let body = token_request_body(cfg, random, now_nanos());
+    let started = now_nanos();
+    let body = token_request_body(cfg, random, started);
+    // Debug level: how long nonce + timestamp + HMAC + JSON took inside wasm
+    // (host clock; the benchmark reads it with a real-time clock).
+    log(
+        LogLevel::Debug,
+        &format!(
+            "token request signed in {} ns",
+            now_nanos().saturating_sub(started)
+        ),
+    );
     let headers = token_call_headers(cfg, body.len());
     let headers: Vec<(&str, &str)> = headers
         .iter()

@@ -2,7 +2,8 @@
 //!
 //! `on_request_headers`:
 //! 1. invalid configuration → 500 JSON `filter_misconfigured`;
-//! 2. `endpoint` → upstream `:path` (bitbylaw-core), the client's `apikey`
+//! 2. `endpoint` → upstream `:path` (bitbylaw-core; in Kong also
+//!    `$upstream_uri`, see README "Path rewrite in Kong"), the client's `apikey`
 //!    (header and query) and `Authorization` removed, `Host` set if
 //!    configured; a bad endpoint → 400 JSON with the core error code;
 //! 3. a usable cached token → `Authorization: Bearer …`, continue;
@@ -124,7 +125,12 @@ impl AdvowareHttp {
             hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
                 .map_err(|s| format!("setting {name} failed: {s:?}"))
         };
-        set(":path", Some(&path))?;
+        if cfg.kong_upstream_uri {
+            kong_compat::set_upstream_path(&path)
+                .map_err(|s| format!("setting the upstream path failed: {s:?}"))?;
+        } else {
+            set(":path", Some(&path))?;
+        }
         for name in &cfg.key_names {
             hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
                 .map_err(|s| format!("removing {name} failed: {s:?}"))?;

@@ -43,6 +43,9 @@ fn config_for(fake_cfg: &AdvowareConfig, target: &str, extra: Value) -> Value {
         "api_key": fake_cfg.api_key_b64,
         "dispatch_timeout_ms": 2000,
         "tick_period_ms": TICK_MS,
+        // Plain ngx_wasm_module semantics (`:path` reaches the upstream);
+        // the Kong mode has its own test below.
+        "kong_upstream_uri": false,
     });
     if let (Some(o), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
@@ -940,4 +943,45 @@ async fn streamed_bodies_pass_through_a_request_that_waited_for_its_own_fetch() 
         br#"{"name":"Streamed KG"}"#
     );
     assert_eq!(fake.token_stats().succeeded, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_kong_mode_the_rewritten_path_reaches_the_upstream_through_upstream_uri() {
+    // Kong proxies to `$upstream_uri` (computed by its router before the
+    // filter runs: `/` + the query, with strip_path); a `:path` write alone
+    // would not reach Advoware.
+    let env = env_with(
+        2,
+        AdvowareConfig::default(),
+        json!({"kong_upstream_uri": true}),
+    )
+    .await;
+    let token = env.warm().await;
+    let uri = "/advoware/proxy?endpoint=Termine&kuerzel=AB&apikey=client-key";
+    let req = HttpRequest::get(uri)
+        .header("apikey", "client-key")
+        .kong_upstream_uri("/");
+    let resp = env
+        .host
+        .request(0, &env.chain, req, env.upstream())
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = env.fake.controls().last_request().unwrap();
+    assert_eq!(seen.path, "/api/v1/advonet/Termine");
+    assert_eq!(seen.query.as_deref(), Some("kuerzel=AB"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    // Without Kong's variable (plain ngx_wasm_module, Envoy) only `:path` is
+    // set: the filter checks for `ngx.upstream_uri` first instead of trapping.
+    let resp = env
+        .get(1, "/advoware/proxy?endpoint=Termine&kuerzel=AB")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = env.fake.controls().last_request().unwrap();
+    assert_eq!(seen.path, "/api/v1/advonet/Termine");
+    assert_eq!(seen.query.as_deref(), Some("kuerzel=AB"));
+    env.assert_no_secrets(&[&token]);
 }

@@ -83,6 +83,7 @@ fn schema_matches_the_parser() {
         "default_prefix": cfg.default_prefix, "shared_key_prefix": cfg.shared_key_prefix,
         "tick_period_ms": cfg.tick_period_ms, "key_names": cfg.key_names,
         "failure_retry_after_secs": cfg.failure_retry_after_secs,
+        "kong_upstream_uri": cfg.kong_upstream_uri,
     });
     for (name, prop) in s["properties"].as_object().unwrap() {
         if let Some(default) = prop.get("default") {

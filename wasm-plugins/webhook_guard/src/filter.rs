@@ -416,7 +416,8 @@ impl Guard {
             );
             if cfg.forward_path.is_some() || query_changed {
                 let base = cfg.forward_path.as_deref().unwrap_or(&url_path);
-                kong_compat::set_upstream_path(&Self::path_with_query(base, &self.state.query));
+                let _ =
+                    kong_compat::set_upstream_path(&Self::path_with_query(base, &self.state.query));
             }
             self.count(Outcome::Accepted);
             self.state.done = true;
@@ -673,7 +674,7 @@ impl Guard {
         set_req_header(HEADER_RECEIVED_AT, &now.to_string());
         set_req_header(HEADER_GATEWAY_SIGNATURE, &signature);
         if let Some(fp) = &cfg.forward_path {
-            kong_compat::set_upstream_path(&Self::path_with_query(fp, &self.state.query));
+            let _ = kong_compat::set_upstream_path(&Self::path_with_query(fp, &self.state.query));
         }
         self.count(Outcome::Accepted);
         log(

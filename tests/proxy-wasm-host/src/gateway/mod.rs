@@ -330,7 +330,7 @@ async fn handle(
     } else {
         format!("{path}?{query_string}")
     };
-    let upstream_uri = router::upstream_uri(service, route, &prefix, &path, Some(&query_string));
+    let upstream_uri = router::upstream_uri(service, route, &prefix, &path, None);
     let mut request =
         HttpRequest::new(method.as_str(), &full_path).kong_upstream_uri(&upstream_uri);
     request.headers = pairs;
