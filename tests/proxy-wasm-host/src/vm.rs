@@ -391,7 +391,6 @@ fn build_linker(engine: &Engine, module: &FilterModule) -> wasmtime::Result<Link
 fn defined_proxy_names() -> &'static [&'static str] {
     &[
         "proxy_log",
-        "proxy_get_log_level",
         "proxy_get_current_time_nanoseconds",
         "proxy_set_tick_period_milliseconds",
         "proxy_get_buffer_bytes",
@@ -407,11 +406,9 @@ fn defined_proxy_names() -> &'static [&'static str] {
         "proxy_get_shared_data",
         "proxy_set_shared_data",
         "proxy_continue_stream",
-        "proxy_close_stream",
         "proxy_send_local_response",
         "proxy_http_call",
         "proxy_set_effective_context",
-        "proxy_done",
         "proxy_define_metric",
         "proxy_increment_metric",
         "proxy_record_metric",
@@ -432,16 +429,6 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
             };
             c.data().log(level, msg);
             Ok(status::OK)
-        },
-    )?;
-
-    // ngx_wasm_module does not implement proxy_get_log_level (PROXY_WASM.md table).
-    linker.func_wrap(
-        "env",
-        "proxy_get_log_level",
-        |c: Caller<'_, VmState>, _ret: i32| -> HostResult<i32> {
-            c.data().host_error("NYI - proxy_get_log_level".into());
-            Ok(status::UNIMPLEMENTED)
         },
     )?;
 
@@ -853,15 +840,6 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
 
     linker.func_wrap(
         "env",
-        "proxy_close_stream",
-        |c: Caller<'_, VmState>, _kind: i32| -> HostResult<i32> {
-            c.data().host_error("NYI - proxy_close_stream".into());
-            Ok(status::UNIMPLEMENTED)
-        },
-    )?;
-
-    linker.func_wrap(
-        "env",
         "proxy_send_local_response",
         |mut c: Caller<'_, VmState>,
          code: i32,
@@ -997,15 +975,6 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
         "env",
         "proxy_set_effective_context",
         |_c: Caller<'_, VmState>, _ctx: i32| -> HostResult<i32> { Ok(status::OK) },
-    )?;
-
-    linker.func_wrap(
-        "env",
-        "proxy_done",
-        |c: Caller<'_, VmState>| -> HostResult<i32> {
-            c.data().host_error("NYI - proxy_done".into());
-            Ok(status::UNIMPLEMENTED)
-        },
     )?;
 
     linker.func_wrap(
