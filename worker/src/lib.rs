@@ -14,6 +14,7 @@
 //! - [`locks`]: per-entity locks with owner token and safe release.
 //! - [`schedule`]: cron schedules firing once per tick across instances.
 //! - [`handlers`]: the topic → handler registry and the job context; `test.*` handlers.
+//! - [`sync`]: pure mapping/diffing per domain — [`sync::calendar`]: Advoware Termine ↔ Google events.
 //! - [`ops`]: readiness state and Prometheus metrics.
 //! - [`cli`]: the command line (`serve`, `config check`, `queue`, `dlq`, `locks`, `sync`).
 //! - [`shutdown`]: graceful shutdown signalling.
@@ -31,4 +32,5 @@ pub mod ops;
 pub mod queue;
 pub mod schedule;
 pub mod shutdown;
+pub mod sync;
 pub mod topics;
