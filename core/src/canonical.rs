@@ -229,7 +229,15 @@ impl Parser<'_> {
             }
         }
         // JCS: sort by the UTF-16 code units of the (unescaped) keys.
-        members.sort_by_cached_key(|(k, _)| k.encode_utf16().collect::<Vec<u16>>());
+        // Compared lazily (no allocation per key); ASCII keys — nearly all in
+        // practice — compare the same bytewise.
+        members.sort_by(|(a, _), (b, _)| {
+            if a.is_ascii() && b.is_ascii() {
+                a.as_bytes().cmp(b.as_bytes())
+            } else {
+                a.encode_utf16().cmp(b.encode_utf16())
+            }
+        });
         if members.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(CanonicalError::DuplicateKey(start));
         }
