@@ -8,13 +8,17 @@
 //!   through, and [`termin_to_event`] / [`event_to_termin`].
 //! - [`recurrence`]: `turnus`/`turnusArt` ↔ `RRULE`, occurrence arithmetic for series ends.
 //! - [`hash`]: [`content_hash_termin`] / [`content_hash_event`] over the synced fields only.
+//! - [`state`]: the per-employee sync state (hashes of the last synced version of each pair).
+//! - [`diff`]: the three-way diff, state × Advoware × Google → a [`diff::Plan`] of actions.
 //!
 //! Advoware times are Europe/Berlin wall-clock times; Google gets UTC instants plus
 //! `timeZone: "Europe/Berlin"`. See [`mapping::berlin_to_utc`] for the DST rules.
 
+pub mod diff;
 pub mod hash;
 pub mod mapping;
 pub mod recurrence;
+pub mod state;
 
 pub use hash::{content_hash_event, content_hash_termin};
 pub use mapping::{
