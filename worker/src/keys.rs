@@ -9,6 +9,7 @@
 //! | `bbl:coalesce:{topic}:{entity}`       | string     | id of the queued, not yet started job of an entity (content-keyed jobs: kept as dedup marker) |
 //! | `bbl:lock:{handler}:{type}:{id}`      | string     | owner token of an entity lock (with TTL)          |
 //! | `bbl:schedule:{name}:{tick_epoch}`    | string     | marks a schedule tick as fired (SET NX)           |
+//! | `bbl:advoware:token:{user}`           | string     | Advoware bearer token of an API user (with TTL)   |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -37,6 +38,11 @@ pub fn lock_pattern() -> String {
 
 pub fn schedule_tick(name: &str, tick_epoch: i64) -> String {
     format!("{PREFIX}schedule:{name}:{tick_epoch}")
+}
+
+/// The cached Advoware token of `user`, shared by all worker instances.
+pub fn advoware_token(user: &str) -> String {
+    format!("bbl:advoware:token:{user}")
 }
 
 pub fn test(name: &str) -> String {

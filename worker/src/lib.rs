@@ -14,6 +14,7 @@
 //! - [`locks`]: per-entity locks with owner token and safe release.
 //! - [`schedule`]: cron schedules firing once per tick across instances.
 //! - [`handlers`]: the topic → handler registry and the job context; `test.*` handlers.
+//! - [`clients`]: one module per outside system — [`clients::advoware`]: token, REST calls.
 //! - [`sync`]: pure mapping/diffing per domain — [`sync::calendar`]: Advoware Termine ↔ Google events.
 //! - [`ops`]: readiness state and Prometheus metrics.
 //! - [`cli`]: the command line (`serve`, `config check`, `queue`, `dlq`, `locks`, `sync`).
@@ -22,6 +23,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod error;
 pub mod handlers;

@@ -1,0 +1,903 @@
+//! Advoware REST client (FACTS §1): bearer token minted with the shared HMAC code of
+//! `bitbylaw-core`, cached in Redis so all worker instances share one token, refreshed once on a
+//! 401; errors classified so the queue knows whether and when to retry.
+//!
+//! # Token life cycle
+//!
+//! 1. A process-local copy (with its own expiry) saves a Redis round trip per call.
+//! 2. Else the Redis key (default `bbl:advoware:token:{user}`) — written by whichever instance
+//!    minted last, with `EX` = token lifetime − refresh margin, so it vanishes before Advoware
+//!    stops accepting it.
+//! 3. Else mint: `POST {security_gateway}api/v1/Token` with a fresh UUID v4 nonce, the system
+//!    clock's timestamp and `HMAC512Signature` from [`bitbylaw_core::advoware`].
+//!
+//! A resource answering 401 means the token was revoked or expired early: the client deletes the
+//! cached token *only if it is still the one it used* (a Lua compare-and-delete, so it never
+//! throws away a token another instance just minted), obtains a token again and retries the call
+//! exactly once. Two instances may refresh concurrently (one extra token, harmless); a single
+//! call never loops.
+//!
+//! # HTTP transport
+//!
+//! The client talks HTTP through the small [`HttpTransport`] trait rather than a concrete client:
+//! `reqwest` is only a dev-dependency of this crate today, and the seam lets unit tests run
+//! without a network. The integration test (`tests/advoware_client.rs`) implements it for
+//! `reqwest::Client` in a dozen lines; production wiring does the same once `reqwest` (with a TLS
+//! feature) is a regular dependency.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bitbylaw_core::advoware as core_aw;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tracing::{debug, info_span, warn, Instrument as _};
+
+use crate::config::{AdvowareSettings, Secret};
+
+/// How many characters of an error body are kept in [`AdvowareError::Upstream`].
+const BODY_EXCERPT_CHARS: usize = 300;
+
+/// Errors of the Advoware client. A concrete enum: the queue branches on
+/// [`AdvowareError::is_retryable`] and [`AdvowareError::retry_after`], handlers on the variants.
+/// No variant ever carries the password, the API key or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvowareError {
+    /// A resource still answered 401 after one token refresh.
+    #[error("Advoware denied {path} (401) even with a freshly minted token")]
+    Unauthorized { path: String },
+    /// 429 or 503: Advoware asks us to slow down.
+    #[error("Advoware rate limited {path} (status {status}, retry after {retry_after:?})")]
+    RateLimited {
+        path: String,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Any other non-success status; 5xx (and 408) are retryable, other 4xx are permanent.
+    #[error("Advoware answered {status} on {path}: {body}")]
+    Upstream {
+        path: String,
+        status: u16,
+        /// The first characters of the answer's body.
+        body: String,
+    },
+    /// Connection refused, timeout, broken connection…
+    #[error("transport error talking to Advoware ({path}): {message}")]
+    Transport { path: String, message: String },
+    /// The token endpoint rejected our credentials or signature, or its answer is unusable.
+    /// Permanent: a configuration problem, retrying cannot help.
+    #[error("Advoware token could not be obtained: {0}")]
+    Token(String),
+    /// The Advoware settings are incomplete or invalid (missing URL, API key not base64…).
+    #[error("Advoware client configuration: {0}")]
+    Config(String),
+    /// The token cache in Redis failed.
+    #[error("Redis (Advoware token cache): {0}")]
+    Redis(String),
+    /// A success answer whose body is not the JSON we expect.
+    #[error("unexpected Advoware answer on {path}: {message}")]
+    Decode { path: String, message: String },
+}
+
+impl AdvowareError {
+    /// Whether the queue should try the job again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Transport { .. } | Self::Redis(_) => true,
+            Self::Upstream { status, .. } => *status >= 500 || *status == 408,
+            Self::Unauthorized { .. } | Self::Token(_) | Self::Config(_) | Self::Decode { .. } => {
+                false
+            }
+        }
+    }
+
+    /// The delay Advoware asked for (`Retry-After`), if any; the queue bounds it by its policy.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status Advoware answered, if the error came from an answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Unauthorized { .. } => Some(401),
+            Self::RateLimited { status, .. } | Self::Upstream { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transport
+// ---------------------------------------------------------------------------------------------
+
+/// HTTP methods the client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// One request for the transport. `Debug` redacts the `Authorization` header.
+#[derive(Clone)]
+pub struct HttpRequest {
+    pub method: Method,
+    /// Absolute URL, query included.
+    pub url: String,
+    /// Header name/value pairs (the client sets `Authorization`, `Accept`, `Content-Type`).
+    pub headers: Vec<(String, String)>,
+    /// JSON body bytes, if any. For the token request it contains the password.
+    pub body: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                if k.eq_ignore_ascii_case("authorization") {
+                    (k.as_str(), "<redacted>")
+                } else {
+                    (k.as_str(), v.as_str())
+                }
+            })
+            .collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
+            .finish()
+    }
+}
+
+/// The parts of an answer the client needs.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// The raw `Retry-After` header, if sent.
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Sends one HTTP request. Implemented by the production HTTP client and by test doubles.
+/// The error string must not contain secrets (URLs and transport messages do not).
+pub trait HttpTransport: Send + Sync {
+    fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, String>>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------
+
+/// Resource paths relative to the API base. The real paths are uncertain (FACTS §1); the
+/// defaults are the fake's, so they live here as data rather than in code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub token: String,
+    pub mitarbeiter: String,
+    /// Collection: `GET ?kuerzel=&from=&to=`, `POST`; items at `{termine}/{frNr}`.
+    pub termine: String,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            token: "api/v1/Token".into(),
+            mitarbeiter: "api/v1/advonet/Mitarbeiter".into(),
+            termine: "api/v1/advonet/Termine".into(),
+        }
+    }
+}
+
+/// Token caching knobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Redis key of the shared token. Default `bbl:advoware:token:{user}`
+    /// (see [`default_token_key`], which takes it from `crate::keys`).
+    pub redis_key: String,
+    /// Upper bound of the cache time when Advoware names no lifetime (the seeds cache 53–55 min).
+    pub max_lifetime: Duration,
+    /// Stop using a token this long before it expires.
+    pub refresh_margin: Duration,
+}
+
+/// `bbl:advoware:token:{user}` — the default Redis key of the shared token.
+pub fn default_token_key(user: &str) -> String {
+    crate::keys::advoware_token(user)
+}
+
+/// Everything the client needs, validated: built from the worker's [`AdvowareSettings`].
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// API base with trailing slash.
+    pub api_base_url: url::Url,
+    /// Security gateway base with trailing slash.
+    pub security_gateway_url: url::Url,
+    pub kanzlei: String,
+    pub database: String,
+    pub user: String,
+    pub role: u32,
+    pub product: u32,
+    pub app_id: String,
+    pub password: Secret,
+    /// Base64-decoded API key: the HMAC key.
+    hmac_key: Secret,
+    pub paths: Paths,
+    pub token: TokenPolicy,
+}
+
+impl fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("api_base_url", &self.api_base_url.as_str())
+            .field("security_gateway_url", &self.security_gateway_url.as_str())
+            .field("kanzlei", &self.kanzlei)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("role", &self.role)
+            .field("product", &self.product)
+            .field("app_id", &self.app_id)
+            .field("password", &"<redacted>")
+            .field("hmac_key", &"<redacted>")
+            .field("paths", &self.paths)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl ClientSettings {
+    /// Validates the worker's settings. Role defaults to 2 and Product to 64 (vendor example);
+    /// everything else is required. The API key must be base64.
+    pub fn from_settings(s: &AdvowareSettings) -> Result<Self, AdvowareError> {
+        fn req<'a>(v: &'a Option<String>, name: &str) -> Result<&'a str, AdvowareError> {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| AdvowareError::Config(format!("{name} is not set")))
+        }
+        let api_key = s
+            .api_key
+            .as_ref()
+            .ok_or_else(|| AdvowareError::Config("api_key is not set".into()))?;
+        // The core error names only the kind of problem, never the key.
+        let key = core_aw::decode_api_key(api_key.expose())
+            .map_err(|e| AdvowareError::Config(format!("api_key: {e}")))?;
+        // HMAC keys are bytes; keep them in a Secret as base64-free hex to stay a String.
+        let hmac_key = Secret::new(hex::encode(key));
+        let user = req(&s.user, "user")?.to_owned();
+        Ok(Self {
+            api_base_url: base_url(req(&s.api_base_url, "api_base_url")?, "api_base_url")?,
+            security_gateway_url: base_url(
+                req(&s.security_gateway_url, "security_gateway_url")?,
+                "security_gateway_url",
+            )?,
+            kanzlei: req(&s.kanzlei, "kanzlei")?.to_owned(),
+            database: req(&s.database, "database")?.to_owned(),
+            role: s.role.unwrap_or(2),
+            product: s.product.unwrap_or(64),
+            app_id: req(&s.app_id, "app_id")?.to_owned(),
+            password: s
+                .password
+                .clone()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| AdvowareError::Config("password is not set".into()))?,
+            hmac_key,
+            paths: Paths::default(),
+            token: TokenPolicy {
+                redis_key: default_token_key(&user),
+                max_lifetime: Duration::from_secs(55 * 60),
+                refresh_margin: Duration::from_secs(120),
+            },
+            user,
+        })
+    }
+
+    fn key_bytes(&self) -> Result<Vec<u8>, AdvowareError> {
+        hex::decode(self.hmac_key.expose())
+            .map_err(|_| AdvowareError::Config("api key bytes corrupted".into()))
+    }
+}
+
+/// Parses a base URL and gives it a trailing slash, so relative paths join below it.
+fn base_url(raw: &str, name: &str) -> Result<url::Url, AdvowareError> {
+    let with_slash = if raw.ends_with('/') {
+        raw.to_owned()
+    } else {
+        format!("{raw}/")
+    };
+    url::Url::parse(&with_slash)
+        .map_err(|e| AdvowareError::Config(format!("{name} is not a URL: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct LocalToken {
+    token: Secret,
+    valid_until: Instant,
+}
+
+/// The Advoware REST client. Cheap to clone (shared state behind `Arc`s); `C` is any async Redis
+/// connection (`ConnectionManager` in the worker, `MultiplexedConnection` in tests).
+#[derive(Clone)]
+pub struct AdvowareClient<C> {
+    settings: Arc<ClientSettings>,
+    redis: C,
+    http: Arc<dyn HttpTransport>,
+    local: Arc<Mutex<Option<LocalToken>>>,
+}
+
+impl<C> fmt::Debug for AdvowareClient<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdvowareClient")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Deletes the key only if it still holds the token we used (ARGV[1]).
+const COMPARE_AND_DELETE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+impl<C> AdvowareClient<C>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    pub fn new(settings: ClientSettings, redis: C, http: Arc<dyn HttpTransport>) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            redis,
+            http,
+            local: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    // ----- generic calls ---------------------------------------------------------------------
+
+    /// `GET {api}{path}?query` → JSON.
+    pub async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Value, AdvowareError> {
+        let resp = self.call(Method::Get, path, query, None).await?;
+        decode_json(path, &resp.body)
+    }
+
+    /// `POST {api}{path}` with a JSON body → JSON answer (`null` for an empty body).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, AdvowareError> {
+        let resp = self.call(Method::Post, path, &[], Some(body)).await?;
+        decode_json(path, &resp.body)
+    }
+
+    /// `PUT {api}{path}` with a JSON body → JSON answer (`null` for an empty body).
+    pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, AdvowareError> {
+        let resp = self.call(Method::Put, path, &[], Some(body)).await?;
+        decode_json(path, &resp.body)
+    }
+
+    /// `DELETE {api}{path}`; any 2xx is success.
+    pub async fn delete(&self, path: &str) -> Result<(), AdvowareError> {
+        self.call(Method::Delete, path, &[], None).await.map(|_| ())
+    }
+
+    // ----- typed helpers ---------------------------------------------------------------------
+
+    /// All employees (`Mitarbeiter`).
+    pub async fn list_mitarbeiter(&self) -> Result<Vec<Value>, AdvowareError> {
+        let path = self.settings.paths.mitarbeiter.clone();
+        expect_array(&path, self.get_json(&path, &[]).await?)
+    }
+
+    /// Appointments of `kuerzel` overlapping `[from, to]` (dates).
+    pub async fn list_termine(
+        &self,
+        kuerzel: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<Value>, AdvowareError> {
+        let path = self.settings.paths.termine.clone();
+        let from = from.format("%Y-%m-%d").to_string();
+        let to = to.format("%Y-%m-%d").to_string();
+        let value = self
+            .get_json(&path, &[("kuerzel", kuerzel), ("from", &from), ("to", &to)])
+            .await?;
+        expect_array(&path, value)
+    }
+
+    pub async fn get_termin(&self, fr_nr: i64) -> Result<Value, AdvowareError> {
+        self.get_json(&self.termin_path(fr_nr), &[]).await
+    }
+
+    /// Creates an appointment; the answer carries the new `frNr`.
+    pub async fn create_termin(&self, termin: &Value) -> Result<Value, AdvowareError> {
+        let path = self.settings.paths.termine.clone();
+        self.post_json(&path, termin).await
+    }
+
+    pub async fn update_termin(&self, fr_nr: i64, termin: &Value) -> Result<Value, AdvowareError> {
+        self.put_json(&self.termin_path(fr_nr), termin).await
+    }
+
+    pub async fn delete_termin(&self, fr_nr: i64) -> Result<(), AdvowareError> {
+        self.delete(&self.termin_path(fr_nr)).await
+    }
+
+    fn termin_path(&self, fr_nr: i64) -> String {
+        format!(
+            "{}/{fr_nr}",
+            self.settings.paths.termine.trim_end_matches('/')
+        )
+    }
+
+    // ----- core ------------------------------------------------------------------------------
+
+    /// One resource call with the token; on 401 invalidates the token used and retries once.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<HttpResponse, AdvowareError> {
+        let span = info_span!("advoware", method = method.as_str(), path = %path);
+        async move {
+            let url = self.resource_url(path, query)?;
+            let body = match body {
+                Some(v) => Some(serde_json::to_vec(v).map_err(|e| AdvowareError::Decode {
+                    path: path.to_owned(),
+                    message: format!("body not serialisable: {e}"),
+                })?),
+                None => None,
+            };
+            let mut refreshed = false;
+            loop {
+                let token = self.token().await?;
+                let mut headers = vec![
+                    (
+                        "Authorization".to_owned(),
+                        format!("Bearer {}", token.expose()),
+                    ),
+                    ("Accept".to_owned(), "application/json".to_owned()),
+                ];
+                if body.is_some() {
+                    headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
+                }
+                let resp = self
+                    .send(
+                        HttpRequest {
+                            method,
+                            url: url.clone(),
+                            headers,
+                            body: body.clone(),
+                        },
+                        path,
+                    )
+                    .await?;
+                if resp.status == 401 && !refreshed {
+                    debug!("401: invalidating the token and retrying once");
+                    self.invalidate(&token).await?;
+                    refreshed = true;
+                    continue;
+                }
+                if resp.status == 401 {
+                    return Err(AdvowareError::Unauthorized {
+                        path: path.to_owned(),
+                    });
+                }
+                return classify(path, resp);
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn send(&self, request: HttpRequest, path: &str) -> Result<HttpResponse, AdvowareError> {
+        self.http
+            .send(request)
+            .await
+            .map_err(|message| AdvowareError::Transport {
+                path: path.to_owned(),
+                message,
+            })
+    }
+
+    fn resource_url(&self, path: &str, query: &[(&str, &str)]) -> Result<String, AdvowareError> {
+        join(&self.settings.api_base_url, path, query)
+    }
+
+    /// The current token: process-local copy, else Redis, else a freshly minted one.
+    async fn token(&self) -> Result<Secret, AdvowareError> {
+        if let Some(t) = self.local_token() {
+            return Ok(t);
+        }
+        let key = &self.settings.token.redis_key;
+        let mut conn = self.redis.clone();
+        let (cached, ttl): (Option<String>, i64) = redis::pipe()
+            .get(key)
+            .ttl(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if let Some(token) = cached.filter(|t| !t.is_empty()) {
+            if ttl > 0 {
+                let token = Secret::new(token);
+                self.store_local(&token, Duration::from_secs(ttl.unsigned_abs()));
+                return Ok(token);
+            }
+        }
+        self.mint().await
+    }
+
+    fn local_token(&self) -> Option<Secret> {
+        let guard = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_ref()
+            .filter(|t| t.valid_until > Instant::now())
+            .map(|t| t.token.clone())
+    }
+
+    fn store_local(&self, token: &Secret, ttl: Duration) {
+        let mut guard = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = Some(LocalToken {
+            token: token.clone(),
+            valid_until: Instant::now() + ttl,
+        });
+    }
+
+    /// Forgets `used` locally and in Redis — in Redis only if it is still the cached token.
+    async fn invalidate(&self, used: &Secret) -> Result<(), AdvowareError> {
+        {
+            let mut guard = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.as_ref().is_some_and(|t| t.token == *used) {
+                *guard = None;
+            }
+        }
+        let mut conn = self.redis.clone();
+        let _: i64 = redis::Script::new(COMPARE_AND_DELETE)
+            .key(&self.settings.token.redis_key)
+            .arg(used.expose())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    /// Mints a token (FACTS §1) and caches it in Redis and locally.
+    async fn mint(&self) -> Result<Secret, AdvowareError> {
+        let s = &self.settings;
+        let path = s.paths.token.as_str();
+        let span = info_span!("advoware_token", path = %path, user = %s.user);
+        async move {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|_| AdvowareError::Token("system clock before 1970".into()))?;
+            let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+            let request = core_aw::TokenRequest {
+                app_id: s.app_id.clone(),
+                kanzlei: s.kanzlei.clone(),
+                database: s.database.clone(),
+                user: s.user.clone(),
+                role: s.role,
+                product: s.product,
+                password: s.password.expose().to_owned(),
+                nonce: core_aw::uuid_v4_from_bytes(rand::random()),
+                timestamp: core_aw::format_request_timestamp(nanos),
+            };
+            let body = request.to_json_body(&s.key_bytes()?);
+            let url = join(&s.security_gateway_url, path, &[])?;
+            let resp = self
+                .send(
+                    HttpRequest {
+                        method: Method::Post,
+                        url,
+                        headers: vec![
+                            ("Content-Type".to_owned(), "application/json".to_owned()),
+                            ("Accept".to_owned(), "application/json".to_owned()),
+                        ],
+                        body: Some(body),
+                    },
+                    path,
+                )
+                .await?;
+            match resp.status {
+                200..=299 => {}
+                // Overload and outages: the same retryable errors as for resources.
+                429 | 408 | 500..=599 => return Err(error_for(path, resp)),
+                status => {
+                    warn!(status, "Advoware refused the token request");
+                    return Err(AdvowareError::Token(format!(
+                        "token endpoint answered {status}: {}",
+                        token_error_reason(&resp.body)
+                    )));
+                }
+            }
+            let parsed = core_aw::parse_token_response(&resp.body)
+                .map_err(|e| AdvowareError::Token(e.to_string()))?;
+            let lifetime = core_aw::token_lifetime_secs(
+                &parsed,
+                now.as_secs(),
+                s.token.max_lifetime.as_secs(),
+            );
+            let ttl = lifetime.saturating_sub(s.token.refresh_margin.as_secs());
+            let token = Secret::new(parsed.access_token);
+            if ttl > 0 {
+                let mut conn = self.redis.clone();
+                let _: () = redis::cmd("SET")
+                    .arg(&s.token.redis_key)
+                    .arg(token.expose())
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+                self.store_local(&token, Duration::from_secs(ttl));
+            } else {
+                // Too short-lived to cache: use it for this call only.
+                warn!(
+                    lifetime,
+                    "Advoware token lifetime below the refresh margin; not cached"
+                );
+            }
+            debug!(ttl, "minted a new Advoware token");
+            Ok(token)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// `base` + relative `path` (leading slashes ignored) + URL-encoded `query`.
+fn join(base: &url::Url, path: &str, query: &[(&str, &str)]) -> Result<String, AdvowareError> {
+    let mut url = base
+        .join(path.trim_start_matches('/'))
+        .map_err(|e| AdvowareError::Config(format!("bad path {path:?}: {e}")))?;
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query.iter());
+    }
+    Ok(url.into())
+}
+
+/// Maps a non-401 answer: 2xx passes, everything else becomes an error ([`error_for`]).
+fn classify(path: &str, resp: HttpResponse) -> Result<HttpResponse, AdvowareError> {
+    if (200..=299).contains(&resp.status) {
+        Ok(resp)
+    } else {
+        Err(error_for(path, resp))
+    }
+}
+
+/// 429/503 → rate limited (with `Retry-After`), others → `Upstream` with a body excerpt.
+fn error_for(path: &str, resp: HttpResponse) -> AdvowareError {
+    match resp.status {
+        status @ (429 | 503) => AdvowareError::RateLimited {
+            path: path.to_owned(),
+            status,
+            retry_after: resp.retry_after.as_deref().and_then(parse_retry_after),
+        },
+        status => AdvowareError::Upstream {
+            path: path.to_owned(),
+            status,
+            body: excerpt(&resp.body),
+        },
+    }
+}
+
+/// `Retry-After`: delay seconds or an HTTP date (RFC 2822 form).
+pub fn parse_retry_after(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
+    let secs = when.timestamp() - chrono::Utc::now().timestamp();
+    Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.chars().take(BODY_EXCERPT_CHARS).collect();
+    if text.chars().count() > BODY_EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// The OAuth-style `error`/`error_description` of a token refusal; never echoes our request.
+fn token_error_reason(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return "no JSON error body".into();
+    };
+    let field = |n: &str| v.get(n).and_then(Value::as_str).unwrap_or("").to_owned();
+    let (error, description) = (field("error"), field("error_description"));
+    let reason = match (error.is_empty(), description.is_empty()) {
+        (true, true) => "no error given".to_owned(),
+        (false, true) => error,
+        (true, false) => description,
+        (false, false) => format!("{error}: {description}"),
+    };
+    reason.chars().take(BODY_EXCERPT_CHARS).collect()
+}
+
+fn decode_json(path: &str, body: &[u8]) -> Result<Value, AdvowareError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| AdvowareError::Decode {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn expect_array(path: &str, value: Value) -> Result<Vec<Value>, AdvowareError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(AdvowareError::Decode {
+            path: path.to_owned(),
+            message: format!("expected a JSON array, got {}", kind(&other)),
+        }),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn redis_err(e: redis::RedisError) -> AdvowareError {
+    AdvowareError::Redis(e.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)] // In tests a failed expect is a failed test.
+mod tests {
+    use super::*;
+
+    fn settings() -> AdvowareSettings {
+        AdvowareSettings {
+            api_base_url: Some("http://127.0.0.1:1/base".into()),
+            security_gateway_url: Some("http://127.0.0.1:1/".into()),
+            kanzlei: Some("k".into()),
+            database: Some("d".into()),
+            user: Some("API".into()),
+            role: None,
+            product: None,
+            app_id: Some("app".into()),
+            password: Some(Secret::new("pw-very-secret")),
+            api_key: Some(Secret::new("dGVzdC1zZWNyZXQta2V5")),
+        }
+    }
+
+    #[test]
+    fn settings_validate_and_redact() {
+        let s = ClientSettings::from_settings(&settings()).expect("valid");
+        assert_eq!(s.api_base_url.as_str(), "http://127.0.0.1:1/base/");
+        assert_eq!((s.role, s.product), (2, 64));
+        assert_eq!(s.token.redis_key, "bbl:advoware:token:API");
+        assert_eq!(s.key_bytes().expect("key"), b"test-secret-key");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("pw-very") && !dbg.contains("746573"), "{dbg}");
+
+        let mut bad = settings();
+        bad.api_key = Some(Secret::new("not base64!"));
+        let err = ClientSettings::from_settings(&bad).expect_err("bad key");
+        assert!(matches!(err, AdvowareError::Config(_)));
+        assert!(!err.to_string().contains("not base64!"), "{err}");
+        let mut missing = settings();
+        missing.kanzlei = None;
+        assert!(ClientSettings::from_settings(&missing)
+            .expect_err("missing")
+            .to_string()
+            .contains("kanzlei"));
+    }
+
+    #[test]
+    fn join_paths_and_query() {
+        let base = base_url("http://h/x", "b").expect("url");
+        assert_eq!(
+            join(
+                &base,
+                "/api/v1/advonet/Termine",
+                &[("kuerzel", "A B"), ("from", "2026-01-01")]
+            )
+            .expect("join"),
+            "http://h/x/api/v1/advonet/Termine?kuerzel=A+B&from=2026-01-01"
+        );
+    }
+
+    #[test]
+    fn classification() {
+        let resp = |status, retry_after: Option<&str>| HttpResponse {
+            status,
+            retry_after: retry_after.map(str::to_owned),
+            body: b"{\"Message\":\"x\"}".to_vec(),
+        };
+        let e = classify("p", resp(503, Some("7"))).expect_err("503");
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        let e = classify("p", resp(429, None)).expect_err("429");
+        assert!(e.is_retryable() && e.retry_after().is_none());
+        let e = classify("p", resp(500, None)).expect_err("500");
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("Message"));
+        let e = classify("p", resp(404, None)).expect_err("404");
+        assert!(!e.is_retryable());
+        assert_eq!(e.status(), Some(404));
+        assert!(classify("p", resp(204, None)).is_ok());
+        assert!(!AdvowareError::Token("x".into()).is_retryable());
+        assert!(!AdvowareError::Unauthorized { path: "p".into() }.is_retryable());
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after(" 12 "), Some(Duration::from_secs(12)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn excerpt_is_bounded_and_reason_is_short() {
+        let long = "ä".repeat(1000);
+        assert_eq!(
+            excerpt(long.as_bytes()).chars().count(),
+            BODY_EXCERPT_CHARS + 1
+        );
+        assert_eq!(
+            token_error_reason(br#"{"error":"invalid_grant","error_description":"bad signature"}"#),
+            "invalid_grant: bad signature"
+        );
+        assert_eq!(token_error_reason(b"<html>"), "no JSON error body");
+    }
+
+    #[test]
+    fn request_debug_redacts_authorization() {
+        let r = HttpRequest {
+            method: Method::Get,
+            url: "http://h/".into(),
+            headers: vec![("Authorization".into(), "Bearer tok-123".into())],
+            body: Some(b"{\"Password\":\"pw\"}".to_vec()),
+        };
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("tok-123") && !dbg.contains("pw\""), "{dbg}");
+    }
+}

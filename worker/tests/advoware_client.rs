@@ -1,0 +1,318 @@
+//! The Advoware client against the fake Advoware (`bitbylaw-fakes`) and a real `redis-server`,
+//! over loopback: token minting and sharing, refresh on 401, error classification, Termine CRUD.
+#![allow(clippy::expect_used)] // In tests a failed expect is a failed test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake};
+use bitbylaw_fakes::redis_server::RedisServer;
+use bitbylaw_worker::clients::advoware::{
+    AdvowareClient, AdvowareError, ClientSettings, HttpRequest, HttpResponse, HttpTransport, Method,
+};
+use bitbylaw_worker::config::{AdvowareSettings, Secret};
+use futures::future::BoxFuture;
+use redis::aio::MultiplexedConnection;
+use serde_json::{json, Value};
+
+/// The test's transport: `reqwest` (a dev-dependency of the worker).
+struct Reqwest(reqwest::Client);
+
+impl HttpTransport for Reqwest {
+    fn send(&self, r: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, String>> {
+        Box::pin(async move {
+            let method = match r.method {
+                Method::Get => reqwest::Method::GET,
+                Method::Post => reqwest::Method::POST,
+                Method::Put => reqwest::Method::PUT,
+                Method::Delete => reqwest::Method::DELETE,
+            };
+            let mut builder = self.0.request(method, &r.url);
+            for (k, v) in &r.headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            if let Some(body) = r.body {
+                builder = builder.body(body);
+            }
+            let resp = builder.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = resp.bytes().await.map_err(|e| e.to_string())?.to_vec();
+            Ok(HttpResponse {
+                status,
+                retry_after,
+                body,
+            })
+        })
+    }
+}
+
+fn settings_for(fake: &AdvowareFake) -> AdvowareSettings {
+    let c = fake.config();
+    AdvowareSettings {
+        api_base_url: Some(fake.api_base_url()),
+        security_gateway_url: Some(fake.security_gateway_url()),
+        kanzlei: Some(c.kanzlei.clone()),
+        database: Some(c.database.clone()),
+        user: Some(c.user.clone()),
+        role: Some(u32::try_from(c.role).expect("role")),
+        product: Some(u32::try_from(c.product).expect("product")),
+        app_id: Some(c.app_id.clone()),
+        password: Some(Secret::new(c.password.clone())),
+        api_key: Some(Secret::new(c.api_key_b64.clone())),
+    }
+}
+
+fn client(
+    settings: &AdvowareSettings,
+    conn: MultiplexedConnection,
+) -> AdvowareClient<MultiplexedConnection> {
+    let settings = ClientSettings::from_settings(settings).expect("settings");
+    AdvowareClient::new(settings, conn, Arc::new(Reqwest(reqwest::Client::new())))
+}
+
+struct Env {
+    fake: AdvowareFake,
+    redis: RedisServer,
+}
+
+async fn env() -> Env {
+    let fake = advoware::start(AdvowareConfig::default())
+        .await
+        .expect("fake");
+    fake.seed_demo();
+    Env {
+        fake,
+        redis: RedisServer::start(false),
+    }
+}
+
+impl Env {
+    async fn client(&self) -> AdvowareClient<MultiplexedConnection> {
+        client(&settings_for(&self.fake), self.redis.conn().await)
+    }
+}
+
+#[tokio::test]
+async fn token_minted_once_shared_via_redis_with_ttl() {
+    let env = env().await;
+    let a = env.client().await;
+    let b = env.client().await;
+    let list = a.list_mitarbeiter().await.expect("list a");
+    assert!(!list.is_empty());
+    b.list_mitarbeiter().await.expect("list b");
+    a.list_mitarbeiter().await.expect("list a again");
+    assert_eq!(
+        env.fake.token_stats().succeeded,
+        1,
+        "{:?}",
+        env.fake.last_token_error()
+    );
+
+    let key = &a.settings().token.redis_key;
+    assert_eq!(key, "bbl:advoware:token:API");
+    let mut conn = env.redis.conn().await;
+    let token: Option<String> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert!(token.is_some_and(|t| !t.is_empty()));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("ttl");
+    // Fake lifetime 3600 s, capped at 55 min, minus the 2 min margin.
+    assert!(ttl > 3000 && ttl <= 3180, "ttl {ttl}");
+}
+
+#[tokio::test]
+async fn revoked_token_is_refreshed_once() {
+    let env = env().await;
+    let c = env.client().await;
+    let other = env.client().await;
+    c.list_mitarbeiter().await.expect("first");
+    other
+        .list_mitarbeiter()
+        .await
+        .expect("other holds the same token locally");
+    let mut conn = env.redis.conn().await;
+    let key = c.settings().token.redis_key.clone();
+    let old: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+
+    env.fake.revoke_all();
+    c.list_mitarbeiter().await.expect("after revoke");
+    assert_eq!(env.fake.token_stats().succeeded, 2);
+    let new: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_ne!(old, new);
+
+    // The other instance's local copy is still the revoked token: its 401 must not delete the
+    // newer token from Redis (compare-and-delete), and it picks that one up instead of minting.
+    other.list_mitarbeiter().await.expect("other after revoke");
+    assert_eq!(
+        env.fake.token_stats().succeeded,
+        2,
+        "other instance reused the new token"
+    );
+    let still: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(still, new);
+}
+
+#[tokio::test]
+async fn persistent_401_does_not_loop() {
+    let env = env().await;
+    let c = env.client().await;
+    c.list_mitarbeiter().await.expect("first");
+
+    // The resource keeps refusing even a fresh token: one refresh, then Unauthorized.
+    env.fake
+        .controls()
+        .fail_next_on("/api/v1/advonet", 2, 401, None);
+    let before = env.fake.requests().len();
+    let err = c.list_mitarbeiter().await.expect_err("401");
+    assert!(matches!(err, AdvowareError::Unauthorized { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_eq!(
+        env.fake.requests().len() - before,
+        3,
+        "call, token, retried call"
+    );
+    assert_eq!(env.fake.token_stats().succeeded, 2);
+
+    // Token endpoint refusing too: call (401) → token request (401) → Token error, no loop.
+    env.fake.fail_next(10, 401, None);
+    let before = env.fake.requests().len();
+    let err = c.list_mitarbeiter().await.expect_err("401 everywhere");
+    assert!(matches!(err, AdvowareError::Token(_)), "{err:?}");
+    assert_eq!(env.fake.requests().len() - before, 2);
+}
+
+#[tokio::test]
+async fn rate_limit_and_upstream_errors_are_classified() {
+    let env = env().await;
+    let c = env.client().await;
+    c.list_mitarbeiter().await.expect("mint first");
+
+    env.fake.controls().fail_next(1, 503, Some(7));
+    let err = c.list_mitarbeiter().await.expect_err("503");
+    assert!(
+        matches!(err, AdvowareError::RateLimited { status: 503, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+
+    env.fake.controls().fail_next(1, 429, None);
+    let err = c.list_mitarbeiter().await.expect_err("429");
+    assert!(err.is_retryable() && err.retry_after().is_none());
+
+    env.fake.controls().fail_next(1, 500, None);
+    let err = c.list_mitarbeiter().await.expect_err("500");
+    assert!(
+        matches!(err, AdvowareError::Upstream { status: 500, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+
+    let err = c.get_termin(999_999).await.expect_err("404");
+    assert_eq!(err.status(), Some(404));
+    assert!(!err.is_retryable());
+
+    // A 503 on the token endpoint is retryable as well.
+    let fresh = client(&settings_for(&env.fake), env.redis.conn().await);
+    let mut conn = env.redis.conn().await;
+    let _: () = redis::cmd("DEL")
+        .arg(&fresh.settings().token.redis_key)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    env.fake.controls().fail_next(1, 503, Some(3));
+    let err = fresh.list_mitarbeiter().await.expect_err("token 503");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3)), "{err:?}");
+    assert_eq!(env.fake.token_stats().succeeded, 1);
+    assert_eq!(c.list_mitarbeiter().await.map(|_| ()).ok(), Some(()));
+}
+
+#[tokio::test]
+async fn wrong_api_key_is_a_token_error_without_secrets() {
+    let env = env().await;
+    let mut settings = settings_for(&env.fake);
+    let wrong_key = "d3JvbmctYnV0LXZhbGlkLWJhc2U2NC1rZXk="; // base64 "wrong-but-valid-base64-key"
+    settings.api_key = Some(Secret::new(wrong_key));
+    let c = client(&settings, env.redis.conn().await);
+    let err = c.list_mitarbeiter().await.expect_err("wrong key");
+    assert!(matches!(err, AdvowareError::Token(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    let password = env.fake.config().password.clone();
+    for text in [err.to_string(), format!("{err:?}"), format!("{c:?}")] {
+        assert!(!text.contains(wrong_key), "{text}");
+        assert!(!text.contains(&password), "{text}");
+        assert!(!text.contains("wrong-but-valid"), "{text}");
+    }
+    assert_eq!(env.fake.token_stats().succeeded, 0);
+
+    settings.api_key = Some(Secret::new("%%% not base64"));
+    let err = ClientSettings::from_settings(&settings).expect_err("bad base64");
+    assert!(!err.to_string().contains("%%%"), "{err}");
+}
+
+#[tokio::test]
+async fn termin_round_trip() {
+    let env = env().await;
+    let c = env.client().await;
+    let created = c
+        .create_termin(&json!({
+            "kuerzel": "SB",
+            "datum": "2026-12-01T00:00:00",
+            "uhrzeitVon": "09:00:00",
+            "uhrzeitBis": "10:00:00",
+            "text": "Mandantengespräch",
+        }))
+        .await
+        .expect("create");
+    let fr_nr = created.get("frNr").and_then(Value::as_i64).expect("frNr");
+
+    let from = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).expect("date");
+    let to = chrono::NaiveDate::from_ymd_opt(2026, 12, 2).expect("date");
+    let list = c.list_termine("sb", from, to).await.expect("list");
+    assert!(list.iter().any(|t| t["frNr"] == json!(fr_nr)), "{list:?}");
+
+    c.update_termin(fr_nr, &json!({"text": "verlegt", "uhrzeitVon": "11:00:00"}))
+        .await
+        .expect("update");
+    let got = c.get_termin(fr_nr).await.expect("get");
+    assert_eq!(got["text"], "verlegt");
+    assert_eq!(got["kuerzel"], "SB");
+
+    let err = c
+        .update_termin(fr_nr, &json!({"turnusArt": 9}))
+        .await
+        .expect_err("validation");
+    assert_eq!(err.status(), Some(400));
+    assert!(!err.is_retryable());
+
+    c.delete_termin(fr_nr).await.expect("delete");
+    assert!(env.fake.termin(fr_nr).is_none());
+    assert_eq!(
+        c.get_termin(fr_nr).await.expect_err("gone").status(),
+        Some(404)
+    );
+    assert_eq!(env.fake.token_stats().succeeded, 1);
+}
