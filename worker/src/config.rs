@@ -132,9 +132,80 @@ pub struct EspoCrmSettings {
     pub timeout: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Google Calendar API access. Base URLs and the token URI are configurable so that tests and
+/// the local sandbox point the real client at fakes over loopback.
+#[derive(Debug, Clone)]
 pub struct GoogleSettings {
+    /// Service-account key file (JSON as downloaded from the Cloud console).
     pub service_account_path: Option<PathBuf>,
+    /// Domain-wide delegation: the user the service account acts as.
+    pub subject: Option<String>,
+    /// Calendar API base, ending in `/` (default `https://www.googleapis.com/calendar/v3/`).
+    pub api_base_url: String,
+    /// API root, ending in `/` (default `https://www.googleapis.com/`).
+    pub root_url: String,
+    /// Overrides the key file's `token_uri`.
+    pub token_uri: Option<String>,
+    /// The shared budget of all workers together (Google's default quota is 600/min/user).
+    pub requests_per_minute: u32,
+    /// Attempts on 403 `rateLimitExceeded` / 429 before the job itself is retried later.
+    pub rate_limit_retries: u32,
+}
+
+impl Default for GoogleSettings {
+    fn default() -> Self {
+        Self {
+            service_account_path: None,
+            subject: None,
+            api_base_url: "https://www.googleapis.com/calendar/v3/".into(),
+            root_url: "https://www.googleapis.com/".into(),
+            token_uri: None,
+            requests_per_minute: 600,
+            rate_limit_retries: 4,
+        }
+    }
+}
+
+/// The calendar sync's knobs (issue #6 *Policy*); documented in the README.
+#[derive(Debug, Clone)]
+pub struct CalendarSettings {
+    /// Days before today whose appointments are synced.
+    pub window_past_days: u32,
+    /// Days after today whose appointments are synced.
+    pub window_future_days: u32,
+    /// Name of each employee's Google calendar; `{kuerzel}` is replaced.
+    pub calendar_name: String,
+    /// May appointments created in Google be deleted in Advoware when deleted in Google?
+    pub advoware_delete_allowed: bool,
+    /// Recreate Google events deleted in Google while the appointment still exists.
+    pub recreate_deleted_in_google: bool,
+    /// Refuse to sync when one side suddenly returns nothing.
+    pub empty_side_guard: bool,
+    /// Known pairs from which an empty side counts as an outage.
+    pub empty_side_min_known: usize,
+    /// Employees whose Google calendar shows only busy blocks (the seeds' `full_content=false`).
+    pub busy_only: Vec<String>,
+    /// The neutral title of busy-only events.
+    pub busy_title: String,
+    /// Only these employees are synced by `calendar.sync.all` (empty = every employee).
+    pub employees: Vec<String>,
+}
+
+impl Default for CalendarSettings {
+    fn default() -> Self {
+        Self {
+            window_past_days: 30,
+            window_future_days: 365,
+            calendar_name: "Advoware {kuerzel}".into(),
+            advoware_delete_allowed: false,
+            recreate_deleted_in_google: true,
+            empty_side_guard: true,
+            empty_side_min_known: 5,
+            busy_only: Vec::new(),
+            busy_title: "Termin (belegt)".into(),
+            employees: Vec::new(),
+        }
+    }
 }
 
 /// What the configuration is loaded for: admin commands only talk to Redis, so they do not
@@ -168,6 +239,7 @@ pub struct Config {
     pub advoware: AdvowareSettings,
     pub espocrm: EspoCrmSettings,
     pub google: GoogleSettings,
+    pub calendar: CalendarSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -208,6 +280,7 @@ struct FileConfig {
     advoware: FileAdvoware,
     espocrm: FileEspo,
     google: FileGoogle,
+    calendar: FileCalendar,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,6 +334,27 @@ struct FileEspo {
 #[serde(default, deny_unknown_fields)]
 struct FileGoogle {
     service_account_path: Option<PathBuf>,
+    subject: Option<String>,
+    api_base_url: Option<String>,
+    root_url: Option<String>,
+    token_uri: Option<String>,
+    requests_per_minute: Option<u32>,
+    rate_limit_retries: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileCalendar {
+    window_past_days: Option<u32>,
+    window_future_days: Option<u32>,
+    calendar_name: Option<String>,
+    advoware_delete_allowed: Option<bool>,
+    recreate_deleted_in_google: Option<bool>,
+    empty_side_guard: Option<bool>,
+    empty_side_min_known: Option<usize>,
+    busy_only: Option<Vec<String>>,
+    busy_title: Option<String>,
+    employees: Option<Vec<String>>,
 }
 
 /// The two schedules of the old system: every 15 minutes, on the quarter hour.
@@ -690,17 +784,121 @@ impl Config {
             "ESPOCRM_API_BASE_URL",
             espocrm.api_base_url.as_deref(),
         );
+        let fg = file.google;
+        let gd = GoogleSettings::default();
+        let with_slash = |u: String| if u.ends_with('/') { u } else { format!("{u}/") };
         let google = GoogleSettings {
             service_account_path: r
                 .str("GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH")
                 .map(PathBuf::from)
-                .or(file.google.service_account_path),
+                .or(fg.service_account_path),
+            subject: r.str("GOOGLE_CALENDAR_SUBJECT").or(fg.subject),
+            api_base_url: with_slash(
+                r.str("GOOGLE_CALENDAR_API_BASE_URL")
+                    .or(fg.api_base_url)
+                    .unwrap_or(gd.api_base_url),
+            ),
+            root_url: with_slash(
+                r.str("GOOGLE_CALENDAR_ROOT_URL")
+                    .or(fg.root_url)
+                    .unwrap_or(gd.root_url),
+            ),
+            token_uri: r.str("GOOGLE_CALENDAR_TOKEN_URI").or(fg.token_uri),
+            requests_per_minute: r
+                .parse::<u32>("GOOGLE_CALENDAR_REQUESTS_PER_MINUTE")
+                .or(fg.requests_per_minute)
+                .unwrap_or(gd.requests_per_minute),
+            rate_limit_retries: r
+                .parse::<u32>("GOOGLE_CALENDAR_RATE_LIMIT_RETRIES")
+                .or(fg.rate_limit_retries)
+                .unwrap_or(gd.rate_limit_retries),
         };
         if let Some(p) = &google.service_account_path {
             if !p.is_file() {
                 r.problems.push(format!(
                     "GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH: {} is not a readable file",
                     p.display()
+                ));
+            }
+        }
+        for (name, v) in [
+            ("GOOGLE_CALENDAR_API_BASE_URL", Some(&google.api_base_url)),
+            ("GOOGLE_CALENDAR_ROOT_URL", Some(&google.root_url)),
+            ("GOOGLE_CALENDAR_TOKEN_URI", google.token_uri.as_ref()),
+        ] {
+            check_http_url(&mut r.problems, name, v.map(String::as_str));
+        }
+        if google.requests_per_minute < 2 {
+            r.problems
+                .push("GOOGLE_CALENDAR_REQUESTS_PER_MINUTE: must be at least 2".into());
+        }
+
+        let fc = file.calendar;
+        let cd = CalendarSettings::default();
+        let list = |raw: Option<String>| {
+            raw.map(|s| {
+                s.split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let busy_only = list(r.str("CALENDAR_BUSY_ONLY"))
+            .or(fc.busy_only)
+            .unwrap_or_default();
+        let employees = list(r.str("CALENDAR_EMPLOYEES"))
+            .or(fc.employees)
+            .unwrap_or_default();
+        let calendar = CalendarSettings {
+            window_past_days: r
+                .parse::<u32>("CALENDAR_WINDOW_PAST_DAYS")
+                .or(fc.window_past_days)
+                .unwrap_or(cd.window_past_days),
+            window_future_days: r
+                .parse::<u32>("CALENDAR_WINDOW_FUTURE_DAYS")
+                .or(fc.window_future_days)
+                .unwrap_or(cd.window_future_days),
+            calendar_name: r
+                .str("CALENDAR_NAME")
+                .or(fc.calendar_name)
+                .unwrap_or(cd.calendar_name),
+            advoware_delete_allowed: r
+                .flag("CALENDAR_ADVOWARE_DELETE_ALLOWED")
+                .or(fc.advoware_delete_allowed)
+                .unwrap_or(cd.advoware_delete_allowed),
+            recreate_deleted_in_google: r
+                .flag("CALENDAR_RECREATE_DELETED_IN_GOOGLE")
+                .or(fc.recreate_deleted_in_google)
+                .unwrap_or(cd.recreate_deleted_in_google),
+            empty_side_guard: r
+                .flag("CALENDAR_EMPTY_SIDE_GUARD")
+                .or(fc.empty_side_guard)
+                .unwrap_or(cd.empty_side_guard),
+            empty_side_min_known: r
+                .parse::<usize>("CALENDAR_EMPTY_SIDE_MIN_KNOWN")
+                .or(fc.empty_side_min_known)
+                .unwrap_or(cd.empty_side_min_known),
+            busy_only,
+            busy_title: r
+                .str("CALENDAR_BUSY_TITLE")
+                .or(fc.busy_title)
+                .unwrap_or(cd.busy_title),
+            employees,
+        };
+        if !calendar.calendar_name.contains("{kuerzel}") {
+            r.problems.push(format!(
+                "CALENDAR_NAME: {:?} must contain {{kuerzel}} (one calendar per employee)",
+                calendar.calendar_name
+            ));
+        }
+        if calendar.window_future_days > 3650 || calendar.window_past_days > 3650 {
+            r.problems
+                .push("CALENDAR_WINDOW_*_DAYS: at most 3650 days".into());
+        }
+        for k in calendar.busy_only.iter().chain(&calendar.employees) {
+            if !crate::intake::calendar::valid_kuerzel(k) {
+                r.problems.push(format!(
+                    "CALENDAR_BUSY_ONLY / CALENDAR_EMPLOYEES: invalid Kürzel {k:?}"
                 ));
             }
         }
@@ -728,6 +926,7 @@ impl Config {
             advoware,
             espocrm,
             google,
+            calendar,
         })
     }
 }

@@ -32,6 +32,7 @@ pub mod keys;
 pub mod locks;
 pub mod ops;
 pub mod queue;
+pub mod ratelimit;
 pub mod schedule;
 pub mod shutdown;
 pub mod sync;

@@ -7,49 +7,11 @@ use std::time::Duration;
 
 use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake};
 use bitbylaw_fakes::redis_server::RedisServer;
-use bitbylaw_worker::clients::advoware::{
-    AdvowareClient, AdvowareError, ClientSettings, HttpRequest, HttpResponse, HttpTransport, Method,
-};
+use bitbylaw_worker::clients::advoware::{AdvowareClient, AdvowareError, ClientSettings};
+use bitbylaw_worker::clients::http::ReqwestTransport;
 use bitbylaw_worker::config::{AdvowareSettings, Secret};
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
-
-/// The test's transport: `reqwest` (a dev-dependency of the worker).
-struct Reqwest(reqwest::Client);
-
-impl HttpTransport for Reqwest {
-    fn send(&self, r: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, String>> {
-        Box::pin(async move {
-            let method = match r.method {
-                Method::Get => reqwest::Method::GET,
-                Method::Post => reqwest::Method::POST,
-                Method::Put => reqwest::Method::PUT,
-                Method::Delete => reqwest::Method::DELETE,
-            };
-            let mut builder = self.0.request(method, &r.url);
-            for (k, v) in &r.headers {
-                builder = builder.header(k.as_str(), v.as_str());
-            }
-            if let Some(body) = r.body {
-                builder = builder.body(body);
-            }
-            let resp = builder.send().await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = resp.bytes().await.map_err(|e| e.to_string())?.to_vec();
-            Ok(HttpResponse {
-                status,
-                retry_after,
-                body,
-            })
-        })
-    }
-}
 
 fn settings_for(fake: &AdvowareFake) -> AdvowareSettings {
     let c = fake.config();
@@ -72,7 +34,11 @@ fn client(
     conn: MultiplexedConnection,
 ) -> AdvowareClient<MultiplexedConnection> {
     let settings = ClientSettings::from_settings(settings).expect("settings");
-    AdvowareClient::new(settings, conn, Arc::new(Reqwest(reqwest::Client::new())))
+    AdvowareClient::new(
+        settings,
+        conn,
+        Arc::new(ReqwestTransport::from_client(reqwest::Client::new())),
+    )
 }
 
 struct Env {

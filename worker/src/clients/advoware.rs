@@ -19,11 +19,9 @@
 //!
 //! # HTTP transport
 //!
-//! The client talks HTTP through the small [`HttpTransport`] trait rather than a concrete client:
-//! `reqwest` is only a dev-dependency of this crate today, and the seam lets unit tests run
-//! without a network. The integration test (`tests/advoware_client.rs`) implements it for
-//! `reqwest::Client` in a dozen lines; production wiring does the same once `reqwest` (with a TLS
-//! feature) is a regular dependency.
+//! The client talks HTTP through the small [`HttpTransport`] trait rather than a concrete client,
+//! so unit tests run without a network; production and the integration tests use
+//! [`super::http::ReqwestTransport`] (rustls, system roots).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -3,5 +3,10 @@
 //!
 //! - [`advoware`]: the Advoware REST API — HMAC-minted bearer token shared in Redis, refreshed
 //!   once on a 401, errors classified for the queue's retry policy.
+//! - [`google`]: Google Calendar through `google-calendar3`, service-account auth, the shared
+//!   request budget of [`crate::ratelimit`].
+//! - [`http`]: the production HTTP transport (reqwest + rustls).
 
 pub mod advoware;
+pub mod google;
+pub mod http;

@@ -1,0 +1,1 @@
+//! Google Calendar client (issue #6) — being written.

@@ -1,0 +1,1 @@
+//! The shared Google request budget (issue #6) — being written.
