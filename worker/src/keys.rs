@@ -10,6 +10,8 @@
 //! | `bbl:lock:{handler}:{type}:{id}`      | string     | owner token of an entity lock (with TTL)          |
 //! | `bbl:schedule:{name}:{tick_epoch}`    | string     | marks a schedule tick as fired (SET NX)           |
 //! | `bbl:advoware:token:{user}`           | string     | Advoware bearer token of an API user (with TTL)   |
+//! | `bbl:google:bucket`                   | hash       | the Google request token bucket shared by all workers (`tokens`, `at_ms`) |
+//! | `bbl:google:backoff`                  | string     | ms timestamp until which nobody calls Google (after 403/429), with TTL |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -44,6 +46,11 @@ pub fn schedule_tick(name: &str, tick_epoch: i64) -> String {
 pub fn advoware_token(user: &str) -> String {
     format!("bbl:advoware:token:{user}")
 }
+
+/// The Google Calendar request budget of all workers together.
+pub const GOOGLE_BUCKET: &str = "bbl:google:bucket";
+/// Set after Google answered 403 `rateLimitExceeded` / 429: everybody waits until then.
+pub const GOOGLE_BACKOFF: &str = "bbl:google:backoff";
 
 pub fn test(name: &str) -> String {
     format!("{PREFIX}test:{name}")
