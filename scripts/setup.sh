@@ -21,6 +21,8 @@ done
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v node >/dev/null 2>&1 || apt_install nodejs
 command -v cc >/dev/null 2>&1 || apt_install build-essential
+# Test service-account keys for the Google fake are generated, never committed.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 # wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
 want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)

@@ -75,12 +75,20 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
         });
     }
     if config.roles.consumers {
+        let clients = Clients::default();
+        if crate::handlers::calendar::configured(&config) {
+            crate::handlers::calendar::spawn_build(
+                config.clone(),
+                queue.clone(),
+                clients.calendar.clone(),
+            );
+        }
         let deps = Arc::new(ConsumerDeps {
             config: config.clone(),
             queue: queue.clone(),
             locks: Locks::new(queue.redis().clone()),
             registry,
-            clients: Arc::new(Clients::default()),
+            clients: Arc::new(clients),
             metrics: metrics.clone(),
             health: health.clone(),
             consumer_name: format!(

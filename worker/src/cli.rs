@@ -44,6 +44,32 @@ pub enum Command {
     /// Enqueue sync jobs by hand.
     #[command(subcommand)]
     Sync(SyncCmd),
+    /// Calendar sync tools that talk to Advoware and Google directly.
+    #[command(subcommand)]
+    Calendar(CalendarCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CalendarCmd {
+    /// Compare Advoware, Google and the sync state of one employee and print every difference.
+    /// Exit status: 0 in sync, 1 out of sync, 2 when the comparison itself failed.
+    Audit {
+        #[arg(long)]
+        kuerzel: String,
+        /// Audit as the given content mode would sync (default: the configured one).
+        #[arg(long)]
+        full_content: Option<bool>,
+    },
+    /// Sync one employee now, in this process (holding the employee lock), showing progress.
+    Run {
+        #[arg(long)]
+        kuerzel: String,
+        #[arg(long)]
+        full_content: Option<bool>,
+        /// Lift the empty-side guard for this run (after checking the audit!).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -133,6 +159,22 @@ pub enum CliError {
     Lock(#[from] LockError),
     #[error("{0}")]
     Usage(String),
+    /// The audit found differences (exit status 1).
+    #[error("{0} difference(s): out of sync")]
+    OutOfSync(usize),
+    /// The calendar sync could not run (exit status 2).
+    #[error("calendar: {0}")]
+    Calendar(String),
+}
+
+impl CliError {
+    /// The process exit status: 1 for "out of sync", 2 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::OutOfSync(_) => 1,
+            _ => 2,
+        }
+    }
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -241,8 +283,109 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
                 );
             }
         }
+        Command::Calendar(cmd) => calendar(cmd, config, &queue).await?,
         Command::Serve(_) | Command::Config(_) => {
             return Err(CliError::Usage("not an admin command".into()))
+        }
+    }
+    Ok(())
+}
+
+async fn calendar(
+    cmd: CalendarCmd,
+    config: &Config,
+    queue: &crate::queue::Queue,
+) -> Result<(), CliError> {
+    use crate::handlers::calendar::{
+        build_sides, engine::Engine, engine::Progress, handler_error, run_options,
+        store::CalendarStore,
+    };
+    use bitbylaw_core::ids::Kuerzel;
+
+    let (raw, full_content) = match &cmd {
+        CalendarCmd::Audit {
+            kuerzel,
+            full_content,
+        }
+        | CalendarCmd::Run {
+            kuerzel,
+            full_content,
+            ..
+        } => (kuerzel.clone(), *full_content),
+    };
+    let kuerzel =
+        Kuerzel::new(&raw).map_err(|e| CliError::Usage(format!("--kuerzel {raw:?}: {e}")))?;
+    let sides = build_sides(config, queue)
+        .await
+        .map_err(|e| CliError::Calendar(e.to_string()))?;
+    let engine = Engine {
+        advoware: sides.advoware.as_ref(),
+        google: sides.google.as_ref(),
+        settings: &config.calendar,
+    };
+    let mut payload = serde_json::Map::new();
+    if let Some(fc) = full_content {
+        payload.insert("full_content".into(), fc.into());
+    }
+    if let CalendarCmd::Run { force: true, .. } = cmd {
+        payload.insert("force".into(), true.into());
+    }
+    let opts = run_options(&config.calendar, &kuerzel, &payload.into());
+    let conn = queue.redis().conn().await?;
+    let mut store = CalendarStore::new(conn, kuerzel.clone());
+    match cmd {
+        CalendarCmd::Audit { .. } => {
+            let report = engine
+                .audit(&mut store, &kuerzel, &opts)
+                .await
+                .map_err(|e| CliError::Calendar(e.to_string()))?;
+            println!(
+                "calendar {}: Advoware {} appointment(s), Google {} event(s), {} known pair(s)",
+                report.calendar_id.as_deref().unwrap_or("(none recorded)"),
+                report.advoware,
+                report.google,
+                report.pairs
+            );
+            if let Some(refused) = &report.refused {
+                println!("REFUSED: {refused}");
+            }
+            for d in &report.differences {
+                println!("DIFF: {d}");
+            }
+            if report.in_sync() {
+                println!("in sync");
+            } else {
+                return Err(CliError::OutOfSync(
+                    report.differences.len() + usize::from(report.refused.is_some()),
+                ));
+            }
+        }
+        CalendarCmd::Run { .. } => {
+            let locks = Locks::new(queue.redis().clone());
+            let guard = locks
+                .try_acquire("calendar", "employee", kuerzel.as_str(), config.lock_ttl)
+                .await?;
+            let mut last_shown = 0usize;
+            let mut progress = |p: &Progress| match p {
+                Progress::Planned {
+                    advoware,
+                    google,
+                    steps,
+                } => eprintln!("{advoware} appointment(s), {google} event(s): {steps} step(s)"),
+                Progress::Step { done, total } => {
+                    // About 20 lines for a long run, every step for a short one.
+                    if *done == *total || *done >= last_shown + (*total / 20).max(1) {
+                        last_shown = *done;
+                        eprintln!("[{done}/{total}]");
+                    }
+                }
+            };
+            let result = engine
+                .sync_employee(&mut store, &kuerzel, &opts, &mut progress)
+                .await;
+            let _ = guard.release().await;
+            let report = result.map_err(|e| CliError::Calendar(handler_error(e).to_string()))?;
+            println!("{}", report.summary());
         }
     }
     Ok(())

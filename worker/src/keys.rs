@@ -12,6 +12,12 @@
 //! | `bbl:advoware:token:{user}`           | string     | Advoware bearer token of an API user (with TTL)   |
 //! | `bbl:google:bucket`                   | hash       | the Google request token bucket shared by all workers (`tokens`, `at_ms`) |
 //! | `bbl:google:backoff`                  | string     | ms timestamp until which nobody calls Google (after 403/429), with TTL |
+//! | `bbl:cal:{kuerzel}:pairs`             | hash       | calendar sync state: `frNr` → pair JSON (ids and both content hashes) |
+//! | `bbl:cal:{kuerzel}:tombstones`        | hash       | `frNr` → Advoware hash of appointments deliberately not recreated in Google |
+//! | `bbl:cal:{kuerzel}:pending`           | hash       | Google event id → hash of events being created in Advoware |
+//! | `bbl:cal:{kuerzel}:mirror`            | hash       | Google event id → event JSON, kept current by incremental lists |
+//! | `bbl:cal:{kuerzel}:meta`              | hash       | `calendar_id`, `sync_token`, `last_sync_ms`, `last_result` |
+//! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -51,6 +57,15 @@ pub fn advoware_token(user: &str) -> String {
 pub const GOOGLE_BUCKET: &str = "bbl:google:bucket";
 /// Set after Google answered 403 `rateLimitExceeded` / 429: everybody waits until then.
 pub const GOOGLE_BACKOFF: &str = "bbl:google:backoff";
+
+/// The calendar sync's per-employee records; `part` is one of `pairs`, `tombstones`, `pending`,
+/// `mirror`, `meta`.
+pub fn calendar(kuerzel: &str, part: &str) -> String {
+    format!("{PREFIX}cal:{kuerzel}:{part}")
+}
+
+/// Kürzel → time of the last successful calendar sync; orders `calendar.sync.all`.
+pub const CALENDAR_LAST_SYNC: &str = "bbl:cal:last_sync";
 
 pub fn test(name: &str) -> String {
     format!("{PREFIX}test:{name}")

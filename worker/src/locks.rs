@@ -161,9 +161,30 @@ impl Locks {
     }
 }
 
+/// PEXPIRE only while the key still holds our token.
+const EXTEND_LOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
 impl LockGuard {
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Extends the TTL if the lock is still ours; `false` means it was lost. Long runs (a first
+    /// calendar sync paced by Google's rate limit) call this periodically.
+    pub async fn extend(&self, ttl: Duration) -> Result<bool, LockError> {
+        let mut c = self.locks.redis.conn().await?;
+        let n: i64 = Script::new(EXTEND_LOCK)
+            .key(&self.key)
+            .arg(&self.token)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
     }
 
     /// Releases if still ours; `false` means it had expired (and maybe been taken by another).

@@ -5,6 +5,7 @@
 //! which is also what makes coalescing safe. Sync handlers for Advoware, EspoCRM, Google Calendar
 //! and 3CX are registered here as later issues add them; topics without a handler stay queued.
 
+pub mod calendar;
 pub mod testing;
 
 use std::collections::BTreeMap;
@@ -80,10 +81,22 @@ where
     }
 }
 
-/// Outside systems' clients. Empty until the sync issues add Advoware, EspoCRM, Google and 3CX;
-/// their settings are already parsed in [`Config`].
-#[derive(Debug, Default)]
-pub struct Clients {}
+/// Outside systems' clients, built once at start-up from [`Config`]. A handler whose system is
+/// not configured fails its jobs permanently with a message saying so.
+#[derive(Default)]
+pub struct Clients {
+    /// Advoware and Google Calendar for the calendar sync, set once built (they need Redis),
+    /// or the reason they cannot be.
+    pub calendar: Arc<tokio::sync::OnceCell<Result<calendar::CalendarSides, String>>>,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients")
+            .field("calendar", &self.calendar.get().map(Result::is_ok))
+            .finish()
+    }
+}
 
 /// Everything a handler may use. Its tracing span carries topic, job id and entity.
 pub struct JobContext {
@@ -93,6 +106,7 @@ pub struct JobContext {
     pub locks: Locks,
     /// Name used in lock keys (`{handler}:{entity_type}:{entity_id}`).
     pub handler_name: String,
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
     pub span: tracing::Span,
 }
 
@@ -172,6 +186,9 @@ impl Registry {
         let mut r = Registry::default();
         if config.test_handlers {
             testing::register(&mut r);
+        }
+        if calendar::configured(config) {
+            calendar::register(&mut r);
         }
         r
     }

@@ -26,6 +26,13 @@ pub struct DepthLabel {
     pub state: String,
 }
 
+/// Calendar sync counters: `kind` is a write kind (`create_google`, …), a conflict
+/// resolution, or a run outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CalendarLabel {
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScheduleLabel {
     pub schedule: String,
@@ -56,6 +63,10 @@ pub struct Metrics {
     pub oldest_job_age: Family<TopicLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub dlq_depth: Gauge,
     pub redis_up: Gauge,
+    pub calendar_runs: Family<CalendarLabel, Counter>,
+    pub calendar_writes: Family<CalendarLabel, Counter>,
+    pub calendar_conflicts: Counter,
+    pub calendar_skipped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,8 +101,32 @@ impl Metrics {
             oldest_job_age: Family::default(),
             dlq_depth: Gauge::default(),
             redis_up: Gauge::default(),
+            calendar_runs: Family::default(),
+            calendar_writes: Family::default(),
+            calendar_conflicts: Counter::default(),
+            calendar_skipped: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "calendar_sync_runs",
+            "Per-employee calendar sync runs by outcome (ok, retryable, permanent, outage)",
+            m.calendar_runs.clone(),
+        );
+        registry.register(
+            "calendar_sync_writes",
+            "Calendar writes by kind (create_google, update_advoware, ...)",
+            m.calendar_writes.clone(),
+        );
+        registry.register(
+            "calendar_sync_conflicts",
+            "Appointments changed on both sides (or changed on one, deleted on the other)",
+            m.calendar_conflicts.clone(),
+        );
+        registry.register(
+            "calendar_sync_skipped",
+            "Appointments or events that cannot be mapped and were left alone",
+            m.calendar_skipped.clone(),
+        );
         registry.register(
             "events_received",
             "Signed, valid events accepted by intake",

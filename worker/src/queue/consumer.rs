@@ -228,6 +228,7 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
         queue: deps.queue.clone(),
         locks: deps.locks.clone(),
         handler_name: handler_name.to_string(),
+        metrics: deps.metrics.clone(),
         span: span.clone(),
     };
 

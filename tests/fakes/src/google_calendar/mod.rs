@@ -397,6 +397,50 @@ impl GoogleCalendarFake {
         self.shared.state.lock().token_requests
     }
 
+    /// Writes a service-account key file (the JSON the Cloud console downloads) whose
+    /// `token_uri` is this fake's token endpoint, into `dir`. The RSA key is generated on the
+    /// spot with `openssl genpkey`, so no private key ever lives in git; the fake does not check
+    /// signatures, but `yup-oauth2` needs a real key to sign its JWT.
+    pub fn write_service_account_key(
+        &self,
+        dir: &std::path::Path,
+        client_email: &str,
+    ) -> std::io::Result<std::path::PathBuf> {
+        let pem_path = dir.join("sa-key.pem");
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&pem_path)
+            .output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "openssl genpkey failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let pem = std::fs::read_to_string(&pem_path)?;
+        std::fs::remove_file(&pem_path)?;
+        let key = json!({
+            "type": "service_account",
+            "project_id": "fake-project",
+            "private_key_id": "fake-key-1",
+            "private_key": pem,
+            "client_email": client_email,
+            "client_id": "100000000000000000001",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": self.token_url(),
+        });
+        let path = dir.join("service-account.json");
+        std::fs::write(&path, key.to_string())?;
+        Ok(path)
+    }
+
     pub async fn stop(self) {
         self.server.stop().await;
     }

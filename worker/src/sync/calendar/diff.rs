@@ -39,7 +39,7 @@ use super::MappingError;
 
 /// A Google event as the planner needs it: its id and last-change time beside the mapped data
 /// (kept out of [`EventData`], which holds only synced content).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GoogleEvent {
     /// Google's event id.
     pub id: String,
@@ -888,7 +888,7 @@ impl<'a> Planner<'a> {
 }
 
 /// `event` with [`FRNR_PROPERTY`] set to `frnr`.
-fn tagged(event: &EventData, frnr: FrNr) -> EventData {
+pub fn tagged(event: &EventData, frnr: FrNr) -> EventData {
     let mut e = event.clone();
     e.private_properties
         .insert(FRNR_PROPERTY.to_owned(), frnr.to_string());

@@ -122,7 +122,8 @@ pub enum ContentMode {
 }
 
 /// A Google start or end value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum EventTime {
     /// All-day (`date`); as an end value it is exclusive.
     Date(NaiveDate),
@@ -136,7 +137,8 @@ pub enum EventTime {
 }
 
 /// The synced part of a Google Calendar event, independent of `google-calendar3`'s types.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventData {
     /// Title.
     pub summary: Option<String>,

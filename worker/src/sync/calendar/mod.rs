@@ -10,6 +10,7 @@
 //! - [`hash`]: [`content_hash_termin`] / [`content_hash_event`] over the synced fields only.
 //! - [`state`]: the per-employee sync state (hashes of the last synced version of each pair).
 //! - [`diff`]: the three-way diff, state × Advoware × Google → a [`diff::Plan`] of actions.
+//! - [`scope`]: the date window, which pairs and events a run is about, the event mirror.
 //!
 //! Advoware times are Europe/Berlin wall-clock times; Google gets UTC instants plus
 //! `timeZone: "Europe/Berlin"`. See [`mapping::berlin_to_utc`] for the DST rules.
@@ -18,6 +19,7 @@ pub mod diff;
 pub mod hash;
 pub mod mapping;
 pub mod recurrence;
+pub mod scope;
 pub mod state;
 
 pub use hash::{content_hash_event, content_hash_termin};

@@ -1,0 +1,299 @@
+//! Calendar sync handlers (issue #6):
+//!
+//! - `calendar.sync.all` lists the employees in Advoware (optionally narrowed by
+//!   `CALENDAR_EMPLOYEES`) and enqueues one `calendar.sync.employee` job each, least recently
+//!   synced first. Each employee is its own job, so one employee's failure is retried on its own
+//!   and never stops the others.
+//! - `calendar.sync.employee` (`{"kuerzel": "SB", "full_content"?: bool, "force"?: bool}`) runs
+//!   [`engine::Engine::sync_employee`] under the employee's lock, which it keeps extending while
+//!   the run lasts; a lost lock aborts the run (another worker owns the employee now).
+
+pub mod engine;
+pub mod sides;
+pub mod store;
+
+use std::sync::Arc;
+
+use bitbylaw_core::ids::Kuerzel;
+use chrono_tz::Europe::Berlin;
+use futures::future::BoxFuture;
+use futures::FutureExt as _;
+use serde_json::{json, Value};
+use tracing::{warn, Instrument as _};
+
+use self::engine::{AdvowareApi, Engine, GoogleApi, RunOptions, SyncError};
+use self::store::{least_recently_synced, CalendarStore};
+use super::{HandlerError, HandlerResult, JobContext, Registry};
+use crate::config::{CalendarSettings, Config};
+use crate::ops::metrics::CalendarLabel;
+use crate::queue::{Job, NewJob};
+use crate::sync::calendar::diff::PlanError;
+use crate::sync::calendar::mapping::ContentMode;
+use crate::topics;
+
+/// The two sides of the calendar sync, shared by all jobs.
+#[derive(Clone)]
+pub struct CalendarSides {
+    /// Advoware.
+    pub advoware: Arc<dyn AdvowareApi>,
+    /// Google Calendar.
+    pub google: Arc<dyn GoogleApi>,
+}
+
+/// Whether the configuration has what the calendar sync needs (Advoware credentials and a
+/// Google service account). Without it the topics stay unhandled and their jobs wait.
+pub fn configured(config: &Config) -> bool {
+    config.advoware.api_base_url.is_some() && config.google.service_account_path.is_some()
+}
+
+/// Registers both calendar topics.
+pub fn register(r: &mut Registry) {
+    r.register(topics::CALENDAR_SYNC_EMPLOYEE, "calendar", employee_boxed);
+    r.register(topics::CALENDAR_SYNC_ALL, "calendar_all", all_boxed);
+}
+
+fn employee_boxed<'a>(ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResult> {
+    employee(ctx, job).boxed()
+}
+
+fn all_boxed<'a>(ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResult> {
+    all(ctx, job).boxed()
+}
+
+fn sides(ctx: &JobContext) -> Result<&CalendarSides, HandlerError> {
+    match ctx.clients.calendar.get() {
+        Some(Ok(sides)) => Ok(sides),
+        Some(Err(problem)) => Err(HandlerError::Permanent(format!(
+            "calendar sync clients could not be built: {problem}"
+        ))),
+        None => Err(HandlerError::retryable(
+            "calendar sync clients are still starting (waiting for Redis)",
+        )),
+    }
+}
+
+/// Why the calendar clients could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Redis is not reachable yet (worth waiting for).
+    #[error("redis: {0}")]
+    Redis(String),
+    /// Advoware settings are incomplete or invalid.
+    #[error("Advoware: {0}")]
+    Advoware(#[from] crate::clients::advoware::AdvowareError),
+    /// The Google service account cannot be used.
+    #[error("Google: {0}")]
+    Google(#[from] crate::clients::google::GoogleError),
+    /// The HTTP client cannot be built (TLS roots).
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// Builds both clients from the configuration: Advoware over reqwest+rustls with the token in
+/// Redis, Google with the service account and the shared request budget in Redis.
+pub async fn build_sides(
+    config: &Config,
+    queue: &crate::queue::Queue,
+) -> Result<CalendarSides, BuildError> {
+    use crate::clients::advoware::{AdvowareClient, ClientSettings};
+    use crate::clients::google::GoogleCalendarClient;
+    use crate::clients::http::ReqwestTransport;
+    use crate::ratelimit::TokenBucket;
+
+    let settings = ClientSettings::from_settings(&config.advoware)?;
+    let conn = queue
+        .redis()
+        .conn()
+        .await
+        .map_err(|e| BuildError::Redis(e.to_string()))?;
+    let http = ReqwestTransport::new(std::time::Duration::from_secs(30))
+        .map_err(|e| BuildError::Http(e.to_string()))?;
+    let advoware = AdvowareClient::new(settings, conn.clone(), Arc::new(http));
+    let bucket = TokenBucket::new(conn, config.google.requests_per_minute);
+    let google = GoogleCalendarClient::from_settings(&config.google, bucket).await?;
+    Ok(CalendarSides {
+        advoware: Arc::new(advoware),
+        google: Arc::new(google),
+    })
+}
+
+/// Builds the clients in the background at start-up: waits for Redis, gives up (and fails the
+/// calendar jobs permanently, with the reason) on configuration problems.
+pub fn spawn_build(
+    config: Arc<Config>,
+    queue: crate::queue::Queue,
+    slot: Arc<tokio::sync::OnceCell<Result<CalendarSides, String>>>,
+) {
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(500);
+        loop {
+            match build_sides(&config, &queue).await {
+                Ok(sides) => {
+                    let _ = slot.set(Ok(sides));
+                    tracing::info!("calendar sync clients ready");
+                    return;
+                }
+                Err(BuildError::Redis(e)) => {
+                    warn!(error = %e, "calendar sync clients wait for Redis");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "calendar sync clients cannot be built");
+                    let _ = slot.set(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Today in Europe/Berlin.
+pub fn berlin_today() -> chrono::NaiveDate {
+    chrono::Utc::now().with_timezone(&Berlin).date_naive()
+}
+
+/// The run options a job payload asks for: `full_content` overrides the per-employee
+/// busy-only setting, `force` lifts the empty-side guard for this run.
+pub fn run_options(settings: &CalendarSettings, kuerzel: &Kuerzel, payload: &Value) -> RunOptions {
+    let busy_only = match payload.get("full_content").and_then(Value::as_bool) {
+        Some(full) => !full,
+        None => settings
+            .busy_only
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(kuerzel.as_str())),
+    };
+    RunOptions {
+        today: berlin_today(),
+        content_mode: if busy_only {
+            ContentMode::BusyOnly {
+                title: settings.busy_title.clone(),
+            }
+        } else {
+            ContentMode::Full
+        },
+        force: payload
+            .get("force")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }
+}
+
+/// The queue's view of a failed run.
+pub fn handler_error(e: SyncError) -> HandlerError {
+    if e.is_retryable() {
+        HandlerError::Retryable {
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    } else {
+        HandlerError::Permanent(e.to_string())
+    }
+}
+
+async fn employee(ctx: &JobContext, job: &Job) -> HandlerResult {
+    let sides = sides(ctx)?;
+    let raw = job
+        .payload
+        .get("kuerzel")
+        .and_then(Value::as_str)
+        .unwrap_or(&job.entity);
+    let kuerzel = Kuerzel::new(raw)
+        .map_err(|e| HandlerError::Permanent(format!("invalid kuerzel {raw:?}: {e}")))?;
+    let span = tracing::info_span!(parent: &ctx.span, "calendar_sync", kuerzel = %kuerzel);
+    async {
+        let opts = run_options(&ctx.config.calendar, &kuerzel, &job.payload);
+        let guard = ctx.lock("employee", kuerzel.as_str()).await?;
+        let mut store = CalendarStore::new(ctx.redis().await?, kuerzel.clone());
+        let engine = Engine {
+            advoware: sides.advoware.as_ref(),
+            google: sides.google.as_ref(),
+            settings: &ctx.config.calendar,
+        };
+        let ttl = ctx.config.lock_ttl;
+        let keep_alive = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match guard.extend(ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => warn!(error = %e, "cannot extend the employee lock; trying again"),
+                }
+            }
+        };
+        let mut no_progress = |_: &engine::Progress| {};
+        let result = tokio::select! {
+            r = engine.sync_employee(&mut store, &kuerzel, &opts, &mut no_progress) => r,
+            () = keep_alive => {
+                return Err(HandlerError::retryable("employee lock lost during the sync"));
+            }
+        };
+        if let Err(e) = guard.release().await {
+            warn!(error = %e, "employee lock release failed (its TTL frees it)");
+        }
+        let label = |k: &str| CalendarLabel { kind: k.to_owned() };
+        match result {
+            Ok(report) => {
+                ctx.metrics.calendar_runs.get_or_create(&label("ok")).inc();
+                for (kind, n) in &report.writes {
+                    ctx.metrics
+                        .calendar_writes
+                        .get_or_create(&label(kind))
+                        .inc_by(*n as u64);
+                }
+                ctx.metrics
+                    .calendar_conflicts
+                    .inc_by(report.conflicts as u64);
+                ctx.metrics.calendar_skipped.inc_by(report.skipped as u64);
+                Ok(())
+            }
+            Err(e) => {
+                let outcome = match &e {
+                    SyncError::Plan(PlanError::SideLooksEmpty { .. }) => "outage",
+                    e if e.is_retryable() => "retryable",
+                    _ => "permanent",
+                };
+                ctx.metrics
+                    .calendar_runs
+                    .get_or_create(&label(outcome))
+                    .inc();
+                warn!(error = %e, outcome, "calendar sync failed");
+                Err(handler_error(e))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn all(ctx: &JobContext, job: &Job) -> HandlerResult {
+    let sides = sides(ctx)?;
+    let mut employees = sides
+        .advoware
+        .list_employees()
+        .await
+        .map_err(|e| handler_error(e.into()))?;
+    let only = &ctx.config.calendar.employees;
+    if !only.is_empty() {
+        employees.retain(|k| only.iter().any(|o| o.eq_ignore_ascii_case(k.as_str())));
+    }
+    let mut conn = ctx.redis().await?;
+    let ordered = least_recently_synced(&mut conn, employees)
+        .await
+        .map_err(|e| HandlerError::retryable(e.to_string()))?;
+    let jobs: Vec<NewJob> = ordered
+        .iter()
+        .map(|k| {
+            let mut payload = json!({"kuerzel": k.as_str(), "trigger": "calendar.sync.all"});
+            if let (Some(fc), Some(o)) = (job.payload.get("full_content"), payload.as_object_mut())
+            {
+                o.insert("full_content".into(), fc.clone());
+            }
+            NewJob::new(k.as_str(), payload)
+        })
+        .collect();
+    let n = jobs.len();
+    ctx.enqueue(topics::CALENDAR_SYNC_EMPLOYEE, jobs).await?;
+    tracing::info!(employees = n, "calendar sync fanned out");
+    Ok(())
+}
