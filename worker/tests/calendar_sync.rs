@@ -16,7 +16,7 @@ use bitbylaw_worker::clients::google::GoogleCalendarClient;
 use bitbylaw_worker::clients::http::ReqwestTransport;
 use bitbylaw_worker::config::{AdvowareSettings, CalendarSettings, GoogleSettings, Secret};
 use bitbylaw_worker::handlers::calendar::engine::{Engine, RunOptions, SyncError, SyncReport};
-use bitbylaw_worker::handlers::calendar::store::CalendarStore;
+use bitbylaw_worker::handlers::calendar::store::{least_recently_synced, CalendarStore};
 use bitbylaw_worker::handlers::calendar::{berlin_today, run_options};
 use bitbylaw_worker::ratelimit::TokenBucket;
 use bitbylaw_worker::sync::calendar::diff::{PlanError, Side};
@@ -882,4 +882,27 @@ async fn random_edit(h: &H, k: &str, cal: &str, rng: &mut StdRng, round: usize) 
                 .unwrap();
         }
     }
+}
+
+#[tokio::test]
+async fn employees_are_ordered_least_recently_synced_first() {
+    let h = H::new().await;
+    let mut c = h.conn.clone();
+    let _: () = c.zadd("bbl:cal:last_sync", "SB", 300).await.unwrap();
+    let _: () = c.zadd("bbl:cal:last_sync", "CD", 100).await.unwrap();
+    let ks = ["SB", "AB", "CD", "ZZ"].map(kz).to_vec();
+    let ordered = least_recently_synced(&mut c, ks).await.unwrap();
+    let names: Vec<&str> = ordered.iter().map(Kuerzel::as_str).collect();
+    assert_eq!(
+        names,
+        ["AB", "ZZ", "CD", "SB"],
+        "never synced first, then oldest"
+    );
+    // A sync moves the employee to the back.
+    h.add("AB", timed(day(1), "09:00:00", "10:00:00", "x"));
+    h.sync("AB").await;
+    let ordered = least_recently_synced(&mut c, ["SB", "AB", "CD"].map(kz).to_vec())
+        .await
+        .unwrap();
+    assert_eq!(ordered.last().map(Kuerzel::as_str), Some("AB"));
 }

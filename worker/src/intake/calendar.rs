@@ -15,6 +15,7 @@ use super::{read_body, AppState};
 use crate::error::ApiError;
 use crate::queue::NewJob;
 use crate::topics;
+use bitbylaw_core::ids::Kuerzel;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,12 +25,10 @@ pub struct CalendarSyncRequest {
     pub full_content: Option<bool>,
 }
 
-/// A Kürzel is a short employee abbreviation; it ends up in keys and job entities.
+/// A Kürzel is a short employee abbreviation; it ends up in keys and job entities. The rule is
+/// the one of [`Kuerzel`], so a trigger accepted here never fails later in the handler.
 pub fn valid_kuerzel(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= 20
-        && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    Kuerzel::new(k).is_ok()
 }
 
 /// The job a calendar trigger becomes: `(topic, job)`. Shared with `sync calendar` on the CLI.
@@ -48,7 +47,7 @@ pub fn calendar_job(req: &CalendarSyncRequest) -> Result<(&'static str, NewJob),
     if !valid_kuerzel(&req.kuerzel) {
         return Err(ApiError::bad_request(
             "invalid_kuerzel",
-            "kuerzel must be 1-20 characters [A-Za-z0-9_-] or \"ALL\"",
+            "kuerzel must be 1-16 letters or digits, or \"ALL\"",
         ));
     }
     payload.insert("kuerzel".into(), req.kuerzel.clone().into());

@@ -1,0 +1,324 @@
+//! The calendar sync through the real worker binary: `calendar.sync.all` fan-out with the
+//! service-account flow against the Google fake, failure isolation per employee, the employee
+//! lock, and the `calendar audit` / `calendar run` commands with their exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake};
+use bitbylaw_fakes::google_calendar::{self, GoogleCalendarConfig, GoogleCalendarFake};
+use bitbylaw_worker::handlers::calendar::berlin_today;
+use chrono::Days;
+use common::{bin, client, metric, metrics_text, wait_for, RedisServer, Worker};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+struct Env {
+    redis: RedisServer,
+    advoware: AdvowareFake,
+    google: GoogleCalendarFake,
+    _dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+async fn env() -> Env {
+    let redis = RedisServer::start(false);
+    let advoware = advoware::start(AdvowareConfig::default()).await.unwrap();
+    let google = google_calendar::start(GoogleCalendarConfig {
+        static_token: None,
+        ..GoogleCalendarConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = google
+        .write_service_account_key(dir.path(), "sync@fake-project.iam.gserviceaccount.com")
+        .unwrap();
+    let c = advoware.config().clone();
+    let vars = [
+        ("ADVOWARE_API_BASE_URL", advoware.api_base_url()),
+        (
+            "ADVOWARE_SECURITY_GATEWAY_URL",
+            advoware.security_gateway_url(),
+        ),
+        ("ADVOWARE_KANZLEI", c.kanzlei.clone()),
+        ("ADVOWARE_DATABASE", c.database.clone()),
+        ("ADVOWARE_USER", c.user.clone()),
+        ("ADVOWARE_ROLE", c.role.to_string()),
+        ("ADVOWARE_PRODUCT", c.product.to_string()),
+        ("ADVOWARE_APP_ID", c.app_id.clone()),
+        ("ADVOWARE_PASSWORD", c.password.clone()),
+        ("ADVOWARE_API_KEY", c.api_key_b64.clone()),
+        (
+            "GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH",
+            key.display().to_string(),
+        ),
+        (
+            "GOOGLE_CALENDAR_SUBJECT",
+            "kalender@fake-kanzlei.test".into(),
+        ),
+        ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
+        ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Env {
+        redis,
+        advoware,
+        google,
+        _dir: dir,
+        vars,
+    }
+}
+
+impl Env {
+    fn spawn(&self, extra: &[(&str, &str)]) -> Worker {
+        let mut o: Vec<(&str, &str)> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        o.extend_from_slice(extra);
+        Worker::spawn(&self.redis.url(), &o, &[])
+    }
+
+    /// Runs the CLI with the same configuration; returns (exit code, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin())
+            .env_clear()
+            .env("REDIS_URL", self.redis.url())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WORKER_LOG_LEVEL", "warn")
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    fn seed(&self, k: &str, n: u64) {
+        self.advoware
+            .add_mitarbeiter(k, &format!("Mitarbeiter {k}"), json!({}));
+        for i in 0..n {
+            let d = berlin_today() + Days::new(1 + i);
+            let date = format!("{}T00:00:00", d.format("%Y-%m-%d"));
+            self.advoware.insert_termin(json!({
+                "kuerzel": k, "datum": date, "uhrzeitVon": "09:00:00", "datumBis": date,
+                "uhrzeitBis": "10:00:00", "text": format!("{k} Termin {i}")
+            }));
+        }
+    }
+
+    /// The calendar the sync recorded for `k` (if the fake has it).
+    async fn calendar_of(&self, k: &str) -> Option<String> {
+        let mut c = self.redis.conn().await;
+        let id: Option<String> = c
+            .hget(format!("bbl:cal:{k}:meta"), "calendar_id")
+            .await
+            .unwrap();
+        id.filter(|id| self.google.calendar_ids().contains(id))
+    }
+
+    async fn events_of(&self, k: &str) -> usize {
+        match self.calendar_of(k).await {
+            Some(c) => self.google.live_events(&c).len(),
+            None => 0,
+        }
+    }
+}
+
+async fn trigger(w: &Worker, kuerzel: &str) {
+    let r = client()
+        .post(format!("{}/calendar/sync", w.base))
+        .json(&json!({ "kuerzel": kuerzel }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_all_fans_out_and_one_failing_employee_does_not_stop_the_others() {
+    let e = env().await;
+    e.seed("SB", 3);
+    e.seed("AB", 2);
+    e.seed("CD", 4);
+    // AB's recorded calendar was deleted in Google: its first attempt fails, the others go on.
+    let mut c = e.redis.conn().await;
+    let _: () = c
+        .hset("bbl:cal:AB:meta", "calendar_id", "deleted-calendar@fake")
+        .await
+        .unwrap();
+    let w = e.spawn(&[]);
+    trigger(&w, "ALL").await;
+    wait_for("SB and CD synced", Duration::from_secs(20), || async {
+        (e.events_of("SB").await == 3 && e.events_of("CD").await == 4).then_some(())
+    })
+    .await;
+    wait_for(
+        "AB synced after its retry",
+        Duration::from_secs(20),
+        || async { (e.events_of("AB").await == 2).then_some(()) },
+    )
+    .await;
+    let m = metrics_text(&w.base).await;
+    assert!(
+        metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_runs_total",
+            "kind=\"retryable\""
+        ) >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_writes_total",
+            "kind=\"create_google\""
+        ),
+        9.0
+    );
+    // Every employee is recorded as synced; the service account was used with its subject.
+    let synced: Vec<String> = c.zrange("bbl:cal:last_sync", 0, -1).await.unwrap();
+    assert_eq!(synced.len(), 3, "{synced:?}");
+    let tokens = e.google.issued_tokens();
+    assert!(!tokens.is_empty());
+    assert!(tokens
+        .iter()
+        .all(|t| t.sub.as_deref() == Some("kalender@fake-kanzlei.test")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_employee_lock_keeps_a_second_sync_out() {
+    let e = env().await;
+    e.seed("SB", 2);
+    let mut c = e.redis.conn().await;
+    // Another worker holds SB.
+    let _: () = redis::cmd("SET")
+        .arg("bbl:lock:calendar:employee:SB")
+        .arg("other-worker")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let w = e.spawn(&[("WORKER_LOCK_BUSY_DELAY_MS", "200")]);
+    trigger(&w, "SB").await;
+    wait_for("lock contention seen", Duration::from_secs(10), || async {
+        let m = metrics_text(&w.base).await;
+        (metric(
+            &m,
+            "bitbylaw_worker_lock_contention_total",
+            "calendar.sync.employee",
+        ) >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        e.events_of("SB").await,
+        0,
+        "nothing written while the other worker holds SB"
+    );
+    let _: () = c.del("bbl:lock:calendar:employee:SB").await.unwrap();
+    wait_for(
+        "SB synced once the lock is free",
+        Duration::from_secs(20),
+        || async { (e.events_of("SB").await == 2).then_some(()) },
+    )
+    .await;
+    let lock: Option<String> = c.get("bbl:lock:calendar:employee:SB").await.unwrap();
+    assert_eq!(lock, None, "released after the run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_sync_every_employee_once_without_duplicates() {
+    let e = env().await;
+    for k in ["SB", "AB", "CD", "EF"] {
+        e.seed(k, 5);
+    }
+    let w1 = e.spawn(&[]);
+    let w2 = e.spawn(&[]);
+    trigger(&w1, "ALL").await;
+    trigger(&w2, "ALL").await;
+    for w in [&w1, &w2] {
+        trigger(w, "SB").await;
+        trigger(w, "AB").await;
+    }
+    wait_for("all synced", Duration::from_secs(30), || async {
+        for k in ["SB", "AB", "CD", "EF"] {
+            if e.events_of(k).await != 5 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // Let any queued repeats run; they must find nothing to do.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for k in ["SB", "AB", "CD", "EF"] {
+        assert_eq!(e.events_of(k).await, 5, "{k}: duplicates");
+    }
+    let mut total_writes = 0.0;
+    for w in [&w1, &w2] {
+        let m = metrics_text(&w.base).await;
+        total_writes += metric(&m, "bitbylaw_worker_calendar_sync_writes_total", "");
+    }
+    assert_eq!(total_writes, 20.0, "each appointment written exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_and_run_commands_report_and_exit_as_documented() {
+    let e = env().await;
+    e.seed("SB", 3);
+    // Never synced: the audit lists every appointment as missing in Google → exit 1.
+    let (code, out, err) = e.cli(&["calendar", "audit", "--kuerzel", "SB"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert_eq!(out.matches("DIFF: missing in Google").count(), 3, "{out}");
+
+    let (code, out, err) = e.cli(&["calendar", "run", "--kuerzel", "SB"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("[3/3]"), "progress on stderr: {err}");
+    assert!(out.contains("create_google=3"), "{out}");
+
+    let (code, out, err) = e.cli(&["calendar", "audit", "--kuerzel", "SB"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("in sync"), "{out}");
+
+    // A user edits an event in Google: out of sync until the next run.
+    let cal = e.calendar_of("SB").await.unwrap();
+    let ev: Value = e.google.live_events(&cal)[0].clone();
+    e.google
+        .user_patch_event(
+            &cal,
+            ev["id"].as_str().unwrap(),
+            json!({"summary": "geändert"}),
+        )
+        .unwrap();
+    let (code, out, _) = e.cli(&["calendar", "audit", "--kuerzel", "SB"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("DIFF: Advoware appointment"), "{out}");
+    let (code, _, _) = e.cli(&["calendar", "run", "--kuerzel", "SB"]);
+    assert_eq!(code, 0);
+    assert_eq!(e.cli(&["calendar", "audit", "--kuerzel", "SB"]).0, 0);
+
+    // Advoware unreachable: the comparison itself fails → exit 2, and says why.
+    e.advoware.fail_next(100, 503, None);
+    let (code, _, err) = e.cli(&["calendar", "audit", "--kuerzel", "SB"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("Advoware"), "{err}");
+    assert!(
+        !err.contains(&e.advoware.config().password),
+        "no secrets in errors"
+    );
+
+    let (code, _, err) = e.cli(&["calendar", "audit", "--kuerzel", "S B"]);
+    assert_eq!(code, 2, "{err}");
+}
