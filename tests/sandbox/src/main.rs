@@ -115,6 +115,14 @@ async fn main() -> Result<()> {
     })
     .await?;
     let ac = adv.config().clone();
+    // A service-account key for the Google fake (fresh RSA key, token_uri → the fake).
+    let key_dir = tempfile::tempdir()?;
+    let sa_key = google
+        .write_service_account_key(
+            key_dir.path(),
+            "calendar-sync@sandbox.iam.gserviceaccount.com",
+        )
+        .context("writing the service-account key (needs openssl)")?;
 
     // The worker, as it runs in production, pointed at the fakes.
     let worker_bin = root.join("target/debug/bitbylaw-worker");
@@ -134,6 +142,9 @@ async fn main() -> Result<()> {
         .env("ADVOWARE_API_KEY", &ac.api_key_b64)
         .env("ESPOCRM_API_BASE_URL", espo.api_url())
         .env("ESPOCRM_API_KEY", &espo.config().api_key)
+        .env("GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH", &sa_key)
+        .env("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url())
+        .env("GOOGLE_CALENDAR_ROOT_URL", google.root_url())
         .spawn()
         .with_context(|| {
             format!(
@@ -215,13 +226,14 @@ async fn main() -> Result<()> {
     println!("Google Calendar fake     {}", google.api_base_url());
 
     if !args.no_demo {
-        demo(&gw_url, &espo, &lead_secret).await?;
+        demo(&gw_url, &espo, &google, &lead_secret).await?;
     }
     println!("\nTry it yourself:");
     println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
     println!("  curl -s -X POST -H 'apikey: {CLIENT_KEY}' -H 'content-type: application/json' -d '{{\"kuerzel\":\"ALL\"}}' {gw_url}/advoware/calendar/sync");
     println!("  curl -s -X POST -H 'x-api-key: {THREECX_KEY}' -H 'content-type: application/json' -d '{{\"CallType\":\"Inbound\",\"Number\":\"+49301234567\",\"Duration\":\"00:01:05\",\"DateTime\":\"2026-11-23 10:00:00\"}}' {gw_url}/3cx/calls");
     println!("  curl -s http://127.0.0.1:18080/metrics | grep bitbylaw_");
+    println!("  (worker env as above) target/debug/bitbylaw-worker calendar audit --kuerzel SB");
     println!(
         "  target/debug/bitbylaw-worker queue stats   (with REDIS_URL=redis://127.0.0.1:16379/)"
     );
@@ -235,7 +247,12 @@ async fn main() -> Result<()> {
 }
 
 /// A scripted walk through the main flows, printing what happened.
-async fn demo(gw: &str, espo: &espocrm::EspoCrmFake, lead_secret: &str) -> Result<()> {
+async fn demo(
+    gw: &str,
+    espo: &espocrm::EspoCrmFake,
+    google: &google_calendar::GoogleCalendarFake,
+    lead_secret: &str,
+) -> Result<()> {
     let client = reqwest::Client::new();
     println!("\n-- Advoware proxy: GET /advoware/proxy?endpoint=Mitarbeiter (token minted inside the filter)");
     let r = client
@@ -323,6 +340,36 @@ async fn demo(gw: &str, espo: &espocrm::EspoCrmFake, lead_secret: &str) -> Resul
         .send()
         .await?;
     println!("   {} {}", r.status(), r.text().await?);
+    // The worker fans out one job per employee and mirrors each calendar to Google.
+    let mut shown = false;
+    for _ in 0..100 {
+        let cal = google
+            .calendar_ids()
+            .into_iter()
+            .find(|id| google.live_events(id).len() >= 3);
+        if let Some(cal) = cal {
+            println!("-- calendar sync result: Google calendar {cal}");
+            for e in google.live_events(&cal) {
+                println!(
+                    "   {}  {}  frNr {}",
+                    e["start"]["dateTime"]
+                        .as_str()
+                        .or(e["start"]["date"].as_str())
+                        .unwrap_or("?"),
+                    e["summary"].as_str().unwrap_or(""),
+                    e["extendedProperties"]["private"]["advowareFrNr"]
+                        .as_str()
+                        .unwrap_or("-")
+                );
+            }
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !shown {
+        println!("   (no calendar synced yet; see the worker log)");
+    }
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = client
@@ -336,9 +383,12 @@ async fn demo(gw: &str, espo: &espocrm::EspoCrmFake, lead_secret: &str) -> Resul
         .lines()
         .filter(|l| {
             !l.starts_with('#')
-                && (l.contains("received") || l.contains("enqueued") || l.contains("queue_depth"))
+                && (l.contains("received")
+                    || l.contains("enqueued")
+                    || l.contains("queue_depth")
+                    || l.contains("calendar_sync"))
         })
-        .take(12)
+        .take(16)
     {
         println!("   {line}");
     }
