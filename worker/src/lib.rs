@@ -13,11 +13,15 @@
 //!   dead-letter, reclaim; [`queue::consumer`] runs the per-topic loops.
 //! - [`locks`]: per-entity locks with owner token and safe release.
 //! - [`schedule`]: cron schedules firing once per tick across instances.
-//! - [`handlers`]: the topic → handler registry and the job context; `test.*` handlers.
-//! - [`clients`]: one module per outside system — [`clients::advoware`]: token, REST calls.
+//! - [`handlers`]: the topic → handler registry and the job context; `test.*` handlers;
+//!   [`handlers::calendar`]: the calendar sync run (engine, Redis store, fan-out, audit).
+//! - [`clients`]: one module per outside system — [`clients::advoware`]: token, REST calls;
+//!   [`clients::google`]: Google Calendar via `google-calendar3`; [`clients::http`]: reqwest.
+//! - [`ratelimit`]: the Google request budget shared by all workers (Redis token bucket).
 //! - [`sync`]: pure mapping/diffing per domain — [`sync::calendar`]: Advoware Termine ↔ Google events.
 //! - [`ops`]: readiness state and Prometheus metrics.
-//! - [`cli`]: the command line (`serve`, `config check`, `queue`, `dlq`, `locks`, `sync`).
+//! - [`cli`]: the command line (`serve`, `config check`, `queue`, `dlq`, `locks`, `sync`,
+//!   `calendar audit|run`).
 //! - [`shutdown`]: graceful shutdown signalling.
 //! - [`app`]: wires it all together for `serve`.
 
