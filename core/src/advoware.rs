@@ -83,6 +83,62 @@ pub fn decode_api_key(api_key_b64: &str) -> Result<Vec<u8>, AdvowareError> {
     Ok(decoded)
 }
 
+/// An Advoware API user's credentials: what every token request is made of. One type for the
+/// filter and the worker, so both sign the same way; `Debug` never shows the password or key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `AppID`: the application id issued by Advoware.
+    pub app_id: String,
+    /// `Kanzlei`: the firm id.
+    pub kanzlei: String,
+    /// `Database`.
+    pub database: String,
+    /// `User`: the API user's Kürzel.
+    pub user: String,
+    /// `Role` (2 in the vendor example).
+    pub role: u32,
+    /// `Product` (64 for third-party apps).
+    pub product: u32,
+    /// `Password` (secret).
+    pub password: String,
+    /// The base64-decoded API key: the HMAC key (secret).
+    pub api_key: Vec<u8>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("app_id", &self.app_id)
+            .field("kanzlei", &self.kanzlei)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("role", &self.role)
+            .field("product", &self.product)
+            .field("password", &"<redacted>")
+            .field("api_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The signed JSON body of `POST api/v1/Token` with a nonce made from `random` (16 random
+    /// bytes) and the time `now_unix_nanos`.
+    pub fn token_request_body(&self, random: [u8; 16], now_unix_nanos: u64) -> Vec<u8> {
+        TokenRequest {
+            app_id: self.app_id.clone(),
+            kanzlei: self.kanzlei.clone(),
+            database: self.database.clone(),
+            user: self.user.clone(),
+            role: self.role,
+            product: self.product,
+            password: self.password.clone(),
+            nonce: uuid_v4_from_bytes(random),
+            timestamp: format_request_timestamp(now_unix_nanos),
+        }
+        .to_json_body(&self.api_key)
+    }
+}
+
 /// The fields of a token request. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenRequest {
@@ -364,6 +420,34 @@ mod tests {
         assert!(!dbg.contains("s3cr"), "{dbg}");
         assert!(dbg.contains("<redacted>"));
         assert!(dbg.contains("app-123"));
+    }
+
+    #[test]
+    fn credentials_sign_like_a_token_request_and_redact() {
+        let creds = Credentials {
+            app_id: "app-123".into(),
+            kanzlei: "musterkanzlei".into(),
+            database: "advo01".into(),
+            user: "SB".into(),
+            role: 2,
+            product: 64,
+            password: "s3cr\"et".into(),
+            api_key: b"test-secret-key".to_vec(),
+        };
+        let nanos = 1_788_048_000_000_000_000;
+        let body = creds.token_request_body([7; 16], nanos);
+        let expected = TokenRequest {
+            nonce: uuid_v4_from_bytes([7; 16]),
+            timestamp: format_request_timestamp(nanos),
+            ..request()
+        }
+        .to_json_body(b"test-secret-key");
+        assert_eq!(body, expected);
+        let dbg = format!("{creds:?}");
+        assert!(
+            !dbg.contains("s3cr") && !dbg.contains("test-secret"),
+            "{dbg}"
+        );
     }
 
     #[test]

@@ -139,6 +139,14 @@ impl H {
             .unwrap()
     }
 
+    /// The live Google event tagged with `frnr`.
+    fn event_of(&self, cal: &str, frnr: u64) -> Option<Value> {
+        self.google
+            .live_events(cal)
+            .into_iter()
+            .find(|e| tag_of(e) == Some(frnr))
+    }
+
     fn termine_of(&self, k: &str) -> Vec<Value> {
         self.advoware
             .termine()
@@ -303,12 +311,7 @@ async fn edits_and_deletions_follow_the_policy() {
     let d = h.add("SB", timed(day(5), "09:00:00", "10:00:00", "D"));
     h.sync("SB").await;
     let cal = h.cal("SB").await;
-    let event_of = |frnr: u64| {
-        h.google
-            .live_events(&cal)
-            .into_iter()
-            .find(|e| tag_of(e) == Some(frnr))
-    };
+    let event_of = |frnr: u64| h.event_of(&cal, frnr);
 
     // Advoware edit → Google; Google edit → Advoware.
     h.advoware.edit_termin(
@@ -517,13 +520,7 @@ async fn conflicts_go_to_the_later_change_and_advoware_wins_ties() {
     let b = h.add("SB", timed(day(3), "09:00:00", "10:00:00", "B"));
     h.sync("SB").await;
     let cal = h.cal("SB").await;
-    let event_of = |frnr: u64| {
-        h.google
-            .live_events(&cal)
-            .into_iter()
-            .find(|e| tag_of(e) == Some(frnr))
-            .unwrap()
-    };
+    let event_of = |frnr: u64| h.event_of(&cal, frnr).unwrap();
     // A: Advoware first, Google a minute later → Google wins.
     h.advoware
         .edit_termin(a as i64, json!({"text": "A Advoware"}));

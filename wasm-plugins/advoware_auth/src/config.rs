@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use bitbylaw_core::advoware::Credentials;
 use serde_json::{Map, Value};
 
 /// Default allow-listed Advoware path prefixes.
@@ -37,16 +38,8 @@ pub struct Config {
     pub token_authority: String,
     /// Path of the token endpoint.
     pub token_path: String,
-    pub kanzlei: String,
-    pub database: String,
-    pub user: String,
-    pub role: u32,
-    pub product: u32,
-    pub app_id: String,
-    /// Secret.
-    pub password: String,
-    /// Secret: the base64-decoded API key (the HMAC key).
-    pub api_key: Vec<u8>,
+    /// The API user (password and decoded API key are secret; `Debug` redacts them).
+    pub credentials: Credentials,
     /// Upper bound of how long a token is cached (seconds).
     pub token_max_lifetime_secs: u64,
     /// Refresh this many seconds before the token expires.
@@ -76,14 +69,7 @@ impl fmt::Debug for Config {
             .field("token_scheme", &self.token_scheme)
             .field("token_authority", &self.token_authority)
             .field("token_path", &self.token_path)
-            .field("kanzlei", &self.kanzlei)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("role", &self.role)
-            .field("product", &self.product)
-            .field("app_id", &self.app_id)
-            .field("password", &"<redacted>")
-            .field("api_key", &"<redacted>")
+            .field("credentials", &self.credentials)
             .field("token_max_lifetime_secs", &self.token_max_lifetime_secs)
             .field("refresh_margin_secs", &self.refresh_margin_secs)
             .field("dispatch_timeout_ms", &self.dispatch_timeout_ms)
@@ -393,14 +379,16 @@ impl Config {
             token_scheme,
             token_authority,
             token_path,
-            kanzlei,
-            database,
-            user,
-            role,
-            product,
-            app_id,
-            password,
-            api_key,
+            credentials: Credentials {
+                app_id,
+                kanzlei,
+                database,
+                user,
+                role,
+                product,
+                password,
+                api_key,
+            },
             token_max_lifetime_secs,
             refresh_margin_secs,
             dispatch_timeout_ms,
@@ -451,8 +439,8 @@ mod tests {
         assert_eq!(c.token_scheme, "https");
         assert_eq!(c.token_authority, "10.0.0.5");
         assert_eq!(c.token_path, "/api/v1/Token");
-        assert_eq!((c.role, c.product), (2, 64));
-        assert_eq!(c.api_key, b"test-secret-key");
+        assert_eq!((c.credentials.role, c.credentials.product), (2, 64));
+        assert_eq!(c.credentials.api_key, b"test-secret-key");
         assert_eq!(c.allowed_prefixes, DEFAULT_ALLOWED_PREFIXES);
         assert_eq!(c.default_prefix, "api/v1/advonet/");
         assert_eq!(c.token_key(), "advoware_auth/token");

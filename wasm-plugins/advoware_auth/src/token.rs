@@ -5,10 +5,7 @@
 //! only wires the configuration, the host's clock and random bytes into it,
 //! and maps a call outcome to a cache entry or a client-facing error.
 
-use bitbylaw_core::advoware::{
-    format_request_timestamp, parse_token_response, token_lifetime_secs, uuid_v4_from_bytes,
-    TokenRequest,
-};
+use bitbylaw_core::advoware::{parse_token_response, token_lifetime_secs};
 
 use crate::cache::CachedToken;
 use crate::config::Config;
@@ -16,18 +13,7 @@ use crate::config::Config;
 /// The JSON body of `POST {token_path}` for this configuration, signed with
 /// the nonce made from `random` and the timestamp `now_nanos` (host clock).
 pub fn token_request_body(cfg: &Config, random: [u8; 16], now_nanos: u64) -> Vec<u8> {
-    TokenRequest {
-        app_id: cfg.app_id.clone(),
-        kanzlei: cfg.kanzlei.clone(),
-        database: cfg.database.clone(),
-        user: cfg.user.clone(),
-        role: cfg.role,
-        product: cfg.product,
-        password: cfg.password.clone(),
-        nonce: uuid_v4_from_bytes(random),
-        timestamp: format_request_timestamp(now_nanos),
-    }
-    .to_json_body(&cfg.api_key)
+    cfg.credentials.token_request_body(random, now_nanos)
 }
 
 /// The headers of the token call (`:method`, `:path`, `:authority`, `:scheme`

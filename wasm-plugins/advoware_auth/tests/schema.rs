@@ -77,7 +77,7 @@ fn schema_matches_the_parser() {
 
     // Defaults in the schema are the parser's defaults.
     let parsed = serde_json::json!({
-        "token_scheme": cfg.token_scheme, "token_path": cfg.token_path, "role": cfg.role, "product": cfg.product,
+        "token_scheme": cfg.token_scheme, "token_path": cfg.token_path, "role": cfg.credentials.role, "product": cfg.credentials.product,
         "token_max_lifetime_secs": cfg.token_max_lifetime_secs, "refresh_margin_secs": cfg.refresh_margin_secs,
         "dispatch_timeout_ms": cfg.dispatch_timeout_ms, "allowed_prefixes": cfg.allowed_prefixes,
         "default_prefix": cfg.default_prefix, "shared_key_prefix": cfg.shared_key_prefix,

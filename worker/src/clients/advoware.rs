@@ -232,15 +232,8 @@ pub struct ClientSettings {
     pub api_base_url: url::Url,
     /// Security gateway base with trailing slash.
     pub security_gateway_url: url::Url,
-    pub kanzlei: String,
-    pub database: String,
-    pub user: String,
-    pub role: u32,
-    pub product: u32,
-    pub app_id: String,
-    pub password: Secret,
-    /// Base64-decoded API key: the HMAC key.
-    hmac_key: Secret,
+    /// The API user; the same type the `advoware_auth` filter signs with (`Debug` redacts).
+    pub credentials: core_aw::Credentials,
     pub paths: Paths,
     pub token: TokenPolicy,
 }
@@ -250,14 +243,7 @@ impl fmt::Debug for ClientSettings {
         f.debug_struct("ClientSettings")
             .field("api_base_url", &self.api_base_url.as_str())
             .field("security_gateway_url", &self.security_gateway_url.as_str())
-            .field("kanzlei", &self.kanzlei)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("role", &self.role)
-            .field("product", &self.product)
-            .field("app_id", &self.app_id)
-            .field("password", &"<redacted>")
-            .field("hmac_key", &"<redacted>")
+            .field("credentials", &self.credentials)
             .field("paths", &self.paths)
             .field("token", &self.token)
             .finish()
@@ -281,8 +267,6 @@ impl ClientSettings {
         // The core error names only the kind of problem, never the key.
         let key = core_aw::decode_api_key(api_key.expose())
             .map_err(|e| AdvowareError::Config(format!("api_key: {e}")))?;
-        // HMAC keys are bytes; keep them in a Secret as base64-free hex to stay a String.
-        let hmac_key = Secret::new(hex::encode(key));
         let user = req(&s.user, "user")?.to_owned();
         Ok(Self {
             api_base_url: base_url(req(&s.api_base_url, "api_base_url")?, "api_base_url")?,
@@ -290,30 +274,28 @@ impl ClientSettings {
                 req(&s.security_gateway_url, "security_gateway_url")?,
                 "security_gateway_url",
             )?,
-            kanzlei: req(&s.kanzlei, "kanzlei")?.to_owned(),
-            database: req(&s.database, "database")?.to_owned(),
-            role: s.role.unwrap_or(2),
-            product: s.product.unwrap_or(64),
-            app_id: req(&s.app_id, "app_id")?.to_owned(),
-            password: s
-                .password
-                .clone()
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| AdvowareError::Config("password is not set".into()))?,
-            hmac_key,
             paths: Paths::default(),
             token: TokenPolicy {
                 redis_key: default_token_key(&user),
                 max_lifetime: Duration::from_secs(55 * 60),
                 refresh_margin: Duration::from_secs(120),
             },
-            user,
+            credentials: core_aw::Credentials {
+                kanzlei: req(&s.kanzlei, "kanzlei")?.to_owned(),
+                database: req(&s.database, "database")?.to_owned(),
+                role: s.role.unwrap_or(2),
+                product: s.product.unwrap_or(64),
+                app_id: req(&s.app_id, "app_id")?.to_owned(),
+                password: s
+                    .password
+                    .as_ref()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.expose().to_owned())
+                    .ok_or_else(|| AdvowareError::Config("password is not set".into()))?,
+                api_key: key,
+                user,
+            },
         })
-    }
-
-    fn key_bytes(&self) -> Result<Vec<u8>, AdvowareError> {
-        hex::decode(self.hmac_key.expose())
-            .map_err(|_| AdvowareError::Config("api key bytes corrupted".into()))
     }
 }
 
@@ -596,24 +578,13 @@ where
     async fn mint(&self) -> Result<Secret, AdvowareError> {
         let s = &self.settings;
         let path = s.paths.token.as_str();
-        let span = info_span!("advoware_token", path = %path, user = %s.user);
+        let span = info_span!("advoware_token", path = %path, user = %s.credentials.user);
         async move {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_err(|_| AdvowareError::Token("system clock before 1970".into()))?;
             let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-            let request = core_aw::TokenRequest {
-                app_id: s.app_id.clone(),
-                kanzlei: s.kanzlei.clone(),
-                database: s.database.clone(),
-                user: s.user.clone(),
-                role: s.role,
-                product: s.product,
-                password: s.password.expose().to_owned(),
-                nonce: core_aw::uuid_v4_from_bytes(rand::random()),
-                timestamp: core_aw::format_request_timestamp(nanos),
-            };
-            let body = request.to_json_body(&s.key_bytes()?);
+            let body = s.credentials.token_request_body(rand::random(), nanos);
             let url = join(&s.security_gateway_url, path, &[])?;
             let resp = self
                 .send(
@@ -807,9 +778,9 @@ mod tests {
     fn settings_validate_and_redact() {
         let s = ClientSettings::from_settings(&settings()).expect("valid");
         assert_eq!(s.api_base_url.as_str(), "http://127.0.0.1:1/base/");
-        assert_eq!((s.role, s.product), (2, 64));
+        assert_eq!((s.credentials.role, s.credentials.product), (2, 64));
         assert_eq!(s.token.redis_key, "bbl:advoware:token:API");
-        assert_eq!(s.key_bytes().expect("key"), b"test-secret-key");
+        assert_eq!(s.credentials.api_key, b"test-secret-key");
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("pw-very") && !dbg.contains("746573"), "{dbg}");
 
