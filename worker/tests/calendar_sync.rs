@@ -734,6 +734,18 @@ async fn busy_only_calendars_show_no_client_details() {
         "Müller ./. Schmidt",
         "Advoware keeps the real title"
     );
+    // Switching the employee to full content rewrites the event once.
+    let full = run_options(&h.settings, &kz("SB"), &json!({"full_content": true}));
+    let r = h.sync_with("SB", &full).await.unwrap();
+    assert!(r.content_mode_changed, "{r:?}");
+    assert_eq!(writes(&r, "update_google"), 1, "{r:?}");
+    let e = &h.google.live_events(&cal)[0];
+    assert_eq!(
+        (e["summary"].as_str(), e["location"].as_str()),
+        (Some("Müller ./. Schmidt"), Some("Kanzlei"))
+    );
+    let r = h.sync_with("SB", &full).await.unwrap();
+    assert_eq!(r.total_writes(), 0, "{r:?}");
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use crate::config::CalendarSettings;
 use crate::sync::calendar::diff::{self, Action, GoogleEvent, Item, PlanError, Policy, Side};
 use crate::sync::calendar::mapping::{AdvowareTermin, ContentMode, EventData};
 use crate::sync::calendar::scope::{deletion_suspects, scope, EventChanges, Window};
-use crate::sync::calendar::state::Created;
+use crate::sync::calendar::state::{Created, Origin};
 
 /// A failed call to one side, classified for the queue.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +179,8 @@ pub struct SyncReport {
     pub failed_items: usize,
     /// Appointments GET-checked before being treated as deleted.
     pub deletion_checks: usize,
+    /// The content mode differs from the last run's, so Advoware's events were rewritten.
+    pub content_mode_changed: bool,
 }
 
 impl SyncReport {
@@ -370,7 +372,19 @@ impl Engine<'_> {
         let termine = self
             .advoware_side(kuerzel, window, &state, &google, &mut report)
             .await?;
-        let scoped = scope(&state, &termine, &google, &window);
+        let mut scoped = scope(&state, &termine, &google, &window);
+        let mode = mode_key(&opts.content_mode);
+        if meta.content_mode.as_ref().is_some_and(|m| *m != mode) {
+            // Switched between full and busy-only: rewrite every event that came from Advoware,
+            // as if the appointment had changed (the stored hash no longer matches anything).
+            info!(kuerzel = %kuerzel, from = ?meta.content_mode, to = %mode, "content mode changed; rewriting Google events");
+            report.content_mode_changed = true;
+            for p in scoped.state.pairs.values_mut() {
+                if p.origin == Origin::Advoware {
+                    p.advoware_hash.clear();
+                }
+            }
+        }
         let plan = diff::plan(&scoped.state, &termine, &scoped.google, &self.policy(opts))?;
         progress(&Progress::Planned {
             advoware: termine.len(),
@@ -410,7 +424,7 @@ impl Engine<'_> {
             progress(&Progress::Step { done: i + 1, total });
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
-        store.mark_synced(now_ms, &report.summary()).await?;
+        store.mark_synced(now_ms, &report.summary(), &mode).await?;
         info!(kuerzel = %kuerzel, result = %report.summary(), "calendar synced");
         Ok(report)
     }
@@ -570,6 +584,14 @@ impl Engine<'_> {
             Err(e) => report.refused = Some(e.to_string()),
         }
         Ok(report)
+    }
+}
+
+/// The content mode as stored in the run metadata.
+fn mode_key(mode: &ContentMode) -> String {
+    match mode {
+        ContentMode::Full => "full".into(),
+        ContentMode::BusyOnly { title } => format!("busy:{title}"),
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Meta {
     pub sync_token: Option<String>,
     /// Unix ms of the last successful sync.
     pub last_sync_ms: Option<i64>,
+    /// The content mode of the last successful sync (`full` or `busy:{title}`).
+    pub content_mode: Option<String>,
 }
 
 /// One employee's records. `C` is any async Redis connection.
@@ -150,6 +152,7 @@ impl<C: ConnectionLike + Send + Sync + Clone> CalendarStore<C> {
             calendar_id: m.get("calendar_id").cloned(),
             sync_token: m.get("sync_token").cloned(),
             last_sync_ms: m.get("last_sync_ms").and_then(|v| v.parse().ok()),
+            content_mode: m.get("content_mode").cloned(),
         })
     }
 
@@ -242,11 +245,19 @@ impl<C: ConnectionLike + Send + Sync + Clone> CalendarStore<C> {
         Ok(())
     }
 
-    /// Marks a successful run (orders the next `calendar.sync.all`).
-    pub async fn mark_synced(&mut self, now_ms: i64, summary: &str) -> Result<(), StoreError> {
+    /// Marks a successful run (orders the next `calendar.sync.all`) and the content mode it
+    /// wrote Google events in.
+    pub async fn mark_synced(
+        &mut self,
+        now_ms: i64,
+        summary: &str,
+        content_mode: &str,
+    ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset(self.key("meta"), "last_sync_ms", now_ms)
+            .ignore()
+            .hset(self.key("meta"), "content_mode", content_mode)
             .ignore()
             .hset(self.key("meta"), "last_result", summary)
             .ignore()
