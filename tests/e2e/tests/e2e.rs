@@ -330,3 +330,119 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
         assert!(stats.contains(topic), "{topic} missing in {stats}");
     }
 }
+
+/// The calendar sync as operators run it: a trigger through Kong's route (key-auth) reaches
+/// the worker, which syncs the employee's Advoware appointments into Google (service account
+/// against the Google fake's token endpoint) and the audit then reports "in sync".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_sync_triggered_through_kong_reaches_google() {
+    let redis = RedisServer::start(false);
+    let adv = advoware::start(advoware::AdvowareConfig::default())
+        .await
+        .unwrap();
+    adv.seed_demo();
+    let google = bitbylaw_fakes::google_calendar::start(
+        bitbylaw_fakes::google_calendar::GoogleCalendarConfig {
+            static_token: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = google
+        .write_service_account_key(dir.path(), "sync@e2e.iam.gserviceaccount.com")
+        .unwrap();
+    let c = adv.config().clone();
+    let worker_env: Vec<(String, String)> = [
+        ("REDIS_URL", redis.url()),
+        ("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET.to_string()),
+        ("WORKER_ROLES", "intake,consumers".into()),
+        ("ADVOWARE_API_BASE_URL", adv.api_base_url()),
+        ("ADVOWARE_SECURITY_GATEWAY_URL", adv.security_gateway_url()),
+        ("ADVOWARE_KANZLEI", c.kanzlei.clone()),
+        ("ADVOWARE_DATABASE", c.database.clone()),
+        ("ADVOWARE_USER", c.user.clone()),
+        ("ADVOWARE_APP_ID", c.app_id.clone()),
+        ("ADVOWARE_PASSWORD", c.password.clone()),
+        ("ADVOWARE_API_KEY", c.api_key_b64.clone()),
+        (
+            "GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH",
+            key.display().to_string(),
+        ),
+        ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
+        ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let worker_port = free_port();
+    let worker_url = format!("http://127.0.0.1:{worker_port}");
+    let _worker = WorkerProcess(
+        Command::new(worker_bin())
+            .arg("serve")
+            .env_clear()
+            .envs(worker_env.iter().map(|(k, v)| (k, v)))
+            .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&format!("{worker_url}/health")).await;
+    let lead_secret = vermieterhelden::generate_secret();
+    let config = render(&vars(&adv, &worker_url, &placeholder_hooks(), &lead_secret));
+    let mut opts = GatewayOptions::new(config);
+    opts.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Gateway::start(opts).await.unwrap();
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/advoware/calendar/sync", gw.base_url()))
+        .header("apikey", CLIENT_KEY)
+        .json(&json!({"kuerzel": "SB"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let found = google
+            .calendar_ids()
+            .into_iter()
+            .map(|id| google.live_events(&id))
+            .find(|evs| evs.len() == 3);
+        if let Some(evs) = found {
+            break evs;
+        }
+        assert!(std::time::Instant::now() < deadline, "no calendar synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut titles: Vec<&str> = events
+        .iter()
+        .map(|e| e["summary"].as_str().unwrap_or(""))
+        .collect();
+    titles.sort_unstable();
+    assert_eq!(
+        titles,
+        [
+            "Mandantengespräch Müller ./. Schmidt",
+            "Urlaub",
+            "Wochenbesprechung Team Mietrecht"
+        ]
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["extendedProperties"]["private"]["advowareFrNr"].is_string()));
+
+    let out = Command::new(worker_bin())
+        .args(["calendar", "audit", "--kuerzel", "SB"])
+        .env_clear()
+        .envs(worker_env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("in sync"), "{stdout}");
+}
