@@ -26,10 +26,12 @@ use bitbylaw_worker::clients::advoware::{AdvowareClient, ClientSettings};
 use bitbylaw_worker::clients::google::GoogleCalendarClient;
 use bitbylaw_worker::clients::http::ReqwestTransport;
 use bitbylaw_worker::config::{AdvowareSettings, CalendarSettings, GoogleSettings, Secret};
-use bitbylaw_worker::handlers::calendar::engine::{Engine, SyncReport};
+use bitbylaw_worker::handlers::calendar::engine::{AdvowareApi, Engine, GoogleApi, SyncReport};
 use bitbylaw_worker::handlers::calendar::store::CalendarStore;
 use bitbylaw_worker::handlers::calendar::{berlin_today, run_options};
 use bitbylaw_worker::ratelimit::{BucketSize, TokenBucket};
+use bitbylaw_worker::sync::calendar::diff::{self, GoogleEvent};
+use bitbylaw_worker::sync::calendar::scope::{scope, Window};
 use chrono::{Days, NaiveDate};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -491,6 +493,85 @@ fn check_resync(t: &PhaseTotals, label: &str) -> bool {
     ok && fast
 }
 
+/// Times the pieces of one employee's no-change resync (the engine's steps, called one by one),
+/// to show where the time goes. Read-only apart from one incremental Google list.
+async fn breakdown(env: &Env, k: &str) {
+    let kuerzel = kz(k);
+    let opts = run_options(&env.settings, &kuerzel, &json!({}));
+    let engine = Engine {
+        advoware: env.aw.as_ref(),
+        google: env.gc.as_ref(),
+        settings: &env.settings,
+    };
+    let window = Window::around(
+        opts.today,
+        env.settings.window_past_days,
+        env.settings.window_future_days,
+    );
+    let mut store = CalendarStore::new(env.conn.clone(), kuerzel.clone());
+    let mut lap = Instant::now();
+    let mut laps: Vec<(&str, f64)> = Vec::new();
+    let mut mark = |name: &'static str, lap: &mut Instant| {
+        laps.push((name, lap.elapsed().as_secs_f64() * 1e3));
+        *lap = Instant::now();
+    };
+    let meta = store.meta().await.expect("meta");
+    let cal = meta.calendar_id.expect("calendar id");
+    mark("load meta", &mut lap);
+    let mirror = store.load_mirror().await.expect("mirror");
+    mark("load mirror (HGETALL + JSON)", &mut lap);
+    let changes = GoogleApi::list_events(env.gc.as_ref(), &cal, meta.sync_token.as_deref())
+        .await
+        .expect("google list");
+    mark("Google incremental list", &mut lap);
+    let state = store.load_state().await.expect("state");
+    mark("load state (pairs etc.)", &mut lap);
+    let termine = AdvowareApi::list_termine(env.aw.as_ref(), &kuerzel, window)
+        .await
+        .expect("advoware list");
+    mark("Advoware list (HTTP + JSON + mapping)", &mut lap);
+    let google: Vec<GoogleEvent> = mirror.values().cloned().collect();
+    let scoped = scope(&state, &termine, &google, &window);
+    mark("scope", &mut lap);
+    let plan = diff::plan(
+        &scoped.state,
+        &termine,
+        &scoped.google,
+        &engine.policy(&opts),
+    )
+    .expect("plan");
+    mark("plan (three-way diff, hashes)", &mut lap);
+    println!(
+        "breakdown of one no-change resync of {k} ({} appointments, {} mirrored events, {} changes listed, {} plan steps):",
+        termine.len(),
+        mirror.len(),
+        changes.changes.len(),
+        plan.steps.len()
+    );
+    for (name, ms) in &laps {
+        println!("  {name:<40} {ms:>8.1} ms");
+    }
+    env.google.reset_calls();
+    let _ = env.take_requests();
+}
+
+/// Redis commands run so far, from `INFO commandstats` (command → calls).
+async fn redis_commands(env: &Env) -> BTreeMap<String, u64> {
+    let mut c = env.conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -547,9 +628,25 @@ async fn run() {
     )
     .await;
     let resync_ok = check_resync(&resync, "resync (4 at a time)");
+    let before = redis_commands(&env).await;
     let (res, wall) = sync_all(&env, &employees, 1).await;
+    let after = redis_commands(&env).await;
     let resync_seq = print_phase(&env, "no-change resync, sequential", &res, wall).await;
     let resync_seq_ok = check_resync(&resync_seq, "resync (sequential)");
+    let redis_used: Vec<String> = after
+        .iter()
+        .filter_map(|(k, n)| {
+            let d = n - before.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{k}={d}"))
+        })
+        .collect();
+    println!(
+        "Redis commands during the sequential resync (incl. INFO itself): {}",
+        redis_used.join(" ")
+    );
+    if let Some(k) = employees.first() {
+        breakdown(&env, k).await;
+    }
     drop(env);
 
     // 2b: first sync sequentially, in a fresh setup with the same appointments.

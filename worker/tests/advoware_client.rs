@@ -282,3 +282,14 @@ async fn termin_round_trip() {
     );
     assert_eq!(env.fake.token_stats().succeeded, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_calls_of_one_client_log_in_once() {
+    let env = env().await;
+    let client = env.client().await;
+    let calls = (0..8).map(|_| client.list_mitarbeiter());
+    for result in futures::future::join_all(calls).await {
+        result.expect("list");
+    }
+    assert_eq!(env.fake.token_stats().succeeded, 1);
+}

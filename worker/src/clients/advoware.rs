@@ -328,6 +328,9 @@ pub struct AdvowareClient<C> {
     redis: C,
     http: Arc<dyn HttpTransport>,
     local: Arc<Mutex<Option<LocalToken>>>,
+    /// Single flight: concurrent calls of this process wait for one token lookup or mint
+    /// instead of each logging in (several employee syncs start at once).
+    fetching: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<C> fmt::Debug for AdvowareClient<C> {
@@ -356,6 +359,7 @@ where
             redis,
             http,
             local: Arc::new(Mutex::new(None)),
+            fetching: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -519,6 +523,11 @@ where
 
     /// The current token: process-local copy, else Redis, else a freshly minted one.
     async fn token(&self) -> Result<Secret, AdvowareError> {
+        if let Some(t) = self.local_token() {
+            return Ok(t);
+        }
+        let _single_flight = self.fetching.lock().await;
+        // Another task may have fetched it while we waited.
         if let Some(t) = self.local_token() {
             return Ok(t);
         }
