@@ -125,66 +125,34 @@ impl Credentials {
     /// bytes) and the time `now_unix_nanos`.
     pub fn token_request_body(&self, random: [u8; 16], now_unix_nanos: u64) -> Vec<u8> {
         TokenRequest {
-            app_id: self.app_id.clone(),
-            kanzlei: self.kanzlei.clone(),
-            database: self.database.clone(),
-            user: self.user.clone(),
-            role: self.role,
-            product: self.product,
-            password: self.password.clone(),
+            credentials: self,
             nonce: uuid_v4_from_bytes(random),
             timestamp: format_request_timestamp(now_unix_nanos),
         }
-        .to_json_body(&self.api_key)
+        .to_json_body()
     }
 }
 
-/// The fields of a token request. `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenRequest {
-    /// `AppID`: the application id issued by Advoware.
-    pub app_id: String,
-    /// `Kanzlei`: the firm id.
-    pub kanzlei: String,
-    /// `Database`.
-    pub database: String,
-    /// `User`: the employee's Kürzel.
-    pub user: String,
-    /// `Role` (2 in the vendor example).
-    pub role: u32,
-    /// `Product` (64 for third-party apps).
-    pub product: u32,
-    /// `Password` (secret).
-    pub password: String,
+/// One token request: the credentials plus a fresh nonce and timestamp. `Debug` (through
+/// [`Credentials`]) never shows the password or key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest<'a> {
+    /// Who asks.
+    pub credentials: &'a Credentials,
     /// `Nonce` (a UUID v4, see [`uuid_v4_from_bytes`]).
     pub nonce: String,
     /// `RequestTimeStamp`, exactly as signed (see [`format_request_timestamp`]).
     pub timestamp: String,
 }
 
-impl fmt::Debug for TokenRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenRequest")
-            .field("app_id", &self.app_id)
-            .field("kanzlei", &self.kanzlei)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("role", &self.role)
-            .field("product", &self.product)
-            .field("password", &"<redacted>")
-            .field("nonce", &self.nonce)
-            .field("timestamp", &self.timestamp)
-            .finish()
-    }
-}
-
-impl TokenRequest {
-    /// The `HMAC512Signature` of this request for the raw `key`.
-    pub fn signature(&self, key: &[u8]) -> String {
+impl TokenRequest<'_> {
+    /// The `HMAC512Signature` of this request (keyed with the decoded API key).
+    pub fn signature(&self) -> String {
+        let c = self.credentials;
         hmac512_signature(
-            key,
-            self.product,
-            &self.app_id,
+            &c.api_key,
+            c.product,
+            &c.app_id,
             &self.nonce,
             &self.timestamp,
         )
@@ -192,19 +160,20 @@ impl TokenRequest {
 
     /// The JSON body for `POST api/v1/Token`, fields in this order:
     /// `AppID, Kanzlei, Database, User, Role, Product, Password, Nonce,
-    /// HMAC512Signature, RequestTimeStamp`. `key` is the raw HMAC key.
-    pub fn to_json_body(&self, key: &[u8]) -> Vec<u8> {
-        let signature = self.signature(key);
+    /// HMAC512Signature, RequestTimeStamp`.
+    pub fn to_json_body(&self) -> Vec<u8> {
+        let signature = self.signature();
+        let c = self.credentials;
         let mut out = String::with_capacity(256);
         out.push('{');
         let fields: [(&str, Field<'_>); 10] = [
-            ("AppID", Field::Str(&self.app_id)),
-            ("Kanzlei", Field::Str(&self.kanzlei)),
-            ("Database", Field::Str(&self.database)),
-            ("User", Field::Str(&self.user)),
-            ("Role", Field::Num(self.role)),
-            ("Product", Field::Num(self.product)),
-            ("Password", Field::Str(&self.password)),
+            ("AppID", Field::Str(&c.app_id)),
+            ("Kanzlei", Field::Str(&c.kanzlei)),
+            ("Database", Field::Str(&c.database)),
+            ("User", Field::Str(&c.user)),
+            ("Role", Field::Num(c.role)),
+            ("Product", Field::Num(c.product)),
+            ("Password", Field::Str(&c.password)),
             ("Nonce", Field::Str(&self.nonce)),
             ("HMAC512Signature", Field::Str(&signature)),
             ("RequestTimeStamp", Field::Str(&self.timestamp)),
@@ -384,8 +353,8 @@ mod tests {
         ));
     }
 
-    fn request() -> TokenRequest {
-        TokenRequest {
+    fn credentials() -> Credentials {
+        Credentials {
             app_id: "app-123".into(),
             kanzlei: "musterkanzlei".into(),
             database: "advo01".into(),
@@ -393,6 +362,13 @@ mod tests {
             role: 2,
             product: 64,
             password: "s3cr\"et".into(),
+            api_key: b"test-secret-key".to_vec(),
+        }
+    }
+
+    fn request(credentials: &Credentials) -> TokenRequest<'_> {
+        TokenRequest {
+            credentials,
             nonce: "nonce-abc".into(),
             timestamp: "2026-08-30T00:00:00.000Z".into(),
         }
@@ -400,7 +376,7 @@ mod tests {
 
     #[test]
     fn json_body_fields_and_signature() {
-        let body = request().to_json_body(b"test-secret-key");
+        let body = request(&credentials()).to_json_body();
         let text = String::from_utf8(body.clone()).unwrap();
         let expected = format!(
             "{{\"AppID\":\"app-123\",\"Kanzlei\":\"musterkanzlei\",\"Database\":\"advo01\",\
@@ -416,33 +392,29 @@ mod tests {
 
     #[test]
     fn debug_redacts_password() {
-        let dbg = format!("{:?}", request());
-        assert!(!dbg.contains("s3cr"), "{dbg}");
+        let dbg = format!("{:?}", request(&credentials()));
+        assert!(
+            !dbg.contains("s3cr") && !dbg.contains("test-secret"),
+            "{dbg}"
+        );
         assert!(dbg.contains("<redacted>"));
         assert!(dbg.contains("app-123"));
     }
 
     #[test]
     fn credentials_sign_like_a_token_request_and_redact() {
-        let creds = Credentials {
-            app_id: "app-123".into(),
-            kanzlei: "musterkanzlei".into(),
-            database: "advo01".into(),
-            user: "SB".into(),
-            role: 2,
-            product: 64,
-            password: "s3cr\"et".into(),
-            api_key: b"test-secret-key".to_vec(),
-        };
+        let creds = credentials();
         let nanos = 1_788_048_000_000_000_000;
         let body = creds.token_request_body([7; 16], nanos);
         let expected = TokenRequest {
+            credentials: &creds,
             nonce: uuid_v4_from_bytes([7; 16]),
             timestamp: format_request_timestamp(nanos),
-            ..request()
         }
-        .to_json_body(b"test-secret-key");
+        .to_json_body();
         assert_eq!(body, expected);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["Nonce"], uuid_v4_from_bytes([7; 16]));
         let dbg = format!("{creds:?}");
         assert!(
             !dbg.contains("s3cr") && !dbg.contains("test-secret"),
