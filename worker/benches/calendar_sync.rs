@@ -13,23 +13,24 @@
 //! CAL_BENCH_SEQUENTIAL=0 cargo bench -p bitbylaw-worker --bench calendar_sync`
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitbylaw_core::ids::Kuerzel;
-use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake};
-use bitbylaw_fakes::google_calendar::{self, CallCounts, GoogleCalendarConfig, GoogleCalendarFake};
+use bitbylaw_fakes::advoware::AdvowareFake;
+use bitbylaw_fakes::google_calendar::{CallCounts, GoogleCalendarFake};
 use bitbylaw_fakes::redis_server::RedisServer;
 use bitbylaw_fakes::RecordedRequest;
-use bitbylaw_worker::clients::advoware::{AdvowareClient, ClientSettings};
-use bitbylaw_worker::clients::google::GoogleCalendarClient;
-use bitbylaw_worker::clients::http::ReqwestTransport;
-use bitbylaw_worker::config::{AdvowareSettings, CalendarSettings, GoogleSettings, Secret};
+use bitbylaw_worker::config::CalendarSettings;
 use bitbylaw_worker::handlers::calendar::engine::{AdvowareApi, Engine, GoogleApi, SyncReport};
 use bitbylaw_worker::handlers::calendar::store::CalendarStore;
 use bitbylaw_worker::handlers::calendar::{berlin_today, run_options};
-use bitbylaw_worker::ratelimit::{BucketSize, TokenBucket};
+use bitbylaw_worker::ratelimit::BucketSize;
 use bitbylaw_worker::sync::calendar::diff::{self, GoogleEvent};
 use bitbylaw_worker::sync::calendar::scope::{scope, Window};
 use chrono::{Days, NaiveDate};
@@ -39,8 +40,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-type Aw = AdvowareClient<MultiplexedConnection>;
-type Gc = GoogleCalendarClient<MultiplexedConnection>;
+use common::sides::{Aw, Gc, Sides};
 
 /// The worker's default per-topic concurrency.
 const CONCURRENCY: usize = 4;
@@ -69,62 +69,23 @@ struct Env {
     owners: HashMap<i64, String>,
 }
 
-fn advoware_settings(fake: &AdvowareFake) -> AdvowareSettings {
-    let c = fake.config();
-    AdvowareSettings {
-        api_base_url: Some(fake.api_base_url()),
-        security_gateway_url: Some(fake.security_gateway_url()),
-        kanzlei: Some(c.kanzlei.clone()),
-        database: Some(c.database.clone()),
-        user: Some(c.user.clone()),
-        role: Some(u32::try_from(c.role).expect("role")),
-        product: Some(u32::try_from(c.product).expect("product")),
-        app_id: Some(c.app_id.clone()),
-        password: Some(Secret::new(c.password.clone())),
-        api_key: Some(Secret::new(c.api_key_b64.clone())),
-    }
-}
-
 impl Env {
     async fn new(requests_per_minute: u32) -> Env {
-        let redis = RedisServer::start(false);
-        let advoware = advoware::start(AdvowareConfig::default())
-            .await
-            .expect("advoware fake");
-        let google = google_calendar::start(GoogleCalendarConfig::default())
-            .await
-            .expect("google fake");
-        let conn = redis::Client::open(redis.url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis connection");
-        let aw = AdvowareClient::new(
-            ClientSettings::from_settings(&advoware_settings(&advoware))
-                .expect("advoware settings"),
-            conn.clone(),
-            Arc::new(ReqwestTransport::from_client(reqwest::Client::new())),
-        );
-        let gs = GoogleSettings {
-            api_base_url: google.api_base_url(),
-            root_url: google.root_url(),
-            requests_per_minute,
-            rate_limit_retries: 5,
-            ..GoogleSettings::default()
-        };
-        let gc = GoogleCalendarClient::with_static_token(
-            &gs,
-            TokenBucket::new(conn.clone(), requests_per_minute),
-            "fake-static-google-token".into(),
-        )
-        .expect("google client");
+        let Sides {
+            redis,
+            advoware,
+            google,
+            conn,
+            aw,
+            gc,
+        } = Sides::start(requests_per_minute).await;
         Env {
             _redis: redis,
             advoware,
             google,
             conn,
-            aw: Arc::new(aw),
-            gc: Arc::new(gc),
+            aw,
+            gc,
             settings: Arc::new(CalendarSettings::default()),
             owners: HashMap::new(),
         }

@@ -2,44 +2,18 @@
 //! over loopback: token minting and sharing, refresh on 401, error classification, Termine CRUD.
 #![allow(clippy::expect_used)] // In tests a failed expect is a failed test.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake};
-use bitbylaw_fakes::redis_server::RedisServer;
 use bitbylaw_worker::clients::advoware::{AdvowareClient, AdvowareError, ClientSettings};
-use bitbylaw_worker::clients::http::ReqwestTransport;
-use bitbylaw_worker::config::{AdvowareSettings, Secret};
+use bitbylaw_worker::config::Secret;
 use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
 
-fn settings_for(fake: &AdvowareFake) -> AdvowareSettings {
-    let c = fake.config();
-    AdvowareSettings {
-        api_base_url: Some(fake.api_base_url()),
-        security_gateway_url: Some(fake.security_gateway_url()),
-        kanzlei: Some(c.kanzlei.clone()),
-        database: Some(c.database.clone()),
-        user: Some(c.user.clone()),
-        role: Some(u32::try_from(c.role).expect("role")),
-        product: Some(u32::try_from(c.product).expect("product")),
-        app_id: Some(c.app_id.clone()),
-        password: Some(Secret::new(c.password.clone())),
-        api_key: Some(Secret::new(c.api_key_b64.clone())),
-    }
-}
+mod common;
 
-fn client(
-    settings: &AdvowareSettings,
-    conn: MultiplexedConnection,
-) -> AdvowareClient<MultiplexedConnection> {
-    let settings = ClientSettings::from_settings(settings).expect("settings");
-    AdvowareClient::new(
-        settings,
-        conn,
-        Arc::new(ReqwestTransport::from_client(reqwest::Client::new())),
-    )
-}
+use common::sides::{advoware_client as client, advoware_settings as settings_for};
+use common::RedisServer;
 
 struct Env {
     fake: AdvowareFake,

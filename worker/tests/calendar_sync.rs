@@ -5,20 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bitbylaw_core::ids::Kuerzel;
-use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake};
-use bitbylaw_fakes::google_calendar::{self, GoogleCalendarConfig, GoogleCalendarFake, RateLimit};
-use bitbylaw_fakes::redis_server::RedisServer;
-use bitbylaw_worker::clients::advoware::{AdvowareClient, ClientSettings};
-use bitbylaw_worker::clients::google::GoogleCalendarClient;
-use bitbylaw_worker::clients::http::ReqwestTransport;
-use bitbylaw_worker::config::{AdvowareSettings, CalendarSettings, GoogleSettings, Secret};
+use bitbylaw_fakes::advoware::AdvowareFake;
+use bitbylaw_fakes::google_calendar::{GoogleCalendarFake, RateLimit};
+use bitbylaw_worker::config::CalendarSettings;
 use bitbylaw_worker::handlers::calendar::engine::{Engine, RunOptions, SyncError, SyncReport};
 use bitbylaw_worker::handlers::calendar::store::{least_recently_synced, CalendarStore};
 use bitbylaw_worker::handlers::calendar::{berlin_today, run_options};
-use bitbylaw_worker::ratelimit::TokenBucket;
 use bitbylaw_worker::sync::calendar::diff::{PlanError, Side};
 use bitbylaw_worker::sync::calendar::mapping::AdvowareTermin;
 use bitbylaw_worker::sync::calendar::{content_hash_event, content_hash_termin, FRNR_PROPERTY};
@@ -29,8 +23,10 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-type Aw = AdvowareClient<MultiplexedConnection>;
-type Gc = GoogleCalendarClient<MultiplexedConnection>;
+mod common;
+
+use common::sides::{Aw, Gc, Sides};
+use common::RedisServer;
 
 struct H {
     _redis: RedisServer,
@@ -42,64 +38,27 @@ struct H {
     settings: CalendarSettings,
 }
 
-fn advoware_settings(fake: &AdvowareFake) -> AdvowareSettings {
-    let c = fake.config();
-    AdvowareSettings {
-        api_base_url: Some(fake.api_base_url()),
-        security_gateway_url: Some(fake.security_gateway_url()),
-        kanzlei: Some(c.kanzlei.clone()),
-        database: Some(c.database.clone()),
-        user: Some(c.user.clone()),
-        role: Some(u32::try_from(c.role).unwrap()),
-        product: Some(u32::try_from(c.product).unwrap()),
-        app_id: Some(c.app_id.clone()),
-        password: Some(Secret::new(c.password.clone())),
-        api_key: Some(Secret::new(c.api_key_b64.clone())),
-    }
-}
-
 impl H {
     async fn new() -> H {
         Self::with(CalendarSettings::default(), 60_000).await
     }
 
     async fn with(settings: CalendarSettings, requests_per_minute: u32) -> H {
-        let redis = RedisServer::start(false);
-        let advoware = advoware::start(AdvowareConfig::default()).await.unwrap();
-        let google = google_calendar::start(GoogleCalendarConfig::default())
-            .await
-            .unwrap();
-        let conn = redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let aw = AdvowareClient::new(
-            ClientSettings::from_settings(&advoware_settings(&advoware)).unwrap(),
-            conn.clone(),
-            Arc::new(ReqwestTransport::from_client(reqwest::Client::new())),
-        );
-        let gs = GoogleSettings {
-            api_base_url: google.api_base_url(),
-            root_url: google.root_url(),
-            requests_per_minute,
-            rate_limit_retries: 5,
-            ..GoogleSettings::default()
-        };
-        let gc = GoogleCalendarClient::with_static_token(
-            &gs,
-            TokenBucket::new(conn.clone(), requests_per_minute),
-            "fake-static-google-token".into(),
-        )
-        .unwrap()
-        .with_backoff_base(Duration::from_millis(20));
+        let Sides {
+            redis,
+            advoware,
+            google,
+            conn,
+            aw,
+            gc,
+        } = Sides::start(requests_per_minute).await;
         H {
             _redis: redis,
             advoware,
             google,
             conn,
-            aw: Arc::new(aw),
-            gc: Arc::new(gc),
+            aw,
+            gc,
             settings,
         }
     }

@@ -10,6 +10,8 @@ use sha2::Digest;
 
 pub use bitbylaw_fakes::redis_server::{free_port, RedisServer};
 
+pub mod sides;
+
 pub const SECRET: &str = "test-gateway-secret-0123456789";
 
 pub fn bin() -> &'static str {
