@@ -21,26 +21,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitbylaw_core::ids::Kuerzel;
 use bitbylaw_fakes::advoware::AdvowareFake;
 use bitbylaw_fakes::google_calendar::{CallCounts, GoogleCalendarFake};
 use bitbylaw_fakes::redis_server::RedisServer;
 use bitbylaw_fakes::RecordedRequest;
 use bitbylaw_worker::config::CalendarSettings;
 use bitbylaw_worker::handlers::calendar::engine::{AdvowareApi, Engine, GoogleApi, SyncReport};
+use bitbylaw_worker::handlers::calendar::run_options;
 use bitbylaw_worker::handlers::calendar::store::CalendarStore;
-use bitbylaw_worker::handlers::calendar::{berlin_today, run_options};
 use bitbylaw_worker::ratelimit::BucketSize;
 use bitbylaw_worker::sync::calendar::diff::{self, GoogleEvent};
 use bitbylaw_worker::sync::calendar::scope::{scope, Window};
-use chrono::{Days, NaiveDate};
+use chrono::Days;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use common::sides::{Aw, Gc, Sides};
+use common::sides::{adate, day, kz, Aw, Gc, Sides};
 
 /// The worker's default per-topic concurrency.
 const CONCURRENCY: usize = 4;
@@ -129,35 +128,18 @@ impl Env {
     }
 }
 
-fn kz(k: &str) -> Kuerzel {
-    Kuerzel::new(k).expect("valid Kürzel")
-}
-
-fn day(today: NaiveDate, offset: i64) -> NaiveDate {
-    if offset >= 0 {
-        today + Days::new(offset as u64)
-    } else {
-        today - Days::new(offset.unsigned_abs())
-    }
-}
-
-fn adate(d: NaiveDate) -> String {
-    format!("{}T00:00:00", d.format("%Y-%m-%d"))
-}
-
 /// 0 = timed single (~80 %), 1 = all-day / multi-day (~10 %), 2 = weekly/monthly series (~10 %).
 fn random_termin(rng: &mut StdRng, text: &str) -> (usize, Value) {
-    let today = berlin_today();
     let roll = rng.random_range(0..100);
     if roll < 10 {
-        let start = day(today, rng.random_range(-30..360));
+        let start = day(rng.random_range(-30..360));
         let end = start + Days::new(rng.random_range(0..5));
         let t = json!({"datum": adate(start), "uhrzeitVon": "00:00:00", "datumBis": adate(end),
                        "uhrzeitBis": "23:59:00", "text": text, "notiz": "", "ort": "",
                        "dauertermin": 1, "turnus": 0, "turnusArt": 0});
         (1, t)
     } else if roll < 20 {
-        let start = day(today, rng.random_range(-30..250));
+        let start = day(rng.random_range(-30..250));
         let end = start + Days::new(rng.random_range(30..300));
         let weekly = rng.random_bool(0.6);
         let (turnus, art) = if weekly {
@@ -172,7 +154,7 @@ fn random_termin(rng: &mut StdRng, text: &str) -> (usize, Value) {
                        "dauertermin": 0, "turnus": turnus, "turnusArt": art});
         (2, t)
     } else {
-        let d = day(today, rng.random_range(-30..366));
+        let d = day(rng.random_range(-30..366));
         let start_min = rng.random_range(7 * 4..18 * 4) * 15;
         let end_min = start_min + rng.random_range(1..9) * 15;
         let hm = |m: u32| format!("{:02}:{:02}:00", m / 60, m % 60);

@@ -11,8 +11,8 @@ use bitbylaw_fakes::advoware::AdvowareFake;
 use bitbylaw_fakes::google_calendar::{GoogleCalendarFake, RateLimit};
 use bitbylaw_worker::config::CalendarSettings;
 use bitbylaw_worker::handlers::calendar::engine::{Engine, RunOptions, SyncError, SyncReport};
+use bitbylaw_worker::handlers::calendar::run_options;
 use bitbylaw_worker::handlers::calendar::store::{least_recently_synced, CalendarStore};
-use bitbylaw_worker::handlers::calendar::{berlin_today, run_options};
 use bitbylaw_worker::sync::calendar::diff::{PlanError, Side};
 use bitbylaw_worker::sync::calendar::mapping::AdvowareTermin;
 use bitbylaw_worker::sync::calendar::{content_hash_event, content_hash_termin, FRNR_PROPERTY};
@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::sides::{Aw, Gc, Sides};
+use common::sides::{adate, day, kz, Aw, Gc, Sides};
 use common::RedisServer;
 
 struct H {
@@ -170,23 +170,6 @@ fn tag_of(e: &Value) -> Option<u64> {
     e["extendedProperties"]["private"][FRNR_PROPERTY]
         .as_str()
         .and_then(|s| s.parse().ok())
-}
-
-fn kz(k: &str) -> Kuerzel {
-    Kuerzel::new(k).unwrap()
-}
-
-fn day(offset: i64) -> NaiveDate {
-    let today = berlin_today();
-    if offset >= 0 {
-        today + Days::new(offset as u64)
-    } else {
-        today - Days::new(offset.unsigned_abs())
-    }
-}
-
-fn adate(d: NaiveDate) -> String {
-    format!("{}T00:00:00", d.format("%Y-%m-%d"))
 }
 
 fn timed(d: NaiveDate, von: &str, bis: &str, text: &str) -> Value {

@@ -93,3 +93,23 @@ impl Sides {
         }
     }
 }
+
+/// A valid Kürzel.
+pub fn kz(k: &str) -> bitbylaw_core::ids::Kuerzel {
+    bitbylaw_core::ids::Kuerzel::new(k).expect("valid Kürzel")
+}
+
+/// Today (Europe/Berlin) plus `offset` days: seeds stay inside the sync window on any date.
+pub fn day(offset: i64) -> chrono::NaiveDate {
+    let today = bitbylaw_worker::handlers::calendar::berlin_today();
+    if offset >= 0 {
+        today + chrono::Days::new(offset.unsigned_abs())
+    } else {
+        today - chrono::Days::new(offset.unsigned_abs())
+    }
+}
+
+/// An Advoware date value (`YYYY-MM-DDT00:00:00`).
+pub fn adate(d: chrono::NaiveDate) -> String {
+    format!("{}T00:00:00", d.format("%Y-%m-%d"))
+}
