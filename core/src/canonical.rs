@@ -22,8 +22,14 @@
 //! everything else is written as UTF-8; numbers are written by the
 //! ECMAScript Number-to-String algorithm (`ryu-js`), so `-0` becomes `0`,
 //! `1e21` becomes `1e+21` and `4.50` becomes `4.5`.
+//!
+//! [`Document`] is the single parse: callers that need both the dedup key
+//! and a look at the value (the `webhook_guard` shape check) parse once.
+//! The key streams the canonical form into SHA-256 ([`Sha256Sink`]) without
+//! building it; strings without escapes and short integers are borrowed from
+//! the input and written back unchanged, since they are already canonical.
 
-use crate::mac::sha256;
+use sha2::{Digest, Sha256};
 
 /// Maximum nesting depth of arrays and objects.
 pub const MAX_DEPTH: usize = 128;
@@ -87,36 +93,264 @@ impl CanonicalError {
 
 /// The canonical (RFC 8785) form of `json_bytes`.
 pub fn canonicalize(json_bytes: &[u8]) -> Result<Vec<u8>, CanonicalError> {
-    let text = std::str::from_utf8(json_bytes)
-        .map_err(|e| CanonicalError::InvalidUtf8(e.valid_up_to()))?;
-    let mut parser = Parser {
-        text,
-        bytes: json_bytes,
-        pos: 0,
-    };
-    parser.skip_ws();
-    let value = parser.value(0)?;
-    parser.skip_ws();
-    if parser.pos != json_bytes.len() {
-        return Err(CanonicalError::TrailingData(parser.pos));
-    }
-    let mut out = String::with_capacity(json_bytes.len());
-    write_value(&mut out, &value);
-    Ok(out.into_bytes())
+    let doc = Document::parse(json_bytes)?;
+    let mut out = Vec::with_capacity(json_bytes.len());
+    doc.write_canonical(&mut out);
+    Ok(out)
 }
 
 /// Lowercase hex SHA-256 of the canonical form: the dedup key of an event.
 pub fn dedup_key(json_bytes: &[u8]) -> Result<String, CanonicalError> {
-    Ok(hex::encode(sha256(&canonicalize(json_bytes)?)))
+    Ok(Document::parse(json_bytes)?.dedup_key())
 }
 
-enum Value {
+/// Receives the canonical form piece by piece (every piece is whole UTF-8).
+pub trait Sink {
+    /// Appends `s`.
+    fn write_str(&mut self, s: &str);
+}
+
+impl Sink for String {
+    fn write_str(&mut self, s: &str) {
+        self.push_str(s);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn write_str(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Bytes gathered before a hasher update (a multiple of the 64-byte block).
+const HASH_BUF: usize = 1024;
+
+/// Streams canonical output into SHA-256 without building it in memory.
+///
+/// Small pieces (keys, `,`, `:`) are gathered in a fixed buffer so that the
+/// hasher sees a few large updates instead of thousands of tiny ones.
+pub struct Sha256Sink {
+    hasher: Sha256,
+    buf: [u8; HASH_BUF],
+    len: usize,
+}
+
+impl std::fmt::Debug for Sha256Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sha256Sink")
+            .field("buffered", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Sha256Sink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sha256Sink {
+    /// An empty hash.
+    pub fn new() -> Self {
+        Sha256Sink {
+            hasher: Sha256::new(),
+            buf: [0; HASH_BUF],
+            len: 0,
+        }
+    }
+
+    /// The digest of everything written.
+    pub fn finalize(mut self) -> [u8; 32] {
+        self.flush();
+        self.hasher.finalize().into()
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.hasher.update(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl Sink for Sha256Sink {
+    fn write_str(&mut self, s: &str) {
+        let bytes = s.as_bytes();
+        if bytes.len() > HASH_BUF - self.len {
+            self.flush();
+            if bytes.len() >= HASH_BUF {
+                self.hasher.update(bytes);
+                return;
+            }
+        }
+        let end = self.len + bytes.len();
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+    }
+}
+
+/// A parsed JSON document, borrowing unescaped strings and plain integers
+/// from the input. Parse once, then write the canonical form and inspect
+/// the shape without reading the bytes again.
+#[derive(Debug)]
+pub struct Document<'a> {
+    root: Value<'a>,
+}
+
+impl<'a> Document<'a> {
+    /// Parses `json_bytes` strictly (see the module docs).
+    pub fn parse(json_bytes: &'a [u8]) -> Result<Self, CanonicalError> {
+        let text = std::str::from_utf8(json_bytes)
+            .map_err(|e| CanonicalError::InvalidUtf8(e.valid_up_to()))?;
+        let mut parser = Parser {
+            text,
+            bytes: json_bytes,
+            pos: 0,
+        };
+        parser.skip_ws();
+        let root = parser.value(0)?;
+        parser.skip_ws();
+        if parser.pos != json_bytes.len() {
+            return Err(CanonicalError::TrailingData(parser.pos));
+        }
+        Ok(Document { root })
+    }
+
+    /// The top-level value.
+    pub fn root(&self) -> &Value<'a> {
+        &self.root
+    }
+
+    /// Writes the canonical (RFC 8785) form to `sink`.
+    pub fn write_canonical<S: Sink + ?Sized>(&self, sink: &mut S) {
+        write_value(sink, &self.root);
+    }
+
+    /// SHA-256 of the canonical form.
+    pub fn canonical_sha256(&self) -> [u8; 32] {
+        let mut sink = Sha256Sink::new();
+        self.write_canonical(&mut sink);
+        sink.finalize()
+    }
+
+    /// The dedup key: lowercase hex SHA-256 of the canonical form.
+    pub fn dedup_key(&self) -> String {
+        hex::encode(self.canonical_sha256())
+    }
+}
+
+/// The kind of a JSON value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+/// One value of a [`Document`]; object members are in canonical order.
+#[derive(Debug)]
+pub struct Value<'a>(Node<'a>);
+
+#[derive(Debug)]
+enum Node<'a> {
     Null,
     Bool(bool),
-    Number(f64),
-    String(String),
-    Array(Vec<Value>),
-    Object(Vec<(String, Value)>),
+    /// `-?[0-9]{1,15}` without fraction or exponent (and not `-0`): its
+    /// ECMAScript form is the text itself.
+    Int(&'a str),
+    Float(f64),
+    Str(Text<'a>),
+    Array(Vec<Value<'a>>),
+    Object(Vec<(Text<'a>, Value<'a>)>),
+}
+
+/// A string value or key.
+#[derive(Debug)]
+enum Text<'a> {
+    /// The input between the quotes had no backslash; since it cannot hold
+    /// `"` or control characters either, it is already in canonical form.
+    Raw(&'a str),
+    /// Unescaped from input with escapes; re-escaped when written.
+    Unescaped(String),
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Raw(s) => s,
+            Text::Unescaped(s) => s,
+        }
+    }
+}
+
+impl<'a> Value<'a> {
+    /// The kind of this value.
+    pub fn kind(&self) -> Kind {
+        match self.0 {
+            Node::Null => Kind::Null,
+            Node::Bool(_) => Kind::Bool,
+            Node::Int(_) | Node::Float(_) => Kind::Number,
+            Node::Str(_) => Kind::String,
+            Node::Array(_) => Kind::Array,
+            Node::Object(_) => Kind::Object,
+        }
+    }
+
+    /// The (unescaped) string, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.0 {
+            Node::Str(t) => Some(t.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The elements, if this is an array.
+    pub fn as_array(&self) -> Option<&[Value<'a>]> {
+        match &self.0 {
+            Node::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The member named `key` (compared unescaped), if this is an object
+    /// that has one.
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
+        match &self.0 {
+            Node::Object(members) => members
+                .iter()
+                .find(|(k, _)| k.as_str() == key)
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// JCS member order: the UTF-16 code units of the (unescaped) keys.
+///
+/// Bytewise order agrees with it whenever the first differing bytes are both
+/// ASCII (then they start two different ASCII characters after an equal
+/// prefix), which is nearly always; otherwise compare as UTF-16.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    match x.iter().zip(y).position(|(p, q)| p != q) {
+        None => x.len().cmp(&y.len()),
+        Some(i) if x[i].is_ascii() && y[i].is_ascii() => x[i].cmp(&y[i]),
+        Some(_) => a.encode_utf16().cmp(b.encode_utf16()),
+    }
+}
+
+/// Whether any of the 8 bytes in `w` is `"`, `\` or below 0x20 (exact:
+/// the classic "has zero byte" / "has byte less than" bit tricks).
+fn has_string_special(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))))
+        != 0
 }
 
 struct Parser<'a> {
@@ -125,7 +359,7 @@ struct Parser<'a> {
     pos: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -147,21 +381,22 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, CanonicalError> {
-        match self.peek() {
-            None => Err(CanonicalError::UnexpectedEnd),
-            Some(b'n') => self.expect_literal(b"null").map(|()| Value::Null),
-            Some(b't') => self.expect_literal(b"true").map(|()| Value::Bool(true)),
-            Some(b'f') => self.expect_literal(b"false").map(|()| Value::Bool(false)),
-            Some(b'"') => self.string().map(Value::String),
-            Some(b'-' | b'0'..=b'9') => self.number().map(Value::Number),
-            Some(b'[') => self.array(depth + 1),
-            Some(b'{') => self.object(depth + 1),
-            Some(_) => Err(CanonicalError::UnexpectedChar(self.pos)),
-        }
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, CanonicalError> {
+        let node = match self.peek() {
+            None => return Err(CanonicalError::UnexpectedEnd),
+            Some(b'n') => self.expect_literal(b"null").map(|()| Node::Null)?,
+            Some(b't') => self.expect_literal(b"true").map(|()| Node::Bool(true))?,
+            Some(b'f') => self.expect_literal(b"false").map(|()| Node::Bool(false))?,
+            Some(b'"') => Node::Str(self.string()?),
+            Some(b'-' | b'0'..=b'9') => self.number()?,
+            Some(b'[') => self.array(depth + 1)?,
+            Some(b'{') => self.object(depth + 1)?,
+            Some(_) => return Err(CanonicalError::UnexpectedChar(self.pos)),
+        };
+        Ok(Value(node))
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, CanonicalError> {
+    fn array(&mut self, depth: usize) -> Result<Node<'a>, CanonicalError> {
         if depth > MAX_DEPTH {
             return Err(CanonicalError::TooDeep);
         }
@@ -170,7 +405,7 @@ impl Parser<'_> {
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Value::Array(items));
+            return Ok(Node::Array(items));
         }
         loop {
             self.skip_ws();
@@ -180,7 +415,7 @@ impl Parser<'_> {
                 Some(b',') => self.pos += 1,
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Value::Array(items));
+                    return Ok(Node::Array(items));
                 }
                 Some(_) => return Err(CanonicalError::UnexpectedChar(self.pos)),
                 None => return Err(CanonicalError::UnexpectedEnd),
@@ -188,17 +423,17 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, CanonicalError> {
+    fn object(&mut self, depth: usize) -> Result<Node<'a>, CanonicalError> {
         if depth > MAX_DEPTH {
             return Err(CanonicalError::TooDeep);
         }
         let start = self.pos;
         self.pos += 1; // '{'
-        let mut members: Vec<(String, Value)> = Vec::new();
+        let mut members: Vec<(Text<'a>, Value<'a>)> = Vec::new();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Object(members));
+            return Ok(Node::Object(members));
         }
         loop {
             self.skip_ws();
@@ -228,40 +463,52 @@ impl Parser<'_> {
                 None => return Err(CanonicalError::UnexpectedEnd),
             }
         }
-        // JCS: sort by the UTF-16 code units of the (unescaped) keys.
-        // Compared lazily (no allocation per key); ASCII keys — nearly all in
-        // practice — compare the same bytewise.
-        members.sort_by(|(a, _), (b, _)| {
-            if a.is_ascii() && b.is_ascii() {
-                a.as_bytes().cmp(b.as_bytes())
-            } else {
-                a.encode_utf16().cmp(b.encode_utf16())
-            }
-        });
-        if members.windows(2).any(|w| w[0].0 == w[1].0) {
+        members.sort_by(|(a, _), (b, _)| key_order(a.as_str(), b.as_str()));
+        if members
+            .windows(2)
+            .any(|w| w[0].0.as_str() == w[1].0.as_str())
+        {
             return Err(CanonicalError::DuplicateKey(start));
         }
-        Ok(Value::Object(members))
+        Ok(Node::Object(members))
     }
 
-    /// Parses a string starting at the opening quote; returns it unescaped.
-    fn string(&mut self) -> Result<String, CanonicalError> {
+    /// Parses a string starting at the opening quote. Without escapes it
+    /// borrows the input; otherwise it is unescaped into a `String`.
+    fn string(&mut self) -> Result<Text<'a>, CanonicalError> {
         self.pos += 1; // '"'
-        let mut out = String::new();
+        let start = self.pos;
+        let mut out: Option<String> = None;
         let mut run_start = self.pos;
         loop {
+            // Skip 8 ordinary bytes at a time.
+            while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                if has_string_special(u64::from_le_bytes(word)) {
+                    break;
+                }
+                self.pos += 8;
+            }
             let Some(b) = self.peek() else {
                 return Err(CanonicalError::UnexpectedEnd);
             };
             match b {
                 b'"' => {
-                    out.push_str(&self.text[run_start..self.pos]);
+                    let run = &self.text[run_start..self.pos];
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(match out {
+                        None => Text::Raw(&self.text[start..self.pos - 1]),
+                        Some(mut s) => {
+                            s.push_str(run);
+                            Text::Unescaped(s)
+                        }
+                    });
                 }
                 b'\\' => {
-                    out.push_str(&self.text[run_start..self.pos]);
-                    self.escape(&mut out)?;
+                    let s = out.get_or_insert_with(String::new);
+                    s.push_str(&self.text[run_start..self.pos]);
+                    self.escape(s)?;
                     run_start = self.pos;
                 }
                 0x00..=0x1f => return Err(CanonicalError::ControlCharacter(self.pos)),
@@ -333,19 +580,24 @@ impl Parser<'_> {
         Ok(v)
     }
 
-    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, read as f64.
-    fn number(&mut self) -> Result<f64, CanonicalError> {
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, read as f64 unless
+    /// it is a short plain integer (whose canonical form is its text).
+    fn number(&mut self) -> Result<Node<'a>, CanonicalError> {
         let start = self.pos;
         let err = CanonicalError::InvalidNumber(start);
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
+        let int_start = self.pos;
         match self.peek() {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => self.digits(),
             _ => return Err(err),
         }
+        let int_digits = self.pos - int_start;
+        let mut plain = true;
         if self.peek() == Some(b'.') {
+            plain = false;
             self.pos += 1;
             if !matches!(self.peek(), Some(b'0'..=b'9')) {
                 return Err(err);
@@ -353,6 +605,7 @@ impl Parser<'_> {
             self.digits();
         }
         if let Some(b'e' | b'E') = self.peek() {
+            plain = false;
             self.pos += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.pos += 1;
@@ -362,11 +615,17 @@ impl Parser<'_> {
             }
             self.digits();
         }
-        let value: f64 = self.text[start..self.pos].parse().map_err(|_| err)?;
+        let text = &self.text[start..self.pos];
+        // ≤ 15 digits are exact in a double and below 1e21, so ECMAScript
+        // prints them back unchanged; only `-0` becomes `0`.
+        if plain && int_digits <= 15 && text != "-0" {
+            return Ok(Node::Int(text));
+        }
+        let value: f64 = text.parse().map_err(|_| err)?;
         if !value.is_finite() {
             return Err(CanonicalError::NumberOutOfRange(start));
         }
-        Ok(value)
+        Ok(Node::Float(value))
     }
 
     fn digits(&mut self) {
@@ -376,79 +635,105 @@ impl Parser<'_> {
     }
 }
 
-fn write_value(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => write_number(out, *n),
-        Value::String(s) => write_json_string(out, s),
-        Value::Array(items) => {
-            out.push('[');
+fn write_value<S: Sink + ?Sized>(out: &mut S, value: &Value<'_>) {
+    match &value.0 {
+        Node::Null => out.write_str("null"),
+        Node::Bool(true) => out.write_str("true"),
+        Node::Bool(false) => out.write_str("false"),
+        Node::Int(text) => out.write_str(text),
+        Node::Float(n) => {
+            let mut buf = ryu_js::Buffer::new();
+            out.write_str(number_text(&mut buf, *n));
+        }
+        Node::Str(t) => write_text(out, t),
+        Node::Array(items) => {
+            out.write_str("[");
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_str(",");
                 }
                 write_value(out, item);
             }
-            out.push(']');
+            out.write_str("]");
         }
-        Value::Object(members) => {
-            out.push('{');
+        Node::Object(members) => {
+            out.write_str("{");
             for (i, (k, v)) in members.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_str(",");
                 }
-                write_json_string(out, k);
-                out.push(':');
+                write_text(out, k);
+                out.write_str(":");
                 write_value(out, v);
             }
-            out.push('}');
+            out.write_str("}");
         }
     }
 }
 
-/// ECMAScript Number-to-String of a finite double (`-0` → `0`).
-fn write_number(out: &mut String, n: f64) {
-    if n == 0.0 {
-        out.push('0');
-    } else {
-        let mut buf = ryu_js::Buffer::new();
-        out.push_str(buf.format_finite(n));
+fn write_text<S: Sink + ?Sized>(out: &mut S, t: &Text<'_>) {
+    match t {
+        Text::Raw(s) => {
+            out.write_str("\"");
+            out.write_str(s);
+            out.write_str("\"");
+        }
+        Text::Unescaped(s) => write_escaped(out, s),
     }
+}
+
+/// ECMAScript Number-to-String of a finite double (`-0` → `0`).
+fn number_text(buf: &mut ryu_js::Buffer, n: f64) -> &str {
+    if n == 0.0 {
+        "0"
+    } else {
+        buf.format_finite(n)
+    }
+}
+
+/// [`number_text`] appended to a `String`.
+#[cfg(test)]
+fn write_number(out: &mut String, n: f64) {
+    let mut buf = ryu_js::Buffer::new();
+    out.push_str(number_text(&mut buf, n));
 }
 
 /// Writes `s` as a JSON string literal with JCS escaping (also used for the
 /// Advoware token body, which is therefore deterministic).
 pub(crate) fn write_json_string(out: &mut String, s: &str) {
-    out.push('"');
+    write_escaped(out, s);
+}
+
+/// JCS string escaping: runs of ordinary characters are written whole.
+fn write_escaped<S: Sink + ?Sized>(out: &mut S, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.write_str("\"");
     let mut run_start = 0;
     for (i, b) in s.bytes().enumerate() {
-        let esc: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            0x08 => Some("\\b"),
-            0x09 => Some("\\t"),
-            0x0a => Some("\\n"),
-            0x0c => Some("\\f"),
-            0x0d => Some("\\r"),
-            0x00..=0x1f => None,
+        let mut unicode = [b'\\', b'u', b'0', b'0', 0, 0];
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x09 => "\\t",
+            0x0a => "\\n",
+            0x0c => "\\f",
+            0x0d => "\\r",
+            0x00..=0x1f => {
+                unicode[4] = HEX[usize::from(b >> 4)];
+                unicode[5] = HEX[usize::from(b & 0xf)];
+                // Only ASCII was written, so this cannot fail.
+                std::str::from_utf8(&unicode).unwrap_or("")
+            }
             _ => continue,
         };
-        out.push_str(&s[run_start..i]);
-        match esc {
-            Some(e) => out.push_str(e),
-            None => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
-            }
-        }
+        // `i` is an ASCII byte, so both slices end on char boundaries.
+        out.write_str(&s[run_start..i]);
+        out.write_str(esc);
         run_start = i + 1;
     }
-    out.push_str(&s[run_start..]);
-    out.push('"');
+    out.write_str(&s[run_start..]);
+    out.write_str("\"");
 }
 
 #[cfg(test)]
@@ -900,5 +1185,178 @@ mod proptests {
             prop_assert!(a.is_ok() && b.is_ok());
             prop_assert_ne!(a, b);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod document_tests {
+    use super::*;
+
+    fn canon_string(s: &str) -> String {
+        let mut out = String::new();
+        Document::parse(s.as_bytes())
+            .unwrap()
+            .write_canonical(&mut out);
+        out
+    }
+
+    #[test]
+    fn plain_integers_are_written_as_read() {
+        for (input, want) in [
+            ("0", "0"),
+            ("-0", "0"),
+            ("7", "7"),
+            ("-7", "-7"),
+            ("123456789012345", "123456789012345"),
+            ("-123456789012345", "-123456789012345"),
+            ("999999999999999", "999999999999999"),
+            ("1234567890123456", "1234567890123456"),
+            ("12345678901234567", "12345678901234568"),
+            ("100000000000000000000", "100000000000000000000"),
+            ("1000000000000000000000", "1e+21"),
+        ] {
+            assert_eq!(canon_string(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn raw_and_escaped_strings() {
+        assert_eq!(canon_string(r#""plain ü €""#), "\"plain ü €\"");
+        assert_eq!(canon_string(r#""a\u0041\"""#), "\"aA\\\"\"");
+        assert_eq!(
+            canon_string(r#"{"k\u0001":"\u001fx\\","long key without escapes":1}"#),
+            "{\"k\\u0001\":\"\\u001fx\\\\\",\"long key without escapes\":1}"
+        );
+        // escapes and specials beyond the first 8-byte chunk
+        assert_eq!(
+            canon_string(r#""0123456789abcdef\n0123456789""#),
+            "\"0123456789abcdef\\n0123456789\""
+        );
+        assert_eq!(
+            canonicalize(b"\"0123456789abcdef\x01\""),
+            Err(CanonicalError::ControlCharacter(17))
+        );
+        assert_eq!(
+            canonicalize(b"\"0123456789abcdef"),
+            Err(CanonicalError::UnexpectedEnd)
+        );
+    }
+
+    #[test]
+    fn special_byte_detection_is_exact() {
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                let mut word = [b'a'; 8];
+                word[pos] = b;
+                let want = b == b'"' || b == b'\\' || b < 0x20;
+                assert_eq!(
+                    has_string_special(u64::from_le_bytes(word)),
+                    want,
+                    "{b:#x} at {pos}"
+                );
+            }
+        }
+        // neighbours that could borrow into each other
+        assert!(!has_string_special(u64::from_le_bytes(
+            *b"\x20\x21\x23\x5b\x5d\xff\x80\x7f"
+        )));
+        assert!(has_string_special(u64::from_le_bytes(
+            *b"\x20\x21\x23\x5b\x5d\xff\x80\x1f"
+        )));
+    }
+
+    #[test]
+    fn sinks_agree() {
+        let input =
+            br#"[{"id":"6745a1b2c3d4e5f60","n":[1.5,-0,1e21,null,true],"s":"\u00e9\t"},{}]"#;
+        let doc = Document::parse(input).unwrap();
+        let mut bytes = Vec::new();
+        doc.write_canonical(&mut bytes);
+        let mut text = String::new();
+        doc.write_canonical(&mut text);
+        assert_eq!(bytes, text.as_bytes());
+        assert_eq!(canonicalize(input).unwrap(), bytes);
+        assert_eq!(
+            doc.canonical_sha256(),
+            <[u8; 32]>::from(Sha256::digest(&bytes))
+        );
+        assert_eq!(
+            dedup_key(input).unwrap(),
+            hex::encode(Sha256::digest(&bytes))
+        );
+    }
+
+    #[test]
+    fn sha256_sink_matches_one_shot_digest() {
+        // pieces of every size around the buffer length, in varying order
+        let data: Vec<u8> = (0..5000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let text = std::str::from_utf8(&data).unwrap();
+        for sizes in [
+            &[1usize, 63, 64, 65][..],
+            &[HASH_BUF - 1, 1, HASH_BUF, 2][..],
+            &[HASH_BUF + 1, 3][..],
+            &[7, HASH_BUF * 2 + 5][..],
+        ] {
+            let mut sink = Sha256Sink::new();
+            let mut fed = 0;
+            let mut i = 0;
+            while fed < text.len() {
+                let n = sizes[i % sizes.len()].min(text.len() - fed);
+                sink.write_str(&text[fed..fed + n]);
+                fed += n;
+                i += 1;
+            }
+            assert_eq!(
+                sink.finalize(),
+                <[u8; 32]>::from(Sha256::digest(&data)),
+                "{sizes:?}"
+            );
+        }
+        assert_eq!(
+            Sha256Sink::default().finalize(),
+            <[u8; 32]>::from(Sha256::digest(b""))
+        );
+    }
+
+    #[test]
+    fn key_order_is_utf16_order() {
+        use std::cmp::Ordering::*;
+        for (a, b, want) in [
+            ("a", "b", Less),
+            ("ab", "a", Greater),
+            ("", "a", Less),
+            ("id", "id", Equal),
+            ("a\u{e9}", "a\u{e8}", Greater),
+            // U+FB33 (one UTF-16 unit 0xFB33) sorts after U+1F600 (0xD83D ...)
+            ("\u{fb33}", "\u{1f600}", Greater),
+            ("x\u{ffff}", "x\u{10000}", Greater),
+            ("\u{7f}", "\u{80}", Less),
+        ] {
+            assert_eq!(key_order(a, b), want, "{a:?} {b:?}");
+            assert_eq!(key_order(a, b), a.encode_utf16().cmp(b.encode_utf16()));
+            assert_eq!(key_order(b, a), want.reverse());
+        }
+    }
+
+    #[test]
+    fn document_accessors() {
+        let doc = Document::parse(br#"[{"b":1,"id":"x\u0041"},"s",2.5,null,false,[]]"#).unwrap();
+        let root = doc.root();
+        assert_eq!(root.kind(), Kind::Array);
+        let items = root.as_array().unwrap();
+        assert_eq!(items.len(), 6);
+        assert_eq!(items[0].kind(), Kind::Object);
+        assert_eq!(items[0].get("id").and_then(Value::as_str), Some("xA"));
+        assert!(items[0].get("a").is_none());
+        assert_eq!(items[0].get("b").map(Value::kind), Some(Kind::Number));
+        assert_eq!(items[1].as_str(), Some("s"));
+        assert_eq!(items[2].kind(), Kind::Number);
+        assert_eq!(items[3].kind(), Kind::Null);
+        assert_eq!(items[4].kind(), Kind::Bool);
+        assert_eq!(items[5].as_array().map(<[_]>::len), Some(0));
+        assert!(root.get("id").is_none());
+        assert!(root.as_str().is_none());
+        assert!(items[1].as_array().is_none());
     }
 }

@@ -4,6 +4,7 @@
 //! native HMAC-SHA256 + canonical `dedup_key` over the same bytes.
 //!
 //! Run: `cargo build --release --target wasm32-wasip1 -p webhook-guard && cargo bench -p webhook-guard`
+//! (`GUARD_AB_BASE=<other webhook_guard.wasm>`: interleaved A/B instead, see `ab_compare`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -43,7 +44,106 @@ fn batch(size: usize) -> Vec<u8> {
     format!("[{}]", items.join(",")).into_bytes()
 }
 
+/// Per-request wall times of `n` rounds, A and B interleaved: (min, p10, median) each.
+fn ab_rounds(n: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> [[Duration; 3]; 2] {
+    let mut times = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    for _ in 0..n {
+        for (i, f) in [&mut a as &mut dyn FnMut(), &mut b].into_iter().enumerate() {
+            let t = std::time::Instant::now();
+            f();
+            times[i].push(t.elapsed());
+        }
+    }
+    times.map(|mut t| {
+        t.sort();
+        [t[0], t[t.len() / 10], t[t.len() / 2]]
+    })
+}
+
+/// `GUARD_AB_BASE=<other webhook_guard.wasm> cargo bench -p webhook-guard`:
+/// interleaves requests through that build and the current one in one host
+/// and prints per-request min / p10 / median, which stay comparable on a
+/// busy machine where criterion's means drift between runs.
+fn ab_compare(base: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let host = Host::builder()
+        .filter("webhook_guard")
+        .filter_file("webhook_guard_base", base)
+        .workers(1)
+        .clock(Clock::manual_at(1_795_442_520_000_000_000))
+        .build()
+        .unwrap();
+    let cfg = json!({
+        "route": "bench", "scheme": "espocrm", "webhooks": [{"id": ID, "secret": SECRET}],
+        "topic": "vmh.beteiligte.{action}", "path_pattern": "/vmh/webhook/beteiligte/{action}",
+        "gateway_secret": "gateway-secret-bench-0123456789", "max_body_bytes": 1_048_576
+    });
+    let new = rt
+        .block_on(host.add_chain(&[FilterSpec::json("webhook_guard", &cfg)]))
+        .unwrap();
+    let old = rt
+        .block_on(host.add_chain(&[FilterSpec::json("webhook_guard_base", &cfg)]))
+        .unwrap();
+    for size in [1024usize, 16 * 1024, 256 * 1024] {
+        let body = batch(size);
+        let sig = STANDARD.encode(format!(
+            "{ID}:{}",
+            hex::encode(hmac_sha256(SECRET.as_bytes(), &body))
+        ));
+        let req = HttpRequest::post(PATH, body.clone())
+            .header("content-type", "application/json")
+            .header("Signature", &sig);
+        let send = |chain| {
+            let r = rt
+                .block_on(host.request(0, chain, req.clone(), Upstream::fixed(202, "")))
+                .unwrap();
+            assert_eq!(r.status, 202);
+        };
+        let unsigned = HttpRequest::post(PATH, body.clone()).header("content-type", "text/plain");
+        let host_alone = || {
+            let r = rt
+                .block_on(host.request(0, &new, unsigned.clone(), Upstream::fixed(202, "")))
+                .unwrap();
+            assert_eq!(r.status, 415);
+        };
+        let native_sha = || {
+            std::hint::black_box((hmac_sha256(SECRET.as_bytes(), &body), Sha256::digest(&body)));
+        };
+        let native_key = || {
+            std::hint::black_box((
+                hmac_sha256(SECRET.as_bytes(), &body),
+                bitbylaw_core::canonical::dedup_key(&body).unwrap(),
+            ));
+        };
+        let rounds = if size > 100_000 { 60 } else { 400 };
+        let [base_t, cur_t] = ab_rounds(rounds, || send(&old), || send(&new));
+        let [host_t, _] = ab_rounds(rounds, host_alone, || ());
+        let [sha_t, key_t] = ab_rounds(rounds, native_sha, native_key);
+        println!("A/B {} KiB (min / p10 / median per request)", size / 1024);
+        for (name, t) in [
+            ("base filter", base_t),
+            ("current filter", cur_t),
+            ("host alone (415)", host_t),
+            ("native HMAC + SHA-256", sha_t),
+            ("native HMAC + dedup_key", key_t),
+        ] {
+            println!(
+                "  {name:<24} {:>10.1?} {:>10.1?} {:>10.1?}",
+                t[0], t[1], t[2]
+            );
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    if let Ok(base) = std::env::var("GUARD_AB_BASE") {
+        ab_compare(&base);
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use bitbylaw_core::advoware::uuid_v4_from_bytes;
-use bitbylaw_core::canonical::dedup_key;
+use bitbylaw_core::canonical::Document;
 use bitbylaw_core::endpoint::{extract_param, percent_decode};
 use bitbylaw_core::gateway::{
     is_valid_event_id, sign_gateway_event, HEADER_DEDUP_KEY, HEADER_EVENT_ID, HEADER_EVENT_TOPIC,
@@ -38,7 +38,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 use crate::config::{Config, Mode, TokenSource, Verifier};
 use crate::dedup::{slot_index, slot_key, Entry};
-use crate::payload::check_shape;
+use crate::payload::check_document;
 use crate::verify::{
     verify, Presented, H_SIGNATURE, H_WEBHOOK_ID, H_WEBHOOK_SIGNATURE, H_WEBHOOK_TIMESTAMP,
     H_X_SIGNATURE,
@@ -579,8 +579,9 @@ impl Guard {
             }
         }
 
-        let key = match dedup_key(&body) {
-            Ok(k) => k,
+        // One strict parse serves both the dedup key and the shape check.
+        let doc = match Document::parse(&body) {
+            Ok(d) => d,
             Err(e) => {
                 let reason = format!("{} ({e})", e.code());
                 return self.reject(
@@ -592,7 +593,8 @@ impl Guard {
                 );
             }
         };
-        if let Err(e) = check_shape(&body, cfg.payload) {
+        let key = doc.dedup_key();
+        if let Err(e) = check_document(doc.root(), cfg.payload) {
             let reason = e.to_string();
             return self.reject(
                 400,
@@ -602,6 +604,7 @@ impl Guard {
                 &reason,
             );
         }
+        drop(doc);
 
         let topic = std::mem::take(&mut self.state.topic);
         if cfg.dedup_window_secs > 0 && self.seen(cfg, &topic, &key, now) {

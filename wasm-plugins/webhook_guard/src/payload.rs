@@ -1,15 +1,13 @@
 //! Payload shape checks (pure; not in `bitbylaw-core` because only this
 //! filter needs them).
 //!
-//! Runs after `bitbylaw_core::canonical::dedup_key` has accepted the body as
-//! strict JSON, so only the *shape* is checked here. `serde` visitors walk the
-//! document without building a tree: other members are skipped as
-//! `IgnoredAny`, which keeps the check cheap on large batches.
+//! The filter parses the body once (`bitbylaw_core::canonical::Document`)
+//! for the dedup key and checks the shape on that same parse with
+//! [`check_document`]; nothing here reads the bytes again.
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use bitbylaw_core::canonical::{Document, Kind, Value};
 
 use crate::config::Payload;
 
@@ -40,224 +38,43 @@ impl fmt::Display for ShapeError {
     }
 }
 
-/// Checks `body` (already known to be JSON) against the configured shape.
+/// Checks `body` against the configured shape (parsing it strictly first).
 /// Returns the number of events it carries (batch length, else 1).
 pub fn check_shape(body: &[u8], shape: Payload) -> Result<usize, ShapeError> {
+    if shape == Payload::Any {
+        return Ok(1);
+    }
+    let doc = Document::parse(body).map_err(|_| ShapeError::NotJson)?;
+    check_document(doc.root(), shape)
+}
+
+/// Checks an already parsed body against the configured shape.
+/// Returns the number of events it carries (batch length, else 1).
+pub fn check_document(root: &Value<'_>, shape: Payload) -> Result<usize, ShapeError> {
     match shape {
         Payload::Any => Ok(1),
-        Payload::Object => {
-            let mut de = serde_json::Deserializer::from_slice(body);
-            de.deserialize_any(ObjectVisitor)
-                .map_err(|_| ShapeError::NotJson)?
-        }
+        Payload::Object => match root.kind() {
+            Kind::Object => Ok(1),
+            _ => Err(ShapeError::NotObject),
+        },
         Payload::EspoCrmBatch => {
-            let mut de = serde_json::Deserializer::from_slice(body);
-            de.deserialize_any(BatchVisitor)
-                .map_err(|_| ShapeError::NotJson)?
-        }
-    }
-}
-
-/// Visits the top-level value; the inner `Result` carries the shape verdict
-/// so that a wrong shape is not confused with a syntax error.
-struct ObjectVisitor;
-
-impl<'de> Visitor<'de> for ObjectVisitor {
-    type Value = Result<usize, ShapeError>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Ok(1))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Err(ShapeError::NotObject))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotObject))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotObject))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotObject))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotObject))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotObject))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotObject))
-    }
-}
-
-struct BatchVisitor;
-
-impl<'de> Visitor<'de> for BatchVisitor {
-    type Value = Result<usize, ShapeError>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut n = 0usize;
-        let mut bad = None;
-        while let Some(item) = seq.next_element::<Item>()? {
-            if !item.0 && bad.is_none() {
-                bad = Some(n);
+            let items = root.as_array().ok_or(ShapeError::NotArray)?;
+            if items.is_empty() {
+                return Err(ShapeError::EmptyBatch);
             }
-            n += 1;
-        }
-        Ok(match (n, bad) {
-            (0, _) => Err(ShapeError::EmptyBatch),
-            (_, Some(i)) => Err(ShapeError::BadItem(i)),
-            _ => Ok(n),
-        })
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Err(ShapeError::NotArray))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotArray))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotArray))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotArray))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotArray))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotArray))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(ShapeError::NotArray))
-    }
-}
-
-/// One batch element: `true` when it is an object with a string `id`.
-struct Item(bool);
-
-impl<'de> Deserialize<'de> for Item {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ItemVisitor)
-    }
-}
-
-struct ItemVisitor;
-
-impl<'de> Visitor<'de> for ItemVisitor {
-    type Value = Item;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
-        let mut has_id = false;
-        while let Some(key) = map.next_key::<Key>()? {
-            if key.0 {
-                has_id = map.next_value::<IsNonEmptyString>()?.0;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            match items.iter().position(|item| !has_string_id(item)) {
+                Some(i) => Err(ShapeError::BadItem(i)),
+                None => Ok(items.len()),
             }
         }
-        Ok(Item(has_id))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Item(false))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item, E> {
-        Ok(Item(false))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item, E> {
-        Ok(Item(false))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item, E> {
-        Ok(Item(false))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item, E> {
-        Ok(Item(false))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Item, E> {
-        Ok(Item(false))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Item, E> {
-        Ok(Item(false))
     }
 }
 
-/// An object key: `true` when it is `id`.
-struct Key(bool);
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrIs(|s| s == "id")).map(Key)
-    }
-}
-
-/// A value: `true` when it is a non-empty string.
-struct IsNonEmptyString(bool);
-
-impl<'de> Deserialize<'de> for IsNonEmptyString {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrIs(|s| !s.is_empty()))
-            .map(IsNonEmptyString)
-    }
-}
-
-/// Visits a string (borrowed or unescaped) and applies a predicate; any
-/// other value yields `false`.
-struct StrIs(fn(&str) -> bool);
-
-impl<'de> Visitor<'de> for StrIs {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<bool, E> {
-        Ok((self.0)(s))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
-    }
+/// Whether `item` is an object whose `id` is a non-empty string.
+fn has_string_id(item: &Value<'_>) -> bool {
+    item.get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| !id.is_empty())
 }
 
 #[cfg(test)]
@@ -319,5 +136,83 @@ mod tests {
             Err(ShapeError::NotObject)
         );
         assert_eq!(check_shape(b"null", Payload::Any), Ok(1));
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value as J;
+
+    /// Independent reference: the verdict on a `serde_json::Value`.
+    fn reference(v: &J, shape: Payload) -> Result<usize, ShapeError> {
+        match shape {
+            Payload::Any => Ok(1),
+            Payload::Object => match v {
+                J::Object(_) => Ok(1),
+                _ => Err(ShapeError::NotObject),
+            },
+            Payload::EspoCrmBatch => {
+                let J::Array(items) = v else {
+                    return Err(ShapeError::NotArray);
+                };
+                if items.is_empty() {
+                    return Err(ShapeError::EmptyBatch);
+                }
+                let ok = |i: &J| matches!(i.get("id"), Some(J::String(s)) if !s.is_empty());
+                match items.iter().position(|i| !ok(i)) {
+                    Some(i) => Err(ShapeError::BadItem(i)),
+                    None => Ok(items.len()),
+                }
+            }
+        }
+    }
+
+    fn leaf() -> impl Strategy<Value = J> {
+        prop_oneof![
+            Just(J::Null),
+            any::<bool>().prop_map(J::Bool),
+            any::<i32>().prop_map(J::from),
+            prop_oneof![Just(String::new()), "[a-z]{1,3}", Just("id".to_owned())]
+                .prop_map(J::String),
+        ]
+    }
+
+    fn json() -> impl Strategy<Value = J> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(J::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![Just("id".to_owned()), "[a-z]{1,2}"],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| J::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `id` written as `\u0069d` sometimes, to exercise unescaped keys.
+    fn render(v: &J, escape_id: bool) -> String {
+        let text = v.to_string();
+        if escape_id {
+            text.replace("\"id\"", "\"\\u0069d\"")
+        } else {
+            text
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn verdict_matches_reference(v in json(), esc in any::<bool>()) {
+            let body = render(&v, esc);
+            for shape in [Payload::EspoCrmBatch, Payload::Object, Payload::Any] {
+                prop_assert_eq!(check_shape(body.as_bytes(), shape), reference(&v, shape), "{}", body);
+            }
+        }
     }
 }

@@ -87,3 +87,86 @@ fn arbitrary_bodies_and_signature_headers_never_trap() {
     );
     assert!(!std.host.log_text().contains("trapped"));
 }
+
+/// One EspoCRM-like batch item with escapes, non-ASCII text and numbers.
+fn batch_item() -> impl Strategy<Value = serde_json::Value> {
+    (
+        "[a-f0-9]{17}",
+        any::<String>(),
+        proptest::collection::vec(any::<f64>().prop_filter("finite", |f| f.is_finite()), 0..4),
+        any::<i64>(),
+        any::<bool>(),
+    )
+        .prop_map(|(id, text, nums, int, flag)| {
+            serde_json::json!({
+                "id": id, "name": text, "amounts": nums, "n": int, "dirty": flag,
+                "nested": {"x": null, "ü": [text.len(), "€\u{1}\"\\"]}
+            })
+        })
+}
+
+/// Renders `v` with whitespace and keys in reverse order (a different byte
+/// layout of the same JSON value).
+fn reversed(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Array(items) => {
+            out.push_str("[ ");
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(" ,\n");
+                }
+                reversed(it, out);
+            }
+            out.push(']');
+        }
+        serde_json::Value::Object(m) => {
+            out.push_str("{ ");
+            for (i, (k, it)) in m.iter().rev().enumerate() {
+                if i > 0 {
+                    out.push_str(",\t");
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push_str(" : ");
+                reversed(it, out);
+            }
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[test]
+fn dedup_key_and_gateway_signature_match_native_code() {
+    let rt = runtime();
+    let espo = rt.block_on(Fixture::new(with(
+        espo_config(),
+        serde_json::json!({"max_body_bytes": 65536}),
+    )));
+    let strategy = proptest::collection::vec(batch_item(), 1..12);
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&strategy, |items| {
+            let value = serde_json::Value::Array(items);
+            let compact = value.to_string().into_bytes();
+            let mut spaced = String::new();
+            reversed(&value, &mut spaced);
+            let want = bitbylaw_core::canonical::dedup_key(&compact).unwrap();
+            for body in [compact.clone(), spaced.into_bytes()] {
+                let r = rt.block_on(espo.send(espo_request(
+                    "/vmh/webhook/beteiligte/update",
+                    &body,
+                    ESPO_NEW,
+                )));
+                let up = assert_forwarded(&r, "vmh.beteiligte.update", &body);
+                prop_assert_eq!(up.header("x-dedup-key"), Some(want.as_str()));
+                // a fresh id per request keeps the edge dedup memory out of the way
+                rt.block_on(espo.advance(3600));
+            }
+            Ok(())
+        })
+        .unwrap();
+}
