@@ -169,7 +169,17 @@ async fn sync_all_fans_out_and_one_failing_employee_does_not_stop_the_others() {
         || async { (e.events_of("AB").await == 2).then_some(()) },
     )
     .await;
-    let m = metrics_text(&w.base).await;
+    // Metrics and the sync record are written right after a run's last Google write.
+    let m = wait_for("runs counted", Duration::from_secs(10), || async {
+        let m = metrics_text(&w.base).await;
+        let ok = metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_runs_total",
+            "kind=\"ok\"",
+        );
+        (ok >= 3.0).then_some(m)
+    })
+    .await;
     assert!(
         metric(
             &m,
@@ -234,8 +244,19 @@ async fn the_employee_lock_keeps_a_second_sync_out() {
         || async { (e.events_of("SB").await == 2).then_some(()) },
     )
     .await;
-    let lock: Option<String> = c.get("bbl:lock:calendar:employee:SB").await.unwrap();
-    assert_eq!(lock, None, "released after the run");
+    // The run releases the lock right after its last writes (no waiting for the TTL).
+    wait_for(
+        "lock released after the run",
+        Duration::from_secs(5),
+        || {
+            let mut c = c.clone();
+            async move {
+                let lock: Option<String> = c.get("bbl:lock:calendar:employee:SB").await.unwrap();
+                lock.is_none().then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,17 +282,28 @@ async fn two_workers_sync_every_employee_once_without_duplicates() {
         Some(())
     })
     .await;
+    let total_writes = || async {
+        let mut total = 0.0;
+        for w in [&w1, &w2] {
+            let m = metrics_text(&w.base).await;
+            total += metric(&m, "bitbylaw_worker_calendar_sync_writes_total", "");
+        }
+        total
+    };
+    wait_for("writes counted", Duration::from_secs(10), || async {
+        (total_writes().await >= 20.0).then_some(())
+    })
+    .await;
     // Let any queued repeats run; they must find nothing to do.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for k in ["SB", "AB", "CD", "EF"] {
         assert_eq!(e.events_of(k).await, 5, "{k}: duplicates");
     }
-    let mut total_writes = 0.0;
-    for w in [&w1, &w2] {
-        let m = metrics_text(&w.base).await;
-        total_writes += metric(&m, "bitbylaw_worker_calendar_sync_writes_total", "");
-    }
-    assert_eq!(total_writes, 20.0, "each appointment written exactly once");
+    assert_eq!(
+        total_writes().await,
+        20.0,
+        "each appointment written exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -436,6 +436,24 @@ async fn a_calendar_sync_triggered_through_kong_reaches_google() {
         .iter()
         .all(|e| e["extendedProperties"]["private"]["advowareFrNr"].is_string()));
 
+    // The run records its state right after each write; wait until it has finished.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = reqwest::get(format!("{worker_url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("bitbylaw_worker_calendar_sync_runs_total{kind=\"ok\"} 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run not finished:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let out = Command::new(worker_bin())
         .args(["calendar", "audit", "--kuerzel", "SB"])
         .env_clear()
