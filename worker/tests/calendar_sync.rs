@@ -372,17 +372,26 @@ async fn advoware_deletions_of_google_created_appointments_when_allowed() {
 #[tokio::test]
 async fn recurring_all_day_multi_day_and_dst_cases_survive_the_round_trip() {
     let h = H::new().await;
-    // Dates inside the window; DST changes of the coming year (last Sundays of March/October).
-    let year = day(0).format("%Y").to_string().parse::<i32>().unwrap() + 1;
-    let last_sunday = |month: u32| {
+    // The next spring and autumn DST changes (last Sundays of March/October) after today:
+    // both always lie within the +365-day window.
+    let this_year = chrono::Datelike::year(&day(0));
+    let last_sunday = |year: i32, month: u32| {
         let mut d = NaiveDate::from_ymd_opt(year, month, 31).unwrap();
         while chrono::Datelike::weekday(&d) != chrono::Weekday::Sun {
             d = d.pred_opt().unwrap();
         }
         d
     };
-    let (spring, autumn) = (last_sunday(3), last_sunday(10));
-    let within = |d: NaiveDate| d <= day(365);
+    let next = |month: u32| {
+        let d = last_sunday(this_year, month);
+        if d > day(0) {
+            d
+        } else {
+            last_sunday(this_year + 1, month)
+        }
+    };
+    let (spring, autumn) = (next(3), next(10));
+    assert!(spring <= day(365) && autumn <= day(365));
     let mut originals = vec![
         timed(day(7), "23:30:00", "23:59:00", "spät"),
         json!({"datum": adate(day(8)), "uhrzeitVon": "22:00:00", "datumBis": adate(day(9)),
@@ -400,12 +409,8 @@ async fn recurring_all_day_multi_day_and_dst_cases_survive_the_round_trip() {
         json!({"datum": adate(day(5)), "uhrzeitVon": "10:00:00", "datumBis": adate(day(5)),
                "uhrzeitBis": "11:00:00", "text": "jährlich offen", "turnus": 1, "turnusArt": 4}),
     ];
-    if within(spring) {
-        originals.push(timed(spring, "01:30:00", "03:30:00", "Sommerzeit-Wechsel"));
-    }
-    if within(autumn) {
-        originals.push(timed(autumn, "01:30:00", "03:30:00", "Winterzeit-Wechsel"));
-    }
+    originals.push(timed(spring, "01:30:00", "03:30:00", "Sommerzeit-Wechsel"));
+    originals.push(timed(autumn, "01:30:00", "03:30:00", "Winterzeit-Wechsel"));
     for o in &originals {
         h.add("SB", o.clone());
     }
@@ -538,13 +543,8 @@ async fn google_quota_errors_back_off_for_everyone_and_the_sync_completes() {
     h.google.rate_limit_next(2, RateLimit::TooManyRequests429);
     let r = h.sync("SB").await;
     assert_eq!(writes(&r, "create_google"), 3, "{r:?}");
-    let mut c = h.conn.clone();
-    let backoff: Option<i64> = c.get("bbl:google:backoff").await.unwrap();
-    let pttl: i64 = c.pttl("bbl:google:backoff").await.unwrap();
-    assert!(
-        backoff.is_some() || pttl == -2,
-        "backoff recorded (or already expired)"
-    );
+    // The two 429s were waited out (the shared backoff key itself is checked in
+    // tests/google_client.rs); the run still created everything exactly once.
     h.assert_converged("SB").await;
 
     // Quota errors that do not stop: the run fails retryably and loses nothing.
