@@ -354,3 +354,41 @@ async fn audit_and_run_commands_report_and_exit_as_documented() {
     let (code, _, err) = e.cli(&["calendar", "audit", "--kuerzel", "S B"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_the_calendar_clients() {
+    let e = env().await;
+    let ready = |w: &Worker| {
+        let url = format!("{}/ready", w.base);
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let good = e.spawn(&[]);
+    let (status, body) = wait_for("clients built", Duration::from_secs(10), || async {
+        let (s, b) = ready(&good).await;
+        (b["checks"]["calendar_clients"] == "ready").then_some((s, b))
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A key file that is not a service-account key: not ready, and the reason is given.
+    let bad_key = e._dir.path().join("broken.json");
+    std::fs::write(&bad_key, r#"{"type": "service_account"}"#).unwrap();
+    let bad = e.spawn(&[(
+        "GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH",
+        bad_key.to_str().unwrap(),
+    )]);
+    let (status, body) = wait_for("failure reported", Duration::from_secs(10), || async {
+        let (s, b) = ready(&bad).await;
+        b["checks"]["calendar_clients"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("failed"))
+            .then_some((s, b))
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["message"], "calendar sync clients cannot be built");
+}

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::ops::health::Health;
+use crate::ops::health::{ClientsState, Health};
 use crate::ops::metrics::Metrics;
 use crate::queue::Queue;
 
@@ -88,21 +88,31 @@ async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Respo
     let redis_ok = s.queue.ping().await.is_ok();
     let (running, expected) = s.health.consumers();
     let consumers_ok = !s.config.roles.consumers || running >= expected;
+    let calendar = s.health.calendar();
+    let calendar_ok = !matches!(calendar, Some(ClientsState::Failed(_)));
     let body = serde_json::json!({
         "redis": if redis_ok { "ok" } else { "unreachable" },
         "consumers": { "running": running, "expected": expected },
+        "calendar_clients": match &calendar {
+            None => "not_configured".to_string(),
+            Some(ClientsState::Starting) => "starting".to_string(),
+            Some(ClientsState::Ready) => "ready".to_string(),
+            Some(ClientsState::Failed(why)) => format!("failed: {why}"),
+        },
     });
-    if redis_ok && consumers_ok {
+    if redis_ok && consumers_ok && calendar_ok {
         (
             StatusCode::OK,
             Json(serde_json::json!({ "status": "ready", "checks": body })),
         )
             .into_response()
     } else {
-        let message = if redis_ok {
+        let message = if !redis_ok {
+            "redis unreachable"
+        } else if !consumers_ok {
             "consumers not running"
         } else {
-            "redis unreachable"
+            "calendar sync clients cannot be built"
         };
         (
             StatusCode::SERVICE_UNAVAILABLE,

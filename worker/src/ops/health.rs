@@ -1,15 +1,39 @@
 //! Liveness and readiness state. `/health` only says the process answers; `/ready` says this
-//! instance can do its job: Redis answers and every consumer loop it should run is running.
+//! instance can do its job: Redis answers, every consumer loop it should run is running, and the
+//! outside-system clients it was configured with could be built.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// State of the calendar sync clients (built in the background at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientsState {
+    /// Waiting for Redis.
+    Starting,
+    /// Built.
+    Ready,
+    /// Cannot be built (configuration); the reason, free of secrets.
+    Failed(String),
+}
 
 #[derive(Debug, Default)]
 pub struct Health {
     consumers_expected: AtomicUsize,
     consumers_running: AtomicUsize,
+    /// `None`: the calendar sync is not configured on this instance.
+    calendar: Mutex<Option<ClientsState>>,
 }
 
 impl Health {
+    pub fn set_calendar(&self, state: ClientsState) {
+        *self.calendar.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+    }
+    pub fn calendar(&self) -> Option<ClientsState> {
+        self.calendar
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
     pub fn expect_consumers(&self, n: usize) {
         self.consumers_expected.store(n, Ordering::SeqCst);
     }

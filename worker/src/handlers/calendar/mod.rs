@@ -123,13 +123,17 @@ pub fn spawn_build(
     config: Arc<Config>,
     queue: crate::queue::Queue,
     slot: Arc<tokio::sync::OnceCell<Result<CalendarSides, String>>>,
+    health: Arc<crate::ops::health::Health>,
 ) {
+    use crate::ops::health::ClientsState;
+    health.set_calendar(ClientsState::Starting);
     tokio::spawn(async move {
         let mut delay = std::time::Duration::from_millis(500);
         loop {
             match build_sides(&config, &queue).await {
                 Ok(sides) => {
                     let _ = slot.set(Ok(sides));
+                    health.set_calendar(ClientsState::Ready);
                     tracing::info!("calendar sync clients ready");
                     return;
                 }
@@ -140,6 +144,7 @@ pub fn spawn_build(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "calendar sync clients cannot be built");
+                    health.set_calendar(ClientsState::Failed(e.to_string()));
                     let _ = slot.set(Err(e.to_string()));
                     return;
                 }
