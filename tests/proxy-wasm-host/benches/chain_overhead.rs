@@ -3,6 +3,7 @@
 //! Later filters report their overhead as a ratio to `noop_filter` here.
 //! Run: `cargo bench -p proxy-wasm-host --bench chain_overhead`
 //! (build the fixtures first: `cargo build --release --target wasm32-wasip1 -p noop-filter`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use proxy_wasm_host::{FilterSpec, Host, HttpRequest, Upstream};

@@ -247,6 +247,7 @@ pub fn call_response(result: Result<WireResponse, String>) -> CallResponse {
 pub type Resolver = Arc<HashMap<String, IpAddr>>;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 

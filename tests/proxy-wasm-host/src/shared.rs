@@ -275,6 +275,7 @@ impl Shared {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 

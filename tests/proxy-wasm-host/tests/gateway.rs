@@ -1,4 +1,5 @@
 //! Gateway mode: real HTTP requests routed by a kong.yaml through filter chains.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 
 use proxy_wasm_host::gateway::{Gateway, GatewayOptions};
 use proxy_wasm_host::testing::EchoServer;

@@ -1,6 +1,7 @@
 //! The host verified with a real Rust filter (`probe_filter.wasm`, built for
 //! wasm32-wasip1 from tests/fixtures/probe_filter). Each test fails if the host
 //! feature it names breaks.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 
 use std::time::Duration;
 

@@ -239,6 +239,7 @@ pub fn cors_preflight(config: &Value, origin: Option<&str>) -> Rejection {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
     use kong_config::model::KeyAuthCredential;

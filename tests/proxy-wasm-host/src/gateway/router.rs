@@ -96,6 +96,7 @@ pub fn upstream_uri(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 
