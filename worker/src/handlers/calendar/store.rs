@@ -312,15 +312,21 @@ pub async fn least_recently_synced<C: ConnectionLike + Send>(
     conn: &mut C,
     kuerzel: Vec<Kuerzel>,
 ) -> Result<Vec<Kuerzel>, StoreError> {
-    let mut scored = Vec::with_capacity(kuerzel.len());
-    for k in kuerzel {
-        let score: Option<i64> = redis::cmd("ZSCORE")
-            .arg(keys::CALENDAR_LAST_SYNC)
-            .arg(k.as_str())
-            .query_async(conn)
-            .await?;
-        scored.push((score.unwrap_or(i64::MIN), k));
+    // One round trip for all employees.
+    let mut pipe = redis::pipe();
+    for k in &kuerzel {
+        pipe.zscore(keys::CALENDAR_LAST_SYNC, k.as_str());
     }
+    let scores: Vec<Option<i64>> = if kuerzel.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await?
+    };
+    let mut scored: Vec<(i64, Kuerzel)> = scores
+        .into_iter()
+        .map(|s| s.unwrap_or(i64::MIN))
+        .zip(kuerzel)
+        .collect();
     scored.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_str().cmp(b.1.as_str())));
     Ok(scored.into_iter().map(|(_, k)| k).collect())
 }
