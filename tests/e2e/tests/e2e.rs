@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bitbylaw_fakes::redis_server::{free_port, RedisServer};
 use bitbylaw_fakes::{advoware, espocrm, threecx, vermieterhelden};
-use proxy_wasm_host::gateway::{Gateway, GatewayOptions};
+use proxy_wasm_host::gateway::{
+    parse_nginx_size, Gateway, GatewayOptions, DEPLOYED_CLIENT_BODY_BUFFER_SIZE,
+};
 use serde_json::{json, Value};
 
 const CLIENT_KEY: &str = "e2e-client-key";
@@ -214,6 +216,7 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
     let config = render(&vars(&adv, &worker_url, &hooks, &lead_secret));
     let mut opts = GatewayOptions::new(config);
     opts.listen = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    opts.client_body_buffer_size = DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
     let _gw = Gateway::start(opts).await.unwrap();
     let client = reqwest::Client::new();
 
@@ -395,6 +398,7 @@ async fn a_calendar_sync_triggered_through_kong_reaches_google() {
     let config = render(&vars(&adv, &worker_url, &placeholder_hooks(), &lead_secret));
     let mut opts = GatewayOptions::new(config);
     opts.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    opts.client_body_buffer_size = DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
     let gw = Gateway::start(opts).await.unwrap();
 
     let r = reqwest::Client::new()
@@ -463,4 +467,24 @@ async fn a_calendar_sync_triggered_through_kong_reaches_google() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("in sync"), "{stdout}");
+}
+
+#[test]
+fn compose_deploys_the_body_buffer_the_tests_assume() {
+    // The sandbox and these tests run the gateway with the deployed
+    // client_body_buffer_size; docker/compose.yaml must say the same.
+    let compose = std::fs::read_to_string(root().join("docker/compose.yaml")).unwrap();
+    let value = compose
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE:")
+        })
+        .expect("docker/compose.yaml sets KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE")
+        .trim()
+        .trim_matches('"');
+    assert_eq!(
+        parse_nginx_size(value).unwrap(),
+        DEPLOYED_CLIENT_BODY_BUFFER_SIZE
+    );
 }

@@ -47,7 +47,13 @@ pub struct HostSettings {
     pub preserve_host: bool,
     /// Deliver upstream response bodies in chunks of this size (None: one chunk).
     pub response_chunk_size: Option<usize>,
+    /// nginx's `client_body_buffer_size`: in [`BodyMode::Kong`] a larger request
+    /// body goes to a temp file and filters cannot read it.
+    pub client_body_buffer_size: usize,
 }
+
+/// Kong's default `nginx_http_client_body_buffer_size` (8k).
+pub const DEFAULT_CLIENT_BODY_BUFFER_SIZE: usize = 8192;
 
 impl HostSettings {
     pub fn authority(&self) -> String {
@@ -303,6 +309,7 @@ pub struct HostBuilder {
     preserve_host: bool,
     server_name: String,
     server_port: u16,
+    client_body_buffer_size: usize,
 }
 
 impl Default for HostBuilder {
@@ -321,6 +328,7 @@ impl Default for HostBuilder {
             preserve_host: false,
             server_name: "kong".into(),
             server_port: 8000,
+            client_body_buffer_size: DEFAULT_CLIENT_BODY_BUFFER_SIZE,
         }
     }
 }
@@ -399,6 +407,16 @@ impl HostBuilder {
         self
     }
 
+    /// nginx's `client_body_buffer_size` in bytes (default 8192, Kong's
+    /// `nginx_http_client_body_buffer_size`). In [`BodyMode::Kong`] a larger
+    /// request body is buffered to a temp file: `on_request_body` still gets its
+    /// size and eof, but reading it gives nothing and logs nginx's error; the
+    /// upstream gets it unchanged. Raise it for tests that need a big body in memory.
+    pub fn client_body_buffer_size(mut self, bytes: usize) -> Self {
+        self.client_body_buffer_size = bytes;
+        self
+    }
+
     pub fn build(self) -> Result<Host, HostError> {
         let mut modules = Vec::new();
         for (name, path) in &self.modules {
@@ -426,6 +444,7 @@ impl HostBuilder {
             body_mode: self.body_mode,
             preserve_host: self.preserve_host,
             response_chunk_size: self.response_chunk_size,
+            client_body_buffer_size: self.client_body_buffer_size,
         });
         let io = Io::start().map_err(|e| HostError::Io(e.to_string()))?;
         let mut workers = Vec::new();

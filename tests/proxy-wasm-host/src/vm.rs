@@ -489,10 +489,15 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
                             "can only get request body during \"on_request_body\", \"on_log\"",
                         ));
                     }
-                    match &c.data().stream {
-                        Some(s) => s.borrow().request_body.clone(),
-                        None => return Ok(status::NOT_FOUND),
+                    let Some(stream) = c.data().stream.clone() else {
+                        return Ok(status::NOT_FOUND);
+                    };
+                    let s = stream.borrow();
+                    if let Some(path) = &s.request_body_file {
+                        c.data().log(LogLevel::Error, spilled_body_message(path));
+                        return Ok(status::NOT_FOUND);
                     }
+                    s.request_body.clone()
                 }
                 abi::buffer::HTTP_RESPONSE_BODY => {
                     if !matches!(step, Step::ResponseBody | Step::Log) {
@@ -553,6 +558,9 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
                     if !matches!(step, Step::RequestHeaders | Step::RequestBody) {
                         return Err(trap("can only set request body during \"on_request_body\""));
                     }
+                    if s.request_body_file.is_some() {
+                        return Ok(set_spilled_body(c.data(), &value));
+                    }
                     &mut s.request_body
                 }
                 abi::buffer::HTTP_RESPONSE_BODY => {
@@ -599,16 +607,17 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
             let mut s = stream.borrow_mut();
             match map {
                 abi::map::HTTP_REQUEST_HEADERS => {
-                    let mut regular = Vec::new();
+                    // ngx_proxy_wasm_hfuncs_set_header_map_pairs: clear every
+                    // element, then SET each pair (ngx_proxy_wasm_maps_set_all).
+                    s.request_headers.clear_all();
                     for (k, v) in pairs {
                         match k.as_str() {
                             ":path" => s.path = v,
                             ":method" => s.method = v,
                             k if k.starts_with(':') => {}
-                            _ => regular.push((k.to_ascii_lowercase(), v)),
+                            k => s.request_headers.set(k, &v),
                         }
                     }
-                    s.request_headers = regular;
                 }
                 abi::map::HTTP_RESPONSE_HEADERS => {
                     let mut regular = Vec::new();
@@ -1052,6 +1061,29 @@ enum MapEdit {
     Remove,
 }
 
+/// ngx_proxy_wasm_get_buffer_helper's error for a body nginx wrote to a temp file.
+fn spilled_body_message(path: &str) -> String {
+    format!("[wasm] cannot read request body buffered to file at \"{path}\"")
+}
+
+/// `proxy_set_buffer_bytes` on a request body nginx wrote to a temp file.
+/// ngx_http_wasm_set_req_body only edits the in-memory buffers of the chain
+/// (ngx_wasm_chain_clear/append skip the file buffer), so an empty value leaves
+/// the body as it is; what a non-empty value would do to the proxied body is
+/// not established, so the host refuses it (an error status; the Rust SDK's
+/// `set_http_request_body` then panics and the request fails) rather than guess.
+fn set_spilled_body(st: &VmState, value: &[u8]) -> i32 {
+    if value.is_empty() {
+        return status::OK;
+    }
+    st.host_error(
+        "set_buffer on a request body buffered to a temp file is not modeled by this host \
+         (body larger than client_body_buffer_size)"
+            .to_string(),
+    );
+    status::INTERNAL_FAILURE
+}
+
 fn check_map_writable(st: &VmState, map: i32) -> HostResult<()> {
     let started = st
         .stream
@@ -1129,11 +1161,16 @@ fn edit_map(
         }
         return Ok(status::OK);
     }
-    let pairs = if map == abi::map::HTTP_REQUEST_HEADERS {
-        &mut s.request_headers
-    } else {
-        &mut s.response_headers
-    };
+    if map == abi::map::HTTP_REQUEST_HEADERS {
+        let list = &mut s.request_headers;
+        match edit {
+            MapEdit::Add => list.add(&key, &value),
+            MapEdit::Replace => list.set(&key, &value),
+            MapEdit::Remove => list.remove(&key),
+        }
+        return Ok(status::OK);
+    }
+    let pairs = &mut s.response_headers;
     match edit {
         MapEdit::Add => pairs.push((lower, value)),
         MapEdit::Replace => replace_header(pairs, &lower, &value),
@@ -1181,16 +1218,16 @@ fn property(st: &VmState, path: &[String]) -> Option<String> {
         ["request", "method"] => s.method.clone(),
         ["request", "scheme"] => s.scheme.clone(),
         ["request", "protocol"] => "HTTP/1.1".to_string(),
-        ["request", "useragent"] => header_value(&s.request_headers, "user-agent")?.to_string(),
-        ["request", "id"] => header_value(&s.request_headers, "x-request-id")?.to_string(),
-        ["request", "referer"] => header_value(&s.request_headers, "referer")?.to_string(),
-        ["request", "size"] => header_value(&s.request_headers, "content-length")?.to_string(),
+        ["request", "useragent"] => s.request_headers.get("user-agent")?.to_string(),
+        ["request", "id"] => s.request_headers.get("x-request-id")?.to_string(),
+        ["request", "referer"] => s.request_headers.get("referer")?.to_string(),
+        ["request", "size"] => s.request_headers.get("content-length")?.to_string(),
         ["request", "time"] => {
             let n = s.request_started_nanos;
             format!("{}.{:03}", n / 1_000_000_000, (n / 1_000_000) % 1000)
         }
         ["request", "is_subrequest"] => "false".to_string(),
-        ["request", "headers", name] => header_value(&s.request_headers, name)?.to_string(),
+        ["request", "headers", name] => s.request_headers.get(name)?.to_string(),
         ["response", "code"] if s.response_status != 0 => s.response_status.to_string(),
         ["response", "headers", name] => header_value(&s.response_headers, name)?.to_string(),
         ["source", "address"] => s.client_addr.clone(),

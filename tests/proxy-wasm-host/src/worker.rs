@@ -28,7 +28,7 @@ use crate::error::HostError;
 use crate::host::{BodyMode, HostSettings, HttpRequest, HttpResponse, Upstream, UpstreamRequest};
 use crate::io::{self, Io, WireRequest};
 use crate::shared::Shared;
-use crate::stream::{header_value, remove_header, Step, StreamData};
+use crate::stream::{header_value, remove_header, RequestHeaders, Step, StreamData};
 use crate::vm::{self, CallResponse, Effect, FilterModule, Vm};
 
 /// Messages a worker thread receives.
@@ -457,6 +457,16 @@ impl Worker {
         Ok(result)
     }
 
+    /// The temp file nginx would write the request body to, when it does:
+    /// only in Kong mode (the hook sees the whole body) and only when the body
+    /// exceeds `client_body_buffer_size` (a body of exactly that size stays in
+    /// memory). Named like nginx's `client_body_temp` files under Kong's prefix.
+    fn spill_path(&self, sid: u64, body_len: usize) -> Option<String> {
+        let spills = self.settings.body_mode == BodyMode::Kong
+            && body_len > self.settings.client_body_buffer_size;
+        spills.then(|| format!("/usr/local/kong/client_body_temp/{:010}", sid + 1))
+    }
+
     fn start_request(
         &mut self,
         chain: usize,
@@ -484,7 +494,7 @@ impl Worker {
             path: request.path.clone(),
             scheme: request.scheme.clone(),
             authority: self.settings.authority(),
-            request_headers: headers,
+            request_headers: RequestHeaders::from_pairs(headers),
             client_addr: request.client_addr.clone(),
             client_port: request.client_port,
             request_started_nanos: self.shared.clock.now_nanos(),
@@ -494,6 +504,10 @@ impl Worker {
             ..Default::default()
         };
         let body: Vec<u8> = request.body_chunks.concat();
+        let data = StreamData {
+            request_body_file: self.spill_path(sid, body.len()),
+            ..data
+        };
         let chunks_in = if body.is_empty() {
             Vec::new()
         } else {
@@ -1149,7 +1163,7 @@ impl Worker {
                 },
                 None => d.path.clone(),
             };
-            (d.method.clone(), path, d.request_headers.clone())
+            (d.method.clone(), path, d.request_headers.wire())
         };
         // The body may have been rewritten: nginx sends the new length.
         if header_value(&headers, "content-length").is_some() || !body.is_empty() {

@@ -143,3 +143,32 @@ async fn routes_authenticates_limits_and_runs_service_then_route_chain() {
     assert_eq!(resp.status(), 200);
     assert_eq!(echo.requests().last().unwrap().path, "/base/open/x");
 }
+
+#[test]
+fn nginx_sizes_parse_like_ngx_parse_size() {
+    use proxy_wasm_host::gateway::parse_nginx_size;
+    assert_eq!(parse_nginx_size("8192").unwrap(), 8192);
+    assert_eq!(parse_nginx_size("8k").unwrap(), 8192);
+    assert_eq!(parse_nginx_size("16K").unwrap(), 16384);
+    assert_eq!(parse_nginx_size("1m").unwrap(), 1 << 20);
+    assert_eq!(parse_nginx_size("1G").unwrap(), 1 << 30);
+    for bad in [
+        "",
+        "k",
+        "8 k",
+        "-1",
+        "1.5m",
+        "8kb",
+        "abc",
+        "99999999999999999999",
+    ] {
+        let err = parse_nginx_size(bad).unwrap_err().to_string();
+        assert!(err.contains("invalid size"), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn gateway_defaults_to_kongs_client_body_buffer_size() {
+    let config = kong_config::model::KongConfig::parse("_format_version: \"3.0\"\n").unwrap();
+    assert_eq!(GatewayOptions::new(config).client_body_buffer_size, 8192);
+}

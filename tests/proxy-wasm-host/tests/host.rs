@@ -111,7 +111,9 @@ async fn header_maps_include_pseudo_headers_and_edits_reach_upstream() {
     assert_eq!(up.path, "/rewritten?q=2");
     assert_eq!(up.header("x-added"), Some("1"));
     assert_eq!(up.header("x-replace"), Some("new"));
-    assert_eq!(up.header("x-remove"), None);
+    // ngx_wasm_module only clears a removed request header (hash = 0); nginx's
+    // proxy module still forwards it (measured against nginx 1.27.4).
+    assert_eq!(up.header("x-remove"), Some("gone"));
     assert_eq!(up.header("x-keep"), Some("k"));
     assert_eq!(resp.header("x-resp"), Some("yes"));
 }
@@ -871,4 +873,250 @@ async fn in_kong_mode_the_upstream_gets_upstream_uri_not_path() {
         .unwrap();
     assert_eq!(resp.header("x-probe-set-upstream-uri"), Some("Ok(())"));
     assert_eq!(echo.requests()[2].path, "/svc/new?q=1");
+}
+
+// Request header edits and big request bodies as measured by hand against
+// nginx 1.27.4 + ngx_wasm_module 3bed278 (proxy_pass to an echo upstream).
+
+/// A chain of a probe doing `edit` followed by a probe reporting the request
+/// headers it sees in `on_request_headers`.
+async fn edit_then_echo_chain(host: &Host, edit: Value) -> Chain {
+    host.add_chain(&[
+        FilterSpec::json(PROBE, &edit),
+        FilterSpec::json(PROBE, &json!({"echo_request_headers": true})),
+    ])
+    .await
+    .unwrap()
+}
+
+/// The regular (non-pseudo) request headers the echoing probe saw.
+fn echoed_headers(resp: &proxy_wasm_host::HttpResponse) -> Vec<(String, String)> {
+    let seen: Vec<(String, String)> =
+        serde_json::from_str(resp.header("x-probe-request-headers").unwrap()).unwrap();
+    seen.into_iter()
+        .filter(|(k, _)| !k.starts_with(':'))
+        .collect()
+}
+
+fn values_of<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_request_header_is_hidden_from_filters_but_still_reaches_upstream() {
+    let host = host();
+    let echo = EchoServer::start().await.unwrap();
+    let chain = edit_then_echo_chain(&host, json!({"remove_request_header": "x-remove-me"})).await;
+    let req = HttpRequest::get("/")
+        .header("X-Remove-Me", "secret1")
+        .header("x-keep", "k");
+    let resp = host
+        .request(0, &chain, req, upstream_of(&echo))
+        .await
+        .unwrap();
+    let seen = echoed_headers(&resp);
+    assert!(values_of(&seen, "x-remove-me").is_empty(), "{seen:?}");
+    assert_eq!(values_of(&seen, "x-keep"), ["k"]);
+    // nginx's proxy module copies cleared (hash = 0) elements too.
+    let up = &echo.requests()[0];
+    assert_eq!(up.header("x-remove-me"), Some("secret1"));
+    assert_eq!(up.header("x-keep"), Some("k"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_single_request_header_updates_it_in_place_with_the_filters_spelling() {
+    let host = host();
+    let echo = EchoServer::start().await.unwrap();
+    let chain =
+        edit_then_echo_chain(&host, json!({"replace_request_header": ["X-Dup", "new"]})).await;
+    let req = HttpRequest::get("/")
+        .header("x-before", "1")
+        .header("x-dup", "a")
+        .header("x-after", "2");
+    let resp = host
+        .request(0, &chain, req.clone(), Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
+    assert_eq!(values_of(&echoed_headers(&resp), "x-dup"), ["new"]);
+    let sent = &resp.upstream_request.as_ref().unwrap().headers;
+    let names: Vec<&str> = sent.iter().map(|(k, _)| k.as_str()).collect();
+    let at = |n: &str| names.iter().position(|k| *k == n).unwrap();
+    assert!(
+        at("x-before") < at("X-Dup") && at("X-Dup") < at("x-after"),
+        "{sent:?}"
+    );
+    assert_eq!(values_of(sent, "x-dup"), ["new"]);
+    host.request(0, &chain, req, upstream_of(&echo))
+        .await
+        .unwrap();
+    assert_eq!(values_of(&echo.requests()[0].headers, "x-dup"), ["new"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_request_header_with_two_values_hides_it_but_forwards_both() {
+    let host = host();
+    let echo = EchoServer::start().await.unwrap();
+    let chain =
+        edit_then_echo_chain(&host, json!({"replace_request_header": ["x-dup", "new"]})).await;
+    let req = HttpRequest::get("/")
+        .header("x-dup", "a")
+        .header("x-dup", "b");
+    let resp = host
+        .request(0, &chain, req, upstream_of(&echo))
+        .await
+        .unwrap();
+    // ngx_http_wasm_set_header_helper: the later match is cleared, the scan
+    // restarts and, `found` being set, clears the element it just updated.
+    assert!(values_of(&echoed_headers(&resp), "x-dup").is_empty());
+    let sent = &resp.upstream_request.as_ref().unwrap().headers;
+    assert_eq!(values_of(sent, "x-dup"), ["new", "b"]);
+    assert_eq!(
+        values_of(&echo.requests()[0].headers, "x-dup"),
+        ["new", "b"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_request_header_appends_another_value() {
+    let host = host();
+    let chain = edit_then_echo_chain(&host, json!({"add_request_header": ["x-dup", "c"]})).await;
+    let req = HttpRequest::get("/").header("x-dup", "a");
+    let resp = host
+        .request(0, &chain, req, Upstream::fixed(200, "ok"))
+        .await
+        .unwrap();
+    assert_eq!(values_of(&echoed_headers(&resp), "x-dup"), ["a", "c"]);
+    let sent = &resp.upstream_request.as_ref().unwrap().headers;
+    assert_eq!(values_of(sent, "x-dup"), ["a", "c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_all_request_headers_hides_the_old_ones_but_still_forwards_them() {
+    let host = host();
+    let echo = EchoServer::start().await.unwrap();
+    let chain = edit_then_echo_chain(
+        &host,
+        json!({"set_request_headers": [["x-only", "1"], ["x-old", "replaced"]]}),
+    )
+    .await;
+    let req = HttpRequest::get("/")
+        .header("x-old", "o")
+        .header("x-other", "t");
+    let resp = host
+        .request(0, &chain, req, upstream_of(&echo))
+        .await
+        .unwrap();
+    let seen = echoed_headers(&resp);
+    assert_eq!(
+        seen,
+        [
+            ("x-only".to_string(), "1".to_string()),
+            ("x-old".to_string(), "replaced".to_string())
+        ]
+    );
+    let up = &echo.requests()[0];
+    assert_eq!(values_of(&up.headers, "x-old"), ["o", "replaced"]);
+    assert_eq!(up.header("x-other"), Some("t"));
+    assert_eq!(up.header("x-only"), Some("1"));
+    // Host is generated by the proxy module, never copied from the cleared list.
+    assert_eq!(values_of(&up.headers, "host").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_client_body_buffer_size_is_unreadable_but_proxied_unchanged() {
+    let host = host();
+    let echo = EchoServer::start().await.unwrap();
+    let chain = probe_chain(
+        &host,
+        json!({"record_body_calls": true, "buffer_request_body": true}),
+    )
+    .await;
+    let body = vec![b'a'; 8193];
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::post("/", body.clone()),
+            upstream_of(&echo),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    // on_request_body still runs once with the whole size and eof.
+    assert_eq!(resp.header("x-probe-body-calls"), Some("8193:true"));
+    let up = &echo.requests()[0];
+    assert_eq!(up.body, body, "upstream gets the original body");
+    assert_eq!(up.header("content-length"), Some("8193"));
+    assert!(
+        host.log_text().contains(
+            "[wasm] cannot read request body buffered to file at \"/usr/local/kong/client_body_temp/"
+        ),
+        "{}",
+        host.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_of_exactly_client_body_buffer_size_stays_readable() {
+    let host = host();
+    let echo = EchoServer::start().await.unwrap();
+    let chain = probe_chain(
+        &host,
+        json!({"record_body_calls": true, "buffer_request_body": true}),
+    )
+    .await;
+    let resp = host
+        .request(
+            0,
+            &chain,
+            HttpRequest::post("/", vec![b'a'; 8192]),
+            upstream_of(&echo),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.header("x-probe-body-calls"), Some("8192:true"));
+    assert_eq!(echo.requests()[0].body, vec![b'A'; 8192]);
+    assert!(!host.log_text().contains("buffered to file"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn larger_client_body_buffer_size_keeps_a_big_body_readable() {
+    let host = Host::builder()
+        .filter(PROBE)
+        .client_body_buffer_size(64 * 1024)
+        .build()
+        .unwrap();
+    let echo = EchoServer::start().await.unwrap();
+    let chain = probe_chain(&host, json!({"buffer_request_body": true})).await;
+    host.request(
+        0,
+        &chain,
+        HttpRequest::post("/", vec![b'a'; 20_000]),
+        upstream_of(&echo),
+    )
+    .await
+    .unwrap();
+    assert_eq!(echo.requests()[0].body, vec![b'A'; 20_000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_body_mode_ignores_client_body_buffer_size() {
+    let host = Host::builder()
+        .filter(PROBE)
+        .body_mode(BodyMode::Streamed)
+        .build()
+        .unwrap();
+    let echo = EchoServer::start().await.unwrap();
+    let chain = probe_chain(&host, json!({"buffer_request_body": true})).await;
+    let req = HttpRequest::post("/", "").chunks(vec![vec![b'a'; 6000], vec![b'b'; 6000]]);
+    host.request(0, &chain, req, upstream_of(&echo))
+        .await
+        .unwrap();
+    let mut want = vec![b'A'; 6000];
+    want.extend(vec![b'B'; 6000]);
+    assert_eq!(echo.requests()[0].body, want);
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bitbylaw_fakes::{advoware, espocrm, google_calendar, threecx, vermieterhelden};
 use clap::Parser;
-use proxy_wasm_host::gateway::{Gateway, GatewayOptions};
+use proxy_wasm_host::gateway::{Gateway, GatewayOptions, DEPLOYED_CLIENT_BODY_BUFFER_SIZE};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -217,6 +217,7 @@ async fn main() -> Result<()> {
     let mut opts = GatewayOptions::new(config);
     opts.listen = args.listen;
     opts.filters_dir = filters_dir;
+    opts.client_body_buffer_size = DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
     let gateway = Gateway::start(opts).await?;
     println!("\n== bitbylaw sandbox ==");
     println!("gateway (Kong stand-in)  {}", gateway.base_url());

@@ -109,7 +109,24 @@ impl AdvowareHttp {
     }
 
     fn handle_request(&mut self, cfg: &Config) -> Result<Action, String> {
-        // 1. Rewrite the request.
+        // 1. Refuse what cannot be cleaned up in Kong: only the first value of
+        //    a header can be replaced there (see kong_compat).
+        let mut watched: Vec<&str> = cfg.key_names.iter().map(String::as_str).collect();
+        watched.push("authorization");
+        if let Some(name) = kong_compat::repeated_request_header(&watched)
+            .map_err(|s| format!("reading the request headers failed: {s:?}"))?
+        {
+            self.shared.metrics.inc(Metric::RejectedRequests);
+            self.respond(
+                400,
+                "repeated_header",
+                &format!("the {name} header was sent more than once"),
+                None,
+            );
+            return Ok(Action::Pause);
+        }
+
+        // 2. Rewrite the request.
         let uri = hostcalls::get_map_value(MapType::HttpRequestHeaders, ":path")
             .map_err(|s| format!("reading :path failed: {s:?}"))?
             .unwrap_or_default();
@@ -132,16 +149,17 @@ impl AdvowareHttp {
             set(":path", Some(&path))?;
         }
         for name in &cfg.key_names {
-            hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-                .map_err(|s| format!("removing {name} failed: {s:?}"))?;
+            kong_compat::blank_request_header(name)
+                .map_err(|s| format!("blanking {name} failed: {s:?}"))?;
         }
-        hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization")
-            .map_err(|s| format!("removing authorization failed: {s:?}"))?;
+        // A client's Authorization is not removed here: in Kong the removed
+        // value would still be proxied next to ours. `use_token` replaces it
+        // in place, and no request goes upstream without a token.
         if let Some(h) = &cfg.upstream_host {
             set("host", Some(h))?;
         }
 
-        // 2. A cached token?
+        // 3. A cached token?
         let now = host::now_ms();
         let key = cfg.token_key();
         let read = |key: &str| {
@@ -152,7 +170,7 @@ impl AdvowareHttp {
             return Ok(Action::Continue);
         }
 
-        // 3. Fetch one ourselves, or tell the client to come back.
+        // 4. Fetch one ourselves, or tell the client to come back.
         let random = host::random16().ok_or("no randomness for the nonce")?;
         let owner = host::owner_id(&random);
         let lock = cfg.lock_key();

@@ -60,10 +60,12 @@ pub enum Outcome {
     TooLarge,
     Malformed,
     UnsupportedMediaType,
+    /// The host could not hand over the body (Kong spilled it to a file).
+    BodyUnreadable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Accepted,
         Outcome::Duplicate,
         Outcome::BadSignature,
@@ -71,6 +73,7 @@ impl Outcome {
         Outcome::TooLarge,
         Outcome::Malformed,
         Outcome::UnsupportedMediaType,
+        Outcome::BodyUnreadable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::Malformed => "malformed",
             Outcome::UnsupportedMediaType => "unsupported_media_type",
+            Outcome::BodyUnreadable => "body_unreadable",
         }
     }
 
@@ -93,7 +97,7 @@ impl Outcome {
 /// Counter ids of one route (`None` when the host refused a definition).
 #[derive(Debug, Default)]
 struct Metrics {
-    ids: [Option<u32>; 7],
+    ids: [Option<u32>; Outcome::ALL.len()],
 }
 
 impl Metrics {
@@ -222,8 +226,40 @@ fn set_req_header(name: &str, value: &str) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
 }
 
-fn remove_req_header(name: &str) {
-    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+/// The headers the filter sets for the worker; a client's values must never pass.
+const GATEWAY_HEADERS: [&str; 5] = [
+    HEADER_EVENT_TOPIC,
+    HEADER_EVENT_ID,
+    HEADER_DEDUP_KEY,
+    HEADER_RECEIVED_AT,
+    HEADER_GATEWAY_SIGNATURE,
+];
+
+/// Every header that may carry a sender credential on this route.
+fn credential_headers(cfg: &Config) -> Vec<&str> {
+    let mut names = vec![
+        H_SIGNATURE,
+        H_X_SIGNATURE,
+        H_WEBHOOK_SIGNATURE,
+        H_WEBHOOK_ID,
+        H_WEBHOOK_TIMESTAMP,
+    ];
+    match &cfg.verifier {
+        Verifier::Hmac {
+            header,
+            timestamp_header,
+            ..
+        } => {
+            names.push(header);
+            names.extend(timestamp_header.as_deref());
+        }
+        Verifier::SharedToken {
+            source: TokenSource::Header(h),
+            ..
+        } => names.push(h),
+        _ => {}
+    }
+    names
 }
 
 fn now_unix() -> u64 {
@@ -306,43 +342,39 @@ impl Guard {
         )
     }
 
-    /// Removes every credential header a sender may have sent, and any
-    /// client-supplied gateway header (the worker trusts those).
+    /// Keeps every sender credential away from the upstream. In event mode
+    /// the gateway headers are then set in place ([`set_req_header`]); in
+    /// verify-only mode nothing sets them, so a client's values are blanked too.
     fn strip_credentials(cfg: &Config) {
-        for h in [
-            H_SIGNATURE,
-            H_X_SIGNATURE,
-            H_WEBHOOK_SIGNATURE,
-            H_WEBHOOK_ID,
-            H_WEBHOOK_TIMESTAMP,
-        ] {
-            remove_req_header(h);
+        let gateway: &[&str] = match cfg.mode {
+            Mode::VerifyOnly => &GATEWAY_HEADERS,
+            Mode::Event => &[],
+        };
+        for h in credential_headers(cfg)
+            .into_iter()
+            .chain(gateway.iter().copied())
+        {
+            let _ = kong_compat::blank_request_header(h);
         }
-        match &cfg.verifier {
-            Verifier::Hmac {
-                header,
-                timestamp_header,
-                ..
-            } => {
-                remove_req_header(header);
-                if let Some(t) = timestamp_header {
-                    remove_req_header(t);
-                }
+    }
+
+    /// Refuses a request that repeats a credential (401, like any bad
+    /// credential) or a gateway header (400): neither can be cleaned in Kong.
+    fn refuse_repeated_headers(&mut self, cfg: &Config) -> Option<Action> {
+        let mut watched = credential_headers(cfg);
+        watched.extend(GATEWAY_HEADERS);
+        match kong_compat::repeated_request_header(&watched) {
+            Ok(Some(name)) if GATEWAY_HEADERS.contains(&name) => Some(self.reject(
+                400,
+                "duplicate_header",
+                "a gateway header was sent more than once",
+                Outcome::Malformed,
+                &format!("{name} sent more than once"),
+            )),
+            Ok(Some(name)) => {
+                Some(self.reject_signature_reason(&format!("{name} sent more than once")))
             }
-            Verifier::SharedToken {
-                source: TokenSource::Header(h),
-                ..
-            } => remove_req_header(h),
-            _ => {}
-        }
-        for h in [
-            HEADER_EVENT_TOPIC,
-            HEADER_EVENT_ID,
-            HEADER_DEDUP_KEY,
-            HEADER_RECEIVED_AT,
-            HEADER_GATEWAY_SIGNATURE,
-        ] {
-            remove_req_header(h);
+            Ok(None) | Err(_) => None,
         }
     }
 
@@ -365,6 +397,9 @@ impl Guard {
             );
         };
         let cfg = &shared.cfg;
+        if let Some(refused) = self.refuse_repeated_headers(cfg) {
+            return refused;
+        }
         let raw_path = req_header(":path").unwrap_or_default();
         let (url_path, query) = raw_path.split_once('?').unwrap_or((raw_path.as_str(), ""));
         let url_path = url_path.to_owned();
@@ -556,6 +591,27 @@ impl Guard {
             Ok(b) => b.unwrap_or_default(),
             Err(_) => Vec::new(),
         };
+        if body.is_empty() && body_size > 0 {
+            // ngx_wasm_module cannot read a body nginx spilled to a temp file
+            // (over client_body_buffer_size; Kong's default is 8k). Answer 500
+            // so the sender retries once an operator has fixed the setting.
+            log(
+                LogLevel::Error,
+                &format!(
+                    "webhook_guard: route {}: the {body_size}-byte request body is not readable \
+                     (nginx buffered it to a file); set nginx_http_client_body_buffer_size \
+                     (KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE) to at least max_body_bytes ({})",
+                    cfg.route, cfg.max_body_bytes
+                ),
+            );
+            return self.reject(
+                500,
+                "body_unreadable",
+                "the gateway could not read the request body",
+                Outcome::BodyUnreadable,
+                "request body not readable by the filter",
+            );
+        }
         if body.is_empty() {
             return self.reject(
                 400,

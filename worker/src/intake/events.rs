@@ -45,6 +45,24 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let body = read_body(headers, body, s.config.max_body_bytes).await?;
 
+    // Behind Kong a header a filter "removed" can still arrive next to the one it
+    // set (ngx_wasm_module only hides it); the edge refuses repeats, and so do we,
+    // rather than trust whichever value comes first.
+    if let Some(name) = [
+        HEADER_EVENT_TOPIC,
+        HEADER_EVENT_ID,
+        HEADER_RECEIVED_AT,
+        HEADER_GATEWAY_SIGNATURE,
+        HEADER_DEDUP_KEY,
+    ]
+    .into_iter()
+    .find(|name| headers.get_all(*name).iter().nth(1).is_some())
+    {
+        return Err(ApiError::unauthorized(format!(
+            "gateway header {name} sent more than once"
+        )));
+    }
+
     let (Some(topic), Some(event_id), Some(received_at), Some(signature)) = (
         header(headers, HEADER_EVENT_TOPIC),
         header(headers, HEADER_EVENT_ID),

@@ -10,7 +10,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use proxy_wasm_host::gateway::{Gateway, GatewayOptions};
+use proxy_wasm_host::gateway::{parse_nginx_size, Gateway, GatewayOptions};
+
+/// Kong's setting for nginx's `client_body_buffer_size` (default 8k).
+const BODY_BUFFER_ENV: &str = "KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +50,9 @@ async fn main() -> anyhow::Result<()> {
     opts.listen = args.listen;
     opts.workers = args.workers;
     opts.echo_logs = args.echo_logs;
+    if let Some(size) = body_buffer_size_from_env()? {
+        opts.client_body_buffer_size = size;
+    }
     let gateway = Gateway::start(opts).await?;
     eprintln!(
         "kong-standin listening on {} ({} workers)",
@@ -55,4 +61,18 @@ async fn main() -> anyhow::Result<()> {
     );
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+/// Reads `KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE` like Kong does (nginx size
+/// syntax); unset means Kong's default, a bad value stops the start.
+fn body_buffer_size_from_env() -> anyhow::Result<Option<usize>> {
+    match std::env::var(BODY_BUFFER_ENV) {
+        Ok(text) => parse_nginx_size(text.trim())
+            .map(Some)
+            .with_context(|| BODY_BUFFER_ENV),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("{BODY_BUFFER_ENV} is not valid UTF-8")
+        }
+    }
 }

@@ -37,9 +37,39 @@ pub enum GatewayError {
     Host(#[from] HostError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
+    #[error("invalid size \"{value}\": {reason} (nginx size syntax: bytes, or a number followed by k, m or g)")]
+    InvalidSize { value: String, reason: &'static str },
     #[error("filter chain of route \"{route}\" rejected its configuration: filter(s) {filters:?} failed on_configure")]
     FilterConfig { route: String, filters: Vec<String> },
 }
+
+/// Parses an nginx size (`ngx_parse_size`: `8192`, `8k`, `1m`, `1g`, suffix in
+/// either case), as in Kong's `nginx_http_*` settings such as
+/// `KONG_NGINX_HTTP_CLIENT_BODY_BUFFER_SIZE`.
+pub fn parse_nginx_size(text: &str) -> Result<usize, GatewayError> {
+    let bad = |reason| GatewayError::InvalidSize {
+        value: text.to_string(),
+        reason,
+    };
+    let (digits, scale) = match text.as_bytes().last() {
+        None => return Err(bad("empty")),
+        Some(b'k' | b'K') => (&text[..text.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&text[..text.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&text[..text.len() - 1], 1 << 30),
+        Some(_) => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("not a number"));
+    }
+    let n: usize = digits.parse().map_err(|_| bad("too large"))?;
+    n.checked_mul(scale).ok_or_else(|| bad("too large"))
+}
+
+/// `nginx_http_client_body_buffer_size` as the product deploys it (1m in
+/// docker/compose.yaml and the README's kong.conf): every webhook up to
+/// `max_body_bytes` stays readable by the filters. The sandbox and the
+/// end-to-end tests use it; Kong's own default stays [`GatewayOptions::new`]'s.
+pub const DEPLOYED_CLIENT_BODY_BUFFER_SIZE: usize = 1 << 20;
 
 /// How to run the gateway.
 #[derive(Debug, Clone)]
@@ -52,6 +82,10 @@ pub struct GatewayOptions {
     /// Names nginx's resolver would know (for dispatch targets by host name).
     pub resolver: HashMap<String, IpAddr>,
     pub echo_logs: bool,
+    /// nginx's `client_body_buffer_size` in bytes (Kong's
+    /// `nginx_http_client_body_buffer_size`, default 8k): larger request bodies
+    /// are proxied but filters cannot read them.
+    pub client_body_buffer_size: usize,
 }
 
 impl GatewayOptions {
@@ -64,6 +98,7 @@ impl GatewayOptions {
             clock: Clock::System,
             resolver: HashMap::new(),
             echo_logs: false,
+            client_body_buffer_size: crate::host::DEFAULT_CLIENT_BODY_BUFFER_SIZE,
         }
     }
 }
@@ -112,7 +147,8 @@ impl Gateway {
         let mut builder = Host::builder()
             .workers(opts.workers)
             .clock(opts.clock.clone())
-            .echo_logs(opts.echo_logs);
+            .echo_logs(opts.echo_logs)
+            .client_body_buffer_size(opts.client_body_buffer_size);
         for name in &names {
             builder = builder.filter_file(name, opts.filters_dir.join(format!("{name}.wasm")));
         }

@@ -72,9 +72,10 @@ async fn base64_with_timestamp_header() {
         .await
         .upstream_request
         .unwrap();
-    assert!(
-        up.header("x-timestamp").is_none(),
-        "timestamp header is removed"
+    assert_eq!(
+        up.header("x-timestamp"),
+        Some(""),
+        "timestamp header is blanked"
     );
     // body-only MAC does not pass when a timestamp header is configured
     let body_only = STANDARD.encode(hmac_sha256(HMAC_KEY_NEW.as_bytes(), body));
