@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hmac::{Hmac, Mac};
+use proxy_wasm_host::gateway::DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
 use proxy_wasm_host::{Clock, FilterSpec, Host, HttpRequest, Upstream};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -75,6 +76,7 @@ fn ab_compare(base: &str) {
         .filter_file("webhook_guard_base", base)
         .workers(1)
         .clock(Clock::manual_at(1_795_442_520_000_000_000))
+        .client_body_buffer_size(DEPLOYED_CLIENT_BODY_BUFFER_SIZE)
         .build()
         .unwrap();
     let cfg = json!({
@@ -153,6 +155,7 @@ fn bench(c: &mut Criterion) {
         .filter("webhook_guard")
         .workers(1)
         .clock(Clock::manual_at(1_795_442_520_000_000_000))
+        .client_body_buffer_size(DEPLOYED_CLIENT_BODY_BUFFER_SIZE)
         .build()
         .expect(
             "build the filter first: cargo build --release --target wasm32-wasip1 -p webhook-guard",
