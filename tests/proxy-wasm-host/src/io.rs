@@ -232,7 +232,9 @@ pub fn call_response(result: Result<WireResponse, String>) -> CallResponse {
             CallResponse {
                 headers,
                 body: r.body,
-                dispatch_status: None,
+                // ngx_wasm_module answers `:dispatch_status` with the socket
+                // status, `ok` for an answered call (measured by hand).
+                dispatch_status: Some("ok".to_string()),
             }
         }
         Err(reason) => CallResponse {

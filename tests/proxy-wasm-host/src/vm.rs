@@ -950,18 +950,19 @@ fn define_proxy_functions(linker: &mut Linker<VmState>) -> wasmtime::Result<()> 
             let Some(hbytes) = read_bytes(&mut c, hp, hl)? else { return Ok(status::BAD_ARGUMENT) };
             let Some(headers) = abi::deserialize_pairs(&hbytes) else { return Ok(status::BAD_ARGUMENT) };
             let Some(body) = read_bytes(&mut c, bp, bl)? else { return Ok(status::BAD_ARGUMENT) };
-            // ngx_http_proxy_wasm_dispatch.c: ":method" and ":path" are mandatory.
-            if header_value(&headers, ":method").is_none() {
-                c.data().host_error("dispatch failed: no :method".into());
-                return Ok(status::BAD_ARGUMENT);
+            // ngx_http_proxy_wasm_dispatch.c: a call that fails while the filter
+            // is still in the host call traps (`ngx_http_proxy_wasm_dispatch_err`
+            // → `ngx_wavm_instance_trap_printf`); measured by hand: no or empty
+            // `:method`/`:path`, or an empty target, give the request a 500.
+            let missing = |name: &str| header_value(&headers, name).is_none_or(str::is_empty);
+            if missing(":method") {
+                return Err(trap("dispatch failed: no :method"));
             }
-            if header_value(&headers, ":path").is_none() {
-                c.data().host_error("dispatch failed: no :path".into());
-                return Ok(status::BAD_ARGUMENT);
+            if missing(":path") {
+                return Err(trap("dispatch failed: no :path"));
             }
             if target.is_empty() {
-                c.data().host_error("dispatch failed: no host".into());
-                return Ok(status::BAD_ARGUMENT);
+                return Err(trap("dispatch failed: tcp socket - no host"));
             }
             let st = c.data_mut();
             st.next_token += 1;
@@ -1186,7 +1187,9 @@ fn get_map(st: &VmState, map: i32) -> Option<abi::HeaderPairs> {
         abi::map::HTTP_CALL_RESPONSE_HEADERS => st.call_response.as_ref().map(|r| {
             let mut pairs = r.headers.clone();
             if let Some(ds) = &r.dispatch_status {
-                pairs.insert(0, (":dispatch_status".to_string(), ds.clone()));
+                // After `:status` when there is one (the module's special-key order).
+                let at = usize::from(pairs.first().is_some_and(|(k, _)| k == ":status"));
+                pairs.insert(at, (":dispatch_status".to_string(), ds.clone()));
             }
             pairs
         }),

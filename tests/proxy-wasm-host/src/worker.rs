@@ -803,7 +803,13 @@ impl Worker {
         if self.slots.get(slot_idx).map(|s| s.generation) != Some(generation) {
             return;
         }
-        let nheaders = response.headers.len() as i32;
+        // The module counts the answer's real headers, not `:status`
+        // (ngx_http_proxy_wasm.c, `ngx_http_proxy_wasm_on_dispatch_response`).
+        let nheaders = response
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(':'))
+            .count() as i32;
         let body_len = response.body.len() as i32;
         let is_root = self.slots[slot_idx]
             .roots

@@ -254,17 +254,69 @@ async fn dispatch_failures_set_dispatch_status() {
         assert_eq!(resp.header("x-probe-dispatch-nheaders"), Some("0"));
         assert_eq!(resp.status, 200);
     }
-    // Without :method/:path the call is refused with BadArgument.
+    // Without :method/:path, or without a target, the call traps: 500, and
+    // the host logs the module's reason (measured by hand in ngx_wasm_module).
+    for (dispatch, reason) in [
+        (
+            json!({"target": slow.target(), "omit_pseudo": true}),
+            "dispatch failed: no :method",
+        ),
+        (
+            json!({"target": slow.target(), "path": ""}),
+            "dispatch failed: no :path",
+        ),
+        (
+            json!({"target": ""}),
+            "dispatch failed: tcp socket - no host",
+        ),
+    ] {
+        let chain = probe_chain(&host, json!({ "dispatch": dispatch })).await;
+        let resp = host
+            .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 500, "{dispatch}");
+        assert!(resp.upstream_request.is_none());
+        assert!(host.log_text().contains(reason), "{}", host.log_text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_dispatch_reports_ok_and_counts_only_real_headers() {
+    // ngx_wasm_module: `:dispatch_status` is `ok` for an answered call and the
+    // header count excludes `:status` (measured by hand: 4 for an answer with
+    // Server, Date, Content-Type and Content-Length).
+    let host = host();
+    let target = EchoServer::start().await.unwrap();
     let chain = probe_chain(
         &host,
-        json!({"dispatch": {"target": slow.target(), "omit_pseudo": true}}),
+        json!({"dispatch": {"target": target.target(), "path": "/d"}}),
     )
     .await;
     let resp = host
         .request(0, &chain, HttpRequest::get("/"), Upstream::fixed(200, "ok"))
         .await
         .unwrap();
-    assert_eq!(resp.header("x-probe-dispatch-error"), Some("BadArgument"));
+    assert_eq!(resp.header("x-probe-dispatch-status"), Some("200"));
+    assert_eq!(resp.header("x-probe-dispatch-failure"), Some("ok"));
+    let n: usize = resp
+        .header("x-probe-dispatch-nheaders")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // asked like the dispatch asks (Connection: close), so the echo answers alike
+    let direct = reqwest::Client::new()
+        .get(format!("http://{}/d", target.target()))
+        .header("connection", "close")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(n, direct.headers().len(), "real headers only, no :status");
+    assert_eq!(
+        resp.header("x-probe-dispatched"),
+        None,
+        "a request header, not a response one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

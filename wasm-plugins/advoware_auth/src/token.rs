@@ -80,7 +80,9 @@ impl FetchError {
 }
 
 /// Judges a token call's outcome. `dispatch_status` is the host's
-/// `:dispatch_status` pseudo-header (set only on failure), `status` the
+/// `:dispatch_status` pseudo-header: `ok` when the call got an answer (in
+/// ngx_wasm_module, measured by hand), a reason such as `timeout` when it did
+/// not, absent on hosts without it. `status` is the
 /// `:status` header. On success the entry to cache: valid until
 /// `now + lifetime`, refreshed from `now + lifetime - margin` (or at half the
 /// lifetime when the lifetime is shorter than the margin).
@@ -91,7 +93,7 @@ pub fn interpret_token_response(
     body: &[u8],
     now_ms: u64,
 ) -> Result<CachedToken, FetchError> {
-    if let Some(ds) = dispatch_status.filter(|s| !s.is_empty()) {
+    if let Some(ds) = dispatch_status.filter(|s| !s.is_empty() && *s != "ok") {
         return Err(if ds == "timeout" {
             FetchError::Timeout
         } else {
@@ -246,5 +248,17 @@ mod tests {
             (t.refresh_at_ms, t.expires_at_ms),
             (now + 60_000, now + 120_000)
         );
+        // ngx_wasm_module reports `:dispatch_status: ok` for an answered call.
+        let t = interpret_token_response(
+            &c,
+            Some("ok"),
+            Some("200"),
+            br#"{"access_token":"tok","expires_in":3600}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!(t.token, "tok");
+        let e = interpret_token_response(&c, Some("ok"), Some("503"), b"", now).unwrap_err();
+        assert_eq!(e, FetchError::Status(503));
     }
 }
