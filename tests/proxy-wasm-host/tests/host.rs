@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use proxy_wasm_host::testing::EchoServer;
+use proxy_wasm_host::testing::{EchoServer, Recorded};
 use proxy_wasm_host::{
-    BodyMode, Chain, Clock, FilterSpec, Host, HostError, HttpRequest, LogLevel, MetricValue,
-    Upstream,
+    BodyMode, Chain, Clock, FilterSpec, Host, HostError, HttpRequest, HttpResponse, LogLevel,
+    MetricValue, Upstream,
 };
 use serde_json::{json, Value};
 
@@ -1078,29 +1078,31 @@ async fn setting_all_request_headers_hides_the_old_ones_but_still_forwards_them(
     assert_eq!(values_of(&up.headers, "host").len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn body_over_client_body_buffer_size_is_unreadable_but_proxied_unchanged() {
-    let host = host();
+/// Posts `req` through a probe that records its body calls and upper-cases
+/// the body it can read; returns the answer and what the upstream received.
+async fn through_uppercasing_probe(host: &Host, req: HttpRequest) -> (HttpResponse, Recorded) {
     let echo = EchoServer::start().await.unwrap();
     let chain = probe_chain(
-        &host,
+        host,
         json!({"record_body_calls": true, "buffer_request_body": true}),
     )
     .await;
-    let body = vec![b'a'; 8193];
     let resp = host
-        .request(
-            0,
-            &chain,
-            HttpRequest::post("/", body.clone()),
-            upstream_of(&echo),
-        )
+        .request(0, &chain, req, upstream_of(&echo))
         .await
         .unwrap();
-    assert_eq!(resp.status, 200);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = echo.requests()[0].clone();
+    (resp, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_client_body_buffer_size_is_unreadable_but_proxied_unchanged() {
+    let host = host();
+    let body = vec![b'a'; 8193];
+    let (resp, up) = through_uppercasing_probe(&host, HttpRequest::post("/", body.clone())).await;
     // on_request_body still runs once with the whole size and eof.
     assert_eq!(resp.header("x-probe-body-calls"), Some("8193:true"));
-    let up = &echo.requests()[0];
     assert_eq!(up.body, body, "upstream gets the original body");
     assert_eq!(up.header("content-length"), Some("8193"));
     assert!(
@@ -1115,23 +1117,10 @@ async fn body_over_client_body_buffer_size_is_unreadable_but_proxied_unchanged()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_of_exactly_client_body_buffer_size_stays_readable() {
     let host = host();
-    let echo = EchoServer::start().await.unwrap();
-    let chain = probe_chain(
-        &host,
-        json!({"record_body_calls": true, "buffer_request_body": true}),
-    )
-    .await;
-    let resp = host
-        .request(
-            0,
-            &chain,
-            HttpRequest::post("/", vec![b'a'; 8192]),
-            upstream_of(&echo),
-        )
-        .await
-        .unwrap();
+    let (resp, up) =
+        through_uppercasing_probe(&host, HttpRequest::post("/", vec![b'a'; 8192])).await;
     assert_eq!(resp.header("x-probe-body-calls"), Some("8192:true"));
-    assert_eq!(echo.requests()[0].body, vec![b'A'; 8192]);
+    assert_eq!(up.body, vec![b'A'; 8192]);
     assert!(!host.log_text().contains("buffered to file"));
 }
 
@@ -1142,17 +1131,9 @@ async fn larger_client_body_buffer_size_keeps_a_big_body_readable() {
         .client_body_buffer_size(64 * 1024)
         .build()
         .unwrap();
-    let echo = EchoServer::start().await.unwrap();
-    let chain = probe_chain(&host, json!({"buffer_request_body": true})).await;
-    host.request(
-        0,
-        &chain,
-        HttpRequest::post("/", vec![b'a'; 20_000]),
-        upstream_of(&echo),
-    )
-    .await
-    .unwrap();
-    assert_eq!(echo.requests()[0].body, vec![b'A'; 20_000]);
+    let (_, up) =
+        through_uppercasing_probe(&host, HttpRequest::post("/", vec![b'a'; 20_000])).await;
+    assert_eq!(up.body, vec![b'A'; 20_000]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -174,23 +174,7 @@ pub async fn post_event_at(
     secret: &str,
 ) -> (u16, serde_json::Value) {
     let event_id = format!("evt-{}", uuid::Uuid::new_v4().simple());
-    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(
-        secret.as_bytes(),
-        topic,
-        &event_id,
-        at,
-        body,
-    )
-    .unwrap();
-    let resp = client()
-        .post(format!("{base}/events"))
-        .header("content-type", "application/json")
-        .header("x-event-topic", topic)
-        .header("x-event-id", &event_id)
-        .header("x-dedup-key", sha256_hex(body))
-        .header("x-received-at", at.to_string())
-        .header("x-gateway-signature", sig)
-        .body(body.to_vec())
+    let resp = gateway_request(base, topic, &event_id, body, at, secret)
         .send()
         .await
         .unwrap();
@@ -271,4 +255,33 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// A `POST /events` signed like the edge filter signs it, ready to send (or to
+/// add headers to).
+pub fn gateway_request(
+    base: &str,
+    topic: &str,
+    event_id: &str,
+    body: &[u8],
+    at: u64,
+    secret: &str,
+) -> reqwest::RequestBuilder {
+    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(
+        secret.as_bytes(),
+        topic,
+        event_id,
+        at,
+        body,
+    )
+    .unwrap();
+    client()
+        .post(format!("{base}/events"))
+        .header("content-type", "application/json")
+        .header("x-event-topic", topic)
+        .header("x-event-id", event_id)
+        .header("x-dedup-key", sha256_hex(body))
+        .header("x-received-at", at.to_string())
+        .header("x-gateway-signature", sig)
+        .body(body.to_vec())
 }

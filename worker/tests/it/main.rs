@@ -54,28 +54,18 @@ async fn intake_refuses_bad_requests_with_json_errors() {
     assert!(v["message"].as_str().is_some());
 
     // a correctly signed event with a second X-Event-Topic: refused, whatever the order
-    let topic = "vmh.beteiligte.update";
-    let at = now_secs();
-    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(
-        SECRET.as_bytes(),
-        topic,
+    let resp = gateway_request(
+        &w.base,
+        "vmh.beteiligte.update",
         "evt-dup",
-        at,
         body,
+        now_secs(),
+        SECRET,
     )
+    .header("x-event-topic", "calendar.sync.all")
+    .send()
+    .await
     .unwrap();
-    let resp = client()
-        .post(format!("{}/events", w.base))
-        .header("content-type", "application/json")
-        .header("x-event-topic", topic)
-        .header("x-event-topic", "calendar.sync.all")
-        .header("x-event-id", "evt-dup")
-        .header("x-received-at", at.to_string())
-        .header("x-gateway-signature", sig)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert!(
