@@ -162,6 +162,14 @@ fn queue_stats(redis_url: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The gateway as deployed (Kong node settings from docker/compose.yaml) on `port`.
+async fn deployed_gateway(config: kong_config::model::KongConfig, port: u16) -> Gateway {
+    let mut opts = GatewayOptions::new(config);
+    opts.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    opts.client_body_buffer_size = DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
+    Gateway::start(opts).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_flow_through_gateway_filters_worker_and_redis() {
     let redis = RedisServer::start(true);
@@ -214,10 +222,7 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
     }
     let lead_secret = vermieterhelden::generate_secret();
     let config = render(&vars(&adv, &worker_url, &hooks, &lead_secret));
-    let mut opts = GatewayOptions::new(config);
-    opts.listen = format!("127.0.0.1:{gw_port}").parse().unwrap();
-    opts.client_body_buffer_size = DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
-    let _gw = Gateway::start(opts).await.unwrap();
+    let _gw = deployed_gateway(config, gw_port).await;
     let client = reqwest::Client::new();
 
     // Advoware proxy: the client's key never reaches Advoware; the filter's token does.
@@ -396,10 +401,7 @@ async fn a_calendar_sync_triggered_through_kong_reaches_google() {
     wait_ready(&format!("{worker_url}/health")).await;
     let lead_secret = vermieterhelden::generate_secret();
     let config = render(&vars(&adv, &worker_url, &placeholder_hooks(), &lead_secret));
-    let mut opts = GatewayOptions::new(config);
-    opts.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    opts.client_body_buffer_size = DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
-    let gw = Gateway::start(opts).await.unwrap();
+    let gw = deployed_gateway(config, free_port()).await;
 
     let r = reqwest::Client::new()
         .post(format!("{}/advoware/calendar/sync", gw.base_url()))

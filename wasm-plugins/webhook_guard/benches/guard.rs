@@ -14,7 +14,7 @@ use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hmac::{Hmac, Mac};
 use proxy_wasm_host::gateway::DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
-use proxy_wasm_host::{Clock, FilterSpec, Host, HttpRequest, Upstream};
+use proxy_wasm_host::{Clock, FilterSpec, Host, HostBuilder, HttpRequest, Upstream};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -45,6 +45,15 @@ fn batch(size: usize) -> Vec<u8> {
     format!("[{}]", items.join(",")).into_bytes()
 }
 
+/// One worker, a fixed clock and the deployed body buffer (16 and 256 KiB stay readable).
+fn bench_host() -> HostBuilder {
+    Host::builder()
+        .filter("webhook_guard")
+        .workers(1)
+        .clock(Clock::manual_at(1_795_442_520_000_000_000))
+        .client_body_buffer_size(DEPLOYED_CLIENT_BODY_BUFFER_SIZE)
+}
+
 /// Per-request wall times of `n` rounds, A and B interleaved: (min, p10, median) each.
 fn ab_rounds(n: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> [[Duration; 3]; 2] {
     let mut times = [Vec::with_capacity(n), Vec::with_capacity(n)];
@@ -71,12 +80,8 @@ fn ab_compare(base: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let host = Host::builder()
-        .filter("webhook_guard")
+    let host = bench_host()
         .filter_file("webhook_guard_base", base)
-        .workers(1)
-        .clock(Clock::manual_at(1_795_442_520_000_000_000))
-        .client_body_buffer_size(DEPLOYED_CLIENT_BODY_BUFFER_SIZE)
         .build()
         .unwrap();
     let cfg = json!({
@@ -151,15 +156,9 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let host = Host::builder()
-        .filter("webhook_guard")
-        .workers(1)
-        .clock(Clock::manual_at(1_795_442_520_000_000_000))
-        .client_body_buffer_size(DEPLOYED_CLIENT_BODY_BUFFER_SIZE)
-        .build()
-        .expect(
-            "build the filter first: cargo build --release --target wasm32-wasip1 -p webhook-guard",
-        );
+    let host = bench_host().build().expect(
+        "build the filter first: cargo build --release --target wasm32-wasip1 -p webhook-guard",
+    );
     let cfg = json!({
         "route": "bench", "scheme": "espocrm", "webhooks": [{"id": ID, "secret": SECRET}],
         "topic": "vmh.beteiligte.{action}", "path_pattern": "/vmh/webhook/beteiligte/{action}",
