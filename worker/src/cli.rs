@@ -145,7 +145,8 @@ pub enum SyncCmd {
         kuerzel: Option<String>,
         #[arg(long)]
         all: bool,
-        /// Pass `full_content` through to the job.
+        /// Pass `full_content` through to the job (`false` narrows to busy blocks; `true` never
+        /// overrides `CALENDAR_BUSY_ONLY`).
         #[arg(long)]
         full_content: Option<bool>,
     },

@@ -552,8 +552,14 @@ impl Config {
                 .push("GATEWAY_SIGNING_SECRET: required when the intake role is enabled".into()),
             None => {}
         }
-        if let Some(p) = previous.filter(|p| !p.is_empty()) {
-            gateway_secrets.push(p);
+        match previous.filter(|p| !p.is_empty()) {
+            // The previous secret verifies signatures as fully as the current one during a
+            // rotation, so it must be as strong.
+            Some(p) if p.expose().len() < 16 => r
+                .problems
+                .push("GATEWAY_SIGNING_SECRET_PREVIOUS: must be at least 16 bytes".into()),
+            Some(p) => gateway_secrets.push(p),
+            None => {}
         }
         let signature_tolerance_secs = r
             .parse::<u64>("WORKER_SIGNATURE_TOLERANCE_SECS")

@@ -9,6 +9,7 @@
 //! | `bbl:coalesce:{topic}:{entity}`       | string     | id of the queued, not yet started job of an entity (content-keyed jobs: kept as dedup marker) |
 //! | `bbl:lock:{handler}:{type}:{id}`      | string     | owner token of an entity lock (with TTL)          |
 //! | `bbl:schedule:{name}:{tick_epoch}`    | string     | marks a schedule tick as fired (SET NX)           |
+//! | `bbl:seen:{topic}:{event_id}`         | string     | an enqueued gateway event, until its signature expires (replay guard) |
 //! | `bbl:advoware:token:{user}`           | string     | Advoware bearer token of an API user (with TTL)   |
 //! | `bbl:google:bucket`                   | hash       | the Google request token bucket shared by all workers (`tokens`, `at_ms`) |
 //! | `bbl:google:backoff`                  | string     | ms timestamp until which nobody calls Google (after 403/429), with TTL |
@@ -42,6 +43,11 @@ pub fn lock(handler: &str, entity_type: &str, entity_id: &str) -> String {
 
 pub fn lock_pattern() -> String {
     format!("{LOCK_PREFIX}*")
+}
+
+/// An enqueued gateway event (`X-Event-Id` of `topic`), kept for the signature tolerance window.
+pub fn seen_event(topic: &str, event_id: &str) -> String {
+    format!("{PREFIX}seen:{topic}:{event_id}")
 }
 
 pub fn schedule_tick(name: &str, tick_epoch: i64) -> String {

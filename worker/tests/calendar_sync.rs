@@ -14,7 +14,7 @@ use bitbylaw_worker::handlers::calendar::engine::{Engine, RunOptions, SyncError,
 use bitbylaw_worker::handlers::calendar::run_options;
 use bitbylaw_worker::handlers::calendar::store::{least_recently_synced, CalendarStore};
 use bitbylaw_worker::sync::calendar::diff::{PlanError, Side};
-use bitbylaw_worker::sync::calendar::mapping::AdvowareTermin;
+use bitbylaw_worker::sync::calendar::mapping::{AdvowareTermin, ContentMode};
 use bitbylaw_worker::sync::calendar::{content_hash_event, content_hash_termin, FRNR_PROPERTY};
 use chrono::{Days, NaiveDate};
 use rand::rngs::StdRng;
@@ -676,8 +676,16 @@ async fn busy_only_calendars_show_no_client_details() {
         "Müller ./. Schmidt",
         "Advoware keeps the real title"
     );
-    // Switching the employee to full content rewrites the event once.
-    let full = run_options(&h.settings, &kz("SB"), &json!({"full_content": true}));
+    // A request for full content cannot widen the configured privacy setting (issue 16, item 3).
+    let asked_full = run_options(&h.settings, &kz("SB"), &json!({"full_content": true}));
+    let r = h.sync_with("SB", &asked_full).await.unwrap();
+    assert_eq!(r.total_writes(), 0, "{r:?}");
+    let e = &h.google.live_events(&cal)[0];
+    assert_eq!(e["summary"], "Termin (belegt)");
+    assert!(e["location"].is_null() || e["location"] == "");
+    // Taking the employee off the busy-only list (configuration) rewrites the event once.
+    let open = CalendarSettings::default();
+    let full = run_options(&open, &kz("SB"), &json!({}));
     let r = h.sync_with("SB", &full).await.unwrap();
     assert!(r.content_mode_changed, "{r:?}");
     assert_eq!(writes(&r, "update_google"), 1, "{r:?}");
@@ -688,6 +696,32 @@ async fn busy_only_calendars_show_no_client_details() {
     );
     let r = h.sync_with("SB", &full).await.unwrap();
     assert_eq!(r.total_writes(), 0, "{r:?}");
+}
+
+#[test]
+fn a_request_narrows_but_never_widens_the_busy_only_setting() {
+    let protected = CalendarSettings {
+        busy_only: vec!["SB".into()],
+        ..CalendarSettings::default()
+    };
+    let busy = |s: &CalendarSettings, k: &str, p: Value| {
+        matches!(
+            run_options(s, &kz(k), &p).content_mode,
+            ContentMode::BusyOnly { .. }
+        )
+    };
+    for payload in [
+        json!({}),
+        json!({"full_content": true}),
+        json!({"full_content": false}),
+        json!({"full_content": "yes"}),
+    ] {
+        assert!(busy(&protected, "SB", payload.clone()), "{payload}");
+        assert!(busy(&protected, "sb", payload.clone()), "{payload}");
+    }
+    assert!(!busy(&protected, "AB", json!({})));
+    assert!(!busy(&protected, "AB", json!({"full_content": true})));
+    assert!(busy(&protected, "AB", json!({"full_content": false})));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! `POST /calendar/sync {"kuerzel": "ABC" | "ALL", "full_content": bool?}`: the manual calendar
 //! trigger of the old system. One employee → a `calendar.sync.employee` job (coalesced per
-//! Kürzel); `ALL` → one `calendar.sync.all` job. `full_content` is passed through untouched.
+//! Kürzel); `ALL` → one `calendar.sync.all` job. `full_content` is passed through; the handler
+//! lets it narrow (busy blocks only) but never widen the configured `CALENDAR_BUSY_ONLY` list.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -8,7 +9,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::events::enqueue;
 use super::{read_body, AppState};
@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::queue::NewJob;
 use crate::topics;
 use bitbylaw_core::ids::Kuerzel;
+use bitbylaw_core::webhook::verify_shared_token;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,7 +70,9 @@ pub async fn post_calendar_sync(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
-            if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+            // Digests compared in constant time: neither the token's content nor its length
+            // leaks through timing (a plain `ct_eq` returns early on a length mismatch).
+            if verify_shared_token(Some(given), &[token.expose().to_owned()]).is_err() {
                 return Err(ApiError::unauthorized("missing or wrong bearer token"));
             }
         }

@@ -1,5 +1,13 @@
 //! `POST /events`: verify, validate, split, coalesce, enqueue — and answer 202 only once Redis
-//! has the jobs. Order of checks: size (413), signature (401), topic and payload (400), Redis (503).
+//! has the jobs. Order of checks: size (413), signature (401), topic and payload (400), replay
+//! (200 duplicate), Redis (503).
+//!
+//! Replays: a signed forward stays valid for the signature tolerance, so a captured request
+//! could be sent again once its first job has started (coalescing covers only queued jobs).
+//! The worker remembers each `(topic, X-Event-Id)` it enqueued until the signature can no
+//! longer verify and answers a repeat like the edge answers a duplicate. The mark is written
+//! *after* the enqueue, so a crash in between loses no event (the sender's retry goes through;
+//! coalescing absorbs the rare concurrent twin).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,6 +25,7 @@ use super::signature::{
 };
 use super::{read_body, AppState};
 use crate::error::ApiError;
+use crate::keys;
 use crate::ops::metrics::Metrics;
 use crate::queue::{Enqueued, NewJob, Queue};
 use crate::topics::{self, TopicKind};
@@ -138,12 +147,62 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
         .received
         .get_or_create(&Metrics::topic(topic))
         .inc();
+    let seen_key = keys::seen_event(topic, event_id);
+    if already_seen(s, &seen_key).await? {
+        debug!(%topic, %event_id, "event id seen before; answering as a duplicate");
+        s.metrics.reject("replayed_event");
+        return Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({
+                "status": "duplicate", "topic": topic, "event_id": event_id, "jobs": []
+            })),
+        )
+            .into_response());
+    }
     let enqueued = enqueue(&s.queue, &s.metrics, topic, jobs).await?;
+    // Until the signature expires: received_at may lie up to `tolerance` in the future.
+    let remember_secs = (received_at + s.config.signature_tolerance.as_secs())
+        .saturating_sub(now)
+        .max(1);
+    remember_seen(s, &seen_key, remember_secs).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "topic": topic, "event_id": event_id, "jobs": enqueued })),
     )
         .into_response())
+}
+
+/// Whether `(topic, event id)` was enqueued before; Redis trouble becomes 503.
+async fn already_seen(s: &AppState, key: &str) -> Result<bool, ApiError> {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        warn!(error = %e, "replay check failed; answering 503");
+        ApiError::unavailable("the queue is unavailable; retry later")
+    };
+    let mut conn = s.queue.redis().conn().await.map_err(|e| unavailable(&e))?;
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<bool>(&mut conn)
+        .await
+        .map_err(|e| unavailable(&e))
+}
+
+/// Marks `(topic, event id)` as enqueued for `secs`. The jobs are in Redis already, so a
+/// failure here is logged, not answered: the worst case is a replay absorbed by coalescing.
+async fn remember_seen(s: &AppState, key: &str, secs: u64) {
+    let result = match s.queue.redis().conn().await {
+        Ok(mut conn) => redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("EX")
+            .arg(secs)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(error) = result {
+        warn!(%error, "could not remember the event id; a replay would be enqueued again");
+    }
 }
 
 /// Enqueues and counts; Redis trouble becomes 503 + `Retry-After`.

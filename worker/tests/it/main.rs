@@ -354,6 +354,52 @@ async fn a_started_job_lets_new_events_queue_a_new_job() {
 }
 
 #[tokio::test]
+async fn a_replayed_gateway_event_is_answered_as_a_duplicate() {
+    let redis = RedisServer::start(false);
+    let w = Worker::spawn(&redis.url(), &[], &[]);
+    let body = br#"{"id":"r1","sleep_ms":200}"#;
+    let at = now_secs();
+    let send = || async {
+        let resp = gateway_request(&w.base, "test.record", "evt-replay-1", body, at, SECRET)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<serde_json::Value>().await.unwrap())
+    };
+    let (s, v) = send().await;
+    assert_eq!(s, 202, "{v}");
+    let first = job_ids(&v)[0].clone();
+    wait_for("first job completed", WAIT, || async {
+        (completed(&redis, &first).await == 1).then_some(())
+    })
+    .await;
+
+    // The captured request, byte for byte, after its job ran: no second job.
+    let (s, v) = send().await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("duplicate")), "{v}");
+    assert_eq!(v["jobs"], json!([]));
+    assert_eq!(xlen(&redis, "test.record").await, 0, "nothing new queued");
+    assert_eq!(started(&redis).await, vec![first.clone()]);
+
+    // The mark expires with the signature (tolerance 300 s by default, received_at = now).
+    let mut c = redis.conn().await;
+    let ttl: i64 = c.ttl("bbl:seen:test.record:evt-replay-1").await.unwrap();
+    assert!((1..=300).contains(&ttl), "ttl {ttl}");
+    // Another event id with the same content is a new event.
+    let (s, v) = post_event(&w.base, "test.record", body).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(
+        metric(
+            &metrics_text(&w.base).await,
+            "bitbylaw_worker_events_rejected_total",
+            "reason=\"replayed_event\""
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
 async fn per_topic_concurrency_is_capped() {
     let redis = RedisServer::start(false);
     let w = Worker::spawn(&redis.url(), &[("WORKER_CONCURRENCY", "2")], &[]);
@@ -460,6 +506,16 @@ async fn admin_token_guards_the_calendar_trigger() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    for wrong in ["tok-12", "tok-1234", "tok-124", ""] {
+        let r = c
+            .post(format!("{}/calendar/sync", w.base))
+            .bearer_auth(wrong)
+            .json(&json!({"kuerzel": "ALL"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{wrong:?}");
+    }
     let r = c
         .post(format!("{}/calendar/sync", w.base))
         .bearer_auth("tok-123")
@@ -964,6 +1020,21 @@ fn config_check_lists_every_problem() {
         "dancing",
         "GATEWAY_SIGNING_SECRET",
     ] {
+        assert!(err.contains(needle), "missing {needle}: {err}");
+    }
+
+    // A rotation's previous secret verifies as fully as the current one: same minimum length.
+    let out = std::process::Command::new(bin())
+        .env_clear()
+        .env("GATEWAY_SIGNING_SECRET", "a-very-secret-value-123")
+        .env("GATEWAY_SIGNING_SECRET_PREVIOUS", "short-old")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("short-old"), "{err}");
+    for needle in ["GATEWAY_SIGNING_SECRET_PREVIOUS", "16 bytes"] {
         assert!(err.contains(needle), "missing {needle}: {err}");
     }
 

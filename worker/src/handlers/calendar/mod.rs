@@ -158,16 +158,19 @@ pub fn berlin_today() -> chrono::NaiveDate {
     chrono::Utc::now().with_timezone(&Berlin).date_naive()
 }
 
-/// The run options a job payload asks for: `full_content` overrides the per-employee
-/// busy-only setting, `force` lifts the empty-side guard for this run.
+/// The run options a job payload asks for: `full_content: false` narrows this run to busy
+/// blocks, `force` lifts the empty-side guard for this run.
+///
+/// The configured busy-only list is a privacy setting and always wins: a request (HTTP trigger,
+/// CLI, fan-out) may narrow full → busy, never widen busy → full, so no payload can push a
+/// protected employee's titles, notes and places to Google.
 pub fn run_options(settings: &CalendarSettings, kuerzel: &Kuerzel, payload: &Value) -> RunOptions {
-    let busy_only = match payload.get("full_content").and_then(Value::as_bool) {
-        Some(full) => !full,
-        None => settings
-            .busy_only
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(kuerzel.as_str())),
-    };
+    let configured_busy = settings
+        .busy_only
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(kuerzel.as_str()));
+    let requested_busy = payload.get("full_content").and_then(Value::as_bool) == Some(false);
+    let busy_only = configured_busy || requested_busy;
     RunOptions {
         today: berlin_today(),
         content_mode: if busy_only {
