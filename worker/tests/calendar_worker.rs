@@ -304,6 +304,42 @@ async fn calendar_run_stops_when_its_lock_is_taken_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_job_stops_when_its_lock_is_taken_over() {
+    let e = env().await;
+    e.seed("SB", 8);
+    let w = e.spawn(&[
+        ("WORKER_LOCK_TTL_MS", "600"),
+        ("GOOGLE_CALENDAR_REQUESTS_PER_MINUTE", "120"),
+    ]);
+    trigger(&w, "SB").await;
+    let key = "bbl:lock:calendar:employee:SB";
+    let mut c = e.redis.conn().await;
+    wait_for("job holds the lock", Duration::from_secs(20), || {
+        let mut c = c.clone();
+        async move { c.exists::<_, bool>(key).await.unwrap().then_some(()) }
+    })
+    .await;
+    let _: () = c.del(key).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("other-worker")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    wait_for("run stopped as lock_lost", Duration::from_secs(20), || async {
+        let m = metrics_text(&w.base).await;
+        (metric(&m, "bitbylaw_worker_calendar_sync_runs_total", "kind=\"lock_lost\"") >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let owner: Option<String> = c.get(key).await.unwrap();
+    assert_eq!(owner.as_deref(), Some("other-worker"));
+    assert!(e.events_of("SB").await < 8, "the run stopped before its end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_sync_every_employee_once_without_duplicates() {
     let e = env().await;
     for k in ["SB", "AB", "CD", "EF"] {
