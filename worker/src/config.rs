@@ -714,15 +714,18 @@ impl Config {
             )
             .map(secs),
             stream_max_len: limit(
-                r.parse::<u64>("WORKER_STREAM_MAX_LEN").or(fr.stream_max_len),
+                r.parse::<u64>("WORKER_STREAM_MAX_LEN")
+                    .or(fr.stream_max_len),
                 rd.stream_max_len,
             ),
             dlq_max_entries: limit(
-                r.parse::<u64>("WORKER_DLQ_MAX_ENTRIES").or(fr.dlq_max_entries),
+                r.parse::<u64>("WORKER_DLQ_MAX_ENTRIES")
+                    .or(fr.dlq_max_entries),
                 rd.dlq_max_entries,
             ),
             dlq_max_age: limit(
-                r.parse::<u64>("WORKER_DLQ_MAX_AGE_SECS").or(fr.dlq_max_age_secs),
+                r.parse::<u64>("WORKER_DLQ_MAX_AGE_SECS")
+                    .or(fr.dlq_max_age_secs),
                 rd.dlq_max_age.map(|d| d.as_secs()),
             )
             .map(secs),
@@ -730,7 +733,8 @@ impl Config {
         };
         if retention.interval.is_zero() {
             r.problems.push(
-                "retention.interval_secs / WORKER_RETENTION_INTERVAL_SECS: must be at least 1".into(),
+                "retention.interval_secs / WORKER_RETENTION_INTERVAL_SECS: must be at least 1"
+                    .into(),
             );
         }
         // A live consumer reads at least every `block_ms`; only one silent for much longer is gone.
@@ -1165,7 +1169,13 @@ max_attempts = 2
         .err()
         .map(|e| e.problems.join("\n"))
         .unwrap_or_default();
-        assert!(problems.contains("WORKER_RETENTION_INTERVAL_SECS"), "{problems}");
-        assert!(problems.contains("WORKER_CONSUMER_MAX_IDLE_SECS"), "{problems}");
+        assert!(
+            problems.contains("WORKER_RETENTION_INTERVAL_SECS"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("WORKER_CONSUMER_MAX_IDLE_SECS"),
+            "{problems}"
+        );
     }
 }

@@ -268,7 +268,7 @@ async fn calendar_run_stops_when_its_lock_is_taken_over() {
     let e = env().await;
     e.seed("SB", 8);
     // A short lock TTL (extended every 200 ms) and a Google budget that paces the run over seconds.
-    let mut child = e
+    let child = e
         .command(&["calendar", "run", "--kuerzel", "SB"])
         .env("WORKER_LOCK_TTL_MS", "600")
         .env("GOOGLE_CALENDAR_REQUESTS_PER_MINUTE", "120")
@@ -299,8 +299,15 @@ async fn calendar_run_stops_when_its_lock_is_taken_over() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("lock") && err.contains("stopped"), "{err}");
     let owner: Option<String> = c.get(key).await.unwrap();
-    assert_eq!(owner.as_deref(), Some("other-worker"), "the new owner's lock stays");
-    assert!(e.events_of("SB").await < 8, "the run stopped before its end");
+    assert_eq!(
+        owner.as_deref(),
+        Some("other-worker"),
+        "the new owner's lock stays"
+    );
+    assert!(
+        e.events_of("SB").await < 8,
+        "the run stopped before its end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,15 +335,26 @@ async fn a_calendar_job_stops_when_its_lock_is_taken_over() {
         .query_async(&mut c)
         .await
         .unwrap();
-    wait_for("run stopped as lock_lost", Duration::from_secs(20), || async {
-        let m = metrics_text(&w.base).await;
-        (metric(&m, "bitbylaw_worker_calendar_sync_runs_total", "kind=\"lock_lost\"") >= 1.0)
-            .then_some(())
-    })
+    wait_for(
+        "run stopped as lock_lost",
+        Duration::from_secs(20),
+        || async {
+            let m = metrics_text(&w.base).await;
+            (metric(
+                &m,
+                "bitbylaw_worker_calendar_sync_runs_total",
+                "kind=\"lock_lost\"",
+            ) >= 1.0)
+                .then_some(())
+        },
+    )
     .await;
     let owner: Option<String> = c.get(key).await.unwrap();
     assert_eq!(owner.as_deref(), Some("other-worker"));
-    assert!(e.events_of("SB").await < 8, "the run stopped before its end");
+    assert!(
+        e.events_of("SB").await < 8,
+        "the run stopped before its end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

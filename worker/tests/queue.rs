@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use bitbylaw_worker::locks::{LockLost, Locks};
 use bitbylaw_worker::queue::{Delivery, NewJob, Queue, Redis};
-use common::{
-    cli, job_ids, metric, metrics_text, post_event, wait_for, RedisServer, Worker,
-};
+use common::{cli, job_ids, metric, metrics_text, post_event, wait_for, RedisServer, Worker};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -54,7 +52,9 @@ async fn pending(redis: &RedisServer) -> Vec<(String, String)> {
         .query_async(&mut c)
         .await
         .unwrap();
-    rows.into_iter().map(|(id, owner, _, _)| (id, owner)).collect()
+    rows.into_iter()
+        .map(|(id, owner, _, _)| (id, owner))
+        .collect()
 }
 
 /// Marks a pending entry as idle for an hour without changing its owner: its consumer looks dead.
@@ -75,7 +75,11 @@ async fn make_idle(redis: &RedisServer, owner: &str, id: &str) {
 }
 
 async fn read(q: &Queue, consumer: &str, count: usize) -> Vec<Delivery> {
-    let mut c = q.redis().dedicated(Duration::from_millis(100)).await.unwrap();
+    let mut c = q
+        .redis()
+        .dedicated(Duration::from_millis(100))
+        .await
+        .unwrap();
     q.ensure_group(&mut c, TOPIC).await.unwrap();
     q.read(&mut c, TOPIC, consumer, count, Duration::from_millis(100))
         .await
@@ -83,7 +87,11 @@ async fn read(q: &Queue, consumer: &str, count: usize) -> Vec<Delivery> {
 }
 
 async fn reclaim(q: &Queue, consumer: &str, count: usize) -> Vec<Delivery> {
-    let mut c = q.redis().dedicated(Duration::from_millis(100)).await.unwrap();
+    let mut c = q
+        .redis()
+        .dedicated(Duration::from_millis(100))
+        .await
+        .unwrap();
     q.reclaim(&mut c, TOPIC, consumer, Duration::from_secs(60), count)
         .await
         .unwrap()
@@ -177,14 +185,21 @@ async fn a_worker_whose_job_was_reclaimed_stops_its_handler_and_records_nothing(
     .await;
     let m = metrics_text(&w.base).await;
     assert_eq!(
-        metric(&m, "bitbylaw_worker_jobs_ownership_lost_total", "topic=\"test.record\""),
+        metric(
+            &m,
+            "bitbylaw_worker_jobs_ownership_lost_total",
+            "topic=\"test.record\""
+        ),
         1.0,
         "{m}"
     );
     assert_eq!(pending(&redis).await, vec![(entry.clone(), "B".into())]);
     let completed: Option<i64> = c.hget("bbl:test:completed", &job).await.unwrap();
     assert_eq!(completed, None, "A never finished the job");
-    assert!(q.ack(&b).await.unwrap(), "the new owner records the outcome");
+    assert!(
+        q.ack(&b).await.unwrap(),
+        "the new owner records the outcome"
+    );
 }
 
 #[tokio::test]
@@ -198,7 +213,10 @@ async fn a_run_under_a_lock_stops_when_the_lock_is_lost_or_cannot_be_extended() 
     let mut c = redis.as_ref().unwrap().conn().await;
 
     // Overwritten by another owner mid-run: stopped, and the other owner's lock stays.
-    let guard = locks.try_acquire("calendar", "employee", "SB", ttl).await.unwrap();
+    let guard = locks
+        .try_acquire("calendar", "employee", "SB", ttl)
+        .await
+        .unwrap();
     let key = guard.key().to_string();
     let work = async {
         let _: () = c.set(&key, "someone-else").await.unwrap();
@@ -211,7 +229,10 @@ async fn a_run_under_a_lock_stops_when_the_lock_is_lost_or_cannot_be_extended() 
     assert_eq!(owner.as_deref(), Some("someone-else"));
 
     // Deleted mid-run: stopped.
-    let guard = locks.try_acquire("calendar", "employee", "AB", ttl).await.unwrap();
+    let guard = locks
+        .try_acquire("calendar", "employee", "AB", ttl)
+        .await
+        .unwrap();
     let key = guard.key().to_string();
     let work = async {
         let _: () = c.del(&key).await.unwrap();
@@ -223,12 +244,18 @@ async fn a_run_under_a_lock_stops_when_the_lock_is_lost_or_cannot_be_extended() 
     ));
 
     // Work that finishes keeps its lock until released.
-    let guard = locks.try_acquire("calendar", "employee", "CD", ttl).await.unwrap();
+    let guard = locks
+        .try_acquire("calendar", "employee", "CD", ttl)
+        .await
+        .unwrap();
     assert_eq!(guard.hold_while(ttl, async { 7 }).await, Ok(7));
     assert!(guard.release().await.unwrap());
 
     // Redis gone: the extension cannot be confirmed before the lock expires → stopped.
-    let guard = locks.try_acquire("calendar", "employee", "EF", ttl).await.unwrap();
+    let guard = locks
+        .try_acquire("calendar", "employee", "EF", ttl)
+        .await
+        .unwrap();
     let work = async {
         redis.take();
         std::future::pending::<()>().await
@@ -249,7 +276,10 @@ async fn retention_trims_acked_entries_only() {
     let ids = enqueue(&q, &redis, 6).await;
     // e0, e1 and e3 acked but left in the stream, e2 pending, e4 and e5 never delivered.
     read(&q, "A", 4).await;
-    let _: i64 = c.xack(STREAM, GROUP, &[&ids[0], &ids[1], &ids[3]]).await.unwrap();
+    let _: i64 = c
+        .xack(STREAM, GROUP, &[&ids[0], &ids[1], &ids[3]])
+        .await
+        .unwrap();
 
     // No limits: nothing goes.
     assert_eq!(q.trim_acked(TOPIC, None, None).await.unwrap(), 0);
@@ -302,7 +332,11 @@ async fn retention_bounds_the_dead_letter_stream_by_count_and_age() {
     let mut ids = Vec::new();
     for id in ["1000-0", "2000-0", "*", "*", "*", "*"] {
         let new: String = c
-            .xadd("bbl:dlq", id, &[("job", "{}"), ("error", "x"), ("failed_at", "0")])
+            .xadd(
+                "bbl:dlq",
+                id,
+                &[("job", "{}"), ("error", "x"), ("failed_at", "0")],
+            )
             .await
             .unwrap();
         ids.push(new);
@@ -362,7 +396,11 @@ async fn stream_length_and_oldest_entry_age_are_reported() {
     let redis = RedisServer::start(false);
     let mut c = redis.conn().await;
     let _: String = c
-        .xadd("bbl:dlq", "1000-0", &[("job", "{}"), ("error", "x"), ("failed_at", "0")])
+        .xadd(
+            "bbl:dlq",
+            "1000-0",
+            &[("job", "{}"), ("error", "x"), ("failed_at", "0")],
+        )
         .await
         .unwrap();
     let w = Worker::spawn(&redis.url(), &[], &["--no-consumers"]);
@@ -403,7 +441,11 @@ async fn the_retention_pass_runs_when_consumers_start() {
     let mut c = redis.conn().await;
     // A dead job from 1970, far beyond the default 30 days.
     let _: String = c
-        .xadd("bbl:dlq", "1000-0", &[("job", "{}"), ("error", "x"), ("failed_at", "0")])
+        .xadd(
+            "bbl:dlq",
+            "1000-0",
+            &[("job", "{}"), ("error", "x"), ("failed_at", "0")],
+        )
         .await
         .unwrap();
     let w = Worker::spawn(&redis.url(), &[], &[]);
@@ -414,7 +456,11 @@ async fn the_retention_pass_runs_when_consumers_start() {
     .await;
     let m = metrics_text(&w.base).await;
     assert_eq!(
-        metric(&m, "bitbylaw_worker_retention_trimmed_total", "stream=\"bbl:dlq\""),
+        metric(
+            &m,
+            "bitbylaw_worker_retention_trimmed_total",
+            "stream=\"bbl:dlq\""
+        ),
         1.0,
         "{m}"
     );

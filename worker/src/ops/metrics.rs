@@ -316,7 +316,13 @@ impl Metrics {
         })
         .await;
         match refreshed {
-            Ok(Ok((stats, DlqStats { len, oldest_entry_age_secs }))) => {
+            Ok(Ok((
+                stats,
+                DlqStats {
+                    len,
+                    oldest_entry_age_secs,
+                },
+            ))) => {
                 self.set_stats(&stats);
                 self.dlq_depth.set(len as i64);
                 self.dlq_oldest_entry_age

@@ -23,9 +23,9 @@ use crate::handlers::{Clients, HandlerError, JobContext, Registry};
 use crate::locks::Locks;
 use crate::ops::health::Health;
 use crate::ops::metrics::{Metrics, TopicLabel};
+use crate::shutdown::Shutdown;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use crate::shutdown::Shutdown;
 
 /// What the consumer side needs; shared by all loops and job tasks.
 pub struct ConsumerDeps {
@@ -283,11 +283,7 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
     let (lost_tx, lost) = tokio::sync::oneshot::channel::<()>();
     let heartbeat = {
         let queue = deps.queue.clone();
-        let (topic, consumer, entry) = (
-            d.topic.clone(),
-            d.consumer.clone(),
-            d.entry_id.clone(),
-        );
+        let (topic, consumer, entry) = (d.topic.clone(), d.consumer.clone(), d.entry_id.clone());
         let every = (deps.config.queue.visibility_timeout / 3).max(Duration::from_millis(100));
         AbortOnDrop(tokio::spawn(async move {
             loop {

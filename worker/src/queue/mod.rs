@@ -670,12 +670,13 @@ impl Queue {
                 }
             };
             let oldest_entry_age_secs = first.first().map(|e| entry_age_secs(&e.id, now));
-            let oldest_age_secs = first.first().map(|e| {
-                match serde_json::from_str::<Job>(&entry_field(e, "job")) {
-                    Ok(j) => now.saturating_sub(j.enqueued_at_ms) as f64 / 1000.0,
-                    Err(_) => entry_age_secs(&e.id, now),
-                }
-            });
+            let oldest_age_secs =
+                first.first().map(
+                    |e| match serde_json::from_str::<Job>(&entry_field(e, "job")) {
+                        Ok(j) => now.saturating_sub(j.enqueued_at_ms) as f64 / 1000.0,
+                        Err(_) => entry_age_secs(&e.id, now),
+                    },
+                );
             let delayed = delayed_by_topic.remove(&topic).unwrap_or(0);
             out.push(TopicStats {
                 topic,
