@@ -80,7 +80,7 @@ async fn retention(deps: Arc<ConsumerDeps>, shutdown: Shutdown) {
 }
 
 /// One retention pass (see [`retention`]).
-pub async fn retention_pass(deps: &ConsumerDeps) -> Result<(), super::QueueError> {
+async fn retention_pass(deps: &ConsumerDeps) -> Result<(), super::QueueError> {
     let r = &deps.config.retention;
     let queue = &deps.queue;
     for topic in queue.topic_names().await? {
