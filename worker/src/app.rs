@@ -36,11 +36,10 @@ pub fn queue_for(config: &Config) -> Result<Queue, QueueError> {
         config.redis_url.expose(),
         config.queue.redis_timeout,
     )?);
-    Ok(Queue::new(
-        redis,
-        config.queue.group.clone(),
-        config.queue.coalesce_ttl,
-    ))
+    Ok(
+        Queue::new(redis, config.queue.group.clone(), config.queue.coalesce_ttl)
+            .with_dlq_max_entries(config.retention.dlq_max_entries.unwrap_or(0)),
+    )
 }
 
 pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError> {

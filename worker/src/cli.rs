@@ -93,7 +93,8 @@ pub enum ConfigCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCmd {
-    /// Depth per topic: stream length, in flight, delayed, age of the oldest job.
+    /// Depth per topic: queued, in flight, delayed, age of the oldest job, stream length and age
+    /// of the oldest stream entry; the dead-letter stream's length and oldest entry age.
     Stats {
         #[arg(long)]
         json: bool,
@@ -188,29 +189,37 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
     match command {
         Command::Queue(QueueCmd::Stats { json }) => {
             let stats = queue.stats().await?;
-            let dlq = queue.dlq_len().await?;
+            let dlq = queue.dlq_stats().await?;
+            let age = |a: Option<f64>| a.map(|a| format!("{a:.1}s")).unwrap_or_else(|| "-".into());
             if json {
-                print_json(&serde_json::json!({ "topics": stats, "dlq": dlq }));
+                print_json(&serde_json::json!({
+                    "topics": stats,
+                    "dlq": dlq.len,
+                    "dlq_oldest_entry_age_secs": dlq.oldest_entry_age_secs,
+                }));
             } else {
+                // LENGTH and ENTRY_AGE: what the stream holds and since when (retention limits).
                 println!(
-                    "{:<34} {:>8} {:>9} {:>8} {:>11}",
-                    "TOPIC", "QUEUED", "IN_FLIGHT", "DELAYED", "OLDEST_AGE"
+                    "{:<34} {:>8} {:>9} {:>8} {:>11} {:>8} {:>11}",
+                    "TOPIC", "QUEUED", "IN_FLIGHT", "DELAYED", "OLDEST_AGE", "LENGTH", "ENTRY_AGE"
                 );
                 for s in stats {
-                    let age = s
-                        .oldest_age_secs
-                        .map(|a| format!("{a:.1}s"))
-                        .unwrap_or_else(|| "-".into());
                     println!(
-                        "{:<34} {:>8} {:>9} {:>8} {:>11}",
+                        "{:<34} {:>8} {:>9} {:>8} {:>11} {:>8} {:>11}",
                         s.topic,
                         s.stream_len.saturating_sub(s.in_flight),
                         s.in_flight,
                         s.delayed,
-                        age
+                        age(s.oldest_age_secs),
+                        s.stream_len,
+                        age(s.oldest_entry_age_secs),
                     );
                 }
-                println!("dead-lettered: {dlq}");
+                println!(
+                    "dead-lettered: {} (oldest entry age {})",
+                    dlq.len,
+                    age(dlq.oldest_entry_age_secs)
+                );
             }
         }
         Command::Dlq(DlqCmd::List { limit, json }) => {
@@ -381,9 +390,12 @@ async fn calendar(
                     }
                 }
             };
-            let result = engine
-                .sync_employee(&mut store, &kuerzel, &opts, &mut progress)
-                .await;
+            // Kept alive like the worker's runs: a lost lock stops this run, too.
+            let run = engine.sync_employee(&mut store, &kuerzel, &opts, &mut progress);
+            let result = guard
+                .hold_while(config.lock_ttl, run)
+                .await
+                .map_err(|lost| CliError::Calendar(lost.to_string()))?;
             let _ = guard.release().await;
             let report = result.map_err(|e| CliError::Calendar(handler_error(e).to_string()))?;
             println!("{}", report.summary());

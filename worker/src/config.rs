@@ -88,6 +88,38 @@ impl QueueSettings {
     }
 }
 
+/// How long queue data (job payloads, with personal data) stays in Redis, and when consumer
+/// names are forgotten. `None` switches a limit off. Applied at start and every `interval` by
+/// each consumer instance; pending or not yet delivered jobs are never trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// How often the retention pass runs.
+    pub interval: Duration,
+    /// Acked entries older than this leave the topic streams (they are normally deleted on ack).
+    pub stream_acked_max_age: Option<Duration>,
+    /// A topic stream longer than this loses its oldest acked entries.
+    pub stream_max_len: Option<u64>,
+    /// Dead jobs beyond this many (oldest first) are dropped.
+    pub dlq_max_entries: Option<u64>,
+    /// Dead jobs older than this are dropped.
+    pub dlq_max_age: Option<Duration>,
+    /// Consumers without pending jobs idle this long are deleted from the group.
+    pub consumer_max_idle: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            stream_acked_max_age: Some(Duration::from_secs(3600)),
+            stream_max_len: Some(100_000),
+            dlq_max_entries: Some(10_000),
+            dlq_max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            consumer_max_idle: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RetrySettings {
     pub default: RetryPolicy,
@@ -229,6 +261,7 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub roles: Roles,
     pub queue: QueueSettings,
+    pub retention: RetentionSettings,
     pub retry: RetrySettings,
     pub lock_ttl: Duration,
     pub schedules: Vec<ScheduleSpec>,
@@ -275,6 +308,7 @@ struct FileConfig {
     log_format: Option<String>,
     log_level: Option<String>,
     queue: FileQueue,
+    retention: FileRetention,
     retry: FileRetry,
     schedules: Option<Vec<ScheduleSpec>>,
     advoware: FileAdvoware,
@@ -298,6 +332,17 @@ struct FileQueue {
     shutdown_deadline_ms: Option<u64>,
     redis_timeout_ms: Option<u64>,
     max_deliveries: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileRetention {
+    interval_secs: Option<u64>,
+    stream_acked_max_age_secs: Option<u64>,
+    stream_max_len: Option<u64>,
+    dlq_max_entries: Option<u64>,
+    dlq_max_age_secs: Option<u64>,
+    consumer_max_idle_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -651,6 +696,61 @@ impl Config {
                 .push("queue.block_ms must be > 0 and shorter than the visibility timeout".into());
         }
 
+        // retention (0 switches a limit off)
+        let fr = file.retention;
+        let rd = RetentionSettings::default();
+        let secs = |v: u64| Duration::from_secs(v);
+        let limit = |v: Option<u64>, d: Option<u64>| match v {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => d,
+        };
+        let interval_secs = r
+            .parse::<u64>("WORKER_RETENTION_INTERVAL_SECS")
+            .or(fr.interval_secs);
+        let consumer_idle_secs = r
+            .parse::<u64>("WORKER_CONSUMER_MAX_IDLE_SECS")
+            .or(fr.consumer_max_idle_secs);
+        let retention = RetentionSettings {
+            interval: interval_secs.map_or(rd.interval, secs),
+            stream_acked_max_age: limit(
+                r.parse::<u64>("WORKER_STREAM_ACKED_MAX_AGE_SECS")
+                    .or(fr.stream_acked_max_age_secs),
+                rd.stream_acked_max_age.map(|d| d.as_secs()),
+            )
+            .map(secs),
+            stream_max_len: limit(
+                r.parse::<u64>("WORKER_STREAM_MAX_LEN")
+                    .or(fr.stream_max_len),
+                rd.stream_max_len,
+            ),
+            dlq_max_entries: limit(
+                r.parse::<u64>("WORKER_DLQ_MAX_ENTRIES")
+                    .or(fr.dlq_max_entries),
+                rd.dlq_max_entries,
+            ),
+            dlq_max_age: limit(
+                r.parse::<u64>("WORKER_DLQ_MAX_AGE_SECS")
+                    .or(fr.dlq_max_age_secs),
+                rd.dlq_max_age.map(|d| d.as_secs()),
+            )
+            .map(secs),
+            consumer_max_idle: consumer_idle_secs.map_or(rd.consumer_max_idle, secs),
+        };
+        if retention.interval.is_zero() {
+            r.problems.push(
+                "retention.interval_secs / WORKER_RETENTION_INTERVAL_SECS: must be at least 1"
+                    .into(),
+            );
+        }
+        // A live consumer reads at least every `block_ms`; only one silent for much longer is gone.
+        if retention.consumer_max_idle < queue.visibility_timeout {
+            r.problems.push(format!(
+                "retention.consumer_max_idle_secs / WORKER_CONSUMER_MAX_IDLE_SECS: must be at least the visibility timeout ({} s)",
+                queue.visibility_timeout.as_secs_f64().ceil()
+            ));
+        }
+
         // retry
         let mut retry = RetrySettings {
             default: file.retry.default.unwrap_or_default(),
@@ -923,6 +1023,7 @@ impl Config {
             admin_token,
             roles,
             queue,
+            retention,
             retry,
             lock_ttl,
             schedules,
@@ -1038,5 +1139,49 @@ max_attempts = 2
         assert_eq!(cfg.queue.default_concurrency, 7);
         assert_eq!(cfg.retry.for_topic("test.record").max_attempts, 2);
         assert_eq!(cfg.retry.for_topic("vmh.beteiligte.update").max_attempts, 6);
+    }
+
+    #[test]
+    fn retention_limits_zero_is_off_and_problems_are_listed() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("WORKER_DLQ_MAX_ENTRIES", "0"),
+                ("WORKER_STREAM_ACKED_MAX_AGE_SECS", "60"),
+            ]),
+        );
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(cfg.retention.dlq_max_entries, None);
+        assert_eq!(
+            cfg.retention.stream_acked_max_age,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            cfg.retention.dlq_max_age,
+            RetentionSettings::default().dlq_max_age
+        );
+        let problems = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("WORKER_RETENTION_INTERVAL_SECS", "0"),
+                ("WORKER_CONSUMER_MAX_IDLE_SECS", "10"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems.join("\n"))
+        .unwrap_or_default();
+        assert!(
+            problems.contains("WORKER_RETENTION_INTERVAL_SECS"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("WORKER_CONSUMER_MAX_IDLE_SECS"),
+            "{problems}"
+        );
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! | key                                   | type       | holds                                             |
 //! |---------------------------------------|------------|---------------------------------------------------|
-//! | `bbl:q:{topic}`                       | stream     | queued and in-flight jobs of one topic (`job` field) |
+//! | `bbl:q:{topic}`                       | stream     | queued and in-flight jobs of one topic (`job` field); entries are deleted on ack, acked leftovers trimmed by the retention pass |
 //! | `bbl:topics`                          | set        | every topic that ever had a stream                |
 //! | `bbl:delayed`                         | sorted set | job JSON scored by due time (ms): retries, lock waits |
-//! | `bbl:dlq`                             | stream     | dead jobs: `job`, `error`, `failed_at`            |
+//! | `bbl:dlq`                             | stream     | dead jobs: `job`, `error`, `failed_at`; capped by `retention.dlq_max_*` |
 //! | `bbl:coalesce:{topic}:{entity}`       | string     | id of the queued, not yet started job of an entity (content-keyed jobs: kept as dedup marker) |
 //! | `bbl:lock:{handler}:{type}:{id}`      | string     | owner token of an entity lock (with TTL)          |
 //! | `bbl:schedule:{name}:{tick_epoch}`    | string     | marks a schedule tick as fired (SET NX)           |

@@ -22,6 +22,17 @@ pub enum LockError {
     Queue(#[from] QueueError),
 }
 
+/// Why [`LockGuard::hold_while`] stopped the work before it finished.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockLost {
+    /// The key expired, was deleted or now holds another owner's token.
+    #[error("lock {0} was lost (expired, deleted or taken by another owner); the run was stopped")]
+    TakenOver(String),
+    /// Redis could not confirm the extension before the lock would expire.
+    #[error("lock {0} could not be extended before it expires ({1}); the run was stopped")]
+    Unconfirmed(String, String),
+}
+
 impl From<redis::RedisError> for LockError {
     fn from(e: redis::RedisError) -> Self {
         LockError::Queue(QueueError::Redis(e))
@@ -185,6 +196,39 @@ impl LockGuard {
             .invoke_async(&mut c)
             .await?;
         Ok(n == 1)
+    }
+
+    /// Runs `work` while keeping the lock: extends it to `ttl` every `ttl / 3`. If the lock is
+    /// lost, or Redis cannot confirm an extension before the lock would expire, `work` is
+    /// dropped (stopped at its next await) and the reason returned: past that point another
+    /// worker may hold the lock, and two runs of one entity must never overlap.
+    pub async fn hold_while<F: std::future::Future>(
+        &self,
+        ttl: Duration,
+        work: F,
+    ) -> Result<F::Output, LockLost> {
+        let every = (ttl / 3).max(Duration::from_millis(1));
+        let keep_alive = async {
+            let mut confirmed = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(every).await;
+                match self.extend(ttl).await {
+                    Ok(true) => confirmed = tokio::time::Instant::now(),
+                    Ok(false) => return LockLost::TakenOver(self.key.clone()),
+                    // The next attempt would come after the lock expired: stop now.
+                    Err(e) if confirmed.elapsed() + every >= ttl => {
+                        return LockLost::Unconfirmed(self.key.clone(), e.to_string())
+                    }
+                    Err(e) => {
+                        tracing::warn!(lock = %self.key, error = %e, "cannot extend the lock; trying again")
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            out = work => Ok(out),
+            lost = keep_alive => Err(lost),
+        }
     }
 
     /// Releases if still ours; `false` means it had expired (and maybe been taken by another).

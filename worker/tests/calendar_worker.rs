@@ -86,17 +86,21 @@ impl Env {
         Worker::spawn(&self.redis.url(), &o, &[])
     }
 
-    /// Runs the CLI with the same configuration; returns (exit code, stdout, stderr).
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin())
-            .env_clear()
+    /// The CLI with the same configuration, ready to run.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.env_clear()
             .env("REDIS_URL", self.redis.url())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WORKER_LOG_LEVEL", "warn")
             .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .args(args)
-            .output()
-            .unwrap();
+            .args(args);
+        cmd
+    }
+
+    /// Runs the CLI with the same configuration; returns (exit code, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into(),
@@ -257,6 +261,100 @@ async fn the_employee_lock_keeps_a_second_sync_out() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendar_run_stops_when_its_lock_is_taken_over() {
+    let e = env().await;
+    e.seed("SB", 8);
+    // A short lock TTL (extended every 200 ms) and a Google budget that paces the run over seconds.
+    let child = e
+        .command(&["calendar", "run", "--kuerzel", "SB"])
+        .env("WORKER_LOCK_TTL_MS", "600")
+        .env("GOOGLE_CALENDAR_REQUESTS_PER_MINUTE", "120")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let key = "bbl:lock:calendar:employee:SB";
+    let mut c = e.redis.conn().await;
+    wait_for("run holds the lock", Duration::from_secs(20), || {
+        let mut c = c.clone();
+        async move { c.exists::<_, bool>(key).await.unwrap().then_some(()) }
+    })
+    .await;
+    // Another worker takes SB over (the lock was lost, e.g. expired during a stall).
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("other-worker")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("lock") && err.contains("stopped"), "{err}");
+    let owner: Option<String> = c.get(key).await.unwrap();
+    assert_eq!(
+        owner.as_deref(),
+        Some("other-worker"),
+        "the new owner's lock stays"
+    );
+    assert!(
+        e.events_of("SB").await < 8,
+        "the run stopped before its end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_job_stops_when_its_lock_is_taken_over() {
+    let e = env().await;
+    e.seed("SB", 8);
+    let w = e.spawn(&[
+        ("WORKER_LOCK_TTL_MS", "600"),
+        ("GOOGLE_CALENDAR_REQUESTS_PER_MINUTE", "120"),
+    ]);
+    trigger(&w, "SB").await;
+    let key = "bbl:lock:calendar:employee:SB";
+    let mut c = e.redis.conn().await;
+    wait_for("job holds the lock", Duration::from_secs(20), || {
+        let mut c = c.clone();
+        async move { c.exists::<_, bool>(key).await.unwrap().then_some(()) }
+    })
+    .await;
+    let _: () = c.del(key).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("other-worker")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    wait_for(
+        "run stopped as lock_lost",
+        Duration::from_secs(20),
+        || async {
+            let m = metrics_text(&w.base).await;
+            (metric(
+                &m,
+                "bitbylaw_worker_calendar_sync_runs_total",
+                "kind=\"lock_lost\"",
+            ) >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let owner: Option<String> = c.get(key).await.unwrap();
+    assert_eq!(owner.as_deref(), Some("other-worker"));
+    assert!(
+        e.events_of("SB").await < 8,
+        "the run stopped before its end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

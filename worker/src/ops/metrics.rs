@@ -8,11 +8,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::queue::{Queue, TopicStats};
+use crate::queue::{DlqStats, Queue, TopicStats};
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabel {
     pub topic: String,
+}
+
+/// A Redis stream by key (`bbl:q:{topic}`, `bbl:dlq`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub stream: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,12 +64,18 @@ pub struct Metrics {
     pub retried: Family<TopicLabel, Counter>,
     pub dead_lettered: Family<TopicLabel, Counter>,
     pub reclaimed: Family<TopicLabel, Counter>,
+    pub ownership_lost: Family<TopicLabel, Counter>,
+    pub retention_trimmed: Family<StreamLabel, Counter>,
+    pub consumers_deleted: Counter,
     pub lock_contention: Family<TopicLabel, Counter>,
     pub schedule_fired: Family<ScheduleLabel, Counter>,
     pub handler_duration: HistogramFamily,
     pub queue_depth: Family<DepthLabel, Gauge>,
-    pub oldest_job_age: Family<TopicLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub oldest_job_age: Family<TopicLabel, F64Gauge>,
+    pub stream_length: Family<TopicLabel, Gauge>,
+    pub stream_oldest_entry_age: Family<TopicLabel, F64Gauge>,
     pub dlq_depth: Gauge,
+    pub dlq_oldest_entry_age: F64Gauge,
     pub redis_up: Gauge,
     pub calendar_runs: Family<CalendarLabel, Counter>,
     pub calendar_writes: Family<CalendarLabel, Counter>,
@@ -94,12 +108,18 @@ impl Metrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             reclaimed: Family::default(),
+            ownership_lost: Family::default(),
+            retention_trimmed: Family::default(),
+            consumers_deleted: Counter::default(),
             lock_contention: Family::default(),
             schedule_fired: Family::default(),
             handler_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             queue_depth: Family::default(),
             oldest_job_age: Family::default(),
+            stream_length: Family::default(),
+            stream_oldest_entry_age: Family::default(),
             dlq_depth: Gauge::default(),
+            dlq_oldest_entry_age: F64Gauge::default(),
             redis_up: Gauge::default(),
             calendar_runs: Family::default(),
             calendar_writes: Family::default(),
@@ -109,7 +129,7 @@ impl Metrics {
         };
         registry.register(
             "calendar_sync_runs",
-            "Per-employee calendar sync runs by outcome (ok, retryable, permanent, outage)",
+            "Per-employee calendar sync runs by outcome (ok, retryable, permanent, outage, lock_lost)",
             m.calendar_runs.clone(),
         );
         registry.register(
@@ -173,6 +193,21 @@ impl Metrics {
             m.reclaimed.clone(),
         );
         registry.register(
+            "jobs_ownership_lost",
+            "Jobs this instance stopped (or whose outcome it dropped) because another consumer had reclaimed them",
+            m.ownership_lost.clone(),
+        );
+        registry.register(
+            "retention_trimmed",
+            "Entries removed from a stream by the retention limits (acked entries, old dead jobs)",
+            m.retention_trimmed.clone(),
+        );
+        registry.register(
+            "consumers_deleted",
+            "Idle consumers without pending jobs removed from the consumer group",
+            m.consumers_deleted.clone(),
+        );
+        registry.register(
             "lock_contention",
             "Jobs delayed because their entity lock was busy",
             m.lock_contention.clone(),
@@ -198,9 +233,24 @@ impl Metrics {
             m.oldest_job_age.clone(),
         );
         registry.register(
+            "stream_length",
+            "Entries in each topic's stream (queued and in flight)",
+            m.stream_length.clone(),
+        );
+        registry.register(
+            "stream_oldest_entry_age_seconds",
+            "Age of the oldest entry of each topic's stream (0 when empty): how long job data has been kept",
+            m.stream_oldest_entry_age.clone(),
+        );
+        registry.register(
             "dlq_depth",
             "Jobs in the dead-letter stream",
             m.dlq_depth.clone(),
+        );
+        registry.register(
+            "dlq_oldest_entry_age_seconds",
+            "Age of the oldest dead job (0 when none)",
+            m.dlq_oldest_entry_age.clone(),
         );
         registry.register(
             "redis_up",
@@ -213,6 +263,12 @@ impl Metrics {
     pub fn topic(topic: &str) -> TopicLabel {
         TopicLabel {
             topic: topic.to_string(),
+        }
+    }
+
+    pub fn stream(key: &str) -> StreamLabel {
+        StreamLabel {
+            stream: key.to_string(),
         }
     }
 
@@ -242,6 +298,12 @@ impl Metrics {
             self.oldest_job_age
                 .get_or_create(&Self::topic(&s.topic))
                 .set(s.oldest_age_secs.unwrap_or(0.0));
+            self.stream_length
+                .get_or_create(&Self::topic(&s.topic))
+                .set(s.stream_len as i64);
+            self.stream_oldest_entry_age
+                .get_or_create(&Self::topic(&s.topic))
+                .set(s.oldest_entry_age_secs.unwrap_or(0.0));
         }
     }
 
@@ -249,14 +311,22 @@ impl Metrics {
     pub async fn render(&self, queue: &Queue) -> String {
         let refreshed = tokio::time::timeout(queue.redis().timeout(), async {
             let stats = queue.stats().await?;
-            let dlq = queue.dlq_len().await?;
+            let dlq = queue.dlq_stats().await?;
             Ok::<_, crate::queue::QueueError>((stats, dlq))
         })
         .await;
         match refreshed {
-            Ok(Ok((stats, dlq))) => {
+            Ok(Ok((
+                stats,
+                DlqStats {
+                    len,
+                    oldest_entry_age_secs,
+                },
+            ))) => {
                 self.set_stats(&stats);
-                self.dlq_depth.set(dlq as i64);
+                self.dlq_depth.set(len as i64);
+                self.dlq_oldest_entry_age
+                    .set(oldest_entry_age_secs.unwrap_or(0.0));
                 self.redis_up.set(1);
             }
             _ => {

@@ -1,5 +1,6 @@
 //! Consumer loops: one per topic with a registered handler (topics without one are never read,
-//! so their jobs wait in their stream), plus a promoter that moves due retries back.
+//! so their jobs wait in their stream), plus a promoter that moves due retries back and a
+//! retention pass that keeps streams, the dead-letter stream and the consumer list bounded.
 //!
 //! Each topic loop owns a dedicated connection for blocking reads and a semaphore that caps the
 //! topic's concurrency; it reads only as many entries as it has free permits, and now and then
@@ -21,8 +22,10 @@ use crate::config::Config;
 use crate::handlers::{Clients, HandlerError, JobContext, Registry};
 use crate::locks::Locks;
 use crate::ops::health::Health;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, TopicLabel};
 use crate::shutdown::Shutdown;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// What the consumer side needs; shared by all loops and job tasks.
 pub struct ConsumerDeps {
@@ -47,6 +50,7 @@ pub async fn run(deps: Arc<ConsumerDeps>, shutdown: Shutdown) {
         set.spawn(topic_loop(deps.clone(), topic, shutdown.clone()));
     }
     set.spawn(promoter(deps.clone(), shutdown.clone()));
+    set.spawn(retention(deps.clone(), shutdown.clone()));
     while set.join_next().await.is_some() {}
     info!("consumers stopped");
 }
@@ -61,6 +65,52 @@ async fn promoter(deps: Arc<ConsumerDeps>, shutdown: Shutdown) {
         }
         shutdown.sleep(deps.config.queue.promote_interval).await;
     }
+}
+
+/// At start and every `retention.interval`: trims acked entries of every topic's stream and the
+/// dead-letter stream to the configured limits and deletes consumers that left nothing pending
+/// (one name is created per process start). Every instance may run it; each step is idempotent.
+async fn retention(deps: Arc<ConsumerDeps>, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        if let Err(e) = retention_pass(&deps).await {
+            warn!(error = %e, "retention pass failed; trying again later");
+        }
+        shutdown.sleep(deps.config.retention.interval).await;
+    }
+}
+
+/// One retention pass (see [`retention`]).
+async fn retention_pass(deps: &ConsumerDeps) -> Result<(), super::QueueError> {
+    let r = &deps.config.retention;
+    let queue = &deps.queue;
+    for topic in queue.topic_names().await? {
+        let trimmed = queue
+            .trim_acked(&topic, r.stream_acked_max_age, r.stream_max_len)
+            .await?;
+        if trimmed > 0 {
+            info!(%topic, trimmed, "trimmed acked stream entries");
+            deps.metrics
+                .retention_trimmed
+                .get_or_create(&Metrics::stream(&crate::keys::stream(&topic)))
+                .inc_by(trimmed);
+        }
+        let deleted = queue
+            .delete_idle_consumers(&topic, r.consumer_max_idle, &deps.consumer_name)
+            .await?;
+        if !deleted.is_empty() {
+            info!(%topic, consumers = ?deleted, "deleted idle consumers without pending jobs");
+            deps.metrics.consumers_deleted.inc_by(deleted.len() as u64);
+        }
+    }
+    let trimmed = queue.trim_dlq(r.dlq_max_entries, r.dlq_max_age).await?;
+    if trimmed > 0 {
+        info!(trimmed, "trimmed the dead-letter stream");
+        deps.metrics
+            .retention_trimmed
+            .get_or_create(&Metrics::stream(crate::keys::DLQ))
+            .inc_by(trimmed);
+    }
+    Ok(())
 }
 
 async fn topic_loop(deps: Arc<ConsumerDeps>, topic: String, shutdown: Shutdown) {
@@ -184,14 +234,11 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
         Ok(j) => j.clone(),
         Err(raw) => {
             warn!(topic = %d.topic, entry = %d.entry_id, "unreadable job entry; dead-lettering");
-            if deps
+            let r = deps
                 .queue
                 .dead_letter(&d, raw, "unreadable job entry")
-                .await
-                .is_ok()
-            {
-                deps.metrics.dead_lettered.get_or_create(&topic_label).inc();
-            }
+                .await;
+            record_outcome(&deps, &d, r, Some(&deps.metrics.dead_lettered));
             return;
         }
     };
@@ -206,9 +253,8 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
         warn!(topic = %d.topic, job_id = %job.id, %error, "dead-lettering");
         job.last_error = Some(error.clone());
         let json = serde_json::to_string(&job).unwrap_or_default();
-        if deps.queue.dead_letter(&d, &json, &error).await.is_ok() {
-            deps.metrics.dead_lettered.get_or_create(&topic_label).inc();
-        }
+        let r = deps.queue.dead_letter(&d, &json, &error).await;
+        record_outcome(&deps, &d, r, Some(&deps.metrics.dead_lettered));
         return;
     }
     // The job starts now: later events for the entity must queue a new job. If Redis cannot be
@@ -232,28 +278,41 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
         span: span.clone(),
     };
 
+    // Heartbeats keep the entry ours; when one finds it reclaimed by another consumer (this one
+    // looked dead to it), `lost` fires and the handler is stopped: the new owner runs the job.
+    let (lost_tx, lost) = tokio::sync::oneshot::channel::<()>();
     let heartbeat = {
         let queue = deps.queue.clone();
-        let (topic, consumer, entry) = (
-            d.topic.clone(),
-            deps.consumer_name.clone(),
-            d.entry_id.clone(),
-        );
+        let (topic, consumer, entry) = (d.topic.clone(), d.consumer.clone(), d.entry_id.clone());
         let every = (deps.config.queue.visibility_timeout / 3).max(Duration::from_millis(100));
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = queue.heartbeat(&topic, &consumer, &entry).await {
-                    warn!(%topic, %entry, error = %e, "heartbeat failed");
+                match queue.heartbeat(&topic, &consumer, &entry).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = lost_tx.send(());
+                        return;
+                    }
+                    Err(e) => warn!(%topic, %entry, error = %e, "heartbeat failed"),
                 }
             }
         }))
     };
     let started = Instant::now();
-    let outcome = AssertUnwindSafe(handler.handle(&ctx, &job))
+    let run = AssertUnwindSafe(handler.handle(&ctx, &job))
         .catch_unwind()
-        .instrument(span.clone())
-        .await;
+        .instrument(span.clone());
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        Ok(()) = lost => {
+            drop(heartbeat);
+            let _enter = span.enter();
+            warn!(entry = %d.entry_id, "another consumer reclaimed the job; handler stopped, outcome left to the new owner");
+            deps.metrics.ownership_lost.get_or_create(&topic_label).inc();
+            return;
+        }
+    };
     drop(heartbeat);
     deps.metrics
         .handler_duration
@@ -262,13 +321,10 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
     let outcome = outcome.unwrap_or_else(|_| Err(HandlerError::retryable("handler panicked")));
 
     let _enter = span.enter();
-    let result = match outcome {
+    match outcome {
         Ok(()) => {
             let r = deps.queue.ack(&d).await;
-            if r.is_ok() {
-                deps.metrics.processed.get_or_create(&topic_label).inc();
-            }
-            r
+            record_outcome(&deps, &d, r, Some(&deps.metrics.processed));
         }
         Err(HandlerError::LockBusy(key)) => {
             deps.metrics
@@ -278,7 +334,8 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
             let base = deps.config.queue.lock_busy_delay.as_millis() as u64;
             let wait = Duration::from_millis(base / 2 + rand::rng().random_range(0..=base.max(1)));
             info!(lock = %key, wait_ms = wait.as_millis() as u64, "entity lock busy; retrying later");
-            deps.queue.delay(&d, &job, wait).await
+            let r = deps.queue.delay(&d, &job, wait).await;
+            record_outcome(&deps, &d, r, None);
         }
         Err(e) => {
             deps.metrics.failed.get_or_create(&topic_label).inc();
@@ -296,25 +353,39 @@ async fn process(deps: Arc<ConsumerDeps>, d: Delivery, _permit: OwnedSemaphorePe
                 RetryDecision::RetryAfter(wait) => {
                     warn!(error = %e, wait_ms = wait.as_millis() as u64, "job failed; retrying");
                     let r = deps.queue.delay(&d, &job, wait).await;
-                    if r.is_ok() {
-                        deps.metrics.retried.get_or_create(&topic_label).inc();
-                    }
-                    r
+                    record_outcome(&deps, &d, r, Some(&deps.metrics.retried));
                 }
                 RetryDecision::GiveUp => {
                     warn!(error = %e, attempts = job.attempts, "job failed for good; dead-lettering");
                     let json = serde_json::to_string(&job).unwrap_or_default();
                     let r = deps.queue.dead_letter(&d, &json, &e.to_string()).await;
-                    if r.is_ok() {
-                        deps.metrics.dead_lettered.get_or_create(&topic_label).inc();
-                    }
-                    r
+                    record_outcome(&deps, &d, r, Some(&deps.metrics.dead_lettered));
                 }
             }
         }
-    };
-    if let Err(e) = result {
+    }
+}
+
+/// Counts a recorded outcome in `counter` (if any), or says why none was recorded.
+fn record_outcome(
+    deps: &ConsumerDeps,
+    d: &Delivery,
+    recorded: Result<bool, super::QueueError>,
+    counter: Option<&Family<TopicLabel, Counter>>,
+) {
+    let topic = Metrics::topic(&d.topic);
+    match recorded {
+        Ok(true) => {
+            if let Some(c) = counter {
+                c.get_or_create(&topic).inc();
+            }
+        }
+        Ok(false) => {
+            // Reclaimed by another consumer meanwhile: the new owner's run decides.
+            warn!(entry = %d.entry_id, "job was reclaimed by another consumer; its outcome here is not recorded");
+            deps.metrics.ownership_lost.get_or_create(&topic).inc();
+        }
         // Not acked: the entry stays pending and is redelivered after the visibility timeout.
-        warn!(error = %e, "could not record the job's outcome; it will be redelivered");
+        Err(e) => warn!(error = %e, "could not record the job's outcome; it will be redelivered"),
     }
 }

@@ -7,6 +7,14 @@
 //! stay pending and are *reclaimed* (`XAUTOCLAIM`) by another once idle longer than the visibility
 //! timeout; running handlers send heartbeats so long jobs are not reclaimed. Nothing is acked
 //! before the handler succeeded, so delivery is at least once and handlers are idempotent.
+//!
+//! Ownership: heartbeats and outcomes are recorded only by the consumer that currently owns the
+//! entry (checked atomically against `XPENDING`). A consumer that lost its entry to a reclaim
+//! (it looked dead: a long GC-like stall, a network split) stops its handler and records nothing.
+//!
+//! Bounds: [`Queue::trim_acked`], [`Queue::trim_dlq`] and [`Queue::delete_idle_consumers`] keep
+//! streams, the dead-letter stream and the consumer list from growing without end (see
+//! [`crate::config::RetentionSettings`]); the consumers' retention pass calls them.
 
 pub mod conn;
 pub mod consumer;
@@ -115,6 +123,8 @@ pub struct Enqueued {
 pub struct Delivery {
     pub topic: String,
     pub entry_id: String,
+    /// The consumer it was handed to: only this one may record its outcome.
+    pub consumer: String,
     pub job: Result<Job, String>,
     /// How often Redis has handed this entry out (1 for a fresh read; more after reclaims).
     pub deliveries: u64,
@@ -128,7 +138,17 @@ pub struct TopicStats {
     /// Delivered to a consumer, not yet acked.
     pub in_flight: u64,
     pub delayed: u64,
+    /// Age of the oldest job in the stream (since it was first enqueued; retries keep it).
     pub oldest_age_secs: Option<f64>,
+    /// Age of the oldest stream entry (its id's time): what the retention limits apply to.
+    pub oldest_entry_age_secs: Option<f64>,
+}
+
+/// The dead-letter stream's size and the age of its oldest entry.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DlqStats {
+    pub len: u64,
+    pub oldest_entry_age_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,11 +171,14 @@ pub fn now_ms() -> u64 {
 struct Scripts {
     enqueue: Script,
     unmark: Script,
+    heartbeat: Script,
     ack: Script,
     delay: Script,
     dead_letter: Script,
     promote: Script,
     replay: Script,
+    trim_acked: Script,
+    delete_idle_consumers: Script,
 }
 
 #[derive(Clone)]
@@ -163,7 +186,12 @@ pub struct Queue {
     redis: Arc<Redis>,
     group: String,
     coalesce_ttl: Duration,
+    /// Cap of the dead-letter stream applied when a job is dead-lettered (0 = none).
+    dlq_max_entries: u64,
     scripts: Scripts,
+    /// Where each (topic, consumer)'s `XAUTOCLAIM` scan stopped: the next reclaim continues
+    /// there, so idle entries behind many live ones are reached too.
+    reclaim_cursors: Arc<std::sync::Mutex<BTreeMap<(String, String), String>>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -174,16 +202,32 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-fn parse_entry(topic: &str, entry: &StreamId) -> Delivery {
-    let raw = entry
+/// A string field of a stream entry ("" when missing or not a string).
+fn entry_field(entry: &StreamId, field: &str) -> String {
+    entry
         .map
-        .get("job")
+        .get(field)
         .and_then(|v| String::from_redis_value(v).ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Age of a stream entry from the time in its id (`{ms}-{seq}`).
+fn entry_age_secs(id: &str, now: u64) -> f64 {
+    let at = id
+        .split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(now);
+    now.saturating_sub(at) as f64 / 1000.0
+}
+
+fn parse_entry(topic: &str, consumer: &str, entry: &StreamId) -> Delivery {
+    let raw = entry_field(entry, "job");
     let job = serde_json::from_str::<Job>(&raw).map_err(|_| raw);
     Delivery {
         topic: topic.to_string(),
         entry_id: entry.id.clone(),
+        consumer: consumer.to_string(),
         job,
         deliveries: 1,
     }
@@ -195,16 +239,28 @@ impl Queue {
             redis,
             group: group.into(),
             coalesce_ttl,
+            dlq_max_entries: 0,
             scripts: Scripts {
                 enqueue: Script::new(scripts::ENQUEUE),
                 unmark: Script::new(scripts::UNMARK),
+                heartbeat: Script::new(scripts::HEARTBEAT),
                 ack: Script::new(scripts::ACK),
                 delay: Script::new(scripts::DELAY),
                 dead_letter: Script::new(scripts::DEAD_LETTER),
                 promote: Script::new(scripts::PROMOTE),
                 replay: Script::new(scripts::REPLAY),
+                trim_acked: Script::new(scripts::TRIM_ACKED),
+                delete_idle_consumers: Script::new(scripts::DELETE_IDLE_CONSUMERS),
             },
+            reclaim_cursors: Arc::default(),
         }
+    }
+
+    /// Caps the dead-letter stream at about `max_entries` whenever a job is dead-lettered
+    /// (0 = no cap); the retention pass trims it exactly.
+    pub fn with_dlq_max_entries(mut self, max_entries: u64) -> Self {
+        self.dlq_max_entries = max_entries;
+        self
     }
 
     pub fn redis(&self) -> &Arc<Redis> {
@@ -345,13 +401,18 @@ impl Queue {
             .map(|r| {
                 r.keys
                     .iter()
-                    .flat_map(|k| k.ids.iter().map(|e| parse_entry(topic, e)))
+                    .flat_map(|k| k.ids.iter().map(|e| parse_entry(topic, consumer, e)))
                     .collect()
             })
             .unwrap_or_default())
     }
 
     /// Claims entries idle longer than `min_idle` (their consumer died) for `consumer`.
+    ///
+    /// One call scans a bounded part of the pending list (Redis looks at up to ten times `count`
+    /// entries); the scan continues where the previous call of this consumer stopped and wraps
+    /// to the start at the end, so an idle entry behind many live ones is reached after a few
+    /// calls instead of never.
     pub async fn reclaim(
         &self,
         conn: &mut ConnectionManager,
@@ -360,12 +421,20 @@ impl Queue {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
+        let cursor_key = (topic.to_string(), consumer.to_string());
+        let start = self
+            .reclaim_cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cursor_key)
+            .cloned()
+            .unwrap_or_else(|| "0-0".to_string());
         let res: Result<StreamAutoClaimReply, QueueError> = redis::cmd("XAUTOCLAIM")
             .arg(keys::stream(topic))
             .arg(&self.group)
             .arg(consumer)
             .arg(min_idle.as_millis() as u64)
-            .arg("0-0")
+            .arg(&start)
             .arg("COUNT")
             .arg(count.max(1))
             .query_async(conn)
@@ -378,9 +447,14 @@ impl Queue {
             }
             Err(e) => Err(e),
             Ok(reply) => {
+                // "0-0" when the scan reached the end: the next call starts over.
+                self.reclaim_cursors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(cursor_key, reply.next_stream_id.clone());
                 let mut out = Vec::with_capacity(reply.claimed.len());
                 for e in &reply.claimed {
-                    let mut d = parse_entry(topic, e);
+                    let mut d = parse_entry(topic, consumer, e);
                     d.deliveries = self
                         .delivery_count(conn, topic, &d.entry_id)
                         .await
@@ -417,24 +491,26 @@ impl Queue {
         Ok(count.unwrap_or(1))
     }
 
-    /// Resets the idle time of an in-flight entry so it is not reclaimed while its handler runs.
+    /// Resets the idle time of an in-flight entry so it is not reclaimed while its handler runs,
+    /// if `consumer` still owns it. `Ok(false)`: another consumer reclaimed it (this one looked
+    /// dead); the caller must stop the job and record no outcome.
     pub async fn heartbeat(
         &self,
         topic: &str,
         consumer: &str,
         entry_id: &str,
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         let mut c = self.redis.conn().await?;
-        let _: Value = redis::cmd("XCLAIM")
-            .arg(keys::stream(topic))
+        let owned: i64 = self
+            .scripts
+            .heartbeat
+            .key(keys::stream(topic))
             .arg(&self.group)
-            .arg(consumer)
-            .arg(0)
             .arg(entry_id)
-            .arg("JUSTID")
-            .query_async(&mut c)
+            .arg(consumer)
+            .invoke_async(&mut c)
             .await?;
-        Ok(())
+        Ok(owned == 1)
     }
 
     /// The job has started: later events for its entity queue a new job.
@@ -450,36 +526,45 @@ impl Queue {
         Ok(())
     }
 
-    pub async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
+    /// Acks and drops the entry. `Ok(false)`: the entry is no longer this delivery's consumer's
+    /// (reclaimed by another), nothing was recorded. The same holds for `delay` and `dead_letter`.
+    pub async fn ack(&self, d: &Delivery) -> Result<bool, QueueError> {
         let mut c = self.redis.conn().await?;
-        let _: i64 = self
+        let n: i64 = self
             .scripts
             .ack
             .key(keys::stream(&d.topic))
             .arg(&self.group)
             .arg(&d.entry_id)
+            .arg(&d.consumer)
             .invoke_async(&mut c)
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Acks the entry and parks `job` (already updated by the caller) in the delayed set.
-    pub async fn delay(&self, d: &Delivery, job: &Job, after: Duration) -> Result<(), QueueError> {
+    pub async fn delay(
+        &self,
+        d: &Delivery,
+        job: &Job,
+        after: Duration,
+    ) -> Result<bool, QueueError> {
         let json = serde_json::to_string(job).map_err(|e| QueueError::Protocol(e.to_string()))?;
         let due = now_ms() + after.as_millis() as u64;
         let mut c = self.redis.conn().await?;
-        let _: i64 = self
+        let n: i64 = self
             .scripts
             .delay
             .key(keys::stream(&d.topic))
             .key(keys::DELAYED)
             .arg(&self.group)
             .arg(&d.entry_id)
+            .arg(&d.consumer)
             .arg(due)
             .arg(json)
             .invoke_async(&mut c)
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Acks the entry and moves the job with its last error to the dead-letter stream.
@@ -488,21 +573,23 @@ impl Queue {
         d: &Delivery,
         job_json: &str,
         error: &str,
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         let mut c = self.redis.conn().await?;
-        let _: String = self
+        let n: i64 = self
             .scripts
             .dead_letter
             .key(keys::stream(&d.topic))
             .key(keys::DLQ)
             .arg(&self.group)
             .arg(&d.entry_id)
+            .arg(&d.consumer)
             .arg(job_json)
             .arg(error)
             .arg((now_ms() / 1000) as i64)
+            .arg(self.dlq_max_entries)
             .invoke_async(&mut c)
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Moves due delayed jobs back to their streams; returns how many.
@@ -521,14 +608,21 @@ impl Queue {
         Ok(n)
     }
 
-    /// Per-topic depth for every known topic and every topic that ever had a stream.
-    pub async fn stats(&self) -> Result<Vec<TopicStats>, QueueError> {
+    /// Every known topic, then every other topic that ever had a stream.
+    pub async fn topic_names(&self) -> Result<Vec<String>, QueueError> {
         let mut c = self.redis.conn().await?;
         let mut names: Vec<String> = topics::KNOWN_TOPICS.iter().map(|s| s.to_string()).collect();
         let seen: Vec<String> = c.smembers(keys::TOPICS).await?;
         let mut extra: Vec<String> = seen.into_iter().filter(|t| !names.contains(t)).collect();
         extra.sort();
         names.extend(extra);
+        Ok(names)
+    }
+
+    /// Per-topic depth for every known topic and every topic that ever had a stream.
+    pub async fn stats(&self) -> Result<Vec<TopicStats>, QueueError> {
+        let names = self.topic_names().await?;
+        let mut c = self.redis.conn().await?;
 
         let mut delayed_by_topic: BTreeMap<String, u64> = BTreeMap::new();
         let delayed: Vec<String> = c.zrange(keys::DELAYED, 0, 9_999).await?;
@@ -575,18 +669,14 @@ impl Queue {
                     _ => 0,
                 }
             };
-            let oldest_age_secs = first.first().map(|e| {
-                let enq = parse_entry(&topic, e)
-                    .job
-                    .map(|j| j.enqueued_at_ms)
-                    .unwrap_or_else(|_| {
-                        e.id.split('-')
-                            .next()
-                            .and_then(|ms| ms.parse().ok())
-                            .unwrap_or(now)
-                    });
-                now.saturating_sub(enq) as f64 / 1000.0
-            });
+            let oldest_entry_age_secs = first.first().map(|e| entry_age_secs(&e.id, now));
+            let oldest_age_secs =
+                first.first().map(
+                    |e| match serde_json::from_str::<Job>(&entry_field(e, "job")) {
+                        Ok(j) => now.saturating_sub(j.enqueued_at_ms) as f64 / 1000.0,
+                        Err(_) => entry_age_secs(&e.id, now),
+                    },
+                );
             let delayed = delayed_by_topic.remove(&topic).unwrap_or(0);
             out.push(TopicStats {
                 topic,
@@ -594,6 +684,7 @@ impl Queue {
                 in_flight,
                 delayed,
                 oldest_age_secs,
+                oldest_entry_age_secs,
             });
         }
         Ok(out)
@@ -604,6 +695,98 @@ impl Queue {
         Ok(c.xlen(keys::DLQ).await?)
     }
 
+    /// Length of the dead-letter stream and the age of its oldest entry.
+    pub async fn dlq_stats(&self) -> Result<DlqStats, QueueError> {
+        let mut c = self.redis.conn().await?;
+        let len: u64 = c.xlen(keys::DLQ).await?;
+        let first: redis::streams::StreamRangeReply =
+            c.xrange_count(keys::DLQ, "-", "+", 1).await?;
+        Ok(DlqStats {
+            len,
+            oldest_entry_age_secs: first.ids.first().map(|e| entry_age_secs(&e.id, now_ms())),
+        })
+    }
+
+    /// Removes acked entries of `topic`'s stream: those older than `max_age` and, while the
+    /// stream is longer than `max_len`, the oldest ones (`None` = no such limit). Never an entry
+    /// that is pending or not yet delivered to every group. Returns how many went.
+    pub async fn trim_acked(
+        &self,
+        topic: &str,
+        max_age: Option<Duration>,
+        max_len: Option<u64>,
+    ) -> Result<u64, QueueError> {
+        let mut c = self.redis.conn().await?;
+        let n: u64 = self
+            .timed(async {
+                Ok(self
+                    .scripts
+                    .trim_acked
+                    .key(keys::stream(topic))
+                    .arg(now_ms())
+                    .arg(max_age.map_or(0, |a| a.as_millis().max(1) as u64))
+                    .arg(max_len.unwrap_or(0))
+                    .invoke_async(&mut c)
+                    .await?)
+            })
+            .await?;
+        Ok(n)
+    }
+
+    /// Drops dead jobs beyond `max_entries` (the oldest first) and those older than `max_age`.
+    /// Returns how many went.
+    pub async fn trim_dlq(
+        &self,
+        max_entries: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Result<u64, QueueError> {
+        let mut c = self.redis.conn().await?;
+        let mut removed = 0;
+        if let Some(max) = max_entries {
+            let n: u64 = redis::cmd("XTRIM")
+                .arg(keys::DLQ)
+                .arg("MAXLEN")
+                .arg("=")
+                .arg(max)
+                .query_async(&mut c)
+                .await?;
+            removed += n;
+        }
+        if let Some(age) = max_age {
+            let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
+            let n: u64 = redis::cmd("XTRIM")
+                .arg(keys::DLQ)
+                .arg("MINID")
+                .arg("=")
+                .arg(format!("{cutoff}-0"))
+                .query_async(&mut c)
+                .await?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes `topic`'s consumers (of this queue's group) that hold no pending entry and were
+    /// idle longer than `max_idle`, except `keep` (the caller). Returns their names.
+    pub async fn delete_idle_consumers(
+        &self,
+        topic: &str,
+        max_idle: Duration,
+        keep: &str,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut c = self.redis.conn().await?;
+        let deleted: Vec<String> = self
+            .scripts
+            .delete_idle_consumers
+            .key(keys::stream(topic))
+            .arg(&self.group)
+            .arg(max_idle.as_millis() as u64)
+            .arg(keep)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(deleted)
+    }
+
     pub async fn dlq_list(&self, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
         let mut c = self.redis.conn().await?;
         let reply: redis::streams::StreamRangeReply =
@@ -612,12 +795,7 @@ impl Queue {
             .ids
             .iter()
             .map(|e| {
-                let get = |k: &str| {
-                    e.map
-                        .get(k)
-                        .and_then(|v| String::from_redis_value(v).ok())
-                        .unwrap_or_default()
-                };
+                let get = |k: &str| entry_field(e, k);
                 let raw = get("job");
                 DeadJob {
                     dlq_id: e.id.clone(),

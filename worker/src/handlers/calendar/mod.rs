@@ -6,7 +6,8 @@
 //!   and never stops the others.
 //! - `calendar.sync.employee` (`{"kuerzel": "SB", "full_content"?: bool, "force"?: bool}`) runs
 //!   [`engine::Engine::sync_employee`] under the employee's lock, which it keeps extending while
-//!   the run lasts; a lost lock aborts the run (another worker owns the employee now).
+//!   the run lasts ([`crate::locks::LockGuard::hold_while`]); a lost lock, or one Redis cannot
+//!   confirm before it expires, stops the run (outcome `lock_lost`, retried later).
 
 pub mod engine;
 pub mod sides;
@@ -218,28 +219,25 @@ async fn employee(ctx: &JobContext, job: &Job) -> HandlerResult {
             google: sides.google.as_ref(),
             settings: &ctx.config.calendar,
         };
-        let ttl = ctx.config.lock_ttl;
-        let keep_alive = async {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match guard.extend(ttl).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => warn!(error = %e, "cannot extend the employee lock; trying again"),
-                }
-            }
-        };
         let mut no_progress = |_: &engine::Progress| {};
-        let result = tokio::select! {
-            r = engine.sync_employee(&mut store, &kuerzel, &opts, &mut no_progress) => r,
-            () = keep_alive => {
-                return Err(HandlerError::retryable("employee lock lost during the sync"));
+        let run = engine.sync_employee(&mut store, &kuerzel, &opts, &mut no_progress);
+        let label = |k: &str| CalendarLabel { kind: k.to_owned() };
+        let result = match guard.hold_while(ctx.config.lock_ttl, run).await {
+            Ok(result) => result,
+            Err(lost) => {
+                // Dropping the guard releases only a key still holding our token, never the
+                // lock of whoever holds it now.
+                ctx.metrics
+                    .calendar_runs
+                    .get_or_create(&label("lock_lost"))
+                    .inc();
+                warn!(error = %lost, outcome = "lock_lost", "calendar sync stopped");
+                return Err(HandlerError::retryable(lost.to_string()));
             }
         };
         if let Err(e) = guard.release().await {
             warn!(error = %e, "employee lock release failed (its TTL frees it)");
         }
-        let label = |k: &str| CalendarLabel { kind: k.to_owned() };
         match result {
             Ok(report) => {
                 ctx.metrics.calendar_runs.get_or_create(&label("ok")).inc();
