@@ -129,7 +129,10 @@ pub struct AdvowareSettings {
 pub struct EspoCrmSettings {
     pub api_base_url: Option<String>,
     pub api_key: Option<Secret>,
+    /// Overall timeout of one request (connect timeout is the smaller of this and 10 s).
     pub timeout: Option<Duration>,
+    /// `maxSize` of list pages, 1–200 (EspoCRM refuses more than 200).
+    pub page_size: Option<usize>,
 }
 
 /// Google Calendar API access. Base URLs and the token URI are configurable so that tests and
@@ -328,6 +331,7 @@ struct FileEspo {
     api_base_url: Option<String>,
     api_key: Option<Secret>,
     timeout_secs: Option<u64>,
+    page_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -778,12 +782,25 @@ impl Config {
                 .parse::<u64>("ESPOCRM_API_TIMEOUT_SECONDS")
                 .or(fe.timeout_secs)
                 .map(Duration::from_secs),
+            page_size: r.parse::<usize>("ESPOCRM_PAGE_SIZE").or(fe.page_size),
         };
         check_http_url(
             &mut r.problems,
             "ESPOCRM_API_BASE_URL",
             espocrm.api_base_url.as_deref(),
         );
+        if espocrm.api_base_url.is_some() && espocrm.api_key.as_ref().is_none_or(Secret::is_empty) {
+            r.problems
+                .push("ESPOCRM_API_KEY: required when ESPOCRM_API_BASE_URL is set".into());
+        }
+        if espocrm.timeout.is_some_and(|t| t.is_zero() || t > Duration::from_secs(300)) {
+            r.problems
+                .push("ESPOCRM_API_TIMEOUT_SECONDS: must be 1–300".into());
+        }
+        if espocrm.page_size.is_some_and(|n| n == 0 || n > 200) {
+            r.problems
+                .push("ESPOCRM_PAGE_SIZE: must be 1–200 (EspoCRM refuses larger pages)".into());
+        }
         let fg = file.google;
         let gd = GoogleSettings::default();
         let with_slash = |u: String| if u.ends_with('/') { u } else { format!("{u}/") };

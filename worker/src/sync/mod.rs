@@ -1,1 +1,2 @@
+pub mod beteiligte;
 pub mod calendar;
