@@ -993,6 +993,38 @@ mod tests {
     }
 
     #[test]
+    fn espocrm_settings_are_validated_together() {
+        let problems = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("ESPOCRM_API_BASE_URL", "https://crm.example/api/v1/"),
+                ("ESPOCRM_API_TIMEOUT_SECONDS", "0"),
+                ("ESPOCRM_PAGE_SIZE", "500"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for name in ["ESPOCRM_API_KEY", "ESPOCRM_API_TIMEOUT_SECONDS", "ESPOCRM_PAGE_SIZE"] {
+            assert!(problems.contains(name), "{name} missing in {problems}");
+        }
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("ESPOCRM_API_BASE_URL", "https://crm.example/api/v1/"),
+                ("ESPOCRM_API_KEY", "espo-key-123456"),
+                ("ESPOCRM_PAGE_SIZE", "50"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.espocrm.page_size, Some(50));
+        assert!(!format!("{cfg:?}").contains("espo-key-123456"));
+    }
+
+    #[test]
     fn lists_every_problem() {
         let err = Config::load(
             None,
