@@ -793,7 +793,10 @@ impl Config {
             r.problems
                 .push("ESPOCRM_API_KEY: required when ESPOCRM_API_BASE_URL is set".into());
         }
-        if espocrm.timeout.is_some_and(|t| t.is_zero() || t > Duration::from_secs(300)) {
+        if espocrm
+            .timeout
+            .is_some_and(|t| t.is_zero() || t > Duration::from_secs(300))
+        {
             r.problems
                 .push("ESPOCRM_API_TIMEOUT_SECONDS: must be 1–300".into());
         }
@@ -1007,7 +1010,11 @@ mod tests {
         .map(|e| e.problems)
         .unwrap_or_default()
         .join("\n");
-        for name in ["ESPOCRM_API_KEY", "ESPOCRM_API_TIMEOUT_SECONDS", "ESPOCRM_PAGE_SIZE"] {
+        for name in [
+            "ESPOCRM_API_KEY",
+            "ESPOCRM_API_TIMEOUT_SECONDS",
+            "ESPOCRM_PAGE_SIZE",
+        ] {
             assert!(problems.contains(name), "{name} missing in {problems}");
         }
         let cfg = Config::load(

@@ -71,15 +71,19 @@ async fn list_all_follows_pages_and_sends_the_key() {
     ids.sort();
     assert_eq!(got_ids, ids);
     // select honoured: firstName not returned.
-    assert!(got.iter().all(|r| r.get("firstName").is_none() && r["lastName"] == "Muster"));
+    assert!(got
+        .iter()
+        .all(|r| r.get("firstName").is_none() && r["lastName"] == "Muster"));
     let lists = fake.controls().requests_to("/api/v1/CBeteiligte");
     let offsets: Vec<String> = lists
         .iter()
         .map(|r| r.query_param("offset").expect("offset"))
         .collect();
     assert_eq!(offsets, ["0", "3", "6"]);
-    assert!(lists.iter().all(|r| r.header("x-api-key") == Some(KEY)
-        && r.query_param("maxSize").as_deref() == Some("3")));
+    assert!(lists
+        .iter()
+        .all(|r| r.header("x-api-key") == Some(KEY)
+            && r.query_param("maxSize").as_deref() == Some("3")));
 
     // limit stops early, asking only for what is still wanted.
     let first5: Vec<Value> = client
@@ -100,7 +104,10 @@ async fn where_filters_select_the_records_the_sync_check_needs() {
     let unclean: Vec<EspoBeteiligte> = client
         .list_all(
             "CBeteiligte",
-            &ListQuery::new().filter(Where::is_in("syncStatus", ["pending_sync", "dirty", "failed"])),
+            &ListQuery::new().filter(Where::is_in(
+                "syncStatus",
+                ["pending_sync", "dirty", "failed"],
+            )),
         )
         .await
         .expect("unclean");
@@ -112,7 +119,9 @@ async fn where_filters_select_the_records_the_sync_check_needs() {
     let mut want = [dirty, failed].concat();
     want.sort();
     assert_eq!(got, want);
-    assert!(unclean.iter().all(|r| r.sync_status.is_some_and(SyncStatus::is_unclean)));
+    assert!(unclean
+        .iter()
+        .all(|r| r.sync_status.is_some_and(SyncStatus::is_unclean)));
 
     // Stale clean ones: advowareLastSync before a cut-off; nulls do not match `before`.
     let old = fake
@@ -132,7 +141,10 @@ async fn where_filters_select_the_records_the_sync_check_needs() {
     assert_eq!(stale.len(), 1);
     assert_eq!(stale[0]["id"], old["id"]);
     let without_betnr: Vec<Value> = client
-        .list_all("CBeteiligte", &ListQuery::new().filter(Where::is_null("betnr")))
+        .list_all(
+            "CBeteiligte",
+            &ListQuery::new().filter(Where::is_null("betnr")),
+        )
         .await
         .expect("isNull");
     assert_eq!(without_betnr.len(), 8);
@@ -169,7 +181,10 @@ async fn get_create_update_and_404() {
     assert_ne!(updated.modified_at, created.modified_at);
     let put = fake.controls().last_request().expect("put");
     assert_eq!(put.method, "PUT");
-    assert_eq!(put.json().expect("body").as_object().map(|m| m.len()), Some(3));
+    assert_eq!(
+        put.json().expect("body").as_object().map(|m| m.len()),
+        Some(3)
+    );
 
     let read: EspoBeteiligte = client.get("CBeteiligte", &id).await.expect("get");
     assert_eq!(read, updated);
@@ -193,7 +208,11 @@ async fn duplicate_is_a_typed_409_and_can_be_skipped() {
     let fake = fake().await;
     let client = client_for(&fake, 200);
     let first: Value = client
-        .create("CBeteiligte", &json!({"firmenname": "Muster Bau", "rechtsform": "GmbH"}), false)
+        .create(
+            "CBeteiligte",
+            &json!({"firmenname": "Muster Bau", "rechtsform": "GmbH"}),
+            false,
+        )
         .await
         .expect("first");
     let err = client
@@ -224,24 +243,37 @@ async fn rate_limit_server_errors_and_bad_requests_are_classified() {
     let q = ListQuery::new();
 
     fake.fail_next(1, 429, Some(17));
-    let err = client.list_all::<Value>("CBeteiligte", &q).await.expect_err("429");
+    let err = client
+        .list_all::<Value>("CBeteiligte", &q)
+        .await
+        .expect_err("429");
     assert!(err.is_retryable());
     assert_eq!(err.retry_after(), Some(Duration::from_secs(17)));
 
     fake.fail_next(1, 500, None);
-    let err = client.list_all::<Value>("CBeteiligte", &q).await.expect_err("500");
+    let err = client
+        .list_all::<Value>("CBeteiligte", &q)
+        .await
+        .expect_err("500");
     assert!(err.is_retryable() && err.retry_after().is_none());
     assert_eq!(err.status(), Some(500));
 
     // Validation failure: permanent, EspoCRM's reason (header) and field (body) in the message.
     let err = client
-        .create::<Value, _>("CBeteiligte", &json!({"lastName": "X", "syncStatus": "bogus"}), false)
+        .create::<Value, _>(
+            "CBeteiligte",
+            &json!({"lastName": "X", "syncStatus": "bogus"}),
+            false,
+        )
         .await
         .expect_err("400");
     assert!(!err.is_retryable());
     assert_eq!(err.status(), Some(400));
     let text = err.to_string();
-    assert!(text.contains("validationFailure") && text.contains("syncStatus"), "{text}");
+    assert!(
+        text.contains("validationFailure") && text.contains("syncStatus"),
+        "{text}"
+    );
 
     // Connection refused → retryable transport error.
     let dead = {
@@ -302,7 +334,10 @@ async fn notification_is_created() {
     assert_eq!(stored["type"], "Message");
     assert_eq!(stored["userId"], "admin1");
     assert_eq!(stored["relatedType"], "CBeteiligte");
-    assert!(stored.get("data").is_none(), "absent optional fields are not sent");
+    assert!(
+        stored.get("data").is_none(),
+        "absent optional fields are not sent"
+    );
 }
 
 /// A `tracing` writer into a shared buffer.
@@ -352,7 +387,10 @@ async fn api_key_never_in_debug_errors_or_logs() {
         .expect_err("400");
 
     let logs = String::from_utf8(buf.0.lock().expect("buf").clone()).expect("utf8");
-    assert!(logs.contains("EspoCRM answered"), "the client logs its calls: {logs}");
+    assert!(
+        logs.contains("EspoCRM answered"),
+        "the client logs its calls: {logs}"
+    );
     for text in [
         logs,
         format!("{client:?}"),

@@ -1040,7 +1040,11 @@ fn find_duplicates(state: &State_, entity: &str, record: &Value) -> Vec<Value> {
     };
     let keys: &[&[&str]] = match entity {
         "Lead" => &[&["emailAddress"]],
-        "CBeteiligte" => &[&["emailAddress"], &["firstName", "lastName"], &["firmenname"]],
+        "CBeteiligte" => &[
+            &["emailAddress"],
+            &["firstName", "lastName"],
+            &["firmenname"],
+        ],
         _ => &[],
     };
     let Some(records) = state.records.get(entity) else {

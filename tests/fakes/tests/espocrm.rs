@@ -330,7 +330,10 @@ async fn cbeteiligte_sync_fields_are_validated_and_duplicates_refused() -> TestR
     let post = |body: Value| api.send(api.req(reqwest::Method::POST, "CBeteiligte").json(&body));
     let (status, person) = post(json!({"firstName": "Max", "lastName": "Muster", "syncStatus": "pending_sync", "betnr": 50001})).await?;
     assert_eq!(status, 200);
-    assert_eq!(person["name"], "Max Muster", "Person-type entity derives name");
+    assert_eq!(
+        person["name"], "Max Muster",
+        "Person-type entity derives name"
+    );
     // Same first + last name (any case) → 409 with the duplicate; skip header creates it.
     let (status, dupes) = post(json!({"firstName": "max", "lastName": "MUSTER"})).await?;
     assert_eq!(status, 409);
@@ -355,13 +358,20 @@ async fn cbeteiligte_sync_fields_are_validated_and_duplicates_refused() -> TestR
             .await?;
         assert_eq!(res.status(), 400, "{bad}");
         assert_eq!(
-            res.headers().get("x-status-reason").and_then(|v| v.to_str().ok()),
+            res.headers()
+                .get("x-status-reason")
+                .and_then(|v| v.to_str().ok()),
             Some("validationFailure")
         );
     }
     // The same rules on a partial update; "" is the empty enum option.
     let id = person["id"].as_str().ok_or("id")?;
-    let put = |body: Value| api.send(api.req(reqwest::Method::PUT, &format!("CBeteiligte/{id}")).json(&body));
+    let put = |body: Value| {
+        api.send(
+            api.req(reqwest::Method::PUT, &format!("CBeteiligte/{id}"))
+                .json(&body),
+        )
+    };
     assert_eq!(put(json!({"syncStatus": "syncing"})).await?.0, 200);
     assert_eq!(put(json!({"syncStatus": ""})).await?.0, 200);
     assert_eq!(put(json!({"dateOfBirth": "1964-13-01"})).await?.0, 400);

@@ -81,9 +81,10 @@ impl EspoCrmError {
         match self {
             Self::RateLimited { .. } | Self::Transport { .. } => true,
             Self::Upstream { status, .. } => *status >= 500 || *status == 408,
-            Self::NotFound { .. } | Self::Duplicate { .. } | Self::Config(_) | Self::Decode { .. } => {
-                false
-            }
+            Self::NotFound { .. }
+            | Self::Duplicate { .. }
+            | Self::Config(_)
+            | Self::Decode { .. } => false,
         }
     }
 
@@ -648,9 +649,13 @@ mod tests {
         let body = br#"{"messageTranslation":{"data":{"field":"name","type":"required"}}}"#;
         let e = error_for("X", 400, None, Some("validationFailure".into()), body);
         assert!(!e.is_retryable());
-        assert!(e.to_string().contains("validationFailure: field name fails required"));
+        assert!(e
+            .to_string()
+            .contains("validationFailure: field name fails required"));
         let e = error_for("X", 409, None, None, br#"[{"id":"a1","name":"Max"}]"#);
-        assert!(matches!(&e, EspoCrmError::Duplicate { duplicates, .. } if duplicates[0].id == "a1"));
+        assert!(
+            matches!(&e, EspoCrmError::Duplicate { duplicates, .. } if duplicates[0].id == "a1")
+        );
     }
 
     #[test]

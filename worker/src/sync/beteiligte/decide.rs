@@ -153,7 +153,12 @@ mod tests {
         i.espo_modified_at = t("2026-03-01 12:00:00");
         i.advoware_row_id = Some("r2");
         assert_eq!(decide(&i), SyncDecision::NoChange { row_id_moved: true });
-        assert_eq!(decide(&input(&a, &b)), SyncDecision::NoChange { row_id_moved: false });
+        assert_eq!(
+            decide(&input(&a, &b)),
+            SyncDecision::NoChange {
+                row_id_moved: false
+            }
+        );
     }
 
     #[test]
@@ -171,7 +176,9 @@ mod tests {
         i.espo_modified_at = t("2026-03-01 11:00:00");
         assert_eq!(
             decide(&i),
-            SyncDecision::Conflict { fields: vec!["lastName"] }
+            SyncDecision::Conflict {
+                fields: vec!["lastName"]
+            }
         );
     }
 

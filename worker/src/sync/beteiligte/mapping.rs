@@ -93,25 +93,79 @@ pub enum Rechtsform {
 
 /// Canonical text and accepted spellings (compared after [`squash`]).
 const RECHTSFORMEN: &[(Rechtsform, &str, &[&str])] = &[
-    (Rechtsform::GmbH, "GmbH", &["gmbh", "gesellschaftmitbeschränkterhaftung"]),
+    (
+        Rechtsform::GmbH,
+        "GmbH",
+        &["gmbh", "gesellschaftmitbeschränkterhaftung"],
+    ),
     (
         Rechtsform::UG,
         "UG (haftungsbeschränkt)",
-        &["ug", "ug(haftungsbeschränkt)", "unternehmergesellschaft", "unternehmergesellschaft(haftungsbeschränkt)"],
+        &[
+            "ug",
+            "ug(haftungsbeschränkt)",
+            "unternehmergesellschaft",
+            "unternehmergesellschaft(haftungsbeschränkt)",
+        ],
     ),
     (Rechtsform::AG, "AG", &["ag", "aktiengesellschaft"]),
-    (Rechtsform::GmbHCoKG, "GmbH & Co. KG", &["gmbh&cokg", "gmbhundcokg", "gmbh&co.kg"]),
+    (
+        Rechtsform::GmbHCoKG,
+        "GmbH & Co. KG",
+        &["gmbh&cokg", "gmbhundcokg", "gmbh&co.kg"],
+    ),
     (Rechtsform::KG, "KG", &["kg", "kommanditgesellschaft"]),
-    (Rechtsform::OHG, "OHG", &["ohg", "offenehandelsgesellschaft"]),
-    (Rechtsform::GbR, "GbR", &["gbr", "gesellschaftbürgerlichenrechts"]),
-    (Rechtsform::EK, "e.K.", &["ek", "eingetragenerkaufmann", "eingetrageneskauffrau", "eingetragenekauffrau"]),
-    (Rechtsform::EV, "e.V.", &["ev", "eingetragenerverein", "verein"]),
-    (Rechtsform::EG, "eG", &["eg", "eingetragenegenossenschaft", "genossenschaft"]),
-    (Rechtsform::PartG, "PartG", &["partg", "partnerschaftsgesellschaft"]),
+    (
+        Rechtsform::OHG,
+        "OHG",
+        &["ohg", "offenehandelsgesellschaft"],
+    ),
+    (
+        Rechtsform::GbR,
+        "GbR",
+        &["gbr", "gesellschaftbürgerlichenrechts"],
+    ),
+    (
+        Rechtsform::EK,
+        "e.K.",
+        &[
+            "ek",
+            "eingetragenerkaufmann",
+            "eingetrageneskauffrau",
+            "eingetragenekauffrau",
+        ],
+    ),
+    (
+        Rechtsform::EV,
+        "e.V.",
+        &["ev", "eingetragenerverein", "verein"],
+    ),
+    (
+        Rechtsform::EG,
+        "eG",
+        &["eg", "eingetragenegenossenschaft", "genossenschaft"],
+    ),
+    (
+        Rechtsform::PartG,
+        "PartG",
+        &["partg", "partnerschaftsgesellschaft"],
+    ),
     (Rechtsform::PartGmbB, "PartG mbB", &["partgmbb"]),
-    (Rechtsform::SE, "SE", &["se", "europäischegesellschaft", "societaseuropaea"]),
-    (Rechtsform::KGaA, "KGaA", &["kgaa", "kommanditgesellschaftaufaktien"]),
-    (Rechtsform::Einzelunternehmen, "Einzelunternehmen", &["einzelunternehmen", "einzelunternehmer", "einzelfirma"]),
+    (
+        Rechtsform::SE,
+        "SE",
+        &["se", "europäischegesellschaft", "societaseuropaea"],
+    ),
+    (
+        Rechtsform::KGaA,
+        "KGaA",
+        &["kgaa", "kommanditgesellschaftaufaktien"],
+    ),
+    (
+        Rechtsform::Einzelunternehmen,
+        "Einzelunternehmen",
+        &["einzelunternehmen", "einzelunternehmer", "einzelfirma"],
+    ),
 ];
 
 /// Rechtsform values that mean "natural person".
@@ -335,7 +389,8 @@ pub fn to_advoware(base: Option<&AdvowareBeteiligter>, s: &Stammdaten) -> Advowa
             out.geburtsdatum = s
                 .geburtsdatum
                 .map(|d| format!("{}T00:00:00", d.format("%Y-%m-%d")));
-            let keeps_person_form = text(&out.rechtsform).is_some_and(|r| Rechtsform::parse(&r).is_none());
+            let keeps_person_form =
+                text(&out.rechtsform).is_some_and(|r| Rechtsform::parse(&r).is_none());
             if !keeps_person_form {
                 out.rechtsform = None;
             }
@@ -393,7 +448,14 @@ pub fn changed_fields(a: &Stammdaten, b: &Stammdaten) -> Vec<&'static str> {
         }
     };
     check(a.kind != b.kind, "kind");
-    check(a.name != b.name, if a.kind == Kind::Firma { "firmenname" } else { "lastName" });
+    check(
+        a.name != b.name,
+        if a.kind == Kind::Firma {
+            "firmenname"
+        } else {
+            "lastName"
+        },
+    );
     check(a.vorname != b.vorname, "firstName");
     check(a.anrede != b.anrede, "salutationName");
     check(a.titel != b.titel, "titel");
@@ -430,7 +492,11 @@ mod tests {
             ("PartG mbB", "PartG mbB"),
             ("Stiftung", "Stiftung"),
         ] {
-            assert_eq!(Rechtsform::parse(raw).as_ref().map(Rechtsform::as_text), Some(want), "{raw}");
+            assert_eq!(
+                Rechtsform::parse(raw).as_ref().map(Rechtsform::as_text),
+                Some(want),
+                "{raw}"
+            );
         }
         assert_eq!(Rechtsform::parse("Privatperson"), None);
         assert_eq!(Rechtsform::parse("  "), None);
@@ -438,10 +504,19 @@ mod tests {
 
     #[test]
     fn register_number_and_court_normalise() {
-        assert_eq!(normalise_hr_nummer("hrb12345").as_deref(), Some("HRB 12345"));
-        assert_eq!(normalise_hr_nummer(" HRA   987 B ").as_deref(), Some("HRA 987 B"));
+        assert_eq!(
+            normalise_hr_nummer("hrb12345").as_deref(),
+            Some("HRB 12345")
+        );
+        assert_eq!(
+            normalise_hr_nummer(" HRA   987 B ").as_deref(),
+            Some("HRA 987 B")
+        );
         assert_eq!(normalise_hr_nummer("12345").as_deref(), Some("12345"));
-        assert_eq!(normalise_gericht("AG  München").as_deref(), Some("Amtsgericht München"));
+        assert_eq!(
+            normalise_gericht("AG  München").as_deref(),
+            Some("Amtsgericht München")
+        );
     }
 
     #[test]
@@ -495,8 +570,10 @@ mod tests {
 
     #[test]
     fn spelling_differences_are_not_changes() {
-        let a = espo(json!({"id": "x", "firmenname": "ACME", "rechtsform": "G.m.b.H.",
-            "handelsregisterNummer": "HRB12", "handelsregisterGericht": "AG Bonn"}));
+        let a = espo(
+            json!({"id": "x", "firmenname": "ACME", "rechtsform": "G.m.b.H.",
+            "handelsregisterNummer": "HRB12", "handelsregisterGericht": "AG Bonn"}),
+        );
         let b: AdvowareBeteiligter = serde_json::from_value(json!({"name": " ACME ",
             "rechtsform": "GmbH", "handelsRegisterNummer": "HRB 12", "registergericht": "Amtsgericht Bonn"}))
         .unwrap_or_default();
@@ -515,8 +592,13 @@ mod tests {
             Err(MappingError::MissingField("firmenname"))
         );
         assert!(matches!(
-            espo_to_stammdaten(&espo(json!({"id": "x", "lastName": "M", "dateOfBirth": "12.08.1964"}))),
-            Err(MappingError::InvalidDate { field: "dateOfBirth", .. })
+            espo_to_stammdaten(&espo(
+                json!({"id": "x", "lastName": "M", "dateOfBirth": "12.08.1964"})
+            )),
+            Err(MappingError::InvalidDate {
+                field: "dateOfBirth",
+                ..
+            })
         ));
         assert_eq!(
             advoware_to_stammdaten(&AdvowareBeteiligter::default()),
@@ -526,7 +608,9 @@ mod tests {
 
     #[test]
     fn changed_fields_name_the_differences() {
-        let e = espo(json!({"id": "x", "lastName": "A", "firstName": "B", "dateOfBirth": "2000-01-01"}));
+        let e = espo(
+            json!({"id": "x", "lastName": "A", "firstName": "B", "dateOfBirth": "2000-01-01"}),
+        );
         let s = espo_to_stammdaten(&e).unwrap_or_else(|e| panic!("{e}"));
         let mut t = s.clone();
         t.vorname = Some("C".into());
@@ -555,7 +639,10 @@ mod tests {
                 Just(Anrede::Frau),
                 Just(Anrede::Other("Divers".into()))
             ]),
-            proptest::option::of(prop_oneof![Just("Dr.".to_owned()), Just("Prof. Dr.".to_owned())]),
+            proptest::option::of(prop_oneof![
+                Just("Dr.".to_owned()),
+                Just("Prof. Dr.".to_owned())
+            ]),
             proptest::option::of(date()),
         )
             .prop_map(|(name, vorname, anrede, titel, geburtsdatum)| Stammdaten {

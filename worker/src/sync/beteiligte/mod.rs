@@ -21,8 +21,8 @@ pub mod model;
 
 pub use decide::{content_hash, decide, parse_espo_datetime, DecisionInput, SyncDecision};
 pub use mapping::{
-    advoware_to_stammdaten, changed_fields, espo_to_stammdaten, to_advoware, to_espo_patch,
-    Anrede, Handelsregister, Kind, Rechtsform, Stammdaten,
+    advoware_to_stammdaten, changed_fields, espo_to_stammdaten, to_advoware, to_espo_patch, Anrede,
+    Handelsregister, Kind, Rechtsform, Stammdaten,
 };
 pub use model::{AdvowareBeteiligter, EspoBeteiligte, EspoStammdatenPatch, SyncStatus};
 
