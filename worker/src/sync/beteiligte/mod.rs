@@ -8,7 +8,7 @@
 //! - [`mapping`]: the normalised [`Stammdaten`] both sides map through (person or company, name,
 //!   first name, Anrede, title, Rechtsform, date of birth, Handelsregister), the normalisation
 //!   rules, and [`changed_fields`] naming what differs.
-//! - [`decide`]: which side is newer — `espocrm_newer` / `advoware_newer` / `conflict` /
+//! - [`decide`](mod@decide): which side is newer — `espocrm_newer` / `advoware_newer` / `conflict` /
 //!   `no_change` — from rowId, `modifiedAt` vs `advowareLastSync`, and the mapped content, so
 //!   that our own write-back never causes a write in the other direction.
 //!
