@@ -11,6 +11,9 @@
 //! - [`decide`](mod@decide): which side is newer — `espocrm_newer` / `advoware_newer` / `conflict` /
 //!   `no_change` — from rowId, `modifiedAt` vs `advowareLastSync`, and the mapped content, so
 //!   that our own write-back never causes a write in the other direction.
+//! - [`status`]: the `syncStatus` machine — the EspoCRM update for each outcome (syncing, clean,
+//!   failed → permanently_failed, deleted_in_advoware, conflict, 24 h reset) and the action a
+//!   decision leads to under the [`ConflictPolicy`].
 //!
 //! Field names of `CBeteiligte` beyond the sync fields are the firm's customisation and not
 //! documented publicly; they are constants in [`model::espo_fields`] (see the README).
@@ -18,6 +21,7 @@
 pub mod decide;
 pub mod mapping;
 pub mod model;
+pub mod status;
 
 pub use decide::{content_hash, decide, parse_espo_datetime, DecisionInput, SyncDecision};
 pub use mapping::{
@@ -25,6 +29,7 @@ pub use mapping::{
     Handelsregister, Kind, Rechtsform, Stammdaten,
 };
 pub use model::{AdvowareBeteiligter, EspoBeteiligte, EspoStammdatenPatch, SyncStatus};
+pub use status::{due_for_reset, plan, Action, ConflictPolicy, StatusUpdate};
 
 /// Why a record cannot be mapped. Permanent: the data must be fixed by a person, so the
 /// handler writes it to `syncErrorMessage` and does not retry.
