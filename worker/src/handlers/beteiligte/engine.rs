@@ -30,8 +30,8 @@ use crate::clients::espocrm::NewNotification;
 use crate::sync::beteiligte::model::espo_fields;
 use crate::sync::beteiligte::{
     advoware_to_stammdaten, content_hash, decide, espo_to_stammdaten, parse_espo_datetime, plan,
-    to_advoware, to_espo_patch, Action, ConflictPolicy, DecisionInput, EspoBeteiligte,
-    Stammdaten, StatusUpdate, SyncDecision, SyncStatus,
+    to_advoware, to_espo_patch, Action, ConflictPolicy, DecisionInput, EspoBeteiligte, Stammdaten,
+    StatusUpdate, SyncDecision, SyncStatus,
 };
 
 /// Knobs of a run.
@@ -139,8 +139,12 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             return Ok(Outcome::Skipped("gone in EspoCRM"));
         };
         match espo.sync_status {
-            Some(SyncStatus::DeletedInAdvoware) => return Ok(Outcome::Skipped("deleted in Advoware")),
-            Some(SyncStatus::PermanentlyFailed) => return Ok(Outcome::Skipped("permanently failed")),
+            Some(SyncStatus::DeletedInAdvoware) => {
+                return Ok(Outcome::Skipped("deleted in Advoware"))
+            }
+            Some(SyncStatus::PermanentlyFailed) => {
+                return Ok(Outcome::Skipped("permanently failed"))
+            }
             _ => {}
         }
         match self.run(id, &espo, now).await {
@@ -178,7 +182,11 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         };
         let adv = match advoware_to_stammdaten(&current) {
             Ok(a) => a,
-            Err(e) => return Ok(self.invalid(id, espo, format!("Advoware {bet_nr}: {e}")).await),
+            Err(e) => {
+                return Ok(self
+                    .invalid(id, espo, format!("Advoware {bet_nr}: {e}"))
+                    .await)
+            }
         };
         let base = self.store.hash(id).await?;
         let decision = decide(&DecisionInput {
@@ -302,7 +310,10 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             }
         };
         let mut patch = json(StatusUpdate::clean(&row_id.unwrap_or_default(), now));
-        merge(&mut patch, serde_json::json!({ espo_fields::BETNR: bet_nr.get() }));
+        merge(
+            &mut patch,
+            serde_json::json!({ espo_fields::BETNR: bet_nr.get() }),
+        );
         self.espo.update(id, &patch).await?;
         self.store.synced(id, &content_hash(data)).await?;
         Ok(Outcome::Created(bet_nr))
