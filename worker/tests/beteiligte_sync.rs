@@ -348,6 +348,14 @@ async fn conflict_espocrm_wins_by_default_and_manual_leaves_it() {
     assert_eq!(env.aw_fake.writes(BETEILIGTE), aw_writes);
     assert_eq!(env.espo_record(&id)["syncStatus"], "conflict");
     assert_eq!(env.espo_fake.all("Notification").len(), 2);
+    // The echo of our own `conflict` write changes nothing and notifies nobody again.
+    let before = env.writes();
+    assert_eq!(
+        env.run(&id).await,
+        Ok(Outcome::ConflictLeft(vec!["firstName"]))
+    );
+    assert_eq!(env.writes(), before);
+    assert_eq!(env.espo_fake.all("Notification").len(), 2);
 }
 
 #[tokio::test]

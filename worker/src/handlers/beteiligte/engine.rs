@@ -248,6 +248,10 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             }
             Action::LeaveConflict => {
                 let fields = conflict.unwrap_or_default();
+                if espo.sync_status == Some(SyncStatus::Conflict) {
+                    // Already marked and notified; writing again would echo forever.
+                    return Ok(Outcome::ConflictLeft(fields));
+                }
                 self.espo
                     .update(id, &json(StatusUpdate::conflict(&fields)))
                     .await?;
