@@ -161,7 +161,10 @@ pub struct AdvowareSettings {
 pub struct EspoCrmSettings {
     pub api_base_url: Option<String>,
     pub api_key: Option<Secret>,
+    /// Overall timeout of one request (connect timeout is the smaller of this and 10 s).
     pub timeout: Option<Duration>,
+    /// `maxSize` of list pages, 1–200 (EspoCRM refuses more than 200).
+    pub page_size: Option<usize>,
 }
 
 /// Google Calendar API access. Base URLs and the token URI are configurable so that tests and
@@ -373,6 +376,7 @@ struct FileEspo {
     api_base_url: Option<String>,
     api_key: Option<Secret>,
     timeout_secs: Option<u64>,
+    page_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -884,12 +888,28 @@ impl Config {
                 .parse::<u64>("ESPOCRM_API_TIMEOUT_SECONDS")
                 .or(fe.timeout_secs)
                 .map(Duration::from_secs),
+            page_size: r.parse::<usize>("ESPOCRM_PAGE_SIZE").or(fe.page_size),
         };
         check_http_url(
             &mut r.problems,
             "ESPOCRM_API_BASE_URL",
             espocrm.api_base_url.as_deref(),
         );
+        if espocrm.api_base_url.is_some() && espocrm.api_key.as_ref().is_none_or(Secret::is_empty) {
+            r.problems
+                .push("ESPOCRM_API_KEY: required when ESPOCRM_API_BASE_URL is set".into());
+        }
+        if espocrm
+            .timeout
+            .is_some_and(|t| t.is_zero() || t > Duration::from_secs(300))
+        {
+            r.problems
+                .push("ESPOCRM_API_TIMEOUT_SECONDS: must be 1–300".into());
+        }
+        if espocrm.page_size.is_some_and(|n| n == 0 || n > 200) {
+            r.problems
+                .push("ESPOCRM_PAGE_SIZE: must be 1–200 (EspoCRM refuses larger pages)".into());
+        }
         let fg = file.google;
         let gd = GoogleSettings::default();
         let with_slash = |u: String| if u.ends_with('/') { u } else { format!("{u}/") };
@@ -1080,6 +1100,42 @@ mod tests {
             !dbg.contains("0123456789abcdef-secret"),
             "secret leaked into Debug: {dbg}"
         );
+    }
+
+    #[test]
+    fn espocrm_settings_are_validated_together() {
+        let problems = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("ESPOCRM_API_BASE_URL", "https://crm.example/api/v1/"),
+                ("ESPOCRM_API_TIMEOUT_SECONDS", "0"),
+                ("ESPOCRM_PAGE_SIZE", "500"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for name in [
+            "ESPOCRM_API_KEY",
+            "ESPOCRM_API_TIMEOUT_SECONDS",
+            "ESPOCRM_PAGE_SIZE",
+        ] {
+            assert!(problems.contains(name), "{name} missing in {problems}");
+        }
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("ESPOCRM_API_BASE_URL", "https://crm.example/api/v1/"),
+                ("ESPOCRM_API_KEY", "espo-key-123456"),
+                ("ESPOCRM_PAGE_SIZE", "50"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.espocrm.page_size, Some(50));
+        assert!(!format!("{cfg:?}").contains("espo-key-123456"));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | `bbl:cal:{kuerzel}:mirror`            | hash       | Google event id → event JSON, kept current by incremental lists |
 //! | `bbl:cal:{kuerzel}:meta`              | hash       | `calendar_id`, `sync_token`, `last_sync_ms`, `last_result` |
 //! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
+//! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `created` (Advoware `betNr` of a create not yet written back), `hash` (content hash after the last sync) |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -72,6 +73,11 @@ pub fn calendar(kuerzel: &str, part: &str) -> String {
 
 /// Kürzel → time of the last successful calendar sync; orders `calendar.sync.all`.
 pub const CALENDAR_LAST_SYNC: &str = "bbl:cal:last_sync";
+
+/// The Beteiligte sync's record of one `CBeteiligte` (create intent, last synced content hash).
+pub fn beteiligte(espo_id: &str) -> String {
+    format!("{PREFIX}bet:{espo_id}")
+}
 
 pub fn test(name: &str) -> String {
     format!("{PREFIX}test:{name}")

@@ -16,9 +16,11 @@
 //! - [`handlers`]: the topic → handler registry and the job context; `test.*` handlers;
 //!   [`handlers::calendar`]: the calendar sync run (engine, Redis store, fan-out, audit).
 //! - [`clients`]: one module per outside system — [`clients::advoware`]: token, REST calls;
-//!   [`clients::google`]: Google Calendar via `google-calendar3`; [`clients::http`]: reqwest.
+//!   [`clients::google`]: Google Calendar via `google-calendar3`; [`clients::espocrm`]: EspoCRM
+//!   REST (filters, paging, typed errors); [`clients::http`]: reqwest.
 //! - [`ratelimit`]: the Google request budget shared by all workers (Redis token bucket).
-//! - [`sync`]: pure mapping/diffing per domain — [`sync::calendar`]: Advoware Termine ↔ Google events.
+//! - [`sync`]: pure mapping/diffing per domain — [`sync::calendar`]: Advoware Termine ↔ Google events;
+//!   [`sync::beteiligte`]: `CBeteiligte` ↔ Advoware Beteiligte mapping and sync decision (no handler yet).
 //! - [`ops`]: readiness state and Prometheus metrics.
 //! - [`cli`]: the command line (`serve`, `config check`, `queue`, `dlq`, `locks`, `sync`,
 //!   `calendar audit|run`).

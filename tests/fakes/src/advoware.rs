@@ -1130,16 +1130,34 @@ async fn update_beteiligter(
             map.remove(field);
         }
     }
+    // PUT replaces the record, so it must name the Beteiligter like a POST.
+    let has_name = ["name", "vorname"].iter().any(|f| {
+        patch
+            .get(*f)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.trim().is_empty())
+    });
     let now = shared.config.clock.now_berlin();
     let mut state = shared.state.lock();
     if !state.beteiligte.contains_key(&bet_nr) {
         return not_found_entity("Beteiligter");
     }
+    if !has_name {
+        return bad_request("The name field is required.");
+    }
     let row_id = state.next_row_id();
     let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
         return not_found_entity("Beteiligter");
     };
-    merge_object(b, &patch);
+    // Advoware's PUT replaces the whole record: attributes missing from the body are gone
+    // (callers read, modify and write back everything). Read-only parts stay.
+    let mut replaced = patch;
+    for field in BETEILIGTE_READ_ONLY {
+        if let Some(v) = b.get(field) {
+            set(&mut replaced, field, v.clone());
+        }
+    }
+    *b = replaced;
     set(b, "rowId", json!(row_id));
     set(b, "geaendertAm", json!(fmt_local(now)));
     json_response(StatusCode::OK, b.clone())

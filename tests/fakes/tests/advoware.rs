@@ -300,6 +300,12 @@ async fn beteiligte_row_id_changes_and_kommunikation_delete_is_forbidden() -> Te
         .json()
         .await?;
     assert_eq!(after["name"], "Musterfrau");
+    assert!(
+        after.get("vorname").is_none(),
+        "PUT replaces the record: vorname was not sent, so it is gone: {after}"
+    );
+    assert_eq!(after["betNr"], before["betNr"]);
+    assert_eq!(after["kommunikation"], before["kommunikation"]);
     assert_ne!(after["rowId"], before["rowId"]);
     assert_ne!(after["rowId"], "ignored");
 

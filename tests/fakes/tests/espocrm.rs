@@ -323,3 +323,57 @@ async fn registered_webhooks_receive_batched_events() -> TestResult {
     assert!(api.fake.webhooks().is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn cbeteiligte_sync_fields_are_validated_and_duplicates_refused() -> TestResult {
+    let api = Api::new().await?;
+    let post = |body: Value| api.send(api.req(reqwest::Method::POST, "CBeteiligte").json(&body));
+    let (status, person) = post(json!({"firstName": "Max", "lastName": "Muster", "syncStatus": "pending_sync", "betnr": 50001})).await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        person["name"], "Max Muster",
+        "Person-type entity derives name"
+    );
+    // Same first + last name (any case) → 409 with the duplicate; skip header creates it.
+    let (status, dupes) = post(json!({"firstName": "max", "lastName": "MUSTER"})).await?;
+    assert_eq!(status, 409);
+    assert_eq!(dupes[0]["id"], person["id"]);
+    let (status, _) = post(json!({"lastName": "Muster"})).await?;
+    assert_eq!(status, 200, "last name alone is no duplicate");
+    let (status, firma) = post(json!({"firmenname": "Muster Bau", "rechtsform": "GmbH"})).await?;
+    assert_eq!((status, firma["name"].as_str()), (200, Some("Muster Bau")));
+    assert_eq!(post(json!({"firmenname": "muster bau"})).await?.0, 409);
+
+    for bad in [
+        json!({"lastName": "A", "syncStatus": "done"}),
+        json!({"lastName": "B", "dateOfBirth": "12.08.1964"}),
+        json!({"lastName": "C", "advowareLastSync": "2026-03-01T10:00:00Z"}),
+        json!({"lastName": "D", "betnr": "abc"}),
+        json!({"lastName": "E", "syncRetryCount": 1.5}),
+    ] {
+        let res = api
+            .req(reqwest::Method::POST, "CBeteiligte")
+            .json(&bad)
+            .send()
+            .await?;
+        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(
+            res.headers()
+                .get("x-status-reason")
+                .and_then(|v| v.to_str().ok()),
+            Some("validationFailure")
+        );
+    }
+    // The same rules on a partial update; "" is the empty enum option.
+    let id = person["id"].as_str().ok_or("id")?;
+    let put = |body: Value| {
+        api.send(
+            api.req(reqwest::Method::PUT, &format!("CBeteiligte/{id}"))
+                .json(&body),
+        )
+    };
+    assert_eq!(put(json!({"syncStatus": "syncing"})).await?.0, 200);
+    assert_eq!(put(json!({"syncStatus": ""})).await?.0, 200);
+    assert_eq!(put(json!({"dateOfBirth": "1964-13-01"})).await?.0, 400);
+    Ok(())
+}

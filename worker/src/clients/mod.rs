@@ -3,10 +3,13 @@
 //!
 //! - [`advoware`]: the Advoware REST API — HMAC-minted bearer token shared in Redis, refreshed
 //!   once on a 401, errors classified for the queue's retry policy.
+//! - [`espocrm`]: the EspoCRM REST API — `X-Api-Key`, typed `where[]` filters, all pages,
+//!   409 duplicates and 404 as their own errors, `X-Status-Reason` kept.
 //! - [`google`]: Google Calendar through `google-calendar3`, service-account auth, the shared
 //!   request budget of [`crate::ratelimit`].
 //! - [`http`]: the production HTTP transport (reqwest + rustls).
 
 pub mod advoware;
+pub mod espocrm;
 pub mod google;
 pub mod http;

@@ -5,6 +5,7 @@
 //! which is also what makes coalescing safe. Sync handlers for Advoware, EspoCRM, Google Calendar
 //! and 3CX are registered here as later issues add them; topics without a handler stay queued.
 
+pub mod beteiligte;
 pub mod calendar;
 pub mod testing;
 

@@ -1,0 +1,387 @@
+//! One sync run for one `CBeteiligte`: fetch both sides (never trust the event), decide, write,
+//! record. The caller (the `vmh.beteiligte.*` handler, not registered yet) holds the entity lock.
+//!
+//! # Writes only when something changed
+//!
+//! Every EspoCRM write makes EspoCRM send an update webhook, which queues another run for the
+//! same record. That run must end with no write at all, or the two would chase each other
+//! forever. So a run decides *before* it writes anything: equal content with current
+//! bookkeeping (`clean`, same `rowId`, stored hash) is zero writes on both sides; `syncing` is
+//! written only when there is work to do; the final status write sets everything at once.
+//!
+//! # Create exactly once
+//!
+//! A record without `betnr` is created in Advoware; the returned `betNr` goes to Redis
+//! ([`BeteiligteStore::set_created`]) right after the `POST`, before the write-back to EspoCRM.
+//! A run after a failed write-back finds it and resumes (adopts that Beteiligter) instead of
+//! creating a second one.
+
+use std::time::Duration;
+
+use bitbylaw_core::ids::{BetNr, EspoId};
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionLike;
+use serde_json::Value;
+use tracing::warn;
+
+use super::sides::{AdvowareSide, EspoSide, SideError};
+use super::store::BeteiligteStore;
+use crate::clients::espocrm::NewNotification;
+use crate::sync::beteiligte::model::espo_fields;
+use crate::sync::beteiligte::{
+    advoware_to_stammdaten, content_hash, decide, espo_to_stammdaten, parse_espo_datetime, plan,
+    to_advoware, to_espo_patch, Action, ConflictPolicy, DecisionInput, EspoBeteiligte, Stammdaten,
+    StatusUpdate, SyncDecision, SyncStatus,
+};
+
+/// Knobs of a run.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub conflict_policy: ConflictPolicy,
+    /// Failures until `permanently_failed` (seeds: 5).
+    pub max_retries: u32,
+    /// How much later than `advowareLastSync` our own write may have set `modifiedAt`.
+    pub modified_tolerance: chrono::Duration,
+    /// EspoCRM user who gets the in-app notifications; `None` = log only.
+    pub notify_user_id: Option<String>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            conflict_policy: ConflictPolicy::EspocrmWins,
+            max_retries: 5,
+            modified_tolerance: chrono::Duration::seconds(5),
+            notify_user_id: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Created in Advoware (or an earlier create adopted) and written back.
+    Created(BetNr),
+    /// EspoCRM's content written to Advoware; `conflict` names the fields if both had changed.
+    WroteAdvoware { conflict: Option<Vec<&'static str>> },
+    /// Advoware's content written to EspoCRM.
+    WroteEspocrm { conflict: Option<Vec<&'static str>> },
+    /// Equal content; `bookkeeping` if the sync fields had to be brought up to date.
+    NoChange { bookkeeping: bool },
+    /// Policy `manual`: both sides left as they are, `conflict` set.
+    ConflictLeft(Vec<&'static str>),
+    /// Advoware answered 404: `deleted_in_advoware`, never re-created automatically.
+    DeletedInAdvoware,
+    /// Nothing to do for this record (gone in EspoCRM, deleted in Advoware, permanently failed).
+    Skipped(&'static str),
+    /// A side's data cannot be mapped (missing name, bad date): `failed` with the reason.
+    InvalidData(String),
+}
+
+impl Outcome {
+    /// Metric/log label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "created",
+            Self::WroteAdvoware { .. } => "espocrm_newer",
+            Self::WroteEspocrm { .. } => "advoware_newer",
+            Self::NoChange { .. } => "no_change",
+            Self::ConflictLeft(_) => "conflict",
+            Self::DeletedInAdvoware => "deleted_in_advoware",
+            Self::Skipped(_) => "skipped",
+            Self::InvalidData(_) => "invalid_data",
+        }
+    }
+}
+
+/// Why a run failed; the record's status is `failed` (or `permanently_failed`) already.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Side(#[from] SideError),
+    #[error("redis (Beteiligte sync state): {0}")]
+    Store(#[from] redis::RedisError),
+}
+
+impl EngineError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Side(e) => e.is_retryable(),
+            Self::Store(_) => true,
+        }
+    }
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Side(e) => e.retry_after(),
+            Self::Store(_) => None,
+        }
+    }
+}
+
+/// Both sides, the Redis record store and the settings.
+pub struct Engine<'a, C> {
+    pub espo: &'a dyn EspoSide,
+    pub advoware: &'a dyn AdvowareSide,
+    pub store: &'a BeteiligteStore<C>,
+    pub settings: &'a EngineSettings,
+}
+
+fn json(v: impl serde::Serialize) -> Value {
+    // Plain structs of strings and numbers always serialise.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
+    /// Syncs one record. On an error the record is marked `failed` (best effort) and the error
+    /// returned for the queue's retry policy.
+    pub async fn sync_one(&self, id: &EspoId, now: DateTime<Utc>) -> Result<Outcome, EngineError> {
+        let Some(espo) = self.espo.get(id).await? else {
+            return Ok(Outcome::Skipped("gone in EspoCRM"));
+        };
+        match espo.sync_status {
+            Some(SyncStatus::DeletedInAdvoware) => {
+                return Ok(Outcome::Skipped("deleted in Advoware"))
+            }
+            Some(SyncStatus::PermanentlyFailed) => {
+                return Ok(Outcome::Skipped("permanently failed"))
+            }
+            _ => {}
+        }
+        match self.run(id, &espo, now).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                self.mark_failed(id, &espo, &e.to_string()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        id: &EspoId,
+        espo: &EspoBeteiligte,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        let data = match espo_to_stammdaten(espo) {
+            Ok(d) => d,
+            Err(e) => return Ok(self.invalid(id, espo, format!("EspoCRM: {e}")).await),
+        };
+        let Some(bet_nr) = espo.betnr else {
+            return self.create(id, espo, &data, now).await;
+        };
+        let Some(current) = self.advoware.get(bet_nr).await? else {
+            self.espo
+                .update(id, &json(StatusUpdate::deleted_in_advoware(now)))
+                .await?;
+            self.notify(
+                id,
+                &format!("Beteiligter {bet_nr} existiert in Advoware nicht mehr; die Verknüpfung bleibt bestehen, nichts wurde neu angelegt."),
+            )
+            .await;
+            return Ok(Outcome::DeletedInAdvoware);
+        };
+        let adv = match advoware_to_stammdaten(&current) {
+            Ok(a) => a,
+            Err(e) => {
+                return Ok(self
+                    .invalid(id, espo, format!("Advoware {bet_nr}: {e}"))
+                    .await)
+            }
+        };
+        let base = self.store.hash(id).await?;
+        let decision = decide(&DecisionInput {
+            espo: &data,
+            advoware: &adv,
+            last_synced_hash: base.as_deref(),
+            espo_modified_at: parse_espo_datetime(espo.modified_at.as_deref()),
+            last_sync: parse_espo_datetime(espo.advoware_last_sync.as_deref()),
+            modified_tolerance: self.settings.modified_tolerance,
+            stored_row_id: espo.advoware_row_id.as_deref(),
+            advoware_row_id: current.row_id.as_deref(),
+        });
+        let conflict = match &decision {
+            SyncDecision::Conflict { fields } => Some(fields.clone()),
+            _ => None,
+        };
+        let row_id = current.row_id.clone().unwrap_or_default();
+        match plan(&decision, self.settings.conflict_policy) {
+            Action::Nothing => {
+                let hash = content_hash(&data);
+                let current_bookkeeping = espo.sync_status == Some(SyncStatus::Clean)
+                    && espo.advoware_row_id.as_deref() == Some(row_id.as_str())
+                    && base.as_deref() == Some(hash.as_str());
+                if current_bookkeeping {
+                    return Ok(Outcome::NoChange { bookkeeping: false });
+                }
+                self.espo
+                    .update(id, &json(StatusUpdate::clean(&row_id, now)))
+                    .await?;
+                self.store.synced(id, &hash).await?;
+                Ok(Outcome::NoChange { bookkeeping: true })
+            }
+            Action::WriteAdvoware => {
+                self.espo.update(id, &json(StatusUpdate::syncing())).await?;
+                let stored = self
+                    .advoware
+                    .replace(bet_nr, &to_advoware(Some(&current), &data))
+                    .await?;
+                let row_id = stored.row_id.unwrap_or_default();
+                self.espo
+                    .update(id, &json(StatusUpdate::clean(&row_id, now)))
+                    .await?;
+                self.store.synced(id, &content_hash(&data)).await?;
+                if let Some(fields) = &conflict {
+                    self.notify_conflict(id, fields, "EspoCRM").await;
+                }
+                Ok(Outcome::WroteAdvoware { conflict })
+            }
+            Action::WriteEspocrm => {
+                // One write: master data and status together.
+                let mut patch = json(to_espo_patch(&adv));
+                merge(&mut patch, json(StatusUpdate::clean(&row_id, now)));
+                self.espo.update(id, &patch).await?;
+                self.store.synced(id, &content_hash(&adv)).await?;
+                if let Some(fields) = &conflict {
+                    self.notify_conflict(id, fields, "Advoware").await;
+                }
+                Ok(Outcome::WroteEspocrm { conflict })
+            }
+            Action::LeaveConflict => {
+                let fields = conflict.unwrap_or_default();
+                if espo.sync_status == Some(SyncStatus::Conflict) {
+                    // Already marked and notified; writing again would echo forever.
+                    return Ok(Outcome::ConflictLeft(fields));
+                }
+                self.espo
+                    .update(id, &json(StatusUpdate::conflict(&fields)))
+                    .await?;
+                self.notify(
+                    id,
+                    &format!(
+                        "Konflikt: in EspoCRM und Advoware geändert ({}); bitte manuell abgleichen.",
+                        fields.join(", ")
+                    ),
+                )
+                .await;
+                Ok(Outcome::ConflictLeft(fields))
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        id: &EspoId,
+        espo: &EspoBeteiligte,
+        data: &Stammdaten,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        let adopted = match self.store.created(id).await? {
+            Some(bet_nr) => self.advoware.get(bet_nr).await?.map(|rec| (bet_nr, rec)),
+            None => None,
+        };
+        let (bet_nr, row_id) = match adopted {
+            Some((bet_nr, rec)) => {
+                // Created by an earlier attempt whose write-back failed: bring it up to date
+                // with the current EspoCRM content if that changed meanwhile.
+                let same = advoware_to_stammdaten(&rec).as_ref() == Ok(data);
+                let row_id = if same {
+                    rec.row_id.clone()
+                } else {
+                    self.advoware
+                        .replace(bet_nr, &to_advoware(Some(&rec), data))
+                        .await?
+                        .row_id
+                };
+                (bet_nr, row_id)
+            }
+            None => {
+                if espo.sync_status != Some(SyncStatus::Syncing) {
+                    self.espo.update(id, &json(StatusUpdate::syncing())).await?;
+                }
+                let created = self.advoware.create(&to_advoware(None, data)).await?;
+                let Some(bet_nr) = created.bet_nr else {
+                    // The side guarantees a betNr; keep the type honest anyway.
+                    return Err(EngineError::Side(SideError::Failed {
+                        system: super::sides::System::Advoware,
+                        message: "create answer carries no betNr".into(),
+                        retryable: true,
+                        retry_after: None,
+                        status: None,
+                    }));
+                };
+                self.store.set_created(id, bet_nr).await?;
+                (bet_nr, created.row_id)
+            }
+        };
+        let mut patch = json(StatusUpdate::clean(&row_id.unwrap_or_default(), now));
+        merge(
+            &mut patch,
+            serde_json::json!({ espo_fields::BETNR: bet_nr.get() }),
+        );
+        self.espo.update(id, &patch).await?;
+        self.store.synced(id, &content_hash(data)).await?;
+        Ok(Outcome::Created(bet_nr))
+    }
+
+    /// Bad data: `failed` with the reason, counted like any failure; not retried by the queue.
+    async fn invalid(&self, id: &EspoId, espo: &EspoBeteiligte, message: String) -> Outcome {
+        self.mark_failed(id, espo, &message).await;
+        Outcome::InvalidData(message)
+    }
+
+    async fn mark_failed(&self, id: &EspoId, espo: &EspoBeteiligte, message: &str) {
+        let update = StatusUpdate::failed(
+            espo.sync_retry_count.unwrap_or(0),
+            self.settings.max_retries,
+            message,
+        );
+        let permanent = update.sync_status == Some(SyncStatus::PermanentlyFailed);
+        if let Err(e) = self.espo.update(id, &json(update)).await {
+            warn!(espo_id = %id, error = %e, "could not record the failure in EspoCRM");
+        }
+        if permanent {
+            self.notify(
+                id,
+                &format!("Synchronisation mit Advoware endgültig fehlgeschlagen: {message}"),
+            )
+            .await;
+        }
+    }
+
+    async fn notify_conflict(&self, id: &EspoId, fields: &[&str], winner: &str) {
+        self.notify(
+            id,
+            &format!(
+                "Konflikt: in EspoCRM und Advoware geändert ({}); {winner} hat Vorrang erhalten.",
+                fields.join(", ")
+            ),
+        )
+        .await;
+    }
+
+    /// In-app notification; a failure is logged, never fails the sync.
+    async fn notify(&self, id: &EspoId, message: &str) {
+        tracing::info!(espo_id = %id, message, "Beteiligte sync notification");
+        let Some(user_id) = &self.settings.notify_user_id else {
+            return;
+        };
+        let n = NewNotification {
+            kind: "Message".into(),
+            message: message.to_owned(),
+            user_id: user_id.clone(),
+            related_type: Some(espo_fields::ENTITY.into()),
+            related_id: Some(id.to_string()),
+            data: None,
+        };
+        if let Err(e) = self.espo.notify(&n).await {
+            warn!(espo_id = %id, error = %e, "notification failed");
+        }
+    }
+}
+
+/// Adds the attributes of `extra` (an object) to `target` (an object).
+fn merge(target: &mut Value, extra: Value) {
+    if let (Value::Object(t), Value::Object(e)) = (target, extra) {
+        t.extend(e);
+    }
+}

@@ -1,0 +1,262 @@
+//! The two systems of the Beteiligte sync behind [`EspoSide`] and [`AdvowareSide`], implemented
+//! by the real clients. Errors collapse into [`SideError`]: what the engine branches on (gone,
+//! duplicate) plus retryable/permanent for the queue.
+
+use std::time::Duration;
+
+use bitbylaw_core::ids::{BetNr, EspoId};
+use futures::future::BoxFuture;
+use redis::aio::ConnectionLike;
+use serde_json::Value;
+
+use crate::clients::advoware::{AdvowareClient, AdvowareError};
+use crate::clients::espocrm::{EspoCrmClient, EspoCrmError, ListQuery, NewNotification};
+use crate::sync::beteiligte::model::espo_fields;
+use crate::sync::beteiligte::{AdvowareBeteiligter, EspoBeteiligte};
+
+/// Advoware's Beteiligte collection (FACTS §1: GET/PUT `{path}/{betNr}`, POST `{path}`).
+pub const ADVOWARE_BETEILIGTE_PATH: &str = "api/v1/advonet/Beteiligte";
+
+/// Which system failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    EspoCrm,
+    Advoware,
+}
+
+/// A failed call on one side. No variant carries credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum SideError {
+    /// EspoCRM's duplicate check refused a create (ids of the similar records).
+    #[error("EspoCRM duplicate of {0:?}")]
+    Duplicate(Vec<String>),
+    /// Anything else.
+    #[error("{system:?}: {message}")]
+    Failed {
+        system: System,
+        message: String,
+        /// Worth retrying later (network, 5xx, 429).
+        retryable: bool,
+        /// The side's own hint.
+        retry_after: Option<Duration>,
+        /// The HTTP status, if there was an answer (404 on an update: the record is gone).
+        status: Option<u16>,
+    },
+}
+
+impl SideError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Failed {
+                retryable: true,
+                ..
+            }
+        )
+    }
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Failed { retry_after, .. } => *retry_after,
+            Self::Duplicate(_) => None,
+        }
+    }
+}
+
+fn espo_error(e: EspoCrmError) -> SideError {
+    match e {
+        EspoCrmError::Duplicate { duplicates, .. } => {
+            SideError::Duplicate(duplicates.into_iter().map(|d| d.id).collect())
+        }
+        e => SideError::Failed {
+            system: System::EspoCrm,
+            retryable: e.is_retryable(),
+            retry_after: e.retry_after(),
+            status: e.status(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn advoware_error(e: AdvowareError) -> SideError {
+    SideError::Failed {
+        system: System::Advoware,
+        retryable: e.is_retryable(),
+        retry_after: e.retry_after(),
+        status: e.status(),
+        message: e.to_string(),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(system: System, v: Value) -> Result<T, SideError> {
+    serde_json::from_value(v).map_err(|e| SideError::Failed {
+        system,
+        message: format!("unreadable record: {e}"),
+        retryable: false,
+        retry_after: None,
+        status: None,
+    })
+}
+
+/// EspoCRM as the sync needs it.
+pub trait EspoSide: Send + Sync {
+    /// The current record; `None` when EspoCRM answers 404 (deleted meanwhile).
+    fn get<'a>(
+        &'a self,
+        id: &'a EspoId,
+    ) -> BoxFuture<'a, Result<Option<EspoBeteiligte>, SideError>>;
+    /// Partial update (`patch` is a JSON object of attributes); returns the record after it.
+    fn update<'a>(
+        &'a self,
+        id: &'a EspoId,
+        patch: &'a Value,
+    ) -> BoxFuture<'a, Result<EspoBeteiligte, SideError>>;
+    /// All records matching the query (the 15-minute check).
+    fn list<'a>(
+        &'a self,
+        query: &'a ListQuery,
+    ) -> BoxFuture<'a, Result<Vec<EspoBeteiligte>, SideError>>;
+    /// An in-app notification.
+    fn notify<'a>(&'a self, n: &'a NewNotification) -> BoxFuture<'a, Result<(), SideError>>;
+}
+
+/// Advoware as the sync needs it.
+pub trait AdvowareSide: Send + Sync {
+    /// The current record; `None` on 404 (deleted in Advoware).
+    fn get(&self, bet_nr: BetNr) -> BoxFuture<'_, Result<Option<AdvowareBeteiligter>, SideError>>;
+    /// `POST`: the created record with its `betNr` and `rowId`.
+    fn create<'a>(
+        &'a self,
+        b: &'a AdvowareBeteiligter,
+    ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>>;
+    /// `PUT`, which replaces the whole record: pass the record from [`AdvowareSide::get`] with
+    /// the synced fields changed (`sync::beteiligte::to_advoware`). Returns the stored record.
+    fn replace<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        b: &'a AdvowareBeteiligter,
+    ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>>;
+}
+
+impl EspoSide for EspoCrmClient {
+    fn get<'a>(
+        &'a self,
+        id: &'a EspoId,
+    ) -> BoxFuture<'a, Result<Option<EspoBeteiligte>, SideError>> {
+        Box::pin(async move {
+            match EspoCrmClient::get::<Value>(self, espo_fields::ENTITY, id).await {
+                Ok(v) => decode(System::EspoCrm, v).map(Some),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(espo_error(e)),
+            }
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        id: &'a EspoId,
+        patch: &'a Value,
+    ) -> BoxFuture<'a, Result<EspoBeteiligte, SideError>> {
+        Box::pin(async move {
+            let v: Value = EspoCrmClient::update(self, espo_fields::ENTITY, id, patch)
+                .await
+                .map_err(espo_error)?;
+            decode(System::EspoCrm, v)
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        query: &'a ListQuery,
+    ) -> BoxFuture<'a, Result<Vec<EspoBeteiligte>, SideError>> {
+        Box::pin(async move {
+            let list: Vec<Value> = self
+                .list_all(espo_fields::ENTITY, query)
+                .await
+                .map_err(espo_error)?;
+            // One unreadable record must not hide the others from the check.
+            Ok(list
+                .into_iter()
+                .filter_map(|v| match serde_json::from_value::<EspoBeteiligte>(v) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable CBeteiligte record skipped");
+                        None
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn notify<'a>(&'a self, n: &'a NewNotification) -> BoxFuture<'a, Result<(), SideError>> {
+        Box::pin(async move {
+            self.create_notification(n)
+                .await
+                .map(|_| ())
+                .map_err(espo_error)
+        })
+    }
+}
+
+impl<C> AdvowareSide for AdvowareClient<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn get(&self, bet_nr: BetNr) -> BoxFuture<'_, Result<Option<AdvowareBeteiligter>, SideError>> {
+        Box::pin(async move {
+            let path = format!("{ADVOWARE_BETEILIGTE_PATH}/{bet_nr}");
+            match self.get_json(&path, &[]).await {
+                Ok(v) => decode(System::Advoware, v).map(Some),
+                Err(e) if e.status() == Some(404) => Ok(None),
+                Err(e) => Err(advoware_error(e)),
+            }
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        b: &'a AdvowareBeteiligter,
+    ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>> {
+        Box::pin(async move {
+            let body = encode(b)?;
+            let v = self
+                .post_json(ADVOWARE_BETEILIGTE_PATH, &body)
+                .await
+                .map_err(advoware_error)?;
+            let created: AdvowareBeteiligter = decode(System::Advoware, v)?;
+            if created.bet_nr.is_none() {
+                // Retryable: the record may exist now; the engine's create intent resolves it.
+                return Err(SideError::Failed {
+                    system: System::Advoware,
+                    message: "create answer carries no betNr".into(),
+                    retryable: true,
+                    retry_after: None,
+                    status: None,
+                });
+            }
+            Ok(created)
+        })
+    }
+
+    fn replace<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        b: &'a AdvowareBeteiligter,
+    ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>> {
+        Box::pin(async move {
+            let body = encode(b)?;
+            let path = format!("{ADVOWARE_BETEILIGTE_PATH}/{bet_nr}");
+            let v = self.put_json(&path, &body).await.map_err(advoware_error)?;
+            decode(System::Advoware, v)
+        })
+    }
+}
+
+fn encode(b: &AdvowareBeteiligter) -> Result<Value, SideError> {
+    serde_json::to_value(b).map_err(|e| SideError::Failed {
+        system: System::Advoware,
+        message: format!("cannot encode Beteiligter: {e}"),
+        retryable: false,
+        retry_after: None,
+        status: None,
+    })
+}
