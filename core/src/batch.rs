@@ -209,13 +209,19 @@ mod tests {
 
     #[test]
     fn usable_part_passes_and_the_rest_is_reported() {
-        let v = both(json!([{"id": "a1"}, {"id": "a b"}, 5, {"name": "x"}, {"id": 7}, {"id": "b2"}]))
-            .unwrap();
+        let v =
+            both(json!([{"id": "a1"}, {"id": "a b"}, 5, {"name": "x"}, {"id": 7}, {"id": "b2"}]))
+                .unwrap();
         assert_eq!(v.usable, [0, 5]);
         let codes: Vec<String> = v.invalid.iter().map(ToString::to_string).collect();
         assert_eq!(
             codes,
-            ["1:invalid_id", "2:not_object", "3:no_string_id", "4:no_string_id"]
+            [
+                "1:invalid_id",
+                "2:not_object",
+                "3:no_string_id",
+                "4:no_string_id"
+            ]
         );
     }
 
@@ -228,14 +234,27 @@ mod tests {
         assert_eq!(
             err,
             BatchError::NoUsableEntry(vec![
-                InvalidEntry { index: 0, problem: EntryProblem::InvalidId },
-                InvalidEntry { index: 1, problem: EntryProblem::NotObject },
+                InvalidEntry {
+                    index: 0,
+                    problem: EntryProblem::InvalidId
+                },
+                InvalidEntry {
+                    index: 1,
+                    problem: EntryProblem::NotObject
+                },
             ])
         );
         assert!(err.to_string().contains("0:invalid_id, 1:not_object"));
-        let max: Vec<_> = (0..MAX_BATCH_ENTRIES).map(|i| json!({"id": format!("e{i}")})).collect();
+        let max: Vec<_> = (0..MAX_BATCH_ENTRIES)
+            .map(|i| json!({"id": format!("e{i}")}))
+            .collect();
         assert_eq!(both(json!(max)).unwrap().usable.len(), MAX_BATCH_ENTRIES);
-        let over: Vec<_> = (0..=MAX_BATCH_ENTRIES).map(|i| json!({"id": format!("e{i}")})).collect();
-        assert_eq!(both(json!(over)), Err(BatchError::TooMany(MAX_BATCH_ENTRIES + 1)));
+        let over: Vec<_> = (0..=MAX_BATCH_ENTRIES)
+            .map(|i| json!({"id": format!("e{i}")}))
+            .collect();
+        assert_eq!(
+            both(json!(over)),
+            Err(BatchError::TooMany(MAX_BATCH_ENTRIES + 1))
+        );
     }
 }

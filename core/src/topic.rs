@@ -307,7 +307,11 @@ mod tests {
             Err(TopicError::InvalidSegment("action".into()))
         );
         assert_eq!(
-            route_for_action("vmh.{entity}.{action}", "/vmh/webhook/{entity}/{action}", "update"),
+            route_for_action(
+                "vmh.{entity}.{action}",
+                "/vmh/webhook/{entity}/{action}",
+                "update"
+            ),
             Err(TopicError::NotOnlyAction("entity".into()))
         );
         assert_eq!(
@@ -315,7 +319,11 @@ mod tests {
             Err(TopicError::NotOnlyAction("kind".into()))
         );
         assert_eq!(
-            route_for_action("vmh.beteiligte.update", "/vmh/webhook/beteiligte/update", "update"),
+            route_for_action(
+                "vmh.beteiligte.update",
+                "/vmh/webhook/beteiligte/update",
+                "update"
+            ),
             Err(TopicError::NoActionPlaceholder)
         );
         assert_eq!(

@@ -135,8 +135,14 @@ mod tests {
 
     #[test]
     fn bound_webhooks_pass() {
-        let c = espo(json!([{"id": "a", "actions": ["create"]}, {"id": "b", "actions": ["update", "delete"]}]));
-        let p = paths(&["/vmh/webhook/beteiligte/create", "/vmh/webhook/beteiligte/update", "/vmh/webhook/beteiligte/delete"]);
+        let c = espo(
+            json!([{"id": "a", "actions": ["create"]}, {"id": "b", "actions": ["update", "delete"]}]),
+        );
+        let p = paths(&[
+            "/vmh/webhook/beteiligte/create",
+            "/vmh/webhook/beteiligte/update",
+            "/vmh/webhook/beteiligte/delete",
+        ]);
         assert_eq!(check(&c, &p), Vec::<(String, String)>::new());
         // a regex route is not second-guessed
         assert!(check(&c, &paths(&["~/vmh/webhook/beteiligte/(create|update)$"])).is_empty());
@@ -150,8 +156,14 @@ mod tests {
             {"id": "c", "actions": ["archive"]},
             {"id": "c", "actions": ["create"]}
         ]));
-        let p = paths(&["/vmh/webhook/beteiligte/create", "/vmh/webhook/beteiligte/delete"]);
-        let got: Vec<String> = check(&c, &p).into_iter().map(|(a, m)| format!("{a}: {m}")).collect();
+        let p = paths(&[
+            "/vmh/webhook/beteiligte/create",
+            "/vmh/webhook/beteiligte/delete",
+        ]);
+        let got: Vec<String> = check(&c, &p)
+            .into_iter()
+            .map(|(a, m)| format!("{a}: {m}"))
+            .collect();
         let all = got.join("\n");
         for want in [
             "webhooks[0]: actions is required",
@@ -165,7 +177,8 @@ mod tests {
         let two = json!({"scheme": "espocrm", "topic": "vmh.{entity}.{action}",
             "path_pattern": "/vmh/{entity}/{action}", "webhooks": [{"id": "a", "actions": ["update"]}]});
         assert!(check(&two, &[])[0].1.contains("\"entity\" is not {action}"));
-        let hmac = json!({"scheme": "hmac-sha256", "topic": "x.{action}", "path_pattern": "/x/{action}"});
+        let hmac =
+            json!({"scheme": "hmac-sha256", "topic": "x.{action}", "path_pattern": "/x/{action}"});
         assert!(check(&hmac, &[])[0].1.contains("need scheme espocrm"));
         let fixed = json!({"scheme": "espocrm", "topic": "vmh.x", "webhooks": [{"id": "a", "actions": ["x"]}]});
         assert!(check(&fixed, &[])[0].1.contains("only applies"));

@@ -491,21 +491,38 @@ fn repository_template_binds_every_espocrm_webhook_to_its_action() -> TestResult
     })?;
     let problems = edited.err().unwrap_or_default();
     let text = all_text(&problems);
-    let at = "routes[vmh-webhook-beteiligte].filter_chains[0].filters[webhook_guard].config.webhooks";
+    let at =
+        "routes[vmh-webhook-beteiligte].filter_chains[0].filters[webhook_guard].config.webhooks";
     assert!(
-        has(&problems, &format!("{at}[2].actions[0]"), "the route's paths do not reach /vmh/webhook/beteiligte/remove"),
+        has(
+            &problems,
+            &format!("{at}[2].actions[0]"),
+            "the route's paths do not reach /vmh/webhook/beteiligte/remove"
+        ),
         "{text}"
     );
     assert!(
-        has(&problems, &format!("{at}[1].actions[0]"), "path segment for \"action\" is not [a-z0-9_-]+"),
+        has(
+            &problems,
+            &format!("{at}[1].actions[0]"),
+            "path segment for \"action\" is not [a-z0-9_-]+"
+        ),
         "{text}"
     );
     assert!(
-        has(&problems, at, "no webhook is bound to the action of route path /vmh/webhook/beteiligte/delete"),
+        has(
+            &problems,
+            at,
+            "no webhook is bound to the action of route path /vmh/webhook/beteiligte/delete"
+        ),
         "{text}"
     );
     assert!(
-        has(&problems, at, "no webhook is bound to the action of route path /vmh/webhook/beteiligte/update"),
+        has(
+            &problems,
+            at,
+            "no webhook is bound to the action of route path /vmh/webhook/beteiligte/update"
+        ),
         "{text}"
     );
     assert!(!text.contains("fake-"), "no values in messages: {text}");

@@ -839,7 +839,9 @@ fn bind_actions(
             Some(Some(list)) => list,
         };
         if list.is_empty() {
-            p.add(format!("webhooks[{i}].actions must list at least one action"));
+            p.add(format!(
+                "webhooks[{i}].actions must list at least one action"
+            ));
         }
         let mut topics = Vec::new();
         for (j, a) in list.iter().enumerate() {
@@ -851,7 +853,9 @@ fn bind_actions(
         }
         topics.sort();
         topics.dedup();
-        let Some(id) = o.get("id").and_then(Value::as_str) else { continue };
+        let Some(id) = o.get("id").and_then(Value::as_str) else {
+            continue;
+        };
         match bound.iter().find(|(known, _)| known == id) {
             // Rotation lists one webhook twice; both entries must agree.
             Some((_, earlier)) if *earlier != topics => p.add(format!(
@@ -1001,8 +1005,10 @@ mod tests {
         assert!(!v.may_deliver(Some("wh-del"), "vmh.beteiligte.update"));
         assert!(!v.may_deliver(None, "vmh.beteiligte.update"));
         // a single-topic route needs no binding
-        let c = parse(with(json!({"topic": "vmh.beteiligte.update", "path_pattern": null,
-            "webhooks": [{"id": "a", "secret": "b"}]})))
+        let c = parse(with(
+            json!({"topic": "vmh.beteiligte.update", "path_pattern": null,
+            "webhooks": [{"id": "a", "secret": "b"}]}),
+        ))
         .unwrap();
         assert!(c.verifier.may_deliver(Some("a"), "vmh.beteiligte.update"));
     }
@@ -1034,17 +1040,28 @@ mod tests {
         let err = parse(with(json!({"topic": "vmh.{entity}.{action}",
             "path_pattern": "/vmh/webhook/{entity}/{action}"})))
         .unwrap_err();
-        assert!(err.join(";").contains("\"entity\" is not {action}"), "{err:?}");
+        assert!(
+            err.join(";").contains("\"entity\" is not {action}"),
+            "{err:?}"
+        );
         // actions on a single-topic route are a mistake
-        let err = parse(with(json!({"topic": "vmh.beteiligte.update", "path_pattern": null})))
-            .unwrap_err();
+        let err = parse(with(
+            json!({"topic": "vmh.beteiligte.update", "path_pattern": null}),
+        ))
+        .unwrap_err();
         assert!(err.join(";").contains("actions only applies"), "{err:?}");
         // other schemes cannot take the topic from the path
-        let err = parse(json!({"route": "gh", "scheme": "hmac-sha256", "signature_header": "x-sig",
+        let err = parse(
+            json!({"route": "gh", "scheme": "hmac-sha256", "signature_header": "x-sig",
             "secrets": ["k"], "topic": "gh.{action}", "path_pattern": "/gh/{action}",
-            "gateway_secret": "0123456789abcdef"}))
+            "gateway_secret": "0123456789abcdef"}),
+        )
         .unwrap_err();
-        assert!(err.join(";").contains("topic placeholders need scheme espocrm"), "{err:?}");
+        assert!(
+            err.join(";")
+                .contains("topic placeholders need scheme espocrm"),
+            "{err:?}"
+        );
     }
 
     fn with(patch: Value) -> Value {

@@ -116,8 +116,7 @@ impl Metrics {
                     .ok();
         }
         m.invalid_entries =
-            hostcalls::define_metric(MetricType::Counter, &format!("{route}_invalid_entries"))
-                .ok();
+            hostcalls::define_metric(MetricType::Counter, &format!("{route}_invalid_entries")).ok();
         m
     }
 

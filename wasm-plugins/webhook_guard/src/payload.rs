@@ -93,10 +93,12 @@ mod tests {
         assert_eq!(skipped(r#"[{"id":"a b"},{"id":"c"}]"#), ["0:invalid_id"]);
         assert_eq!(
             check_shape(br#"[{"id":""}]"#, Payload::EspoCrmBatch),
-            Err(ShapeError::Batch(BatchError::NoUsableEntry(vec![InvalidEntry {
-                index: 0,
-                problem: EntryProblem::InvalidId
-            }])))
+            Err(ShapeError::Batch(BatchError::NoUsableEntry(vec![
+                InvalidEntry {
+                    index: 0,
+                    problem: EntryProblem::InvalidId
+                }
+            ])))
         );
         for bad in [r#"[{"x":"a"}]"#, r#"["a"]"#, r#"[[{"id":"a"}]]"#] {
             assert!(
@@ -119,7 +121,10 @@ mod tests {
 
     #[test]
     fn objects() {
-        assert_eq!(check_shape(br#"{"a":[1,2]}"#, Payload::Object), Ok(Vec::new()));
+        assert_eq!(
+            check_shape(br#"{"a":[1,2]}"#, Payload::Object),
+            Ok(Vec::new())
+        );
         assert_eq!(
             check_shape(b"[1]", Payload::Object),
             Err(ShapeError::NotObject)

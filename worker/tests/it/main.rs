@@ -305,7 +305,11 @@ async fn espo_batch_with_unusable_entries_queues_the_rest_and_reports_them() {
     );
     for body in [&br#"[{"id":""},{"id":"a/b"}]"#[..], too_many.as_bytes()] {
         let (s, v) = post_event(&w.base, "vmh.beteiligte.create", body).await;
-        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_payload")), "{v}");
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (400, Some("invalid_payload")),
+            "{v}"
+        );
     }
     assert_eq!(xlen(&redis, "vmh.beteiligte.create").await, 0);
 }

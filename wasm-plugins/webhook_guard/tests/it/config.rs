@@ -92,7 +92,9 @@ async fn webhook_action_bindings_are_validated_on_configure() {
         .await
         .unwrap();
     assert_eq!(chain.configured, vec![false]);
-    assert!(host.log_text().contains("placeholder \"entity\" is not {action}"));
+    assert!(host
+        .log_text()
+        .contains("placeholder \"entity\" is not {action}"));
     // schemes without webhook ids cannot take the topic from the path
     let hmac = with(
         hmac_config(),
@@ -103,7 +105,9 @@ async fn webhook_action_bindings_are_validated_on_configure() {
         .await
         .unwrap();
     assert_eq!(chain.configured, vec![false]);
-    assert!(host.log_text().contains("topic placeholders need scheme espocrm"));
+    assert!(host
+        .log_text()
+        .contains("topic placeholders need scheme espocrm"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,14 +54,21 @@ async fn signed_update_delivery_to_the_delete_path_is_401_and_nothing_forwarded(
     assert_error(&f.send(legacy).await, 401, "invalid_signature");
     // a path the prefix route would also take: no webhook delivers "createx"
     let r = f
-        .send(espo_request("/vmh/webhook/beteiligte/createx", body, ESPO_NEW))
+        .send(espo_request(
+            "/vmh/webhook/beteiligte/createx",
+            body,
+            ESPO_NEW,
+        ))
         .await;
     assert_error(&r, 401, "invalid_signature");
     // the delete webhook delivers delete, and only delete
     let delete = |path: &str| {
         HttpRequest::post(path, body.to_vec())
             .header("content-type", "application/json")
-            .header("Signature", &espo_signature(ESPO_DELETE_ID, ESPO_DELETE_SECRET, body))
+            .header(
+                "Signature",
+                &espo_signature(ESPO_DELETE_ID, ESPO_DELETE_SECRET, body),
+            )
     };
     assert_forwarded(&f.send(delete(DELETE)).await, "vmh.beteiligte.delete", body);
     assert_error(&f.send(delete(PATH)).await, 401, "invalid_signature");
@@ -83,8 +90,13 @@ async fn signed_update_delivery_to_the_delete_path_is_401_and_nothing_forwarded(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_with_unusable_entries_is_forwarded_whole_and_they_are_counted() {
     let f = Fixture::new(espo_config()).await;
-    let body = br#"[{"id":"6745a1b2c3d4e5f60"},{"id":"bad id"},{"name":"x"},{"id":"6745a1b2c3d4e5f61"}]"#;
-    assert_forwarded(&f.send(espo_request(PATH, body, ESPO_NEW)).await, TOPIC, body);
+    let body =
+        br#"[{"id":"6745a1b2c3d4e5f60"},{"id":"bad id"},{"name":"x"},{"id":"6745a1b2c3d4e5f61"}]"#;
+    assert_forwarded(
+        &f.send(espo_request(PATH, body, ESPO_NEW)).await,
+        TOPIC,
+        body,
+    );
     assert_eq!(f.counter("espocrm_beteiligte", "invalid_entries"), 2);
     assert_eq!(f.counter("espocrm_beteiligte", "accepted"), 1);
     let logs = f.host.log_text();
@@ -104,7 +116,10 @@ async fn batch_with_unusable_entries_is_forwarded_whole_and_they_are_counted() {
         let r = f.send(espo_request(PATH, bad, ESPO_NEW)).await;
         assert_error(&r, 400, "invalid_payload");
     }
-    assert!(f.host.log_text().contains("the batch has 1001 entries (max 1000)"));
+    assert!(f
+        .host
+        .log_text()
+        .contains("the batch has 1001 entries (max 1000)"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
