@@ -23,8 +23,11 @@
 //! - [`ids`]: typed identifiers (`Kuerzel`, `FrNr`, `BetNr`, `EspoId`).
 //! - [`topic`]: event topics and filling topic templates from request paths.
 //! - [`civil`]: civil-date arithmetic, ISO 8601 formatting/parsing (no chrono).
+//! - [`batch`]: which entries of an EspoCRM webhook batch are usable — one
+//!   rule for the edge filter and the worker's intake.
 
 pub mod advoware;
+pub mod batch;
 pub mod canonical;
 pub mod civil;
 pub mod endpoint;

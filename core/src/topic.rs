@@ -37,6 +37,13 @@ pub enum TopicError {
     /// The filled topic is not `[a-z0-9._-]{1,128}`.
     #[error("resulting topic is invalid")]
     InvalidTopic,
+    /// Credentials are bound to actions, but the pattern has no `{action}`.
+    #[error("path pattern has no {{action}} placeholder")]
+    NoActionPlaceholder,
+    /// The pattern captures another placeholder besides `{action}`: a
+    /// credential bound to an action could then reach other topics.
+    #[error("path pattern placeholder {0:?} is not {{action}}: an action binding would not fix the topic")]
+    NotOnlyAction(String),
 }
 
 macro_rules! topics {
@@ -215,9 +222,117 @@ pub fn fill_topic_template(
     Ok(out)
 }
 
+/// The placeholder that credentials are bound by ([`route_for_action`]).
+pub const ACTION_PLACEHOLDER: &str = "action";
+
+/// Where one bound action of a route leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRoute {
+    /// The request path that carries the action (the pattern filled in).
+    pub path: String,
+    /// The topic that path produces.
+    pub topic: String,
+}
+
+/// Whether a topic template takes anything from the request path.
+pub fn has_placeholders(template: &str) -> bool {
+    template.contains(['{', '}'])
+}
+
+/// The path and topic of `action` on a route whose topic `template` is
+/// filled from `path_pattern` — the check behind binding a webhook
+/// credential to the action(s) it may deliver (EspoCRM: one webhook per
+/// `create`/`update`/`delete`, all on one route).
+///
+/// The pattern must capture `{action}` and nothing else: with a second
+/// placeholder (say `{entity}`) a credential bound to `update` could still
+/// choose among several topics. An action must be a segment the pattern can
+/// produce (`[a-z0-9_-]+`), and the topic it yields must be valid.
+pub fn route_for_action(
+    template: &str,
+    path_pattern: &str,
+    action: &str,
+) -> Result<ActionRoute, TopicError> {
+    let mut has_action = false;
+    let mut segments = Vec::new();
+    for seg in path_pattern.split('/') {
+        if seg.contains(['{', '}']) {
+            match placeholder_name(seg) {
+                Some(ACTION_PLACEHOLDER) => {
+                    has_action = true;
+                    segments.push(action);
+                }
+                Some(other) => return Err(TopicError::NotOnlyAction(other.to_owned())),
+                None => return Err(TopicError::InvalidPattern),
+            }
+        } else {
+            segments.push(seg);
+        }
+    }
+    if !has_action {
+        return Err(TopicError::NoActionPlaceholder);
+    }
+    if !is_segment_value(action) {
+        return Err(TopicError::InvalidSegment(ACTION_PLACEHOLDER.to_owned()));
+    }
+    let path = segments.join("/");
+    let topic = fill_topic_template(template, &path, path_pattern)?;
+    Ok(ActionRoute { path, topic })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_for_actions() {
+        let pat = "/vmh/webhook/beteiligte/{action}";
+        assert_eq!(
+            route_for_action("vmh.beteiligte.{action}", pat, "delete"),
+            Ok(ActionRoute {
+                path: "/vmh/webhook/beteiligte/delete".into(),
+                topic: "vmh.beteiligte.delete".into()
+            })
+        );
+        assert_eq!(
+            route_for_action("vmh.beteiligte.{action}", pat, "Update"),
+            Err(TopicError::InvalidSegment("action".into()))
+        );
+        assert_eq!(
+            route_for_action("vmh.beteiligte.{action}", pat, "up/date"),
+            Err(TopicError::InvalidSegment("action".into()))
+        );
+        assert_eq!(
+            route_for_action("vmh.beteiligte.{action}", pat, ""),
+            Err(TopicError::InvalidSegment("action".into()))
+        );
+        assert_eq!(
+            route_for_action(
+                "vmh.{entity}.{action}",
+                "/vmh/webhook/{entity}/{action}",
+                "update"
+            ),
+            Err(TopicError::NotOnlyAction("entity".into()))
+        );
+        assert_eq!(
+            route_for_action("vmh.{kind}", "/vmh/webhook/{kind}", "update"),
+            Err(TopicError::NotOnlyAction("kind".into()))
+        );
+        assert_eq!(
+            route_for_action(
+                "vmh.beteiligte.update",
+                "/vmh/webhook/beteiligte/update",
+                "update"
+            ),
+            Err(TopicError::NoActionPlaceholder)
+        );
+        assert_eq!(
+            route_for_action("vmh.{other}", pat, "update"),
+            Err(TopicError::UnknownPlaceholder("other".into()))
+        );
+        assert!(has_placeholders("vmh.{action}"));
+        assert!(!has_placeholders("vmh.x"));
+    }
 
     #[test]
     fn known_topics_roundtrip() {

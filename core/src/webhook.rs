@@ -101,13 +101,27 @@ impl fmt::Debug for EspoCrmCredential {
 /// `X-Signature` header. If `Signature` is present it is checked first; if
 /// it fails and `X-Signature` is present too, that is tried (both prove
 /// knowledge of the same secret). The webhook id in the header must equal
-/// the credential's `webhook_id`; any credential may match.
+/// the credential's `webhook_id`; any credential may match. Callers that
+/// bind webhooks to actions use [`verify_espocrm_webhook`] instead.
 pub fn verify_espocrm(
     signature_header: Option<&str>,
     legacy_header: Option<&str>,
     body: &[u8],
     credentials: &[EspoCrmCredential],
 ) -> Result<(), SignatureError> {
+    verify_espocrm_webhook(signature_header, legacy_header, body, credentials).map(|_| ())
+}
+
+/// [`verify_espocrm`], returning the id of the webhook whose secret signed
+/// the body: an authenticated identity, so the caller can check that this
+/// webhook may deliver what the request path asks for (a genuinely signed
+/// `update` delivery must not become a `delete` event).
+pub fn verify_espocrm_webhook<'c>(
+    signature_header: Option<&str>,
+    legacy_header: Option<&str>,
+    body: &[u8],
+    credentials: &'c [EspoCrmCredential],
+) -> Result<&'c str, SignatureError> {
     let signature_header = non_empty(signature_header);
     let legacy_header = non_empty(legacy_header);
     if signature_header.is_none() && legacy_header.is_none() {
@@ -121,14 +135,14 @@ pub fn verify_espocrm(
         match parse_espocrm_signature(h)
             .and_then(|(id, mac)| espo_match(&id, &mac, body, credentials))
         {
-            Ok(()) => return Ok(()),
+            Ok(id) => return Ok(id),
             Err(e) => first_error = Some(e),
         }
     }
     if let Some(h) = legacy_header {
         match parse_espocrm_legacy(h).and_then(|(id, mac)| espo_match(&id, &mac, body, credentials))
         {
-            Ok(()) => return Ok(()),
+            Ok(id) => return Ok(id),
             Err(e) => {
                 if first_error.is_none() {
                     first_error = Some(e);
@@ -174,25 +188,26 @@ pub fn parse_espocrm_legacy(header: &str) -> Result<(String, [u8; 32]), Signatur
     Ok((id.to_owned(), out))
 }
 
-fn espo_match(
+/// The configured id equal to `id` when one of its secrets signed `body`.
+fn espo_match<'c>(
     id: &str,
     mac: &[u8; 32],
     body: &[u8],
-    credentials: &[EspoCrmCredential],
-) -> Result<(), SignatureError> {
-    let mut known_id = false;
+    credentials: &'c [EspoCrmCredential],
+) -> Result<&'c str, SignatureError> {
+    let mut known_id = None;
     let mut ok = Choice::from(0);
     for cred in credentials
         .iter()
         .filter(|c| c.webhook_id == id && !c.secret.is_empty())
     {
-        known_id = true;
+        known_id = Some(cred.webhook_id.as_str());
         let expected = hmac_sha256(cred.secret.as_bytes(), &[body]);
         ok |= expected.ct_eq(mac);
     }
-    if bool::from(ok) {
-        Ok(())
-    } else if known_id {
+    if let (true, Some(id)) = (bool::from(ok), known_id) {
+        Ok(id)
+    } else if known_id.is_some() {
         Err(SignatureError::Mismatch)
     } else {
         Err(SignatureError::UnknownKeyId)
@@ -558,6 +573,20 @@ mod tests {
         }
         let sig = sign_espocrm("wh2", "other", BODY);
         assert_eq!(verify_espocrm(Some(&sig), None, BODY, &c), Ok(()));
+        // the signing webhook is named, from either header
+        assert_eq!(
+            verify_espocrm_webhook(Some(&sig), None, BODY, &c),
+            Ok("wh2")
+        );
+        let legacy = sign_espocrm_legacy("wh1", "old-secret", BODY);
+        assert_eq!(
+            verify_espocrm_webhook(Some(&sig), Some(&legacy), b"x", &c),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_espocrm_webhook(Some("garbage"), Some(&legacy), BODY, &c),
+            Ok("wh1")
+        );
     }
 
     #[test]

@@ -64,14 +64,9 @@ pub fn is_test_topic(topic: &str) -> bool {
     })
 }
 
-/// Entity ids end up in Redis keys and log lines; keep them short and printable.
-pub fn valid_entity_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
-}
+/// Entity ids end up in Redis keys and log lines; the one rule lives in core so that
+/// `webhook_guard` judges EspoCRM batch entries exactly as intake does.
+pub use bitbylaw_core::batch::is_valid_entity_id as valid_entity_id;
 
 #[cfg(test)]
 mod tests {

@@ -280,6 +280,19 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
     .unwrap();
     assert_eq!(resp.status(), 401);
 
+    // A genuine update delivery re-addressed to the delete path is refused too (issue 16
+    // item 1): the update webhook is bound to `update` in kong.yaml.
+    let resp = espocrm::send_webhook(
+        &format!("{gw_url}/vmh/webhook/beteiligte/delete"),
+        &hooks["ESPOCRM_WEBHOOK_BETEILIGTE_UPDATE_ID"],
+        &hooks["ESPOCRM_WEBHOOK_BETEILIGTE_UPDATE_SECRET"],
+        &json!([{"id": id}]),
+        espocrm::SignatureStyle::Current,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 401);
+
     // Lead, then the same lead again: the duplicate is answered at the edge.
     let lead = json!({"firstName": "Erika", "lastName": "Mustermann", "emailAddress": "erika@example.org"});
     let r = vermieterhelden::send_lead(

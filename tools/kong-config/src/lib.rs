@@ -13,10 +13,13 @@
 //! - [`validate`]: Kong's rules (format version, URLs, routes, filter files and their
 //!   `meta.json` schemas, bundled plugin names, leftover placeholders and vault refs, keys),
 //!   all problems reported at once.
+//! - [`guard`]: `webhook_guard` rules beyond its JSON Schema (webhooks bound to the actions of
+//!   the route's `path_pattern` and `paths`), shared with the filter through `bitbylaw-core`.
 //! - [`error`]: the error types of this boundary (`ConfigError`, `RenderError`, `Problem`).
 //! - `main.rs`: the `kong-config` binary (`render`, `check`, `vars`).
 
 pub mod error;
+pub mod guard;
 pub mod model;
 pub mod render;
 pub mod validate;

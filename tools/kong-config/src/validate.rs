@@ -16,6 +16,7 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::Value as Json;
 
 use crate::error::Problem;
+use crate::guard;
 use crate::model::{FilterChain, KongConfig, Plugin, Route};
 
 /// The plugins bundled with Kong OSS 3.9 (`kong/constants.lua`). Kong registers every wasm
@@ -96,6 +97,7 @@ pub fn validate_with_meta_dirs(
         filters_dir,
         meta_dirs,
         schemas: HashMap::new(),
+        route_paths: Vec::new(),
     };
     v.config(config);
     if v.problems.is_empty() {
@@ -146,6 +148,8 @@ struct Validator<'a> {
     meta_dirs: &'a [&'a Path],
     /// Per filter name: compiled schema and whether it is an object schema; loaded once.
     schemas: HashMap<String, SchemaSlot>,
+    /// The `paths` of the route whose filter chains are being checked (else empty).
+    route_paths: Vec<String>,
 }
 
 impl Validator<'_> {
@@ -274,7 +278,9 @@ impl Validator<'_> {
             }
         }
         self.plugins(at, &r.plugins);
+        self.route_paths.clone_from(&r.paths);
         self.chains(at, &r.filter_chains);
+        self.route_paths.clear();
     }
 
     fn plugins(&mut self, at: &str, plugins: &[Plugin]) {
@@ -353,6 +359,11 @@ impl Validator<'_> {
                     format!("{at}.{path}"),
                     format!("unrendered placeholder `${{{var}}}`"),
                 );
+            }
+            if name == guard::FILTER {
+                for (path, msg) in guard::check(c, &self.route_paths) {
+                    self.push(format!("{at}.config.{path}"), msg);
+                }
             }
             let mut vault = Vec::new();
             scan_vault(c, "config", &mut vault);

@@ -427,12 +427,13 @@ fn binary_render_check_and_vars() -> TestResult {
     Ok(())
 }
 
-/// The repository's own template, rendered with plausible fake values, must validate against
-/// the filters' real meta.json files (with stand-in `.wasm` files).
-#[test]
-fn repository_template_renders_and_validates() -> TestResult {
+/// The repository's own template (possibly edited by `edit`), rendered with plausible fake
+/// values and validated against the filters' real meta.json files (stand-in `.wasm` files).
+fn validate_repository_template(
+    edit: &dyn Fn(String) -> String,
+) -> Result<Result<KongConfig, Vec<Problem>>, Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let template = std::fs::read_to_string(root.join("kong.yaml"))?;
+    let template = edit(std::fs::read_to_string(root.join("kong.yaml"))?);
     let filters = tempfile::tempdir()?;
     for name in ["advoware_auth", "webhook_guard"] {
         std::fs::write(
@@ -455,7 +456,8 @@ fn repository_template_renders_and_validates() -> TestResult {
         } else if name.ends_with("_TARGET") {
             "10.0.0.5:443".to_string()
         } else if name.ends_with("_ID") {
-            "id0123456789".to_string()
+            // EspoCRM gives every webhook its own id.
+            format!("id-{}", name.to_ascii_lowercase().replace('_', "-"))
         } else {
             format!(
                 "fake-{}-0123456789abcdef",
@@ -465,8 +467,64 @@ fn repository_template_renders_and_validates() -> TestResult {
     };
     let rendered = render_detailed(&template, &fake)?;
     let meta = root.join("wasm-plugins");
-    let config = validate_document(&rendered.yaml, filters.path(), &[meta.as_path()])
-        .map_err(|p| all_text(&p))?;
+    Ok(validate_document(
+        &rendered.yaml,
+        filters.path(),
+        &[meta.as_path()],
+    ))
+}
+
+#[test]
+fn repository_template_renders_and_validates() -> TestResult {
+    let config = validate_repository_template(&|t| t)?.map_err(|p| all_text(&p))?;
     assert!(config.all_filter_chains().count() > 0);
+    Ok(())
+}
+
+/// Issue 16 item 1: every EspoCRM webhook in kong.yaml is bound to the action of its route
+/// path; a binding the route cannot reach, or a route path left unbound, fails `check`/`render`.
+#[test]
+fn repository_template_binds_every_espocrm_webhook_to_its_action() -> TestResult {
+    let edited = validate_repository_template(&|t| {
+        t.replacen("actions: [delete]}", "actions: [remove]}", 1)
+            .replacen("actions: [update]}", "actions: [Update]}", 1)
+    })?;
+    let problems = edited.err().unwrap_or_default();
+    let text = all_text(&problems);
+    let at =
+        "routes[vmh-webhook-beteiligte].filter_chains[0].filters[webhook_guard].config.webhooks";
+    assert!(
+        has(
+            &problems,
+            &format!("{at}[2].actions[0]"),
+            "the route's paths do not reach /vmh/webhook/beteiligte/remove"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &problems,
+            &format!("{at}[1].actions[0]"),
+            "path segment for \"action\" is not [a-z0-9_-]+"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &problems,
+            at,
+            "no webhook is bound to the action of route path /vmh/webhook/beteiligte/delete"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &problems,
+            at,
+            "no webhook is bound to the action of route path /vmh/webhook/beteiligte/update"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("fake-"), "no values in messages: {text}");
     Ok(())
 }

@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use bitbylaw_core::topic::fill_topic_template;
+use bitbylaw_core::topic::{fill_topic_template, has_placeholders, route_for_action};
 use bitbylaw_core::webhook::{decode_standard_webhook_secret, Encoding, EspoCrmCredential};
 use serde_json::{Map, Value};
 
@@ -84,11 +84,34 @@ impl fmt::Debug for SecretKeys {
     }
 }
 
+/// Which topics each EspoCRM webhook may deliver (`webhooks[].actions`).
+///
+/// EspoCRM's create, update and delete webhooks of an entity share one route
+/// and the topic comes from the path; without this binding a signed `update`
+/// delivery POSTed to the `delete` path would become a delete event (and,
+/// EspoCRM signatures carrying no timestamp, could be replayed at will).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActionBindings(pub Vec<(String, Vec<String>)>);
+
+impl ActionBindings {
+    /// Whether the authenticated `webhook_id` may deliver `topic`.
+    pub fn allows(&self, webhook_id: &str, topic: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(id, topics)| id == webhook_id && topics.iter().any(|t| t == topic))
+    }
+}
+
 /// The signature scheme and its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verifier {
     /// EspoCRM `Signature` / legacy `X-Signature` (FACTS §2).
-    EspoCrm { credentials: Vec<EspoCrmCredential> },
+    EspoCrm {
+        credentials: Vec<EspoCrmCredential>,
+        /// `Some` when the topic comes from the path (always then: every
+        /// webhook must be bound); `None` on a single-topic route.
+        bindings: Option<ActionBindings>,
+    },
     /// Standard Webhooks (`whsec_` secrets, FACTS §5).
     StandardWebhooks { secrets: Secrets },
     /// Generic HMAC-SHA256 in one header.
@@ -110,6 +133,17 @@ pub enum Verifier {
 }
 
 impl Verifier {
+    /// Whether the sender authenticated as `key_id` (EspoCRM: the webhook
+    /// id that signed the body) may deliver `topic` on this route.
+    pub fn may_deliver(&self, key_id: Option<&str>, topic: &str) -> bool {
+        match self {
+            Verifier::EspoCrm {
+                bindings: Some(b), ..
+            } => key_id.is_some_and(|id| b.allows(id, topic)),
+            _ => true,
+        }
+    }
+
     /// The scheme's name as configured.
     pub fn scheme(&self) -> &'static str {
         match self {
@@ -338,7 +372,7 @@ fn parse_object(obj: &Map<String, Value>, p: &mut Problems) -> Option<Config> {
         }
     };
 
-    let verifier = parse_verifier(obj, p);
+    let mut verifier = parse_verifier(obj, p);
 
     let tolerance_secs =
         get_u64(obj, "timestamp_tolerance_secs", p).unwrap_or(DEFAULT_TOLERANCE_SECS);
@@ -387,6 +421,7 @@ fn parse_object(obj: &Map<String, Value>, p: &mut Problems) -> Option<Config> {
     if mode == Mode::VerifyOnly && path_pattern.is_some() {
         p.add("path_pattern is only allowed on event routes");
     }
+    bind_actions(obj, topic.as_ref(), verifier.as_mut(), p);
 
     let default_payload = match verifier {
         Some(Verifier::EspoCrm { .. }) => Payload::EspoCrmBatch,
@@ -553,7 +588,10 @@ fn parse_verifier(obj: &Map<String, Value>, p: &mut Problems) -> Option<Verifier
                 ],
                 "espocrm",
             );
-            parse_webhooks(obj, p).map(|credentials| Verifier::EspoCrm { credentials })
+            parse_webhooks(obj, p).map(|credentials| Verifier::EspoCrm {
+                credentials,
+                bindings: None,
+            })
         }
         Some("standard-webhooks") => {
             only(
@@ -693,11 +731,11 @@ fn required_secrets(obj: &Map<String, Value>, p: &mut Problems) -> Option<Vec<St
 
 fn parse_webhooks(obj: &Map<String, Value>, p: &mut Problems) -> Option<Vec<EspoCrmCredential>> {
     let Some(v) = obj.get("webhooks").filter(|v| !v.is_null()) else {
-        p.add("webhooks is required for scheme espocrm ([{\"id\", \"secret\"}, …])");
+        p.add("webhooks is required for scheme espocrm ([{\"id\", \"secret\", \"actions\"}, …])");
         return None;
     };
     let Some(items) = v.as_array() else {
-        p.add("webhooks must be an array of {id, secret}");
+        p.add("webhooks must be an array of {id, secret, actions}");
         return None;
     };
     if items.is_empty() {
@@ -710,7 +748,7 @@ fn parse_webhooks(obj: &Map<String, Value>, p: &mut Problems) -> Option<Vec<Espo
             continue;
         };
         for k in o.keys() {
-            if k != "id" && k != "secret" {
+            if !["id", "secret", "actions"].contains(&k.as_str()) {
                 p.add(format!("webhooks[{i}] has an unknown field"));
             }
         }
@@ -740,6 +778,98 @@ fn parse_webhooks(obj: &Map<String, Value>, p: &mut Problems) -> Option<Vec<Espo
     (!out.is_empty()).then_some(out)
 }
 
+/// Binds every EspoCRM webhook to the topics of its `actions` when the
+/// topic comes from the path, and refuses a path-selected topic for the
+/// other schemes: their credentials (bare secrets or tokens) name no webhook
+/// that could be bound, so one credential would reach every topic of the
+/// route — such senders get one route per topic instead.
+fn bind_actions(
+    obj: &Map<String, Value>,
+    topic: Option<&TopicRule>,
+    verifier: Option<&mut Verifier>,
+    p: &mut Problems,
+) {
+    let from_path = topic.and_then(|t| {
+        t.path_pattern
+            .as_deref()
+            .filter(|_| has_placeholders(&t.template))
+            .map(|pat| (t.template.as_str(), pat))
+    });
+    let bindings = match verifier {
+        Some(Verifier::EspoCrm { bindings, .. }) => bindings,
+        Some(_) => {
+            if from_path.is_some() {
+                p.add(
+                    "topic placeholders need scheme espocrm: the other schemes' credentials name \
+                     no webhook that could be bound to an action (use one route per topic)",
+                );
+            }
+            return;
+        }
+        None => return,
+    };
+    let items = obj
+        .get("webhooks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut bound: Vec<(String, Vec<String>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(o) = item.as_object() else { continue };
+        let actions = o.get("actions").filter(|v| !v.is_null());
+        let Some((template, pattern)) = from_path else {
+            if actions.is_some() {
+                p.add(format!(
+                    "webhooks[{i}].actions only applies when the topic comes from the path (a topic with placeholders)"
+                ));
+            }
+            continue;
+        };
+        let list = match actions.map(Value::as_array) {
+            None => {
+                p.add(format!(
+                    "webhooks[{i}].actions is required: the topic comes from the path, so each webhook names the action(s) it delivers"
+                ));
+                continue;
+            }
+            Some(None) => {
+                p.add(format!("webhooks[{i}].actions must be an array of strings"));
+                continue;
+            }
+            Some(Some(list)) => list,
+        };
+        if list.is_empty() {
+            p.add(format!(
+                "webhooks[{i}].actions must list at least one action"
+            ));
+        }
+        let mut topics = Vec::new();
+        for (j, a) in list.iter().enumerate() {
+            match a.as_str().map(|a| route_for_action(template, pattern, a)) {
+                Some(Ok(r)) => topics.push(r.topic),
+                Some(Err(e)) => p.add(format!("webhooks[{i}].actions[{j}]: {e}")),
+                None => p.add(format!("webhooks[{i}].actions[{j}] must be a string")),
+            }
+        }
+        topics.sort();
+        topics.dedup();
+        let Some(id) = o.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        match bound.iter().find(|(known, _)| known == id) {
+            // Rotation lists one webhook twice; both entries must agree.
+            Some((_, earlier)) if *earlier != topics => p.add(format!(
+                "webhooks[{i}].actions differ from an earlier entry with the same id"
+            )),
+            Some(_) => {}
+            None => bound.push((id.to_owned(), topics)),
+        }
+    }
+    if from_path.is_some() {
+        *bindings = Some(ActionBindings(bound));
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -754,7 +884,7 @@ mod tests {
         json!({
             "route": "espocrm_beteiligte",
             "scheme": "espocrm",
-            "webhooks": [{"id": "wh1", "secret": "s3cret-one"}],
+            "webhooks": [{"id": "wh1", "secret": "s3cret-one", "actions": ["update"]}],
             "topic": "vmh.beteiligte.{action}",
             "path_pattern": "/vmh/webhook/beteiligte/{action}",
             "gateway_secret": "gateway-secret-0123456789"
@@ -839,7 +969,7 @@ mod tests {
         assert_eq!(c.forward_path, None);
         let err = parse(
             json!({"route": "lookup", "mode": "verify-only", "scheme": "espocrm",
-            "webhooks": [{"id": "a", "secret": "b"}]}),
+            "webhooks": [{"id": "a", "secret": "b", "actions": ["x"]}]}),
         )
         .unwrap_err();
         assert!(err.join(";").contains("verify-only requires"));
@@ -857,6 +987,93 @@ mod tests {
             all.contains("at least one webhook") && all.contains("path_pattern is required"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn webhooks_are_bound_to_their_actions() {
+        let c = parse(with(json!({"webhooks": [
+            {"id": "wh-up", "secret": "s1", "actions": ["update", "create"]},
+            {"id": "wh-del", "secret": "s2", "actions": ["delete"]},
+            {"id": "wh-del", "secret": "s3", "actions": ["delete", "delete"]}
+        ]})))
+        .unwrap();
+        let v = &c.verifier;
+        assert!(v.may_deliver(Some("wh-up"), "vmh.beteiligte.update"));
+        assert!(v.may_deliver(Some("wh-up"), "vmh.beteiligte.create"));
+        assert!(!v.may_deliver(Some("wh-up"), "vmh.beteiligte.delete"));
+        assert!(v.may_deliver(Some("wh-del"), "vmh.beteiligte.delete"));
+        assert!(!v.may_deliver(Some("wh-del"), "vmh.beteiligte.update"));
+        assert!(!v.may_deliver(None, "vmh.beteiligte.update"));
+        // a single-topic route needs no binding
+        let c = parse(with(
+            json!({"topic": "vmh.beteiligte.update", "path_pattern": null,
+            "webhooks": [{"id": "a", "secret": "b"}]}),
+        ))
+        .unwrap();
+        assert!(c.verifier.may_deliver(Some("a"), "vmh.beteiligte.update"));
+    }
+
+    #[test]
+    fn action_binding_problems_are_all_reported() {
+        let err = parse(with(json!({"webhooks": [
+            {"id": "a", "secret": "s"},
+            {"id": "b", "secret": "s", "actions": []},
+            {"id": "c", "secret": "s", "actions": ["Update", "up/date", 5]},
+            {"id": "d", "secret": "s", "actions": "update"},
+            {"id": "e", "secret": "s", "actions": ["update"]},
+            {"id": "e", "secret": "s2", "actions": ["delete"]}
+        ]})))
+        .unwrap_err();
+        let all = err.join("; ");
+        for want in [
+            "webhooks[0].actions is required",
+            "webhooks[1].actions must list at least one action",
+            "webhooks[2].actions[0]: path segment for \"action\"",
+            "webhooks[2].actions[1]: path segment for \"action\"",
+            "webhooks[2].actions[2] must be a string",
+            "webhooks[3].actions must be an array",
+            "webhooks[5].actions differ from an earlier entry with the same id",
+        ] {
+            assert!(all.contains(want), "{want} in {all}");
+        }
+        // the pattern must select the topic by {action} alone
+        let err = parse(with(json!({"topic": "vmh.{entity}.{action}",
+            "path_pattern": "/vmh/webhook/{entity}/{action}"})))
+        .unwrap_err();
+        assert!(
+            err.join(";").contains("\"entity\" is not {action}"),
+            "{err:?}"
+        );
+        // actions on a single-topic route are a mistake
+        let err = parse(with(
+            json!({"topic": "vmh.beteiligte.update", "path_pattern": null}),
+        ))
+        .unwrap_err();
+        assert!(err.join(";").contains("actions only applies"), "{err:?}");
+        // other schemes cannot take the topic from the path
+        let err = parse(
+            json!({"route": "gh", "scheme": "hmac-sha256", "signature_header": "x-sig",
+            "secrets": ["k"], "topic": "gh.{action}", "path_pattern": "/gh/{action}",
+            "gateway_secret": "0123456789abcdef"}),
+        )
+        .unwrap_err();
+        assert!(
+            err.join(";")
+                .contains("topic placeholders need scheme espocrm"),
+            "{err:?}"
+        );
+    }
+
+    fn with(patch: Value) -> Value {
+        let mut v = espo();
+        for (k, x) in patch.as_object().unwrap() {
+            if x.is_null() {
+                v.as_object_mut().unwrap().remove(k);
+            } else {
+                v[k] = x.clone();
+            }
+        }
+        v
     }
 
     #[test]

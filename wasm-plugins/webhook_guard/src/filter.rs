@@ -62,10 +62,12 @@ pub enum Outcome {
     UnsupportedMediaType,
     /// The host could not hand over the body (Kong spilled it to a file).
     BodyUnreadable,
+    /// Validly signed by a webhook that is not bound to the path's action.
+    ActionMismatch,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Accepted,
         Outcome::Duplicate,
         Outcome::BadSignature,
@@ -74,6 +76,7 @@ impl Outcome {
         Outcome::Malformed,
         Outcome::UnsupportedMediaType,
         Outcome::BodyUnreadable,
+        Outcome::ActionMismatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +89,7 @@ impl Outcome {
             Outcome::Malformed => "malformed",
             Outcome::UnsupportedMediaType => "unsupported_media_type",
             Outcome::BodyUnreadable => "body_unreadable",
+            Outcome::ActionMismatch => "action_mismatch",
         }
     }
 
@@ -98,6 +102,9 @@ impl Outcome {
 #[derive(Debug, Default)]
 struct Metrics {
     ids: [Option<u32>; Outcome::ALL.len()],
+    /// `<route>_invalid_entries`: batch entries skipped by the shared batch
+    /// rule (`bitbylaw_core::batch`) in forwarded batches.
+    invalid_entries: Option<u32>,
 }
 
 impl Metrics {
@@ -108,12 +115,20 @@ impl Metrics {
                 hostcalls::define_metric(MetricType::Counter, &format!("{route}_{}", o.name()))
                     .ok();
         }
+        m.invalid_entries =
+            hostcalls::define_metric(MetricType::Counter, &format!("{route}_invalid_entries")).ok();
         m
     }
 
     fn count(&self, o: Outcome) {
         if let Some(id) = self.ids[o.index()] {
             let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn count_invalid_entries(&self, n: usize) {
+        if let Some(id) = self.invalid_entries {
+            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }
@@ -624,14 +639,31 @@ impl Guard {
         let now = now_unix();
 
         if !matches!(cfg.verifier, Verifier::SharedToken { .. }) {
-            if let Err(e) = verify(
+            let key_id = match verify(
                 &cfg.verifier,
                 &self.state.presented,
                 &body,
                 now,
                 cfg.tolerance_secs,
             ) {
-                return self.reject_signature(&e);
+                Ok(id) => id,
+                Err(e) => return self.reject_signature(&e),
+            };
+            if !cfg.verifier.may_deliver(key_id, &self.state.topic) {
+                // Authentic, but this webhook delivers another action: a
+                // re-addressed (or replayed) delivery, never a new event.
+                let reason = format!(
+                    "webhook_action_mismatch (webhook {} is not bound to topic {})",
+                    key_id.unwrap_or("-"),
+                    self.state.topic
+                );
+                return self.reject(
+                    401,
+                    "invalid_signature",
+                    "signature verification failed",
+                    Outcome::ActionMismatch,
+                    &reason,
+                );
             }
         }
 
@@ -650,17 +682,35 @@ impl Guard {
             }
         };
         let key = doc.dedup_key();
-        if let Err(e) = check_document(doc.root(), cfg.payload) {
-            let reason = e.to_string();
-            return self.reject(
-                400,
-                "invalid_payload",
-                "payload does not have the expected shape",
-                Outcome::Malformed,
-                &reason,
+        let skipped = match check_document(doc.root(), cfg.payload) {
+            Ok(skipped) => skipped,
+            Err(e) => {
+                let reason = e.to_string();
+                return self.reject(
+                    400,
+                    "invalid_payload",
+                    "payload does not have the expected shape",
+                    Outcome::Malformed,
+                    &reason,
+                );
+            }
+        };
+        drop(doc);
+        if !skipped.is_empty() {
+            // Forwarded whole: the worker applies the same rule, enqueues the
+            // usable entries and lists the skipped ones in its answer.
+            shared.metrics.count_invalid_entries(skipped.len());
+            let list: Vec<String> = skipped.iter().take(20).map(ToString::to_string).collect();
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "webhook_guard: route {} batch {key}: {} unusable entries skipped (index:problem): {}",
+                    cfg.route,
+                    skipped.len(),
+                    list.join(", ")
+                ),
             );
         }
-        drop(doc);
 
         let topic = std::mem::take(&mut self.state.topic);
         if cfg.dedup_window_secs > 0 && self.seen(cfg, &topic, &key, now) {

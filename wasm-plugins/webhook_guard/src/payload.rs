@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use bitbylaw_core::batch::{self, BatchError, InvalidEntry};
 use bitbylaw_core::canonical::{Document, Kind, Value};
 
 use crate::config::Payload;
@@ -16,12 +17,8 @@ use crate::config::Payload;
 pub enum ShapeError {
     /// Not valid JSON at all (should have been caught before).
     NotJson,
-    /// An array was expected.
-    NotArray,
-    /// The batch is empty.
-    EmptyBatch,
-    /// A batch element is not an object with a string `id`.
-    BadItem(usize),
+    /// The EspoCRM batch rule refuses the whole batch (`bitbylaw_core::batch`).
+    Batch(BatchError),
     /// An object was expected.
     NotObject,
 }
@@ -30,93 +27,91 @@ impl fmt::Display for ShapeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ShapeError::NotJson => f.write_str("not JSON"),
-            ShapeError::NotArray => f.write_str("expected a JSON array (EspoCRM batch)"),
-            ShapeError::EmptyBatch => f.write_str("empty batch"),
-            ShapeError::BadItem(i) => write!(f, "batch item {i} is not an object with a string id"),
+            ShapeError::Batch(e) => write!(f, "EspoCRM batch: {e}"),
             ShapeError::NotObject => f.write_str("expected a JSON object"),
         }
     }
 }
 
 /// Checks `body` against the configured shape (parsing it strictly first).
-/// Returns the number of events it carries (batch length, else 1).
-pub fn check_shape(body: &[u8], shape: Payload) -> Result<usize, ShapeError> {
+/// Returns the batch entries to skip (see [`check_document`]).
+pub fn check_shape(body: &[u8], shape: Payload) -> Result<Vec<InvalidEntry>, ShapeError> {
     if shape == Payload::Any {
-        return Ok(1);
+        return Ok(Vec::new());
     }
     let doc = Document::parse(body).map_err(|_| ShapeError::NotJson)?;
     check_document(doc.root(), shape)
 }
 
 /// Checks an already parsed body against the configured shape.
-/// Returns the number of events it carries (batch length, else 1).
-pub fn check_document(root: &Value<'_>, shape: Payload) -> Result<usize, ShapeError> {
+///
+/// An EspoCRM batch is judged by the rule the worker applies too
+/// ([`bitbylaw_core::batch`]): it passes with at least one usable entry,
+/// and the unusable ones are returned so the filter can log and count them
+/// (the worker skips and reports them). Other shapes skip nothing.
+pub fn check_document(root: &Value<'_>, shape: Payload) -> Result<Vec<InvalidEntry>, ShapeError> {
     match shape {
-        Payload::Any => Ok(1),
+        Payload::Any => Ok(Vec::new()),
         Payload::Object => match root.kind() {
-            Kind::Object => Ok(1),
+            Kind::Object => Ok(Vec::new()),
             _ => Err(ShapeError::NotObject),
         },
-        Payload::EspoCrmBatch => {
-            let items = root.as_array().ok_or(ShapeError::NotArray)?;
-            if items.is_empty() {
-                return Err(ShapeError::EmptyBatch);
-            }
-            match items.iter().position(|item| !has_string_id(item)) {
-                Some(i) => Err(ShapeError::BadItem(i)),
-                None => Ok(items.len()),
-            }
-        }
+        Payload::EspoCrmBatch => batch::check_canonical(root)
+            .map(|v| v.invalid)
+            .map_err(ShapeError::Batch),
     }
-}
-
-/// Whether `item` is an object whose `id` is a non-empty string.
-fn has_string_id(item: &Value<'_>) -> bool {
-    item.get("id")
-        .and_then(Value::as_str)
-        .is_some_and(|id| !id.is_empty())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use bitbylaw_core::batch::EntryProblem;
+
+    fn skipped(body: &str) -> Vec<String> {
+        check_shape(body.as_bytes(), Payload::EspoCrmBatch)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
 
     #[test]
     fn espocrm_batches() {
         let ok = br#"[{"id":"a","x":[1,{"id":5}]},{"name":"n","id":"b\u0041"}]"#;
-        assert_eq!(check_shape(ok, Payload::EspoCrmBatch), Ok(2));
+        assert_eq!(check_shape(ok, Payload::EspoCrmBatch), Ok(Vec::new()));
         assert_eq!(
             check_shape(b"[]", Payload::EspoCrmBatch),
-            Err(ShapeError::EmptyBatch)
+            Err(ShapeError::Batch(BatchError::Empty))
         );
         assert_eq!(
             check_shape(br#"{"id":"a"}"#, Payload::EspoCrmBatch),
-            Err(ShapeError::NotArray)
+            Err(ShapeError::Batch(BatchError::NotArray))
         );
-        assert_eq!(
-            check_shape(br#"[{"id":"a"},{"id":1}]"#, Payload::EspoCrmBatch),
-            Err(ShapeError::BadItem(1))
-        );
+        // usable entries pass, the others are reported
+        assert_eq!(skipped(r#"[{"id":"a"},{"id":1}]"#), ["1:no_string_id"]);
+        assert_eq!(skipped(r#"[{"id":"a b"},{"id":"c"}]"#), ["0:invalid_id"]);
         assert_eq!(
             check_shape(br#"[{"id":""}]"#, Payload::EspoCrmBatch),
-            Err(ShapeError::BadItem(0))
+            Err(ShapeError::Batch(BatchError::NoUsableEntry(vec![
+                InvalidEntry {
+                    index: 0,
+                    problem: EntryProblem::InvalidId
+                }
+            ])))
         );
-        assert_eq!(
-            check_shape(br#"[{"x":"a"}]"#, Payload::EspoCrmBatch),
-            Err(ShapeError::BadItem(0))
-        );
-        assert_eq!(
-            check_shape(br#"["a"]"#, Payload::EspoCrmBatch),
-            Err(ShapeError::BadItem(0))
-        );
-        assert_eq!(
-            check_shape(br#"[[{"id":"a"}]]"#, Payload::EspoCrmBatch),
-            Err(ShapeError::BadItem(0))
-        );
+        for bad in [r#"[{"x":"a"}]"#, r#"["a"]"#, r#"[[{"id":"a"}]]"#] {
+            assert!(
+                matches!(
+                    check_shape(bad.as_bytes(), Payload::EspoCrmBatch),
+                    Err(ShapeError::Batch(BatchError::NoUsableEntry(_)))
+                ),
+                "{bad}"
+            );
+        }
         assert_eq!(
             check_shape(b"\"s\"", Payload::EspoCrmBatch),
-            Err(ShapeError::NotArray)
+            Err(ShapeError::Batch(BatchError::NotArray))
         );
         assert_eq!(
             check_shape(b"[{", Payload::EspoCrmBatch),
@@ -126,7 +121,10 @@ mod tests {
 
     #[test]
     fn objects() {
-        assert_eq!(check_shape(br#"{"a":[1,2]}"#, Payload::Object), Ok(1));
+        assert_eq!(
+            check_shape(br#"{"a":[1,2]}"#, Payload::Object),
+            Ok(Vec::new())
+        );
         assert_eq!(
             check_shape(b"[1]", Payload::Object),
             Err(ShapeError::NotObject)
@@ -135,7 +133,7 @@ mod tests {
             check_shape(b"null", Payload::Object),
             Err(ShapeError::NotObject)
         );
-        assert_eq!(check_shape(b"null", Payload::Any), Ok(1));
+        assert_eq!(check_shape(b"null", Payload::Any), Ok(Vec::new()));
     }
 }
 
@@ -146,27 +144,17 @@ mod proptests {
     use proptest::prelude::*;
     use serde_json::Value as J;
 
-    /// Independent reference: the verdict on a `serde_json::Value`.
-    fn reference(v: &J, shape: Payload) -> Result<usize, ShapeError> {
+    /// Reference: the verdict on a `serde_json::Value` (the worker's parse).
+    fn reference(v: &J, shape: Payload) -> Result<Vec<InvalidEntry>, ShapeError> {
         match shape {
-            Payload::Any => Ok(1),
+            Payload::Any => Ok(Vec::new()),
             Payload::Object => match v {
-                J::Object(_) => Ok(1),
+                J::Object(_) => Ok(Vec::new()),
                 _ => Err(ShapeError::NotObject),
             },
-            Payload::EspoCrmBatch => {
-                let J::Array(items) = v else {
-                    return Err(ShapeError::NotArray);
-                };
-                if items.is_empty() {
-                    return Err(ShapeError::EmptyBatch);
-                }
-                let ok = |i: &J| matches!(i.get("id"), Some(J::String(s)) if !s.is_empty());
-                match items.iter().position(|i| !ok(i)) {
-                    Some(i) => Err(ShapeError::BadItem(i)),
-                    None => Ok(items.len()),
-                }
-            }
+            Payload::EspoCrmBatch => batch::check_json(v)
+                .map(|v| v.invalid)
+                .map_err(ShapeError::Batch),
         }
     }
 

@@ -2,7 +2,7 @@
 //! checks of `bitbylaw_core::webhook` (pure; no host calls).
 
 use bitbylaw_core::webhook::{
-    verify_espocrm, verify_hmac_sha256, verify_shared_token, verify_standard_webhook,
+    verify_espocrm_webhook, verify_hmac_sha256, verify_shared_token, verify_standard_webhook,
     SignatureError,
 };
 
@@ -34,20 +34,23 @@ pub struct Presented {
 }
 
 /// Verifies the presented credentials over `body` at time `now_unix`.
-pub fn verify(
-    verifier: &Verifier,
+/// Returns the authenticated key id where the scheme has one (EspoCRM: the
+/// webhook whose secret signed the body), for [`Verifier::may_deliver`].
+pub fn verify<'v>(
+    verifier: &'v Verifier,
     presented: &Presented,
     body: &[u8],
     now_unix: u64,
     tolerance_secs: u64,
-) -> Result<(), SignatureError> {
+) -> Result<Option<&'v str>, SignatureError> {
     match verifier {
-        Verifier::EspoCrm { credentials } => verify_espocrm(
+        Verifier::EspoCrm { credentials, .. } => verify_espocrm_webhook(
             presented.signature.as_deref(),
             presented.x_signature.as_deref(),
             body,
             credentials,
-        ),
+        )
+        .map(Some),
         Verifier::StandardWebhooks { secrets } => verify_standard_webhook(
             presented.webhook_id.as_deref(),
             presented.webhook_timestamp.as_deref(),
@@ -56,7 +59,8 @@ pub fn verify(
             &secrets.0,
             now_unix,
             tolerance_secs,
-        ),
+        )
+        .map(|()| None),
         Verifier::Hmac {
             encoding,
             prefix,
@@ -76,9 +80,10 @@ pub fn verify(
                     tolerance_secs,
                 )
             }),
-        ),
+        )
+        .map(|()| None),
         Verifier::SharedToken { tokens, .. } => {
-            verify_shared_token(presented.token.as_deref(), &tokens.0)
+            verify_shared_token(presented.token.as_deref(), &tokens.0).map(|()| None)
         }
     }
 }
@@ -98,12 +103,13 @@ mod tests {
                 webhook_id: "w".into(),
                 secret: "s".into(),
             }],
+            bindings: None,
         };
         let p = Presented {
             signature: Some(sign_espocrm("w", "s", body)),
             ..Default::default()
         };
-        assert_eq!(verify(&espo, &p, body, 0, 300), Ok(()));
+        assert_eq!(verify(&espo, &p, body, 0, 300), Ok(Some("w")));
         assert_eq!(
             verify(&espo, &p, b"[]", 0, 300),
             Err(SignatureError::Mismatch)
@@ -122,7 +128,7 @@ mod tests {
             hmac_timestamp: Some("1000".into()),
             ..Default::default()
         };
-        assert_eq!(verify(&hmac, &p, body, 1200, 300), Ok(()));
+        assert_eq!(verify(&hmac, &p, body, 1200, 300), Ok(None));
         assert_eq!(
             verify(&hmac, &p, body, 1301, 300),
             Err(SignatureError::StaleTimestamp)
@@ -141,7 +147,7 @@ mod tests {
             token: Some("t1".into()),
             ..Default::default()
         };
-        assert_eq!(verify(&tok, &p, b"", 0, 0), Ok(()));
+        assert_eq!(verify(&tok, &p, b"", 0, 0), Ok(None));
         assert!(verify(&tok, &Presented::default(), b"", 0, 0).is_err());
     }
 }

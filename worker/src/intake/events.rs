@@ -29,9 +29,7 @@ use crate::keys;
 use crate::ops::metrics::Metrics;
 use crate::queue::{Enqueued, NewJob, Queue};
 use crate::topics::{self, TopicKind};
-
-/// EspoCRM batches hold up to 20 entities; allow generous headroom, refuse absurd fan-out.
-const MAX_BATCH: usize = 1000;
+use bitbylaw_core::batch::{self, Entry, InvalidEntry};
 
 pub async fn post_events(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match accept(&s, &headers, body).await {
@@ -134,7 +132,8 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
 
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
-    let jobs = split(kind, value, &dedup_key)?
+    let (jobs, skipped) = split(kind, value, &dedup_key)?;
+    let jobs = jobs
         .into_iter()
         .map(|mut j| {
             j.event_id = Some(event_id.to_string());
@@ -165,11 +164,22 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
         .saturating_sub(now)
         .max(1);
     remember_seen(s, &seen_key, remember_secs).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "topic": topic, "event_id": event_id, "jobs": enqueued })),
-    )
-        .into_response())
+    let mut answer = serde_json::json!({ "topic": topic, "event_id": event_id, "jobs": enqueued });
+    if !skipped.is_empty() {
+        // Counted and logged only once the usable part is safely queued.
+        let n = u64::try_from(skipped.len()).unwrap_or(u64::MAX);
+        s.metrics
+            .batch_entries_skipped
+            .get_or_create(&Metrics::topic(topic))
+            .inc_by(n);
+        let list: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+        warn!(%topic, %event_id, skipped = %list.join(", "), "unusable batch entries skipped (index:problem)");
+        answer["skipped"] = skipped
+            .iter()
+            .map(|e| serde_json::json!({ "index": e.index, "error": e.problem.code() }))
+            .collect();
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 /// Whether `(topic, event id)` was enqueued before; Redis trouble becomes 503.
@@ -227,50 +237,37 @@ pub async fn enqueue(
     Ok(enqueued)
 }
 
-/// Turns one event body into jobs according to the topic's payload shape.
-fn split(kind: TopicKind, value: Value, dedup_key: &str) -> Result<Vec<NewJob>, ApiError> {
+/// Turns one event body into jobs according to the topic's payload shape; also returns the
+/// EspoCRM batch entries skipped by the shared batch rule (`bitbylaw_core::batch`, the
+/// same rule `webhook_guard` applies): the usable entries of a batch are never lost to a
+/// bad neighbour, since EspoCRM does not redeliver after a 400.
+fn split(
+    kind: TopicKind,
+    value: Value,
+    dedup_key: &str,
+) -> Result<(Vec<NewJob>, Vec<InvalidEntry>), ApiError> {
     let invalid = |m: String| ApiError::bad_request("invalid_payload", m);
+    let one = |jobs: Vec<NewJob>| (jobs, Vec::new());
     match kind {
         TopicKind::EspoBatch => {
+            let verdict = batch::check_json(&value).map_err(|e| invalid(e.to_string()))?;
             let Value::Array(items) = value else {
-                return Err(invalid(
-                    "expected a JSON array of objects with a string \"id\"".into(),
-                ));
+                return Err(invalid("expected a JSON array".into()));
             };
-            if items.is_empty() {
-                return Err(invalid("the batch is empty".into()));
-            }
-            if items.len() > MAX_BATCH {
-                return Err(invalid(format!(
-                    "the batch has {} entries (max {MAX_BATCH})",
-                    items.len()
-                )));
-            }
-            items
+            let jobs = items
                 .into_iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let id = match item.get("id") {
-                        Some(Value::String(id)) if topics::valid_entity_id(id) => id.clone(),
-                        Some(Value::String(_)) => {
-                            return Err(invalid(format!(
-                                "entry {i}: \"id\" has invalid characters or length"
-                            )))
-                        }
-                        _ if !item.is_object() => {
-                            return Err(invalid(format!("entry {i} is not an object")))
-                        }
-                        _ => return Err(invalid(format!("entry {i} has no string \"id\""))),
-                    };
-                    Ok(NewJob::new(id, item))
+                .filter_map(|item| {
+                    let id = Entry::of_json(&item).entity_id().ok()?.to_owned();
+                    Some(NewJob::new(id, item))
                 })
-                .collect()
+                .collect();
+            Ok((jobs, verdict.invalid))
         }
         TopicKind::SingleObject => {
             if !value.is_object() {
                 return Err(invalid("expected a JSON object".into()));
             }
-            Ok(vec![NewJob::new(dedup_key, value)])
+            Ok(one(vec![NewJob::new(dedup_key, value)]))
         }
         TopicKind::Test => {
             if !value.is_object() {
@@ -280,7 +277,7 @@ fn split(kind: TopicKind, value: Value, dedup_key: &str) -> Result<Vec<NewJob>, 
                 Some(Value::String(id)) if topics::valid_entity_id(id) => id.clone(),
                 _ => dedup_key.to_string(),
             };
-            Ok(vec![NewJob::new(entity, value)])
+            Ok(one(vec![NewJob::new(entity, value)]))
         }
         TopicKind::Internal => Err(ApiError::bad_request("internal_topic", "internal topic")),
     }
@@ -292,11 +289,15 @@ mod tests {
 
     #[test]
     fn splits_espo_batches() {
-        let v = serde_json::json!([{"id": "a1", "name": "x"}, {"id": "b2"}]);
-        let jobs = split(TopicKind::EspoBatch, v, "k").unwrap_or_default();
+        let v = serde_json::json!([{"id": "a1", "name": "x"}, {"id": "a b"}, {"id": "b2"}]);
+        let (jobs, skipped) = split(TopicKind::EspoBatch, v, "k").unwrap_or_default();
         assert_eq!(
             jobs.iter().map(|j| j.entity.as_str()).collect::<Vec<_>>(),
             ["a1", "b2"]
+        );
+        assert_eq!(
+            skipped.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["1:invalid_id"]
         );
         assert!(split(
             TopicKind::EspoBatch,
@@ -316,7 +317,7 @@ mod tests {
 
     #[test]
     fn single_objects_key_on_dedup() {
-        let jobs = split(
+        let (jobs, _) = split(
             TopicKind::SingleObject,
             serde_json::json!({"CallType": "Inbound"}),
             "abc",

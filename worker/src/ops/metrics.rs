@@ -59,6 +59,7 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabel, Counter>,
     pub enqueued: Family<TopicLabel, Counter>,
     pub coalesced: Family<TopicLabel, Counter>,
+    pub batch_entries_skipped: Family<TopicLabel, Counter>,
     pub processed: Family<TopicLabel, Counter>,
     pub failed: Family<TopicLabel, Counter>,
     pub retried: Family<TopicLabel, Counter>,
@@ -103,6 +104,7 @@ impl Metrics {
             rejected: Family::default(),
             enqueued: Family::default(),
             coalesced: Family::default(),
+            batch_entries_skipped: Family::default(),
             processed: Family::default(),
             failed: Family::default(),
             retried: Family::default(),
@@ -166,6 +168,11 @@ impl Metrics {
             "jobs_coalesced",
             "Events absorbed into an already queued job",
             m.coalesced.clone(),
+        );
+        registry.register(
+            "batch_entries_skipped",
+            "Unusable entries of accepted EspoCRM batches (reported in the 202 body, not enqueued)",
+            m.batch_entries_skipped.clone(),
         );
         registry.register(
             "jobs_processed",

@@ -251,6 +251,69 @@ async fn espo_batches_split_and_coalesce_while_queued() {
     assert_eq!(row["stream_len"], 2);
 }
 
+/// Issue 16 item 9: the shared batch rule (`bitbylaw_core::batch`, also applied by
+/// webhook_guard) queues the usable entries and reports the rest, so one bad id no longer
+/// loses its whole batch (EspoCRM does not retry a 400).
+#[tokio::test]
+async fn espo_batch_with_unusable_entries_queues_the_rest_and_reports_them() {
+    let redis = RedisServer::start(false);
+    let w = Worker::spawn(&redis.url(), &[], &["--no-consumers"]);
+    let (s, v) = post_event(
+        &w.base,
+        "vmh.beteiligte.update",
+        br#"[{"id":"a1"},{"id":"a b"},{"name":"x"},7,{"id":"b2","name":"B"}]"#,
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        v["skipped"],
+        json!([
+            {"index": 1, "error": "invalid_id"},
+            {"index": 2, "error": "no_string_id"},
+            {"index": 3, "error": "not_object"}
+        ])
+    );
+    // the usable entities are queued in Redis, under their own ids
+    assert_eq!(xlen(&redis, "vmh.beteiligte.update").await, 2);
+    let mut c = redis.conn().await;
+    for (entity, job) in [("a1", &v["jobs"][0]), ("b2", &v["jobs"][1])] {
+        let queued: Option<String> = c
+            .get(format!("bbl:coalesce:vmh.beteiligte.update:{entity}"))
+            .await
+            .unwrap();
+        assert_eq!(queued.as_deref(), job["job_id"].as_str(), "{entity}");
+    }
+    let m = metrics_text(&w.base).await;
+    assert_eq!(
+        metric(
+            &m,
+            "bitbylaw_worker_batch_entries_skipped_total",
+            "topic=\"vmh.beteiligte.update\""
+        ),
+        3.0,
+        "{m}"
+    );
+
+    // nothing usable, or more than the shared bound: refused whole, nothing queued
+    let too_many = format!(
+        "[{}]",
+        (0..=bitbylaw_core::batch::MAX_BATCH_ENTRIES)
+            .map(|i| format!(r#"{{"id":"e{i}"}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for body in [&br#"[{"id":""},{"id":"a/b"}]"#[..], too_many.as_bytes()] {
+        let (s, v) = post_event(&w.base, "vmh.beteiligte.create", body).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (400, Some("invalid_payload")),
+            "{v}"
+        );
+    }
+    assert_eq!(xlen(&redis, "vmh.beteiligte.create").await, 0);
+}
+
 #[tokio::test]
 async fn concurrent_events_for_one_entity_make_one_job() {
     let redis = RedisServer::start(false);

@@ -53,6 +53,63 @@ async fn invalid_configuration_fails_on_configure_with_one_line_and_no_secrets()
     assert_eq!(chain.configured, vec![false]);
 }
 
+/// Issue 16 item 1: action bindings are checked against `path_pattern` in
+/// `on_configure`, every problem in the one log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_action_bindings_are_validated_on_configure() {
+    let host = Host::builder().filter(FILTER).build().unwrap();
+    let bad = with(
+        espo_config(),
+        json!({"webhooks": [
+            {"id": "a", "secret": ESPO_NEW},
+            {"id": "b", "secret": ESPO_OLD, "actions": ["Update", "up.date"]},
+            {"id": "c", "secret": ESPO_OLD, "actions": ["update"]},
+            {"id": "c", "secret": ESPO_NEW, "actions": ["delete"]}
+        ]}),
+    );
+    let chain = host
+        .add_chain(&[FilterSpec::json(FILTER, &bad)])
+        .await
+        .unwrap();
+    assert_eq!(chain.configured, vec![false]);
+    let log = host.log_text();
+    for part in [
+        "webhooks[0].actions is required",
+        "webhooks[1].actions[0]: path segment for \"action\" is not [a-z0-9_-]+",
+        "webhooks[1].actions[1]",
+        "webhooks[3].actions differ from an earlier entry with the same id",
+    ] {
+        assert!(log.contains(part), "{part} missing in {log}");
+    }
+    assert!(!log.contains(ESPO_NEW) && !log.contains(ESPO_OLD));
+    // a second placeholder would let a bound webhook pick the entity
+    let two = with(
+        espo_config(),
+        json!({"topic": "vmh.{entity}.{action}", "path_pattern": "/vmh/webhook/{entity}/{action}"}),
+    );
+    let chain = host
+        .add_chain(&[FilterSpec::json(FILTER, &two)])
+        .await
+        .unwrap();
+    assert_eq!(chain.configured, vec![false]);
+    assert!(host
+        .log_text()
+        .contains("placeholder \"entity\" is not {action}"));
+    // schemes without webhook ids cannot take the topic from the path
+    let hmac = with(
+        hmac_config(),
+        json!({"topic": "tools.{action}", "path_pattern": "/tools/{action}"}),
+    );
+    let chain = host
+        .add_chain(&[FilterSpec::json(FILTER, &hmac)])
+        .await
+        .unwrap();
+    assert_eq!(chain.configured, vec![false]);
+    assert!(host
+        .log_text()
+        .contains("topic placeholders need scheme espocrm"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_configuration_is_accepted() {
     let host = Host::builder().filter(FILTER).build().unwrap();

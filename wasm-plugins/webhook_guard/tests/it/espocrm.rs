@@ -35,6 +35,93 @@ async fn valid_signature_is_forwarded_with_gateway_headers() {
     f.assert_no_secrets_logged();
 }
 
+/// Issue 16 item 1: a webhook credential is bound to its action(s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_update_delivery_to_the_delete_path_is_401_and_nothing_forwarded() {
+    let f = Fixture::new(espo_config()).await;
+    let body = ESPO_BATCH.as_bytes();
+    const DELETE: &str = "/vmh/webhook/beteiligte/delete";
+    // the update webhook's genuine delivery, re-addressed: both header forms
+    let r = f.send(espo_request(DELETE, body, ESPO_NEW)).await;
+    assert_error(&r, 401, "invalid_signature");
+    assert_eq!(
+        r.json().unwrap()["message"],
+        "signature verification failed"
+    );
+    let legacy = HttpRequest::post(DELETE, body.to_vec())
+        .header("content-type", "application/json")
+        .header("X-Signature", &espo_legacy(ESPO_ID, ESPO_OLD, body));
+    assert_error(&f.send(legacy).await, 401, "invalid_signature");
+    // a path the prefix route would also take: no webhook delivers "createx"
+    let r = f
+        .send(espo_request(
+            "/vmh/webhook/beteiligte/createx",
+            body,
+            ESPO_NEW,
+        ))
+        .await;
+    assert_error(&r, 401, "invalid_signature");
+    // the delete webhook delivers delete, and only delete
+    let delete = |path: &str| {
+        HttpRequest::post(path, body.to_vec())
+            .header("content-type", "application/json")
+            .header(
+                "Signature",
+                &espo_signature(ESPO_DELETE_ID, ESPO_DELETE_SECRET, body),
+            )
+    };
+    assert_forwarded(&f.send(delete(DELETE)).await, "vmh.beteiligte.delete", body);
+    assert_error(&f.send(delete(PATH)).await, 401, "invalid_signature");
+    assert_eq!(f.counter("espocrm_beteiligte", "action_mismatch"), 4);
+    assert_eq!(f.counter("espocrm_beteiligte", "bad_signature"), 0);
+    assert_eq!(f.counter("espocrm_beteiligte", "accepted"), 1);
+    let logs = f.host.log_text();
+    assert!(
+        logs.contains(&format!(
+            "401 invalid_signature: webhook_action_mismatch (webhook {ESPO_ID} is not bound to topic vmh.beteiligte.delete)"
+        )),
+        "{logs}"
+    );
+    f.assert_no_secrets_logged();
+}
+
+/// Issue 16 item 9: the edge judges batch entries by the worker's rule
+/// (`bitbylaw_core::batch`): usable entries are not lost to a bad neighbour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_with_unusable_entries_is_forwarded_whole_and_they_are_counted() {
+    let f = Fixture::new(espo_config()).await;
+    let body =
+        br#"[{"id":"6745a1b2c3d4e5f60"},{"id":"bad id"},{"name":"x"},{"id":"6745a1b2c3d4e5f61"}]"#;
+    assert_forwarded(
+        &f.send(espo_request(PATH, body, ESPO_NEW)).await,
+        TOPIC,
+        body,
+    );
+    assert_eq!(f.counter("espocrm_beteiligte", "invalid_entries"), 2);
+    assert_eq!(f.counter("espocrm_beteiligte", "accepted"), 1);
+    let logs = f.host.log_text();
+    assert!(
+        logs.contains("2 unusable entries skipped (index:problem): 1:invalid_id, 2:no_string_id"),
+        "{logs}"
+    );
+    // the worker would refuse these whole, so the edge does too
+    let too_many = format!(
+        "[{}]",
+        (0..=bitbylaw_core::batch::MAX_BATCH_ENTRIES)
+            .map(|i| format!(r#"{{"id":"e{i}"}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for bad in [too_many.as_bytes(), br#"[{"id":"a b"},{"id":""}]"#] {
+        let r = f.send(espo_request(PATH, bad, ESPO_NEW)).await;
+        assert_error(&r, 400, "invalid_payload");
+    }
+    assert!(f
+        .host
+        .log_text()
+        .contains("the batch has 1001 entries (max 1000)"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_x_signature_and_rotation() {
     let f = Fixture::new(espo_config()).await;

@@ -24,6 +24,10 @@ pub const GATEWAY_SECRET: &str = "gw-secret-for-tests-0123456789";
 pub const ESPO_ID: &str = "6745a1b2c3d4e5f6a";
 pub const ESPO_OLD: &str = "espo-secret-OLD-9f8e7d";
 pub const ESPO_NEW: &str = "espo-secret-NEW-1a2b3c";
+/// The route's delete webhook: bound to `delete` only, while [`ESPO_ID`]
+/// delivers `create` and `update`.
+pub const ESPO_DELETE_ID: &str = "6745a1b2c3d4e5f6d";
+pub const ESPO_DELETE_SECRET: &str = "espo-secret-DEL-4d5e6f";
 /// whsec_ + base64("vermieterhelden-key-old-0001") / (…new…)
 pub const WHSEC_OLD: &str = "whsec_dmVybWlldGVyaGVsZGVuLWtleS1vbGQtMDAwMQ==";
 pub const WHSEC_NEW: &str = "whsec_dmVybWlldGVyaGVsZGVuLWtleS1uZXctMDAwMQ==";
@@ -37,6 +41,7 @@ pub const ALL_SECRETS: &[&str] = &[
     GATEWAY_SECRET,
     ESPO_OLD,
     ESPO_NEW,
+    ESPO_DELETE_SECRET,
     WHSEC_OLD,
     WHSEC_NEW,
     "dmVybWlldGVyaGVsZGVuLWtleS1",
@@ -113,7 +118,11 @@ pub fn espo_config() -> Value {
     json!({
         "route": "espocrm_beteiligte",
         "scheme": "espocrm",
-        "webhooks": [{"id": ESPO_ID, "secret": ESPO_OLD}, {"id": ESPO_ID, "secret": ESPO_NEW}],
+        "webhooks": [
+            {"id": ESPO_ID, "secret": ESPO_OLD, "actions": ["create", "update"]},
+            {"id": ESPO_ID, "secret": ESPO_NEW, "actions": ["create", "update"]},
+            {"id": ESPO_DELETE_ID, "secret": ESPO_DELETE_SECRET, "actions": ["delete"]}
+        ],
         "topic": "vmh.beteiligte.{action}",
         "path_pattern": "/vmh/webhook/beteiligte/{action}",
         "gateway_secret": GATEWAY_SECRET,
