@@ -949,11 +949,11 @@ fn advoware_paths(
             Some(slot) => *slot = template,
             None => r.problems.push(format!(
                 "advoware.paths: unknown setting {name:?} (known: {})",
-                Paths::NAMES.join(", ")
+                Paths::SETTINGS.map(|(n, _)| n).join(", ")
             )),
         }
     }
-    for name in Paths::NAMES {
+    for (name, _) in Paths::SETTINGS {
         let var = format!("ADVOWARE_PATH_{}", name.to_ascii_uppercase());
         if let (Some(template), Some(slot)) = (r.str(&var), paths.get_mut(name)) {
             *slot = template;

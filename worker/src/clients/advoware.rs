@@ -253,79 +253,45 @@ impl Default for Paths {
     }
 }
 
-/// One path setting: its name (`termin_get`), its template and the placeholders it must have
-/// (it may use no others).
-struct PathSetting<'a> {
-    name: &'static str,
-    template: &'a str,
-    required: &'static [&'static str],
-}
-
 impl Paths {
-    fn settings(&self) -> [PathSetting<'_>; 7] {
-        const FRNR: &[&str] = &["frnr"];
+    /// Every setting (`advoware.paths.<name>`, `ADVOWARE_PATH_<NAME>`) with the placeholders it
+    /// must have (it may use no others), in the order of [`Paths::templates`].
+    pub const SETTINGS: [(&'static str, &'static [&'static str]); 7] = [
+        ("token", &[]),
+        ("mitarbeiter", &[]),
+        ("termine_list", &["kuerzel", "from", "to"]),
+        ("termin_get", &["frnr"]),
+        ("termin_create", &[]),
+        ("termin_update", &["frnr"]),
+        ("termin_delete", &["frnr"]),
+    ];
+
+    /// The templates, in the order of [`Paths::SETTINGS`].
+    fn templates(&self) -> [&String; 7] {
         [
-            PathSetting {
-                name: "token",
-                template: &self.token,
-                required: &[],
-            },
-            PathSetting {
-                name: "mitarbeiter",
-                template: &self.mitarbeiter,
-                required: &[],
-            },
-            PathSetting {
-                name: "termine_list",
-                template: &self.termine_list,
-                required: &["kuerzel", "from", "to"],
-            },
-            PathSetting {
-                name: "termin_get",
-                template: &self.termin_get,
-                required: FRNR,
-            },
-            PathSetting {
-                name: "termin_create",
-                template: &self.termin_create,
-                required: &[],
-            },
-            PathSetting {
-                name: "termin_update",
-                template: &self.termin_update,
-                required: FRNR,
-            },
-            PathSetting {
-                name: "termin_delete",
-                template: &self.termin_delete,
-                required: FRNR,
-            },
+            &self.token,
+            &self.mitarbeiter,
+            &self.termine_list,
+            &self.termin_get,
+            &self.termin_create,
+            &self.termin_update,
+            &self.termin_delete,
         ]
     }
 
-    /// The names of all path settings (`advoware.paths.<name>`, `ADVOWARE_PATH_<NAME>`).
-    pub const NAMES: [&'static str; 7] = [
-        "token",
-        "mitarbeiter",
-        "termine_list",
-        "termin_get",
-        "termin_create",
-        "termin_update",
-        "termin_delete",
-    ];
-
     /// The template of setting `name`, for the config loader (`None`: no such setting).
     pub fn get_mut(&mut self, name: &str) -> Option<&mut String> {
-        Some(match name {
-            "token" => &mut self.token,
-            "mitarbeiter" => &mut self.mitarbeiter,
-            "termine_list" => &mut self.termine_list,
-            "termin_get" => &mut self.termin_get,
-            "termin_create" => &mut self.termin_create,
-            "termin_update" => &mut self.termin_update,
-            "termin_delete" => &mut self.termin_delete,
-            _ => return None,
-        })
+        let index = Self::SETTINGS.iter().position(|(n, _)| *n == name)?;
+        let slots = [
+            &mut self.token,
+            &mut self.mitarbeiter,
+            &mut self.termine_list,
+            &mut self.termin_get,
+            &mut self.termin_create,
+            &mut self.termin_update,
+            &mut self.termin_delete,
+        ];
+        slots.into_iter().nth(index)
     }
 
     /// Every problem of every template, each naming its setting: not relative, a dot segment,
@@ -333,13 +299,11 @@ impl Paths {
     /// placeholder.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for s in self.settings() {
-            for p in template_problems(s.template, s.required) {
+        for ((name, required), template) in Self::SETTINGS.iter().zip(self.templates()) {
+            for p in template_problems(template, required) {
                 out.push(format!(
-                    "advoware.paths.{} / ADVOWARE_PATH_{}: {p} (in {:?})",
-                    s.name,
-                    s.name.to_ascii_uppercase(),
-                    s.template
+                    "advoware.paths.{name} / ADVOWARE_PATH_{}: {p} (in {template:?})",
+                    name.to_ascii_uppercase(),
                 ));
             }
         }
@@ -1179,6 +1143,44 @@ mod tests {
             )
             .expect("join"),
             "http://h/x/api/v1/advonet/Termine?kuerzel=A+B&from=2026-01-01"
+        );
+    }
+
+    #[test]
+    fn path_templates_expand_and_validate() {
+        let e = expand(
+            "api/Termine/{frnr}?frnr={frnr}&kind=1",
+            &[("frnr", "5 6/7")],
+        );
+        assert_eq!(e.path, "api/Termine/5%206%2F7");
+        assert_eq!(
+            e.query,
+            vec![("frnr".into(), "5 6/7".into()), ("kind".into(), "1".into())]
+        );
+        assert!(e.placeholder_in_path);
+        let d = expand(&Paths::default().termin_get, &[("frnr", "48215")]);
+        assert_eq!(
+            (d.path.as_str(), d.placeholder_in_path),
+            ("api/v1/advonet/Termine", false)
+        );
+        assert_eq!(d.query, vec![("frnr".into(), "48215".into())]);
+
+        assert!(Paths::default().problems().is_empty());
+        assert_eq!(
+            placeholders("a/{x}/{y}?z={x}"),
+            Ok(vec!["x".into(), "y".into(), "x".into()])
+        );
+        assert!(placeholders("a/{x").is_err() && placeholders("a/x}").is_err());
+        assert_eq!(
+            template_problems("api/{frnr}?{frnr}=1&", &["frnr"]),
+            vec![
+                "query part \"{frnr}=1\" is not name=value".to_owned(),
+                "query part \"\" is not name=value".to_owned()
+            ]
+        );
+        assert_eq!(
+            template_problems("//host/x", &[]),
+            vec!["must be a path relative to the base URL, not a URL".to_owned()]
         );
     }
 
