@@ -76,7 +76,8 @@ pub trait AdvowareApi: Send + Sync {
         kuerzel: &'a Kuerzel,
         window: Window,
     ) -> BoxFuture<'a, Result<Vec<AdvowareTermin>, SideError>>;
-    /// One appointment; `None` when it does not exist.
+    /// One appointment; `None` when it does not exist; [`SideError::Misconfigured`] when the
+    /// read itself does not fit this Advoware (then nothing is known about the appointment).
     fn get_termin(&self, frnr: FrNr) -> BoxFuture<'_, Result<Option<AdvowareTermin>, SideError>>;
     /// Creates an appointment, returning its new number.
     fn create_termin<'a>(&'a self, t: &'a AdvowareTermin)
