@@ -13,7 +13,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test;
 
-use bitbylaw_core::{advoware, canonical, gateway, webhook};
+use bitbylaw_core::{advoware, canonical, endpoint, gateway, webhook};
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -106,4 +106,27 @@ fn webhook_standard_vector() {
         br#"{"test": 2432232314}"#,
     );
     assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+}
+
+/// The path rules (issue 16 item 5) give the same answers inside the filter's
+/// target as natively.
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn endpoint_rules() {
+    let allowed = ["api/v1/advonet/".to_string(), "api/v1/Akten".to_string()];
+    let code = |e: &str| {
+        endpoint::advoware_path(e, &allowed, "api/v1/advonet/")
+            .map_err(|e| e.code())
+            .err()
+    };
+    assert_eq!(code("Termine/..;/..;/Token"), Some("endpoint_traversal"));
+    assert_eq!(code("Termine/.. /x"), Some("endpoint_traversal"));
+    assert_eq!(code("Termine/5;x"), Some("endpoint_path_parameter"));
+    assert_eq!(code("%25c0%25ae"), Some("endpoint_not_utf8"));
+    assert_eq!(code("Termine/%2541"), Some("endpoint_double_encoded"));
+    assert_eq!(code("Termine/%C2%85"), Some("endpoint_control_chars"));
+    assert_eq!(
+        endpoint::advoware_path("Suche/M%C3%BCller", &allowed, "api/v1/advonet/").unwrap(),
+        "/api/v1/advonet/Suche/M%C3%BCller"
+    );
 }

@@ -155,6 +155,8 @@ pub struct AdvowareSettings {
     pub app_id: Option<String>,
     pub password: Option<Secret>,
     pub api_key: Option<Secret>,
+    /// Every resource path and query parameter name (`[advoware.paths]`, `ADVOWARE_PATH_*`).
+    pub paths: crate::clients::advoware::Paths,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -368,6 +370,8 @@ struct FileAdvoware {
     app_id: Option<String>,
     password: Option<Secret>,
     api_key: Option<Secret>,
+    /// `[advoware.paths]`: setting name → template; names checked by [`advoware_paths`].
+    paths: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -859,6 +863,7 @@ impl Config {
             app_id: r.str("ADVOWARE_APP_ID").or(fa.app_id),
             password: r.str("ADVOWARE_PASSWORD").map(Secret::new).or(fa.password),
             api_key: r.str("ADVOWARE_API_KEY").map(Secret::new).or(fa.api_key),
+            paths: advoware_paths(&mut r, fa.paths),
         };
         for (name, v) in [
             ("ADVOWARE_API_BASE_URL", &advoware.api_base_url),
@@ -1058,6 +1063,33 @@ impl Config {
     }
 }
 
+/// `[advoware.paths]` over the defaults, `ADVOWARE_PATH_<NAME>` over both; every unknown name
+/// and every problem of every template is reported.
+fn advoware_paths(
+    r: &mut Reader<'_>,
+    file: BTreeMap<String, String>,
+) -> crate::clients::advoware::Paths {
+    use crate::clients::advoware::Paths;
+    let mut paths = Paths::default();
+    for (name, template) in file {
+        match paths.get_mut(&name) {
+            Some(slot) => *slot = template,
+            None => r.problems.push(format!(
+                "advoware.paths: unknown setting {name:?} (known: {})",
+                Paths::SETTINGS.map(|(n, _)| n).join(", ")
+            )),
+        }
+    }
+    for (name, _) in Paths::SETTINGS {
+        let var = format!("ADVOWARE_PATH_{}", name.to_ascii_uppercase());
+        if let (Some(template), Some(slot)) = (r.str(&var), paths.get_mut(name)) {
+            *slot = template;
+        }
+    }
+    r.problems.extend(paths.problems());
+    paths
+}
+
 fn check_http_url(problems: &mut Vec<String>, name: &str, value: Option<&str>) {
     if let Some(v) = value {
         match url::Url::parse(v) {
@@ -1164,6 +1196,69 @@ mod tests {
         ] {
             assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
         }
+    }
+
+    #[test]
+    fn advoware_paths_default_to_facts_and_every_problem_is_listed() {
+        let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
+        let cfg = Config::load(None, &env(&[secret])).map_err(|e| e.to_string());
+        let paths = cfg.map(|c| c.advoware.paths);
+        assert_eq!(
+            paths.as_ref().map(|p| p.termin_get.as_str()),
+            Ok("api/v1/advonet/Termine?frnr={frnr}"),
+            "FACTS §1: one appointment by the query parameter frnr"
+        );
+        let dir = std::env::temp_dir().join(format!("bbl-cfg-paths-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("w.toml");
+        let _ = std::fs::write(
+            &path,
+            r#"
+[advoware.paths]
+termin_get = "api/v1/advonet/Termine/{frNr}"
+termine_list = "https://evil.example/Termine?kuerzel={kuerzel}"
+termin_bogus = "x"
+"#,
+        );
+        let problems = Config::load(
+            Some(&path),
+            &env(&[
+                secret,
+                (
+                    "ADVOWARE_PATH_TERMIN_DELETE",
+                    "api/v1/advonet/../Termine/{frnr}",
+                ),
+                (
+                    "ADVOWARE_PATH_MITARBEITER",
+                    "api/v1/advonet/Mitarbeiter/{frnr}",
+                ),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+        let joined = problems.join("\n");
+        for needle in [
+            "advoware.paths.termin_get / ADVOWARE_PATH_TERMIN_GET: bad placeholder {frNr}",
+            "advoware.paths.termine_list / ADVOWARE_PATH_TERMINE_LIST: must be a path relative",
+            "advoware.paths.termine_list / ADVOWARE_PATH_TERMINE_LIST: must contain {from}",
+            "advoware.paths.termine_list / ADVOWARE_PATH_TERMINE_LIST: must contain {to}",
+            "unknown setting \"termin_bogus\"",
+            "ADVOWARE_PATH_TERMIN_DELETE: must not contain '.' or '..' segments",
+            "ADVOWARE_PATH_MITARBEITER: takes no placeholders, found {frnr}",
+        ] {
+            assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+        }
+        let ok = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("ADVOWARE_PATH_TERMIN_GET", "api/v1/advonet/Termine/{frnr}"),
+            ]),
+        )
+        .map(|c| c.advoware.paths.termin_get)
+        .map_err(|e| e.to_string());
+        assert_eq!(ok.as_deref(), Ok("api/v1/advonet/Termine/{frnr}"));
     }
 
     #[test]

@@ -171,9 +171,16 @@ async fn rate_limit_and_upstream_errors_are_classified() {
     );
     assert!(err.is_retryable());
 
-    let err = c.get_termin(999_999).await.expect_err("404");
+    let err = c
+        .update_termin(999_999, &json!({"text": "x"}))
+        .await
+        .expect_err("404");
     assert_eq!(err.status(), Some(404));
     assert!(!err.is_retryable());
+    assert!(
+        c.get_termin(999_999).await.expect("read").is_none(),
+        "absent: an empty list"
+    );
 
     // A 503 on the token endpoint is retryable as well.
     let fresh = client(&settings_for(&env.fake), env.redis.conn().await);
@@ -237,7 +244,7 @@ async fn termin_round_trip() {
     c.update_termin(fr_nr, &json!({"text": "verlegt", "uhrzeitVon": "11:00:00"}))
         .await
         .expect("update");
-    let got = c.get_termin(fr_nr).await.expect("get");
+    let got = c.get_termin(fr_nr).await.expect("get").expect("present");
     assert_eq!(got["text"], "verlegt");
     assert_eq!(got["kuerzel"], "SB");
 
@@ -250,11 +257,49 @@ async fn termin_round_trip() {
 
     c.delete_termin(fr_nr).await.expect("delete");
     assert!(env.fake.termin(fr_nr).is_none());
-    assert_eq!(
-        c.get_termin(fr_nr).await.expect_err("gone").status(),
-        Some(404)
-    );
+    assert!(c.get_termin(fr_nr).await.expect("read").is_none(), "gone");
     assert_eq!(env.fake.token_stats().succeeded, 1);
+}
+
+/// Issue 16 item 10: a single read the configured Advoware does not serve is an
+/// `EndpointMismatch` naming the setting and the path — a 405 always, a 404 when `{frnr}` is
+/// only in the query (a missing appointment is an empty list there, not a 404).
+#[tokio::test]
+async fn a_405_or_impossible_404_on_the_single_read_is_an_endpoint_mismatch() {
+    let env = env().await;
+    let mut settings = settings_for(&env.fake);
+    settings.paths.termin_get = "api/v1/advonet/Termine/{frnr}".into();
+    let c = client(&settings, env.redis.conn().await);
+    match c.get_termin(48215).await {
+        Err(AdvowareError::EndpointMismatch {
+            setting,
+            method,
+            path,
+            status,
+            ..
+        }) => {
+            assert_eq!(
+                (setting, method, path.as_str(), status),
+                ("termin_get", "GET", "api/v1/advonet/Termine/48215", 405)
+            );
+        }
+        other => panic!("expected EndpointMismatch, got {other:?}"),
+    }
+    settings.paths.termin_get = "api/v1/advonet/Terminliste?frnr={frnr}".into();
+    let c = client(&settings, env.redis.conn().await);
+    let err = c.get_termin(48215).await.expect_err("404");
+    assert!(
+        matches!(err, AdvowareError::EndpointMismatch { status: 404, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("ADVOWARE_PATH_TERMIN_GET"),
+        "{err}"
+    );
+    // The documented form finds it.
+    let c = client(&settings_for(&env.fake), env.redis.conn().await);
+    let got = c.get_termin(48215).await.expect("read").expect("present");
+    assert_eq!(got["frNr"], 48215);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

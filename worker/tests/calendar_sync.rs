@@ -320,6 +320,103 @@ async fn edits_and_deletions_follow_the_policy() {
     assert_eq!(third.total_writes(), 0, "{third:?}");
 }
 
+/// Issue 16 item 10: the deletion check reads one appointment as FACTS §1 says (`?frnr=`); the
+/// fake, like Advoware's documentation, has no GET on `Termine/{frNr}` (405). A deleted
+/// appointment used to fail the whole run of its employee, every time.
+#[tokio::test]
+async fn a_deleted_appointment_no_longer_blocks_its_employees_sync() {
+    let h = H::new().await;
+    let keep = h.add("SB", timed(day(2), "09:00:00", "10:00:00", "bleibt"));
+    let gone = h.add("SB", timed(day(3), "09:00:00", "10:00:00", "entfällt"));
+    h.sync("SB").await;
+    let cal = h.cal("SB").await;
+    h.advoware.remove_termin(gone as i64);
+    h.advoware.controls().clear_requests();
+
+    let r = h.sync("SB").await;
+    assert_eq!(r.deletion_checks, 1, "{r:?}");
+    assert_eq!(writes(&r, "delete_google"), 1, "{r:?}");
+    assert!(h.event_of(&cal, gone).is_none());
+    assert!(h.event_of(&cal, keep).is_some());
+    let check = h
+        .advoware
+        .requests()
+        .into_iter()
+        .find(|q| q.query_param("frnr").is_some())
+        .expect("the deletion check");
+    assert_eq!(
+        (check.method.as_str(), check.path.as_str()),
+        ("GET", "/api/v1/advonet/Termine")
+    );
+    assert_eq!(check.query_param("frnr"), Some(gone.to_string()));
+    h.assert_converged("SB").await;
+}
+
+/// Issue 16 item 10: a single read configured in a form this Advoware does not have (405) is a
+/// configuration error naming the path — the suspect pair is left alone, everything else of the
+/// employee's calendar still syncs, and the run succeeds.
+#[tokio::test]
+async fn a_misconfigured_single_read_is_a_config_error_not_a_failed_sync() {
+    let h = H::new().await;
+    let gone = h.add("SB", timed(day(2), "09:00:00", "10:00:00", "entfällt"));
+    h.sync("SB").await;
+    let cal = h.cal("SB").await;
+
+    let mut settings = common::sides::advoware_settings(&h.advoware);
+    settings.paths.termin_get = "api/v1/advonet/Termine/{frnr}".into();
+    let aw = common::sides::advoware_client(&settings, h.conn.clone());
+    let engine = Engine {
+        advoware: &aw,
+        google: h.gc.as_ref(),
+        settings: &h.settings,
+    };
+    h.advoware.remove_termin(gone as i64);
+    let new = h.add("SB", timed(day(4), "09:00:00", "10:00:00", "neu"));
+    let mut store = CalendarStore::new(h.conn.clone(), kz("SB"));
+    let r = engine
+        .sync_employee(&mut store, &kz("SB"), &h.opts("SB"), &mut |_| {})
+        .await
+        .expect("the run succeeds");
+    assert_eq!(r.endpoint_mismatches, 1, "{r:?}");
+    assert!(
+        r.summary().contains("endpoint_mismatches=1"),
+        "{}",
+        r.summary()
+    );
+    assert_eq!(
+        writes(&r, "delete_google"),
+        0,
+        "unconfirmed: left alone {r:?}"
+    );
+    assert!(h.event_of(&cal, gone).is_some());
+    assert!(h.event_of(&cal, new).is_some(), "the rest still syncs");
+    let refused = h
+        .advoware
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "GET" && q.path == format!("/api/v1/advonet/Termine/{gone}"))
+        .count();
+    assert_eq!(refused, 1);
+
+    // The client's error names the path and the setting to fix.
+    let err = aw.get_termin(gone as i64).await.expect_err("405");
+    let text = err.to_string();
+    for needle in [
+        "405",
+        &format!("GET api/v1/advonet/Termine/{gone}"),
+        "advoware.paths.termin_get",
+        "ADVOWARE_PATH_TERMIN_GET",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing in {text}");
+    }
+    assert!(!err.is_retryable());
+
+    // With the documented form the deletion goes through.
+    let r = h.sync("SB").await;
+    assert_eq!(writes(&r, "delete_google"), 1, "{r:?}");
+    assert!(h.event_of(&cal, gone).is_none());
+}
+
 #[tokio::test]
 async fn advoware_deletions_of_google_created_appointments_when_allowed() {
     let settings = CalendarSettings {

@@ -490,3 +490,56 @@ async fn readiness_reports_the_calendar_clients() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["message"], "calendar sync clients cannot be built");
 }
+
+/// Issue 16 item 10 through the real binary: a single read configured in a form this Advoware
+/// does not serve (405) is counted in `advoware_endpoint_mismatches`, and the employee's run
+/// still succeeds instead of failing on every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_single_read_is_counted_and_the_run_succeeds() {
+    let e = env().await;
+    e.seed("SB", 2);
+    let w = e.spawn(&[("ADVOWARE_PATH_TERMIN_GET", "api/v1/advonet/Termine/{frnr}")]);
+    let runs_ok = |m: &str| metric(m, "bitbylaw_worker_calendar_sync_runs_total", "kind=\"ok\"");
+    trigger(&w, "SB").await;
+    wait_for("first run", Duration::from_secs(20), || async {
+        (runs_ok(&metrics_text(&w.base).await) >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(e.events_of("SB").await, 2);
+    let gone = e
+        .advoware
+        .termine()
+        .first()
+        .and_then(|t| t["frNr"].as_i64())
+        .unwrap();
+    e.advoware.remove_termin(gone);
+    trigger(&w, "SB").await;
+    let m = wait_for("second run", Duration::from_secs(20), || async {
+        let m = metrics_text(&w.base).await;
+        (runs_ok(&m) >= 2.0).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        metric(&m, "bitbylaw_worker_advoware_endpoint_mismatches_total", ""),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_runs_total",
+            "kind=\"permanent\""
+        ) + metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_runs_total",
+            "kind=\"retryable\""
+        ),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        e.events_of("SB").await,
+        2,
+        "unconfirmed deletion: left alone"
+    );
+}

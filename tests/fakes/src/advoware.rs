@@ -229,7 +229,9 @@ pub async fn start(config: AdvowareConfig) -> Result<AdvowareFake, StartError> {
         .route("/api/v1/advonet/TermineActiveSync", get(list_termine))
         .route(
             "/api/v1/advonet/Termine/{fr_nr}",
-            get(get_termin).put(update_termin).delete(delete_termin),
+            get(get_termin_path_form)
+                .put(update_termin)
+                .delete(delete_termin),
         )
         .route("/api/v1/advonet/Beteiligte", post(create_beteiligter))
         .route(
@@ -842,6 +844,15 @@ async fn list_termine(
             .map(|(_, v)| v.clone())
     };
     let kuerzel = param("kuerzel").filter(|k| !k.is_empty());
+    // FACTS §1: `frNr` as a query parameter is spelled `frnr` (matched case-insensitively, as
+    // ASP.NET binds parameters); it narrows the list to that one appointment.
+    let fr_nr = match param("frnr") {
+        None => None,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => return bad_request(&format!("The value '{raw}' is not valid for frnr.")),
+        },
+    };
     let mut range = [None, None];
     for (slot, name) in range.iter_mut().zip(["from", "to"]) {
         if let Some(raw) = param(name) {
@@ -857,6 +868,7 @@ async fn list_termine(
         .lock()
         .termine
         .values()
+        .filter(|t| fr_nr.is_none_or(|n| t.get("frNr").and_then(Value::as_i64) == Some(n)))
         .filter(|t| match &kuerzel {
             Some(k) => t
                 .get("kuerzel")
@@ -883,19 +895,21 @@ async fn list_termine(
     json_response(StatusCode::OK, Value::Array(list))
 }
 
-async fn get_termin(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path(fr_nr): Path<String>,
-) -> Response {
+/// `GET …/Termine/{frNr}`: FACTS §1 reads one appointment with the query parameter `frnr` on
+/// the list, so this fake — like one written from the public documentation — has no GET on the
+/// item path (PUT and DELETE only) and answers as ASP.NET Web API does for a route without
+/// that method: 405 with `Allow`.
+async fn get_termin_path_form(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     require_auth!(shared, headers);
-    let Ok(fr_nr) = fr_nr.parse::<i64>() else {
-        return bad_request(&format!("The value '{fr_nr}' is not valid for frNr."));
-    };
-    match shared.state.lock().termine.get(&fr_nr) {
-        Some(t) => json_response(StatusCode::OK, t.clone()),
-        None => not_found_entity("Termin"),
-    }
+    let mut resp = message(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "The requested resource does not support http method 'GET'.",
+    );
+    resp.headers_mut().insert(
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static("PUT, DELETE"),
+    );
+    resp
 }
 
 /// Validates appointment fields the way a typed API model would: dates, times, flags, ranges.

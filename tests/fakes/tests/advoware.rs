@@ -268,11 +268,27 @@ async fn termine_crud_filters_and_counts_writes() -> TestResult {
         .await?;
     assert_eq!(res.status(), 204);
     let res = client
+        .get(format!("{api}/Termine?frnr={fr_nr}"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await?,
+        json!([]),
+        "deleted: an empty list"
+    );
+    // FACTS §1: no GET on the item path.
+    let res = client
         .get(format!("{api}/Termine/{fr_nr}"))
         .bearer_auth(&token)
         .send()
         .await?;
-    assert_eq!(res.status(), 404);
+    assert_eq!(res.status(), 405);
+    assert_eq!(
+        res.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("PUT, DELETE")
+    );
     assert_eq!(fake.writes(TERMINE), 4);
     Ok(())
 }
@@ -432,13 +448,17 @@ async fn demo_seed_serves_employees_and_appointments() -> TestResult {
         .await?;
     assert_eq!(list.as_array().map(Vec::len), Some(3));
     let one: Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/advonet/Termine/48215", fake.base_url()))
+        .get(format!(
+            "{}/api/v1/advonet/Termine?frnr=48215",
+            fake.base_url()
+        ))
         .bearer_auth(&token)
         .send()
         .await?
         .json()
         .await?;
-    assert_eq!(one["turnusArt"], 2);
+    assert_eq!(one.as_array().map(Vec::len), Some(1), "{one}");
+    assert_eq!(one[0]["turnusArt"], 2);
     assert_eq!(fake.total_writes(), 0);
     Ok(())
 }

@@ -645,6 +645,27 @@ async fn bad_endpoints_are_400_with_the_core_code_and_never_go_upstream() {
             "/advoware/proxy?endpoint=a&endpoint=b",
             "endpoint_duplicate",
         ),
+        // Issue 16 item 5: each of these used to reach Advoware.
+        (
+            "/advoware/proxy?endpoint=Termine/..;/..;/Token",
+            "endpoint_traversal",
+        ),
+        (
+            "/advoware/proxy?endpoint=Termine/..%20/x",
+            "endpoint_traversal",
+        ),
+        (
+            "/advoware/proxy?endpoint=Termine/%25c0%25ae%25c0%25ae/Token",
+            "endpoint_not_utf8",
+        ),
+        (
+            "/advoware/proxy?endpoint=Termine/5;jsessionid=x",
+            "endpoint_path_parameter",
+        ),
+        (
+            "/advoware/proxy?endpoint=Termine/%u002e%u002e/Token",
+            "endpoint_double_encoded",
+        ),
     ];
     for (uri, code) in cases {
         let resp = env.get(0, uri).await;

@@ -76,6 +76,23 @@ pub enum AdvowareError {
     /// A success answer whose body is not the JSON we expect.
     #[error("unexpected Advoware answer on {path}: {message}")]
     Decode { path: String, message: String },
+    /// Advoware has no such resource or method where a configured path points (405, or a 404
+    /// where absence cannot be meant): the path setting does not fit this Advoware. Permanent:
+    /// a configuration error, never evidence about the appointment.
+    #[error(
+        "Advoware answered {status} to {method} {path}: the configured path does not fit this \
+         Advoware; check advoware.paths.{setting} / ADVOWARE_PATH_{setting_upper} (README, \
+         \"Uncertain facts\")"
+    )]
+    EndpointMismatch {
+        /// The path setting (`termin_get`, …).
+        setting: &'static str,
+        /// The same in upper case, for the environment variable's name.
+        setting_upper: String,
+        method: &'static str,
+        path: String,
+        status: u16,
+    },
 }
 
 impl AdvowareError {
@@ -84,9 +101,11 @@ impl AdvowareError {
         match self {
             Self::RateLimited { .. } | Self::Transport { .. } | Self::Redis(_) => true,
             Self::Upstream { status, .. } => *status >= 500 || *status == 408,
-            Self::Unauthorized { .. } | Self::Token(_) | Self::Config(_) | Self::Decode { .. } => {
-                false
-            }
+            Self::Unauthorized { .. }
+            | Self::Token(_)
+            | Self::Config(_)
+            | Self::Decode { .. }
+            | Self::EndpointMismatch { .. } => false,
         }
     }
 
@@ -102,7 +121,9 @@ impl AdvowareError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Unauthorized { .. } => Some(401),
-            Self::RateLimited { status, .. } | Self::Upstream { status, .. } => Some(*status),
+            Self::RateLimited { status, .. }
+            | Self::Upstream { status, .. }
+            | Self::EndpointMismatch { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -188,14 +209,34 @@ pub trait HttpTransport: Send + Sync {
 // Settings
 // ---------------------------------------------------------------------------------------------
 
-/// Resource paths relative to the API base. The real paths are uncertain (FACTS §1); the
-/// defaults are the fake's, so they live here as data rather than in code.
+/// Every Advoware path and query parameter name the worker uses, as templates relative to the
+/// API base (the token path: relative to the security gateway). FACTS §1 marks the appointment
+/// and employee paths as uncertain, so they are configuration (`[advoware.paths]`,
+/// `ADVOWARE_PATH_*`), validated by `config check` ([`Paths::problems`]).
+///
+/// A template is `path[?name=value&…]`; `{placeholder}`s are replaced by percent-encoded values
+/// in the path and by the value in the query (which is then encoded). The defaults follow FACTS
+/// §1 where it says something: one appointment is read with the query parameter `frnr` on the
+/// appointment list, not with a path `Termine/{frNr}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
+    /// `POST`: the token (no placeholders).
     pub token: String,
+    /// `GET`: all employees (no placeholders).
     pub mitarbeiter: String,
-    /// Collection: `GET ?kuerzel=&from=&to=`, `POST`; items at `{termine}/{frNr}`.
-    pub termine: String,
+    /// `GET`: an employee's appointments overlapping a window; `{kuerzel}`, `{from}`, `{to}`
+    /// (dates `YYYY-MM-DD`) required.
+    pub termine_list: String,
+    /// `GET`: one appointment; `{frnr}` required. With `{frnr}` in the query the answer may be
+    /// a list (the matching entry is used, none = deleted); with `{frnr}` in the path a 404
+    /// means deleted.
+    pub termin_get: String,
+    /// `POST`: create an appointment (no placeholders).
+    pub termin_create: String,
+    /// `PUT`: update an appointment; `{frnr}` required.
+    pub termin_update: String,
+    /// `DELETE`: delete an appointment; `{frnr}` required.
+    pub termin_delete: String,
 }
 
 impl Default for Paths {
@@ -203,8 +244,210 @@ impl Default for Paths {
         Self {
             token: "api/v1/Token".into(),
             mitarbeiter: "api/v1/advonet/Mitarbeiter".into(),
-            termine: "api/v1/advonet/Termine".into(),
+            termine_list: "api/v1/advonet/Termine?kuerzel={kuerzel}&from={from}&to={to}".into(),
+            termin_get: "api/v1/advonet/Termine?frnr={frnr}".into(),
+            termin_create: "api/v1/advonet/Termine".into(),
+            termin_update: "api/v1/advonet/Termine/{frnr}".into(),
+            termin_delete: "api/v1/advonet/Termine/{frnr}".into(),
         }
+    }
+}
+
+impl Paths {
+    /// Every setting (`advoware.paths.<name>`, `ADVOWARE_PATH_<NAME>`) with the placeholders it
+    /// must have (it may use no others), in the order of [`Paths::templates`].
+    pub const SETTINGS: [(&'static str, &'static [&'static str]); 7] = [
+        ("token", &[]),
+        ("mitarbeiter", &[]),
+        ("termine_list", &["kuerzel", "from", "to"]),
+        ("termin_get", &["frnr"]),
+        ("termin_create", &[]),
+        ("termin_update", &["frnr"]),
+        ("termin_delete", &["frnr"]),
+    ];
+
+    /// The templates, in the order of [`Paths::SETTINGS`].
+    fn templates(&self) -> [&String; 7] {
+        [
+            &self.token,
+            &self.mitarbeiter,
+            &self.termine_list,
+            &self.termin_get,
+            &self.termin_create,
+            &self.termin_update,
+            &self.termin_delete,
+        ]
+    }
+
+    /// The template of setting `name`, for the config loader (`None`: no such setting).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut String> {
+        let index = Self::SETTINGS.iter().position(|(n, _)| *n == name)?;
+        let slots = [
+            &mut self.token,
+            &mut self.mitarbeiter,
+            &mut self.termine_list,
+            &mut self.termin_get,
+            &mut self.termin_create,
+            &mut self.termin_update,
+            &mut self.termin_delete,
+        ];
+        slots.into_iter().nth(index)
+    }
+
+    /// Every problem of every template, each naming its setting: not relative, a dot segment,
+    /// characters that do not belong in a URL, a malformed query, an unknown or missing
+    /// placeholder.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for ((name, required), template) in Self::SETTINGS.iter().zip(self.templates()) {
+            for p in template_problems(template, required) {
+                out.push(format!(
+                    "advoware.paths.{name} / ADVOWARE_PATH_{}: {p} (in {template:?})",
+                    name.to_ascii_uppercase(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The problems of one template (see [`Paths::problems`]).
+fn template_problems(template: &str, required: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let t = template.trim();
+    if t.is_empty() {
+        out.push("must not be empty".to_owned());
+        return out;
+    }
+    if t.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '#' || c == '\\')
+    {
+        out.push("must not contain whitespace, control characters, '#' or '\\'".to_owned());
+    }
+    let (path, query) = t.split_once('?').unwrap_or((t, ""));
+    let path = path.trim_start_matches('/');
+    if path.is_empty() {
+        out.push("needs a path before the query".to_owned());
+    }
+    if t.starts_with("//")
+        || path
+            .split('/')
+            .next()
+            .is_some_and(|first| first.contains(':'))
+    {
+        out.push("must be a path relative to the base URL, not a URL".to_owned());
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        out.push("must not contain '.' or '..' segments".to_owned());
+    }
+    for piece in query.split('&').filter(|_| t.contains('?')) {
+        match piece.split_once('=') {
+            Some((name, _)) if !name.is_empty() && !name.contains('{') => {}
+            _ => out.push(format!("query part {piece:?} is not name=value")),
+        }
+    }
+    match placeholders(t) {
+        Err(e) => out.push(e),
+        Ok(found) => {
+            for name in &found {
+                if !required.contains(&name.as_str()) {
+                    out.push(if required.is_empty() {
+                        format!("takes no placeholders, found {{{name}}}")
+                    } else {
+                        format!(
+                            "unknown placeholder {{{name}}} (allowed: {})",
+                            braced(required)
+                        )
+                    });
+                }
+            }
+            for name in required {
+                if !found.iter().any(|f| f == name) {
+                    out.push(format!("must contain {{{name}}}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn braced(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{{{n}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `{name}`s of a template, in order; unbalanced braces are an error.
+fn placeholders(template: &str) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err("unbalanced '}'".into());
+        }
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or("unbalanced '{'")?;
+        let name = &after[..close];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(format!("bad placeholder {{{name}}}"));
+        }
+        found.push(name.to_owned());
+        rest = &after[close + 1..];
+    }
+    Ok(found)
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (for values put into a path).
+fn encode_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A template with its values filled in: the path (values encoded) and the query pairs (values
+/// raw; [`join`] encodes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expanded {
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Whether a placeholder sits in the path (for `termin_get`: a 404 then means "deleted").
+    pub placeholder_in_path: bool,
+}
+
+/// Fills `template` with `values` (`("frnr", "5")`, …). Templates are validated at start-up,
+/// so an unknown placeholder cannot occur; it would be left as is.
+pub fn expand(template: &str, values: &[(&str, &str)]) -> Expanded {
+    let fill = |text: &str, encode: bool| {
+        values.iter().fold(text.to_owned(), |acc, (name, value)| {
+            let value = if encode {
+                encode_component(value)
+            } else {
+                (*value).to_owned()
+            };
+            acc.replace(&format!("{{{name}}}"), &value)
+        })
+    };
+    let template = template.trim();
+    let (path, query) = template.split_once('?').unwrap_or((template, ""));
+    Expanded {
+        path: fill(path, true),
+        query: query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_owned(), fill(v, false))
+            })
+            .collect(),
+        placeholder_in_path: path.contains('{'),
     }
 }
 
@@ -268,13 +511,17 @@ impl ClientSettings {
         let key = core_aw::decode_api_key(api_key.expose())
             .map_err(|e| AdvowareError::Config(format!("api_key: {e}")))?;
         let user = req(&s.user, "user")?.to_owned();
+        let problems = s.paths.problems();
+        if !problems.is_empty() {
+            return Err(AdvowareError::Config(problems.join("; ")));
+        }
         Ok(Self {
             api_base_url: base_url(req(&s.api_base_url, "api_base_url")?, "api_base_url")?,
             security_gateway_url: base_url(
                 req(&s.security_gateway_url, "security_gateway_url")?,
                 "security_gateway_url",
             )?,
-            paths: Paths::default(),
+            paths: s.paths.clone(),
             token: TokenPolicy {
                 redis_key: default_token_key(&user),
                 max_lifetime: Duration::from_secs(55 * 60),
@@ -400,8 +647,12 @@ where
 
     /// All employees (`Mitarbeiter`).
     pub async fn list_mitarbeiter(&self) -> Result<Vec<Value>, AdvowareError> {
-        let path = self.settings.paths.mitarbeiter.clone();
-        expect_array(&path, self.get_json(&path, &[]).await?)
+        let e = expand(&self.settings.paths.mitarbeiter, &[]);
+        let value = self
+            .get_expanded(&e)
+            .await
+            .map_err(|err| mismatch_on_405("mitarbeiter", Method::Get, err))?;
+        expect_array(&e.path, value)
     }
 
     /// Appointments of `kuerzel` overlapping `[from, to]` (dates).
@@ -411,38 +662,73 @@ where
         from: chrono::NaiveDate,
         to: chrono::NaiveDate,
     ) -> Result<Vec<Value>, AdvowareError> {
-        let path = self.settings.paths.termine.clone();
         let from = from.format("%Y-%m-%d").to_string();
         let to = to.format("%Y-%m-%d").to_string();
+        let e = expand(
+            &self.settings.paths.termine_list,
+            &[("kuerzel", kuerzel), ("from", &from), ("to", &to)],
+        );
         let value = self
-            .get_json(&path, &[("kuerzel", kuerzel), ("from", &from), ("to", &to)])
-            .await?;
-        expect_array(&path, value)
+            .get_expanded(&e)
+            .await
+            .map_err(|err| mismatch_on_405("termine_list", Method::Get, err))?;
+        expect_array(&e.path, value)
     }
 
-    pub async fn get_termin(&self, fr_nr: i64) -> Result<Value, AdvowareError> {
-        self.get_json(&self.termin_path(fr_nr), &[]).await
+    /// One appointment (`None`: it does not exist), read as `termin_get` says (FACTS §1: the
+    /// query parameter `frnr`). A list answer is searched for the entry with this `frNr`.
+    /// A 405 — or a 404 when `{frnr}` is only in the query, where a missing appointment is an
+    /// empty list — is [`AdvowareError::EndpointMismatch`], never "deleted".
+    pub async fn get_termin(&self, fr_nr: i64) -> Result<Option<Value>, AdvowareError> {
+        let n = fr_nr.to_string();
+        let e = expand(&self.settings.paths.termin_get, &[("frnr", &n)]);
+        let value = match self.get_expanded(&e).await {
+            Ok(v) => v,
+            Err(err) if err.status() == Some(404) && e.placeholder_in_path => return Ok(None),
+            Err(err) if matches!(err.status(), Some(404 | 405)) => {
+                return Err(mismatch("termin_get", Method::Get, err))
+            }
+            Err(err) => return Err(err),
+        };
+        let is_it = |t: &Value| t.get("frNr").and_then(Value::as_i64) == Some(fr_nr);
+        Ok(match value {
+            Value::Null => None,
+            Value::Array(items) => items.into_iter().find(is_it),
+            other => Some(other),
+        })
     }
 
     /// Creates an appointment; the answer carries the new `frNr`.
     pub async fn create_termin(&self, termin: &Value) -> Result<Value, AdvowareError> {
-        let path = self.settings.paths.termine.clone();
-        self.post_json(&path, termin).await
+        let e = expand(&self.settings.paths.termin_create, &[]);
+        let resp = self
+            .call(Method::Post, &e.path, &query_refs(&e.query), Some(termin))
+            .await
+            .map_err(|err| mismatch_on_405("termin_create", Method::Post, err))?;
+        decode_json(&e.path, &resp.body)
     }
 
     pub async fn update_termin(&self, fr_nr: i64, termin: &Value) -> Result<Value, AdvowareError> {
-        self.put_json(&self.termin_path(fr_nr), termin).await
+        let n = fr_nr.to_string();
+        let e = expand(&self.settings.paths.termin_update, &[("frnr", &n)]);
+        let resp = self
+            .call(Method::Put, &e.path, &query_refs(&e.query), Some(termin))
+            .await
+            .map_err(|err| mismatch_on_405("termin_update", Method::Put, err))?;
+        decode_json(&e.path, &resp.body)
     }
 
     pub async fn delete_termin(&self, fr_nr: i64) -> Result<(), AdvowareError> {
-        self.delete(&self.termin_path(fr_nr)).await
+        let n = fr_nr.to_string();
+        let e = expand(&self.settings.paths.termin_delete, &[("frnr", &n)]);
+        self.call(Method::Delete, &e.path, &query_refs(&e.query), None)
+            .await
+            .map(|_| ())
+            .map_err(|err| mismatch_on_405("termin_delete", Method::Delete, err))
     }
 
-    fn termin_path(&self, fr_nr: i64) -> String {
-        format!(
-            "{}/{fr_nr}",
-            self.settings.paths.termine.trim_end_matches('/')
-        )
+    async fn get_expanded(&self, e: &Expanded) -> Result<Value, AdvowareError> {
+        self.get_json(&e.path, &query_refs(&e.query)).await
     }
 
     // ----- core ------------------------------------------------------------------------------
@@ -586,7 +872,7 @@ where
     /// Mints a token (FACTS §1) and caches it in Redis and locally.
     async fn mint(&self) -> Result<Secret, AdvowareError> {
         let s = &self.settings;
-        let path = s.paths.token.as_str();
+        let path = s.paths.token.trim();
         let span = info_span!("advoware_token", path = %path, user = %s.credentials.user);
         async move {
             let now = SystemTime::now()
@@ -665,6 +951,45 @@ fn join(base: &url::Url, path: &str, query: &[(&str, &str)]) -> Result<String, A
         url.query_pairs_mut().extend_pairs(query.iter());
     }
     Ok(url.into())
+}
+
+fn query_refs(query: &[(String, String)]) -> Vec<(&str, &str)> {
+    query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// [`AdvowareError::EndpointMismatch`] for an answer that shows the configured path is wrong;
+/// logged here, once, with the path (never a secret).
+fn mismatch(setting: &'static str, method: Method, err: AdvowareError) -> AdvowareError {
+    let (path, status) = match &err {
+        AdvowareError::Upstream { path, status, .. } => (path.clone(), *status),
+        _ => return err,
+    };
+    tracing::error!(
+        setting,
+        method = method.as_str(),
+        path = %path,
+        status,
+        "Advoware path configuration does not fit this Advoware"
+    );
+    AdvowareError::EndpointMismatch {
+        setting,
+        setting_upper: setting.to_ascii_uppercase(),
+        method: method.as_str(),
+        path,
+        status,
+    }
+}
+
+/// A 405 (method not allowed at this path) always means the path setting is wrong.
+fn mismatch_on_405(setting: &'static str, method: Method, err: AdvowareError) -> AdvowareError {
+    if err.status() == Some(405) {
+        mismatch(setting, method, err)
+    } else {
+        err
+    }
 }
 
 /// Maps a non-401 answer: 2xx passes, everything else becomes an error ([`error_for`]).
@@ -780,6 +1105,7 @@ mod tests {
             app_id: Some("app".into()),
             password: Some(Secret::new("pw-very-secret")),
             api_key: Some(Secret::new("dGVzdC1zZWNyZXQta2V5")),
+            paths: Paths::default(),
         }
     }
 
@@ -817,6 +1143,44 @@ mod tests {
             )
             .expect("join"),
             "http://h/x/api/v1/advonet/Termine?kuerzel=A+B&from=2026-01-01"
+        );
+    }
+
+    #[test]
+    fn path_templates_expand_and_validate() {
+        let e = expand(
+            "api/Termine/{frnr}?frnr={frnr}&kind=1",
+            &[("frnr", "5 6/7")],
+        );
+        assert_eq!(e.path, "api/Termine/5%206%2F7");
+        assert_eq!(
+            e.query,
+            vec![("frnr".into(), "5 6/7".into()), ("kind".into(), "1".into())]
+        );
+        assert!(e.placeholder_in_path);
+        let d = expand(&Paths::default().termin_get, &[("frnr", "48215")]);
+        assert_eq!(
+            (d.path.as_str(), d.placeholder_in_path),
+            ("api/v1/advonet/Termine", false)
+        );
+        assert_eq!(d.query, vec![("frnr".into(), "48215".into())]);
+
+        assert!(Paths::default().problems().is_empty());
+        assert_eq!(
+            placeholders("a/{x}/{y}?z={x}"),
+            Ok(vec!["x".into(), "y".into(), "x".into()])
+        );
+        assert!(placeholders("a/{x").is_err() && placeholders("a/x}").is_err());
+        assert_eq!(
+            template_problems("api/{frnr}?{frnr}=1&", &["frnr"]),
+            vec![
+                "query part \"{frnr}=1\" is not name=value".to_owned(),
+                "query part \"\" is not name=value".to_owned()
+            ]
+        );
+        assert_eq!(
+            template_problems("//host/x", &[]),
+            vec!["must be a path relative to the base URL, not a URL".to_owned()]
         );
     }
 

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub calendar_writes: Family<CalendarLabel, Counter>,
     pub calendar_conflicts: Counter,
     pub calendar_skipped: Counter,
+    /// Advoware reads whose configured path does not fit (405, …), see `advoware.paths`.
+    pub advoware_endpoint_mismatches: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,6 +129,7 @@ impl Metrics {
             calendar_writes: Family::default(),
             calendar_conflicts: Counter::default(),
             calendar_skipped: Counter::default(),
+            advoware_endpoint_mismatches: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -148,6 +151,11 @@ impl Metrics {
             "calendar_sync_skipped",
             "Appointments or events that cannot be mapped and were left alone",
             m.calendar_skipped.clone(),
+        );
+        registry.register(
+            "advoware_endpoint_mismatches",
+            "Advoware calls answered 405 (or an impossible 404): a path in advoware.paths does not fit",
+            m.advoware_endpoint_mismatches.clone(),
         );
         registry.register(
             "events_received",

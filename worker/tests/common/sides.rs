@@ -30,6 +30,7 @@ pub fn advoware_settings(fake: &AdvowareFake) -> AdvowareSettings {
         app_id: Some(c.app_id.clone()),
         password: Some(Secret::new(c.password.clone())),
         api_key: Some(Secret::new(c.api_key_b64.clone())),
+        paths: Default::default(),
     }
 }
 

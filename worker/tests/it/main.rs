@@ -1072,6 +1072,11 @@ fn config_check_lists_every_problem() {
         .env("WORKER_LISTEN_ADDR", "not-an-addr")
         .env("REDIS_URL", "ftp://x")
         .env("WORKER_ROLES", "intake,dancing")
+        .env("ADVOWARE_PATH_TERMIN_GET", "api/v1/advonet/Termine")
+        .env(
+            "ADVOWARE_PATH_TERMINE_LIST",
+            "http://x/Termine?kuerzel={kuerzel}&from={from}&to={to}",
+        )
         .args(["config", "check"])
         .output()
         .unwrap();
@@ -1082,6 +1087,8 @@ fn config_check_lists_every_problem() {
         "REDIS_URL",
         "dancing",
         "GATEWAY_SIGNING_SECRET",
+        "ADVOWARE_PATH_TERMIN_GET: must contain {frnr}",
+        "ADVOWARE_PATH_TERMINE_LIST: must be a path relative to the base URL",
     ] {
         assert!(err.contains(needle), "missing {needle}: {err}");
     }

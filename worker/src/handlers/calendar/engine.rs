@@ -33,6 +33,15 @@ pub enum SideError {
     /// The employee's Google calendar no longer exists.
     #[error("Google calendar not found")]
     CalendarNotFound,
+    /// A configured path does not fit the system (405, …): nothing this run can learn from the
+    /// call. Never taken as evidence about an item, never retried by itself.
+    #[error("{side:?} configuration: {message}")]
+    Misconfigured {
+        /// Which system.
+        side: Side,
+        /// Names the path and the setting to fix.
+        message: String,
+    },
     /// Anything else.
     #[error("{side:?}: {message}")]
     Failed {
@@ -51,6 +60,7 @@ impl SideError {
     fn is_retryable(&self) -> bool {
         match self {
             Self::SyncTokenExpired | Self::CalendarNotFound => true,
+            Self::Misconfigured { .. } => false,
             Self::Failed { retryable, .. } => *retryable,
         }
     }
@@ -66,7 +76,8 @@ pub trait AdvowareApi: Send + Sync {
         kuerzel: &'a Kuerzel,
         window: Window,
     ) -> BoxFuture<'a, Result<Vec<AdvowareTermin>, SideError>>;
-    /// One appointment; `None` when it does not exist.
+    /// One appointment; `None` when it does not exist; [`SideError::Misconfigured`] when the
+    /// read itself does not fit this Advoware (then nothing is known about the appointment).
     fn get_termin(&self, frnr: FrNr) -> BoxFuture<'_, Result<Option<AdvowareTermin>, SideError>>;
     /// Creates an appointment, returning its new number.
     fn create_termin<'a>(&'a self, t: &'a AdvowareTermin)
@@ -181,6 +192,10 @@ pub struct SyncReport {
     pub deletion_checks: usize,
     /// The content mode differs from the last run's, so Advoware's events were rewritten.
     pub content_mode_changed: bool,
+    /// Deletion checks answered in a way that shows a wrong path setting (405, …); their pairs
+    /// were left alone. Each one is logged with the path and counted in
+    /// `advoware_endpoint_mismatches`.
+    pub endpoint_mismatches: usize,
 }
 
 impl SyncReport {
@@ -197,14 +212,15 @@ impl SyncReport {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         format!(
-            "advoware={} google_changes={} full={} writes[{}] conflicts={} skipped={} failed={}",
+            "advoware={} google_changes={} full={} writes[{}] conflicts={} skipped={} failed={} endpoint_mismatches={}",
             self.advoware_listed,
             self.google_changes,
             self.full_google_list,
             writes.join(","),
             self.conflicts,
             self.skipped,
-            self.failed_items
+            self.failed_items,
+            self.endpoint_mismatches
         )
     }
 }
@@ -305,12 +321,28 @@ impl Engine<'_> {
         let scoped = scope(state, &termine, google, &window);
         for frnr in deletion_suspects(&scoped, &termine) {
             report.deletion_checks += 1;
-            if let Some(t) = self.advoware.get_termin(frnr).await? {
+            match self.advoware.get_termin(frnr).await {
                 // Still there (outside the window, or reassigned): deleted for this calendar
                 // only when it now belongs to someone else.
-                if t.kuerzel.as_ref().is_none_or(|k| k == kuerzel) {
-                    termine.push(t);
+                Ok(Some(t)) => {
+                    if t.kuerzel.as_ref().is_none_or(|k| k == kuerzel) {
+                        termine.push(t);
+                    }
                 }
+                Ok(None) => {}
+                // The read cannot tell, because the read itself is misconfigured: the
+                // appointment counts as present but unreadable, so the planner leaves its pair
+                // alone and the rest of the calendar still syncs.
+                Err(SideError::Misconfigured { message, .. }) => {
+                    report.endpoint_mismatches += 1;
+                    tracing::error!(kuerzel = %kuerzel, frnr = %frnr, error = %message,
+                        "deletion not confirmed: the Advoware read is misconfigured; pair left alone");
+                    termine.push(AdvowareTermin {
+                        fr_nr: Some(frnr),
+                        ..AdvowareTermin::default()
+                    });
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(termine)

@@ -13,6 +13,12 @@ use crate::sync::calendar::mapping::{AdvowareTermin, EventData};
 use crate::sync::calendar::scope::{EventChanges, Window};
 
 fn advoware_error(e: AdvowareError) -> SideError {
+    if let AdvowareError::EndpointMismatch { .. } = e {
+        return SideError::Misconfigured {
+            side: Side::Advoware,
+            message: e.to_string(),
+        };
+    }
     SideError::Failed {
         side: Side::Advoware,
         retryable: e.is_retryable(),
@@ -76,9 +82,9 @@ where
 
     fn get_termin(&self, frnr: FrNr) -> BoxFuture<'_, Result<Option<AdvowareTermin>, SideError>> {
         Box::pin(async move {
+            // The client decides what means "deleted" (FACTS §1 read form, see `termin_get`).
             match AdvowareClient::get_termin(self, frnr.0 as i64).await {
-                Ok(v) => Ok(termin_from_value(v)),
-                Err(e) if e.status() == Some(404) => Ok(None),
+                Ok(v) => Ok(v.and_then(termin_from_value)),
                 Err(e) => Err(advoware_error(e)),
             }
         })
