@@ -143,7 +143,8 @@ impl Env {
 fn cached_token(host: &Host) -> Option<String> {
     let raw = host.shared_data(TOKEN_KEY)?;
     let text = String::from_utf8(raw).ok()?;
-    let token = text.splitn(5, ' ').nth(4)?;
+    // The token is the record's last field (it has no spaces).
+    let token = text.rsplit(' ').next().filter(|_| text.contains(' '))?;
     (!token.is_empty()).then(|| token.to_string())
 }
 
