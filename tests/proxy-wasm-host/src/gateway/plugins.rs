@@ -116,7 +116,8 @@ pub fn key_auth(
     };
     for c in consumers {
         if c.keyauth_credentials.iter().any(|k| k.key == key) {
-            headers.push(("x-consumer-username".into(), c.username.clone()));
+            // Kong's key-auth uses `set_header`, which replaces every value a client sent.
+            crate::stream::replace_header(headers, "x-consumer-username", &c.username);
             return Ok(c.username.clone());
         }
     }
@@ -276,6 +277,19 @@ mod tests {
             "app"
         );
         assert!(q.is_empty());
+        // A client's own X-Consumer-Username is overwritten, as Kong's set_header does.
+        let mut h = vec![
+            ("x-consumer-username".to_string(), "admin".to_string()),
+            ("apikey".to_string(), "k1".to_string()),
+            ("X-Consumer-Username".to_string(), "root".to_string()),
+        ];
+        key_auth(&json!({}), &consumers, &mut h, &mut vec![]).unwrap();
+        let names: Vec<&str> = h
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-consumer-username"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(names, ["app"]);
     }
 
     #[test]
