@@ -262,7 +262,10 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
         ("crm-readonly-key", reqwest::Method::GET, "Mitarbeiter"),
     ] {
         let resp = client
-            .request(method, format!("{gw_url}/advoware/proxy?endpoint={endpoint}"))
+            .request(
+                method,
+                format!("{gw_url}/advoware/proxy?endpoint={endpoint}"),
+            )
             .header("apikey", key)
             .header("x-consumer-username", "api-client") // forged: key-auth overwrites it
             .send()
@@ -272,7 +275,11 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "outside_scope");
     }
-    assert_eq!(adv.controls().requests().len(), before, "nothing reached Advoware");
+    assert_eq!(
+        adv.controls().requests().len(),
+        before,
+        "nothing reached Advoware"
+    );
 
     // EspoCRM: a record created and updated in the CRM reaches the worker's queue.
     let created = espo

@@ -250,7 +250,9 @@ impl Validator<'_> {
                 for name in consumers.keys() {
                     if !c.consumers.iter().any(|k| &k.username == name) {
                         self.push(
-                            format!("{at}.filter_chains.filters[advoware_auth].config.consumers.{name}"),
+                            format!(
+                                "{at}.filter_chains.filters[advoware_auth].config.consumers.{name}"
+                            ),
                             "no consumer with this username in `consumers`",
                         );
                     }

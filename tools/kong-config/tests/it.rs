@@ -488,14 +488,24 @@ fn repository_template_renders_and_validates() -> TestResult {
 #[test]
 fn advoware_auth_https_to_an_ip_needs_a_host_name_authority() -> TestResult {
     let (filters, plugins) = dirs()?;
-    let template = TEMPLATE.replace("                  token_authority: security.advo-net.net\n", "");
+    let template = TEMPLATE.replace(
+        "                  token_authority: security.advo-net.net\n",
+        "",
+    );
     assert_ne!(template, TEMPLATE);
     let rendered = render_detailed(&template, &lookup(&full_env()))?;
     let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
     let text = all_text(&p);
     assert!(
-        has(&p, "filters[advoware_auth]", "could not derive tls sni from host")
-            && has(&p, "filters[advoware_auth]", "set `token_authority` to the security gateway's host name"),
+        has(
+            &p,
+            "filters[advoware_auth]",
+            "could not derive tls sni from host"
+        ) && has(
+            &p,
+            "filters[advoware_auth]",
+            "set `token_authority` to the security gateway's host name"
+        ),
         "{text}"
     );
     assert!(!text.contains("10.0.0.5"), "no value quoted: {text}");
@@ -539,14 +549,26 @@ fn advoware_auth_consumer_scopes_name_known_consumers_behind_key_auth() -> TestR
     let rendered = render_detailed(&scoped, &lookup(&full_env()))?;
     let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
     let text = all_text(&p);
-    assert!(has(&p, "consumers.ghost", "no consumer with this username"), "{text}");
+    assert!(
+        has(&p, "consumers.ghost", "no consumer with this username"),
+        "{text}"
+    );
     assert!(!has(&p, "consumers.worker", "no consumer"), "{text}");
-    assert!(has(&p, "filters[advoware_auth]", "`FETCH` is not one of"), "{text}");
+    assert!(
+        has(&p, "filters[advoware_auth]", "`FETCH` is not one of"),
+        "{text}"
+    );
     // Without key-auth on the route, X-Consumer-Username could come from the client.
     let no_key_auth = scoped
-        .replace("                    ghost: {methods: [GET], prefixes: [api/v1/advonet/Termine]}\n", "")
+        .replace(
+            "                    ghost: {methods: [GET], prefixes: [api/v1/advonet/Termine]}\n",
+            "",
+        )
         .replace("n8n: {methods: [FETCH]", "n8n: {methods: [GET]")
-        .replace("          - name: key-auth\n            config: {key_names: [apikey]}\n", "");
+        .replace(
+            "          - name: key-auth\n            config: {key_names: [apikey]}\n",
+            "",
+        );
     let rendered = render_detailed(&no_key_auth, &lookup(&full_env()))?;
     let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
     assert!(

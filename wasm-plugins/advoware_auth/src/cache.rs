@@ -142,7 +142,10 @@ impl ForcedRefresh {
     /// May a forced refresh happen at `now_ms`, given the last one?
     /// A record from the future (clock jump) does not block for longer than `interval_ms`.
     pub fn allowed(last: Option<&ForcedRefresh>, now_ms: u64, interval_ms: u64) -> bool {
-        last.is_none_or(|l| now_ms >= l.at_ms.saturating_add(interval_ms) || now_ms < l.at_ms.saturating_sub(interval_ms))
+        last.is_none_or(|l| {
+            now_ms >= l.at_ms.saturating_add(interval_ms)
+                || now_ms < l.at_ms.saturating_sub(interval_ms)
+        })
     }
 }
 
@@ -198,7 +201,11 @@ mod tests {
         assert_eq!(CachedToken::decode(&t.encode()), Some(t.clone()));
         assert_eq!(CachedToken::decode(b""), None);
         assert_eq!(CachedToken::decode(b"v2 0 1 2 "), None);
-        assert_eq!(CachedToken::decode(b"v1 1 2 x"), None, "old records are refetched");
+        assert_eq!(
+            CachedToken::decode(b"v1 1 2 x"),
+            None,
+            "old records are refetched"
+        );
         assert_eq!(CachedToken::decode(b"v2 x 1 2 t"), None);
         assert!(t.usable(19) && !t.usable(20));
         assert!(!t.due_for_refresh(9) && t.due_for_refresh(10));
@@ -217,8 +224,14 @@ mod tests {
             expires_at_ms: 20_000,
         };
         assert_eq!(judge_rejection(None, "tok", 5_000, 60), Rejection::Replaced);
-        assert_eq!(judge_rejection(Some(&t), "old", 5_000, 60), Rejection::Replaced);
-        assert_eq!(judge_rejection(Some(&t), "tok", 1_059, 60), Rejection::Young);
+        assert_eq!(
+            judge_rejection(Some(&t), "old", 5_000, 60),
+            Rejection::Replaced
+        );
+        assert_eq!(
+            judge_rejection(Some(&t), "tok", 1_059, 60),
+            Rejection::Young
+        );
         assert_eq!(judge_rejection(Some(&t), "tok", 1_060, 60), Rejection::Old);
         assert_eq!(judge_rejection(Some(&t), "tok", 1_000, 0), Rejection::Old);
 
@@ -230,7 +243,11 @@ mod tests {
         assert!(!ForcedRefresh::allowed(Some(&f), 1_299, 300));
         assert!(ForcedRefresh::allowed(Some(&f), 1_300, 300));
         assert!(ForcedRefresh::allowed(Some(&f), 1_000, 0));
-        assert!(ForcedRefresh::allowed(Some(&ForcedRefresh { at_ms: 10_000 }), 1_000, 300));
+        assert!(ForcedRefresh::allowed(
+            Some(&ForcedRefresh { at_ms: 10_000 }),
+            1_000,
+            300
+        ));
         assert!(refresh_already_forced(1_061, 1_000));
         assert!(!refresh_already_forced(1_000, 1_000));
         assert!(!refresh_already_forced(900, 1_000));

@@ -119,7 +119,10 @@ impl fmt::Debug for Config {
             .field("kong_upstream_uri", &self.kong_upstream_uri)
             .field("consumers", &self.consumers)
             .field("consumer_header", &self.consumer_header)
-            .field("rejected_token_min_age_secs", &self.rejected_token_min_age_secs)
+            .field(
+                "rejected_token_min_age_secs",
+                &self.rejected_token_min_age_secs,
+            )
             .field(
                 "forced_refresh_min_interval_secs",
                 &self.forced_refresh_min_interval_secs,
@@ -301,8 +304,9 @@ impl Fields<'_> {
                 continue;
             }
             let Some(scope) = scope.as_object() else {
-                self.problems
-                    .push(format!("{at} must be an object with `methods` and `prefixes`"));
+                self.problems.push(format!(
+                    "{at} must be an object with `methods` and `prefixes`"
+                ));
                 continue;
             };
             for key in scope.keys() {
@@ -342,7 +346,9 @@ impl Fields<'_> {
                     && clean
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))
-                    && !clean.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
+                    && !clean
+                        .split('/')
+                        .any(|seg| seg.is_empty() || seg == "." || seg == "..");
                 if !chars_ok {
                     self.problems.push(format!(
                         "{at}.prefixes: `{p}` must be a path of letters, digits, `-._~` and `/`"
@@ -629,7 +635,10 @@ mod tests {
         assert_eq!(c.consumers, None);
         assert_eq!(c.consumer_header, "x-consumer-username");
         assert_eq!(
-            (c.rejected_token_min_age_secs, c.forced_refresh_min_interval_secs),
+            (
+                c.rejected_token_min_age_secs,
+                c.forced_refresh_min_interval_secs
+            ),
             (60, 300)
         );
         assert_eq!(c.forced_refresh_key(), "advoware_auth/forced");

@@ -1176,7 +1176,9 @@ async fn a_401_on_one_path_keeps_the_shared_token_for_every_other_client() {
     };
 
     // A fresh token refused is not an expired one: the 401 goes to that client only.
-    let resp = env.get(0, "/advoware/proxy?endpoint=Beteiligte/50001").await;
+    let resp = env
+        .get(0, "/advoware/proxy?endpoint=Beteiligte/50001")
+        .await;
     assert_eq!(resp.status, 401, "{}", resp.text());
     assert!(!resp.local_response, "Advoware's own answer");
     assert_eq!(cached_token(&env.host).as_deref(), Some(t1.as_str()));
@@ -1186,7 +1188,9 @@ async fn a_401_on_one_path_keeps_the_shared_token_for_every_other_client() {
 
     // Old enough and no forced refresh yet: this one 401 may force one.
     env.advance(Duration::from_secs(61)).await;
-    let resp = env.get(1, "/advoware/proxy?endpoint=Beteiligte/50001").await;
+    let resp = env
+        .get(1, "/advoware/proxy?endpoint=Beteiligte/50001")
+        .await;
     assert_json_error(&resp, 503, "upstream_token_rejected");
     let (resp, _) = with_retries(
         &env,
@@ -1203,7 +1207,9 @@ async fn a_401_on_one_path_keeps_the_shared_token_for_every_other_client() {
     // The new token is old enough, but forced refreshes are rate-limited (300 s).
     env.advance(Duration::from_secs(120)).await;
     for w in 0..2 {
-        let resp = env.get(w, "/advoware/proxy?endpoint=Beteiligte/50001").await;
+        let resp = env
+            .get(w, "/advoware/proxy?endpoint=Beteiligte/50001")
+            .await;
         assert_eq!(resp.status, 401, "{}", resp.text());
     }
     others_use(t2.clone()).await;
