@@ -351,6 +351,15 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // A key without the `calendar-sync` ACL group cannot start a sync.
+    let r = client
+        .post(format!("{gw_url}/advoware/calendar/sync"))
+        .header("apikey", "crm-readonly-key")
+        .json(&json!({"kuerzel": "ALL"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 
     // What intake accepted is durable in Redis.
     let stats = queue_stats(&redis.url()).to_string();

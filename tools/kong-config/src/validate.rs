@@ -218,6 +218,29 @@ impl Validator<'_> {
         self.chains(TOP_LEVEL, &c.filter_chains);
         self.consumers(c);
         self.consumer_scopes(c);
+        self.acl_groups(c);
+    }
+
+    /// An `acl` plugin's `allow` group that no consumer holds locks everyone out (a typo in
+    /// either place); Kong would start and answer 403 to every request.
+    fn acl_groups(&mut self, c: &KongConfig) {
+        for p in c.all_plugins().filter(|p| p.name == "acl") {
+            let Some(allow) = p.config.get("allow").and_then(Json::as_array) else {
+                continue;
+            };
+            for group in allow.iter().filter_map(Json::as_str) {
+                let held = c
+                    .consumers
+                    .iter()
+                    .any(|k| k.acls.iter().any(|a| a.group == group));
+                if !held {
+                    self.push(
+                        format!("plugins[acl].config.allow[{group}]"),
+                        "no consumer is in this group (consumers[].acls), so nobody could pass",
+                    );
+                }
+            }
+        }
     }
 
     /// `advoware_auth` with `consumers`: every scoped name is a consumer of this file, and the

@@ -579,3 +579,28 @@ fn advoware_auth_consumer_scopes_name_known_consumers_behind_key_auth() -> TestR
     assert_eq!(p.len(), 1, "{}", all_text(&p));
     Ok(())
 }
+
+/// An `acl` allow group nobody holds would lock every client out.
+#[test]
+fn acl_allow_groups_must_be_held_by_a_consumer() -> TestResult {
+    let (filters, plugins) = dirs()?;
+    let with_acl = TEMPLATE
+        .replace(
+            "          - name: rate-limiting\n            config: {minute: 600, policy: local}\n",
+            "          - name: rate-limiting\n            config: {minute: 600, policy: local}\n          - name: acl\n            config: {allow: [advoware-users, typo-group]}\n",
+        )
+        .replace(
+            "  - username: worker\n",
+            "  - username: worker\n    acls: [{group: advoware-users}]\n",
+        );
+    assert_ne!(with_acl, TEMPLATE);
+    let rendered = render_detailed(&with_acl, &lookup(&full_env()))?;
+    let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
+    assert!(
+        has(&p, "allow[typo-group]", "no consumer is in this group"),
+        "{}",
+        all_text(&p)
+    );
+    assert_eq!(p.len(), 1, "{}", all_text(&p));
+    Ok(())
+}
