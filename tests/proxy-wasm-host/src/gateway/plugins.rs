@@ -134,12 +134,7 @@ pub fn acl(config: &Value, consumer: Option<&Consumer>) -> Result<(), Rejection>
     let Some(consumer) = consumer else {
         return Err(Rejection::message(401, "Unauthorized"));
     };
-    let member = |list: &[String]| {
-        consumer
-            .acls
-            .iter()
-            .any(|g| list.iter().any(|l| *l == g.group))
-    };
+    let member = |list: &[String]| consumer.acls.iter().any(|g| list.contains(&g.group));
     let allowed = strings(config, "allow").is_none_or(|allow| member(&allow));
     let denied = strings(config, "deny").is_some_and(|deny| member(&deny));
     if !allowed || denied {
