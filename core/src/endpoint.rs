@@ -177,7 +177,7 @@ pub fn advoware_path(
 
 /// Segment-wise prefix test; leading/trailing `/` of the prefix ignored;
 /// an empty prefix never matches.
-fn under_prefix(path: &str, prefix: &str) -> bool {
+pub fn under_prefix(path: &str, prefix: &str) -> bool {
     let p = prefix.trim_start_matches('/').trim_end_matches('/');
     if p.is_empty() {
         return false;

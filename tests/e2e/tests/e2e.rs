@@ -47,6 +47,7 @@ fn vars(
     let c = advoware.config();
     let mut v: HashMap<String, String> = [
         ("KONG_API_CLIENT_KEY", CLIENT_KEY.to_string()),
+        ("KONG_CRM_READONLY_KEY", "crm-readonly-key".to_string()),
         ("ADVOWARE_API_BASE_URL", advoware.base_url()),
         ("ADVOWARE_TOKEN_TARGET", advoware.addr().to_string()),
         ("ADVOWARE_TOKEN_SCHEME", "http".to_string()),
@@ -254,6 +255,31 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+    // Each consumer has its own scope: outside it → 403 from the filter, nothing sent on.
+    let before = adv.controls().requests().len();
+    for (key, method, endpoint) in [
+        (CLIENT_KEY, reqwest::Method::DELETE, "Termine/100001"),
+        ("crm-readonly-key", reqwest::Method::GET, "Mitarbeiter"),
+    ] {
+        let resp = client
+            .request(
+                method,
+                format!("{gw_url}/advoware/proxy?endpoint={endpoint}"),
+            )
+            .header("apikey", key)
+            .header("x-consumer-username", "api-client") // forged: key-auth overwrites it
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "outside_scope");
+    }
+    assert_eq!(
+        adv.controls().requests().len(),
+        before,
+        "nothing reached Advoware"
+    );
 
     // EspoCRM: a record created and updated in the CRM reaches the worker's queue.
     let created = espo
@@ -338,6 +364,15 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // A key without the `calendar-sync` ACL group cannot start a sync.
+    let r = client
+        .post(format!("{gw_url}/advoware/calendar/sync"))
+        .header("apikey", "crm-readonly-key")
+        .json(&json!({"kuerzel": "ALL"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 
     // What intake accepted is durable in Redis.
     let stats = queue_stats(&redis.url()).to_string();

@@ -167,6 +167,8 @@ struct State_ {
     next_komm_id: i64,
     row_version: u64,
     writes: HashMap<String, usize>,
+    /// Path prefixes the API user has no right on: 401 even with a valid token.
+    denied_prefixes: Vec<String>,
 }
 
 impl State_ {
@@ -247,6 +249,10 @@ pub async fn start(config: AdvowareConfig) -> Result<AdvowareFake, StartError> {
             put(update_kommunikation).delete(delete_kommunikation),
         )
         .fallback(any(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            deny_paths,
+        ))
         .with_state(shared.clone());
     let bind = shared.config.bind;
     let server = RunningServer::spawn(bind, router, controls.clone(), error_shape).await?;
@@ -345,6 +351,17 @@ impl AdvowareFake {
         for record in self.shared.state.lock().tokens.values_mut() {
             record.revoked = true;
         }
+    }
+
+    /// From now on every request whose path starts with `path_prefix` is answered 401 with
+    /// Advoware's "Authorization has been denied" body, valid token or not, as Advoware does
+    /// for a resource the API user has no right on; every other path is unaffected.
+    pub fn deny_path(&self, path_prefix: &str) {
+        self.shared
+            .state
+            .lock()
+            .denied_prefixes
+            .push(path_prefix.to_owned());
     }
 
     /// Tokens that would be accepted now.
@@ -777,6 +794,26 @@ async fn token(State(shared): State<Shared>, body: Bytes) -> Response {
             "refresh_token": refresh,
         }),
     )
+}
+
+/// The 401 of [`AdvowareFake::deny_path`], before any handler runs.
+async fn deny_paths(
+    State(shared): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let denied = {
+        let state = shared.state.lock();
+        let path = request.uri().path();
+        state
+            .denied_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    };
+    if denied {
+        return unauthorized();
+    }
+    next.run(request).await
 }
 
 /// Checks `Authorization: Bearer <token>` against issued, unexpired, unrevoked tokens.

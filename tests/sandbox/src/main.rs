@@ -181,6 +181,7 @@ async fn main() -> Result<()> {
     let lead_secret = vermieterhelden::generate_secret();
     for (k, v) in [
         ("KONG_API_CLIENT_KEY", CLIENT_KEY.to_string()),
+        ("KONG_CRM_READONLY_KEY", "crm-readonly-key".to_string()),
         ("ADVOWARE_API_BASE_URL", adv.base_url()),
         ("ADVOWARE_TOKEN_TARGET", adv.addr().to_string()),
         ("ADVOWARE_TOKEN_SCHEME", "http".to_string()),
@@ -194,7 +195,6 @@ async fn main() -> Result<()> {
         ("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET.to_string()),
         ("VERMIETERHELDEN_WEBHOOK_SECRET", lead_secret.clone()),
         ("THREECX_API_KEY", THREECX_KEY.to_string()),
-        ("CORS_ORIGIN", "http://localhost:3000".to_string()),
     ] {
         vars.insert(k.to_string(), v);
     }

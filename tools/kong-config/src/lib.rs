@@ -26,7 +26,7 @@ pub mod validate;
 
 pub use error::{ConfigError, Problem, RenderError};
 pub use model::{
-    Consumer, Filter, FilterChain, KeyAuthCredential, KongConfig, Plugin, Route, Service,
+    AclGroup, Consumer, Filter, FilterChain, KeyAuthCredential, KongConfig, Plugin, Route, Service,
 };
 pub use render::{redact, render, render_detailed, template_vars, Rendered, TemplateVar};
 pub use validate::{validate, validate_document, validate_with_meta_dirs, BUNDLED_PLUGINS};

@@ -121,12 +121,21 @@ pub struct Plugin {
     pub config: serde_json::Value,
 }
 
-/// A consumer (API client) with its key-auth keys.
+/// A consumer (API client) with its key-auth keys and ACL groups.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Consumer {
     pub username: String,
     #[serde(default)]
     pub keyauth_credentials: Vec<KeyAuthCredential>,
+    /// Groups for the `acl` plugin (`allow`/`deny` lists of a route).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<AclGroup>,
+}
+
+/// One ACL group membership of a consumer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AclGroup {
+    pub group: String,
 }
 
 /// A key-auth key. Kong 3.9 does not resolve vault references here, so the real key must be

@@ -5,6 +5,11 @@
 //! problems. Every rule runs and every problem is collected — fixing one at a time per
 //! deploy attempt is the failure mode this module exists to avoid.
 //!
+//! Filters whose configuration rules go beyond JSON Schema are also checked with their own
+//! parser — the code their `on_configure` runs ([`filter_own_problems`]) — so a render refuses
+//! what the filter would refuse in Kong, and cross-checks tie a filter's config to the rest of
+//! the file (`advoware_auth`'s `consumers` must be consumers here, behind key-auth).
+//!
 //! Messages name the place (`services[worker].routes[hook].filter_chains[0].filters[advoware_auth]`)
 //! and the rule, never a config value: configs hold secrets, and jsonschema's own messages
 //! quote the offending value, so they are rebuilt from the error kind and paths.
@@ -216,6 +221,71 @@ impl Validator<'_> {
         self.plugins("plugins", &c.plugins);
         self.chains(TOP_LEVEL, &c.filter_chains);
         self.consumers(c);
+        self.consumer_scopes(c);
+        self.acl_groups(c);
+    }
+
+    /// An `acl` plugin's `allow` group that no consumer holds locks everyone out (a typo in
+    /// either place); Kong would start and answer 403 to every request.
+    fn acl_groups(&mut self, c: &KongConfig) {
+        for p in c.all_plugins().filter(|p| p.name == "acl") {
+            let Some(allow) = p.config.get("allow").and_then(Json::as_array) else {
+                continue;
+            };
+            for group in allow.iter().filter_map(Json::as_str) {
+                let held = c
+                    .consumers
+                    .iter()
+                    .any(|k| k.acls.iter().any(|a| a.group == group));
+                if !held {
+                    self.push(
+                        format!("plugins[acl].config.allow[{group}]"),
+                        "no consumer is in this group (consumers[].acls), so nobody could pass",
+                    );
+                }
+            }
+        }
+    }
+
+    /// `advoware_auth` with `consumers`: every scoped name is a consumer of this file, and the
+    /// route authenticates with key-auth, whose `X-Consumer-Username` (set by Kong, overwriting
+    /// the client's) is what the filter reads — without key-auth a client could name any consumer.
+    fn consumer_scopes(&mut self, c: &KongConfig) {
+        for (s, r, chains) in c.route_filter_chains() {
+            let at = format!("services[{}].routes[{}]", s.name, r.name);
+            let scoped: Vec<&serde_json::Map<String, Json>> = chains
+                .iter()
+                .filter(|ch| ch.enabled)
+                .flat_map(|ch| ch.filters.iter())
+                .filter(|f| f.enabled && f.name == "advoware_auth")
+                .filter_map(|f| f.config.as_ref()?.get("consumers")?.as_object())
+                .collect();
+            if scoped.is_empty() {
+                continue;
+            }
+            let key_auth = [&r.plugins, &s.plugins, &c.plugins]
+                .into_iter()
+                .find_map(|layer| layer.iter().find(|p| p.name == "key-auth"))
+                .is_some_and(|p| p.enabled);
+            if !key_auth {
+                self.push(
+                    &at,
+                    "advoware_auth `consumers` needs key-auth on the route (it sets X-Consumer-Username); without it a client could name any consumer",
+                );
+            }
+            for consumers in scoped {
+                for name in consumers.keys() {
+                    if !c.consumers.iter().any(|k| &k.username == name) {
+                        self.push(
+                            format!(
+                                "{at}.filter_chains.filters[advoware_auth].config.consumers.{name}"
+                            ),
+                            "no consumer with this username in `consumers`",
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn service_url(&mut self, at: &str, raw: &str) {
@@ -397,6 +467,13 @@ impl Validator<'_> {
                 }
             }
         }
+        // The filter's own rules only once the schema is satisfied (no duplicate reports
+        // of the same missing field; the schema's are more precise about the place).
+        if let (true, Some(c)) = (found.is_empty(), config) {
+            for problem in filter_own_problems(name, c) {
+                found.push((String::new(), problem));
+            }
+        }
         for (path, msg) in found {
             let where_ = if path.is_empty() {
                 at.to_string()
@@ -514,6 +591,19 @@ impl Validator<'_> {
                 }
             }
         }
+    }
+}
+
+/// What the filter's own configuration parser — the code its `on_configure` runs — says
+/// about `config`, for the filters that have rules beyond their JSON Schema. The parsers
+/// never quote a value (configs hold secrets), only field names and rules.
+pub fn filter_own_problems(name: &str, config: &Json) -> Vec<String> {
+    match name {
+        "advoware_auth" => match advoware_auth::config::Config::from_value(config) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        },
+        _ => Vec::new(),
     }
 }
 

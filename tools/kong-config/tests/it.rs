@@ -48,6 +48,11 @@ services:
               - name: advoware_auth
                 config:
                   token_target: "${TOKEN_TARGET}"
+                  token_authority: security.advo-net.net
+                  kanzlei: k1
+                  database: db1
+                  user: API
+                  app_id: app-1
                   password: ${ADVOWARE_PASSWORD}
                   api_key: ${ADVOWARE_API_KEY}
 consumers:
@@ -74,6 +79,9 @@ const AUTH_SCHEMA: &str = r#"{"config_schema": {"$schema": "http://json-schema.o
   "required": ["token_target", "password", "api_key"],
   "properties": {
     "token_target": {"type": "string", "minLength": 1},
+    "token_authority": {"type": "string", "minLength": 1},
+    "kanzlei": {"type": "string"}, "database": {"type": "string"}, "user": {"type": "string"},
+    "app_id": {"type": "string"}, "consumers": {"type": "object"},
     "password": {"type": "string", "minLength": 1},
     "api_key": {"type": "string", "minLength": 1}
   }}}"#;
@@ -84,7 +92,8 @@ fn full_env() -> HashMap<&'static str, &'static str> {
         ("GATEWAY_SECRET", "gateway-secret-0123456789"),
         ("ADVOWARE_HOST", "relay.example.net"),
         ("TOKEN_TARGET", "10.0.0.5:443"),
-        ("ADVOWARE_PASSWORD", "pa55: #word\"'\nx"),
+        // Hostile for YAML, but no control characters (the filter refuses those).
+        ("ADVOWARE_PASSWORD", "pa55: #word\"' ]x"),
         ("ADVOWARE_API_KEY", "YXBpLWtleQ=="),
         ("WORKER_API_KEY", "worker-key-1111"),
         ("N8N_API_KEY", "n8n-key-2222"),
@@ -152,8 +161,8 @@ fn full_environment_renders_a_valid_config() -> TestResult {
         .config
         .as_ref()
         .ok_or("config missing")?;
-    assert_eq!(cfg["password"], serde_json::json!("pa55: #word\"'\nx"));
-    assert_eq!(cfg.as_object().map(|o| o.len()), Some(3));
+    assert_eq!(cfg["password"], serde_json::json!("pa55: #word\"' ]x"));
+    assert_eq!(cfg.as_object().map(|o| o.len()), Some(8));
     // Without the meta dir advoware_auth's meta.json is not found.
     let p = validate(&config, filters.path()).err().unwrap_or_default();
     assert!(
@@ -455,6 +464,8 @@ fn validate_repository_template(
             "http://worker:8080".to_string()
         } else if name.ends_with("_TARGET") {
             "10.0.0.5:443".to_string()
+        } else if name == "ADVOWARE_API_KEY" {
+            "ZmFrZS1hZHZvd2FyZS1hcGkta2V5".to_string()
         } else if name.ends_with("_ID") {
             // EspoCRM gives every webhook its own id.
             format!("id-{}", name.to_ascii_lowercase().replace('_', "-"))
@@ -526,5 +537,128 @@ fn repository_template_binds_every_espocrm_webhook_to_its_action() -> TestResult
         "{text}"
     );
     assert!(!text.contains("fake-"), "no values in messages: {text}");
+    Ok(())
+}
+
+/// Kong's module takes the TLS server name of the token call from its `:authority` and refuses
+/// an IP: render refuses `token_scheme: https` (the default) with an IP `token_target` unless
+/// `token_authority` names the host, and says what to set — the filter's own rule.
+#[test]
+fn advoware_auth_https_to_an_ip_needs_a_host_name_authority() -> TestResult {
+    let (filters, plugins) = dirs()?;
+    let template = TEMPLATE.replace(
+        "                  token_authority: security.advo-net.net\n",
+        "",
+    );
+    assert_ne!(template, TEMPLATE);
+    let rendered = render_detailed(&template, &lookup(&full_env()))?;
+    let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
+    let text = all_text(&p);
+    assert!(
+        has(
+            &p,
+            "filters[advoware_auth]",
+            "could not derive tls sni from host"
+        ) && has(
+            &p,
+            "filters[advoware_auth]",
+            "set `token_authority` to the security gateway's host name"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("10.0.0.5"), "no value quoted: {text}");
+    // A host name as target needs no authority.
+    let mut env = full_env();
+    env.insert("TOKEN_TARGET", "security.advo-net.net:443");
+    let rendered = render_detailed(&template, &lookup(&env))?;
+    let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
+    assert!(p.is_empty(), "{}", all_text(&p));
+
+    // The binary exits 4 with the same message.
+    let work = tempfile::tempdir()?;
+    let path = work.path().join("kong.yaml");
+    std::fs::write(&path, &template)?;
+    let o = bin()
+        .arg("render")
+        .arg("--template")
+        .arg(&path)
+        .arg("--out")
+        .arg(work.path().join("out.yaml"))
+        .args(["--filters-dir", &filters.path().display().to_string()])
+        .args(["--meta-dir", &plugins.path().display().to_string()])
+        .env_clear()
+        .envs(full_env())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("set `token_authority`"), "{stderr}");
+    Ok(())
+}
+
+/// advoware_auth's per-consumer scopes name consumers of the same file and sit behind key-auth.
+#[test]
+fn advoware_auth_consumer_scopes_name_known_consumers_behind_key_auth() -> TestResult {
+    let (filters, plugins) = dirs()?;
+    let scoped = TEMPLATE.replace(
+        "                  api_key: ${ADVOWARE_API_KEY}\n",
+        "                  api_key: ${ADVOWARE_API_KEY}\n                  consumers:\n                    worker: {methods: [GET], prefixes: [api/v1/advonet/Termine]}\n                    ghost: {methods: [GET], prefixes: [api/v1/advonet/Termine]}\n                    n8n: {methods: [FETCH], prefixes: [api/v1/advonet/Termine]}\n",
+    );
+    assert_ne!(scoped, TEMPLATE);
+    let rendered = render_detailed(&scoped, &lookup(&full_env()))?;
+    let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
+    let text = all_text(&p);
+    assert!(
+        has(&p, "consumers.ghost", "no consumer with this username"),
+        "{text}"
+    );
+    assert!(!has(&p, "consumers.worker", "no consumer"), "{text}");
+    assert!(
+        has(&p, "filters[advoware_auth]", "`FETCH` is not one of"),
+        "{text}"
+    );
+    // Without key-auth on the route, X-Consumer-Username could come from the client.
+    let no_key_auth = scoped
+        .replace(
+            "                    ghost: {methods: [GET], prefixes: [api/v1/advonet/Termine]}\n",
+            "",
+        )
+        .replace("n8n: {methods: [FETCH]", "n8n: {methods: [GET]")
+        .replace(
+            "          - name: key-auth\n            config: {key_names: [apikey]}\n",
+            "",
+        );
+    let rendered = render_detailed(&no_key_auth, &lookup(&full_env()))?;
+    let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
+    assert!(
+        has(&p, "routes[advoware-api]", "needs key-auth on the route"),
+        "{}",
+        all_text(&p)
+    );
+    assert_eq!(p.len(), 1, "{}", all_text(&p));
+    Ok(())
+}
+
+/// An `acl` allow group nobody holds would lock every client out.
+#[test]
+fn acl_allow_groups_must_be_held_by_a_consumer() -> TestResult {
+    let (filters, plugins) = dirs()?;
+    let with_acl = TEMPLATE
+        .replace(
+            "          - name: rate-limiting\n            config: {minute: 600, policy: local}\n",
+            "          - name: rate-limiting\n            config: {minute: 600, policy: local}\n          - name: acl\n            config: {allow: [advoware-users, typo-group]}\n",
+        )
+        .replace(
+            "  - username: worker\n",
+            "  - username: worker\n    acls: [{group: advoware-users}]\n",
+        );
+    assert_ne!(with_acl, TEMPLATE);
+    let rendered = render_detailed(&with_acl, &lookup(&full_env()))?;
+    let p = problems_of(&rendered.yaml, filters.path(), plugins.path());
+    assert!(
+        has(&p, "allow[typo-group]", "no consumer is in this group"),
+        "{}",
+        all_text(&p)
+    );
+    assert_eq!(p.len(), 1, "{}", all_text(&p));
     Ok(())
 }

@@ -8,9 +8,11 @@
 //! rejects most mistakes before the filter ever runs; this parser is the
 //! authority (it also runs on hosts without schema validation).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use bitbylaw_core::advoware::Credentials;
+use bitbylaw_core::endpoint::under_prefix;
 use serde_json::{Map, Value};
 
 /// Default allow-listed Advoware path prefixes.
@@ -22,6 +24,31 @@ pub const DEFAULT_PREFIX: &str = "api/v1/advonet/";
 pub const DEFAULT_TOKEN_PATH: &str = "/api/v1/Token";
 /// Default shared-data key prefix (also the `shm_kv` zone name when such a zone exists).
 pub const DEFAULT_SHARED_KEY_PREFIX: &str = "advoware_auth";
+/// Default request header naming the authenticated consumer (set by Kong's key-auth,
+/// which overwrites whatever the client sent).
+pub const DEFAULT_CONSUMER_HEADER: &str = "x-consumer-username";
+/// Methods a consumer scope may list.
+pub const SCOPE_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// What one consumer may do through the proxy: its methods and the Advoware
+/// path prefixes (segment-wise, case-sensitive, matched on the mapped path
+/// such as `api/v1/advonet/Termine/5`) it may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerScope {
+    pub methods: Vec<String>,
+    pub prefixes: Vec<String>,
+}
+
+impl ConsumerScope {
+    pub fn allows_method(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m == method)
+    }
+
+    /// `advoware_path` without the leading `/` and without query.
+    pub fn allows_path(&self, advoware_path: &str) -> bool {
+        self.prefixes.iter().any(|p| under_prefix(advoware_path, p))
+    }
+}
 
 /// The validated configuration. `Debug` redacts the password and API key.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,6 +85,16 @@ pub struct Config {
     pub failure_retry_after_secs: u64,
     /// Also set Kong's `$upstream_uri` (property `ngx.upstream_uri`).
     pub kong_upstream_uri: bool,
+    /// Per-consumer scopes by consumer username; `None`: every caller the
+    /// route lets through may use every method and `allowed_prefixes`.
+    pub consumers: Option<BTreeMap<String, ConsumerScope>>,
+    /// Request header carrying the consumer username (Kong's key-auth sets it).
+    pub consumer_header: String,
+    /// An upstream 401 discards the shared token only when the token is at
+    /// least this old (a fresh token refused is not an expired one).
+    pub rejected_token_min_age_secs: u64,
+    /// At most one 401-forced token refresh per this many seconds per node.
+    pub forced_refresh_min_interval_secs: u64,
 }
 
 impl fmt::Debug for Config {
@@ -80,12 +117,22 @@ impl fmt::Debug for Config {
             .field("key_names", &self.key_names)
             .field("failure_retry_after_secs", &self.failure_retry_after_secs)
             .field("kong_upstream_uri", &self.kong_upstream_uri)
+            .field("consumers", &self.consumers)
+            .field("consumer_header", &self.consumer_header)
+            .field(
+                "rejected_token_min_age_secs",
+                &self.rejected_token_min_age_secs,
+            )
+            .field(
+                "forced_refresh_min_interval_secs",
+                &self.forced_refresh_min_interval_secs,
+            )
             .finish()
     }
 }
 
 /// Every configuration field (the schema in `advoware_auth.meta.json` must list exactly these).
-pub const KNOWN_FIELDS: [&str; 24] = [
+pub const KNOWN_FIELDS: [&str; 28] = [
     "upstream_host",
     "api_path_prefix",
     "token_target",
@@ -110,6 +157,10 @@ pub const KNOWN_FIELDS: [&str; 24] = [
     "key_names",
     "failure_retry_after_secs",
     "kong_upstream_uri",
+    "consumers",
+    "consumer_header",
+    "rejected_token_min_age_secs",
+    "forced_refresh_min_interval_secs",
 ];
 
 /// Every problem found in a configuration, in field order.
@@ -227,6 +278,93 @@ impl Fields<'_> {
     }
 }
 
+impl Fields<'_> {
+    /// `consumers`: `{username: {methods: [..], prefixes: [..]}}`; every prefix
+    /// must lie under `allowed` and use only unreserved path characters (so
+    /// matching the percent-encoded upstream path needs no decoding).
+    fn consumers(&mut self, allowed: &[String]) -> Option<BTreeMap<String, ConsumerScope>> {
+        let value = self.obj.get("consumers")?;
+        let Some(map) = value.as_object() else {
+            self.problems
+                .push("`consumers` must be an object of consumer username → scope".into());
+            return None;
+        };
+        if map.is_empty() {
+            self.problems.push(
+                "`consumers` must name at least one consumer (omit it to give every caller the full scope)"
+                    .into(),
+            );
+        }
+        let mut out = BTreeMap::new();
+        for (name, scope) in map {
+            let at = format!("`consumers.{name}`");
+            if name.trim().is_empty() || name.chars().any(char::is_control) {
+                self.problems
+                    .push("`consumers` keys must be consumer usernames".into());
+                continue;
+            }
+            let Some(scope) = scope.as_object() else {
+                self.problems.push(format!(
+                    "{at} must be an object with `methods` and `prefixes`"
+                ));
+                continue;
+            };
+            for key in scope.keys() {
+                if key != "methods" && key != "prefixes" {
+                    self.problems.push(format!("{at}: unknown field `{key}`"));
+                }
+            }
+            let list = |field: &str| -> Option<Vec<String>> {
+                let items = scope.get(field)?.as_array()?;
+                let strings: Option<Vec<String>> = items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                strings.filter(|s| !s.is_empty())
+            };
+            let Some(methods) = list("methods") else {
+                self.problems
+                    .push(format!("{at}.methods must be a non-empty array of methods"));
+                continue;
+            };
+            for m in &methods {
+                if !SCOPE_METHODS.contains(&m.as_str()) {
+                    self.problems.push(format!(
+                        "{at}.methods: `{m}` is not one of {}",
+                        SCOPE_METHODS.join(", ")
+                    ));
+                }
+            }
+            let Some(prefixes) = list("prefixes") else {
+                self.problems
+                    .push(format!("{at}.prefixes must be a non-empty array of paths"));
+                continue;
+            };
+            for p in &prefixes {
+                let clean = p.trim_matches('/');
+                let chars_ok = !clean.is_empty()
+                    && clean
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))
+                    && !clean
+                        .split('/')
+                        .any(|seg| seg.is_empty() || seg == "." || seg == "..");
+                if !chars_ok {
+                    self.problems.push(format!(
+                        "{at}.prefixes: `{p}` must be a path of letters, digits, `-._~` and `/`"
+                    ));
+                } else if !allowed.iter().any(|a| under_prefix(clean, a)) {
+                    self.problems.push(format!(
+                        "{at}.prefixes: `{p}` does not lie under `allowed_prefixes`"
+                    ));
+                }
+            }
+            out.insert(name.clone(), ConsumerScope { methods, prefixes });
+        }
+        Some(out)
+    }
+}
+
 /// The host part of a `host[:port]` / `IP[:port]` / `[v6]:port` target.
 fn target_host(target: &str) -> &str {
     if let Some(rest) = target.strip_prefix('[') {
@@ -238,6 +376,23 @@ fn target_host(target: &str) -> &str {
         }
         _ => target,
     }
+}
+
+/// Why an https token call to `authority` can never work in Kong, if it cannot.
+///
+/// ngx_wasm_module takes the TLS server name (SNI) of a dispatch from the call's
+/// `:authority` (port stripped; the target's host when there is none) and, as RFC 6066
+/// demands, refuses an IP literal: the call fails with "could not derive tls sni from
+/// host" before any byte is sent (`ngx_wasm_socket_tcp.c`).
+pub fn https_authority_problem(authority: &str) -> Option<String> {
+    let host = target_host(authority);
+    if host.is_empty() || authority.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return Some(
+            "`token_scheme` is `https` but the token call's authority (`token_authority`, by default the host of `token_target`) is an IP address: Kong's ngx_wasm_module takes the TLS server name from it and refuses an IP (\"could not derive tls sni from host\"), so every token fetch would fail; set `token_authority` to the security gateway's host name (e.g. `security.advo-net.net`) or use a host name in `token_target`"
+                .into(),
+        );
+    }
+    None
 }
 
 fn valid_target(target: &str) -> bool {
@@ -306,6 +461,11 @@ impl Config {
         let token_authority = f
             .opt_string("token_authority")
             .unwrap_or_else(|| target_host(&token_target).to_owned());
+        if token_scheme == "https" && !token_target.is_empty() {
+            if let Some(problem) = https_authority_problem(&token_authority) {
+                f.problems.push(problem);
+            }
+        }
         let token_path = f.string("token_path", false, DEFAULT_TOKEN_PATH);
         if !token_path.starts_with('/') || token_path.contains(['#', ' ']) {
             f.problems.push("`token_path` must start with `/`".into());
@@ -368,6 +528,21 @@ impl Config {
         let key_names = f.strings("key_names", &["apikey"]);
         let failure_retry_after_secs = f.int("failure_retry_after_secs", 5, 1, 3600);
         let kong_upstream_uri = f.boolean("kong_upstream_uri", true);
+        let consumers = f.consumers(&allowed_prefixes);
+        let consumer_header = f
+            .string("consumer_header", false, DEFAULT_CONSUMER_HEADER)
+            .to_ascii_lowercase();
+        if consumer_header.is_empty()
+            || !consumer_header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            f.problems
+                .push("`consumer_header` must be a header name".into());
+        }
+        let rejected_token_min_age_secs = f.int("rejected_token_min_age_secs", 60, 0, 86_400);
+        let forced_refresh_min_interval_secs =
+            f.int("forced_refresh_min_interval_secs", 300, 0, 86_400);
 
         if !f.problems.is_empty() {
             return Err(ConfigError(f.problems));
@@ -399,7 +574,16 @@ impl Config {
             key_names,
             failure_retry_after_secs,
             kong_upstream_uri,
+            consumers,
+            consumer_header,
+            rejected_token_min_age_secs,
+            forced_refresh_min_interval_secs,
         })
+    }
+
+    /// Shared-data key of the last 401-forced refresh (its rate limit).
+    pub fn forced_refresh_key(&self) -> String {
+        format!("{}/forced", self.shared_key_prefix)
     }
 
     /// Shared-data key of the cached token.
@@ -427,7 +611,7 @@ mod tests {
 
     fn minimal() -> Value {
         json!({
-            "token_target": "10.0.0.5:443",
+            "token_target": "security.advo-net.test:443",
             "kanzlei": "k", "database": "db", "user": "API",
             "app_id": "app", "password": "pw-secret", "api_key": "dGVzdC1zZWNyZXQta2V5"
         })
@@ -437,7 +621,7 @@ mod tests {
     fn defaults() {
         let c = Config::from_value(&minimal()).unwrap();
         assert_eq!(c.token_scheme, "https");
-        assert_eq!(c.token_authority, "10.0.0.5");
+        assert_eq!(c.token_authority, "security.advo-net.test");
         assert_eq!(c.token_path, "/api/v1/Token");
         assert_eq!((c.credentials.role, c.credentials.product), (2, 64));
         assert_eq!(c.credentials.api_key, b"test-secret-key");
@@ -448,6 +632,93 @@ mod tests {
         assert_eq!(c.key_names, ["apikey"]);
         assert_eq!(c.lock_ttl_ms(), 6000);
         assert_eq!(c.upstream_host, None);
+        assert_eq!(c.consumers, None);
+        assert_eq!(c.consumer_header, "x-consumer-username");
+        assert_eq!(
+            (
+                c.rejected_token_min_age_secs,
+                c.forced_refresh_min_interval_secs
+            ),
+            (60, 300)
+        );
+        assert_eq!(c.forced_refresh_key(), "advoware_auth/forced");
+    }
+
+    #[test]
+    fn https_with_an_ip_authority_is_refused_with_what_to_set() {
+        for (target, authority) in [
+            ("10.0.0.5:443", None),
+            ("10.0.0.5", None),
+            ("[::1]:443", None),
+            ("gw.example:443", Some("10.0.0.5")),
+            ("gw.example:443", Some("[2001:db8::1]:443")),
+        ] {
+            let mut v = minimal();
+            v["token_target"] = json!(target);
+            if let Some(a) = authority {
+                v["token_authority"] = json!(a);
+            }
+            let err = Config::from_value(&v).unwrap_err().to_string();
+            assert!(
+                err.contains("could not derive tls sni from host")
+                    && err.contains("set `token_authority`"),
+                "{target} {authority:?}: {err}"
+            );
+            // Plain http has no SNI; a host name as authority is fine.
+            let mut http = v.clone();
+            http["token_scheme"] = json!("http");
+            assert!(Config::from_value(&http).is_ok(), "{target} over http");
+            v["token_authority"] = json!("security.advo-net.net");
+            assert_eq!(
+                Config::from_value(&v).unwrap().token_authority,
+                "security.advo-net.net"
+            );
+        }
+    }
+
+    #[test]
+    fn consumer_scopes() {
+        let mut v = minimal();
+        v["consumers"] = json!({
+            "worker": {"methods": ["GET", "PUT"], "prefixes": ["api/v1/advonet/Termine", "/api/v1/Akten/"]},
+        });
+        let c = Config::from_value(&v).unwrap();
+        let scope = &c.consumers.as_ref().unwrap()["worker"];
+        assert!(scope.allows_method("PUT") && !scope.allows_method("DELETE"));
+        assert!(!scope.allows_method("put"), "methods are compared as sent");
+        assert!(scope.allows_path("api/v1/advonet/Termine"));
+        assert!(scope.allows_path("api/v1/advonet/Termine/5"));
+        assert!(scope.allows_path("api/v1/Akten/7"));
+        assert!(!scope.allows_path("api/v1/advonet/TermineActiveSync"));
+        assert!(!scope.allows_path("api/v1/advonet/termine/5"));
+        assert!(!scope.allows_path("api/v1/advonet/Beteiligte/5"));
+
+        v["consumers"] = json!({
+            "a": {"methods": ["get"], "prefixes": ["api/v1/advonet/X"]},
+            "b": {"methods": ["GET"], "prefixes": ["api/v1/Token"]},
+            "c": {"methods": [], "prefixes": ["api/v1/advonet/X"]},
+            "d": {"methods": ["GET"], "prefixes": ["api/v1/advonet/../Token"], "extra": 1},
+            "e": "all",
+        });
+        v["consumer_header"] = json!("x consumer");
+        let text = Config::from_value(&v).unwrap_err().to_string();
+        for needle in [
+            "`consumers.a`.methods: `get`",
+            "`consumers.b`.prefixes: `api/v1/Token` does not lie under `allowed_prefixes`",
+            "`consumers.c`.methods must be a non-empty array",
+            "`consumers.d`: unknown field `extra`",
+            "`consumers.d`.prefixes: `api/v1/advonet/../Token` must be a path",
+            "`consumers.e` must be an object",
+            "`consumer_header`",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in {text}");
+        }
+        v["consumers"] = json!({});
+        v["consumer_header"] = json!("X-Consumer-Username");
+        assert!(Config::from_value(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("at least one consumer"));
     }
 
     #[test]

@@ -52,9 +52,14 @@ pub enum Metric {
     RejectedRequests,
     /// Requests answered 500 because the configuration is invalid.
     ConfigErrors,
+    /// Requests answered 403 because they lie outside their consumer's scope.
+    ScopeDenied,
+    /// Upstream 401s passed to the client with the shared token kept (token
+    /// younger than `rejected_token_min_age_secs`, or forced refreshes rate-limited).
+    Upstream401Kept,
 }
 
-const METRIC_NAMES: [&str; 8] = [
+const METRIC_NAMES: [&str; 10] = [
     "token_fetches",
     "token_fetch_failures",
     "tick_refreshes",
@@ -63,6 +68,8 @@ const METRIC_NAMES: [&str; 8] = [
     "refresh_in_progress",
     "rejected_requests",
     "config_errors",
+    "scope_denied",
+    "upstream_401_kept",
 ];
 
 /// Metric ids of this VM (defining the same name again returns the same id).

@@ -2,7 +2,11 @@
 //!
 //! `on_request_headers`:
 //! 1. invalid configuration → 500 JSON `filter_misconfigured`;
-//! 2. `endpoint` → upstream `:path` (bitbylaw-core; in Kong also
+//! 2. with `consumers` configured, the consumer (Kong's key-auth sets
+//!    `X-Consumer-Username`) must have a scope allowing the method and the
+//!    mapped Advoware path → else 403 JSON (`consumer_unknown`,
+//!    `outside_scope`), before any token is read and nothing goes upstream;
+//!    `endpoint` → upstream `:path` (bitbylaw-core; in Kong also
 //!    `$upstream_uri`, see README "Path rewrite in Kong"), the client's `apikey`
 //!    (header and query) and `Authorization` removed, `Host` set if
 //!    configured; a bad endpoint → 400 JSON with the core error code;
@@ -17,11 +21,16 @@
 //!    (`proxy_set_effective_context` is a no-op and `proxy_continue_stream`
 //!    only resumes the request being executed), so waiting is impossible.
 //!
-//! `on_response_headers`: an upstream 401 for the token we injected means
-//! Advoware revoked it early. The cached token is discarded (CAS, only if it
-//! is still the one we used) and the answer becomes 503
-//! `upstream_token_rejected` with `Retry-After: 1`; the client's retry mints a
-//! fresh token (one fetch, guarded by the lock).
+//! `on_response_headers`: an upstream 401 for the token we injected may mean
+//! Advoware revoked it early — or that this one request is not allowed (a
+//! right of the API user), which must not cost every other client a refresh.
+//! So the shared token is discarded only when it is at least
+//! `rejected_token_min_age_secs` old *and* no other 401 forced a refresh in the
+//! last `forced_refresh_min_interval_secs` (CAS on `<prefix>/forced`, then on
+//! the token, only if it is still the one we used); then the answer becomes 503
+//! `upstream_token_rejected` with `Retry-After: 1` and the client's retry mints a
+//! fresh token (one fetch, guarded by the lock). Otherwise Advoware's 401 is
+//! passed through and the token stays.
 
 use std::rc::Rc;
 
@@ -29,9 +38,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
+use crate::cache::{judge_rejection, refresh_already_forced, Rejection};
 use crate::config::Config;
 use crate::host::{self, Metric};
-use crate::proxy::{endpoint_message, error_body, upstream_path};
+use crate::proxy::{check_scope, consumer_scope, endpoint_message, error_body, map_request};
 use crate::root::RootShared;
 use crate::shm::{self, LockOutcome};
 use crate::token::{interpret_token_response, FetchError};
@@ -108,11 +118,62 @@ impl AdvowareHttp {
         self.token_used = Some(token);
     }
 
+    /// 403 for a request outside its consumer's scope.
+    fn deny(&mut self, denied: &crate::proxy::ScopeDenied) -> Action {
+        self.shared.metrics.inc(Metric::ScopeDenied);
+        self.respond(403, denied.code(), &denied.message(), None);
+        Action::Pause
+    }
+
+    /// Decides what an upstream 401 for `used` does to the shared token.
+    /// `Ok(true)`: the token is gone or replaced, tell the client to retry;
+    /// `Ok(false)`: the token stays, pass Advoware's 401 through.
+    fn handle_rejection(&self, cfg: &Config, used: &str) -> Result<bool, String> {
+        let key = cfg.token_key();
+        let now = host::now_ms();
+        let current =
+            shm::read_token(&key).map_err(|s| format!("reading the token cache failed: {s:?}"))?;
+        match judge_rejection(
+            current.as_ref(),
+            used,
+            now,
+            cfg.rejected_token_min_age_secs * 1000,
+        ) {
+            Rejection::Replaced => Ok(true),
+            Rejection::Young => Ok(false),
+            Rejection::Old => {
+                let fetched_at_ms = current.map_or(0, |t| t.fetched_at_ms);
+                let refused = shm::claim_forced_refresh(
+                    &cfg.forced_refresh_key(),
+                    now,
+                    cfg.forced_refresh_min_interval_secs * 1000,
+                )
+                .map_err(|s| format!("the forced-refresh record failed: {s:?}"))?;
+                if let Some(last_at_ms) = refused {
+                    return Ok(refresh_already_forced(last_at_ms, fetched_at_ms));
+                }
+                let dropped = shm::invalidate_token(&key, used)
+                    .map_err(|s| format!("discarding the rejected token failed: {s:?}"))?;
+                if dropped {
+                    self.shared.metrics.inc(Metric::TokenInvalidations);
+                    host::log(
+                        LogLevel::Warn,
+                        "Advoware rejected the cached token (401); discarded it",
+                    );
+                }
+                Ok(true)
+            }
+        }
+    }
+
     fn handle_request(&mut self, cfg: &Config) -> Result<Action, String> {
         // 1. Refuse what cannot be cleaned up in Kong: only the first value of
         //    a header can be replaced there (see kong_compat).
         let mut watched: Vec<&str> = cfg.key_names.iter().map(String::as_str).collect();
         watched.push("authorization");
+        if cfg.consumers.is_some() {
+            watched.push(&cfg.consumer_header);
+        }
         if let Some(name) = kong_compat::repeated_request_header(&watched)
             .map_err(|s| format!("reading the request headers failed: {s:?}"))?
         {
@@ -126,18 +187,36 @@ impl AdvowareHttp {
             return Ok(Action::Pause);
         }
 
-        // 2. Rewrite the request.
-        let uri = hostcalls::get_map_value(MapType::HttpRequestHeaders, ":path")
-            .map_err(|s| format!("reading :path failed: {s:?}"))?
-            .unwrap_or_default();
-        let path = match upstream_path(cfg, &uri) {
-            Ok(p) => p,
+        // 2. The consumer's scope, then the rewrite.
+        let header = |name: &str| {
+            hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+                .map_err(|s| format!("reading {name} failed: {s:?}"))
+        };
+        let consumer = if cfg.consumers.is_some() {
+            header(&cfg.consumer_header)?
+        } else {
+            None
+        };
+        let scope = match consumer_scope(cfg, consumer.as_deref()) {
+            Ok(scope) => scope,
+            Err(denied) => return Ok(self.deny(&denied)),
+        };
+        let uri = header(":path")?.unwrap_or_default();
+        let mapped = match map_request(cfg, &uri) {
+            Ok(m) => m,
             Err(e) => {
                 self.shared.metrics.inc(Metric::RejectedRequests);
                 self.respond(400, e.code(), &endpoint_message(&e), None);
                 return Ok(Action::Pause);
             }
         };
+        if let Some((name, scope)) = scope {
+            let method = header(":method")?.unwrap_or_default();
+            if let Err(denied) = check_scope(name, scope, &method, &mapped) {
+                return Ok(self.deny(&denied));
+            }
+        }
+        let path = mapped.upstream;
         let set = |name: &str, value: Option<&str>| {
             hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
                 .map_err(|s| format!("setting {name} failed: {s:?}"))
@@ -287,20 +366,24 @@ impl HttpContext for AdvowareHttp {
             return Action::Continue;
         }
         self.shared.metrics.inc(Metric::Upstream401);
-        if let Some(cfg) = self.config() {
-            match shm::invalidate_token(&cfg.token_key(), &used) {
-                Ok(true) => {
-                    self.shared.metrics.inc(Metric::TokenInvalidations);
-                    host::log(
-                        LogLevel::Warn,
-                        "Advoware rejected the cached token (401); discarded it",
-                    );
-                }
-                Ok(false) => {}
-                Err(s) => host::log(
-                    LogLevel::Error,
-                    &format!("discarding the rejected token failed: {s:?}"),
-                ),
+        let Some(cfg) = self.config() else {
+            return Action::Continue;
+        };
+        match self.handle_rejection(&cfg, &used) {
+            Ok(true) => {}
+            Ok(false) => {
+                // One client's 401 stays that client's: the token is kept.
+                self.shared.metrics.inc(Metric::Upstream401Kept);
+                host::log(
+                    LogLevel::Info,
+                    "Advoware answered 401 to a request; the shared token is kept (too young, or forced refreshes rate-limited)",
+                );
+                return Action::Continue;
+            }
+            Err(msg) => {
+                // Without a verdict, keep the token and pass the answer on.
+                host::log(LogLevel::Error, &msg);
+                return Action::Continue;
             }
         }
         // Within the response-header hook a local response overrides status

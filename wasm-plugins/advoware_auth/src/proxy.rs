@@ -1,5 +1,5 @@
-//! Proxy semantics (pure): client request URI → upstream `:path`, and the
-//! JSON error bodies the filter answers with.
+//! Proxy semantics (pure): client request URI → upstream `:path`, the
+//! consumer scope check, and the JSON error bodies the filter answers with.
 //!
 //! Endpoint validation and mapping are `bitbylaw_core::endpoint`; this module
 //! only removes the client's gateway credentials from the query first
@@ -8,7 +8,7 @@
 
 use bitbylaw_core::endpoint::{percent_decode, upstream_path_and_query, EndpointError};
 
-use crate::config::Config;
+use crate::config::{Config, ConsumerScope};
 
 /// Removes every parameter whose (percent-decoded, case-insensitive) name is
 /// in `names` from a raw query string (no leading `?`); the other pieces keep
@@ -26,16 +26,113 @@ pub fn remove_params(query: &str, names: &[String]) -> String {
         .join("&")
 }
 
-/// The upstream `:path` for a client request URI (`/advoware/proxy?endpoint=…&…`):
+/// A client request mapped to Advoware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapped {
+    /// The Advoware path without leading `/`, `api_path_prefix` and query
+    /// (`api/v1/advonet/Termine/5`): what consumer scopes are matched against.
+    pub advoware_path: String,
+    /// The whole upstream `:path`: `{api_path_prefix}/{advoware_path}?{params}`.
+    pub upstream: String,
+}
+
+/// Maps a client request URI (`/advoware/proxy?endpoint=…&…`) to
 /// `{api_path_prefix}/api/v1/advonet/{endpoint}?{other params}`, without the
 /// client's credential parameters. The route's own path is irrelevant.
-pub fn upstream_path(cfg: &Config, request_uri: &str) -> Result<String, EndpointError> {
+pub fn map_request(cfg: &Config, request_uri: &str) -> Result<Mapped, EndpointError> {
     let query = request_uri.split_once('?').map_or("", |(_, q)| q);
     // A fragment never reaches a server, but be strict if one does.
     let query = query.split('#').next().unwrap_or("");
     let query = remove_params(query, &cfg.key_names);
     let path = upstream_path_and_query(&query, &cfg.allowed_prefixes, &cfg.default_prefix)?;
-    Ok(format!("{}{}", cfg.api_path_prefix, path))
+    let advoware_path = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_owned();
+    Ok(Mapped {
+        advoware_path,
+        upstream: format!("{}{}", cfg.api_path_prefix, path),
+    })
+}
+
+/// The upstream `:path` for a client request URI (see [`map_request`]).
+pub fn upstream_path(cfg: &Config, request_uri: &str) -> Result<String, EndpointError> {
+    map_request(cfg, request_uri).map(|m| m.upstream)
+}
+
+/// Why a request lies outside its consumer's scope (answered 403, before any
+/// token is read or fetched and before anything goes upstream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeDenied {
+    /// Scopes are configured and the request names no consumer with one.
+    UnknownConsumer,
+    /// The consumer may not use this method.
+    Method { consumer: String, method: String },
+    /// The consumer may not reach this Advoware path.
+    Path { consumer: String, path: String },
+}
+
+impl ScopeDenied {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ScopeDenied::UnknownConsumer => "consumer_unknown",
+            ScopeDenied::Method { .. } | ScopeDenied::Path { .. } => "outside_scope",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ScopeDenied::UnknownConsumer => {
+                "this API key has no Advoware scope on this gateway".into()
+            }
+            ScopeDenied::Method { consumer, method } => {
+                format!("consumer {consumer} may not use {method} on the Advoware proxy")
+            }
+            ScopeDenied::Path { consumer, path } => {
+                format!("consumer {consumer} may not reach {path}")
+            }
+        }
+    }
+}
+
+/// The scope of the request's consumer: `Ok(None)` when the configuration
+/// has no `consumers` (everything the route lets through is allowed).
+/// `consumer` is the value of `consumer_header` as the request carries it.
+pub fn consumer_scope<'a>(
+    cfg: &'a Config,
+    consumer: Option<&str>,
+) -> Result<Option<(&'a str, &'a ConsumerScope)>, ScopeDenied> {
+    let Some(scopes) = &cfg.consumers else {
+        return Ok(None);
+    };
+    consumer
+        .and_then(|c| scopes.get_key_value(c))
+        .map(|(name, scope)| Some((name.as_str(), scope)))
+        .ok_or(ScopeDenied::UnknownConsumer)
+}
+
+/// Checks method and mapped path against a consumer's scope.
+pub fn check_scope(
+    consumer: &str,
+    scope: &ConsumerScope,
+    method: &str,
+    mapped: &Mapped,
+) -> Result<(), ScopeDenied> {
+    if !scope.allows_method(method) {
+        return Err(ScopeDenied::Method {
+            consumer: consumer.to_owned(),
+            method: method.to_owned(),
+        });
+    }
+    if !scope.allows_path(&mapped.advoware_path) {
+        return Err(ScopeDenied::Path {
+            consumer: consumer.to_owned(),
+            path: mapped.advoware_path.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// `{"error": code, "message": message}` (+ `"retry": true` when the client
@@ -129,6 +226,31 @@ mod tests {
             upstream_path(&c, "/p?endpoint=api/v1/Token").unwrap(),
             "/api/v1/advonet/api/v1/Token"
         );
+    }
+
+    #[test]
+    fn scopes() {
+        let c = cfg(json!({"consumers": {
+            "reader": {"methods": ["GET"], "prefixes": ["api/v1/advonet/Termine"]},
+        }}));
+        let m = map_request(&c, "/p?endpoint=Termine/5&x=1").unwrap();
+        assert_eq!(m.advoware_path, "api/v1/advonet/Termine/5");
+        assert_eq!(m.upstream, "/api/v1/advonet/Termine/5?x=1");
+        assert_eq!(consumer_scope(&c, None), Err(ScopeDenied::UnknownConsumer));
+        assert_eq!(
+            consumer_scope(&c, Some("other")),
+            Err(ScopeDenied::UnknownConsumer)
+        );
+        let (name, scope) = consumer_scope(&c, Some("reader")).unwrap().unwrap();
+        assert_eq!(check_scope(name, scope, "GET", &m), Ok(()));
+        let e = check_scope(name, scope, "DELETE", &m).unwrap_err();
+        assert_eq!(e.code(), "outside_scope");
+        assert!(e.message().contains("DELETE"));
+        let m = map_request(&c, "/p?endpoint=Beteiligte/5").unwrap();
+        let e = check_scope(name, scope, "GET", &m).unwrap_err();
+        assert!(e.message().contains("api/v1/advonet/Beteiligte/5"));
+        // Without `consumers` nobody is restricted.
+        assert_eq!(consumer_scope(&cfg(json!({})), None), Ok(None));
     }
 
     #[test]

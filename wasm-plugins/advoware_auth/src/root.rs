@@ -1,11 +1,10 @@
 //! Part 2 of the filter: the root context (one per filter chain per worker).
 //!
 //! - `on_configure` parses the configuration once. Invalid → one error log
-//!   line naming every problem; the root still returns `true` and remembers
-//!   the error, so every request gets a JSON 500 from the filter (a failed
-//!   `on_configure` would make Kong answer its generic 500 instead).
-//!   A valid configuration sets the tick period (once per root: a second call
-//!   traps in ngx_wasm_module).
+//!   line naming every problem and `false`, so the host refuses the filter
+//!   (every request on the chain fails with the host's 500, and deploy checks
+//!   that configure the chain see the refusal). A valid configuration sets the
+//!   tick period (once per root: a second call traps in ngx_wasm_module).
 //! - `on_tick` keeps the shared token warm: when there is no token or its
 //!   refresh point has passed, it takes the fetch lock and dispatches the
 //!   token call from the root context; the answer arrives in this root's
@@ -200,10 +199,7 @@ impl RootContext for AdvowareRoot {
             Ok(cfg) => Ok(Rc::new(cfg)),
             Err(e) => {
                 let msg = e.to_string();
-                host::log(
-                    LogLevel::Error,
-                    &format!("{msg}; every request will be answered 500"),
-                );
+                host::log(LogLevel::Error, &format!("{msg}; filter refused"));
                 Err(msg)
             }
         };
@@ -219,8 +215,9 @@ impl RootContext for AdvowareRoot {
                 }
             }
         }
+        let ok = config.is_ok();
         self.shared = Rc::new(RootShared { config, metrics });
-        true
+        ok
     }
 
     fn on_tick(&mut self) {

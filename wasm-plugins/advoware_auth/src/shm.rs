@@ -10,7 +10,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
-use crate::cache::{CachedToken, Lock};
+use crate::cache::{CachedToken, ForcedRefresh, Lock};
 
 /// Bound of every CAS retry loop.
 pub const CAS_ATTEMPTS: usize = 8;
@@ -69,6 +69,30 @@ pub fn invalidate_token(key: &str, used: &str) -> Result<bool, Status> {
         }
     }
     Err(Status::CasMismatch)
+}
+
+/// Claims the right to force a token refresh now: `Ok(None)` when the last
+/// forced refresh is at least `interval_ms` ago (or there was none) and this
+/// call recorded `now_ms`; `Ok(Some(last_at_ms))` when the rate limit says no
+/// (`last_at_ms` is the refresh that blocks it; under constant contention
+/// another context is claiming right now, reported as `now_ms`).
+pub fn claim_forced_refresh(
+    key: &str,
+    now_ms: u64,
+    interval_ms: u64,
+) -> Result<Option<u64>, Status> {
+    let record = ForcedRefresh { at_ms: now_ms }.encode();
+    for _ in 0..CAS_ATTEMPTS {
+        let (value, cas) = get(key)?;
+        let last = value.as_deref().and_then(ForcedRefresh::decode);
+        if !ForcedRefresh::allowed(last.as_ref(), now_ms, interval_ms) {
+            return Ok(Some(last.map_or(now_ms, |l| l.at_ms)));
+        }
+        if set(key, &record, cas)? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(now_ms))
 }
 
 /// Takes the fetch lock for `owner` unless someone else holds an unexpired one.

@@ -128,6 +128,7 @@ pub fn interpret_token_response(
     };
     Ok(CachedToken {
         token: resp.access_token,
+        fetched_at_ms: now_ms,
         refresh_at_ms: now_ms + refresh_after * 1000,
         expires_at_ms: now_ms + lifetime * 1000,
     })

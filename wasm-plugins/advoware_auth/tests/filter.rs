@@ -143,7 +143,8 @@ impl Env {
 fn cached_token(host: &Host) -> Option<String> {
     let raw = host.shared_data(TOKEN_KEY)?;
     let text = String::from_utf8(raw).ok()?;
-    let token = text.splitn(4, ' ').nth(3)?;
+    // The token is the record's last field (it has no spaces).
+    let token = text.rsplit(' ').next().filter(|_| text.contains(' '))?;
     (!token.is_empty()).then(|| token.to_string())
 }
 
@@ -314,6 +315,8 @@ async fn token_is_reused_until_its_refresh_point_then_the_tick_refreshes_it() {
 async fn revoked_token_gives_503_then_the_retry_succeeds_with_a_fresh_token_get_and_post() {
     let env = env(2).await;
     let t1 = env.warm().await;
+    // Old enough (rejected_token_min_age_secs, 60 s) for a 401 to discard it.
+    env.advance(Duration::from_secs(61)).await;
     env.fake.revoke_all();
 
     // GET: Advoware answers 401 → the filter discards the token and answers 503.
@@ -333,7 +336,9 @@ async fn revoked_token_gives_503_then_the_retry_succeeds_with_a_fresh_token_get_
     assert_ne!(t2, t1);
     assert_eq!(env.token_fetches_at_fake(), 2);
 
-    // POST with a body: same, and the retried body arrives intact.
+    // POST with a body: same, and the retried body arrives intact (once the
+    // rate limit of forced refreshes, 300 s, has passed).
+    env.advance(Duration::from_secs(301)).await;
     env.fake.revoke_all();
     let body = br#"{"name":"Muster GmbH","rechtsform":"GmbH"}"#.to_vec();
     let post = || {
@@ -372,6 +377,7 @@ async fn revoked_token_gives_503_then_the_retry_succeeds_with_a_fresh_token_get_
 async fn revocation_under_concurrent_load_causes_no_stampede() {
     let env = Arc::new(env(2).await);
     let t1 = env.warm().await;
+    env.advance(Duration::from_secs(61)).await;
     env.fake.revoke_all();
     let mut tasks = Vec::new();
     for i in 0..20usize {
@@ -802,7 +808,7 @@ async fn upstream_request_has_path_query_method_body_and_only_the_bearer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_config_answers_every_request_500_json_and_logs_one_line() {
+async fn invalid_config_is_refused_by_on_configure_with_one_log_line_naming_every_problem() {
     let host = build_host(2);
     let bad = json!({"token_target": "https://gw/x", "kanzlei": "", "password": "hunter2-password", "api_key": "%%%", "tikc": 1});
     let chain = host
@@ -811,21 +817,21 @@ async fn invalid_config_answers_every_request_500_json_and_logs_one_line() {
         .unwrap();
     assert_eq!(
         chain.configured,
-        vec![true],
-        "the filter stays up to answer JSON itself"
+        vec![false],
+        "on_configure refuses, as Kong's deploy checks expect"
     );
     for w in 0..2 {
-        for uri in ["/advoware/proxy?endpoint=Mitarbeiter", "/advoware/proxy"] {
-            let resp = host
-                .request(
-                    w,
-                    &chain,
-                    HttpRequest::get(uri),
-                    Upstream::fixed(200, "never"),
-                )
-                .await
-                .unwrap();
-            assert_json_error(&resp, 500, "filter_misconfigured");
+        let resp = host
+            .request(
+                w,
+                &chain,
+                HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+                Upstream::fixed(200, "never"),
+            )
+            .await;
+        // The host fails a request on a refused filter like ngx_wasm_module (500).
+        if let Ok(resp) = resp {
+            assert_eq!(resp.status, 500, "{}", resp.text());
             assert!(resp.upstream_request.is_none());
         }
     }
@@ -855,17 +861,35 @@ async fn invalid_config_answers_every_request_500_json_and_logs_one_line() {
         .add_chain(&[FilterSpec::new(FILTER, Some("not json"))])
         .await
         .unwrap();
-    let resp = host
-        .request(
-            0,
-            &chain,
-            HttpRequest::get("/advoware/proxy?endpoint=x"),
-            Upstream::fixed(200, "never"),
-        )
+    assert_eq!(chain.configured, vec![false]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_token_call_to_an_ip_without_a_host_name_authority_is_refused_by_on_configure() {
+    // Kong's module takes the TLS server name of a dispatch from `:authority` and
+    // refuses an IP ("could not derive tls sni from host"): every fetch would fail.
+    let fake_cfg = AdvowareConfig::default();
+    let host = build_host(1);
+    let mut cfg = config_for(&fake_cfg, "10.0.0.5:443", json!({"token_scheme": "https"}));
+    cfg.as_object_mut().unwrap().remove("token_authority");
+    let chain = host
+        .add_chain(&[FilterSpec::json(FILTER, &cfg)])
         .await
         .unwrap();
-    assert_json_error(&resp, 500, "filter_misconfigured");
-    assert_eq!(counter(&host, "config_errors"), 5);
+    assert_eq!(chain.configured, vec![false]);
+    let text = host.log_text();
+    assert!(
+        text.contains("could not derive tls sni from host")
+            && text.contains("set `token_authority` to the security gateway's host name"),
+        "{text}"
+    );
+    // Naming the host fixes it.
+    cfg["token_authority"] = json!("security.advo-net.net");
+    let chain = host
+        .add_chain(&[FilterSpec::json(FILTER, &cfg)])
+        .await
+        .unwrap();
+    assert_eq!(chain.configured, vec![true]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1035,4 +1059,197 @@ async fn repeated_authorization_or_api_key_is_refused_before_advoware() {
     }
     assert_eq!(counter(&env.host, "rejected_requests"), 2);
     assert_eq!(env.token_fetches_at_fake(), 0, "no token was fetched");
+}
+
+// --- consumer scopes (issue 16, item 4) ------------------------------------------------------
+
+fn as_consumer(req: HttpRequest, consumer: &str) -> HttpRequest {
+    req.header("apikey", "client-key")
+        .header("x-consumer-username", consumer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_outside_the_consumers_scope_get_403_before_any_token_or_upstream_call() {
+    let env = env_with(
+        2,
+        AdvowareConfig::default(),
+        json!({"consumers": {
+            "calendar-reader": {"methods": ["GET"], "prefixes": ["api/v1/advonet/Termine", "api/v1/advonet/Mitarbeiter"]},
+            "crm": {"methods": ["GET", "POST", "PUT"], "prefixes": ["api/v1/advonet/Beteiligte"]},
+        }}),
+    )
+    .await;
+    let send = |req: HttpRequest| env.host.request(0, &env.chain, req, env.upstream());
+    let denied = [
+        (
+            as_consumer(
+                HttpRequest::new("DELETE", "/advoware/proxy?endpoint=Termine/100001"),
+                "calendar-reader",
+            ),
+            "outside_scope",
+        ),
+        (
+            as_consumer(
+                HttpRequest::get("/advoware/proxy?endpoint=Beteiligte/50001"),
+                "calendar-reader",
+            ),
+            "outside_scope",
+        ),
+        (
+            as_consumer(
+                HttpRequest::get("/advoware/proxy?endpoint=api/v1/Akten/5"),
+                "calendar-reader",
+            ),
+            "outside_scope",
+        ),
+        (
+            as_consumer(
+                HttpRequest::get("/advoware/proxy?endpoint=TermineActiveSync"),
+                "calendar-reader",
+            ),
+            "outside_scope",
+        ),
+        (
+            as_consumer(
+                HttpRequest::new("DELETE", "/advoware/proxy?endpoint=Beteiligte/50001"),
+                "crm",
+            ),
+            "outside_scope",
+        ),
+        (
+            as_consumer(HttpRequest::get("/advoware/proxy?endpoint=Termine"), "crm"),
+            "outside_scope",
+        ),
+        (
+            as_consumer(
+                HttpRequest::get("/advoware/proxy?endpoint=Termine"),
+                "mallory",
+            ),
+            "consumer_unknown",
+        ),
+        (
+            HttpRequest::get("/advoware/proxy?endpoint=Termine").header("apikey", "k"),
+            "consumer_unknown",
+        ),
+    ];
+    let n = denied.len() as u64;
+    for (req, code) in denied {
+        let resp = send(req).await.unwrap();
+        assert_json_error(&resp, 403, code);
+        assert!(resp.upstream_request.is_none());
+    }
+    // A second consumer header (only the first could be trusted) is refused too.
+    let resp = send(
+        HttpRequest::get("/advoware/proxy?endpoint=Termine")
+            .header("x-consumer-username", "crm")
+            .header("x-consumer-username", "calendar-reader"),
+    )
+    .await
+    .unwrap();
+    assert_json_error(&resp, 400, "repeated_header");
+    assert_eq!(counter(&env.host, "scope_denied"), n);
+    assert!(env.fake.requests().is_empty(), "nothing reached Advoware");
+    assert_eq!(env.token_fetches_at_fake(), 0, "no token was fetched");
+    assert_eq!(counter(&env.host, "token_fetches"), 0);
+
+    // Inside the scope: proxied with the token.
+    let resp = send(as_consumer(
+        HttpRequest::get("/advoware/proxy?endpoint=Termine&kuerzel=AB"),
+        "calendar-reader",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.upstream_request.as_ref().unwrap().path,
+        "/api/v1/advonet/Termine?kuerzel=AB"
+    );
+    let body = br#"{"name":"Muster GmbH"}"#.to_vec();
+    let resp = send(as_consumer(
+        HttpRequest::post("/advoware/proxy?endpoint=Beteiligte", body.clone())
+            .header("content-type", "application/json"),
+        "crm",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_eq!(env.token_fetches_at_fake(), 1);
+    env.assert_no_secrets(&[]);
+}
+
+// --- one client's 401 (issue 16, item 6) -----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_on_one_path_keeps_the_shared_token_for_every_other_client() {
+    // Advoware answers 401 on Beteiligte only (the API user has no right there).
+    let env = env(2).await;
+    let t1 = env.warm().await;
+    env.fake.deny_path("/api/v1/advonet/Beteiligte");
+    let others_use = |token: String| {
+        let env = &env;
+        async move {
+            for w in 0..2 {
+                let resp = env.get(w, "/advoware/proxy?endpoint=Mitarbeiter").await;
+                assert_eq!(resp.status, 200, "{}", resp.text());
+                assert_eq!(bearer(&resp), token);
+            }
+        }
+    };
+
+    // A fresh token refused is not an expired one: the 401 goes to that client only.
+    let resp = env
+        .get(0, "/advoware/proxy?endpoint=Beteiligte/50001")
+        .await;
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert!(!resp.local_response, "Advoware's own answer");
+    assert_eq!(cached_token(&env.host).as_deref(), Some(t1.as_str()));
+    others_use(t1.clone()).await;
+    assert_eq!(env.token_fetches_at_fake(), 1, "nobody paid a refresh");
+    assert_eq!(counter(&env.host, "upstream_401_kept"), 1);
+
+    // Old enough and no forced refresh yet: this one 401 may force one.
+    env.advance(Duration::from_secs(61)).await;
+    let resp = env
+        .get(1, "/advoware/proxy?endpoint=Beteiligte/50001")
+        .await;
+    assert_json_error(&resp, 503, "upstream_token_rejected");
+    let (resp, _) = with_retries(
+        &env,
+        0,
+        || HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+        50,
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let t2 = bearer(&resp);
+    assert_ne!(t2, t1);
+    assert_eq!(env.token_fetches_at_fake(), 2);
+
+    // The new token is old enough, but forced refreshes are rate-limited (300 s).
+    env.advance(Duration::from_secs(120)).await;
+    for w in 0..2 {
+        let resp = env
+            .get(w, "/advoware/proxy?endpoint=Beteiligte/50001")
+            .await;
+        assert_eq!(resp.status, 401, "{}", resp.text());
+    }
+    others_use(t2.clone()).await;
+    assert_eq!(env.token_fetches_at_fake(), 2, "the rate limit held");
+    assert_eq!(counter(&env.host, "upstream_401_kept"), 3);
+
+    // A real revocation still recovers once the rate limit allows it again.
+    env.advance(Duration::from_secs(200)).await;
+    env.fake.revoke_all();
+    let resp = env.get(0, "/advoware/proxy?endpoint=Mitarbeiter").await;
+    assert_json_error(&resp, 503, "upstream_token_rejected");
+    let (resp, _) = with_retries(
+        &env,
+        1,
+        || HttpRequest::get("/advoware/proxy?endpoint=Mitarbeiter"),
+        50,
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(env.token_fetches_at_fake(), 3);
+    env.assert_no_secrets(&[&t1, &t2]);
 }

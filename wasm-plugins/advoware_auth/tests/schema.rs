@@ -48,7 +48,7 @@ fn schema_matches_the_parser() {
 
     // Required: leaving any one out fails the parser too.
     let full = json!({
-        "token_target": "10.0.0.1:443", "kanzlei": "k", "database": "d", "user": "u",
+        "token_target": "security.advo-net.test:443", "kanzlei": "k", "database": "d", "user": "u",
         "app_id": "a", "password": "p", "api_key": "dGVzdA=="
     });
     let required: Vec<&str> = s["required"]
@@ -83,7 +83,9 @@ fn schema_matches_the_parser() {
         "default_prefix": cfg.default_prefix, "shared_key_prefix": cfg.shared_key_prefix,
         "tick_period_ms": cfg.tick_period_ms, "key_names": cfg.key_names,
         "failure_retry_after_secs": cfg.failure_retry_after_secs,
-        "kong_upstream_uri": cfg.kong_upstream_uri,
+        "kong_upstream_uri": cfg.kong_upstream_uri, "consumer_header": cfg.consumer_header,
+        "rejected_token_min_age_secs": cfg.rejected_token_min_age_secs,
+        "forced_refresh_min_interval_secs": cfg.forced_refresh_min_interval_secs,
     });
     for (name, prop) in s["properties"].as_object().unwrap() {
         if let Some(default) = prop.get("default") {

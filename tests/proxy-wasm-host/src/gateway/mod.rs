@@ -344,6 +344,14 @@ async fn handle(
                     Err(r) => return reject(r, &extra_response_headers),
                 }
             }
+            "acl" => {
+                let c = consumer
+                    .as_deref()
+                    .and_then(|name| gw.config.consumers.iter().find(|c| c.username == name));
+                if let Err(r) = plugins::acl(cfg, c) {
+                    return reject(r, &extra_response_headers);
+                }
+            }
             "request-size-limiting" => {
                 if let Err(r) = plugins::request_size(cfg, body.len()) {
                     return reject(r, &extra_response_headers);

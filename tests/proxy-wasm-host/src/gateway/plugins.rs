@@ -1,7 +1,7 @@
 //! The bundled Kong plugins our kong.yaml uses, with Kong 3.9's defaults,
 //! status codes and messages: `cors`, `key-auth`, `request-size-limiting` and
-//! `rate-limiting` (policy `local`). They run in Kong's priority order
-//! (cors 2000, key-auth 1250, request-size-limiting 951, rate-limiting 910)
+//! `acl`, `rate-limiting` (policy `local`). They run in Kong's priority order
+//! (cors 2000, key-auth 1250, request-size-limiting 951, acl 950, rate-limiting 910)
 //! before the filter chain, which runs at the end of the access phase.
 
 use std::collections::HashMap;
@@ -52,6 +52,7 @@ pub fn effective<'a>(
         "cors" => 2000,
         "key-auth" => 1250,
         "request-size-limiting" => 951,
+        "acl" => 950,
         "rate-limiting" => 910,
         _ => 0,
     };
@@ -116,13 +117,30 @@ pub fn key_auth(
     };
     for c in consumers {
         if c.keyauth_credentials.iter().any(|k| k.key == key) {
-            headers.push(("x-consumer-username".into(), c.username.clone()));
+            // Kong's key-auth uses `set_header`, which replaces every value a client sent.
+            crate::stream::replace_header(headers, "x-consumer-username", &c.username);
             return Ok(c.username.clone());
         }
     }
     let mut r = Rejection::message(401, "Invalid authentication credentials");
     r.headers.push(("www-authenticate".into(), "Key".into()));
     Err(r)
+}
+
+/// acl: the authenticated consumer's groups against `allow` (one must match) and
+/// `deny` (none may match). Kong 3.9: no consumer → 401 "Unauthorized"; refused →
+/// 403 "You cannot consume this service".
+pub fn acl(config: &Value, consumer: Option<&Consumer>) -> Result<(), Rejection> {
+    let Some(consumer) = consumer else {
+        return Err(Rejection::message(401, "Unauthorized"));
+    };
+    let member = |list: &[String]| consumer.acls.iter().any(|g| list.contains(&g.group));
+    let allowed = strings(config, "allow").is_none_or(|allow| member(&allow));
+    let denied = strings(config, "deny").is_some_and(|deny| member(&deny));
+    if !allowed || denied {
+        return Err(Rejection::message(403, "You cannot consume this service"));
+    }
+    Ok(())
 }
 
 /// request-size-limiting: `allowed_payload_size` in `size_unit` (megabytes by default).
@@ -242,7 +260,7 @@ pub fn cors_preflight(config: &Value, origin: Option<&str>) -> Rejection {
 #[allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use kong_config::model::KeyAuthCredential;
+    use kong_config::model::{AclGroup, KeyAuthCredential};
     use serde_json::json;
 
     #[test]
@@ -250,6 +268,7 @@ mod tests {
         let consumers = vec![Consumer {
             username: "app".into(),
             keyauth_credentials: vec![KeyAuthCredential { key: "k1".into() }],
+            acls: vec![],
         }];
         let mut h = vec![];
         let mut q = vec![];
@@ -276,6 +295,43 @@ mod tests {
             "app"
         );
         assert!(q.is_empty());
+        // A client's own X-Consumer-Username is overwritten, as Kong's set_header does.
+        let mut h = vec![
+            ("x-consumer-username".to_string(), "admin".to_string()),
+            ("apikey".to_string(), "k1".to_string()),
+            ("X-Consumer-Username".to_string(), "root".to_string()),
+        ];
+        key_auth(&json!({}), &consumers, &mut h, &mut vec![]).unwrap();
+        let names: Vec<&str> = h
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-consumer-username"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(names, ["app"]);
+    }
+
+    #[test]
+    fn acl_allows_only_listed_groups() {
+        let member = Consumer {
+            username: "a".into(),
+            keyauth_credentials: vec![],
+            acls: vec![AclGroup {
+                group: "sync".into(),
+            }],
+        };
+        let other = Consumer {
+            username: "b".into(),
+            keyauth_credentials: vec![],
+            acls: vec![],
+        };
+        let cfg = json!({"allow": ["sync"]});
+        assert!(acl(&cfg, Some(&member)).is_ok());
+        let r = acl(&cfg, Some(&other)).unwrap_err();
+        assert_eq!(r.status, 403);
+        assert!(r.body.contains("You cannot consume this service"));
+        assert_eq!(acl(&cfg, None).unwrap_err().status, 401);
+        assert!(acl(&json!({"deny": ["sync"]}), Some(&member)).is_err());
+        assert!(acl(&json!({"deny": ["sync"]}), Some(&other)).is_ok());
     }
 
     #[test]
