@@ -34,6 +34,11 @@ pub struct CalendarLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KuerzelLabel {
+    pub kuerzel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScheduleLabel {
     pub schedule: String,
 }
@@ -67,6 +72,11 @@ pub struct Metrics {
     pub calendar_writes: Family<CalendarLabel, Counter>,
     pub calendar_conflicts: Counter,
     pub calendar_skipped: Counter,
+    /// Per employee, from Redis at scrape time (shared by all instances).
+    pub calendar_last_success: Family<KuerzelLabel, Gauge>,
+    /// This instance's consumer loops: running and expected (one per handled topic).
+    pub consumers_running: Gauge,
+    pub consumers_expected: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +115,9 @@ impl Metrics {
             calendar_writes: Family::default(),
             calendar_conflicts: Counter::default(),
             calendar_skipped: Counter::default(),
+            calendar_last_success: Family::default(),
+            consumers_running: Gauge::default(),
+            consumers_expected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -126,6 +139,21 @@ impl Metrics {
             "calendar_sync_skipped",
             "Appointments or events that cannot be mapped and were left alone",
             m.calendar_skipped.clone(),
+        );
+        registry.register(
+            "calendar_sync_last_success_timestamp_seconds",
+            "Unix time of each employee's last successful calendar sync",
+            m.calendar_last_success.clone(),
+        );
+        registry.register(
+            "consumers_running",
+            "Consumer loops of this instance connected to Redis",
+            m.consumers_running.clone(),
+        );
+        registry.register(
+            "consumers_expected",
+            "Consumer loops this instance should run (one per topic with a handler)",
+            m.consumers_expected.clone(),
         );
         registry.register(
             "events_received",
@@ -245,18 +273,38 @@ impl Metrics {
         }
     }
 
+    /// Sets the consumer gauges (from [`crate::ops::health::Health::consumers`]).
+    pub fn set_consumers(&self, (running, expected): (usize, usize)) {
+        self.consumers_running.set(running as i64);
+        self.consumers_expected.set(expected as i64);
+    }
+
     /// Refreshes the queue gauges from Redis, then renders everything.
     pub async fn render(&self, queue: &Queue) -> String {
         let refreshed = tokio::time::timeout(queue.redis().timeout(), async {
             let stats = queue.stats().await?;
             let dlq = queue.dlq_len().await?;
-            Ok::<_, crate::queue::QueueError>((stats, dlq))
+            let mut conn = queue.redis().conn().await?;
+            let synced: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(crate::keys::CALENDAR_LAST_SYNC)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(crate::queue::QueueError::from)?;
+            Ok::<_, crate::queue::QueueError>((stats, dlq, synced))
         })
         .await;
         match refreshed {
-            Ok(Ok((stats, dlq))) => {
+            Ok(Ok((stats, dlq, synced))) => {
                 self.set_stats(&stats);
                 self.dlq_depth.set(dlq as i64);
+                for (kuerzel, ms) in synced {
+                    self.calendar_last_success
+                        .get_or_create(&KuerzelLabel { kuerzel })
+                        .set((ms / 1000.0) as i64);
+                }
                 self.redis_up.set(1);
             }
             _ => {
