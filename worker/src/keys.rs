@@ -19,6 +19,7 @@
 //! | `bbl:cal:{kuerzel}:mirror`            | hash       | Google event id → event JSON, kept current by incremental lists |
 //! | `bbl:cal:{kuerzel}:meta`              | hash       | `calendar_id`, `sync_token`, `last_sync_ms`, `last_result` |
 //! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
+//! | `bbl:cal:failures`                    | sorted set | Kürzel scored by its calendar runs failed since its last success |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -72,6 +73,10 @@ pub fn calendar(kuerzel: &str, part: &str) -> String {
 
 /// Kürzel → time of the last successful calendar sync; orders `calendar.sync.all`.
 pub const CALENDAR_LAST_SYNC: &str = "bbl:cal:last_sync";
+
+/// Kürzel → calendar runs failed in a row (removed by a success); shared by all workers, so
+/// `/metrics` reports the same streak whichever instance ran the employee.
+pub const CALENDAR_FAILURES: &str = "bbl:cal:failures";
 
 pub fn test(name: &str) -> String {
     format!("{PREFIX}test:{name}")

@@ -564,6 +564,8 @@ fn promql_metrics(expr: &str) -> (Vec<String>, Vec<String>) {
         r"\{[^}]*\}",
         r"\[[^\]]*\]",
         r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)",
+        // Numbers and durations (`offset 15m`, `1e3`).
+        r"\b\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?:ms|s|m|h|d|w|y)?\b",
     ] {
         s = regex::Regex::new(pattern)
             .unwrap()

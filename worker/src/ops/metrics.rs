@@ -74,6 +74,7 @@ pub struct Metrics {
     pub calendar_skipped: Counter,
     /// Per employee, from Redis at scrape time (shared by all instances).
     pub calendar_last_success: Family<KuerzelLabel, Gauge>,
+    pub calendar_failures_in_a_row: Family<KuerzelLabel, Gauge>,
     /// This instance's consumer loops: running and expected (one per handled topic).
     pub consumers_running: Gauge,
     pub consumers_expected: Gauge,
@@ -116,6 +117,7 @@ impl Metrics {
             calendar_conflicts: Counter::default(),
             calendar_skipped: Counter::default(),
             calendar_last_success: Family::default(),
+            calendar_failures_in_a_row: Family::default(),
             consumers_running: Gauge::default(),
             consumers_expected: Gauge::default(),
             registry: Registry::default(),
@@ -144,6 +146,11 @@ impl Metrics {
             "calendar_sync_last_success_timestamp_seconds",
             "Unix time of each employee's last successful calendar sync",
             m.calendar_last_success.clone(),
+        );
+        registry.register(
+            "calendar_sync_failures_in_a_row",
+            "Calendar runs of each employee failed since its last success",
+            m.calendar_failures_in_a_row.clone(),
         );
         registry.register(
             "consumers_running",
@@ -285,25 +292,37 @@ impl Metrics {
             let stats = queue.stats().await?;
             let dlq = queue.dlq_len().await?;
             let mut conn = queue.redis().conn().await?;
-            let synced: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(crate::keys::CALENDAR_LAST_SYNC)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
+            let mut per_employee = redis::pipe();
+            for key in [
+                crate::keys::CALENDAR_LAST_SYNC,
+                crate::keys::CALENDAR_FAILURES,
+            ] {
+                per_employee.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
+            }
+            let (synced, failures): (Vec<(String, f64)>, Vec<(String, f64)>) = per_employee
                 .query_async(&mut conn)
                 .await
                 .map_err(crate::queue::QueueError::from)?;
-            Ok::<_, crate::queue::QueueError>((stats, dlq, synced))
+            Ok::<_, crate::queue::QueueError>((stats, dlq, synced, failures))
         })
         .await;
         match refreshed {
-            Ok(Ok((stats, dlq, synced))) => {
+            Ok(Ok((stats, dlq, synced, failures))) => {
                 self.set_stats(&stats);
                 self.dlq_depth.set(dlq as i64);
+                // A success removes the employee from the failure set: its streak is 0 again.
+                self.calendar_failures_in_a_row.clear();
                 for (kuerzel, ms) in synced {
+                    let label = KuerzelLabel { kuerzel };
+                    self.calendar_failures_in_a_row.get_or_create(&label).set(0);
                     self.calendar_last_success
-                        .get_or_create(&KuerzelLabel { kuerzel })
+                        .get_or_create(&label)
                         .set((ms / 1000.0) as i64);
+                }
+                for (kuerzel, n) in failures {
+                    self.calendar_failures_in_a_row
+                        .get_or_create(&KuerzelLabel { kuerzel })
+                        .set(n as i64);
                 }
                 self.redis_up.set(1);
             }

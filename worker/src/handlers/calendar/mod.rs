@@ -265,6 +265,9 @@ async fn employee(ctx: &JobContext, job: &Job) -> HandlerResult {
                     .calendar_runs
                     .get_or_create(&label(outcome))
                     .inc();
+                if let Err(store_error) = store.mark_failed().await {
+                    warn!(error = %store_error, "cannot count the failed run");
+                }
                 warn!(error = %e, outcome, "calendar sync failed");
                 Err(handler_error(e))
             }
