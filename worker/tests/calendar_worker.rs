@@ -401,6 +401,12 @@ async fn failed_runs_in_a_row_are_exported_per_employee_until_a_success() {
     // dead-lettered (3 attempts in the test environment).
     e.advoware.fail_next(10_000, 500, None);
     let w = e.spawn(&[]);
+    // Every attempt reaches the sync (none waits for the clients to be built).
+    wait_for("ready", Duration::from_secs(20), || async {
+        let r = client().get(format!("{}/ready", w.base)).send().await.ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
     trigger(&w, "SB").await;
     let m = wait_for("SB dead-lettered", Duration::from_secs(30), || async {
         let m = metrics_text(&w.base).await;
