@@ -403,7 +403,11 @@ async fn failed_runs_in_a_row_are_exported_per_employee_until_a_success() {
     let w = e.spawn(&[]);
     // Every attempt reaches the sync (none waits for the clients to be built).
     wait_for("ready", Duration::from_secs(20), || async {
-        let r = client().get(format!("{}/ready", w.base)).send().await.ok()?;
+        let r = client()
+            .get(format!("{}/ready", w.base))
+            .send()
+            .await
+            .ok()?;
         (r.status().as_u16() == 200).then_some(())
     })
     .await;
@@ -435,7 +439,11 @@ async fn failed_runs_in_a_row_are_exported_per_employee_until_a_success() {
     assert_eq!(code, 0, "{out}{err}");
     let m = wait_for("SB synced", Duration::from_secs(20), || async {
         let m = metrics_text(&w.base).await;
-        let ok = metric(&m, "bitbylaw_worker_calendar_sync_runs_total", "kind=\"ok\"");
+        let ok = metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_runs_total",
+            "kind=\"ok\"",
+        );
         (ok == 1.0).then_some(m)
     })
     .await;

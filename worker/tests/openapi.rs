@@ -60,6 +60,10 @@ fn openapi_document_is_valid_openapi_3_1() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+    // The schema check has teeth: an operation without responses is refused.
+    let mut broken = doc.clone();
+    broken["paths"]["/health"]["get"]["responses"] = Value::String("200".into());
+    assert!(!validator.is_valid(&broken));
 
     // The schema does not resolve references; every one must point into this document.
     let mut all = Vec::new();

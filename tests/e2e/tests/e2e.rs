@@ -543,8 +543,19 @@ fn exposition_names(text: &str) -> BTreeSet<String> {
 }
 
 const PROMQL_KEYWORDS: &[&str] = &[
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-    "offset", "bool", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
 ];
 
 /// The metric names and `__name__` regexes a PromQL expression refers to.
@@ -706,10 +717,7 @@ async fn dashboard_and_alert_rules_use_only_metrics_the_code_exports() {
     let mut problems = Vec::new();
 
     for rule in rules_of(&rules) {
-        let name = rule["alert"]
-            .as_str()
-            .or(rule["record"].as_str())
-            .unwrap();
+        let name = rule["alert"].as_str().or(rule["record"].as_str()).unwrap();
         let expr = rule["expr"].as_str().unwrap();
         problems.extend(check_expr(&format!("rule {name}"), expr, &exported));
         if rule["alert"].is_string() {
@@ -740,8 +748,18 @@ async fn dashboard_and_alert_rules_use_only_metrics_the_code_exports() {
     assert!(problems.is_empty(), "{problems:#?}");
 
     // The checker itself catches a name the code does not export.
-    assert!(!check_expr("probe", "rate(bitbylaw_worker_jobs_lost_total[5m])", &exported).is_empty());
-    assert!(!check_expr("probe", r#"{__name__=~"pw_webhook_guard_.+_teleported"}"#, &exported).is_empty());
+    assert!(!check_expr(
+        "probe",
+        "rate(bitbylaw_worker_jobs_lost_total[5m])",
+        &exported
+    )
+    .is_empty());
+    assert!(!check_expr(
+        "probe",
+        r#"{__name__=~"pw_webhook_guard_.+_teleported"}"#,
+        &exported
+    )
+    .is_empty());
 }
 
 fn promtool(args: &[&str]) -> String {
@@ -768,7 +786,10 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     assert!(out.contains("SUCCESS"), "{out}");
     let tests = std::fs::read_to_string(root().join("docker/prometheus/alerts.test.yml")).unwrap();
     for alert in ["DeadLetterQueueGrowing", "QueuedJobTooOld"] {
-        assert!(tests.contains(&format!("alertname: {alert}")), "{alert} untested");
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "{alert} untested"
+        );
     }
 }
 
@@ -794,13 +815,17 @@ fn compose_provisions_prometheus_grafana_dashboard_and_rules() {
                 let v = v.as_str()?;
                 let mut parts = v.split(':');
                 let (src, dst) = (parts.next()?, parts.next()?);
-                src.starts_with('.').then(|| (docker.join(src), dst.to_string()))
+                src.starts_with('.')
+                    .then(|| (docker.join(src), dst.to_string()))
             })
             .collect()
     };
     for service in ["prometheus", "grafana"] {
         let m = mounts(service);
-        assert!(!m.is_empty(), "{service} mounts nothing from the repository");
+        assert!(
+            !m.is_empty(),
+            "{service} mounts nothing from the repository"
+        );
         for (src, _) in &m {
             assert!(src.exists(), "{service} mounts missing {}", src.display());
         }
@@ -836,10 +861,7 @@ fn compose_provisions_prometheus_grafana_dashboard_and_rules() {
             .unwrap_or_else(|| panic!("{service} sets {key}"))
             .to_string()
     };
-    let worker_target = format!(
-        "worker:{}",
-        port_of(&env("worker", "WORKER_LISTEN_ADDR"))
-    );
+    let worker_target = format!("worker:{}", port_of(&env("worker", "WORKER_LISTEN_ADDR")));
     let kong_status = env("kong", "KONG_STATUS_LISTEN");
     let kong_target = format!("kong:{}", port_of(kong_status.split(',').next().unwrap()));
     assert_eq!(
@@ -877,15 +899,16 @@ fn compose_provisions_prometheus_grafana_dashboard_and_rules() {
         &std::fs::read_to_string(prov.join("dashboards/bitbylaw.yaml")).unwrap(),
     )
     .unwrap();
-    let dash_dir = providers["providers"][0]["options"]["path"].as_str().unwrap();
+    let dash_dir = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
     let (dash_src, _) = graf
         .iter()
         .find(|(_, d)| d == dash_dir)
         .expect("the provider's dashboard folder is mounted");
-    let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(dash_src.join("bitbylaw.json")).unwrap(),
-    )
-    .unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(dash_src.join("bitbylaw.json")).unwrap())
+            .unwrap();
     for p in dashboard["panels"].as_array().unwrap() {
         if p["type"] != "row" {
             assert_eq!(p["datasource"]["uid"], ds_uid, "panel {}", p["title"]);
@@ -941,8 +964,7 @@ fn gateway_openapi_describes_every_public_kong_route_with_its_authentication() {
     )
     .unwrap();
     let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("worker/tests/data/openapi-3.1.schema.json"))
-            .unwrap(),
+        &std::fs::read_to_string(root().join("worker/tests/data/openapi-3.1.schema.json")).unwrap(),
     )
     .unwrap();
     let validator = jsonschema::draft202012::new(&schema).unwrap();
@@ -962,7 +984,11 @@ fn gateway_openapi_describes_every_public_kong_route_with_its_authentication() {
         for route in &service.routes {
             // The credentials Kong and the filters check on this route.
             let mut creds: BTreeSet<(String, String)> = BTreeSet::new();
-            let plugins = route.plugins.iter().chain(&service.plugins).chain(&kong.plugins);
+            let plugins = route
+                .plugins
+                .iter()
+                .chain(&service.plugins)
+                .chain(&kong.plugins);
             for p in plugins.filter(|p| p.name == "key-auth" && p.enabled) {
                 let names: Vec<String> = p.config["key_names"]
                     .as_array()

@@ -45,6 +45,9 @@ pub struct ScheduleLabel {
 
 type HistogramFamily = Family<TopicLabel, Histogram, fn() -> Histogram>;
 
+/// A sorted set read `WITHSCORES`: member and score.
+type Scores = Vec<(String, f64)>;
+
 fn duration_histogram() -> Histogram {
     // 1 ms … ~32 s
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -297,9 +300,14 @@ impl Metrics {
                 crate::keys::CALENDAR_LAST_SYNC,
                 crate::keys::CALENDAR_FAILURES,
             ] {
-                per_employee.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
+                per_employee
+                    .cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES");
             }
-            let (synced, failures): (Vec<(String, f64)>, Vec<(String, f64)>) = per_employee
+            let (synced, failures): (Scores, Scores) = per_employee
                 .query_async(&mut conn)
                 .await
                 .map_err(crate::queue::QueueError::from)?;
