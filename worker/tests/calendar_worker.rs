@@ -462,4 +462,13 @@ async fn failed_runs_in_a_row_are_exported_per_employee_until_a_success() {
         "kuerzel=\"SB\"",
     );
     assert!(last > 1.7e9, "{m}");
+    // Google requests are counted against the shared budget.
+    assert!(
+        metric(&m, "bitbylaw_worker_google_requests_granted_total", "") >= 2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "bitbylaw_worker_google_budget_requests_per_minute", ""),
+        600.0
+    );
 }

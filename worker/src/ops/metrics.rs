@@ -78,6 +78,9 @@ pub struct Metrics {
     /// Per employee, from Redis at scrape time (shared by all instances).
     pub calendar_last_success: Family<KuerzelLabel, Gauge>,
     pub calendar_failures_in_a_row: Family<KuerzelLabel, Gauge>,
+    /// Google requests this instance took from the shared budget, and the budget itself.
+    pub google_requests_granted: Counter,
+    pub google_budget_per_minute: Gauge,
     /// This instance's consumer loops: running and expected (one per handled topic).
     pub consumers_running: Gauge,
     pub consumers_expected: Gauge,
@@ -121,6 +124,8 @@ impl Metrics {
             calendar_skipped: Counter::default(),
             calendar_last_success: Family::default(),
             calendar_failures_in_a_row: Family::default(),
+            google_requests_granted: Counter::default(),
+            google_budget_per_minute: Gauge::default(),
             consumers_running: Gauge::default(),
             consumers_expected: Gauge::default(),
             registry: Registry::default(),
@@ -154,6 +159,16 @@ impl Metrics {
             "calendar_sync_failures_in_a_row",
             "Calendar runs of each employee failed since its last success",
             m.calendar_failures_in_a_row.clone(),
+        );
+        registry.register(
+            "google_requests_granted",
+            "Google Calendar requests this instance took from the shared budget",
+            m.google_requests_granted.clone(),
+        );
+        registry.register(
+            "google_budget_requests_per_minute",
+            "The shared Google request budget (GOOGLE_CALENDAR_REQUESTS_PER_MINUTE)",
+            m.google_budget_per_minute.clone(),
         );
         registry.register(
             "consumers_running",
