@@ -23,6 +23,12 @@ command -v node >/dev/null 2>&1 || apt_install nodejs
 command -v cc >/dev/null 2>&1 || apt_install build-essential
 # Test service-account keys for the Google fake are generated, never committed.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
+# promtool checks and unit-tests the alert rules (docker/prometheus/); Debian ships it in the
+# `prometheus` package, which also enables a Prometheus server: the tests need only the tool.
+if ! command -v promtool >/dev/null 2>&1; then
+  apt_install prometheus
+  if [ -d /run/systemd/system ]; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+fi
 
 # wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
 want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)

@@ -81,6 +81,7 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
                 queue.clone(),
                 clients.calendar.clone(),
                 health.clone(),
+                metrics.clone(),
             );
         }
         let deps = Arc::new(ConsumerDeps {

@@ -325,7 +325,7 @@ async fn calendar(
     };
     let kuerzel =
         Kuerzel::new(&raw).map_err(|e| CliError::Usage(format!("--kuerzel {raw:?}: {e}")))?;
-    let sides = build_sides(config, queue)
+    let sides = build_sides(config, queue, None)
         .await
         .map_err(|e| CliError::Calendar(e.to_string()))?;
     let engine = Engine {

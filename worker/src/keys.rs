@@ -20,6 +20,7 @@
 //! | `bbl:cal:{kuerzel}:meta`              | hash       | `calendar_id`, `sync_token`, `last_sync_ms`, `last_result` |
 //! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
 //! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `created` (Advoware `betNr` of a create not yet written back), `hash` (content hash after the last sync) |
+//! | `bbl:cal:failures`                    | sorted set | Kürzel scored by its calendar runs failed since its last success |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -78,6 +79,10 @@ pub const CALENDAR_LAST_SYNC: &str = "bbl:cal:last_sync";
 pub fn beteiligte(espo_id: &str) -> String {
     format!("{PREFIX}bet:{espo_id}")
 }
+
+/// Kürzel → calendar runs failed in a row (removed by a success); shared by all workers, so
+/// `/metrics` reports the same streak whichever instance ran the employee.
+pub const CALENDAR_FAILURES: &str = "bbl:cal:failures";
 
 pub fn test(name: &str) -> String {
     format!("{PREFIX}test:{name}")

@@ -127,6 +127,8 @@ pub struct TokenBucket<C> {
     size: BucketSize,
     acquire_script: Script,
     back_off_script: Script,
+    /// Counts granted tokens (Google requests) for `/metrics`, when set.
+    granted: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl<C> std::fmt::Debug for TokenBucket<C> {
@@ -161,7 +163,14 @@ where
             size: BucketSize::from_requests_per_minute(requests_per_minute),
             acquire_script: Script::new(ACQUIRE_LUA),
             back_off_script: Script::new(BACK_OFF_LUA),
+            granted: None,
         }
+    }
+
+    /// Counts every granted token in `granted` (this process's share of the budget use).
+    pub fn counting(mut self, granted: prometheus_client::metrics::counter::Counter) -> Self {
+        self.granted = Some(granted);
+        self
     }
 
     /// Capacity and refill in use.
@@ -183,6 +192,9 @@ where
             .invoke_async(&mut conn)
             .await?;
         if wait_ms == 0 {
+            if let Some(granted) = &self.granted {
+                granted.inc();
+            }
             Ok(None)
         } else {
             debug!(wait_ms, "Google request budget exhausted or backing off");

@@ -543,3 +543,83 @@ async fn a_misconfigured_single_read_is_counted_and_the_run_succeeds() {
         "unconfirmed deletion: left alone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_runs_in_a_row_are_exported_per_employee_until_a_success() {
+    let e = env().await;
+    e.seed("SB", 2);
+    // Advoware answers 500 to everything: each attempt of SB's run fails until the job is
+    // dead-lettered (3 attempts in the test environment).
+    e.advoware.fail_next(10_000, 500, None);
+    let w = e.spawn(&[]);
+    // Every attempt reaches the sync (none waits for the clients to be built).
+    wait_for("ready", Duration::from_secs(20), || async {
+        let r = client()
+            .get(format!("{}/ready", w.base))
+            .send()
+            .await
+            .ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    trigger(&w, "SB").await;
+    let m = wait_for("SB dead-lettered", Duration::from_secs(30), || async {
+        let m = metrics_text(&w.base).await;
+        (metric(&m, "bitbylaw_worker_dlq_depth", "") == 1.0).then_some(m)
+    })
+    .await;
+    let failed = metric(
+        &m,
+        "bitbylaw_worker_calendar_sync_runs_total",
+        "kind=\"retryable\"",
+    );
+    assert_eq!(failed, 3.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_failures_in_a_row",
+            "kuerzel=\"SB\""
+        ),
+        3.0,
+        "{m}"
+    );
+
+    // Advoware is back; the replayed job succeeds and ends the streak.
+    e.advoware.controls().clear_failures();
+    let (code, out, err) = e.cli(&["dlq", "replay", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let m = wait_for("SB synced", Duration::from_secs(20), || async {
+        let m = metrics_text(&w.base).await;
+        let ok = metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_runs_total",
+            "kind=\"ok\"",
+        );
+        (ok == 1.0).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &m,
+            "bitbylaw_worker_calendar_sync_failures_in_a_row",
+            "kuerzel=\"SB\""
+        ),
+        0.0,
+        "{m}"
+    );
+    let last = metric(
+        &m,
+        "bitbylaw_worker_calendar_sync_last_success_timestamp_seconds",
+        "kuerzel=\"SB\"",
+    );
+    assert!(last > 1.7e9, "{m}");
+    // Google requests are counted against the shared budget.
+    assert!(
+        metric(&m, "bitbylaw_worker_google_requests_granted_total", "") >= 2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "bitbylaw_worker_google_budget_requests_per_minute", ""),
+        600.0
+    );
+}

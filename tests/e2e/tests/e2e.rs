@@ -4,7 +4,7 @@
 //! what the fakes received, and the worker's queue.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -537,4 +537,559 @@ fn compose_deploys_the_body_buffer_the_tests_assume() {
         parse_nginx_size(value).unwrap(),
         DEPLOYED_CLIENT_BODY_BUFFER_SIZE
     );
+}
+
+// ---------------------------------------------------------------------------
+// Operations (issue 17): the dashboard, the alert rules and the compose stack that
+// provisions them.
+
+/// What a dashboard panel or an alert may refer to: the names the code exports.
+struct Exported {
+    /// Series names in the real worker's `/metrics`, with the suffixes each type gets.
+    worker: BTreeSet<String>,
+    /// The filters' counters as Kong's prometheus plugin names them: ngx_wasm_module keeps
+    /// `pw.<filter>.<name>` (the test host `pw:<filter>:<name>`), the plugin turns the
+    /// separators into `_`.
+    filters: BTreeSet<String>,
+    /// Names recorded by the rule file itself.
+    recorded: BTreeSet<String>,
+}
+
+impl Exported {
+    fn contains(&self, name: &str) -> bool {
+        // `up` is written by Prometheus for every scrape target.
+        name == "up"
+            || self.worker.contains(name)
+            || self.filters.contains(name)
+            || self.recorded.contains(name)
+    }
+}
+
+/// Series names of a Prometheus text exposition, from its samples and its `# TYPE` lines.
+fn exposition_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                "summary" => &["", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            if let Some(name) = line.split(['{', ' ']).next() {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+const PROMQL_KEYWORDS: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+];
+
+/// The metric names and `__name__` regexes a PromQL expression refers to.
+fn promql_metrics(expr: &str) -> (Vec<String>, Vec<String>) {
+    let name_regex = regex::Regex::new(r#"__name__\s*=~\s*"((?:[^"\\]|\\.)*)""#).unwrap();
+    let regexes = name_regex
+        .captures_iter(expr)
+        .map(|c| c[1].replace("\\\\", "\\"))
+        .collect();
+    // Drop strings, label matchers, ranges and grouping label lists, then every identifier
+    // left that is not a function call or a keyword is a metric name.
+    let mut s = regex::Regex::new(r#""(?:[^"\\]|\\.)*""#)
+        .unwrap()
+        .replace_all(expr, "\"\"")
+        .into_owned();
+    for pattern in [
+        r"\{[^}]*\}",
+        r"\[[^\]]*\]",
+        r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)",
+        // Numbers and durations (`offset 15m`, `1e3`).
+        r"\b\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?:ms|s|m|h|d|w|y)?\b",
+    ] {
+        s = regex::Regex::new(pattern)
+            .unwrap()
+            .replace_all(&s, " ")
+            .into_owned();
+    }
+    let ident = regex::Regex::new(r"[A-Za-z_:][A-Za-z0-9_:]*(\s*\()?").unwrap();
+    let names = ident
+        .captures_iter(&s)
+        .filter(|c| c.get(1).is_none())
+        .map(|c| c[0].to_string())
+        .filter(|n| !PROMQL_KEYWORDS.contains(&n.to_ascii_lowercase().as_str()))
+        .collect();
+    (names, regexes)
+}
+
+/// Checks one expression; returns the problems found.
+fn check_expr(place: &str, expr: &str, exported: &Exported) -> Vec<String> {
+    let (names, regexes) = promql_metrics(expr);
+    let mut problems = Vec::new();
+    if names.is_empty() && regexes.is_empty() {
+        problems.push(format!("{place}: refers to no metric: {expr}"));
+    }
+    for n in names {
+        if !exported.contains(&n) {
+            problems.push(format!("{place}: `{n}` is not exported"));
+        }
+    }
+    for r in regexes {
+        let re = regex::Regex::new(&format!("^(?:{r})$")).unwrap();
+        if !exported
+            .worker
+            .iter()
+            .chain(&exported.filters)
+            .any(|n| re.is_match(n))
+        {
+            problems.push(format!(
+                "{place}: __name__ regex `{r}` matches no exported metric"
+            ));
+        }
+    }
+    problems
+}
+
+fn alert_rules() -> serde_yaml::Value {
+    let text = std::fs::read_to_string(root().join("docker/prometheus/alerts.yml")).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+fn rules_of(doc: &serde_yaml::Value) -> Vec<&serde_yaml::Value> {
+    doc["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .collect()
+}
+
+/// The names the running worker and the filters (configured from kong.yaml) export.
+async fn exported_metrics(rules: &serde_yaml::Value) -> Exported {
+    // A sandbox-like run: the worker with every role over real Redis behind the gateway
+    // (kong.yaml, real filters); a 3CX call report goes through both.
+    let redis = RedisServer::start(false);
+    let worker_port = free_port();
+    let worker_url = format!("http://127.0.0.1:{worker_port}");
+    let _worker = WorkerProcess(
+        Command::new(worker_bin())
+            .args(["serve"])
+            .env("REDIS_URL", redis.url())
+            .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
+            .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&format!("{worker_url}/health")).await;
+
+    // The filters define their counters in on_configure, once per configured chain.
+    let adv = advoware::start(advoware::AdvowareConfig::default())
+        .await
+        .unwrap();
+    let config = render(&vars(
+        &adv,
+        &worker_url,
+        &placeholder_hooks(),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ));
+    let gw = Gateway::start(GatewayOptions::new(config)).await.unwrap();
+    let call = json!({"CallType": "Inbound", "Number": "+49301234567", "Duration": "00:00:42"});
+    let r = threecx::report_call(
+        &format!("{}/3cx/calls", gw.base_url()),
+        "x-api-key",
+        THREECX_KEY,
+        &call,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let filters: BTreeSet<String> = gw
+        .host
+        .metrics()
+        .keys()
+        .map(|k| k.replace([':', '.'], "_"))
+        .collect();
+    assert!(
+        filters.iter().any(|n| n.starts_with("pw_webhook_guard_"))
+            && filters.iter().any(|n| n.starts_with("pw_advoware_auth_")),
+        "{filters:?}"
+    );
+
+    let text = reqwest::get(format!("{worker_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("bitbylaw_worker_events_received_total{topic=\"telephony.call.reported\"} 1"),
+        "{text}"
+    );
+    let worker = exposition_names(&text);
+    let recorded = rules_of(rules)
+        .iter()
+        .filter_map(|r| r["record"].as_str().map(str::to_string))
+        .collect();
+    Exported {
+        worker,
+        filters,
+        recorded,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_alert_rules_use_only_metrics_the_code_exports() {
+    let rules = alert_rules();
+    let exported = exported_metrics(&rules).await;
+    let mut problems = Vec::new();
+
+    for rule in rules_of(&rules) {
+        let name = rule["alert"].as_str().or(rule["record"].as_str()).unwrap();
+        let expr = rule["expr"].as_str().unwrap();
+        problems.extend(check_expr(&format!("rule {name}"), expr, &exported));
+        if rule["alert"].is_string() {
+            let runbook = rule["annotations"]["runbook"].as_str().unwrap_or("");
+            if !runbook.contains("bitbylaw-worker") && !runbook.contains("kong") {
+                problems.push(format!("alert {name}: runbook names no command to run"));
+            }
+        }
+    }
+
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docker/grafana/dashboards/bitbylaw.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut queries = 0;
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().unwrap();
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for t in targets {
+            queries += 1;
+            let expr = t["expr"].as_str().unwrap();
+            problems.extend(check_expr(&format!("panel {title:?}"), expr, &exported));
+        }
+    }
+    assert!(queries >= 20, "{queries} queries");
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // The checker itself catches a name the code does not export.
+    assert!(!check_expr(
+        "probe",
+        "rate(bitbylaw_worker_jobs_lost_total[5m])",
+        &exported
+    )
+    .is_empty());
+    assert!(!check_expr(
+        "probe",
+        r#"{__name__=~"pw_webhook_guard_.+_teleported"}"#,
+        &exported
+    )
+    .is_empty());
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(root().join("docker/prometheus"))
+        .output()
+        .expect("promtool (Debian package `prometheus`; scripts/setup.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    promtool(&["check", "rules", "alerts.yml"]);
+    // DLQ growth, queue age per topic (threshold, `for`, calendar override) and the
+    // webhook_guard recording rule with the signature-spike alert.
+    let out = promtool(&["test", "rules", "alerts.test.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+    let tests = std::fs::read_to_string(root().join("docker/prometheus/alerts.test.yml")).unwrap();
+    for alert in ["DeadLetterQueueGrowing", "QueuedJobTooOld"] {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "{alert} untested"
+        );
+    }
+}
+
+/// The host port of a `host:port` listen address.
+fn port_of(addr: &str) -> &str {
+    addr.trim_matches('"').rsplit(':').next().unwrap()
+}
+
+#[test]
+fn compose_provisions_prometheus_grafana_dashboard_and_rules() {
+    let compose_path = root().join("docker/compose.yaml");
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&compose_path).unwrap()).unwrap();
+    let services = &compose["services"];
+    let docker = root().join("docker");
+    // Every bind mount of the monitoring services points at a file or folder in the repository.
+    let mounts = |service: &str| -> Vec<(PathBuf, String)> {
+        services[service]["volumes"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{service} has volumes"))
+            .iter()
+            .filter_map(|v| {
+                let v = v.as_str()?;
+                let mut parts = v.split(':');
+                let (src, dst) = (parts.next()?, parts.next()?);
+                src.starts_with('.')
+                    .then(|| (docker.join(src), dst.to_string()))
+            })
+            .collect()
+    };
+    for service in ["prometheus", "grafana"] {
+        let m = mounts(service);
+        assert!(
+            !m.is_empty(),
+            "{service} mounts nothing from the repository"
+        );
+        for (src, _) in &m {
+            assert!(src.exists(), "{service} mounts missing {}", src.display());
+        }
+    }
+
+    // Prometheus loads the rule file it is given and scrapes the worker and Kong's status API.
+    let prom_mounts = mounts("prometheus");
+    let config_src = &prom_mounts
+        .iter()
+        .find(|(_, dst)| dst == "/etc/prometheus/prometheus.yml")
+        .expect("prometheus.yml mounted")
+        .0;
+    let prom: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(config_src).unwrap()).unwrap();
+    for rule_file in prom["rule_files"].as_sequence().unwrap() {
+        let (src, _) = prom_mounts
+            .iter()
+            .find(|(_, dst)| Some(dst.as_str()) == rule_file.as_str())
+            .unwrap_or_else(|| panic!("rule file {rule_file:?} is not mounted"));
+        assert!(src.ends_with("prometheus/alerts.yml"));
+    }
+    let targets: BTreeSet<String> = prom["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["static_configs"].as_sequence().unwrap())
+        .flat_map(|s| s["targets"].as_sequence().unwrap())
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let env = |service: &str, key: &str| -> String {
+        services[service]["environment"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{service} sets {key}"))
+            .to_string()
+    };
+    let worker_target = format!("worker:{}", port_of(&env("worker", "WORKER_LISTEN_ADDR")));
+    let kong_status = env("kong", "KONG_STATUS_LISTEN");
+    let kong_target = format!("kong:{}", port_of(kong_status.split(',').next().unwrap()));
+    assert_eq!(
+        targets,
+        BTreeSet::from([worker_target, kong_target]),
+        "Prometheus scrapes the worker and Kong's Status API"
+    );
+    // Kong serves /metrics on the Status API only with its prometheus plugin enabled.
+    let kong: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("kong.yaml")).unwrap()).unwrap();
+    assert!(kong["plugins"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "prometheus"));
+
+    // Grafana: the provisioned datasource is the one the dashboard refers to, and the
+    // dashboard provider's folder is where the dashboards are mounted.
+    let graf = mounts("grafana");
+    let prov = &graf
+        .iter()
+        .find(|(_, d)| d == "/etc/grafana/provisioning")
+        .expect("provisioning mounted")
+        .0;
+    let ds: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(prov.join("datasources/prometheus.yaml")).unwrap(),
+    )
+    .unwrap();
+    let ds_uid = ds["datasources"][0]["uid"].as_str().unwrap();
+    assert_eq!(
+        ds["datasources"][0]["url"].as_str(),
+        Some("http://prometheus:9090")
+    );
+    let providers: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(prov.join("dashboards/bitbylaw.yaml")).unwrap(),
+    )
+    .unwrap();
+    let dash_dir = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    let (dash_src, _) = graf
+        .iter()
+        .find(|(_, d)| d == dash_dir)
+        .expect("the provider's dashboard folder is mounted");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(dash_src.join("bitbylaw.json")).unwrap())
+            .unwrap();
+    for p in dashboard["panels"].as_array().unwrap() {
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], ds_uid, "panel {}", p["title"]);
+        }
+    }
+
+    // Where the docker compose plugin exists, it must accept the file too (no daemon needed).
+    let has_compose = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_compose {
+        let out = Command::new("docker")
+            .args(["compose", "-f"])
+            .arg(&compose_path)
+            .args(["config", "--quiet"])
+            .env("GATEWAY_SIGNING_SECRET", "compose-config-check")
+            .env("GRAFANA_ADMIN_PASSWORD", "compose-config-check")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `(in, name)` of the credentials a security requirement list of an operation names.
+fn documented_credentials(doc: &Value, op: &Value) -> BTreeSet<(String, String)> {
+    op["security"]
+        .as_array()
+        .map(|reqs| {
+            reqs.iter()
+                .flat_map(|r| r.as_object().unwrap().keys())
+                .map(|name| {
+                    let s = &doc["components"]["securitySchemes"][name];
+                    assert_eq!(s["type"], "apiKey", "scheme {name}");
+                    (
+                        s["in"].as_str().unwrap().to_string(),
+                        s["name"].as_str().unwrap().to_ascii_lowercase(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn gateway_openapi_describes_every_public_kong_route_with_its_authentication() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("openapi.gateway.json")).unwrap(),
+    )
+    .unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("worker/tests/data/openapi-3.1.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let kong = kong_config::model::KongConfig::parse(
+        &std::fs::read_to_string(root().join("kong.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut problems = Vec::new();
+    for service in &kong.services {
+        for route in &service.routes {
+            // The credentials Kong and the filters check on this route.
+            let mut creds: BTreeSet<(String, String)> = BTreeSet::new();
+            let plugins = route
+                .plugins
+                .iter()
+                .chain(&service.plugins)
+                .chain(&kong.plugins);
+            for p in plugins.filter(|p| p.name == "key-auth" && p.enabled) {
+                let names: Vec<String> = p.config["key_names"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_else(|| vec!["apikey".into()]);
+                for n in names {
+                    creds.insert(("header".into(), n.clone()));
+                    creds.insert(("query".into(), n));
+                }
+            }
+            let filters = service
+                .filter_chains
+                .iter()
+                .chain(&route.filter_chains)
+                .flat_map(|c| &c.filters);
+            for f in filters.filter(|f| f.name == "webhook_guard") {
+                let cfg = f.config.as_ref().unwrap();
+                let headers: Vec<String> = match cfg["scheme"].as_str().unwrap() {
+                    "espocrm" => vec!["signature".into(), "x-signature".into()],
+                    "standard-webhooks" => vec!["webhook-signature".into()],
+                    "shared-token" => vec![cfg["token_header"].as_str().unwrap().to_string()],
+                    other => panic!("kong.yaml uses webhook_guard scheme {other}; describe it"),
+                };
+                creds.extend(headers.into_iter().map(|h| ("header".to_string(), h)));
+            }
+            let methods = route
+                .methods
+                .clone()
+                .expect("every public route names its methods");
+            for path in &route.paths {
+                for m in &methods {
+                    let m = m.to_ascii_lowercase();
+                    expected.insert((path.clone(), m.clone()));
+                    let op = &doc["paths"][path][&m];
+                    if op.is_null() {
+                        continue;
+                    }
+                    let documented = documented_credentials(&doc, op);
+                    if documented != creds {
+                        problems.push(format!(
+                            "{m} {path}: documented credentials {documented:?}, kong.yaml checks {creds:?}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut described = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in item.as_object().unwrap().keys() {
+            described.insert((path.clone(), m.clone()));
+        }
+    }
+    assert_eq!(described, expected, "documented vs kong.yaml routes");
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -1,7 +1,9 @@
 //! HTTP in: the router and the state every request handler shares.
 //!
 //! `POST /events` (signed events from the edge filter) and `POST /calendar/sync` (manual trigger)
-//! are mounted only with the `intake` role; `GET /health`, `/ready` and `/metrics` always are.
+//! are mounted only with the `intake` role; `GET /health`, `/ready`, `/metrics` and
+//! `/openapi.json` always are. [`routes`] is the one list of them: the router is built from it,
+//! and a test holds it against `worker/openapi.json`, so the document cannot drift.
 
 pub mod calendar;
 pub mod events;
@@ -10,9 +12,10 @@ pub mod signature;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use bytes::Bytes;
 
@@ -30,15 +33,71 @@ pub struct AppState {
     pub health: Arc<Health>,
 }
 
+/// The OpenAPI 3.1 description of this API, served at `GET /openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// The methods the worker's routes answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteMethod {
+    Get,
+    Post,
+}
+
+impl RouteMethod {
+    /// The operation key OpenAPI uses for this method.
+    pub fn openapi_key(self) -> &'static str {
+        match self {
+            RouteMethod::Get => "get",
+            RouteMethod::Post => "post",
+        }
+    }
+    fn filter(self) -> MethodFilter {
+        match self {
+            RouteMethod::Get => MethodFilter::GET,
+            RouteMethod::Post => MethodFilter::POST,
+        }
+    }
+}
+
+/// One route the worker serves; the handler is mounted for `method` only.
+pub struct RouteSpec {
+    pub path: &'static str,
+    pub method: RouteMethod,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(path: &'static str, method: RouteMethod, handler: H) -> RouteSpec
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    RouteSpec {
+        path,
+        method,
+        handler: on(method.filter(), handler),
+    }
+}
+
+/// Every route of an instance with (`intake = true`) or without the intake role.
+pub fn routes(intake: bool) -> Vec<RouteSpec> {
+    use RouteMethod::{Get, Post};
+    let mut r = vec![
+        route("/health", Get, health),
+        route("/ready", Get, ready),
+        route("/metrics", Get, metrics),
+        route("/openapi.json", Get, openapi),
+    ];
+    if intake {
+        r.push(route("/events", Post, events::post_events));
+        r.push(route("/calendar/sync", Post, calendar::post_calendar_sync));
+    }
+    r
+}
+
 pub fn router(state: AppState) -> Router {
-    let mut r = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics));
-    if state.config.roles.intake {
-        r = r
-            .route("/events", post(events::post_events))
-            .route("/calendar/sync", post(calendar::post_calendar_sync));
+    let mut r = Router::new();
+    for spec in routes(state.config.roles.intake) {
+        r = r.route(spec.path, spec.handler);
     }
     r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -78,6 +137,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         }
         ApiError::bad_request("body_unreadable", "could not read the request body")
     })
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 async fn health() -> Response {
@@ -123,6 +186,7 @@ async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Respo
 }
 
 async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    s.metrics.set_consumers(s.health.consumers());
     let text = s.metrics.render(&s.queue).await;
     (
         [(

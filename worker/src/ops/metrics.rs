@@ -42,11 +42,19 @@ pub struct CalendarLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KuerzelLabel {
+    pub kuerzel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScheduleLabel {
     pub schedule: String,
 }
 
 type HistogramFamily = Family<TopicLabel, Histogram, fn() -> Histogram>;
+
+/// A sorted set read `WITHSCORES`: member and score.
+type Scores = Vec<(String, f64)>;
 
 fn duration_histogram() -> Histogram {
     // 1 ms … ~32 s
@@ -84,6 +92,15 @@ pub struct Metrics {
     pub calendar_skipped: Counter,
     /// Advoware reads whose configured path does not fit (405, …), see `advoware.paths`.
     pub advoware_endpoint_mismatches: Counter,
+    /// Per employee, from Redis at scrape time (shared by all instances).
+    pub calendar_last_success: Family<KuerzelLabel, Gauge>,
+    pub calendar_failures_in_a_row: Family<KuerzelLabel, Gauge>,
+    /// Google requests this instance took from the shared budget, and the budget itself.
+    pub google_requests_granted: Counter,
+    pub google_budget_per_minute: Gauge,
+    /// This instance's consumer loops: running and expected (one per handled topic).
+    pub consumers_running: Gauge,
+    pub consumers_expected: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -130,6 +147,12 @@ impl Metrics {
             calendar_conflicts: Counter::default(),
             calendar_skipped: Counter::default(),
             advoware_endpoint_mismatches: Counter::default(),
+            calendar_last_success: Family::default(),
+            calendar_failures_in_a_row: Family::default(),
+            google_requests_granted: Counter::default(),
+            google_budget_per_minute: Gauge::default(),
+            consumers_running: Gauge::default(),
+            consumers_expected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -156,6 +179,36 @@ impl Metrics {
             "advoware_endpoint_mismatches",
             "Advoware calls answered 405 (or an impossible 404): a path in advoware.paths does not fit",
             m.advoware_endpoint_mismatches.clone(),
+        );
+        registry.register(
+            "calendar_sync_last_success_timestamp_seconds",
+            "Unix time of each employee's last successful calendar sync",
+            m.calendar_last_success.clone(),
+        );
+        registry.register(
+            "calendar_sync_failures_in_a_row",
+            "Calendar runs of each employee failed since its last success",
+            m.calendar_failures_in_a_row.clone(),
+        );
+        registry.register(
+            "google_requests_granted",
+            "Google Calendar requests this instance took from the shared budget",
+            m.google_requests_granted.clone(),
+        );
+        registry.register(
+            "google_budget_requests_per_minute",
+            "The shared Google request budget (GOOGLE_CALENDAR_REQUESTS_PER_MINUTE)",
+            m.google_budget_per_minute.clone(),
+        );
+        registry.register(
+            "consumers_running",
+            "Consumer loops of this instance connected to Redis",
+            m.consumers_running.clone(),
+        );
+        registry.register(
+            "consumers_expected",
+            "Consumer loops this instance should run (one per topic with a handler)",
+            m.consumers_expected.clone(),
         );
         registry.register(
             "events_received",
@@ -322,12 +375,35 @@ impl Metrics {
         }
     }
 
+    /// Sets the consumer gauges (from [`crate::ops::health::Health::consumers`]).
+    pub fn set_consumers(&self, (running, expected): (usize, usize)) {
+        self.consumers_running.set(running as i64);
+        self.consumers_expected.set(expected as i64);
+    }
+
     /// Refreshes the queue gauges from Redis, then renders everything.
     pub async fn render(&self, queue: &Queue) -> String {
         let refreshed = tokio::time::timeout(queue.redis().timeout(), async {
             let stats = queue.stats().await?;
             let dlq = queue.dlq_stats().await?;
-            Ok::<_, crate::queue::QueueError>((stats, dlq))
+            let mut conn = queue.redis().conn().await?;
+            let mut per_employee = redis::pipe();
+            for key in [
+                crate::keys::CALENDAR_LAST_SYNC,
+                crate::keys::CALENDAR_FAILURES,
+            ] {
+                per_employee
+                    .cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES");
+            }
+            let (synced, failures): (Scores, Scores) = per_employee
+                .query_async(&mut conn)
+                .await
+                .map_err(crate::queue::QueueError::from)?;
+            Ok::<_, crate::queue::QueueError>((stats, dlq, synced, failures))
         })
         .await;
         match refreshed {
@@ -337,11 +413,27 @@ impl Metrics {
                     len,
                     oldest_entry_age_secs,
                 },
+                synced,
+                failures,
             ))) => {
                 self.set_stats(&stats);
                 self.dlq_depth.set(len as i64);
                 self.dlq_oldest_entry_age
                     .set(oldest_entry_age_secs.unwrap_or(0.0));
+                // A success removes the employee from the failure set: its streak is 0 again.
+                self.calendar_failures_in_a_row.clear();
+                for (kuerzel, ms) in synced {
+                    let label = KuerzelLabel { kuerzel };
+                    self.calendar_failures_in_a_row.get_or_create(&label).set(0);
+                    self.calendar_last_success
+                        .get_or_create(&label)
+                        .set((ms / 1000.0) as i64);
+                }
+                for (kuerzel, n) in failures {
+                    self.calendar_failures_in_a_row
+                        .get_or_create(&KuerzelLabel { kuerzel })
+                        .set(n as i64);
+                }
                 self.redis_up.set(1);
             }
             _ => {

@@ -91,10 +91,12 @@ pub enum BuildError {
 }
 
 /// Builds both clients from the configuration: Advoware over reqwest+rustls with the token in
-/// Redis, Google with the service account and the shared request budget in Redis.
+/// Redis, Google with the service account and the shared request budget in Redis (its granted
+/// requests counted in `metrics` when given).
 pub async fn build_sides(
     config: &Config,
     queue: &crate::queue::Queue,
+    metrics: Option<&crate::ops::metrics::Metrics>,
 ) -> Result<CalendarSides, BuildError> {
     use crate::clients::advoware::{AdvowareClient, ClientSettings};
     use crate::clients::google::GoogleCalendarClient;
@@ -110,7 +112,12 @@ pub async fn build_sides(
     let http = ReqwestTransport::new(std::time::Duration::from_secs(30))
         .map_err(|e| BuildError::Http(e.to_string()))?;
     let advoware = AdvowareClient::new(settings, conn.clone(), Arc::new(http));
-    let bucket = TokenBucket::new(conn, config.google.requests_per_minute);
+    let mut bucket = TokenBucket::new(conn, config.google.requests_per_minute);
+    if let Some(m) = metrics {
+        m.google_budget_per_minute
+            .set(i64::from(config.google.requests_per_minute));
+        bucket = bucket.counting(m.google_requests_granted.clone());
+    }
     let google = GoogleCalendarClient::from_settings(&config.google, bucket).await?;
     Ok(CalendarSides {
         advoware: Arc::new(advoware),
@@ -125,13 +132,14 @@ pub fn spawn_build(
     queue: crate::queue::Queue,
     slot: Arc<tokio::sync::OnceCell<Result<CalendarSides, String>>>,
     health: Arc<crate::ops::health::Health>,
+    metrics: Arc<crate::ops::metrics::Metrics>,
 ) {
     use crate::ops::health::ClientsState;
     health.set_calendar(ClientsState::Starting);
     tokio::spawn(async move {
         let mut delay = std::time::Duration::from_millis(500);
         loop {
-            match build_sides(&config, &queue).await {
+            match build_sides(&config, &queue, Some(&metrics)).await {
                 Ok(sides) => {
                     let _ = slot.set(Ok(sides));
                     health.set_calendar(ClientsState::Ready);
@@ -266,6 +274,9 @@ async fn employee(ctx: &JobContext, job: &Job) -> HandlerResult {
                     .calendar_runs
                     .get_or_create(&label(outcome))
                     .inc();
+                if let Err(store_error) = store.mark_failed().await {
+                    warn!(error = %store_error, "cannot count the failed run");
+                }
                 warn!(error = %e, outcome, "calendar sync failed");
                 Err(handler_error(e))
             }

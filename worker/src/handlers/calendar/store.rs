@@ -262,8 +262,20 @@ impl<C: ConnectionLike + Send + Sync + Clone> CalendarStore<C> {
             .hset(self.key("meta"), "last_result", summary)
             .ignore()
             .zadd(keys::CALENDAR_LAST_SYNC, self.kuerzel.as_str(), now_ms)
+            .ignore()
+            .zrem(keys::CALENDAR_FAILURES, self.kuerzel.as_str())
             .ignore();
         pipe.query_async::<()>(&mut self.conn).await?;
+        Ok(())
+    }
+
+    /// Counts a failed run; [`Self::mark_synced`] ends the streak. Feeds the "calendar sync of
+    /// an employee failing N times in a row" alert.
+    pub async fn mark_failed(&mut self) -> Result<(), StoreError> {
+        let _: f64 = self
+            .conn
+            .zincr(keys::CALENDAR_FAILURES, self.kuerzel.as_str(), 1)
+            .await?;
         Ok(())
     }
 }
