@@ -20,6 +20,7 @@
 //! | `bbl:cal:{kuerzel}:meta`              | hash       | `calendar_id`, `sync_token`, `last_sync_ms`, `last_result` |
 //! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
 //! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `created` (Advoware `betNr` of a create not yet written back), `hash` (content hash after the last sync) |
+//! | `bbl:lead:{webhookId}`               | hash       | Vermieterhelden lead per submission (30 days): `intent` (ms of the first attempt), `record` (`Lead:<id>` / `Contact:<id>` written), `linked`, `followup`, `done` |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -77,6 +78,11 @@ pub const CALENDAR_LAST_SYNC: &str = "bbl:cal:last_sync";
 /// The Beteiligte sync's record of one `CBeteiligte` (create intent, last synced content hash).
 pub fn beteiligte(espo_id: &str) -> String {
     format!("{PREFIX}bet:{espo_id}")
+}
+
+/// The leads handler's record of one submission, keyed by its Standard Webhooks `webhook-id`.
+pub fn lead(idempotency_key: &str) -> String {
+    format!("{PREFIX}lead:{idempotency_key}")
 }
 
 pub fn test(name: &str) -> String {

@@ -24,17 +24,41 @@ pub struct Region {
 
 /// The regions a default can be set to (all use trunk prefix `0`).
 pub const REGIONS: &[Region] = &[
-    Region { iso: "DE", calling_code: "49" },
-    Region { iso: "AT", calling_code: "43" },
-    Region { iso: "CH", calling_code: "41" },
-    Region { iso: "NL", calling_code: "31" },
-    Region { iso: "BE", calling_code: "32" },
-    Region { iso: "FR", calling_code: "33" },
-    Region { iso: "GB", calling_code: "44" },
+    Region {
+        iso: "DE",
+        calling_code: "49",
+    },
+    Region {
+        iso: "AT",
+        calling_code: "43",
+    },
+    Region {
+        iso: "CH",
+        calling_code: "41",
+    },
+    Region {
+        iso: "NL",
+        calling_code: "31",
+    },
+    Region {
+        iso: "BE",
+        calling_code: "32",
+    },
+    Region {
+        iso: "FR",
+        calling_code: "33",
+    },
+    Region {
+        iso: "GB",
+        calling_code: "44",
+    },
 ];
 
 impl Region {
-    pub const DE: Region = Region { iso: "DE", calling_code: "49" };
+    pub const DE: Region = Region {
+        iso: "DE",
+        calling_code: "49",
+    };
 
     /// `"de"` / `"DE"` → the region; `None` for regions this normaliser does not know.
     pub fn parse(iso: &str) -> Option<Region> {
@@ -144,7 +168,11 @@ pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
         return Err(EmailError::NoAt);
     }
     let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
-    if local.len() > 64 || local.split('.').any(|p| p.is_empty() || !p.chars().all(atext)) {
+    if local.len() > 64
+        || local
+            .split('.')
+            .any(|p| p.is_empty() || !p.chars().all(atext))
+    {
         return Err(EmailError::LocalPart);
     }
     let labels: Vec<&str> = domain.split('.').collect();
@@ -228,12 +256,18 @@ mod tests {
         ] {
             assert_eq!(normalize_phone(raw, de), Ok("+49301234567".into()), "{raw}");
         }
-        assert_eq!(normalize_phone("0171 2345678", de), Ok("+491712345678".into()));
+        assert_eq!(
+            normalize_phone("0171 2345678", de),
+            Ok("+491712345678".into())
+        );
         assert_eq!(
             normalize_phone("01 234 5678", Region::parse("at").unwrap_or_default()),
             Ok("+4312345678".into())
         );
-        assert_eq!(normalize_phone("+41 44 668 18 00", de), Ok("+41446681800".into()));
+        assert_eq!(
+            normalize_phone("+41 44 668 18 00", de),
+            Ok("+41446681800".into())
+        );
     }
 
     #[test]
@@ -241,7 +275,10 @@ mod tests {
         let de = Region::DE;
         assert_eq!(normalize_phone("", de), Err(PhoneError::Empty));
         assert_eq!(normalize_phone("1234567", de), Err(PhoneError::NoAreaCode));
-        assert_eq!(normalize_phone("030 12 ab", de), Err(PhoneError::InvalidCharacter));
+        assert_eq!(
+            normalize_phone("030 12 ab", de),
+            Err(PhoneError::InvalidCharacter)
+        );
         assert_eq!(normalize_phone("0301", de), Err(PhoneError::Length(5)));
         assert_eq!(
             normalize_phone("+49 30 1234567890123", de),
@@ -259,12 +296,21 @@ mod tests {
         assert_eq!(normalize_email(""), Err(EmailError::Empty));
         assert_eq!(normalize_email("max.example.de"), Err(EmailError::NoAt));
         assert_eq!(normalize_email("a@b@c.de"), Err(EmailError::NoAt));
-        assert_eq!(normalize_email("max..m@example.de"), Err(EmailError::LocalPart));
-        assert_eq!(normalize_email("max m@example.de"), Err(EmailError::LocalPart));
+        assert_eq!(
+            normalize_email("max..m@example.de"),
+            Err(EmailError::LocalPart)
+        );
+        assert_eq!(
+            normalize_email("max m@example.de"),
+            Err(EmailError::LocalPart)
+        );
         assert_eq!(normalize_email("max@localhost"), Err(EmailError::Domain));
         assert_eq!(normalize_email("max@-x.de"), Err(EmailError::Domain));
         assert_eq!(normalize_email("max@example.d3"), Err(EmailError::Domain));
-        assert_eq!(normalize_email("mäx@example.de"), Err(EmailError::LocalPart));
+        assert_eq!(
+            normalize_email("mäx@example.de"),
+            Err(EmailError::LocalPart)
+        );
     }
 
     #[test]
@@ -275,7 +321,10 @@ mod tests {
         assert_eq!(n.to_string(), "Anna Maria Schmidt");
         let n = split_name(Some(" Max "), Some(" "), Some("ignored"));
         assert_eq!((n.first.as_deref(), n.last), (Some("Max"), None));
-        assert_eq!(split_name(None, None, Some("Cher")).last.as_deref(), Some("Cher"));
+        assert_eq!(
+            split_name(None, None, Some("Cher")).last.as_deref(),
+            Some("Cher")
+        );
         assert_eq!(split_name(None, None, None), PersonName::default());
     }
 

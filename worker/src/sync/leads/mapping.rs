@@ -46,7 +46,9 @@ pub fn description(lead: &Lead, key: &str, received: DateTime<Utc>) -> String {
         "{} über vermieterhelden.de ({}), eingegangen {}",
         lead.lead_type.label(),
         lead.event.as_str(),
-        lead.submitted_at.unwrap_or(received).format("%Y-%m-%d %H:%M UTC")
+        lead.submitted_at
+            .unwrap_or(received)
+            .format("%Y-%m-%d %H:%M UTC")
     );
     if let Some(m) = &lead.message {
         out.push_str("\n\nNachricht:\n");
@@ -76,7 +78,12 @@ pub fn description(lead: &Lead, key: &str, received: DateTime<Utc>) -> String {
 }
 
 /// The body of `POST Lead`.
-pub fn new_lead(lead: &Lead, key: &str, assignee: Option<&Assignee>, received: DateTime<Utc>) -> Value {
+pub fn new_lead(
+    lead: &Lead,
+    key: &str,
+    assignee: Option<&Assignee>,
+    received: DateTime<Utc>,
+) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, v: Option<&str>| {
         if let Some(v) = v {
@@ -86,13 +93,19 @@ pub fn new_lead(lead: &Lead, key: &str, assignee: Option<&Assignee>, received: D
     put("salutationName", lead.salutation);
     put("firstName", lead.name.first.as_deref());
     // EspoCRM requires a last name; forms may only ask for an e-mail address.
-    put("lastName", Some(lead.name.last.as_deref().unwrap_or("(ohne Namen)")));
+    put(
+        "lastName",
+        Some(lead.name.last.as_deref().unwrap_or("(ohne Namen)")),
+    );
     put("emailAddress", lead.email.as_deref());
     put("phoneNumber", lead.phone.as_deref());
     put("accountName", lead.company.as_deref());
     put("source", Some(SOURCE));
     let assigned_user = assignee.and_then(|a| a.user_id.as_deref());
-    put("status", Some(status(lead.lead_type, assigned_user.is_some())));
+    put(
+        "status",
+        Some(status(lead.lead_type, assigned_user.is_some())),
+    );
     put("assignedUserId", assigned_user);
     put("description", Some(&description(lead, key, received)));
     if let Some(team) = assignee.and_then(|a| a.team_id.as_deref()) {
@@ -104,8 +117,16 @@ pub fn new_lead(lead: &Lead, key: &str, assignee: Option<&Assignee>, received: D
 /// The patch that records a repeat inquiry on an existing Lead or Contact: its description
 /// gets the new block appended (marker included); empty e-mail/phone/name fields are filled,
 /// filled ones are never overwritten.
-pub fn repeat_inquiry_patch(existing: &Value, lead: &Lead, key: &str, received: DateTime<Utc>) -> Value {
-    let old = existing.get("description").and_then(Value::as_str).unwrap_or("");
+pub fn repeat_inquiry_patch(
+    existing: &Value,
+    lead: &Lead,
+    key: &str,
+    received: DateTime<Utc>,
+) -> Value {
+    let old = existing
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let block = description(lead, key, received);
     let text = if old.trim().is_empty() {
         block
@@ -114,7 +135,12 @@ pub fn repeat_inquiry_patch(existing: &Value, lead: &Lead, key: &str, received: 
     };
     let mut m = Map::new();
     m.insert("description".into(), json!(text));
-    let empty = |k: &str| existing.get(k).and_then(Value::as_str).is_none_or(|s| s.trim().is_empty());
+    let empty = |k: &str| {
+        existing
+            .get(k)
+            .and_then(Value::as_str)
+            .is_none_or(|s| s.trim().is_empty())
+    };
     for (k, v) in [
         ("emailAddress", lead.email.as_deref()),
         ("phoneNumber", lead.phone.as_deref()),
@@ -128,7 +154,13 @@ pub fn repeat_inquiry_patch(existing: &Value, lead: &Lead, key: &str, received: 
 }
 
 /// The follow-up `Task` for the assignee of a lead (`parent` = entity type and id).
-pub fn task(lead: &Lead, key: &str, parent: (&str, &str), user_id: &str, due: DateTime<Utc>) -> Value {
+pub fn task(
+    lead: &Lead,
+    key: &str,
+    parent: (&str, &str),
+    user_id: &str,
+    due: DateTime<Utc>,
+) -> Value {
     json!({
         "name": task_name(lead.lead_type),
         "status": "Not Started",
@@ -163,7 +195,10 @@ mod tests {
     #[test]
     fn lead_body_carries_everything() {
         let now = Utc::now();
-        let a = Assignee { user_id: Some("u1".into()), team_id: Some("t1".into()) };
+        let a = Assignee {
+            user_id: Some("u1".into()),
+            team_id: Some("t1".into()),
+        };
         let body = new_lead(&lead("vermieter"), "msg_1", Some(&a), now);
         assert_eq!(body["lastName"], "Muster");
         assert_eq!(body["status"], "Assigned");
@@ -178,11 +213,15 @@ mod tests {
 
     #[test]
     fn repeat_inquiry_appends_and_fills_only_gaps() {
-        let existing = json!({"description": "alt", "emailAddress": "other@example.de", "phoneNumber": ""});
+        let existing =
+            json!({"description": "alt", "emailAddress": "other@example.de", "phoneNumber": ""});
         let mut l = lead("mieter");
         l.phone = Some("+49301234567".into());
         let p = repeat_inquiry_patch(&existing, &l, "msg_2", Utc::now());
-        assert!(p["description"].as_str().unwrap_or("").starts_with("alt\n\n---\nMieter-Anfrage"));
+        assert!(p["description"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("alt\n\n---\nMieter-Anfrage"));
         assert!(p.get("emailAddress").is_none());
         assert_eq!(p["phoneNumber"], "+49301234567");
     }

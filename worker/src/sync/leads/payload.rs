@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::sync::contact::{clean_text, normalize_email, normalize_phone, split_name, PersonName, Region};
+use crate::sync::contact::{
+    clean_text, normalize_email, normalize_phone, split_name, PersonName, Region,
+};
 
 /// The contract version this code reads. Payloads without `schema_version` are read as v1.
 pub const SCHEMA_VERSION: &str = "1";
@@ -34,7 +36,12 @@ pub enum LeadType {
 }
 
 impl LeadType {
-    pub const ALL: [LeadType; 4] = [Self::Mieter, Self::Vermieter, Self::Kontakt, Self::Newsletter];
+    pub const ALL: [LeadType; 4] = [
+        Self::Mieter,
+        Self::Vermieter,
+        Self::Kontakt,
+        Self::Newsletter,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -137,14 +144,21 @@ const KNOWN: [&str; 9] = [
 
 /// Reads an optional string field: absent/null/blank → `None`; not a string or longer than
 /// `max` characters → error naming `path`.
-fn opt_str(obj: &Map<String, Value>, key: &str, path: &str, max: usize) -> Result<Option<String>, ValidationError> {
+fn opt_str(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+    max: usize,
+) -> Result<Option<String>, ValidationError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             if s.chars().count() > max {
                 return Err(invalid(path, format!("longer than {max} characters")));
             }
-            if s.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            if s.chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+            {
                 return Err(invalid(path, "contains control characters"));
             }
             Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty()))
@@ -153,7 +167,10 @@ fn opt_str(obj: &Map<String, Value>, key: &str, path: &str, max: usize) -> Resul
     }
 }
 
-fn opt_object<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>, ValidationError> {
+fn opt_object<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, ValidationError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -164,7 +181,12 @@ fn opt_object<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a M
 fn parse_time(s: &str, path: &str) -> Result<DateTime<Utc>, ValidationError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| invalid(path, "must be an RFC 3339 date-time (2026-05-01T10:00:00+02:00)"))
+        .map_err(|_| {
+            invalid(
+                path,
+                "must be an RFC 3339 date-time (2026-05-01T10:00:00+02:00)",
+            )
+        })
 }
 
 /// Validates and enriches one payload. `default_region` is where national phone numbers belong.
@@ -174,18 +196,29 @@ pub fn validate(payload: &Value, default_region: Region) -> Result<Lead, Validat
     };
     if let Some(v) = opt_str(obj, "schema_version", "schema_version", 10)? {
         if v != SCHEMA_VERSION {
-            return Err(invalid("schema_version", format!("unsupported version (this worker reads {SCHEMA_VERSION})")));
+            return Err(invalid(
+                "schema_version",
+                format!("unsupported version (this worker reads {SCHEMA_VERSION})"),
+            ));
         }
     }
     let event = match opt_str(obj, "event", "event", 40)?.as_deref() {
         Some("lead.created") => LeadEvent::LeadCreated,
         Some("contact.submitted") => LeadEvent::ContactSubmitted,
-        Some(_) => return Err(invalid("event", "unknown event (lead.created, contact.submitted)")),
+        Some(_) => {
+            return Err(invalid(
+                "event",
+                "unknown event (lead.created, contact.submitted)",
+            ))
+        }
         None => return Err(invalid("event", "required")),
     };
     let lead_type = match opt_str(obj, "lead_type", "lead_type", 40)? {
         Some(t) => LeadType::parse(&t).ok_or_else(|| {
-            invalid("lead_type", "unknown type (mieter, vermieter, kontakt, newsletter)")
+            invalid(
+                "lead_type",
+                "unknown type (mieter, vermieter, kontakt, newsletter)",
+            )
         })?,
         None if event == LeadEvent::ContactSubmitted => LeadType::Kontakt,
         None => return Err(invalid("lead_type", "required for lead.created")),
@@ -202,27 +235,56 @@ pub fn validate(payload: &Value, default_region: Region) -> Result<Lead, Validat
         Some("herr" | "mr" | "mr.") => Some("Mr."),
         Some("frau" | "ms" | "ms." | "mrs" | "mrs.") => Some("Ms."),
         Some("divers" | "keine angabe" | "") => None,
-        Some(_) => return Err(invalid("contact.salutation", "unknown (Herr, Frau, divers)")),
+        Some(_) => {
+            return Err(invalid(
+                "contact.salutation",
+                "unknown (Herr, Frau, divers)",
+            ))
+        }
     };
-    let (first, last, full) = (c("first_name", MAX_SHORT)?, c("last_name", MAX_SHORT)?, c("name", MAX_SHORT)?);
+    let (first, last, full) = (
+        c("first_name", MAX_SHORT)?,
+        c("last_name", MAX_SHORT)?,
+        c("name", MAX_SHORT)?,
+    );
     let name = split_name(first.as_deref(), last.as_deref(), full.as_deref());
     let email = c("email", 254)?
         .map(|e| normalize_email(&e).map_err(|p| invalid("contact.email", p.to_string())))
         .transpose()?;
     let phone = c("phone", 40)?
-        .map(|p| normalize_phone(&p, default_region).map_err(|p| invalid("contact.phone", p.to_string())))
+        .map(|p| {
+            normalize_phone(&p, default_region).map_err(|p| invalid("contact.phone", p.to_string()))
+        })
         .transpose()?;
     if email.is_none() && phone.is_none() {
-        return Err(invalid("contact.email", "an e-mail address or a phone number is required"));
+        return Err(invalid(
+            "contact.email",
+            "an e-mail address or a phone number is required",
+        ));
     }
     if lead_type == LeadType::Newsletter && email.is_none() {
-        return Err(invalid("contact.email", "required for a newsletter sign-up"));
+        return Err(invalid(
+            "contact.email",
+            "required for a newsletter sign-up",
+        ));
     }
     let company = c("company", MAX_SHORT)?.and_then(|s| clean_text(&s));
     if let Some(unknown) = contact.keys().find(|k| {
-        !["salutation", "first_name", "last_name", "name", "email", "phone", "company"].contains(&k.as_str())
+        ![
+            "salutation",
+            "first_name",
+            "last_name",
+            "name",
+            "email",
+            "phone",
+            "company",
+        ]
+        .contains(&k.as_str())
     }) {
-        return Err(invalid(&format!("contact.{unknown}"), "unknown contact field (extra fields belong at the top level)"));
+        return Err(invalid(
+            &format!("contact.{unknown}"),
+            "unknown contact field (extra fields belong at the top level)",
+        ));
     }
 
     let message = opt_str(obj, "message", "message", MAX_MESSAGE)?;
@@ -257,15 +319,31 @@ pub fn validate(payload: &Value, default_region: Region) -> Result<Lead, Validat
                 .map(|s| parse_time(&s, "consent.given_at"))
                 .transpose()?;
             match (newsletter, version, given) {
-                (true, Some(text_version), Some(given_at)) => Some(Consent { text_version, given_at }),
-                (true, None, _) => return Err(invalid("consent.text_version", "required with newsletter consent")),
-                (true, _, None) => return Err(invalid("consent.given_at", "required with newsletter consent")),
+                (true, Some(text_version), Some(given_at)) => Some(Consent {
+                    text_version,
+                    given_at,
+                }),
+                (true, None, _) => {
+                    return Err(invalid(
+                        "consent.text_version",
+                        "required with newsletter consent",
+                    ))
+                }
+                (true, _, None) => {
+                    return Err(invalid(
+                        "consent.given_at",
+                        "required with newsletter consent",
+                    ))
+                }
                 (false, ..) => None,
             }
         }
     };
     if lead_type == LeadType::Newsletter && consent.is_none() {
-        return Err(invalid("consent.newsletter", "a newsletter sign-up needs consent (true, text_version, given_at)"));
+        return Err(invalid(
+            "consent.newsletter",
+            "a newsletter sign-up needs consent (true, text_version, given_at)",
+        ));
     }
     let extra: Map<String, Value> = obj
         .iter()
@@ -273,7 +351,10 @@ pub fn validate(payload: &Value, default_region: Region) -> Result<Lead, Validat
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if Value::Object(extra.clone()).to_string().len() > MAX_EXTRA_JSON {
-        return Err(invalid("$", format!("additional fields exceed {MAX_EXTRA_JSON} characters")));
+        return Err(invalid(
+            "$",
+            format!("additional fields exceed {MAX_EXTRA_JSON} characters"),
+        ));
     }
     Ok(Lead {
         event,
@@ -321,9 +402,15 @@ mod tests {
         assert_eq!(lead.name.last.as_deref(), Some("Schmidt"));
         assert_eq!(lead.email.as_deref(), Some("anna@example.de"));
         assert_eq!(lead.phone.as_deref(), Some("+49301234567"));
-        assert_eq!(lead.utm.get("utm_source").map(String::as_str), Some("google"));
+        assert_eq!(
+            lead.utm.get("utm_source").map(String::as_str),
+            Some("google")
+        );
         assert_eq!(lead.extra.get("property_city"), Some(&json!("Berlin")));
-        assert_eq!(lead.submitted_at.map(|t| t.to_rfc3339()).as_deref(), Some("2026-05-01T08:00:00+00:00"));
+        assert_eq!(
+            lead.submitted_at.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-05-01T08:00:00+00:00")
+        );
     }
 
     fn field_of(v: Value) -> String {
@@ -353,18 +440,36 @@ mod tests {
     fn errors_name_the_field_not_the_value() {
         assert_eq!(field_of(with(&["lead_type"], json!("käufer"))), "lead_type");
         assert_eq!(field_of(with(&["event"], json!("lead.deleted"))), "event");
-        assert_eq!(field_of(with(&["contact", "email"], json!("anna(at)example.de"))), "contact.email");
-        assert_eq!(field_of(with(&["contact", "phone"], json!("12"))), "contact.phone");
+        assert_eq!(
+            field_of(with(&["contact", "email"], json!("anna(at)example.de"))),
+            "contact.email"
+        );
+        assert_eq!(
+            field_of(with(&["contact", "phone"], json!("12"))),
+            "contact.phone"
+        );
         let none = with(&["contact"], json!({"name": "Anna"}));
         assert_eq!(field_of(none), "contact.email");
-        assert_eq!(field_of(with(&["message"], json!("x".repeat(MAX_MESSAGE + 1)))), "message");
-        assert_eq!(field_of(with(&["page_url"], json!("javascript:alert(1)"))), "page_url");
+        assert_eq!(
+            field_of(with(&["message"], json!("x".repeat(MAX_MESSAGE + 1)))),
+            "message"
+        );
+        assert_eq!(
+            field_of(with(&["page_url"], json!("javascript:alert(1)"))),
+            "page_url"
+        );
         assert_eq!(field_of(with(&["utm", "gclid"], json!("x"))), "utm.gclid");
-        assert_eq!(field_of(with(&["contact", "email"], json!(42))), "contact.email");
-        let e = validate(&with(&["contact", "email"], json!("secret.person@@x.de")), Region::DE)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        assert_eq!(
+            field_of(with(&["contact", "email"], json!(42))),
+            "contact.email"
+        );
+        let e = validate(
+            &with(&["contact", "email"], json!("secret.person@@x.de")),
+            Region::DE,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(!e.contains("secret.person"), "{e}");
     }
 
@@ -379,7 +484,10 @@ mod tests {
         let mut ok = nl;
         ok["consent"] = json!({"newsletter": true, "text_version": "nl-2026-01", "given_at": "2026-05-01T10:00:00Z"});
         let lead = validate(&ok, Region::DE).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(lead.consent.map(|c| c.text_version).as_deref(), Some("nl-2026-01"));
+        assert_eq!(
+            lead.consent.map(|c| c.text_version).as_deref(),
+            Some("nl-2026-01")
+        );
     }
 
     proptest! {
