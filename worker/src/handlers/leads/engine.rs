@@ -97,6 +97,14 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         lead: &Lead,
         now: DateTime<Utc>,
     ) -> Result<Outcome, EngineError> {
+        if lead.lead_type == LeadType::Newsletter
+            && self.settings.newsletter_target_list_id.is_none()
+        {
+            // Checked before anything is written: nothing half-done.
+            return Err(EngineError::Permanent(
+                "newsletter sign-up, but LEADS_NEWSLETTER_TARGET_LIST_ID is not set".into(),
+            ));
+        }
         let steps = self.store.steps(key).await?;
         let (entity, id, created, adopted) = match steps.record.clone() {
             Some((e, i)) => (
@@ -191,7 +199,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         Ok(None)
     }
 
-    /// An existing Lead (then Contact) with the same e-mail address, else phone number.
+    /// An existing Contact or Lead with the same e-mail address, else the same phone number.
     async fn find_existing(
         &self,
         lead: &Lead,
@@ -203,8 +211,9 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         if let Some(p) = &lead.phone {
             probes.push(Where::equals("phoneNumber", p.clone()));
         }
-        for entity in PERSONS {
-            for probe in &probes {
+        // E-mail before phone (more specific); a Contact (a client already) before a Lead.
+        for probe in &probes {
+            for entity in ["Contact", "Lead"] {
                 let q = ListQuery::new()
                     .filter(probe.clone())
                     .select([
