@@ -179,3 +179,49 @@ async fn leads_end_to_end_through_the_worker() {
         assert!(!log.contains(needle), "log contains {needle}:\n{log}");
     }
 }
+
+/// `tools/send-lead/send-lead.sh` (the WordPress developers' reference) signs exactly as the
+/// Standard Webhooks spec says: the gateway's own verifier accepts what it sends, byte for byte.
+#[tokio::test]
+async fn reference_sender_signs_like_standard_webhooks() {
+    let receiver = bitbylaw_fakes::receiver::start_ok().await.unwrap();
+    let url = receiver.url("/api/leads/vermieterhelden");
+    let secret = bitbylaw_fakes::vermieterhelden::generate_secret();
+    let root = common::repo_root();
+    let script = root.join("tools/send-lead/send-lead.sh");
+    let example = root.join("docs/leads/examples/vermieter.json");
+    let s = secret.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg(url)
+            .arg(example)
+            .arg("msg_reference_1")
+            .env("VERMIETERHELDEN_WEBHOOK_SECRET", s)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = receiver.requests().pop().expect("one request");
+    assert_eq!(got.header("webhook-id"), Some("msg_reference_1"));
+    assert_eq!(
+        &got.body[..],
+        std::fs::read(root.join("docs/leads/examples/vermieter.json")).unwrap()
+    );
+    bitbylaw_core::webhook::verify_standard_webhook(
+        got.header("webhook-id"),
+        got.header("webhook-timestamp"),
+        got.header("webhook-signature"),
+        &got.body,
+        &[secret],
+        now_secs(),
+        300,
+    )
+    .expect("the gateway's verifier accepts the reference sender");
+}

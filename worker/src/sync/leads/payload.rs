@@ -490,6 +490,49 @@ mod tests {
         );
     }
 
+    /// The documented examples (`docs/leads/examples`) are what this code accepts, and the
+    /// schema names exactly the types and events it knows.
+    #[test]
+    fn documented_examples_validate() {
+        let examples = [
+            (
+                include_str!("../../../../docs/leads/examples/mieter.json"),
+                LeadType::Mieter,
+            ),
+            (
+                include_str!("../../../../docs/leads/examples/vermieter.json"),
+                LeadType::Vermieter,
+            ),
+            (
+                include_str!("../../../../docs/leads/examples/kontakt.json"),
+                LeadType::Kontakt,
+            ),
+            (
+                include_str!("../../../../docs/leads/examples/newsletter.json"),
+                LeadType::Newsletter,
+            ),
+        ];
+        for (text, t) in examples {
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            let lead = validate(&v, Region::DE).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+            assert_eq!(lead.lead_type, t);
+        }
+        let schema: Value = serde_json::from_str(include_str!(
+            "../../../../docs/leads/vermieterhelden-lead.v1.schema.json"
+        ))
+        .unwrap_or_default();
+        let types: Vec<&str> = LeadType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(schema["properties"]["lead_type"]["enum"], json!(types));
+        assert_eq!(
+            schema["properties"]["event"]["enum"],
+            json!(["lead.created", "contact.submitted"])
+        );
+        assert_eq!(
+            schema["properties"]["schema_version"]["const"],
+            json!(SCHEMA_VERSION)
+        );
+    }
+
     proptest! {
         /// Any JSON never panics, and a refusal always names a field.
         #[test]
