@@ -1410,4 +1410,56 @@ max_attempts = 2
             "{problems}"
         );
     }
+
+    #[test]
+    fn leads_settings_are_read_and_every_problem_listed() {
+        let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
+        let problems = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("LEADS_DEFAULT_REGION", "XX"),
+                ("LEADS_EXISTING_POLICY", "merge"),
+                ("LEADS_FOLLOWUP", "email"),
+                ("LEADS_TASK_DUE_HOURS", "0"),
+                ("LEADS_ASSIGN_MIETER_USER_ID", "not an id"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for name in [
+            "LEADS_DEFAULT_REGION",
+            "LEADS_EXISTING_POLICY",
+            "LEADS_FOLLOWUP",
+            "LEADS_TASK_DUE_HOURS",
+            "LEADS_ASSIGN_MIETER_USER_ID",
+        ] {
+            assert!(problems.contains(name), "{name} missing in {problems}");
+        }
+        let cfg = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("LEADS_DEFAULT_REGION", "at"),
+                ("LEADS_EXISTING_POLICY", "new_lead"),
+                ("LEADS_ASSIGN_VERMIETER_TEAM_ID", "team1"),
+                ("LEADS_NEWSLETTER_TARGET_LIST_ID", "list1"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.leads.default_region.calling_code, "43");
+        assert_eq!(cfg.leads.existing, ExistingPolicy::NewLead);
+        assert_eq!(cfg.leads.followup, Followup::Task);
+        let rule = cfg
+            .leads
+            .assign
+            .get(&crate::sync::leads::LeadType::Vermieter);
+        assert_eq!(rule.and_then(|a| a.team_id.as_deref()), Some("team1"));
+        assert_eq!(
+            cfg.leads.newsletter_target_list_id.as_deref(),
+            Some("list1")
+        );
+    }
 }
