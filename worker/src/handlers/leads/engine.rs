@@ -35,7 +35,7 @@ pub struct Outcome {
     pub id: String,
     /// A new Lead was created (false: an existing record got the inquiry).
     pub created: bool,
-    /// Found by its marker after an interrupted earlier attempt.
+    /// Written by an interrupted earlier attempt (found by its marker, or recorded already).
     pub adopted: bool,
     /// Every step had been recorded already: nothing was written.
     pub already_done: bool,
@@ -112,7 +112,8 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 EspoId::new(i)
                     .map_err(|e| EngineError::Permanent(format!("stored record id: {e}")))?,
                 false,
-                false,
+                // Resumed after the record step of an earlier attempt.
+                true,
             ),
             None => {
                 let fresh = self.store.set_intent(key, now.timestamp_millis()).await?;

@@ -115,3 +115,34 @@ pub fn handler_error(e: EngineError) -> HandlerError {
         _ => HandlerError::Permanent(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(event_id: Option<&str>) -> Job {
+        Job {
+            id: "j1".into(),
+            topic: topics::LEAD_RECEIVED.into(),
+            entity: "0123abcd".into(),
+            event_id: event_id.map(str::to_owned),
+            dedup_key: None,
+            enqueued_at_ms: 0,
+            attempts: 0,
+            last_error: None,
+            tick: None,
+            payload: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn the_webhook_id_is_the_key_when_usable() {
+        assert_eq!(
+            idempotency_key(&job(Some("msg_2Xb:9.z-1"))),
+            "msg_2Xb:9.z-1"
+        );
+        assert_eq!(idempotency_key(&job(Some("msg with space"))), "0123abcd");
+        assert_eq!(idempotency_key(&job(Some(""))), "0123abcd");
+        assert_eq!(idempotency_key(&job(None)), "0123abcd");
+    }
+}
