@@ -1,5 +1,5 @@
 //! Validation and enrichment of one form submission (payload contract v1,
-//! `docs/leads/vermieterhelden-lead.schema.json`): JSON object → [`Lead`], or a
+//! `docs/leads/vermieterhelden-lead.v1.schema.json`): JSON object → [`Lead`], or a
 //! [`ValidationError`] naming the field. Error texts never contain the submitted values: they
 //! end up in the dead-letter stream and in logs.
 
