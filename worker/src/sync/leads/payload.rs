@@ -269,22 +269,22 @@ pub fn validate(payload: &Value, default_region: Region) -> Result<Lead, Validat
         ));
     }
     let company = c("company", MAX_SHORT)?.and_then(|s| clean_text(&s));
-    if let Some(unknown) = contact.keys().find(|k| {
-        ![
-            "salutation",
-            "first_name",
-            "last_name",
-            "name",
-            "email",
-            "phone",
-            "company",
-        ]
-        .contains(&k.as_str())
-    }) {
-        return Err(invalid(
-            &format!("contact.{unknown}"),
-            "unknown contact field (extra fields belong at the top level)",
-        ));
+    // Unknown fields anywhere are kept (in the description), never refused.
+    let mut extra: Map<String, Value> = Map::new();
+    const CONTACT: [&str; 7] = [
+        "salutation",
+        "first_name",
+        "last_name",
+        "name",
+        "email",
+        "phone",
+        "company",
+    ];
+    for (k, v) in contact
+        .iter()
+        .filter(|(k, _)| !CONTACT.contains(&k.as_str()))
+    {
+        extra.insert(format!("contact.{k}"), v.clone());
     }
 
     let message = opt_str(obj, "message", "message", MAX_MESSAGE)?;
@@ -297,18 +297,28 @@ pub fn validate(payload: &Value, default_region: Region) -> Result<Lead, Validat
     }
     let mut utm = BTreeMap::new();
     if let Some(u) = opt_object(obj, "utm")? {
-        for (k, _) in u {
-            if !["source", "medium", "campaign", "term", "content"].contains(&k.as_str()) {
-                return Err(invalid(&format!("utm.{k}"), "unknown UTM parameter"));
-            }
+        // Other tracking parameters (gclid, fbclid, …) are kept next to the five UTM ones.
+        for k in u.keys() {
             if let Some(v) = opt_str(u, k, &format!("utm.{k}"), MAX_SHORT)? {
-                utm.insert(format!("utm_{k}"), v);
+                let name =
+                    if ["source", "medium", "campaign", "term", "content"].contains(&k.as_str()) {
+                        format!("utm_{k}")
+                    } else {
+                        k.clone()
+                    };
+                utm.insert(name, v);
             }
         }
     }
     let consent = match opt_object(obj, "consent")? {
         None => None,
         Some(m) => {
+            for (k, v) in m
+                .iter()
+                .filter(|(k, _)| !["newsletter", "text_version", "given_at"].contains(&k.as_str()))
+            {
+                extra.insert(format!("consent.{k}"), v.clone());
+            }
             let newsletter = match m.get("newsletter") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
@@ -345,11 +355,11 @@ pub fn validate(payload: &Value, default_region: Region) -> Result<Lead, Validat
             "a newsletter sign-up needs consent (true, text_version, given_at)",
         ));
     }
-    let extra: Map<String, Value> = obj
-        .iter()
-        .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    extra.extend(
+        obj.iter()
+            .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     if Value::Object(extra.clone()).to_string().len() > MAX_EXTRA_JSON {
         return Err(invalid(
             "$",
@@ -458,7 +468,15 @@ mod tests {
             field_of(with(&["page_url"], json!("javascript:alert(1)"))),
             "page_url"
         );
-        assert_eq!(field_of(with(&["utm", "gclid"], json!("x"))), "utm.gclid");
+        assert_eq!(field_of(with(&["utm", "gclid"], json!(["x"]))), "utm.gclid");
+        assert_eq!(
+            field_of(with(&["contact", "whatsapp"], json!("ja"))),
+            "accepted"
+        );
+        let kept = validate(&with(&["contact", "whatsapp"], json!("ja")), Region::DE)
+            .map(|l| l.extra)
+            .unwrap_or_default();
+        assert_eq!(kept.get("contact.whatsapp"), Some(&json!("ja")));
         assert_eq!(
             field_of(with(&["contact", "email"], json!(42))),
             "contact.email"
