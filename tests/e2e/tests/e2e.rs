@@ -606,4 +606,26 @@ async fn vermieterhelden_leads_through_kong_reach_espocrm() {
         .unwrap();
     assert_eq!(vermieter["accountName"], "Mustermann Immobilien GmbH");
     assert_eq!(espo.related("TargetList", &list, "leads").len(), 1);
+
+    // A correctly signed body that is not UTF-8 is refused at the edge with a clear error.
+    let raw =
+        b"{\"event\":\"lead.created\",\"lead_type\":\"mieter\",\"message\":\"\xff\"}".to_vec();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let sig = vermieterhelden::sign(&lead_secret, "msg_e2e_latin1", ts, &raw).unwrap();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_e2e_latin1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("invalid_json"));
+    assert_eq!(espo.all("Lead").len(), 4);
 }
