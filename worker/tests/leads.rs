@@ -203,10 +203,11 @@ async fn newsletter_goes_to_the_target_list_not_the_pipeline() {
     assert_eq!(env.fake.all("Lead").len(), 1);
 }
 
-/// Fails the first `Lead` create *after* EspoCRM stored it, like a crash (or a lost answer)
-/// between the create and recording its id.
+/// Fails the first create of `entity` *after* EspoCRM stored it, like a crash (or a lost
+/// answer) between the create and recording it.
 struct LoseCreateAnswer<'a> {
     inner: &'a EspoCrmClient,
+    entity: &'static str,
     lose: AtomicUsize,
 }
 
@@ -226,7 +227,7 @@ impl LeadsCrm for LoseCreateAnswer<'_> {
     ) -> BoxFuture<'a, Result<Value, EspoCrmError>> {
         Box::pin(async move {
             let r = LeadsCrm::create(self.inner, e, b, skip).await;
-            if e == "Lead" && self.lose.load(Ordering::SeqCst) > 0 {
+            if e == self.entity && self.lose.load(Ordering::SeqCst) > 0 {
                 self.lose.fetch_sub(1, Ordering::SeqCst);
                 return Err(EspoCrmError::Transport {
                     path: e.into(),
@@ -263,6 +264,7 @@ async fn a_crash_between_create_and_record_creates_no_second_lead() {
     let env = env().await;
     let crm = LoseCreateAnswer {
         inner: &env.espo,
+        entity: "Lead",
         lose: AtomicUsize::new(1),
     };
     let p = payload("mieter", "anna@example.de");
@@ -363,4 +365,29 @@ async fn newsletter_without_target_list_fails_permanently_after_nothing_half_wri
         .expect_err("must fail");
     assert!(err.contains("LEADS_NEWSLETTER_TARGET_LIST_ID"), "{err}");
     assert_eq!(env.fake.total_writes(), 0);
+}
+
+#[tokio::test]
+async fn a_lost_task_answer_creates_no_second_task_or_lead() {
+    let env = env().await;
+    let crm = LoseCreateAnswer {
+        inner: &env.espo,
+        entity: "Task",
+        lose: AtomicUsize::new(1),
+    };
+    let p = payload("vermieter", "vera@example.de");
+    assert!(env.run_with(&crm, "msg_task", &p).await.is_err());
+    assert_eq!(
+        env.fake.all("Task").len(),
+        1,
+        "EspoCRM has the task already"
+    );
+    let retry = env.run_with(&crm, "msg_task", &p).await.expect("retry");
+    assert_eq!(retry.label(), "adopted", "the recorded Lead is reused");
+    assert_eq!(env.fake.writes("Lead"), 1);
+    assert_eq!(
+        env.fake.writes("Task"),
+        1,
+        "found by its marker, not created again"
+    );
 }
