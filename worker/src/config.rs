@@ -278,6 +278,7 @@ pub struct Config {
     pub espocrm: EspoCrmSettings,
     pub google: GoogleSettings,
     pub calendar: CalendarSettings,
+    pub leads: LeadsSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -320,6 +321,7 @@ struct FileConfig {
     espocrm: FileEspo,
     google: FileGoogle,
     calendar: FileCalendar,
+    leads: FileLeads,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1033,6 +1035,7 @@ impl Config {
                 ));
             }
         }
+        let leads = load_leads(&mut r, file.leads);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -1059,6 +1062,7 @@ impl Config {
             espocrm,
             google,
             calendar,
+            leads,
         })
     }
 }
@@ -1088,6 +1092,172 @@ fn advoware_paths(
     }
     r.problems.extend(paths.problems());
     paths
+}
+
+/// What the leads handler does with a submission whose e-mail or phone matches an existing
+/// Lead or Contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingPolicy {
+    /// Append the inquiry to the existing record (fill its empty fields); no new Lead.
+    Update,
+    /// Create a new Lead anyway (EspoCRM's duplicate check skipped), naming the existing record.
+    NewLead,
+}
+
+/// The follow-up for the assignee of a new inquiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followup {
+    /// An EspoCRM `Task` (due after `task_due_hours`) assigned to the user; EspoCRM notifies.
+    Task,
+    /// An in-app notification only.
+    Notification,
+    None,
+}
+
+/// The Vermieterhelden leads handler's knobs (issue 13); documented in the README.
+#[derive(Debug, Clone)]
+pub struct LeadsSettings {
+    /// Region of national phone numbers (`0…`), ISO code; default DE.
+    pub default_region: crate::sync::contact::Region,
+    pub existing: ExistingPolicy,
+    /// Lead type → EspoCRM user/team (newsletter sign-ups are never assigned).
+    pub assign: crate::sync::leads::AssignmentRules,
+    pub followup: Followup,
+    pub task_due_hours: u32,
+    /// The `TargetList` newsletter sign-ups are linked to; without it they fail permanently.
+    pub newsletter_target_list_id: Option<String>,
+}
+
+impl Default for LeadsSettings {
+    fn default() -> Self {
+        Self {
+            default_region: crate::sync::contact::Region::DE,
+            existing: ExistingPolicy::Update,
+            assign: Default::default(),
+            followup: Followup::Task,
+            task_due_hours: 24,
+            newsletter_target_list_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileAssignee {
+    user_id: Option<String>,
+    team_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileLeads {
+    default_region: Option<String>,
+    existing_policy: Option<String>,
+    followup: Option<String>,
+    task_due_hours: Option<u32>,
+    newsletter_target_list_id: Option<String>,
+    assign: BTreeMap<String, FileAssignee>,
+}
+
+/// `[leads]` and the `LEADS_*` variables; every problem goes to the reader's list.
+fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
+    use crate::sync::leads::{Assignee, LeadType};
+    let d = LeadsSettings::default();
+    let region_raw = r.str("LEADS_DEFAULT_REGION").or(f.default_region);
+    let default_region = match region_raw
+        .as_deref()
+        .map(crate::sync::contact::Region::parse)
+    {
+        None => d.default_region,
+        Some(Some(region)) => region,
+        Some(None) => {
+            let known: Vec<&str> = crate::sync::contact::REGIONS
+                .iter()
+                .map(|r| r.iso)
+                .collect();
+            r.problems.push(format!(
+                "LEADS_DEFAULT_REGION: unknown region (known: {})",
+                known.join(", ")
+            ));
+            d.default_region
+        }
+    };
+    let existing = match r
+        .str("LEADS_EXISTING_POLICY")
+        .or(f.existing_policy)
+        .as_deref()
+    {
+        None | Some("update") => ExistingPolicy::Update,
+        Some("new_lead") => ExistingPolicy::NewLead,
+        Some(other) => {
+            r.problems.push(format!(
+                "LEADS_EXISTING_POLICY: {other:?} is not update or new_lead"
+            ));
+            d.existing
+        }
+    };
+    let followup = match r.str("LEADS_FOLLOWUP").or(f.followup).as_deref() {
+        None | Some("task") => Followup::Task,
+        Some("notification") => Followup::Notification,
+        Some("none") => Followup::None,
+        Some(other) => {
+            r.problems.push(format!(
+                "LEADS_FOLLOWUP: {other:?} is not task, notification or none"
+            ));
+            d.followup
+        }
+    };
+    let task_due_hours = r
+        .parse::<u32>("LEADS_TASK_DUE_HOURS")
+        .or(f.task_due_hours)
+        .unwrap_or(d.task_due_hours);
+    if !(1..=720).contains(&task_due_hours) {
+        r.problems
+            .push("LEADS_TASK_DUE_HOURS: must be 1–720".into());
+    }
+    let check_id = |r: &mut Reader<'_>, name: &str, v: Option<String>| {
+        if let Some(id) = &v {
+            if bitbylaw_core::ids::EspoId::new(id.clone()).is_err() {
+                r.problems
+                    .push(format!("{name}: not an EspoCRM id (letters and digits)"));
+            }
+        }
+        v
+    };
+    let list = r
+        .str("LEADS_NEWSLETTER_TARGET_LIST_ID")
+        .or(f.newsletter_target_list_id);
+    let newsletter_target_list_id = check_id(r, "LEADS_NEWSLETTER_TARGET_LIST_ID", list);
+    let mut file_assign = f.assign;
+    for key in file_assign.keys() {
+        if !matches!(key.as_str(), "mieter" | "vermieter" | "kontakt") {
+            r.problems.push(format!(
+                "leads.assign.{key}: not an assignable lead type (mieter, vermieter, kontakt)"
+            ));
+        }
+    }
+    let mut assign = crate::sync::leads::AssignmentRules::new();
+    for t in [LeadType::Mieter, LeadType::Vermieter, LeadType::Kontakt] {
+        let upper = t.as_str().to_ascii_uppercase();
+        let fa = file_assign.remove(t.as_str()).unwrap_or_default();
+        let user_var = format!("LEADS_ASSIGN_{upper}_USER_ID");
+        let team_var = format!("LEADS_ASSIGN_{upper}_TEAM_ID");
+        let user = r.str(&user_var).or(fa.user_id);
+        let user_id = check_id(r, &user_var, user);
+        let team = r.str(&team_var).or(fa.team_id);
+        let team_id = check_id(r, &team_var, team);
+        if user_id.is_some() || team_id.is_some() {
+            assign.insert(t, Assignee { user_id, team_id });
+        }
+    }
+    LeadsSettings {
+        default_region,
+        existing,
+        assign,
+        followup,
+        task_due_hours,
+        newsletter_target_list_id,
+    }
 }
 
 fn check_http_url(problems: &mut Vec<String>, name: &str, value: Option<&str>) {
@@ -1333,6 +1503,58 @@ max_attempts = 2
         assert!(
             problems.contains("WORKER_CONSUMER_MAX_IDLE_SECS"),
             "{problems}"
+        );
+    }
+
+    #[test]
+    fn leads_settings_are_read_and_every_problem_listed() {
+        let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
+        let problems = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("LEADS_DEFAULT_REGION", "XX"),
+                ("LEADS_EXISTING_POLICY", "merge"),
+                ("LEADS_FOLLOWUP", "email"),
+                ("LEADS_TASK_DUE_HOURS", "0"),
+                ("LEADS_ASSIGN_MIETER_USER_ID", "not an id"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for name in [
+            "LEADS_DEFAULT_REGION",
+            "LEADS_EXISTING_POLICY",
+            "LEADS_FOLLOWUP",
+            "LEADS_TASK_DUE_HOURS",
+            "LEADS_ASSIGN_MIETER_USER_ID",
+        ] {
+            assert!(problems.contains(name), "{name} missing in {problems}");
+        }
+        let cfg = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("LEADS_DEFAULT_REGION", "at"),
+                ("LEADS_EXISTING_POLICY", "new_lead"),
+                ("LEADS_ASSIGN_VERMIETER_TEAM_ID", "team1"),
+                ("LEADS_NEWSLETTER_TARGET_LIST_ID", "list1"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.leads.default_region.calling_code, "43");
+        assert_eq!(cfg.leads.existing, ExistingPolicy::NewLead);
+        assert_eq!(cfg.leads.followup, Followup::Task);
+        let rule = cfg
+            .leads
+            .assign
+            .get(&crate::sync::leads::LeadType::Vermieter);
+        assert_eq!(rule.and_then(|a| a.team_id.as_deref()), Some("team1"));
+        assert_eq!(
+            cfg.leads.newsletter_target_list_id.as_deref(),
+            Some("list1")
         );
     }
 }

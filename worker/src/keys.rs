@@ -21,6 +21,7 @@
 //! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
 //! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `created` (Advoware `betNr` of a create not yet written back), `hash` (content hash after the last sync) |
 //! | `bbl:cal:failures`                    | sorted set | Kürzel scored by its calendar runs failed since its last success |
+//! | `bbl:lead:{webhookId}`               | hash       | Vermieterhelden lead per submission (30 days): `intent` (ms of the first attempt), `record` (`Lead:<id>` / `Contact:<id>` written), `linked`, `followup`, `done` |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -83,6 +84,11 @@ pub fn beteiligte(espo_id: &str) -> String {
 /// Kürzel → calendar runs failed in a row (removed by a success); shared by all workers, so
 /// `/metrics` reports the same streak whichever instance ran the employee.
 pub const CALENDAR_FAILURES: &str = "bbl:cal:failures";
+
+/// The leads handler's record of one submission, keyed by its Standard Webhooks `webhook-id`.
+pub fn lead(idempotency_key: &str) -> String {
+    format!("{PREFIX}lead:{idempotency_key}")
+}
 
 pub fn test(name: &str) -> String {
     format!("{PREFIX}test:{name}")

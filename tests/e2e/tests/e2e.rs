@@ -1093,3 +1093,142 @@ fn gateway_openapi_describes_every_public_kong_route_with_its_authentication() {
     assert_eq!(described, expected, "documented vs kong.yaml routes");
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// Issue 13: each Vermieterhelden form (`docs/leads/examples`) through Kong's route (Standard
+/// Webhooks verified at the edge) → worker → leads handler → fake EspoCRM, fields enriched; a
+/// resend with the same `webhook-id` stays one Lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vermieterhelden_leads_through_kong_reach_espocrm() {
+    let redis = RedisServer::start(false);
+    let adv = advoware::start(advoware::AdvowareConfig::default())
+        .await
+        .unwrap();
+    let espo = espocrm::start(espocrm::EspoCrmConfig::default())
+        .await
+        .unwrap();
+    let list = espo
+        .insert("TargetList", json!({"name": "Newsletter"}))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let worker_port = free_port();
+    let worker_url = format!("http://127.0.0.1:{worker_port}");
+    let _worker = WorkerProcess(
+        Command::new(worker_bin())
+            .arg("serve")
+            .env_clear()
+            .env("REDIS_URL", redis.url())
+            .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .env("WORKER_ROLES", "intake,consumers")
+            .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
+            .env("ESPOCRM_API_BASE_URL", espo.api_url())
+            .env("ESPOCRM_API_KEY", &espo.config().api_key)
+            .env("LEADS_NEWSLETTER_TARGET_LIST_ID", &list)
+            .env("LEADS_ASSIGN_VERMIETER_USER_ID", "userVermieter")
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&format!("{worker_url}/health")).await;
+    let lead_secret = vermieterhelden::generate_secret();
+    let config = render(&vars(&adv, &worker_url, &placeholder_hooks(), &lead_secret));
+    let gw = deployed_gateway(config, free_port()).await;
+    let url = format!("{}/api/leads/vermieterhelden", gw.base_url());
+
+    // (form, e-mail, E.164 phone) as the examples give them.
+    let forms = [
+        (
+            "mieter",
+            Some("erika.musterfrau@example.org"),
+            Some("+495111234567"),
+        ),
+        (
+            "vermieter",
+            Some("max@mustermann-immobilien.example"),
+            Some("+493098765432"),
+        ),
+        ("kontakt", None, Some("+4917655501234")),
+        ("newsletter", Some("leser@example.org"), None),
+    ];
+    for (form, _, _) in forms {
+        let text = std::fs::read_to_string(root().join(format!("docs/leads/examples/{form}.json")))
+            .unwrap();
+        let lead: Value = serde_json::from_str(&text).unwrap();
+        let options = vermieterhelden::SendOptions {
+            message_id: Some(format!("msg_e2e_{form}")),
+            ..Default::default()
+        };
+        let (r, _) = vermieterhelden::send_lead_with(&url, &lead_secret, &lead, &options)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{form}: {:?}", r.text().await);
+    }
+    // The WordPress plugin retries a delivery with the same webhook-id.
+    let text = std::fs::read_to_string(root().join("docs/leads/examples/mieter.json")).unwrap();
+    let options = vermieterhelden::SendOptions {
+        message_id: Some("msg_e2e_mieter".into()),
+        ..Default::default()
+    };
+    let (r, _) = vermieterhelden::send_lead_with(
+        &url,
+        &lead_secret,
+        &serde_json::from_str(&text).unwrap(),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.status());
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let leads = loop {
+        let all = espo.all("Lead");
+        let linked = espo.related("TargetList", &list, "leads").len();
+        if all.len() >= 4 && espo.all("Task").len() == 1 && linked == 1 {
+            break all;
+        }
+        assert!(std::time::Instant::now() < deadline, "leads: {all:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(leads.len(), 4, "one Lead per webhook-id");
+    for (form, email, phone) in forms {
+        let marker = format!("[vermieterhelden:msg_e2e_{form}]");
+        let l = leads
+            .iter()
+            .find(|l| l["description"].as_str().unwrap_or("").contains(&marker))
+            .unwrap_or_else(|| panic!("{form} lead"));
+        assert_eq!(l["emailAddress"].as_str(), email, "{form}");
+        assert_eq!(l["phoneNumber"].as_str(), phone, "{form}");
+        assert_eq!(l["source"], "Web Site");
+    }
+    let vermieter = leads
+        .iter()
+        .find(|l| l["assignedUserId"] == "userVermieter")
+        .unwrap();
+    assert_eq!(vermieter["accountName"], "Mustermann Immobilien GmbH");
+    assert_eq!(espo.related("TargetList", &list, "leads").len(), 1);
+
+    // A correctly signed body that is not UTF-8 is refused at the edge with a clear error.
+    let raw =
+        b"{\"event\":\"lead.created\",\"lead_type\":\"mieter\",\"message\":\"\xff\"}".to_vec();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let sig = vermieterhelden::sign(&lead_secret, "msg_e2e_latin1", ts, &raw).unwrap();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_e2e_latin1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("invalid_json"));
+    assert_eq!(espo.all("Lead").len(), 4);
+}

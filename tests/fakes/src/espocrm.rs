@@ -4,7 +4,9 @@
 //! with the list/where query language, 17-character ids, `createdAt`/`modifiedAt` in
 //! `YYYY-MM-DD HH:mm:ss` UTC, Lead duplicate detection (409 unless `X-Skip-Duplicate-Check`), a
 //! few required-field checks answered in EspoCRM's `validationFailure` shape, and the webhook
-//! registry. Errors carry EspoCRM's `X-Status-Reason` header, mostly with an empty body.
+//! registry, and relationships (`POST/GET {Entity}/{id}/{link}`; the links the gateway uses are
+//! known: `TargetList` ↔ `leads`/`contacts`, unknown ones answer 404). Errors carry EspoCRM's
+//! `X-Status-Reason` header, mostly with an empty body.
 //!
 //! Webhooks: every create/update/delete (through the API or a test helper) queues events for the
 //! matching registered webhooks; [`EspoCrmFake::flush_webhooks`] delivers them like EspoCRM's
@@ -33,8 +35,10 @@ use crate::clock::FakeClock;
 use crate::server::{constant_time_eq, json as json_response, Controls, RunningServer, StartError};
 
 /// Entity types served by default.
-pub const DEFAULT_ENTITIES: [&str; 7] = [
+pub const DEFAULT_ENTITIES: [&str; 9] = [
     "Lead",
+    "TargetList",
+    "Task",
     "Call",
     "Notification",
     "CBeteiligte",
@@ -123,6 +127,8 @@ struct State_ {
     queue: HashMap<String, Vec<Value>>,
     writes: HashMap<String, usize>,
     id_counter: u64,
+    /// `(entity, id, link)` → related ids.
+    links: HashMap<(String, String, String), std::collections::BTreeSet<String>>,
 }
 
 #[derive(Clone)]
@@ -163,6 +169,10 @@ pub async fn start(config: EspoCrmConfig) -> Result<EspoCrmFake, StartError> {
         .route(
             "/api/v1/{entity}/{id}",
             get(read).put(update).patch(update).delete(remove),
+        )
+        .route(
+            "/api/v1/{entity}/{id}/{link}",
+            get(list_related).post(relate),
         )
         .fallback(fallback)
         .with_state(shared.clone());
@@ -342,6 +352,17 @@ impl EspoCrmFake {
             }
         }
         deliveries
+    }
+
+    /// Ids related to `entity`/`id` through `link` (e.g. the leads of a target list).
+    pub fn related(&self, entity: &str, id: &str, link: &str) -> Vec<String> {
+        self.shared
+            .state
+            .lock()
+            .links
+            .get(&(entity.to_owned(), id.to_owned(), link.to_owned()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub async fn stop(self) {
@@ -915,6 +936,7 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
         "Lead" | "Contact" => &["lastName"],
         "Call" => &["name", "dateStart"],
         "Notification" => &["type"],
+        "Task" | "TargetList" => &["name"],
         _ => &[],
     };
     if creating {
@@ -926,6 +948,47 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
         "Call" => &[
             ("status", &["Planned", "Held", "Not Held"]),
             ("direction", &["Inbound", "Outbound"]),
+        ],
+        "Task" => &[
+            (
+                "status",
+                &[
+                    "Not Started",
+                    "Started",
+                    "Completed",
+                    "Canceled",
+                    "Deferred",
+                ],
+            ),
+            ("priority", &["Low", "Normal", "High", "Urgent"]),
+        ],
+        "Lead" => &[
+            (
+                "status",
+                &[
+                    "New",
+                    "Assigned",
+                    "In Process",
+                    "Converted",
+                    "Recycled",
+                    "Dead",
+                ],
+            ),
+            (
+                "source",
+                &[
+                    "",
+                    "Call",
+                    "Email",
+                    "Existing Customer",
+                    "Partner",
+                    "Public Relations",
+                    "Web Site",
+                    "Campaign",
+                    "Other",
+                ],
+            ),
+            ("salutationName", &["", "Mr.", "Ms.", "Mrs.", "Dr."]),
         ],
         // The seeds' sync states; "" is EspoCRM's empty enum option.
         "CBeteiligte" => &[(
@@ -1116,6 +1179,105 @@ async fn remove(
         }
         None => status_reason(StatusCode::NOT_FOUND, "Record not found."),
     }
+}
+
+/// The foreign entity type of a relationship link the fake knows.
+fn link_target(entity: &str, link: &str) -> Option<&'static str> {
+    match (entity, link) {
+        ("TargetList", "leads") => Some("Lead"),
+        ("TargetList", "contacts") => Some("Contact"),
+        ("Lead" | "Contact", "targetLists") => Some("TargetList"),
+        _ => None,
+    }
+}
+
+/// `POST {Entity}/{id}/{link}` with `{"id": …}` or `{"ids": […]}`: relates records; `true`.
+async fn relate(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((entity, id, link)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    count_write(&shared, &entity);
+    require_auth!(shared, headers);
+    let Some(foreign) = link_target(&entity, &link) else {
+        return status_reason(StatusCode::NOT_FOUND, "Not found.");
+    };
+    let body = match parse_object(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut ids: Vec<String> = body
+        .get("ids")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(one) = body.get("id").and_then(Value::as_str) {
+        ids.push(one.to_owned());
+    }
+    if ids.is_empty() {
+        return status_reason(StatusCode::BAD_REQUEST, "No id.");
+    }
+    let mut state = shared.state.lock();
+    let exists =
+        |state: &State_, e: &str, i: &str| state.records.get(e).is_some_and(|m| m.contains_key(i));
+    if !exists(&state, &entity, &id) || !ids.iter().all(|i| exists(&state, foreign, i)) {
+        return status_reason(StatusCode::NOT_FOUND, "Record not found.");
+    }
+    for i in ids {
+        state
+            .links
+            .entry((entity.clone(), id.clone(), link.clone()))
+            .or_default()
+            .insert(i.clone());
+        // The reverse side: EspoCRM stores one relation for both.
+        let back = if entity == "TargetList" {
+            (foreign.to_owned(), i, "targetLists".to_owned())
+        } else {
+            let l = if entity == "Lead" {
+                "leads"
+            } else {
+                "contacts"
+            };
+            ("TargetList".to_owned(), i, l.to_owned())
+        };
+        state.links.entry(back).or_default().insert(id.clone());
+    }
+    json_response(StatusCode::OK, json!(true))
+}
+
+/// `GET {Entity}/{id}/{link}` → `{list, total}` of the related records.
+async fn list_related(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((entity, id, link)): Path<(String, String, String)>,
+) -> Response {
+    require_auth!(shared, headers);
+    let Some(foreign) = link_target(&entity, &link) else {
+        return status_reason(StatusCode::NOT_FOUND, "Not found.");
+    };
+    let state = shared.state.lock();
+    if !state
+        .records
+        .get(&entity)
+        .is_some_and(|m| m.contains_key(&id))
+    {
+        return status_reason(StatusCode::NOT_FOUND, "Record not found.");
+    }
+    let list: Vec<Value> = state
+        .links
+        .get(&(entity.clone(), id.clone(), link.clone()))
+        .into_iter()
+        .flatten()
+        .filter_map(|i| state.records.get(foreign).and_then(|m| m.get(i)).cloned())
+        .collect();
+    let total = list.len();
+    json_response(StatusCode::OK, json!({"list": list, "total": total}))
 }
 
 // ---------------------------------------------------------------------------------------------

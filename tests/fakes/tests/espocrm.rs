@@ -377,3 +377,69 @@ async fn cbeteiligte_sync_fields_are_validated_and_duplicates_refused() -> TestR
     assert_eq!(put(json!({"dateOfBirth": "1964-13-01"})).await?.0, 400);
     Ok(())
 }
+
+#[tokio::test]
+async fn target_lists_relate_leads_and_contacts_like_espocrm() -> TestResult {
+    use reqwest::Method;
+    let api = Api::new().await?;
+    let (s, list) = api
+        .send(
+            api.req(Method::POST, "TargetList")
+                .json(&json!({"name": "Newsletter"})),
+        )
+        .await?;
+    assert_eq!(s, 200);
+    let list_id = list["id"].as_str().ok_or("id")?.to_owned();
+    let lead = api
+        .fake
+        .insert("Lead", json!({"lastName": "Leser"}))
+        .ok_or("lead")?;
+    let lead_id = lead["id"].as_str().ok_or("id")?;
+    let path = format!("TargetList/{list_id}/leads");
+    let (s, body) = api
+        .send(api.req(Method::POST, &path).json(&json!({"id": lead_id})))
+        .await?;
+    assert_eq!((s, body), (200, json!(true)));
+    // Relating again is harmless; the relation is visible from both sides.
+    let (s, _) = api
+        .send(
+            api.req(Method::POST, &path)
+                .json(&json!({"ids": [lead_id]})),
+        )
+        .await?;
+    assert_eq!(s, 200);
+    let (s, listed) = api.send(api.req(Method::GET, &path)).await?;
+    assert_eq!((s, listed["total"].clone()), (200, json!(1)));
+    assert_eq!(listed["list"][0]["id"], lead_id);
+    assert_eq!(
+        api.fake.related("Lead", lead_id, "targetLists"),
+        vec![list_id.clone()]
+    );
+    // Unknown records and links answer 404; a Task needs a name and a known status.
+    let (s, _) = api
+        .send(api.req(Method::POST, &path).json(&json!({"id": "nope"})))
+        .await?;
+    assert_eq!(s, 404);
+    let (s, _) = api
+        .send(
+            api.req(Method::POST, &format!("TargetList/{list_id}/users"))
+                .json(&json!({"id": lead_id})),
+        )
+        .await?;
+    assert_eq!(s, 404);
+    let (s, _) = api
+        .send(
+            api.req(Method::POST, "Task")
+                .json(&json!({"name": "x", "status": "Done"})),
+        )
+        .await?;
+    assert_eq!(s, 400);
+    let (s, _) = api
+        .send(
+            api.req(Method::POST, "Lead")
+                .json(&json!({"lastName": "x", "source": "Fax"})),
+        )
+        .await?;
+    assert_eq!(s, 400);
+    Ok(())
+}

@@ -4,8 +4,8 @@
 //! Google Calendar (and 3CX/WordPress senders), the real worker binary, renders
 //! the repository's `kong.yaml` with sandbox values and serves it through gateway
 //! mode (the Kong stand-in) with the real `.wasm` filters. Then it walks through a
-//! short demo — an Advoware proxy call, EspoCRM webhooks, a Vermieterhelden lead, a
-//! 3CX call report, a manual calendar sync — printing each exchange, and keeps
+//! short demo — an Advoware proxy call, EspoCRM webhooks, the four Vermieterhelden lead
+//! forms arriving in the EspoCRM fake (and a duplicate absorbed), a 3CX call report, a manual calendar sync — printing each exchange, and keeps
 //! running so you can send your own requests (`curl` lines are printed).
 //!
 //! Ports: gateway 127.0.0.1:8000, worker :18080, Advoware fake :18001,
@@ -109,6 +109,14 @@ async fn main() -> Result<()> {
         ..Default::default()
     })
     .await?;
+    // The target list newsletter sign-ups are linked to (leads handler).
+    let newsletter_list = espo
+        .insert(
+            "TargetList",
+            json!({"name": "Newsletter vermieterhelden.de"}),
+        )
+        .and_then(|l| l["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
     let google = google_calendar::start(google_calendar::GoogleCalendarConfig {
         bind: "127.0.0.1:18003".parse()?,
         ..Default::default()
@@ -142,6 +150,7 @@ async fn main() -> Result<()> {
         .env("ADVOWARE_API_KEY", &ac.api_key_b64)
         .env("ESPOCRM_API_BASE_URL", espo.api_url())
         .env("ESPOCRM_API_KEY", &espo.config().api_key)
+        .env("LEADS_NEWSLETTER_TARGET_LIST_ID", &newsletter_list)
         .env("GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH", &sa_key)
         .env("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url())
         .env("GOOGLE_CALENDAR_ROOT_URL", google.root_url())
@@ -303,28 +312,66 @@ async fn demo(
     .await?;
     println!("   {} {}", r.status(), r.text().await?);
 
-    println!("-- Vermieterhelden lead (Standard Webhooks signature)");
-    let lead = json!({"firstName": "Erika", "lastName": "Mustermann", "emailAddress": "erika@example.org", "phoneNumber": "+49301234567"});
-    match vermieterhelden::send_lead(
-        &format!("{gw}/api/leads/vermieterhelden"),
-        lead_secret,
-        &lead,
-    )
-    .await
-    {
-        Ok(r) => println!("   {} {}", r.status(), r.text().await?),
+    println!(
+        "-- Vermieterhelden leads, one per form (docs/leads/examples, Standard Webhooks signature)"
+    );
+    let examples = [
+        (
+            "mieter",
+            include_str!("../../../docs/leads/examples/mieter.json"),
+        ),
+        (
+            "vermieter",
+            include_str!("../../../docs/leads/examples/vermieter.json"),
+        ),
+        (
+            "kontakt",
+            include_str!("../../../docs/leads/examples/kontakt.json"),
+        ),
+        (
+            "newsletter",
+            include_str!("../../../docs/leads/examples/newsletter.json"),
+        ),
+    ];
+    let url = format!("{gw}/api/leads/vermieterhelden");
+    for (name, text) in examples {
+        let lead: serde_json::Value = serde_json::from_str(text)?;
+        let options = vermieterhelden::SendOptions {
+            message_id: Some(format!("msg_sandbox_{name}")),
+            ..Default::default()
+        };
+        match vermieterhelden::send_lead_with(&url, lead_secret, &lead, &options).await {
+            Ok((r, _)) => println!("   {name}: {} {}", r.status(), r.text().await?),
+            Err(e) => println!("   {name}: failed: {e}"),
+        }
+    }
+    println!("-- the Mieter lead again, same webhook-id (a sender retry): absorbed");
+    let lead: serde_json::Value = serde_json::from_str(examples[0].1)?;
+    let options = vermieterhelden::SendOptions {
+        message_id: Some("msg_sandbox_mieter".into()),
+        ..Default::default()
+    };
+    match vermieterhelden::send_lead_with(&url, lead_secret, &lead, &options).await {
+        Ok((r, _)) => println!("   {} {}", r.status(), r.text().await?),
         Err(e) => println!("   failed: {e}"),
     }
-    println!("-- the same lead again (edge dedup)");
-    match vermieterhelden::send_lead(
-        &format!("{gw}/api/leads/vermieterhelden"),
-        lead_secret,
-        &lead,
-    )
-    .await
-    {
-        Ok(r) => println!("   {} {}", r.status(), r.text().await?),
-        Err(e) => println!("   failed: {e}"),
+    for _ in 0..100 {
+        if espo.all("Lead").len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("-- leads in the EspoCRM fake");
+    for l in espo.all("Lead") {
+        println!(
+            "   {}  {} <{}> {}  status {}  assigned {}",
+            l["id"].as_str().unwrap_or("?"),
+            l["name"].as_str().unwrap_or(""),
+            l["emailAddress"].as_str().unwrap_or("-"),
+            l["phoneNumber"].as_str().unwrap_or("-"),
+            l["status"].as_str().unwrap_or("?"),
+            l["assignedUserId"].as_str().unwrap_or("-"),
+        );
     }
 
     println!("-- 3CX ReportCall (CRM template, static API key)");

@@ -501,6 +501,21 @@ impl EspoCrmClient {
         Ok(created.id)
     }
 
+    /// `POST {Entity}/{id}/{link}` with `{"id": foreign}`: relates two records (e.g. a Lead to
+    /// a `TargetList` via link `leads`). Relating an already related pair is harmless.
+    pub async fn link(
+        &self,
+        entity: &str,
+        id: &EspoId,
+        link: &str,
+        foreign_id: &EspoId,
+    ) -> Result<(), EspoCrmError> {
+        let path = format!("{entity}/{id}/{link}");
+        let body = encode(&path, &serde_json::json!({ "id": foreign_id.as_str() }))?;
+        let _: Value = self.call(Verb::Post, &path, &[], Some(body), false).await?;
+        Ok(())
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         verb: Verb,

@@ -7,6 +7,7 @@
 
 pub mod beteiligte;
 pub mod calendar;
+pub mod leads;
 pub mod testing;
 
 use std::collections::BTreeMap;
@@ -190,6 +191,9 @@ impl Registry {
         }
         if calendar::configured(config) {
             calendar::register(&mut r);
+        }
+        if leads::configured(config) {
+            leads::register(&mut r, config);
         }
         r
     }

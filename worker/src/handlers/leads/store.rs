@@ -1,0 +1,67 @@
+//! What the leads handler keeps in Redis per submission (`keys::lead`, 30 days): the steps of
+//! one submission, each recorded right after it happened, so a retry resumes after the last
+//! recorded step. `intent` is written before anything touches EspoCRM: a retry that finds it
+//! without `record` searches EspoCRM for the submission's marker before creating anything.
+
+use redis::aio::ConnectionLike;
+use redis::AsyncCommands as _;
+
+use crate::keys;
+
+/// How long a submission's record is kept: far beyond any retry, short for personal data (it
+/// holds EspoCRM ids only).
+pub const TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// The recorded steps of one submission.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Steps {
+    pub intent: bool,
+    /// `(entity, id)` of the Lead or Contact written.
+    pub record: Option<(String, String)>,
+    pub linked: bool,
+    pub followup: bool,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeadStore<C> {
+    conn: C,
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync> LeadStore<C> {
+    pub fn new(conn: C) -> Self {
+        Self { conn }
+    }
+
+    pub async fn steps(&self, key: &str) -> redis::RedisResult<Steps> {
+        let map: std::collections::HashMap<String, String> =
+            self.conn.clone().hgetall(keys::lead(key)).await?;
+        Ok(Steps {
+            intent: map.contains_key("intent"),
+            record: map
+                .get("record")
+                .and_then(|r| r.split_once(':'))
+                .map(|(e, i)| (e.to_owned(), i.to_owned())),
+            linked: map.contains_key("linked"),
+            followup: map.contains_key("followup"),
+            done: map.contains_key("done"),
+        })
+    }
+
+    /// Records the intent (first attempt only); true if this call wrote it.
+    pub async fn set_intent(&self, key: &str, now_ms: i64) -> redis::RedisResult<bool> {
+        let k = keys::lead(key);
+        let (fresh, _): (bool, bool) = redis::pipe()
+            .atomic()
+            .hset_nx(&k, "intent", now_ms)
+            .expire(&k, TTL_SECS)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(fresh)
+    }
+
+    /// Records one step (`record`, `linked`, `followup`, `done`).
+    pub async fn set(&self, key: &str, step: &str, value: &str) -> redis::RedisResult<()> {
+        self.conn.clone().hset(keys::lead(key), step, value).await
+    }
+}
