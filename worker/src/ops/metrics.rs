@@ -41,6 +41,13 @@ pub struct CalendarLabel {
     pub kind: String,
 }
 
+/// Beteiligte sync runs: `outcome` is the engine's outcome label (`created`, `no_change`, …)
+/// or a failure class (`retryable`, `permanent`, `lock_lost`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScheduleLabel {
     pub schedule: String,
@@ -81,6 +88,7 @@ pub struct Metrics {
     pub calendar_writes: Family<CalendarLabel, Counter>,
     pub calendar_conflicts: Counter,
     pub calendar_skipped: Counter,
+    pub beteiligte_runs: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,6 +133,7 @@ impl Metrics {
             calendar_writes: Family::default(),
             calendar_conflicts: Counter::default(),
             calendar_skipped: Counter::default(),
+            beteiligte_runs: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -146,6 +155,11 @@ impl Metrics {
             "calendar_sync_skipped",
             "Appointments or events that cannot be mapped and were left alone",
             m.calendar_skipped.clone(),
+        );
+        registry.register(
+            "beteiligte_sync_runs",
+            "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, unlinked, retryable, permanent, lock_lost)",
+            m.beteiligte_runs.clone(),
         );
         registry.register(
             "events_received",
@@ -270,6 +284,15 @@ impl Metrics {
         StreamLabel {
             stream: key.to_string(),
         }
+    }
+
+    /// Counts one Beteiligte run with `outcome`.
+    pub fn beteiligte_run(&self, outcome: &str) {
+        self.beteiligte_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn reject(&self, reason: &str) {

@@ -15,6 +15,14 @@
 //! ([`BeteiligteStore::set_created`]) right after the `POST`, before the write-back to EspoCRM.
 //! A run after a failed write-back finds it and resumes (adopts that Beteiligter) instead of
 //! creating a second one.
+//!
+//! # A failure write is not a new change
+//!
+//! Writing `failed` makes EspoCRM send an update webhook, too. Run at once, that job would fail
+//! again and count up to `permanently_failed` within seconds, bypassing the queue's back-off.
+//! So the `modifiedAt` our failure write produced is kept in Redis, and a webhook run
+//! ([`Engine::sync_webhook`]) of a `failed` record still carrying it is skipped; the queue's
+//! retry of the failed job and the 15-minute check retry it ([`Engine::sync_one`]).
 
 use std::time::Duration;
 
@@ -44,6 +52,18 @@ pub struct EngineSettings {
     pub modified_tolerance: chrono::Duration,
     /// EspoCRM user who gets the in-app notifications; `None` = log only.
     pub notify_user_id: Option<String>,
+}
+
+impl EngineSettings {
+    /// The engine's view of the configured `[beteiligte]` settings.
+    pub fn from_config(b: &crate::config::BeteiligteSettings) -> Self {
+        Self {
+            conflict_policy: b.conflict_policy,
+            max_retries: b.max_retries,
+            notify_user_id: b.notify_user_id.clone(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for EngineSettings {
@@ -135,6 +155,25 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
     /// Syncs one record. On an error the record is marked `failed` (best effort) and the error
     /// returned for the queue's retry policy.
     pub async fn sync_one(&self, id: &EspoId, now: DateTime<Utc>) -> Result<Outcome, EngineError> {
+        self.sync(id, now, false).await
+    }
+
+    /// [`Engine::sync_one`] for a fresh webhook event: a `failed` record unchanged since our own
+    /// failure write is skipped (see the module docs), everything else runs.
+    pub async fn sync_webhook(
+        &self,
+        id: &EspoId,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        self.sync(id, now, true).await
+    }
+
+    async fn sync(
+        &self,
+        id: &EspoId,
+        now: DateTime<Utc>,
+        echo_guard: bool,
+    ) -> Result<Outcome, EngineError> {
         let Some(espo) = self.espo.get(id).await? else {
             return Ok(Outcome::Skipped("gone in EspoCRM"));
         };
@@ -144,6 +183,11 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             }
             Some(SyncStatus::PermanentlyFailed) => {
                 return Ok(Outcome::Skipped("permanently failed"))
+            }
+            Some(SyncStatus::Failed) if echo_guard && espo.modified_at.is_some() => {
+                if self.store.failure_echo(id).await? == espo.modified_at {
+                    return Ok(Outcome::Skipped("echo of our own failure write"));
+                }
             }
             _ => {}
         }
@@ -216,7 +260,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 self.espo
                     .update(id, &json(StatusUpdate::clean(&row_id, now)))
                     .await?;
-                self.store.synced(id, &hash).await?;
+                self.store.synced(id, bet_nr, &hash).await?;
                 Ok(Outcome::NoChange { bookkeeping: true })
             }
             Action::WriteAdvoware => {
@@ -229,7 +273,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 self.espo
                     .update(id, &json(StatusUpdate::clean(&row_id, now)))
                     .await?;
-                self.store.synced(id, &content_hash(&data)).await?;
+                self.store.synced(id, bet_nr, &content_hash(&data)).await?;
                 if let Some(fields) = &conflict {
                     self.notify_conflict(id, fields, "EspoCRM").await;
                 }
@@ -240,7 +284,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 let mut patch = json(to_espo_patch(&adv));
                 merge(&mut patch, json(StatusUpdate::clean(&row_id, now)));
                 self.espo.update(id, &patch).await?;
-                self.store.synced(id, &content_hash(&adv)).await?;
+                self.store.synced(id, bet_nr, &content_hash(&adv)).await?;
                 if let Some(fields) = &conflict {
                     self.notify_conflict(id, fields, "Advoware").await;
                 }
@@ -319,7 +363,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             serde_json::json!({ espo_fields::BETNR: bet_nr.get() }),
         );
         self.espo.update(id, &patch).await?;
-        self.store.synced(id, &content_hash(data)).await?;
+        self.store.synced(id, bet_nr, &content_hash(data)).await?;
         Ok(Outcome::Created(bet_nr))
     }
 
@@ -336,8 +380,15 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             message,
         );
         let permanent = update.sync_status == Some(SyncStatus::PermanentlyFailed);
-        if let Err(e) = self.espo.update(id, &json(update)).await {
-            warn!(espo_id = %id, error = %e, "could not record the failure in EspoCRM");
+        match self.espo.update(id, &json(update)).await {
+            Ok(after) => {
+                if let Some(m) = after.modified_at.as_deref() {
+                    if let Err(e) = self.store.set_failure_echo(id, m).await {
+                        warn!(espo_id = %id, error = %e, "could not remember the failure write");
+                    }
+                }
+            }
+            Err(e) => warn!(espo_id = %id, error = %e, "could not record the failure in EspoCRM"),
         }
         if permanent {
             self.notify(

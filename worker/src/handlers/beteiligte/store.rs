@@ -3,8 +3,12 @@
 //! - `created`: the `betNr` Advoware returned for our create, written right after the `POST`
 //!   and removed once EspoCRM holds it. A retry after a failed write-back finds it and resumes
 //!   instead of creating a second Beteiligter.
+//! - `betnr`: the linked Advoware `betNr` after the last sync (the delete handler names it; an
+//!   EspoCRM delete event carries only the id).
 //! - `hash`: [`crate::sync::beteiligte::content_hash`] of the content both sides had after the
 //!   last sync, the exact base of the next decision.
+//! - `failed_echo`: EspoCRM's `modifiedAt` after our last failure write, so the webhook that
+//!   write causes is recognised as our own (engine docs).
 
 use bitbylaw_core::ids::{BetNr, EspoId};
 use redis::aio::ConnectionLike;
@@ -39,14 +43,15 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
             .await
     }
 
-    /// After a successful sync: store the content hash, drop the create intent.
-    pub async fn synced(&self, id: &EspoId, hash: &str) -> redis::RedisResult<()> {
+    /// After a successful sync: store the content hash, drop the create intent and the failure
+    /// echo.
+    pub async fn synced(&self, id: &EspoId, bet_nr: BetNr, hash: &str) -> redis::RedisResult<()> {
         let key = keys::beteiligte(id.as_str());
         redis::pipe()
             .atomic()
-            .hset(&key, "hash", hash)
+            .hset_multiple(&key, &[("hash", hash.to_owned()), ("betnr", bet_nr.to_string())])
             .ignore()
-            .hdel(&key, "created")
+            .hdel(&key, &["created", "failed_echo"])
             .ignore()
             .query_async(&mut self.conn.clone())
             .await
@@ -56,6 +61,50 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
         self.conn
             .clone()
             .hget(keys::beteiligte(id.as_str()), "hash")
+            .await
+    }
+
+    /// EspoCRM's `modifiedAt` after our last failure write.
+    pub async fn failure_echo(&self, id: &EspoId) -> redis::RedisResult<Option<String>> {
+        self.conn
+            .clone()
+            .hget(keys::beteiligte(id.as_str()), "failed_echo")
+            .await
+    }
+
+    pub async fn set_failure_echo(&self, id: &EspoId, modified_at: &str) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .hset(keys::beteiligte(id.as_str()), "failed_echo", modified_at)
+            .await
+    }
+
+    /// The `betNr` linked at the last sync.
+    pub async fn linked(&self, id: &EspoId) -> redis::RedisResult<Option<BetNr>> {
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .hget(keys::beteiligte(id.as_str()), "betnr")
+            .await?;
+        Ok(raw.and_then(|r| r.parse().ok()))
+    }
+
+    /// The whole record, for `beteiligte audit` and the delete handler.
+    pub async fn fields(
+        &self,
+        id: &EspoId,
+    ) -> redis::RedisResult<std::collections::BTreeMap<String, String>> {
+        self.conn
+            .clone()
+            .hgetall(keys::beteiligte(id.as_str()))
+            .await
+    }
+
+    /// Forgets the record (EspoCRM deleted it; `beteiligte reset`).
+    pub async fn forget(&self, id: &EspoId) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .del(keys::beteiligte(id.as_str()))
             .await
     }
 }
