@@ -1126,7 +1126,10 @@ impl Config {
             );
         }
         for (name, n) in [
-            ("BETEILIGTE_CHECK_UNCLEAN_LIMIT", beteiligte.check_unclean_limit),
+            (
+                "BETEILIGTE_CHECK_UNCLEAN_LIMIT",
+                beteiligte.check_unclean_limit,
+            ),
             ("BETEILIGTE_CHECK_CLEAN_LIMIT", beteiligte.check_clean_limit),
         ] {
             if n > 10_000 {

@@ -83,7 +83,12 @@ pub async fn plan_and_reset(
     let unclean = ListQuery::new()
         .filter(Where::is_in(
             f::SYNC_STATUS,
-            [SyncStatus::PendingSync, SyncStatus::Dirty, SyncStatus::Failed].map(|s| s.as_str()),
+            [
+                SyncStatus::PendingSync,
+                SyncStatus::Dirty,
+                SyncStatus::Failed,
+            ]
+            .map(|s| s.as_str()),
         ))
         .order_by(f::MODIFIED_AT, Order::Asc);
     let stale = ListQuery::new()
@@ -98,7 +103,10 @@ pub async fn plan_and_reset(
             f::SYNC_STATUS,
             SyncStatus::PermanentlyFailed.as_str(),
         ))
-        .filter(Where::before(f::MODIFIED_AT, espo_datetime(ago(s.reset_after))))
+        .filter(Where::before(
+            f::MODIFIED_AT,
+            espo_datetime(ago(s.reset_after)),
+        ))
         .order_by(f::MODIFIED_AT, Order::Asc);
     let reset_after = chrono::Duration::from_std(s.reset_after).unwrap_or(chrono::Duration::MAX);
     let plan = CheckPlan {

@@ -12,6 +12,7 @@
 //! law firm keeps the parties of closed files): the Redis link is dropped, the deletion logged
 //! and notified. All three share one lock per entity (`bbl:lock:beteiligte:beteiligte:{id}`).
 
+pub mod audit;
 pub mod check;
 pub mod engine;
 pub mod sides;
@@ -187,7 +188,12 @@ fn espo_id(job: &Job) -> Result<EspoId, HandlerError> {
 
 /// Whether the job is a fresh webhook event (first attempt, no internal trigger).
 fn fresh_webhook(job: &Job) -> bool {
-    job.attempts == 0 && job.payload.get(TRIGGER_KEY).and_then(Value::as_str).is_none()
+    job.attempts == 0
+        && job
+            .payload
+            .get(TRIGGER_KEY)
+            .and_then(Value::as_str)
+            .is_none()
 }
 
 /// Maps an engine result to the job's result and counts it.
@@ -198,7 +204,10 @@ pub fn settle(
     match result {
         Ok(Outcome::InvalidData(reason)) => {
             metrics.beteiligte_run("invalid_data");
-            warn!(outcome = "invalid_data", "Beteiligte sync: record cannot be mapped");
+            warn!(
+                outcome = "invalid_data",
+                "Beteiligte sync: record cannot be mapped"
+            );
             // Retrying cannot fix data; the record says why (`syncErrorMessage`).
             Err(HandlerError::Permanent(format!("invalid data: {reason}")))
         }
@@ -283,7 +292,10 @@ async fn unlink(ctx: &JobContext, sides: &BeteiligteSides, id: &EspoId) -> Handl
     match sides.espo.get(id).await {
         Ok(Some(_)) => {
             ctx.metrics.beteiligte_run("skipped");
-            tracing::info!(outcome = "skipped", "delete event, but the record exists in EspoCRM");
+            tracing::info!(
+                outcome = "skipped",
+                "delete event, but the record exists in EspoCRM"
+            );
             return Ok(());
         }
         Ok(None) => {}

@@ -49,7 +49,10 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
         let key = keys::beteiligte(id.as_str());
         redis::pipe()
             .atomic()
-            .hset_multiple(&key, &[("hash", hash.to_owned()), ("betnr", bet_nr.to_string())])
+            .hset_multiple(
+                &key,
+                &[("hash", hash.to_owned()), ("betnr", bet_nr.to_string())],
+            )
             .ignore()
             .hdel(&key, &["created", "failed_echo"])
             .ignore()
@@ -102,9 +105,6 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
 
     /// Forgets the record (EspoCRM deleted it; `beteiligte reset`).
     pub async fn forget(&self, id: &EspoId) -> redis::RedisResult<()> {
-        self.conn
-            .clone()
-            .del(keys::beteiligte(id.as_str()))
-            .await
+        self.conn.clone().del(keys::beteiligte(id.as_str())).await
     }
 }
