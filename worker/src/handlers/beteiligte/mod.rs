@@ -204,12 +204,17 @@ pub fn settle(
     match result {
         Ok(Outcome::InvalidData(reason)) => {
             metrics.beteiligte_run("invalid_data");
+            // The reason may quote a value (a malformed date of birth): debug only, and not in
+            // the DLQ entry. The record itself says why (`syncErrorMessage`).
+            tracing::debug!(%reason, "Beteiligte sync: record cannot be mapped");
             warn!(
                 outcome = "invalid_data",
                 "Beteiligte sync: record cannot be mapped"
             );
-            // Retrying cannot fix data; the record says why (`syncErrorMessage`).
-            Err(HandlerError::Permanent(format!("invalid data: {reason}")))
+            // Retrying cannot fix data.
+            Err(HandlerError::Permanent(
+                "invalid data: the reason is in the record's syncErrorMessage".into(),
+            ))
         }
         Ok(outcome) => {
             metrics.beteiligte_run(outcome.label());
