@@ -64,7 +64,8 @@ pub enum BeteiligteCmd {
     /// Compare one record field by field on both sides, with its sync bookkeeping.
     /// Exit status: 0 equal, 1 different, 2 when the comparison itself failed.
     Audit { espo_id: String },
-    /// Give a record a fresh start (`failed`, retry count 0) and enqueue a sync for it.
+    /// Give a record a fresh start (`failed`, retry count 0, a create whose answer was lost
+    /// forgotten: check Advoware first!) and enqueue a sync for it.
     Reset { espo_id: String },
     /// Enqueue the 15-minute check (`vmh.beteiligte.sync_check`) now.
     Check,
@@ -520,6 +521,8 @@ async fn beteiligte(
             let reset = serde_json::to_value(crate::sync::beteiligte::StatusUpdate::reset())
                 .unwrap_or_default();
             sides.espo.update(&id, &reset).await.map_err(|e| fail(&e))?;
+            // A person has checked Advoware: a create whose answer was lost may be repeated.
+            store.clear_creating(&id).await.map_err(|e| fail(&e))?;
             let job = NewJob::new(id.as_str(), serde_json::json!({"trigger": "cli"}));
             let enqueued = queue.enqueue(bet::TOPIC_UPDATE, vec![job]).await?;
             println!(

@@ -16,6 +16,14 @@
 //! A run after a failed write-back finds it and resumes (adopts that Beteiligter) instead of
 //! creating a second one.
 //!
+//! The `POST` itself is bracketed by an intent ([`BeteiligteStore::set_creating`]) written
+//! before it and replaced by the `betNr` after it. Advoware has no documented search, so a record
+//! whose answer never arrived (timeout, connection lost, worker killed between answer and Redis)
+//! cannot be found again; a later run that finds the intent without a `betNr` does not `POST`
+//! again but marks the record `failed` ("create uncertain") and notifies: a person checks
+//! Advoware and either writes the `betnr` into EspoCRM or runs `beteiligte reset`. An HTTP error
+//! answer (Advoware refused) clears the intent, so ordinary failures retry on their own.
+//!
 //! # A failure write is not a new change
 //!
 //! Writing `failed` makes EspoCRM send an update webhook, too. Run at once, that job would fail
@@ -96,6 +104,9 @@ pub enum Outcome {
     Skipped(&'static str),
     /// A side's data cannot be mapped (missing name, bad date): `failed` with the reason.
     InvalidData(String),
+    /// An earlier `POST` got no answer: it may have created a record we cannot find. `failed`,
+    /// notified, never posted again until a person resolves it.
+    CreateUncertain,
 }
 
 impl Outcome {
@@ -110,6 +121,7 @@ impl Outcome {
             Self::DeletedInAdvoware => "deleted_in_advoware",
             Self::Skipped(_) => "skipped",
             Self::InvalidData(_) => "invalid_data",
+            Self::CreateUncertain => "create_uncertain",
         }
     }
 }
@@ -339,10 +351,25 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 (bet_nr, row_id)
             }
             None => {
+                if let Some(since) = self.store.creating(id).await? {
+                    return Ok(self.create_uncertain(id, espo, &since).await);
+                }
                 if espo.sync_status != Some(SyncStatus::Syncing) {
                     self.espo.update(id, &json(StatusUpdate::syncing())).await?;
                 }
-                let created = self.advoware.create(&to_advoware(None, data)).await?;
+                self.store
+                    .set_creating(id, &now.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .await?;
+                let created = match self.advoware.create(&to_advoware(None, data)).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if !e.may_have_written() {
+                            // Advoware refused (or was never reached): nothing was created.
+                            self.store.clear_creating(id).await?;
+                        }
+                        return Err(e.into());
+                    }
+                };
                 let Some(bet_nr) = created.bet_nr else {
                     // The side guarantees a betNr; keep the type honest anyway.
                     return Err(EngineError::Side(SideError::Failed {
@@ -365,6 +392,19 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         self.espo.update(id, &patch).await?;
         self.store.synced(id, bet_nr, &content_hash(data)).await?;
         Ok(Outcome::Created(bet_nr))
+    }
+
+    /// An intent without `betNr`: never `POST` again on our own (module docs).
+    async fn create_uncertain(&self, id: &EspoId, espo: &EspoBeteiligte, since: &str) -> Outcome {
+        let message = format!(
+            "Anlage in Advoware um {since} UTC ohne Antwort: bitte in Advoware prüfen, ob der Beteiligte existiert, dann die betnr eintragen oder `beteiligte reset` ausführen."
+        );
+        let first = espo.sync_error_message.as_deref() != Some(message.as_str());
+        self.mark_failed(id, espo, &message).await;
+        if first {
+            self.notify(id, &message).await;
+        }
+        Outcome::CreateUncertain
     }
 
     /// Bad data: `failed` with the reason, counted like any failure; not retried by the queue.

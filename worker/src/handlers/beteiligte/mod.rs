@@ -216,6 +216,16 @@ pub fn settle(
                 "invalid data: the reason is in the record's syncErrorMessage".into(),
             ))
         }
+        Ok(Outcome::CreateUncertain) => {
+            metrics.beteiligte_run("create_uncertain");
+            warn!(
+                outcome = "create_uncertain",
+                "Beteiligte sync: an earlier Advoware create got no answer; a person must check"
+            );
+            Err(HandlerError::Permanent(
+                "create uncertain: an earlier Advoware POST got no answer; check Advoware, then set betnr or run `beteiligte reset`".into(),
+            ))
+        }
         Ok(outcome) => {
             metrics.beteiligte_run(outcome.label());
             tracing::info!(outcome = outcome.label(), "Beteiligte sync done");

@@ -3,6 +3,8 @@
 //! - `created`: the `betNr` Advoware returned for our create, written right after the `POST`
 //!   and removed once EspoCRM holds it. A retry after a failed write-back finds it and resumes
 //!   instead of creating a second Beteiligter.
+//! - `creating`: time (UTC) of a `POST` whose answer has not been recorded yet; a run that finds
+//!   it without `created` does not `POST` again (engine docs).
 //! - `betnr`: the linked Advoware `betNr` after the last sync (the delete handler names it; an
 //!   EspoCRM delete event carries only the id).
 //! - `hash`: [`crate::sync::beteiligte::content_hash`] of the content both sides had after the
@@ -36,10 +38,40 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
         Ok(raw.and_then(|r| r.parse().ok()))
     }
 
+    /// Records Advoware's answer to our `POST` (and ends the intent).
     pub async fn set_created(&self, id: &EspoId, bet_nr: BetNr) -> redis::RedisResult<()> {
+        let key = keys::beteiligte(id.as_str());
+        redis::pipe()
+            .atomic()
+            .hset(&key, "created", bet_nr.to_string())
+            .ignore()
+            .hdel(&key, "creating")
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// When a `POST` without recorded answer was started, if one was.
+    pub async fn creating(&self, id: &EspoId) -> redis::RedisResult<Option<String>> {
         self.conn
             .clone()
-            .hset(keys::beteiligte(id.as_str()), "created", bet_nr.to_string())
+            .hget(keys::beteiligte(id.as_str()), "creating")
+            .await
+    }
+
+    /// Written right before the `POST`.
+    pub async fn set_creating(&self, id: &EspoId, at: &str) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .hset(keys::beteiligte(id.as_str()), "creating", at)
+            .await
+    }
+
+    /// Advoware refused the `POST` (or a person checked): no record was created.
+    pub async fn clear_creating(&self, id: &EspoId) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .hdel(keys::beteiligte(id.as_str()), "creating")
             .await
     }
 
@@ -54,7 +86,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
                 &[("hash", hash.to_owned()), ("betnr", bet_nr.to_string())],
             )
             .ignore()
-            .hdel(&key, &["created", "failed_echo"])
+            .hdel(&key, &["created", "creating", "failed_echo"])
             .ignore()
             .query_async(&mut self.conn.clone())
             .await
