@@ -436,6 +436,16 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
         "dateOfBirth": null, "betnr": bet_nr, "syncStatus": "clean", "advowareRowId": row_id,
         "advowareLastSync": espo_time}),
     );
+    // … and one whose Advoware side is unchanged.
+    let same_nr = e
+        .advoware
+        .insert_beteiligter(json!({"name": "Gleich", "vorname": "Gerd"}));
+    let same_row = e.advoware.beteiligter(same_nr).unwrap()["rowId"].clone();
+    let same = e.person(
+        json!({"firstName": "Gerd", "lastName": "Gleich", "salutationName": null,
+        "dateOfBirth": null, "betnr": same_nr, "syncStatus": "clean", "advowareRowId": same_row,
+        "advowareLastSync": espo_time}),
+    );
     e.espo.clock().set_offset_secs(0);
     e.advoware.edit_beteiligter(bet_nr, json!({"name": "Neu"}));
     // Synced just now: not due.
@@ -470,6 +480,19 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
         "Frisch",
         "a recent sync is not re-checked"
     );
+    // The unchanged one: checked with one Advoware GET, its last sync refreshed (so the next
+    // check moves on), and the webhook of that refresh skipped without a second GET.
+    let same_rec = e.record(&same);
+    assert_eq!(same_rec["syncStatus"], "clean");
+    assert_ne!(same_rec["advowareLastSync"], json!(espo_time), "refreshed");
+    let gets = e
+        .advoware
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/Beteiligte/{same_nr}")))
+        .count();
+    assert_eq!(gets, 1, "one Advoware GET per unchanged record");
+    assert_eq!(e.advoware.beteiligter(same_nr).unwrap()["rowId"], same_row);
 
     // The operator surface on the same data.
     let (code, out, _) = e.cli(&["beteiligte", "audit", &stale]);
@@ -483,7 +506,7 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
     let (code, out, err) = e.cli(&["beteiligte", "status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let status: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["counts"]["clean"], 4, "{status}");
+    assert_eq!(status["counts"]["clean"], 5, "{status}");
     assert_eq!(status["oldest_unclean"], Value::Null, "{status}");
     let (code, out, err) = e.cli(&["beteiligte", "sync", &fresh]);
     assert_eq!(code, 0, "{out}{err}");

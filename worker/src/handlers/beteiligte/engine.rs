@@ -24,13 +24,17 @@
 //! Advoware and either writes the `betnr` into EspoCRM or runs `beteiligte reset`. An HTTP error
 //! answer (Advoware refused) clears the intent, so ordinary failures retry on their own.
 //!
-//! # A failure write is not a new change
+//! # A status write is not a new change
 //!
 //! Writing `failed` makes EspoCRM send an update webhook, too. Run at once, that job would fail
 //! again and count up to `permanently_failed` within seconds, bypassing the queue's back-off.
-//! So the `modifiedAt` our failure write produced is kept in Redis, and a webhook run
-//! ([`Engine::sync_webhook`]) of a `failed` record still carrying it is skipped; the queue's
-//! retry of the failed job and the 15-minute check retry it ([`Engine::sync_one`]).
+//! Likewise the 15-minute check refreshes `advowareLastSync` of unchanged records (or it would
+//! pick the same oldest ones every time), and each refresh would cost a second run with an
+//! Advoware `GET`. So the `modifiedAt` such a status-only write produced is kept in Redis, and a
+//! webhook run ([`Engine::sync_webhook`]) of a `failed` or `clean` record still carrying it is
+//! skipped; the handler uses it only for first-attempt webhook events that changed nothing but
+//! sync fields. The queue's retry and the check run ([`Engine::sync_one`],
+//! [`Engine::sync_checked`]) always run.
 
 use std::time::Duration;
 
@@ -150,6 +154,14 @@ impl EngineError {
     }
 }
 
+/// Why a run happens; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Manual,
+    Webhook,
+    Check,
+}
+
 /// Both sides, the Redis record store and the settings.
 pub struct Engine<'a, C> {
     pub espo: &'a dyn EspoSide,
@@ -167,24 +179,34 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
     /// Syncs one record. On an error the record is marked `failed` (best effort) and the error
     /// returned for the queue's retry policy.
     pub async fn sync_one(&self, id: &EspoId, now: DateTime<Utc>) -> Result<Outcome, EngineError> {
-        self.sync(id, now, false).await
+        self.sync(id, now, Mode::Manual).await
     }
 
-    /// [`Engine::sync_one`] for a fresh webhook event: a `failed` record unchanged since our own
-    /// failure write is skipped (see the module docs), everything else runs.
+    /// [`Engine::sync_one`] for a fresh webhook event that changed only sync fields: a `failed`
+    /// or `clean` record unchanged since our own status write is skipped (module docs).
     pub async fn sync_webhook(
         &self,
         id: &EspoId,
         now: DateTime<Utc>,
     ) -> Result<Outcome, EngineError> {
-        self.sync(id, now, true).await
+        self.sync(id, now, Mode::Webhook).await
+    }
+
+    /// [`Engine::sync_one`] for the 15-minute check: an unchanged record gets its
+    /// `advowareLastSync` refreshed, so the next check moves on to others.
+    pub async fn sync_checked(
+        &self,
+        id: &EspoId,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        self.sync(id, now, Mode::Check).await
     }
 
     async fn sync(
         &self,
         id: &EspoId,
         now: DateTime<Utc>,
-        echo_guard: bool,
+        mode: Mode,
     ) -> Result<Outcome, EngineError> {
         let Some(espo) = self.espo.get(id).await? else {
             return Ok(Outcome::Skipped("gone in EspoCRM"));
@@ -196,14 +218,16 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             Some(SyncStatus::PermanentlyFailed) => {
                 return Ok(Outcome::Skipped("permanently failed"))
             }
-            Some(SyncStatus::Failed) if echo_guard && espo.modified_at.is_some() => {
-                if self.store.failure_echo(id).await? == espo.modified_at {
-                    return Ok(Outcome::Skipped("echo of our own failure write"));
+            Some(SyncStatus::Failed | SyncStatus::Clean)
+                if mode == Mode::Webhook && espo.modified_at.is_some() =>
+            {
+                if self.store.echo(id).await? == espo.modified_at {
+                    return Ok(Outcome::Skipped("echo of our own status write"));
                 }
             }
             _ => {}
         }
-        match self.run(id, &espo, now).await {
+        match self.run(id, &espo, now, mode).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 self.mark_failed(id, &espo, &e.to_string()).await;
@@ -217,6 +241,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         id: &EspoId,
         espo: &EspoBeteiligte,
         now: DateTime<Utc>,
+        mode: Mode,
     ) -> Result<Outcome, EngineError> {
         let data = match espo_to_stammdaten(espo) {
             Ok(d) => d,
@@ -266,13 +291,17 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 let current_bookkeeping = espo.sync_status == Some(SyncStatus::Clean)
                     && espo.advoware_row_id.as_deref() == Some(row_id.as_str())
                     && base.as_deref() == Some(hash.as_str());
-                if current_bookkeeping {
+                if current_bookkeeping && mode != Mode::Check {
                     return Ok(Outcome::NoChange { bookkeeping: false });
                 }
-                self.espo
+                let after = self
+                    .espo
                     .update(id, &json(StatusUpdate::clean(&row_id, now)))
                     .await?;
                 self.store.synced(id, bet_nr, &hash).await?;
+                if let Some(m) = after.modified_at.as_deref() {
+                    self.store.set_echo(id, m).await?;
+                }
                 Ok(Outcome::NoChange { bookkeeping: true })
             }
             Action::WriteAdvoware => {
@@ -423,7 +452,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         match self.espo.update(id, &json(update)).await {
             Ok(after) => {
                 if let Some(m) = after.modified_at.as_deref() {
-                    if let Err(e) = self.store.set_failure_echo(id, m).await {
+                    if let Err(e) = self.store.set_echo(id, m).await {
                         warn!(espo_id = %id, error = %e, "could not remember the failure write");
                     }
                 }

@@ -186,14 +186,46 @@ fn espo_id(job: &Job) -> Result<EspoId, HandlerError> {
         .map_err(|e| HandlerError::Permanent(format!("invalid EspoCRM id {:?}: {e}", job.entity)))
 }
 
-/// Whether the job is a fresh webhook event (first attempt, no internal trigger).
-fn fresh_webhook(job: &Job) -> bool {
-    job.attempts == 0
-        && job
-            .payload
-            .get(TRIGGER_KEY)
-            .and_then(Value::as_str)
-            .is_none()
+/// Attributes an update webhook may carry when only our own status write changed the record.
+const STATUS_ONLY: [&str; 12] = [
+    "id",
+    "modifiedAt",
+    "modifiedById",
+    "modifiedByName",
+    "versionNumber",
+    espo_fields::SYNC_STATUS,
+    espo_fields::SYNC_ERROR_MESSAGE,
+    espo_fields::SYNC_RETRY_COUNT,
+    espo_fields::ADVOWARE_ROW_ID,
+    espo_fields::ADVOWARE_LAST_SYNC,
+    espo_fields::ADVOWARE_DELETED_AT,
+    espo_fields::BETNR,
+];
+
+/// How the engine should run this job: the check refreshes unchanged records; a first-attempt
+/// webhook event that changed only sync fields may be the echo of our own status write (the
+/// payload only ever lets a job do *more*: a master-data change always runs in full).
+enum Trigger {
+    Check,
+    StatusEcho,
+    Other,
+}
+
+fn trigger(job: &Job) -> Trigger {
+    match job.payload.get(TRIGGER_KEY).and_then(Value::as_str) {
+        Some("sync_check") => return Trigger::Check,
+        Some(_) => return Trigger::Other,
+        None => {}
+    }
+    let status_only = job
+        .payload
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| STATUS_ONLY.contains(&k.as_str())));
+    if job.attempts == 0 && status_only {
+        Trigger::StatusEcho
+    } else {
+        Trigger::Other
+    }
 }
 
 /// Maps an engine result to the job's result and counts it.
@@ -261,10 +293,10 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
         };
         let now = chrono::Utc::now();
         let run = async {
-            if fresh_webhook(job) {
-                engine.sync_webhook(&id, now).await
-            } else {
-                engine.sync_one(&id, now).await
+            match trigger(job) {
+                Trigger::Check => engine.sync_checked(&id, now).await,
+                Trigger::StatusEcho => engine.sync_webhook(&id, now).await,
+                Trigger::Other => engine.sync_one(&id, now).await,
             }
         };
         let result = match guard.hold_while(ctx.config.lock_ttl, run).await {

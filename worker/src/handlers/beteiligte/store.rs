@@ -9,8 +9,8 @@
 //!   EspoCRM delete event carries only the id).
 //! - `hash`: [`crate::sync::beteiligte::content_hash`] of the content both sides had after the
 //!   last sync, the exact base of the next decision.
-//! - `failed_echo`: EspoCRM's `modifiedAt` after our last failure write, so the webhook that
-//!   write causes is recognised as our own (engine docs).
+//! - `echo`: EspoCRM's `modifiedAt` after our last status-only write (a failure, the check's
+//!   refresh), so the webhook that write causes is recognised as our own (engine docs).
 
 use bitbylaw_core::ids::{BetNr, EspoId};
 use redis::aio::ConnectionLike;
@@ -86,7 +86,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
                 &[("hash", hash.to_owned()), ("betnr", bet_nr.to_string())],
             )
             .ignore()
-            .hdel(&key, &["created", "creating", "failed_echo"])
+            .hdel(&key, &["created", "creating", "echo"])
             .ignore()
             .query_async(&mut self.conn.clone())
             .await
@@ -99,18 +99,18 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
             .await
     }
 
-    /// EspoCRM's `modifiedAt` after our last failure write.
-    pub async fn failure_echo(&self, id: &EspoId) -> redis::RedisResult<Option<String>> {
+    /// EspoCRM's `modifiedAt` after our last status-only write.
+    pub async fn echo(&self, id: &EspoId) -> redis::RedisResult<Option<String>> {
         self.conn
             .clone()
-            .hget(keys::beteiligte(id.as_str()), "failed_echo")
+            .hget(keys::beteiligte(id.as_str()), "echo")
             .await
     }
 
-    pub async fn set_failure_echo(&self, id: &EspoId, modified_at: &str) -> redis::RedisResult<()> {
+    pub async fn set_echo(&self, id: &EspoId, modified_at: &str) -> redis::RedisResult<()> {
         self.conn
             .clone()
-            .hset(keys::beteiligte(id.as_str()), "failed_echo", modified_at)
+            .hset(keys::beteiligte(id.as_str()), "echo", modified_at)
             .await
     }
 
