@@ -218,14 +218,16 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             Some(SyncStatus::PermanentlyFailed) => {
                 return Ok(Outcome::Skipped("permanently failed"))
             }
-            Some(SyncStatus::Failed | SyncStatus::Clean)
-                if mode == Mode::Webhook && espo.modified_at.is_some() =>
-            {
-                if self.store.echo(id).await? == espo.modified_at {
-                    return Ok(Outcome::Skipped("echo of our own status write"));
-                }
-            }
             _ => {}
+        }
+        let echo_candidate = mode == Mode::Webhook
+            && matches!(
+                espo.sync_status,
+                Some(SyncStatus::Failed | SyncStatus::Clean)
+            )
+            && espo.modified_at.is_some();
+        if echo_candidate && self.store.echo(id).await? == espo.modified_at {
+            return Ok(Outcome::Skipped("echo of our own status write"));
         }
         match self.run(id, &espo, now, mode).await {
             Ok(outcome) => Ok(outcome),
