@@ -334,21 +334,20 @@ async fn our_own_write_back_webhooks_cause_no_writes() {
     let e = env().await;
     let run = e.start(&[]).await;
     let id = e.person(json!({}));
-    // Round 1: the create event → Advoware create, `syncing` and the write-back in EspoCRM.
-    e.wait_idle().await;
-    assert_eq!(e.espo.flush_webhooks().await.len(), 1);
-    e.wait_idle().await;
-    let (aw_writes, espo_writes) = (e.advoware.writes(BETEILIGTE), e.espo.writes(ENTITY));
-    assert_eq!(aw_writes, 1);
-    // Round 2: EspoCRM's update webhooks for those two writes. They must write nothing.
-    assert!(!e.espo.pending_events(&e.espo.webhooks()[1].id).is_empty());
-    assert_eq!(e.settle().await, 1, "one round of echoes, then silence");
-    assert_eq!(
-        e.advoware.writes(BETEILIGTE),
-        aw_writes,
-        "zero Advoware writes"
+    // The create event → Advoware create; `syncing` and the write-back in EspoCRM. EspoCRM then
+    // sends update webhooks for those two writes (in the same or the next delivery round).
+    let rounds = e.settle().await;
+    assert!(
+        rounds <= 2,
+        "create, then one round of echoes at most: {rounds}"
     );
-    assert_eq!(e.espo.writes(ENTITY), espo_writes, "zero EspoCRM writes");
+    assert_eq!(e.advoware.writes(BETEILIGTE), 1, "only the create");
+    assert_eq!(
+        e.espo.writes(ENTITY),
+        2,
+        "only `syncing` and the write-back; the echo runs wrote nothing"
+    );
+    assert!(e.espo.pending_events(&e.espo.webhooks()[1].id).is_empty());
     e.assert_equal_both_sides(&id);
     assert!(runs(&run.worker, "no_change").await >= 1.0);
 }
