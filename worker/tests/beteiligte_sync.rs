@@ -550,3 +550,119 @@ async fn advoware_400_is_permanent_and_recorded() {
     );
     assert!(espo.get("betnr").is_none_or(Value::is_null));
 }
+
+// ----- property: generated persons and companies, typed as people type them, converge
+
+mod converge {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    fn word() -> impl Strategy<Value = String> {
+        "[A-ZÄÖÜ][a-zäöüß]{1,10}( [A-Z][a-z]{1,8})?"
+    }
+
+    fn spaced(s: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
+        (s, 0usize..2, 0usize..2)
+            .prop_map(|(s, l, r)| format!("{}{s}{}", " ".repeat(l), " ".repeat(r)))
+    }
+
+    /// A `CBeteiligte` as typed into the CRM: odd spellings and blanks included.
+    fn espo_record() -> impl Strategy<Value = Value> {
+        let person = (
+            spaced(word()),
+            proptest::option::of(spaced(word())),
+            proptest::option::of(proptest::sample::select(vec!["Mr.", "Ms.", "Mrs.", ""])),
+            proptest::option::of(proptest::sample::select(vec!["Dr.", "Prof. Dr."])),
+            proptest::option::of((1900i32..2020, 1u32..=12, 1u32..=28)),
+        )
+            .prop_map(|(last, first, sal, titel, dob)| {
+                json!({"lastName": last, "firstName": first, "salutationName": sal,
+                    "titel": titel,
+                    "dateOfBirth": dob.map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}"))})
+            });
+        let company = (
+            spaced(word()),
+            proptest::option::of(proptest::sample::select(vec![
+                "GmbH",
+                "G.m.b.H.",
+                "gmbh",
+                "AG",
+                "GmbH & Co. KG",
+                "UG (haftungsbeschränkt)",
+                "e.K.",
+            ])),
+            proptest::option::of((
+                proptest::sample::select(vec!["HRB ", "hrb", "HRA  "]),
+                1u32..999_999,
+            )),
+            proptest::option::of(proptest::sample::select(vec![
+                "AG Köln",
+                "Amtsgericht Bonn",
+            ])),
+        )
+            .prop_map(|(name, form, hr, court)| {
+                json!({"firmenname": name, "rechtsform": form,
+                    "handelsregisterNummer": hr.map(|(p, n)| format!("{p}{n}")),
+                    "handelsregisterGericht": court})
+            });
+        prop_oneof![person, company]
+    }
+
+    #[test]
+    fn generated_records_converge_within_two_runs() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let env = rt.block_on(env());
+        let mut runner = TestRunner::new(Config {
+            cases: 24,
+            ..Config::default()
+        });
+        // "Neu" + a word never equals a generated name (those are lower-case after the first letter).
+        let renamed = spaced(word().prop_map(|w| format!("Neu{w}")));
+        let result = runner.run(&(espo_record(), renamed), |(record, new_name)| {
+            rt.block_on(async {
+                let id = env.person(
+                    json!({"firstName": null, "lastName": null, "salutationName": null,
+                        "dateOfBirth": null})
+                    .as_object()
+                    .map(|base| {
+                        let mut r = base.clone();
+                        r.extend(record.as_object().cloned().unwrap_or_default());
+                        Value::Object(r)
+                    })
+                    .unwrap_or_default(),
+                );
+                // EspoCRM → Advoware: run 1 creates, run 2 writes nothing.
+                let created = env.run(&id).await;
+                let Ok(Outcome::Created(bet_nr)) = created else {
+                    return Err(TestCaseError::fail(format!("{created:?} for {record}")));
+                };
+                let before = env.writes();
+                prop_assert_eq!(
+                    env.run(&id).await,
+                    Ok(Outcome::NoChange { bookkeeping: false })
+                );
+                prop_assert_eq!(env.writes(), before);
+                // Advoware → EspoCRM: an edit there, run 1 writes EspoCRM, run 2 nothing.
+                env.aw_fake
+                    .edit_beteiligter(bet_nr.get() as i64, json!({"name": new_name}));
+                let outcome = env.run(&id).await;
+                prop_assert!(
+                    matches!(outcome, Ok(Outcome::WroteEspocrm { conflict: None })),
+                    "{:?}",
+                    outcome
+                );
+                let before = env.writes();
+                prop_assert_eq!(
+                    env.run(&id).await,
+                    Ok(Outcome::NoChange { bookkeeping: false })
+                );
+                prop_assert_eq!(env.writes(), before);
+                Ok(())
+            })
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+}
