@@ -519,3 +519,49 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
     e.assert_equal_both_sides(&fresh);
     assert_eq!(e.record(&fresh)["syncRetryCount"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_advoware_settings_make_the_worker_not_ready_and_fail_jobs_permanently() {
+    let e = env().await;
+    // EspoCRM and an Advoware URL, but no Advoware credentials.
+    let w = Worker::spawn(
+        &e.redis.url(),
+        &[
+            ("ADVOWARE_API_BASE_URL", e.advoware.api_base_url().as_str()),
+            ("ESPOCRM_API_BASE_URL", e.espo.api_url().as_str()),
+            ("ESPOCRM_API_KEY", e.espo.config().api_key.as_str()),
+        ],
+        &[],
+    );
+    let body = wait_for("not ready", Duration::from_secs(20), || async {
+        let r = common::client()
+            .get(format!("{}/ready", w.base))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.ok()?;
+        (status == 503
+            && v["checks"]["beteiligte_clients"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("failed")))
+        .then_some(v)
+    })
+    .await;
+    assert_eq!(
+        body["checks"]["calendar_clients"], "not_configured",
+        "{body}"
+    );
+    let id = e.person(json!({}));
+    assert_eq!(
+        post_signed(&w.base, "vmh.beteiligte.create", &json!([e.record(&id)])).await,
+        202
+    );
+    wait_for("job dead-lettered", Duration::from_secs(20), || async {
+        let mut c = e.redis.conn().await;
+        let n: u64 = c.xlen("bbl:dlq").await.ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+    assert_eq!(e.advoware.writes(BETEILIGTE), 0);
+}
