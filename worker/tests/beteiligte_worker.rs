@@ -419,6 +419,7 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
     let espo_time = long_ago.format("%Y-%m-%d %H:%M:%S").to_string();
     // Created before any webhook was registered: only the check can find them.
     let pending = e.person(json!({"lastName": "Pending"}));
+    let dirty = e.person(json!({"lastName": "Dirty", "syncStatus": "dirty"}));
     // 30 h ago (EspoCRM's clock): a permanent failure, and a clean record synced then, whose
     // Advoware side was edited since (Advoware sends no webhooks).
     e.espo.clock().set_now(long_ago);
@@ -465,6 +466,7 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
     assert_eq!(code, 0, "{out}{err}");
     e.settle().await;
     e.assert_equal_both_sides(&pending);
+    e.assert_equal_both_sides(&dirty);
     e.assert_equal_both_sides(&stuck);
     assert_eq!(e.record(&stuck)["syncRetryCount"], 0);
     assert_eq!(e.assert_equal_both_sides(&stale), bet_nr);
@@ -473,7 +475,7 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
         "Neu",
         "the Advoware edit flowed back"
     );
-    assert_eq!(e.advoware_creates(), 2);
+    assert_eq!(e.advoware_creates(), 3);
     assert_eq!(
         e.record(&fresh)["lastName"],
         "Frisch",
@@ -505,7 +507,7 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
     let (code, out, err) = e.cli(&["beteiligte", "status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let status: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["counts"]["clean"], 5, "{status}");
+    assert_eq!(status["counts"]["clean"], 6, "{status}");
     assert_eq!(status["oldest_unclean"], Value::Null, "{status}");
     let (code, out, err) = e.cli(&["beteiligte", "sync", &fresh]);
     assert_eq!(code, 0, "{out}{err}");
