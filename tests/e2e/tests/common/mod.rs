@@ -147,4 +147,3 @@ pub async fn deployed_gateway(config: kong_config::model::KongConfig, port: u16)
     opts.client_body_buffer_size = DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
     Gateway::start(opts).await.unwrap()
 }
-
