@@ -36,9 +36,10 @@ use crate::queue::Job;
 use crate::sync::beteiligte::model::espo_fields;
 use crate::topics;
 
-pub const TOPIC_CREATE: &str = "vmh.beteiligte.create";
-pub const TOPIC_UPDATE: &str = "vmh.beteiligte.update";
-pub const TOPIC_DELETE: &str = "vmh.beteiligte.delete";
+pub use crate::topics::{
+    BETEILIGTE_CREATE as TOPIC_CREATE, BETEILIGTE_DELETE as TOPIC_DELETE,
+    BETEILIGTE_UPDATE as TOPIC_UPDATE,
+};
 
 /// Handler name of all Beteiligte topics: one entity lock whichever topic a job came on.
 pub const HANDLER: &str = "beteiligte";
