@@ -427,6 +427,8 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
         json!({"lastName": "Stuck", "syncStatus": "permanently_failed",
         "syncRetryCount": 5, "syncErrorMessage": "Advoware down"}),
     );
+    // A run that died after writing `syncing`, its job long gone.
+    let abandoned = e.person(json!({"lastName": "Abandoned", "syncStatus": "syncing"}));
     let bet_nr = e
         .advoware
         .insert_beteiligter(json!({"name": "Alt", "vorname": "Anna"}));
@@ -467,6 +469,7 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
     e.settle().await;
     e.assert_equal_both_sides(&pending);
     e.assert_equal_both_sides(&dirty);
+    e.assert_equal_both_sides(&abandoned);
     e.assert_equal_both_sides(&stuck);
     assert_eq!(e.record(&stuck)["syncRetryCount"], 0);
     assert_eq!(e.assert_equal_both_sides(&stale), bet_nr);
@@ -475,7 +478,7 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
         "Neu",
         "the Advoware edit flowed back"
     );
-    assert_eq!(e.advoware_creates(), 3);
+    assert_eq!(e.advoware_creates(), 4);
     assert_eq!(
         e.record(&fresh)["lastName"],
         "Frisch",
@@ -507,7 +510,7 @@ async fn the_sync_check_picks_up_unclean_stale_and_resets_permanent_failures() {
     let (code, out, err) = e.cli(&["beteiligte", "status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let status: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["counts"]["clean"], 6, "{status}");
+    assert_eq!(status["counts"]["clean"], 7, "{status}");
     assert_eq!(status["oldest_unclean"], Value::Null, "{status}");
     let (code, out, err) = e.cli(&["beteiligte", "sync", &fresh]);
     assert_eq!(code, 0, "{out}{err}");

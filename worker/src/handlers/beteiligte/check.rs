@@ -7,7 +7,9 @@
 //! 2. clean records whose `advowareLastSync` is older than `check_clean_age` (catches edits in
 //!    Advoware, which sends no webhooks), least recently synced first, at most `check_clean_limit`;
 //! 3. `permanently_failed` records unchanged for `reset_after`: reset to `failed` with count 0
-//!    (the seeds' 24 h auto-reset) and enqueued.
+//!    (the seeds' 24 h auto-reset) and enqueued;
+//! 4. records left in `syncing` for longer than an hour (a run that died and whose job is gone),
+//!    at most `check_unclean_limit`.
 
 use std::collections::BTreeSet;
 
@@ -31,6 +33,7 @@ pub struct CheckPlan {
     pub unclean: Vec<String>,
     pub stale: Vec<String>,
     pub reset: Vec<String>,
+    pub stuck: Vec<String>,
 }
 
 impl CheckPlan {
@@ -41,11 +44,15 @@ impl CheckPlan {
             .iter()
             .chain(&self.stale)
             .chain(&self.reset)
+            .chain(&self.stuck)
             .filter(|id| seen.insert(id.as_str()))
             .cloned()
             .collect()
     }
 }
+
+/// A run holds its record at most the lock TTL (minutes); `syncing` this old is left over.
+const STUCK_AFTER_HOURS: i64 = 1;
 
 const SELECT: [&str; 4] = [
     f::SYNC_STATUS,
@@ -108,6 +115,13 @@ pub async fn plan_and_reset(
             espo_datetime(ago(s.reset_after)),
         ))
         .order_by(f::MODIFIED_AT, Order::Asc);
+    let stuck = ListQuery::new()
+        .filter(Where::equals(f::SYNC_STATUS, SyncStatus::Syncing.as_str()))
+        .filter(Where::before(
+            f::MODIFIED_AT,
+            espo_datetime(now - chrono::Duration::hours(STUCK_AFTER_HOURS)),
+        ))
+        .order_by(f::MODIFIED_AT, Order::Asc);
     let reset_after = chrono::Duration::from_std(s.reset_after).unwrap_or(chrono::Duration::MAX);
     let plan = CheckPlan {
         unclean: ids(espo, unclean, s.check_unclean_limit, |_| true).await?,
@@ -122,6 +136,7 @@ pub async fn plan_and_reset(
             )
         })
         .await?,
+        stuck: ids(espo, stuck, s.check_unclean_limit, |_| true).await?,
     };
     let reset = serde_json::to_value(StatusUpdate::reset()).unwrap_or_default();
     for id in &plan.reset {
@@ -150,6 +165,7 @@ pub async fn run(ctx: &JobContext, _job: &Job) -> HandlerResult {
         unclean = plan.unclean.len(),
         stale = plan.stale.len(),
         reset = plan.reset.len(),
+        stuck = plan.stuck.len(),
         enqueued = n,
         "Beteiligte sync check"
     );
