@@ -84,6 +84,14 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
                 metrics.clone(),
             );
         }
+        if crate::handlers::beteiligte::configured(&config) {
+            crate::handlers::beteiligte::spawn_build(
+                config.clone(),
+                queue.clone(),
+                clients.beteiligte.clone(),
+                health.clone(),
+            );
+        }
         let deps = Arc::new(ConsumerDeps {
             config: config.clone(),
             queue: queue.clone(),

@@ -47,6 +47,28 @@ pub enum Command {
     /// Calendar sync tools that talk to Advoware and Google directly.
     #[command(subcommand)]
     Calendar(CalendarCmd),
+    /// Beteiligte sync tools that talk to EspoCRM and Advoware directly.
+    #[command(subcommand)]
+    Beteiligte(BeteiligteCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BeteiligteCmd {
+    /// Sync one `CBeteiligte` now, in this process (holding its entity lock); prints the outcome.
+    Sync { espo_id: String },
+    /// Records per `syncStatus` and the oldest unclean one (pending_sync, dirty, failed).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare one record field by field on both sides, with its sync bookkeeping.
+    /// Exit status: 0 equal, 1 different, 2 when the comparison itself failed.
+    Audit { espo_id: String },
+    /// Give a record a fresh start (`failed`, retry count 0, a create whose answer was lost
+    /// forgotten: check Advoware first!) and enqueue a sync for it.
+    Reset { espo_id: String },
+    /// Enqueue the 15-minute check (`vmh.beteiligte.sync_check`) now.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +189,9 @@ pub enum CliError {
     /// The calendar sync could not run (exit status 2).
     #[error("calendar: {0}")]
     Calendar(String),
+    /// The Beteiligte sync or its check could not run (exit status 2).
+    #[error("Beteiligte: {0}")]
+    Beteiligte(String),
 }
 
 impl CliError {
@@ -294,6 +319,7 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
             }
         }
         Command::Calendar(cmd) => calendar(cmd, config, &queue).await?,
+        Command::Beteiligte(cmd) => beteiligte(cmd, config, &queue).await?,
         Command::Serve(_) | Command::Config(_) => {
             return Err(CliError::Usage("not an admin command".into()))
         }
@@ -399,6 +425,169 @@ async fn calendar(
             let _ = guard.release().await;
             let report = result.map_err(|e| CliError::Calendar(handler_error(e).to_string()))?;
             println!("{}", report.summary());
+        }
+    }
+    Ok(())
+}
+
+async fn beteiligte(
+    cmd: BeteiligteCmd,
+    config: &Config,
+    queue: &crate::queue::Queue,
+) -> Result<(), CliError> {
+    use crate::handlers::beteiligte::{
+        self as bet, engine::Engine, engine::EngineSettings, store::BeteiligteStore,
+    };
+    use crate::queue::NewJob;
+    use bitbylaw_core::ids::EspoId;
+
+    let fail = |e: &dyn std::fmt::Display| CliError::Beteiligte(e.to_string());
+    let id_of = |raw: &str| {
+        EspoId::new(raw).map_err(|e| CliError::Usage(format!("EspoCRM id {raw:?}: {e}")))
+    };
+    match cmd {
+        BeteiligteCmd::Check => {
+            let job = NewJob::new(
+                "beteiligte-sync-check",
+                serde_json::json!({"trigger": "cli"}),
+            );
+            for e in queue
+                .enqueue(crate::topics::BETEILIGTE_SYNC_CHECK, vec![job])
+                .await?
+            {
+                println!(
+                    "{} job {}{}",
+                    crate::topics::BETEILIGTE_SYNC_CHECK,
+                    e.job_id,
+                    if e.coalesced { " (coalesced)" } else { "" }
+                );
+            }
+            return Ok(());
+        }
+        BeteiligteCmd::Status { json } => return beteiligte_status(config, json).await,
+        _ => {}
+    }
+    if !bet::configured(config) {
+        return Err(CliError::Beteiligte(
+            "needs ADVOWARE_API_BASE_URL and ESPOCRM_API_BASE_URL".into(),
+        ));
+    }
+    let sides = bet::build_sides(config, queue)
+        .await
+        .map_err(|e| fail(&e))?;
+    let store = BeteiligteStore::new(queue.redis().conn().await?);
+    match cmd {
+        BeteiligteCmd::Sync { espo_id } => {
+            let id = id_of(&espo_id)?;
+            let settings = EngineSettings::from_config(&config.beteiligte);
+            let engine = Engine {
+                espo: sides.espo.as_ref(),
+                advoware: sides.advoware.as_ref(),
+                store: &store,
+                settings: &settings,
+            };
+            let guard = Locks::new(queue.redis().clone())
+                .try_acquire(bet::HANDLER, bet::LOCK_TYPE, id.as_str(), config.lock_ttl)
+                .await?;
+            let run = engine.sync_one(&id, chrono::Utc::now());
+            let result = guard
+                .hold_while(config.lock_ttl, run)
+                .await
+                .map_err(|lost| fail(&lost))?;
+            let _ = guard.release().await;
+            let outcome = result.map_err(|e| fail(&e))?;
+            println!("{}: {outcome:?}", outcome.label());
+            if let bet::engine::Outcome::InvalidData(reason) = outcome {
+                return Err(CliError::Beteiligte(format!("invalid data: {reason}")));
+            }
+        }
+        BeteiligteCmd::Audit { espo_id } => {
+            let id = id_of(&espo_id)?;
+            let report =
+                bet::audit::audit(sides.espo.as_ref(), sides.advoware.as_ref(), &store, &id)
+                    .await
+                    .map_err(|e| fail(&e))?;
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.differences == 0 {
+                println!("equal");
+            } else {
+                return Err(CliError::OutOfSync(report.differences));
+            }
+        }
+        BeteiligteCmd::Reset { espo_id } => {
+            let id = id_of(&espo_id)?;
+            let reset = serde_json::to_value(crate::sync::beteiligte::StatusUpdate::reset())
+                .unwrap_or_default();
+            sides.espo.update(&id, &reset).await.map_err(|e| fail(&e))?;
+            // A person has checked Advoware: a create whose answer was lost may be repeated.
+            store.clear_creating(&id).await.map_err(|e| fail(&e))?;
+            let job = NewJob::new(id.as_str(), serde_json::json!({"trigger": "cli"}));
+            let enqueued = queue.enqueue(bet::TOPIC_UPDATE, vec![job]).await?;
+            println!(
+                "{id}: reset to failed (retry count 0); sync job {}",
+                enqueued.first().map(|e| e.job_id.as_str()).unwrap_or("?")
+            );
+        }
+        BeteiligteCmd::Check | BeteiligteCmd::Status { .. } => {}
+    }
+    Ok(())
+}
+
+/// `beteiligte status`: one `maxSize=1` list per status (EspoCRM answers the `total`).
+async fn beteiligte_status(config: &Config, json: bool) -> Result<(), CliError> {
+    use crate::clients::espocrm::{ClientSettings, EspoCrmClient, ListQuery, Order, Where};
+    use crate::sync::beteiligte::model::espo_fields as f;
+    use crate::sync::beteiligte::SyncStatus;
+
+    let fail = |e: &dyn std::fmt::Display| CliError::Beteiligte(e.to_string());
+    let espo = ClientSettings::from_settings(&config.espocrm)
+        .and_then(EspoCrmClient::new)
+        .map_err(|e| fail(&e))?;
+    let mut counts = serde_json::Map::new();
+    let queries = SyncStatus::ALL
+        .iter()
+        .map(|s| (s.as_str(), Where::equals(f::SYNC_STATUS, s.as_str())))
+        .chain([("(none)", Where::is_null(f::SYNC_STATUS))]);
+    for (name, filter) in queries {
+        let q = ListQuery::new().filter(filter).select([f::SYNC_STATUS]);
+        let (list, total) = espo
+            .list_page::<serde_json::Value>(f::ENTITY, &q, 1, 0)
+            .await
+            .map_err(|e| fail(&e))?;
+        counts.insert(name.into(), total.unwrap_or(list.len()).into());
+    }
+    let unclean = [
+        SyncStatus::PendingSync,
+        SyncStatus::Dirty,
+        SyncStatus::Failed,
+    ];
+    let q = ListQuery::new()
+        .filter(Where::is_in(f::SYNC_STATUS, unclean.map(|s| s.as_str())))
+        .select([f::SYNC_STATUS, f::MODIFIED_AT])
+        .order_by(f::MODIFIED_AT, Order::Asc);
+    let (oldest, _) = espo
+        .list_page::<serde_json::Value>(f::ENTITY, &q, 1, 0)
+        .await
+        .map_err(|e| fail(&e))?;
+    let oldest = oldest.into_iter().next().map(|o| {
+        serde_json::json!({"id": o["id"], "syncStatus": o[f::SYNC_STATUS], "modifiedAt": o[f::MODIFIED_AT]})
+    });
+    if json {
+        print_json(&serde_json::json!({"counts": counts, "oldest_unclean": oldest}));
+    } else {
+        for (status, n) in &counts {
+            println!("{status:<22} {n}");
+        }
+        match oldest {
+            Some(o) => println!(
+                "oldest unclean: {} ({}, modified {})",
+                o["id"].as_str().unwrap_or("?"),
+                o["syncStatus"].as_str().unwrap_or("?"),
+                o["modifiedAt"].as_str().unwrap_or("?")
+            ),
+            None => println!("oldest unclean: none"),
         }
     }
     Ok(())

@@ -245,6 +245,39 @@ impl Default for CalendarSettings {
     }
 }
 
+/// The Beteiligte sync's knobs (issue 11); documented in the README and the example config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeteiligteSettings {
+    /// Who wins when both sides changed (seeds: EspoCRM).
+    pub conflict_policy: crate::sync::beteiligte::ConflictPolicy,
+    /// Failed runs until a record is `permanently_failed` (seeds: 5).
+    pub max_retries: u32,
+    /// A `permanently_failed` record unchanged this long is reset by the check (seeds: 24 h).
+    pub reset_after: Duration,
+    /// EspoCRM user id that receives the in-app notifications; `None` = log only.
+    pub notify_user_id: Option<String>,
+    /// How many unclean records (`pending_sync`, `dirty`, `failed`) one check enqueues.
+    pub check_unclean_limit: usize,
+    /// How many clean records whose last sync is older than `check_clean_age` one check enqueues.
+    pub check_clean_limit: usize,
+    /// Clean records are re-checked once their last sync is this old.
+    pub check_clean_age: Duration,
+}
+
+impl Default for BeteiligteSettings {
+    fn default() -> Self {
+        Self {
+            conflict_policy: crate::sync::beteiligte::ConflictPolicy::EspocrmWins,
+            max_retries: 5,
+            reset_after: Duration::from_secs(24 * 3600),
+            notify_user_id: None,
+            check_unclean_limit: 100,
+            check_clean_limit: 50,
+            check_clean_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// What the configuration is loaded for: admin commands only talk to Redis, so they do not
 /// insist on the intake's signing secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,6 +312,7 @@ pub struct Config {
     pub google: GoogleSettings,
     pub calendar: CalendarSettings,
     pub leads: LeadsSettings,
+    pub beteiligte: BeteiligteSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -322,6 +356,7 @@ struct FileConfig {
     google: FileGoogle,
     calendar: FileCalendar,
     leads: FileLeads,
+    beteiligte: FileBeteiligte,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -410,6 +445,18 @@ struct FileCalendar {
     busy_only: Option<Vec<String>>,
     busy_title: Option<String>,
     employees: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileBeteiligte {
+    conflict_policy: Option<String>,
+    max_retries: Option<u32>,
+    reset_after_hours: Option<u64>,
+    notify_user_id: Option<String>,
+    check_unclean_limit: Option<usize>,
+    check_clean_limit: Option<usize>,
+    check_clean_age_hours: Option<u64>,
 }
 
 /// The two schedules of the old system: every 15 minutes, on the quarter hour.
@@ -1037,6 +1084,75 @@ impl Config {
         }
         let leads = load_leads(&mut r, file.leads);
 
+        let fb = file.beteiligte;
+        let bd = BeteiligteSettings::default();
+        let conflict_policy = match r.str("BETEILIGTE_CONFLICT_POLICY").or(fb.conflict_policy) {
+            None => bd.conflict_policy,
+            Some(raw) => raw.parse().unwrap_or_else(|e: String| {
+                r.problems.push(format!("BETEILIGTE_CONFLICT_POLICY: {e}"));
+                bd.conflict_policy
+            }),
+        };
+        let hours = |h: Option<u64>, d: Duration| h.map_or(d, |h| Duration::from_secs(h * 3600));
+        let beteiligte = BeteiligteSettings {
+            conflict_policy,
+            max_retries: r
+                .parse::<u32>("BETEILIGTE_MAX_RETRIES")
+                .or(fb.max_retries)
+                .unwrap_or(bd.max_retries),
+            reset_after: hours(
+                r.parse::<u64>("BETEILIGTE_RESET_AFTER_HOURS")
+                    .or(fb.reset_after_hours),
+                bd.reset_after,
+            ),
+            notify_user_id: r
+                .str("BETEILIGTE_NOTIFY_USER_ID")
+                .or(fb.notify_user_id)
+                .filter(|u| !u.trim().is_empty()),
+            check_unclean_limit: r
+                .parse::<usize>("BETEILIGTE_CHECK_UNCLEAN_LIMIT")
+                .or(fb.check_unclean_limit)
+                .unwrap_or(bd.check_unclean_limit),
+            check_clean_limit: r
+                .parse::<usize>("BETEILIGTE_CHECK_CLEAN_LIMIT")
+                .or(fb.check_clean_limit)
+                .unwrap_or(bd.check_clean_limit),
+            check_clean_age: hours(
+                r.parse::<u64>("BETEILIGTE_CHECK_CLEAN_AGE_HOURS")
+                    .or(fb.check_clean_age_hours),
+                bd.check_clean_age,
+            ),
+        };
+        if !(1..=100).contains(&beteiligte.max_retries) {
+            r.problems
+                .push("BETEILIGTE_MAX_RETRIES: must be 1–100".into());
+        }
+        if beteiligte.reset_after.is_zero() || beteiligte.check_clean_age.is_zero() {
+            r.problems.push(
+                "BETEILIGTE_RESET_AFTER_HOURS / BETEILIGTE_CHECK_CLEAN_AGE_HOURS: must be at least 1"
+                    .into(),
+            );
+        }
+        for (name, n) in [
+            (
+                "BETEILIGTE_CHECK_UNCLEAN_LIMIT",
+                beteiligte.check_unclean_limit,
+            ),
+            ("BETEILIGTE_CHECK_CLEAN_LIMIT", beteiligte.check_clean_limit),
+        ] {
+            if n > 10_000 {
+                r.problems
+                    .push(format!("{name}: at most 10000 records per check (0 = off)"));
+            }
+        }
+        if let Some(u) = &beteiligte.notify_user_id {
+            if !crate::topics::valid_entity_id(u) {
+                r.problems.push(format!(
+                    "BETEILIGTE_NOTIFY_USER_ID: {u:?} is not an EspoCRM id"
+                ));
+            }
+        }
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -1063,6 +1179,7 @@ impl Config {
             google,
             calendar,
             leads,
+            beteiligte,
         })
     }
 }
@@ -1338,6 +1455,59 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.espocrm.page_size, Some(50));
         assert!(!format!("{cfg:?}").contains("espo-key-123456"));
+    }
+
+    #[test]
+    fn beteiligte_settings_default_to_the_seeds_and_are_validated() {
+        let cfg = Config::load(
+            None,
+            &env(&[("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret")]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.beteiligte, BeteiligteSettings::default());
+        assert_eq!(
+            cfg.beteiligte.conflict_policy,
+            crate::sync::beteiligte::ConflictPolicy::EspocrmWins
+        );
+        assert_eq!(cfg.beteiligte.max_retries, 5);
+        assert_eq!(cfg.beteiligte.reset_after, Duration::from_secs(24 * 3600));
+        let problems = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("BETEILIGTE_CONFLICT_POLICY", "loudest_wins"),
+                ("BETEILIGTE_MAX_RETRIES", "0"),
+                ("BETEILIGTE_RESET_AFTER_HOURS", "0"),
+                ("BETEILIGTE_NOTIFY_USER_ID", "not an id"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems.join("\n"))
+        .unwrap_or_default();
+        for name in [
+            "BETEILIGTE_CONFLICT_POLICY",
+            "BETEILIGTE_MAX_RETRIES",
+            "BETEILIGTE_RESET_AFTER_HOURS",
+            "BETEILIGTE_NOTIFY_USER_ID",
+        ] {
+            assert!(problems.contains(name), "{name} missing in {problems}");
+        }
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("BETEILIGTE_CONFLICT_POLICY", "manual"),
+                ("BETEILIGTE_CHECK_CLEAN_LIMIT", "0"),
+                ("BETEILIGTE_NOTIFY_USER_ID", "admin1"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.beteiligte.conflict_policy,
+            crate::sync::beteiligte::ConflictPolicy::Manual
+        );
+        assert_eq!(cfg.beteiligte.check_clean_limit, 0);
+        assert_eq!(cfg.beteiligte.notify_user_id.as_deref(), Some("admin1"));
     }
 
     #[test]

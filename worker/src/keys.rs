@@ -19,7 +19,7 @@
 //! | `bbl:cal:{kuerzel}:mirror`            | hash       | Google event id → event JSON, kept current by incremental lists |
 //! | `bbl:cal:{kuerzel}:meta`              | hash       | `calendar_id`, `sync_token`, `last_sync_ms`, `last_result` |
 //! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
-//! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `created` (Advoware `betNr` of a create not yet written back), `hash` (content hash after the last sync) |
+//! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `creating` (time of a `POST` whose answer is not recorded yet), `created` (Advoware `betNr` of a create not yet written back), `betnr` (linked at the last sync), `hash` (content hash after the last sync), `echo` (EspoCRM `modifiedAt` after our last status-only write) |
 //! | `bbl:cal:failures`                    | sorted set | Kürzel scored by its calendar runs failed since its last success |
 //! | `bbl:lead:{webhookId}`               | hash       | Vermieterhelden lead per submission (30 days): `intent` (ms of the first attempt), `record` (`Lead:<id>` / `Contact:<id>` written), `linked`, `followup`, `done` |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |

@@ -37,12 +37,13 @@ fn main() -> std::process::ExitCode {
         println!("configuration ok: {config:#?}");
         return std::process::ExitCode::SUCCESS;
     }
-    let calendar = matches!(cli.command, Command::Calendar(_));
+    let calendar = matches!(cli.command, Command::Calendar(_) | Command::Beteiligte(_));
     match run(cli.command, config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            // The calendar commands distinguish "out of sync" (1) from "could not check" (2).
+            // The calendar and Beteiligte commands distinguish "out of sync" (1) from "could not
+            // check" (2).
             match e.downcast_ref::<cli::CliError>() {
                 Some(ce) if calendar => std::process::ExitCode::from(ce.exit_code()),
                 _ => std::process::ExitCode::FAILURE,

@@ -19,14 +19,17 @@ pub enum TopicKind {
 pub const CALENDAR_SYNC_ALL: &str = "calendar.sync.all";
 pub const CALENDAR_SYNC_EMPLOYEE: &str = "calendar.sync.employee";
 pub const BETEILIGTE_SYNC_CHECK: &str = "vmh.beteiligte.sync_check";
+pub const BETEILIGTE_CREATE: &str = "vmh.beteiligte.create";
+pub const BETEILIGTE_UPDATE: &str = "vmh.beteiligte.update";
+pub const BETEILIGTE_DELETE: &str = "vmh.beteiligte.delete";
 pub const LEAD_RECEIVED: &str = "leads.vermieterhelden.received";
 pub const CALL_REPORTED: &str = "telephony.call.reported";
 
 /// Every production topic, in the order `queue stats` lists them.
 pub const KNOWN_TOPICS: &[&str] = &[
-    "vmh.beteiligte.create",
-    "vmh.beteiligte.update",
-    "vmh.beteiligte.delete",
+    BETEILIGTE_CREATE,
+    BETEILIGTE_UPDATE,
+    BETEILIGTE_DELETE,
     "vmh.bankverbindungen.create",
     "vmh.bankverbindungen.update",
     "vmh.bankverbindungen.delete",

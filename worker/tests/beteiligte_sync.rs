@@ -15,9 +15,9 @@ use bitbylaw_worker::clients::espocrm::{
 };
 use bitbylaw_worker::config::{EspoCrmSettings, Secret};
 use bitbylaw_worker::handlers::beteiligte::engine::{Engine, EngineSettings, Outcome};
-use bitbylaw_worker::handlers::beteiligte::sides::{EspoSide, SideError, System};
+use bitbylaw_worker::handlers::beteiligte::sides::{AdvowareSide, EspoSide, SideError, System};
 use bitbylaw_worker::handlers::beteiligte::store::BeteiligteStore;
-use bitbylaw_worker::sync::beteiligte::{ConflictPolicy, EspoBeteiligte};
+use bitbylaw_worker::sync::beteiligte::{AdvowareBeteiligter, ConflictPolicy, EspoBeteiligte};
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
@@ -73,9 +73,18 @@ async fn env() -> Env {
 
 impl Env {
     async fn run_with(&self, espo: &dyn EspoSide, id: &EspoId) -> Result<Outcome, String> {
+        self.run_sides(espo, &self.aw, id).await
+    }
+
+    async fn run_sides(
+        &self,
+        espo: &dyn EspoSide,
+        advoware: &dyn AdvowareSide,
+        id: &EspoId,
+    ) -> Result<Outcome, String> {
         let engine = Engine {
             espo,
-            advoware: &self.aw,
+            advoware,
             store: &self.store,
             settings: &self.settings,
         };
@@ -244,6 +253,112 @@ async fn failed_write_back_is_resumed_without_a_second_create() {
         env.run(&id).await,
         Ok(Outcome::NoChange { bookkeeping: false })
     );
+}
+
+/// The real client, but the answer to one create is lost after Advoware stored the record
+/// (timeout, connection reset, worker killed before Redis heard of it).
+struct LostCreateAnswer<'a> {
+    inner: &'a Aw,
+    armed: AtomicBool,
+}
+
+impl AdvowareSide for LostCreateAnswer<'_> {
+    fn get(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+    ) -> BoxFuture<'_, Result<Option<AdvowareBeteiligter>, SideError>> {
+        AdvowareSide::get(self.inner, bet_nr)
+    }
+    fn create<'a>(
+        &'a self,
+        b: &'a AdvowareBeteiligter,
+    ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>> {
+        Box::pin(async move {
+            let created = AdvowareSide::create(self.inner, b).await?;
+            if self.armed.swap(false, Ordering::SeqCst) {
+                return Err(SideError::Unanswered {
+                    system: System::Advoware,
+                    message: "injected: connection lost before the answer".into(),
+                });
+            }
+            Ok(created)
+        })
+    }
+    fn replace<'a>(
+        &'a self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        b: &'a AdvowareBeteiligter,
+    ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>> {
+        AdvowareSide::replace(self.inner, bet_nr, b)
+    }
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_is_never_posted_again_and_a_person_resolves_it() {
+    let env = env().await;
+    let id = env.person(json!({}));
+    let lossy = LostCreateAnswer {
+        inner: &env.aw,
+        armed: AtomicBool::new(true),
+    };
+    let err = env
+        .run_sides(&env.espo, &lossy, &id)
+        .await
+        .expect_err("no answer");
+    assert!(err.contains("injected"), "{err}");
+    assert_eq!(env.aw_fake.writes(BETEILIGTE), 1, "Advoware stored it");
+
+    // The retry cannot know the betNr and must not guess by posting again.
+    assert_eq!(
+        env.run_sides(&env.espo, &lossy, &id).await,
+        Ok(Outcome::CreateUncertain)
+    );
+    assert_eq!(env.run(&id).await, Ok(Outcome::CreateUncertain));
+    assert_eq!(env.aw_fake.writes(BETEILIGTE), 1, "no second Beteiligter");
+    let espo = env.espo_record(&id);
+    assert_eq!(espo["syncStatus"], "failed");
+    assert!(
+        espo["syncErrorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("ohne Antwort")),
+        "{espo}"
+    );
+    let notes = env.espo_fake.all("Notification");
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|n| n["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ohne Antwort")))
+            .count(),
+        1,
+        "notified once, not on every run: {notes:?}"
+    );
+
+    // A person finds the record in Advoware and links it: the next run adopts it.
+    // (The fake numbers from 50001.)
+    let bet_nr = 50_001;
+    assert!(env.aw_fake.beteiligter(bet_nr).is_some());
+    env.espo_fake
+        .edit("CBeteiligte", id.as_str(), json!({"betnr": bet_nr}));
+    let outcome = env.run(&id).await.expect("linked by hand");
+    assert!(matches!(outcome, Outcome::NoChange { .. }), "{outcome:?}");
+    assert_eq!(env.espo_record(&id)["syncStatus"], "clean");
+    assert_eq!(env.aw_fake.writes(BETEILIGTE), 1);
+}
+
+#[tokio::test]
+async fn a_refused_create_is_simply_retried() {
+    let env = env().await;
+    let id = env.person(json!({}));
+    env.aw_fake
+        .controls()
+        .fail_next_method_on("POST", "/api/v1/advonet/Beteiligte", 1, 503, None);
+    let err = env.run(&id).await.expect_err("503");
+    assert!(err.contains("503"), "{err}");
+    let outcome = env.run(&id).await.expect("retry");
+    assert!(matches!(outcome, Outcome::Created(_)), "{outcome:?}");
+    assert_eq!(env.espo_record(&id)["syncStatus"], "clean");
 }
 
 #[tokio::test]
@@ -434,4 +549,120 @@ async fn advoware_400_is_permanent_and_recorded() {
         "{espo}"
     );
     assert!(espo.get("betnr").is_none_or(Value::is_null));
+}
+
+// ----- property: generated persons and companies, typed as people type them, converge
+
+mod converge {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    fn word() -> impl Strategy<Value = String> {
+        "[A-ZÄÖÜ][a-zäöüß]{1,10}( [A-Z][a-z]{1,8})?"
+    }
+
+    fn spaced(s: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
+        (s, 0usize..2, 0usize..2)
+            .prop_map(|(s, l, r)| format!("{}{s}{}", " ".repeat(l), " ".repeat(r)))
+    }
+
+    /// A `CBeteiligte` as typed into the CRM: odd spellings and blanks included.
+    fn espo_record() -> impl Strategy<Value = Value> {
+        let person = (
+            spaced(word()),
+            proptest::option::of(spaced(word())),
+            proptest::option::of(proptest::sample::select(vec!["Mr.", "Ms.", "Mrs.", ""])),
+            proptest::option::of(proptest::sample::select(vec!["Dr.", "Prof. Dr."])),
+            proptest::option::of((1900i32..2020, 1u32..=12, 1u32..=28)),
+        )
+            .prop_map(|(last, first, sal, titel, dob)| {
+                json!({"lastName": last, "firstName": first, "salutationName": sal,
+                    "titel": titel,
+                    "dateOfBirth": dob.map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}"))})
+            });
+        let company = (
+            spaced(word()),
+            proptest::option::of(proptest::sample::select(vec![
+                "GmbH",
+                "G.m.b.H.",
+                "gmbh",
+                "AG",
+                "GmbH & Co. KG",
+                "UG (haftungsbeschränkt)",
+                "e.K.",
+            ])),
+            proptest::option::of((
+                proptest::sample::select(vec!["HRB ", "hrb", "HRA  "]),
+                1u32..999_999,
+            )),
+            proptest::option::of(proptest::sample::select(vec![
+                "AG Köln",
+                "Amtsgericht Bonn",
+            ])),
+        )
+            .prop_map(|(name, form, hr, court)| {
+                json!({"firmenname": name, "rechtsform": form,
+                    "handelsregisterNummer": hr.map(|(p, n)| format!("{p}{n}")),
+                    "handelsregisterGericht": court})
+            });
+        prop_oneof![person, company]
+    }
+
+    #[test]
+    fn generated_records_converge_within_two_runs() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let env = rt.block_on(env());
+        let mut runner = TestRunner::new(Config {
+            cases: 24,
+            ..Config::default()
+        });
+        // "Neu" + a word never equals a generated name (those are lower-case after the first letter).
+        let renamed = spaced(word().prop_map(|w| format!("Neu{w}")));
+        let result = runner.run(&(espo_record(), renamed), |(record, new_name)| {
+            rt.block_on(async {
+                let id = env.person(
+                    json!({"firstName": null, "lastName": null, "salutationName": null,
+                        "dateOfBirth": null})
+                    .as_object()
+                    .map(|base| {
+                        let mut r = base.clone();
+                        r.extend(record.as_object().cloned().unwrap_or_default());
+                        Value::Object(r)
+                    })
+                    .unwrap_or_default(),
+                );
+                // EspoCRM → Advoware: run 1 creates, run 2 writes nothing.
+                let created = env.run(&id).await;
+                let Ok(Outcome::Created(bet_nr)) = created else {
+                    return Err(TestCaseError::fail(format!("{created:?} for {record}")));
+                };
+                let before = env.writes();
+                prop_assert_eq!(
+                    env.run(&id).await,
+                    Ok(Outcome::NoChange { bookkeeping: false })
+                );
+                prop_assert_eq!(env.writes(), before);
+                // Advoware → EspoCRM: an edit there, run 1 writes EspoCRM, run 2 nothing.
+                env.aw_fake
+                    .edit_beteiligter(bet_nr.get() as i64, json!({"name": new_name}));
+                let outcome = env.run(&id).await;
+                prop_assert!(
+                    matches!(outcome, Ok(Outcome::WroteEspocrm { conflict: None })),
+                    "{:?}",
+                    outcome
+                );
+                let before = env.writes();
+                prop_assert_eq!(
+                    env.run(&id).await,
+                    Ok(Outcome::NoChange { bookkeeping: false })
+                );
+                prop_assert_eq!(env.writes(), before);
+                Ok(())
+            })
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
 }

@@ -97,6 +97,8 @@ pub struct InjectedFailure {
     pub retry_after: Option<u64>,
     /// Only requests whose path starts with this are failed; `None` = any request.
     pub path_prefix: Option<String>,
+    /// Only requests with this method (`PUT`, …); `None` = any method.
+    pub method: Option<String>,
 }
 
 #[derive(Default)]
@@ -158,6 +160,7 @@ impl Controls {
                 status,
                 retry_after,
                 path_prefix: None,
+                method: None,
             },
             n,
         );
@@ -169,6 +172,26 @@ impl Controls {
             status,
             retry_after,
             path_prefix: Some(path_prefix.to_owned()),
+            method: None,
+        };
+        self.push_failure(failure, n);
+    }
+
+    /// The next `n` `method` requests whose path starts with `path_prefix` get `status` (e.g. fail
+    /// a write while reads of the same record pass).
+    pub fn fail_next_method_on(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        n: usize,
+        status: u16,
+        retry_after: Option<u64>,
+    ) {
+        let failure = InjectedFailure {
+            status,
+            retry_after,
+            path_prefix: Some(path_prefix.to_owned()),
+            method: Some(method.to_ascii_uppercase()),
         };
         self.push_failure(failure, n);
     }
@@ -189,13 +212,13 @@ impl Controls {
         }
     }
 
-    /// Takes one use of the first pending failure that applies to `path`.
-    fn take_failure(&self, path: &str) -> Option<InjectedFailure> {
+    /// Takes one use of the first pending failure that applies to `method` and `path`.
+    fn take_failure(&self, method: &str, path: &str) -> Option<InjectedFailure> {
         let mut inner = self.inner.lock();
-        let idx = inner
-            .failures
-            .iter()
-            .position(|(f, _)| f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)))?;
+        let idx = inner.failures.iter().position(|(f, _)| {
+            f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+                && f.method.as_deref().is_none_or(|m| m == method)
+        })?;
         let entry = inner.failures.get_mut(idx)?;
         entry.1 -= 1;
         let failure = entry.0.clone();
@@ -322,7 +345,7 @@ async fn record_and_inject(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(failure) = controls.take_failure(parts.uri.path()) {
+    if let Some(failure) = controls.take_failure(parts.method.as_str(), parts.uri.path()) {
         let status =
             StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = shaper(status);
@@ -366,13 +389,28 @@ mod tests {
     fn failures_apply_by_prefix_and_count_down() {
         let controls = Controls::default();
         controls.fail_next_on("/a", 2, 503, Some(7));
-        assert!(controls.take_failure("/b").is_none());
-        assert_eq!(controls.take_failure("/a/x").map(|f| f.status), Some(503));
+        assert!(controls.take_failure("GET", "/b").is_none());
         assert_eq!(
-            controls.take_failure("/a").map(|f| f.retry_after),
+            controls.take_failure("GET", "/a/x").map(|f| f.status),
+            Some(503)
+        );
+        assert_eq!(
+            controls.take_failure("PUT", "/a").map(|f| f.retry_after),
             Some(Some(7))
         );
-        assert!(controls.take_failure("/a").is_none());
+        assert!(controls.take_failure("GET", "/a").is_none());
+    }
+
+    #[test]
+    fn failures_can_be_limited_to_a_method() {
+        let controls = Controls::default();
+        controls.fail_next_method_on("put", "/a", 1, 503, None);
+        assert!(controls.take_failure("GET", "/a/1").is_none());
+        assert_eq!(
+            controls.take_failure("PUT", "/a/1").map(|f| f.status),
+            Some(503)
+        );
+        assert!(controls.take_failure("PUT", "/a/1").is_none());
     }
 
     #[test]

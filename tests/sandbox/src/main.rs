@@ -5,7 +5,9 @@
 //! the repository's `kong.yaml` with sandbox values and serves it through gateway
 //! mode (the Kong stand-in) with the real `.wasm` filters. Then it walks through a
 //! short demo — an Advoware proxy call, EspoCRM webhooks, the four Vermieterhelden lead
-//! forms arriving in the EspoCRM fake (and a duplicate absorbed), a 3CX call report, a manual calendar sync — printing each exchange, and keeps
+//! forms arriving in the EspoCRM fake (and a duplicate absorbed), a 3CX call report, a manual
+//! calendar sync, a Beteiligter typed into EspoCRM appearing in Advoware and an Advoware edit
+//! flowing back — printing each exchange, and keeps
 //! running so you can send your own requests (`curl` lines are printed).
 //!
 //! Ports: gateway 127.0.0.1:8000, worker :18080, Advoware fake :18001,
@@ -134,26 +136,32 @@ async fn main() -> Result<()> {
 
     // The worker, as it runs in production, pointed at the fakes.
     let worker_bin = root.join("target/debug/bitbylaw-worker");
+    let worker_env: Vec<(&str, String)> = vec![
+        ("REDIS_URL", "redis://127.0.0.1:16379/".into()),
+        ("WORKER_LISTEN_ADDR", "127.0.0.1:18080".into()),
+        ("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET.into()),
+        ("WORKER_LOG_FORMAT", "text".into()),
+        ("ADVOWARE_API_BASE_URL", adv.api_base_url()),
+        ("ADVOWARE_SECURITY_GATEWAY_URL", adv.security_gateway_url()),
+        ("ADVOWARE_KANZLEI", ac.kanzlei.clone()),
+        ("ADVOWARE_DATABASE", ac.database.clone()),
+        ("ADVOWARE_USER", ac.user.clone()),
+        ("ADVOWARE_APP_ID", ac.app_id.clone()),
+        ("ADVOWARE_PASSWORD", ac.password.clone()),
+        ("ADVOWARE_API_KEY", ac.api_key_b64.clone()),
+        ("ESPOCRM_API_BASE_URL", espo.api_url()),
+        ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
+        ("LEADS_NEWSLETTER_TARGET_LIST_ID", newsletter_list.clone()),
+        (
+            "GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH",
+            sa_key.display().to_string(),
+        ),
+        ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
+        ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
+    ];
     let worker = Command::new(&worker_bin)
         .arg("serve")
-        .env("REDIS_URL", "redis://127.0.0.1:16379/")
-        .env("WORKER_LISTEN_ADDR", "127.0.0.1:18080")
-        .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
-        .env("WORKER_LOG_FORMAT", "text")
-        .env("ADVOWARE_API_BASE_URL", adv.api_base_url())
-        .env("ADVOWARE_SECURITY_GATEWAY_URL", adv.security_gateway_url())
-        .env("ADVOWARE_KANZLEI", &ac.kanzlei)
-        .env("ADVOWARE_DATABASE", &ac.database)
-        .env("ADVOWARE_USER", &ac.user)
-        .env("ADVOWARE_APP_ID", &ac.app_id)
-        .env("ADVOWARE_PASSWORD", &ac.password)
-        .env("ADVOWARE_API_KEY", &ac.api_key_b64)
-        .env("ESPOCRM_API_BASE_URL", espo.api_url())
-        .env("ESPOCRM_API_KEY", &espo.config().api_key)
-        .env("LEADS_NEWSLETTER_TARGET_LIST_ID", &newsletter_list)
-        .env("GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH", &sa_key)
-        .env("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url())
-        .env("GOOGLE_CALENDAR_ROOT_URL", google.root_url())
+        .envs(worker_env.iter().map(|(k, v)| (k, v)))
         .spawn()
         .with_context(|| {
             format!(
@@ -237,6 +245,7 @@ async fn main() -> Result<()> {
 
     if !args.no_demo {
         demo(&gw_url, &espo, &google, &lead_secret).await?;
+        beteiligte_demo(&adv, &espo, &worker_bin, &worker_env).await?;
     }
     println!("\nTry it yourself:");
     println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
@@ -244,6 +253,7 @@ async fn main() -> Result<()> {
     println!("  curl -s -X POST -H 'x-api-key: {THREECX_KEY}' -H 'content-type: application/json' -d '{{\"CallType\":\"Inbound\",\"Number\":\"+49301234567\",\"Duration\":\"00:01:05\",\"DateTime\":\"2026-11-23 10:00:00\"}}' {gw_url}/3cx/calls");
     println!("  curl -s http://127.0.0.1:18080/metrics | grep bitbylaw_");
     println!("  (worker env as above) target/debug/bitbylaw-worker calendar audit --kuerzel SB");
+    println!("  (worker env as above) target/debug/bitbylaw-worker beteiligte status");
     println!(
         "  target/debug/bitbylaw-worker queue stats   (with REDIS_URL=redis://127.0.0.1:16379/)"
     );
@@ -289,10 +299,17 @@ async fn demo(
 
     println!("-- EspoCRM: a CBeteiligte is created and updated; EspoCRM's webhook job delivers signed batches");
     let created = espo
-        .insert("CBeteiligte", json!({"name": "Muster GmbH", "betnr": 1001}))
+        .insert(
+            "CBeteiligte",
+            json!({"firmenname": "Muster GmbH", "rechtsform": "GmbH", "syncStatus": "pending_sync"}),
+        )
         .unwrap_or_default();
     if let Some(id) = created.get("id").and_then(|v| v.as_str()) {
-        espo.edit("CBeteiligte", id, json!({"name": "Muster GmbH & Co. KG"}));
+        espo.edit(
+            "CBeteiligte",
+            id,
+            json!({"firmenname": "Muster GmbH & Co. KG", "rechtsform": "GmbH & Co. KG"}),
+        );
     }
     for d in espo.flush_webhooks().await {
         println!(
@@ -441,6 +458,88 @@ async fn demo(
         println!("   {line}");
     }
     Ok(())
+}
+
+/// The Beteiligte sync: a person typed into EspoCRM appears in Advoware with `betnr` written
+/// back; an edit in Advoware flows back (here by `beteiligte sync`, in production by the
+/// 15-minute check once the last sync is older than `BETEILIGTE_CHECK_CLEAN_AGE_HOURS`).
+async fn beteiligte_demo(
+    adv: &advoware::AdvowareFake,
+    espo: &espocrm::EspoCrmFake,
+    worker_bin: &Path,
+    worker_env: &[(&str, String)],
+) -> Result<()> {
+    println!("-- Beteiligte sync: Erika Mustermann is typed into EspoCRM");
+    let created = espo
+        .insert(
+            "CBeteiligte",
+            json!({"firstName": "Erika", "lastName": "Mustermann", "salutationName": "Ms.",
+                "dateOfBirth": "1964-08-12", "syncStatus": "pending_sync"}),
+        )
+        .unwrap_or_default();
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let mut bet_nr = None;
+    for _ in 0..100 {
+        // EspoCRM's webhook job runs every few minutes; here we deliver at once.
+        espo.flush_webhooks().await;
+        let rec = espo.get("CBeteiligte", &id).unwrap_or_default();
+        if rec["syncStatus"] == "clean" {
+            bet_nr = rec["betnr"].as_i64();
+            println!(
+                "   EspoCRM {id}: betnr {} syncStatus {} advowareRowId {}",
+                rec["betnr"], rec["syncStatus"], rec["advowareRowId"]
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(bet_nr) = bet_nr else {
+        println!("   (not synced yet; see the worker log)");
+        return Ok(());
+    };
+    let aw = adv.beteiligter(bet_nr).unwrap_or_default();
+    println!(
+        "   Advoware Beteiligter {bet_nr}: {} {} ({}), born {}",
+        aw["anrede"].as_str().unwrap_or(""),
+        aw["vorname"].as_str().unwrap_or(""),
+        aw["name"].as_str().unwrap_or(""),
+        aw["geburtsdatum"].as_str().unwrap_or("")
+    );
+    // Let the echoes of the sync's own EspoCRM writes run first (they write nothing).
+    for _ in 0..150 {
+        espo.flush_webhooks().await;
+        if beteiligte_queue_empty().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("-- an Advoware user corrects the name to Musterfrau; `beteiligte sync {id}`");
+    adv.edit_beteiligter(bet_nr, json!({"name": "Musterfrau"}));
+    let out = Command::new(worker_bin)
+        .args(["beteiligte", "sync", &id])
+        .envs(worker_env.iter().map(|(k, v)| (k, v)))
+        .env("WORKER_LOG_LEVEL", "warn")
+        .output()?;
+    println!("   {}", String::from_utf8_lossy(&out.stdout).trim());
+    let rec = espo.get("CBeteiligte", &id).unwrap_or_default();
+    println!(
+        "   EspoCRM {id}: lastName {} syncStatus {}",
+        rec["lastName"], rec["syncStatus"]
+    );
+    Ok(())
+}
+
+/// No Beteiligte job queued, in flight or delayed (the worker's queue gauges).
+async fn beteiligte_queue_empty() -> bool {
+    let Ok(r) = reqwest::get("http://127.0.0.1:18080/metrics").await else {
+        return false;
+    };
+    let Ok(text) = r.text().await else {
+        return false;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("bitbylaw_worker_queue_depth{topic=\"vmh.beteiligte."))
+        .all(|l| l.ends_with(" 0"))
 }
 
 fn truncate(s: &str) -> String {

@@ -90,12 +90,15 @@ pub struct Clients {
     /// Advoware and Google Calendar for the calendar sync, set once built (they need Redis),
     /// or the reason they cannot be.
     pub calendar: Arc<tokio::sync::OnceCell<Result<calendar::CalendarSides, String>>>,
+    /// EspoCRM and Advoware for the Beteiligte sync, likewise.
+    pub beteiligte: Arc<tokio::sync::OnceCell<Result<beteiligte::BeteiligteSides, String>>>,
 }
 
 impl std::fmt::Debug for Clients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clients")
             .field("calendar", &self.calendar.get().map(Result::is_ok))
+            .field("beteiligte", &self.beteiligte.get().map(Result::is_ok))
             .finish()
     }
 }
@@ -194,6 +197,9 @@ impl Registry {
         }
         if leads::configured(config) {
             leads::register(&mut r, config);
+        }
+        if beteiligte::configured(config) {
+            beteiligte::register(&mut r);
         }
         r
     }

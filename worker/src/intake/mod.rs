@@ -152,18 +152,22 @@ async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Respo
     let (running, expected) = s.health.consumers();
     let consumers_ok = !s.config.roles.consumers || running >= expected;
     let calendar = s.health.calendar();
-    let calendar_ok = !matches!(calendar, Some(ClientsState::Failed(_)));
+    let beteiligte = s.health.beteiligte();
+    let failed = |c: &Option<ClientsState>| matches!(c, Some(ClientsState::Failed(_)));
+    let (calendar_ok, beteiligte_ok) = (!failed(&calendar), !failed(&beteiligte));
+    let state = |c: &Option<ClientsState>| match c {
+        None => "not_configured".to_string(),
+        Some(ClientsState::Starting) => "starting".to_string(),
+        Some(ClientsState::Ready) => "ready".to_string(),
+        Some(ClientsState::Failed(why)) => format!("failed: {why}"),
+    };
     let body = serde_json::json!({
         "redis": if redis_ok { "ok" } else { "unreachable" },
         "consumers": { "running": running, "expected": expected },
-        "calendar_clients": match &calendar {
-            None => "not_configured".to_string(),
-            Some(ClientsState::Starting) => "starting".to_string(),
-            Some(ClientsState::Ready) => "ready".to_string(),
-            Some(ClientsState::Failed(why)) => format!("failed: {why}"),
-        },
+        "calendar_clients": state(&calendar),
+        "beteiligte_clients": state(&beteiligte),
     });
-    if redis_ok && consumers_ok && calendar_ok {
+    if redis_ok && consumers_ok && calendar_ok && beteiligte_ok {
         (
             StatusCode::OK,
             Json(serde_json::json!({ "status": "ready", "checks": body })),
@@ -174,8 +178,10 @@ async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Respo
             "redis unreachable"
         } else if !consumers_ok {
             "consumers not running"
-        } else {
+        } else if !calendar_ok {
             "calendar sync clients cannot be built"
+        } else {
+            "Beteiligte sync clients cannot be built"
         };
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// State of the calendar sync clients (built in the background at start-up).
+/// State of a sync's clients (calendar, Beteiligte; built in the background at start-up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientsState {
     /// Waiting for Redis.
@@ -22,6 +22,8 @@ pub struct Health {
     consumers_running: AtomicUsize,
     /// `None`: the calendar sync is not configured on this instance.
     calendar: Mutex<Option<ClientsState>>,
+    /// `None`: the Beteiligte sync is not configured on this instance.
+    beteiligte: Mutex<Option<ClientsState>>,
 }
 
 impl Health {
@@ -30,6 +32,15 @@ impl Health {
     }
     pub fn calendar(&self) -> Option<ClientsState> {
         self.calendar
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    pub fn set_beteiligte(&self, state: ClientsState) {
+        *self.beteiligte.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+    }
+    pub fn beteiligte(&self) -> Option<ClientsState> {
+        self.beteiligte
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

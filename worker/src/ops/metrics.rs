@@ -41,6 +41,13 @@ pub struct CalendarLabel {
     pub kind: String,
 }
 
+/// Beteiligte sync runs: `outcome` is the engine's outcome label (`created`, `no_change`, …)
+/// or a failure class (`retryable`, `permanent`, `lock_lost`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KuerzelLabel {
     pub kuerzel: String,
@@ -101,6 +108,7 @@ pub struct Metrics {
     /// This instance's consumer loops: running and expected (one per handled topic).
     pub consumers_running: Gauge,
     pub consumers_expected: Gauge,
+    pub beteiligte_runs: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -153,6 +161,7 @@ impl Metrics {
             google_budget_per_minute: Gauge::default(),
             consumers_running: Gauge::default(),
             consumers_expected: Gauge::default(),
+            beteiligte_runs: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -209,6 +218,11 @@ impl Metrics {
             "consumers_expected",
             "Consumer loops this instance should run (one per topic with a handler)",
             m.consumers_expected.clone(),
+        );
+        registry.register(
+            "beteiligte_sync_runs",
+            "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, create_uncertain, unlinked, retryable, permanent, lock_lost)",
+            m.beteiligte_runs.clone(),
         );
         registry.register(
             "events_received",
@@ -338,6 +352,15 @@ impl Metrics {
         StreamLabel {
             stream: key.to_string(),
         }
+    }
+
+    /// Counts one Beteiligte run with `outcome`.
+    pub fn beteiligte_run(&self, outcome: &str) {
+        self.beteiligte_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn reject(&self, reason: &str) {

@@ -15,6 +15,26 @@
 //! ([`BeteiligteStore::set_created`]) right after the `POST`, before the write-back to EspoCRM.
 //! A run after a failed write-back finds it and resumes (adopts that Beteiligter) instead of
 //! creating a second one.
+//!
+//! The `POST` itself is bracketed by an intent ([`BeteiligteStore::set_creating`]) written
+//! before it and replaced by the `betNr` after it. Advoware has no documented search, so a record
+//! whose answer never arrived (timeout, connection lost, worker killed between answer and Redis)
+//! cannot be found again; a later run that finds the intent without a `betNr` does not `POST`
+//! again but marks the record `failed` ("create uncertain") and notifies: a person checks
+//! Advoware and either writes the `betnr` into EspoCRM or runs `beteiligte reset`. An HTTP error
+//! answer (Advoware refused) clears the intent, so ordinary failures retry on their own.
+//!
+//! # A status write is not a new change
+//!
+//! Writing `failed` makes EspoCRM send an update webhook, too. Run at once, that job would fail
+//! again and count up to `permanently_failed` within seconds, bypassing the queue's back-off.
+//! Likewise the 15-minute check refreshes `advowareLastSync` of unchanged records (or it would
+//! pick the same oldest ones every time), and each refresh would cost a second run with an
+//! Advoware `GET`. So the `modifiedAt` such a status-only write produced is kept in Redis, and a
+//! webhook run ([`Engine::sync_webhook`]) of a `failed` or `clean` record still carrying it is
+//! skipped; the handler uses it only for first-attempt webhook events that changed nothing but
+//! sync fields. The queue's retry and the check run ([`Engine::sync_one`],
+//! [`Engine::sync_checked`]) always run.
 
 use std::time::Duration;
 
@@ -44,6 +64,18 @@ pub struct EngineSettings {
     pub modified_tolerance: chrono::Duration,
     /// EspoCRM user who gets the in-app notifications; `None` = log only.
     pub notify_user_id: Option<String>,
+}
+
+impl EngineSettings {
+    /// The engine's view of the configured `[beteiligte]` settings.
+    pub fn from_config(b: &crate::config::BeteiligteSettings) -> Self {
+        Self {
+            conflict_policy: b.conflict_policy,
+            max_retries: b.max_retries,
+            notify_user_id: b.notify_user_id.clone(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for EngineSettings {
@@ -76,6 +108,9 @@ pub enum Outcome {
     Skipped(&'static str),
     /// A side's data cannot be mapped (missing name, bad date): `failed` with the reason.
     InvalidData(String),
+    /// An earlier `POST` got no answer: it may have created a record we cannot find. `failed`,
+    /// notified, never posted again until a person resolves it.
+    CreateUncertain,
 }
 
 impl Outcome {
@@ -90,6 +125,7 @@ impl Outcome {
             Self::DeletedInAdvoware => "deleted_in_advoware",
             Self::Skipped(_) => "skipped",
             Self::InvalidData(_) => "invalid_data",
+            Self::CreateUncertain => "create_uncertain",
         }
     }
 }
@@ -118,6 +154,14 @@ impl EngineError {
     }
 }
 
+/// Why a run happens; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Manual,
+    Webhook,
+    Check,
+}
+
 /// Both sides, the Redis record store and the settings.
 pub struct Engine<'a, C> {
     pub espo: &'a dyn EspoSide,
@@ -135,6 +179,35 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
     /// Syncs one record. On an error the record is marked `failed` (best effort) and the error
     /// returned for the queue's retry policy.
     pub async fn sync_one(&self, id: &EspoId, now: DateTime<Utc>) -> Result<Outcome, EngineError> {
+        self.sync(id, now, Mode::Manual).await
+    }
+
+    /// [`Engine::sync_one`] for a fresh webhook event that changed only sync fields: a `failed`
+    /// or `clean` record unchanged since our own status write is skipped (module docs).
+    pub async fn sync_webhook(
+        &self,
+        id: &EspoId,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        self.sync(id, now, Mode::Webhook).await
+    }
+
+    /// [`Engine::sync_one`] for the 15-minute check: an unchanged record gets its
+    /// `advowareLastSync` refreshed, so the next check moves on to others.
+    pub async fn sync_checked(
+        &self,
+        id: &EspoId,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        self.sync(id, now, Mode::Check).await
+    }
+
+    async fn sync(
+        &self,
+        id: &EspoId,
+        now: DateTime<Utc>,
+        mode: Mode,
+    ) -> Result<Outcome, EngineError> {
         let Some(espo) = self.espo.get(id).await? else {
             return Ok(Outcome::Skipped("gone in EspoCRM"));
         };
@@ -147,7 +220,16 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             }
             _ => {}
         }
-        match self.run(id, &espo, now).await {
+        let echo_candidate = mode == Mode::Webhook
+            && matches!(
+                espo.sync_status,
+                Some(SyncStatus::Failed | SyncStatus::Clean)
+            )
+            && espo.modified_at.is_some();
+        if echo_candidate && self.store.echo(id).await? == espo.modified_at {
+            return Ok(Outcome::Skipped("echo of our own status write"));
+        }
+        match self.run(id, &espo, now, mode).await {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 self.mark_failed(id, &espo, &e.to_string()).await;
@@ -161,6 +243,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         id: &EspoId,
         espo: &EspoBeteiligte,
         now: DateTime<Utc>,
+        mode: Mode,
     ) -> Result<Outcome, EngineError> {
         let data = match espo_to_stammdaten(espo) {
             Ok(d) => d,
@@ -210,13 +293,17 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 let current_bookkeeping = espo.sync_status == Some(SyncStatus::Clean)
                     && espo.advoware_row_id.as_deref() == Some(row_id.as_str())
                     && base.as_deref() == Some(hash.as_str());
-                if current_bookkeeping {
+                if current_bookkeeping && mode != Mode::Check {
                     return Ok(Outcome::NoChange { bookkeeping: false });
                 }
-                self.espo
+                let after = self
+                    .espo
                     .update(id, &json(StatusUpdate::clean(&row_id, now)))
                     .await?;
-                self.store.synced(id, &hash).await?;
+                self.store.synced(id, bet_nr, &hash).await?;
+                if let Some(m) = after.modified_at.as_deref() {
+                    self.store.set_echo(id, m).await?;
+                }
                 Ok(Outcome::NoChange { bookkeeping: true })
             }
             Action::WriteAdvoware => {
@@ -229,7 +316,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 self.espo
                     .update(id, &json(StatusUpdate::clean(&row_id, now)))
                     .await?;
-                self.store.synced(id, &content_hash(&data)).await?;
+                self.store.synced(id, bet_nr, &content_hash(&data)).await?;
                 if let Some(fields) = &conflict {
                     self.notify_conflict(id, fields, "EspoCRM").await;
                 }
@@ -240,7 +327,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 let mut patch = json(to_espo_patch(&adv));
                 merge(&mut patch, json(StatusUpdate::clean(&row_id, now)));
                 self.espo.update(id, &patch).await?;
-                self.store.synced(id, &content_hash(&adv)).await?;
+                self.store.synced(id, bet_nr, &content_hash(&adv)).await?;
                 if let Some(fields) = &conflict {
                     self.notify_conflict(id, fields, "Advoware").await;
                 }
@@ -295,10 +382,25 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 (bet_nr, row_id)
             }
             None => {
+                if let Some(since) = self.store.creating(id).await? {
+                    return Ok(self.create_uncertain(id, espo, &since).await);
+                }
                 if espo.sync_status != Some(SyncStatus::Syncing) {
                     self.espo.update(id, &json(StatusUpdate::syncing())).await?;
                 }
-                let created = self.advoware.create(&to_advoware(None, data)).await?;
+                self.store
+                    .set_creating(id, &now.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .await?;
+                let created = match self.advoware.create(&to_advoware(None, data)).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if !e.may_have_written() {
+                            // Advoware refused (or was never reached): nothing was created.
+                            self.store.clear_creating(id).await?;
+                        }
+                        return Err(e.into());
+                    }
+                };
                 let Some(bet_nr) = created.bet_nr else {
                     // The side guarantees a betNr; keep the type honest anyway.
                     return Err(EngineError::Side(SideError::Failed {
@@ -319,8 +421,21 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             serde_json::json!({ espo_fields::BETNR: bet_nr.get() }),
         );
         self.espo.update(id, &patch).await?;
-        self.store.synced(id, &content_hash(data)).await?;
+        self.store.synced(id, bet_nr, &content_hash(data)).await?;
         Ok(Outcome::Created(bet_nr))
+    }
+
+    /// An intent without `betNr`: never `POST` again on our own (module docs).
+    async fn create_uncertain(&self, id: &EspoId, espo: &EspoBeteiligte, since: &str) -> Outcome {
+        let message = format!(
+            "Anlage in Advoware um {since} UTC ohne Antwort: bitte in Advoware prüfen, ob der Beteiligte existiert, dann die betnr eintragen oder `beteiligte reset` ausführen."
+        );
+        let first = espo.sync_error_message.as_deref() != Some(message.as_str());
+        self.mark_failed(id, espo, &message).await;
+        if first {
+            self.notify(id, &message).await;
+        }
+        Outcome::CreateUncertain
     }
 
     /// Bad data: `failed` with the reason, counted like any failure; not retried by the queue.
@@ -336,8 +451,15 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             message,
         );
         let permanent = update.sync_status == Some(SyncStatus::PermanentlyFailed);
-        if let Err(e) = self.espo.update(id, &json(update)).await {
-            warn!(espo_id = %id, error = %e, "could not record the failure in EspoCRM");
+        match self.espo.update(id, &json(update)).await {
+            Ok(after) => {
+                if let Some(m) = after.modified_at.as_deref() {
+                    if let Err(e) = self.store.set_echo(id, m).await {
+                        warn!(espo_id = %id, error = %e, "could not remember the failure write");
+                    }
+                }
+            }
+            Err(e) => warn!(espo_id = %id, error = %e, "could not record the failure in EspoCRM"),
         }
         if permanent {
             self.notify(

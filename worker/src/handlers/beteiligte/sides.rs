@@ -30,6 +30,10 @@ pub enum SideError {
     /// EspoCRM's duplicate check refused a create (ids of the similar records).
     #[error("EspoCRM duplicate of {0:?}")]
     Duplicate(Vec<String>),
+    /// A write whose answer never arrived or could not be read (timeout, connection lost): it
+    /// may have been carried out. Retryable; the engine does not repeat a create after it.
+    #[error("{system:?}: no usable answer to a write: {message}")]
+    Unanswered { system: System, message: String },
     /// Anything else.
     #[error("{system:?}: {message}")]
     Failed {
@@ -51,13 +55,17 @@ impl SideError {
             Self::Failed {
                 retryable: true,
                 ..
-            }
+            } | Self::Unanswered { .. }
         )
+    }
+    /// Whether the failed call may still have written (no answer to it arrived).
+    pub fn may_have_written(&self) -> bool {
+        matches!(self, Self::Unanswered { .. })
     }
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Failed { retry_after, .. } => *retry_after,
-            Self::Duplicate(_) => None,
+            Self::Duplicate(_) | Self::Unanswered { .. } => None,
         }
     }
 }
@@ -218,20 +226,27 @@ where
     ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>> {
         Box::pin(async move {
             let body = encode(b)?;
+            let unanswered = |message: String| SideError::Unanswered {
+                system: System::Advoware,
+                message,
+            };
             let v = self
                 .post_json(ADVOWARE_BETEILIGTE_PATH, &body)
                 .await
-                .map_err(advoware_error)?;
-            let created: AdvowareBeteiligter = decode(System::Advoware, v)?;
+                .map_err(|e| match &e {
+                    // The POST went out (token and body were fine) but no usable answer came.
+                    AdvowareError::Transport { path, .. } | AdvowareError::Decode { path, .. }
+                        if path == ADVOWARE_BETEILIGTE_PATH =>
+                    {
+                        unanswered(e.to_string())
+                    }
+                    _ => advoware_error(e),
+                })?;
+            // A success answer we cannot use: the record exists, we cannot tell which.
+            let created: AdvowareBeteiligter =
+                decode(System::Advoware, v).map_err(|e| unanswered(e.to_string()))?;
             if created.bet_nr.is_none() {
-                // Retryable: the record may exist now; the engine's create intent resolves it.
-                return Err(SideError::Failed {
-                    system: System::Advoware,
-                    message: "create answer carries no betNr".into(),
-                    retryable: true,
-                    retry_after: None,
-                    status: None,
-                });
+                return Err(unanswered("create answer carries no betNr".into()));
             }
             Ok(created)
         })

@@ -3,8 +3,14 @@
 //! - `created`: the `betNr` Advoware returned for our create, written right after the `POST`
 //!   and removed once EspoCRM holds it. A retry after a failed write-back finds it and resumes
 //!   instead of creating a second Beteiligter.
+//! - `creating`: time (UTC) of a `POST` whose answer has not been recorded yet; a run that finds
+//!   it without `created` does not `POST` again (engine docs).
+//! - `betnr`: the linked Advoware `betNr` after the last sync (the delete handler names it; an
+//!   EspoCRM delete event carries only the id).
 //! - `hash`: [`crate::sync::beteiligte::content_hash`] of the content both sides had after the
 //!   last sync, the exact base of the next decision.
+//! - `echo`: EspoCRM's `modifiedAt` after our last status-only write (a failure, the check's
+//!   refresh), so the webhook that write causes is recognised as our own (engine docs).
 
 use bitbylaw_core::ids::{BetNr, EspoId};
 use redis::aio::ConnectionLike;
@@ -32,21 +38,55 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
         Ok(raw.and_then(|r| r.parse().ok()))
     }
 
+    /// Records Advoware's answer to our `POST` (and ends the intent).
     pub async fn set_created(&self, id: &EspoId, bet_nr: BetNr) -> redis::RedisResult<()> {
-        self.conn
-            .clone()
-            .hset(keys::beteiligte(id.as_str()), "created", bet_nr.to_string())
-            .await
-    }
-
-    /// After a successful sync: store the content hash, drop the create intent.
-    pub async fn synced(&self, id: &EspoId, hash: &str) -> redis::RedisResult<()> {
         let key = keys::beteiligte(id.as_str());
         redis::pipe()
             .atomic()
-            .hset(&key, "hash", hash)
+            .hset(&key, "created", bet_nr.to_string())
             .ignore()
-            .hdel(&key, "created")
+            .hdel(&key, "creating")
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// When a `POST` without recorded answer was started, if one was.
+    pub async fn creating(&self, id: &EspoId) -> redis::RedisResult<Option<String>> {
+        self.conn
+            .clone()
+            .hget(keys::beteiligte(id.as_str()), "creating")
+            .await
+    }
+
+    /// Written right before the `POST`.
+    pub async fn set_creating(&self, id: &EspoId, at: &str) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .hset(keys::beteiligte(id.as_str()), "creating", at)
+            .await
+    }
+
+    /// Advoware refused the `POST` (or a person checked): no record was created.
+    pub async fn clear_creating(&self, id: &EspoId) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .hdel(keys::beteiligte(id.as_str()), "creating")
+            .await
+    }
+
+    /// After a successful sync: store the content hash, drop the create intent and the failure
+    /// echo.
+    pub async fn synced(&self, id: &EspoId, bet_nr: BetNr, hash: &str) -> redis::RedisResult<()> {
+        let key = keys::beteiligte(id.as_str());
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[("hash", hash.to_owned()), ("betnr", bet_nr.to_string())],
+            )
+            .ignore()
+            .hdel(&key, &["created", "creating", "echo"])
             .ignore()
             .query_async(&mut self.conn.clone())
             .await
@@ -57,5 +97,46 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
             .clone()
             .hget(keys::beteiligte(id.as_str()), "hash")
             .await
+    }
+
+    /// EspoCRM's `modifiedAt` after our last status-only write.
+    pub async fn echo(&self, id: &EspoId) -> redis::RedisResult<Option<String>> {
+        self.conn
+            .clone()
+            .hget(keys::beteiligte(id.as_str()), "echo")
+            .await
+    }
+
+    pub async fn set_echo(&self, id: &EspoId, modified_at: &str) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .hset(keys::beteiligte(id.as_str()), "echo", modified_at)
+            .await
+    }
+
+    /// The `betNr` linked at the last sync.
+    pub async fn linked(&self, id: &EspoId) -> redis::RedisResult<Option<BetNr>> {
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .hget(keys::beteiligte(id.as_str()), "betnr")
+            .await?;
+        Ok(raw.and_then(|r| r.parse().ok()))
+    }
+
+    /// The whole record, for `beteiligte audit` and the delete handler.
+    pub async fn fields(
+        &self,
+        id: &EspoId,
+    ) -> redis::RedisResult<std::collections::BTreeMap<String, String>> {
+        self.conn
+            .clone()
+            .hgetall(keys::beteiligte(id.as_str()))
+            .await
+    }
+
+    /// Forgets the record (EspoCRM deleted it; `beteiligte reset`).
+    pub async fn forget(&self, id: &EspoId) -> redis::RedisResult<()> {
+        self.conn.clone().del(keys::beteiligte(id.as_str())).await
     }
 }
