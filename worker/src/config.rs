@@ -1601,6 +1601,72 @@ termin_bogus = "x"
         assert_eq!(ok.as_deref(), Ok("api/v1/advonet/Termine/{frnr}"));
     }
 
+    /// Issue 11 leftover: the Beteiligte paths are settings like the appointment paths, and a
+    /// bad template is a `config check` problem naming the setting and its variable.
+    #[test]
+    fn beteiligte_paths_are_settings_and_bad_templates_are_problems() {
+        let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
+        let defaults = Config::load(None, &env(&[secret]))
+            .map(|c| c.advoware.paths)
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            defaults.as_ref().map(|p| {
+                (
+                    p.beteiligte_get.as_str(),
+                    p.beteiligte_create.as_str(),
+                    p.beteiligte_update.as_str(),
+                )
+            }),
+            Ok((
+                "api/v1/advonet/Beteiligte/{betnr}",
+                "api/v1/advonet/Beteiligte",
+                "api/v1/advonet/Beteiligte/{betnr}",
+            ))
+        );
+        let problems = Config::load(
+            None,
+            &env(&[
+                secret,
+                (
+                    "ADVOWARE_PATH_BETEILIGTE_GET",
+                    "api/v1/advonet/Beteiligte/{betNr}",
+                ),
+                (
+                    "ADVOWARE_PATH_BETEILIGTE_CREATE",
+                    "api/v1/advonet/Beteiligte/{betnr}",
+                ),
+                (
+                    "ADVOWARE_PATH_BETEILIGTE_UPDATE",
+                    "api/v1/advonet/Beteiligte",
+                ),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for needle in [
+            "advoware.paths.beteiligte_get / ADVOWARE_PATH_BETEILIGTE_GET: bad placeholder {betNr}",
+            "ADVOWARE_PATH_BETEILIGTE_CREATE: takes no placeholders, found {betnr}",
+            "ADVOWARE_PATH_BETEILIGTE_UPDATE: must contain {betnr}",
+        ] {
+            assert!(
+                problems.contains(needle),
+                "missing {needle:?} in:\n{problems}"
+            );
+        }
+        let ok = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("ADVOWARE_PATH_BETEILIGTE_GET", "api/v2/Beteiligte/{betnr}"),
+            ]),
+        )
+        .map(|c| c.advoware.paths.beteiligte_get)
+        .map_err(|e| e.to_string());
+        assert_eq!(ok.as_deref(), Ok("api/v2/Beteiligte/{betnr}"));
+    }
+
     #[test]
     fn file_then_env() {
         let dir = std::env::temp_dir().join(format!("bbl-cfg-{}", std::process::id()));

@@ -167,3 +167,66 @@ async fn person_from_espocrm_reaches_advoware_and_back_unchanged() {
     .expect("notify");
     assert_eq!(espo_fake.all("Notification").len(), 1);
 }
+
+/// Issue 11 leftover: the Beteiligte paths are `[advoware.paths]` settings, not constants. A
+/// configured template (here with an extra query parameter the fake ignores) is what goes on the
+/// wire for the GET, the POST and the PUT.
+#[tokio::test]
+async fn configured_beteiligte_paths_are_the_ones_used() {
+    let redis = RedisServer::start(false);
+    let aw_fake = advoware::start(AdvowareConfig::default())
+        .await
+        .expect("advoware fake");
+    let mut settings = advoware_settings(&aw_fake);
+    settings.paths.beteiligte_get = "api/v1/advonet/Beteiligte/{betnr}?via=get".into();
+    settings.paths.beteiligte_create = "api/v1/advonet/Beteiligte?via=create".into();
+    settings.paths.beteiligte_update = "api/v1/advonet/Beteiligte/{betnr}?via=update".into();
+    let aw = advoware_client(&settings, redis.conn().await);
+
+    let espo: bitbylaw_worker::sync::beteiligte::EspoBeteiligte =
+        serde_json::from_value(json!({"id": "konfig1", "firstName": "Karl", "lastName": "Konfig"}))
+            .expect("espo record");
+    let data = espo_to_stammdaten(&espo).expect("maps");
+    let created = AdvowareSide::create(&aw, &to_advoware(None, &data))
+        .await
+        .expect("create");
+    let bet_nr = created.bet_nr.expect("betNr");
+    let current = AdvowareSide::get(&aw, bet_nr)
+        .await
+        .expect("get")
+        .expect("exists");
+    AdvowareSide::replace(&aw, bet_nr, &current)
+        .await
+        .expect("replace");
+
+    let seen: Vec<(String, String, Option<String>)> = aw_fake
+        .controls()
+        .requests_to("/api/v1/advonet/Beteiligte")
+        .into_iter()
+        .map(|r| (r.method.clone(), r.path.clone(), r.query_param("via")))
+        .collect();
+    let one = format!("/api/v1/advonet/Beteiligte/{bet_nr}");
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "POST".into(),
+                "/api/v1/advonet/Beteiligte".into(),
+                Some("create".into())
+            ),
+            ("GET".into(), one.clone(), Some("get".into())),
+            ("PUT".into(), one, Some("update".into())),
+        ]
+    );
+
+    // A GET template the fake does not serve with a 405 is a configuration error naming the
+    // setting, never "deleted in Advoware".
+    settings.paths.beteiligte_get = "api/v1/advonet/Beteiligte?betnr={betnr}".into();
+    let aw = advoware_client(&settings, redis.conn().await);
+    let err = AdvowareSide::get(&aw, bet_nr).await.expect_err("mismatch");
+    assert!(!err.is_retryable(), "{err:?}");
+    assert!(
+        err.to_string().contains("ADVOWARE_PATH_BETEILIGTE_GET"),
+        "{err}"
+    );
+}

@@ -237,6 +237,13 @@ pub struct Paths {
     pub termin_update: String,
     /// `DELETE`: delete an appointment; `{frnr}` required.
     pub termin_delete: String,
+    /// `GET`: one Beteiligter; `{betnr}` required. A 404 means deleted in Advoware (only with
+    /// `{betnr}` in the path; a 404 when it is only in the query is a configuration error).
+    pub beteiligte_get: String,
+    /// `POST`: create a Beteiligter (no placeholders); the answer carries the new `betNr`.
+    pub beteiligte_create: String,
+    /// `PUT`: replace a Beteiligter (Advoware's PUT replaces the record); `{betnr}` required.
+    pub beteiligte_update: String,
 }
 
 impl Default for Paths {
@@ -249,6 +256,9 @@ impl Default for Paths {
             termin_create: "api/v1/advonet/Termine".into(),
             termin_update: "api/v1/advonet/Termine/{frnr}".into(),
             termin_delete: "api/v1/advonet/Termine/{frnr}".into(),
+            beteiligte_get: "api/v1/advonet/Beteiligte/{betnr}".into(),
+            beteiligte_create: "api/v1/advonet/Beteiligte".into(),
+            beteiligte_update: "api/v1/advonet/Beteiligte/{betnr}".into(),
         }
     }
 }
@@ -256,7 +266,7 @@ impl Default for Paths {
 impl Paths {
     /// Every setting (`advoware.paths.<name>`, `ADVOWARE_PATH_<NAME>`) with the placeholders it
     /// must have (it may use no others), in the order of [`Paths::templates`].
-    pub const SETTINGS: [(&'static str, &'static [&'static str]); 7] = [
+    pub const SETTINGS: [(&'static str, &'static [&'static str]); 10] = [
         ("token", &[]),
         ("mitarbeiter", &[]),
         ("termine_list", &["kuerzel", "from", "to"]),
@@ -264,10 +274,13 @@ impl Paths {
         ("termin_create", &[]),
         ("termin_update", &["frnr"]),
         ("termin_delete", &["frnr"]),
+        ("beteiligte_get", &["betnr"]),
+        ("beteiligte_create", &[]),
+        ("beteiligte_update", &["betnr"]),
     ];
 
     /// The templates, in the order of [`Paths::SETTINGS`].
-    fn templates(&self) -> [&String; 7] {
+    fn templates(&self) -> [&String; 10] {
         [
             &self.token,
             &self.mitarbeiter,
@@ -276,6 +289,9 @@ impl Paths {
             &self.termin_create,
             &self.termin_update,
             &self.termin_delete,
+            &self.beteiligte_get,
+            &self.beteiligte_create,
+            &self.beteiligte_update,
         ]
     }
 
@@ -290,6 +306,9 @@ impl Paths {
             &mut self.termin_create,
             &mut self.termin_update,
             &mut self.termin_delete,
+            &mut self.beteiligte_get,
+            &mut self.beteiligte_create,
+            &mut self.beteiligte_update,
         ];
         slots.into_iter().nth(index)
     }
@@ -725,6 +744,62 @@ where
             .await
             .map(|_| ())
             .map_err(|err| mismatch_on_405("termin_delete", Method::Delete, err))
+    }
+
+    /// One Beteiligter (`None`: deleted in Advoware), read as `beteiligte_get` says. A 405 —
+    /// or a 404 when `{betnr}` is only in the query — is [`AdvowareError::EndpointMismatch`],
+    /// never "deleted". A list answer is searched for the entry with this `betNr`.
+    pub async fn get_beteiligter(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+    ) -> Result<Option<Value>, AdvowareError> {
+        let n = bet_nr.to_string();
+        let e = expand(&self.settings.paths.beteiligte_get, &[("betnr", &n)]);
+        let value = match self.get_expanded(&e).await {
+            Ok(v) => v,
+            Err(err) if err.status() == Some(404) && e.placeholder_in_path => return Ok(None),
+            Err(err) if matches!(err.status(), Some(404 | 405)) => {
+                return Err(mismatch("beteiligte_get", Method::Get, err))
+            }
+            Err(err) => return Err(err),
+        };
+        let is_it = |b: &Value| b.get("betNr").and_then(Value::as_u64) == Some(bet_nr.get());
+        Ok(match value {
+            Value::Null => None,
+            Value::Array(items) => items.into_iter().find(is_it),
+            other => Some(other),
+        })
+    }
+
+    /// The path a Beteiligte `POST` goes to ([`Self::create_beteiligter`]): a transport or
+    /// decode error naming it means the POST went out and its answer was lost.
+    pub fn beteiligte_create_path(&self) -> String {
+        expand(&self.settings.paths.beteiligte_create, &[]).path
+    }
+
+    /// Creates a Beteiligter; the answer carries the new `betNr`.
+    pub async fn create_beteiligter(&self, body: &Value) -> Result<Value, AdvowareError> {
+        let e = expand(&self.settings.paths.beteiligte_create, &[]);
+        let resp = self
+            .call(Method::Post, &e.path, &query_refs(&e.query), Some(body))
+            .await
+            .map_err(|err| mismatch_on_405("beteiligte_create", Method::Post, err))?;
+        decode_json(&e.path, &resp.body)
+    }
+
+    /// Replaces a Beteiligter (read-modify-write is the caller's job).
+    pub async fn update_beteiligter(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let n = bet_nr.to_string();
+        let e = expand(&self.settings.paths.beteiligte_update, &[("betnr", &n)]);
+        let resp = self
+            .call(Method::Put, &e.path, &query_refs(&e.query), Some(body))
+            .await
+            .map_err(|err| mismatch_on_405("beteiligte_update", Method::Put, err))?;
+        decode_json(&e.path, &resp.body)
     }
 
     async fn get_expanded(&self, e: &Expanded) -> Result<Value, AdvowareError> {

@@ -14,9 +14,6 @@ use crate::clients::espocrm::{EspoCrmClient, EspoCrmError, ListQuery, NewNotific
 use crate::sync::beteiligte::model::espo_fields;
 use crate::sync::beteiligte::{AdvowareBeteiligter, EspoBeteiligte};
 
-/// Advoware's Beteiligte collection (FACTS §1: GET/PUT `{path}/{betNr}`, POST `{path}`).
-pub const ADVOWARE_BETEILIGTE_PATH: &str = "api/v1/advonet/Beteiligte";
-
 /// Which system failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
@@ -211,10 +208,9 @@ where
 {
     fn get(&self, bet_nr: BetNr) -> BoxFuture<'_, Result<Option<AdvowareBeteiligter>, SideError>> {
         Box::pin(async move {
-            let path = format!("{ADVOWARE_BETEILIGTE_PATH}/{bet_nr}");
-            match self.get_json(&path, &[]).await {
-                Ok(v) => decode(System::Advoware, v).map(Some),
-                Err(e) if e.status() == Some(404) => Ok(None),
+            match self.get_beteiligter(bet_nr).await {
+                Ok(Some(v)) => decode(System::Advoware, v).map(Some),
+                Ok(None) => Ok(None),
                 Err(e) => Err(advoware_error(e)),
             }
         })
@@ -230,18 +226,16 @@ where
                 system: System::Advoware,
                 message,
             };
-            let v = self
-                .post_json(ADVOWARE_BETEILIGTE_PATH, &body)
-                .await
-                .map_err(|e| match &e {
-                    // The POST went out (token and body were fine) but no usable answer came.
-                    AdvowareError::Transport { path, .. } | AdvowareError::Decode { path, .. }
-                        if path == ADVOWARE_BETEILIGTE_PATH =>
-                    {
-                        unanswered(e.to_string())
-                    }
-                    _ => advoware_error(e),
-                })?;
+            let create_path = self.beteiligte_create_path();
+            let v = self.create_beteiligter(&body).await.map_err(|e| match &e {
+                // The POST went out (token and body were fine) but no usable answer came.
+                AdvowareError::Transport { path, .. } | AdvowareError::Decode { path, .. }
+                    if *path == create_path =>
+                {
+                    unanswered(e.to_string())
+                }
+                _ => advoware_error(e),
+            })?;
             // A success answer we cannot use: the record exists, we cannot tell which.
             let created: AdvowareBeteiligter =
                 decode(System::Advoware, v).map_err(|e| unanswered(e.to_string()))?;
@@ -259,8 +253,10 @@ where
     ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>> {
         Box::pin(async move {
             let body = encode(b)?;
-            let path = format!("{ADVOWARE_BETEILIGTE_PATH}/{bet_nr}");
-            let v = self.put_json(&path, &body).await.map_err(advoware_error)?;
+            let v = self
+                .update_beteiligter(bet_nr, &body)
+                .await
+                .map_err(advoware_error)?;
             decode(System::Advoware, v)
         })
     }
