@@ -570,3 +570,73 @@ async fn unusable_advoware_settings_make_the_worker_not_ready_and_fail_jobs_perm
     .await;
     assert_eq!(e.advoware.writes(BETEILIGTE), 0);
 }
+
+/// Status machine through the real worker, policy `manual`: a change on both sides ends in
+/// `conflict` (nothing written, a notification); further webhooks, `beteiligte sync` and the
+/// 15-minute check leave it so; once a person has made Advoware agree (Advoware sends no
+/// webhook), `beteiligte reset` brings it to `clean` without a write to Advoware.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_conflict_stays_until_reset_then_ends_clean() {
+    let mut e = env().await;
+    // Worker and CLI alike: the policy is configuration of both.
+    e.vars
+        .push(("BETEILIGTE_CONFLICT_POLICY".into(), "manual".into()));
+    let _run = e.start(&[]).await;
+    let id = e.person(json!({}));
+    e.settle().await;
+    let bet_nr = e.assert_equal_both_sides(&id);
+
+    e.advoware
+        .edit_beteiligter(bet_nr, json!({"name": "Advoseite"}));
+    e.espo.edit(ENTITY, &id, json!({"lastName": "Esposeite"}));
+    e.settle().await;
+    let rec = e.record(&id);
+    assert_eq!(rec["syncStatus"], "conflict", "{rec}");
+    assert_eq!(rec["lastName"], "Esposeite", "EspoCRM left as it is");
+    assert_eq!(e.advoware.beteiligter(bet_nr).unwrap()["name"], "Advoseite");
+    let aw_writes = e.advoware.writes(BETEILIGTE);
+    let conflict_notes = || {
+        e.espo
+            .all("Notification")
+            .iter()
+            .filter(|n| {
+                n["relatedId"] == id.as_str()
+                    && n["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("Konflikt") && m.contains("lastName"))
+            })
+            .count()
+    };
+    assert_eq!(conflict_notes(), 1);
+
+    // Stays: another user edit in EspoCRM, a manual sync, the 15-minute check.
+    e.espo
+        .edit(ENTITY, &id, json!({"firstName": "Erika Maria"}));
+    e.settle().await;
+    let (code, out, err) = e.cli(&["beteiligte", "sync", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("conflict"), "{out}");
+    let (code, out, err) = e.cli(&["beteiligte", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    e.settle().await;
+    assert_eq!(e.record(&id)["syncStatus"], "conflict");
+    assert_eq!(e.advoware.writes(BETEILIGTE), aw_writes, "nothing written");
+    assert_eq!(conflict_notes(), 1, "notified once, not on every run");
+
+    // A person makes Advoware agree; only the reset tells the sync.
+    e.advoware.edit_beteiligter(
+        bet_nr,
+        json!({"name": "Esposeite", "vorname": "Erika Maria"}),
+    );
+    assert_eq!(e.record(&id)["syncStatus"], "conflict");
+    let (code, out, err) = e.cli(&["beteiligte", "reset", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    e.settle().await;
+    e.assert_equal_both_sides(&id);
+    assert_eq!(e.record(&id)["syncRetryCount"], 0);
+    assert_eq!(
+        e.advoware.writes(BETEILIGTE),
+        aw_writes,
+        "the sync never wrote Advoware during the conflict"
+    );
+}
