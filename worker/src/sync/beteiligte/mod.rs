@@ -19,6 +19,7 @@
 //! documented publicly; they are constants in [`model::espo_fields`] (see the README).
 
 pub mod decide;
+pub mod kommunikation;
 pub mod mapping;
 pub mod model;
 pub mod status;

@@ -1,0 +1,970 @@
+//! Kommunikation (issue 12, pure core): EspoCRM `emailAddressData[]` / `phoneNumberData[]` ↔
+//! Advoware `kommunikation[]` (`tlf`, `kommKz`, `bemerkung`, `online`), as a 3-way diff.
+//!
+//! Three pieces, no I/O:
+//!
+//! - [`KommKz`]: Advoware's kind code as one typed table ([`KOMMKZ_TABLE`]) saying which
+//!   EspoCRM kind ([`EspoKind`]) each code syncs as. FACTS §1 is sure of 3 = mobile and
+//!   4 = e-mail only; the others follow Advoware's usual list and are *uncertain*. A code not
+//!   in the table is [`KommKz::Unknown`]: carried (never touched, never dropped), not synced.
+//! - The `bemerkung` marker codec ([`Marker`], [`parse_bemerkung`], [`render_bemerkung`]):
+//!   `[ESPOCRM:<base64(value)>:<kommKz>] <user text>` pairs an Advoware entry with the EspoCRM
+//!   value it was synced from; `[ESPOCRM-SLOT:<kommKz>]` is an entry freed by a removal in
+//!   EspoCRM. Advoware answers 403 to DELETE and ignores `kommKz` on PUT, so a freed entry is
+//!   kept and reused for the next value *of the same kommKz* before anything is POSTed. The
+//!   user's own text after the marker always survives.
+//! - [`diff`]: the 3-way diff of both sides against the base (what both sides held after the
+//!   last sync, per Advoware entry id; stored per Beteiligter, else rebuilt from the markers
+//!   with [`base_from_markers`]) → a [`Plan`]. Values are compared in normalised form only
+//!   ([`crate::sync::contact`]: E.164 phones with a default region, lower-case e-mail), so a
+//!   reformatted number is no change and what a user typed is never rewritten unless the
+//!   value really changed.
+//!
+//! EspoCRM keeps no ids for its address entries, so a value removed in EspoCRM while another
+//! value of the same class (e-mail / phone) was added is read as *changed* (paired in order);
+//! that is what lets "changed on both sides" be told apart from an add plus a removal.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::status::ConflictPolicy;
+use crate::sync::contact::{normalize_email, normalize_phone, Region};
+
+// ---------------------------------------------------------------------------------------------
+// kommKz table
+// ---------------------------------------------------------------------------------------------
+
+/// EspoCRM's phone number types (`phoneNumberData[].type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PhoneType {
+    Mobile,
+    Office,
+    Home,
+    Fax,
+    Other,
+}
+
+impl PhoneType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mobile => "Mobile",
+            Self::Office => "Office",
+            Self::Home => "Home",
+            Self::Fax => "Fax",
+            Self::Other => "Other",
+        }
+    }
+
+    /// EspoCRM's name; an unknown type is `Other` (what EspoCRM shows for it).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "Mobile" => Self::Mobile,
+            "Office" => Self::Office,
+            "Home" => Self::Home,
+            "Fax" => Self::Fax,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// What an entry is on the EspoCRM side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EspoKind {
+    Email,
+    Phone(PhoneType),
+}
+
+impl EspoKind {
+    fn class(self) -> Class {
+        match self {
+            Self::Email => Class::Email,
+            Self::Phone(_) => Class::Phone,
+        }
+    }
+}
+
+/// Comparison class: values are normalised and paired within a class only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Class {
+    Email,
+    Phone,
+}
+
+/// Advoware's `kommKz`, typed. [`KommKz::Unknown`] carries a code this table does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KommKz {
+    TelefonGeschaeftlich,
+    FaxGeschaeftlich,
+    Mobil,
+    EmailGeschaeftlich,
+    Internet,
+    TelefonPrivat,
+    FaxPrivat,
+    EmailPrivat,
+    Autotelefon,
+    Sonstige,
+    EPost,
+    Bea,
+    Unknown(i64),
+}
+
+/// The one table: code, kind, and what it syncs as in EspoCRM (`None`: carried, not synced).
+/// Only 3 and 4 are certain (FACTS §1); the rest is Advoware's usual list.
+pub const KOMMKZ_TABLE: [(i64, KommKz, Option<EspoKind>); 12] = [
+    (
+        1,
+        KommKz::TelefonGeschaeftlich,
+        Some(EspoKind::Phone(PhoneType::Office)),
+    ),
+    (
+        2,
+        KommKz::FaxGeschaeftlich,
+        Some(EspoKind::Phone(PhoneType::Fax)),
+    ),
+    (3, KommKz::Mobil, Some(EspoKind::Phone(PhoneType::Mobile))),
+    (4, KommKz::EmailGeschaeftlich, Some(EspoKind::Email)),
+    (5, KommKz::Internet, None),
+    (
+        6,
+        KommKz::TelefonPrivat,
+        Some(EspoKind::Phone(PhoneType::Home)),
+    ),
+    (7, KommKz::FaxPrivat, Some(EspoKind::Phone(PhoneType::Fax))),
+    (8, KommKz::EmailPrivat, Some(EspoKind::Email)),
+    (
+        9,
+        KommKz::Autotelefon,
+        Some(EspoKind::Phone(PhoneType::Mobile)),
+    ),
+    (
+        10,
+        KommKz::Sonstige,
+        Some(EspoKind::Phone(PhoneType::Other)),
+    ),
+    (11, KommKz::EPost, None),
+    (12, KommKz::Bea, None),
+];
+
+impl KommKz {
+    pub fn from_code(code: i64) -> Self {
+        KOMMKZ_TABLE
+            .iter()
+            .find(|(c, _, _)| *c == code)
+            .map_or(Self::Unknown(code), |(_, k, _)| *k)
+    }
+
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Unknown(c) => c,
+            known => KOMMKZ_TABLE
+                .iter()
+                .find(|(_, k, _)| *k == known)
+                .map_or(0, |(c, _, _)| *c),
+        }
+    }
+
+    /// What this code syncs as in EspoCRM; `None` for codes that are carried only.
+    pub fn espo_kind(self) -> Option<EspoKind> {
+        KOMMKZ_TABLE
+            .iter()
+            .find(|(_, k, _)| *k == self)
+            .and_then(|(_, _, e)| *e)
+    }
+
+    /// The code a new Advoware entry gets for an EspoCRM kind (the first row of the table
+    /// syncing as it: business before private).
+    pub fn for_espo(kind: EspoKind) -> Self {
+        KOMMKZ_TABLE
+            .iter()
+            .find(|(_, _, e)| *e == Some(kind))
+            .map_or(Self::Sonstige, |(_, k, _)| *k)
+    }
+}
+
+impl Serialize for KommKz {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for KommKz {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        i64::deserialize(d).map(Self::from_code)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bemerkung marker codec
+// ---------------------------------------------------------------------------------------------
+
+/// The sync's marker at the start of an Advoware `bemerkung`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    /// Synced from this EspoCRM value (as EspoCRM held it) with this kommKz.
+    Synced { value: String, kommkz: KommKz },
+    /// Freed by a removal in EspoCRM; reusable for a value of this kommKz.
+    Slot { kommkz: KommKz },
+}
+
+const SYNCED_PREFIX: &str = "[ESPOCRM:";
+const SLOT_PREFIX: &str = "[ESPOCRM-SLOT:";
+
+/// Splits a `bemerkung` into the marker (if it starts with a well-formed one) and the user's
+/// own text. A malformed marker is no marker: the whole text is the user's.
+pub fn parse_bemerkung(bemerkung: Option<&str>) -> (Option<Marker>, String) {
+    let text = bemerkung.unwrap_or("");
+    let parsed = parse_marker(text);
+    match parsed {
+        Some((marker, rest)) => {
+            let user = rest.strip_prefix(' ').unwrap_or(rest);
+            (Some(marker), user.to_owned())
+        }
+        None => (None, text.to_owned()),
+    }
+}
+
+fn parse_marker(text: &str) -> Option<(Marker, &str)> {
+    if let Some(rest) = text.strip_prefix(SLOT_PREFIX) {
+        let (code, after) = rest.split_once(']')?;
+        let kommkz = KommKz::from_code(code.parse().ok()?);
+        return Some((Marker::Slot { kommkz }, after));
+    }
+    let rest = text.strip_prefix(SYNCED_PREFIX)?;
+    let (inner, after) = rest.split_once(']')?;
+    let (b64, code) = inner.split_once(':')?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let value = String::from_utf8(bytes).ok()?;
+    let kommkz = KommKz::from_code(code.parse().ok()?);
+    Some((Marker::Synced { value, kommkz }, after))
+}
+
+/// The `bemerkung` for `marker` followed by the user's text (one space between, none if the
+/// text is empty). [`parse_bemerkung`] gives both back exactly.
+pub fn render_bemerkung(marker: &Marker, user_text: &str) -> String {
+    let head = match marker {
+        Marker::Synced { value, kommkz } => format!(
+            "{SYNCED_PREFIX}{}:{}]",
+            base64::engine::general_purpose::STANDARD.encode(value.as_bytes()),
+            kommkz.code()
+        ),
+        Marker::Slot { kommkz } => format!("{SLOT_PREFIX}{}]", kommkz.code()),
+    };
+    if user_text.is_empty() {
+        head
+    } else {
+        format!("{head} {user_text}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Both sides
+// ---------------------------------------------------------------------------------------------
+
+/// One EspoCRM e-mail address or phone number with its flags (carried as they are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EspoKomm {
+    pub kind: EspoKind,
+    pub value: String,
+    pub primary: bool,
+    pub opt_out: bool,
+    pub invalid: bool,
+}
+
+/// `emailAddressData[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EspoEmailAddress {
+    pub email_address: String,
+    #[serde(default)]
+    pub primary: bool,
+    #[serde(default)]
+    pub opt_out: bool,
+    #[serde(default)]
+    pub invalid: bool,
+}
+
+/// `phoneNumberData[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EspoPhoneNumber {
+    pub phone_number: String,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub primary: bool,
+    #[serde(default)]
+    pub opt_out: bool,
+    #[serde(default)]
+    pub invalid: bool,
+}
+
+/// Both EspoCRM arrays as one list (e-mails first).
+pub fn from_espo(emails: &[EspoEmailAddress], phones: &[EspoPhoneNumber]) -> Vec<EspoKomm> {
+    let e = emails.iter().map(|e| EspoKomm {
+        kind: EspoKind::Email,
+        value: e.email_address.clone(),
+        primary: e.primary,
+        opt_out: e.opt_out,
+        invalid: e.invalid,
+    });
+    let p = phones.iter().map(|p| EspoKomm {
+        kind: EspoKind::Phone(PhoneType::parse(p.kind.as_deref().unwrap_or("Other"))),
+        value: p.phone_number.clone(),
+        primary: p.primary,
+        opt_out: p.opt_out,
+        invalid: p.invalid,
+    });
+    e.chain(p).collect()
+}
+
+/// The list back as EspoCRM's two arrays (setting an array replaces all its entries).
+pub fn to_espo(list: &[EspoKomm]) -> (Vec<EspoEmailAddress>, Vec<EspoPhoneNumber>) {
+    let mut emails = Vec::new();
+    let mut phones = Vec::new();
+    for k in list {
+        match k.kind {
+            EspoKind::Email => emails.push(EspoEmailAddress {
+                email_address: k.value.clone(),
+                primary: k.primary,
+                opt_out: k.opt_out,
+                invalid: k.invalid,
+            }),
+            EspoKind::Phone(t) => phones.push(EspoPhoneNumber {
+                phone_number: k.value.clone(),
+                kind: Some(t.as_str().to_owned()),
+                primary: k.primary,
+                opt_out: k.opt_out,
+                invalid: k.invalid,
+            }),
+        }
+    }
+    (emails, phones)
+}
+
+/// One Advoware `kommunikation[]` entry (fields the sync does not use are the handler's to
+/// keep: a PUT is built from the entry as read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvowareKomm {
+    pub id: i64,
+    pub kommkz: KommKz,
+    #[serde(default)]
+    pub tlf: String,
+    #[serde(default)]
+    pub bemerkung: Option<String>,
+    #[serde(default)]
+    pub online: bool,
+}
+
+/// What one Advoware entry and EspoCRM held after the last sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseEntry {
+    /// The Advoware entry.
+    pub advoware_id: i64,
+    /// Its kommKz then.
+    pub kommkz: KommKz,
+    /// The value (as EspoCRM held it).
+    pub value: String,
+}
+
+/// The base as the markers say (after applying a plan this is exactly the new base; with no
+/// stored base it is the best there is): every syncable, non-empty entry with a
+/// [`Marker::Synced`].
+pub fn base_from_markers(advoware: &[AdvowareKomm]) -> Vec<BaseEntry> {
+    advoware
+        .iter()
+        .filter(|a| a.kommkz.espo_kind().is_some() && !a.tlf.trim().is_empty())
+        .filter_map(|a| match parse_bemerkung(a.bemerkung.as_deref()).0 {
+            Some(Marker::Synced { value, .. }) => Some(BaseEntry {
+                advoware_id: a.id,
+                kommkz: a.kommkz,
+                value,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The stored base, completed by the markers of entries it does not know (a lost or older
+/// store never turns a synced entry into a new one).
+pub fn effective_base(stored: &[BaseEntry], advoware: &[AdvowareKomm]) -> Vec<BaseEntry> {
+    let known: HashSet<i64> = stored.iter().map(|b| b.advoware_id).collect();
+    let mut out = stored.to_vec();
+    out.extend(
+        base_from_markers(advoware)
+            .into_iter()
+            .filter(|b| !known.contains(&b.advoware_id)),
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plan
+// ---------------------------------------------------------------------------------------------
+
+/// `PUT …/Kommunikationen/{id}`: the new `tlf` and `bemerkung` (`kommKz` cannot change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvowarePut {
+    pub id: i64,
+    pub tlf: String,
+    pub bemerkung: String,
+}
+
+/// `POST …/Kommunikationen`: a new entry (only when no slot of its kommKz was free).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvowarePost {
+    pub kommkz: KommKz,
+    pub tlf: String,
+    pub bemerkung: String,
+    pub online: bool,
+}
+
+/// A value changed on both sides since the last sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KommConflict {
+    pub advoware_id: i64,
+    /// The value both had at the last sync.
+    pub base: String,
+    /// EspoCRM's value now (`None`: removed).
+    pub espo: Option<String>,
+    /// Advoware's value now (`None`: removed or emptied).
+    pub advoware: Option<String>,
+}
+
+/// What to write. Empty when both sides agree with each other and with their markers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub advoware_puts: Vec<AdvowarePut>,
+    pub advoware_posts: Vec<AdvowarePost>,
+    /// The complete new EspoCRM list (`None`: unchanged).
+    pub espo: Option<Vec<EspoKomm>>,
+    /// Every conflict, resolved by the policy (or, under `manual`, left as it is).
+    pub conflicts: Vec<KommConflict>,
+}
+
+impl Plan {
+    /// Nothing to write (conflicts left under `manual` do not count: they write nothing).
+    pub fn is_empty(&self) -> bool {
+        self.advoware_puts.is_empty() && self.advoware_posts.is_empty() && self.espo.is_none()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diff
+// ---------------------------------------------------------------------------------------------
+
+type Key = (Class, String);
+
+/// The comparison form of a value (never written anywhere). A value the normaliser refuses
+/// is compared as typed, trimmed.
+fn key(class: Class, value: &str, region: Region) -> Key {
+    let norm = match class {
+        Class::Email => normalize_email(value).ok(),
+        Class::Phone => normalize_phone(value, region).ok(),
+    };
+    (class, norm.unwrap_or_else(|| value.trim().to_owned()))
+}
+
+/// Side state of one base entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EspoState {
+    Same(usize),
+    Changed(usize),
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AdvState {
+    Same,
+    Changed,
+    Removed,
+}
+
+/// What an Advoware entry should look like after the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// Synced with this EspoCRM value (`tlf` set to it when its key differs).
+    Synced { value: String },
+    /// Freed.
+    Slot,
+    /// Left as it is (a conflict under `manual`).
+    Keep,
+}
+
+/// The 3-way diff: see the module docs. `base` is [`effective_base`] of what was stored.
+pub fn diff(
+    espo: &[EspoKomm],
+    advoware: &[AdvowareKomm],
+    base: &[BaseEntry],
+    policy: ConflictPolicy,
+    region: Region,
+) -> Plan {
+    let k_espo = |e: &EspoKomm| key(e.kind.class(), &e.value, region);
+    let adv_by_id: BTreeMap<i64, &AdvowareKomm> = advoware.iter().map(|a| (a.id, a)).collect();
+
+    // EspoCRM list being edited; `None` marks a removal. Later duplicates of a key are left
+    // alone (never paired, never added).
+    let mut out: Vec<Option<EspoKomm>> = espo.iter().cloned().map(Some).collect();
+    let mut espo_changed = false;
+    let mut first_of_key: BTreeMap<Key, usize> = BTreeMap::new();
+    for (i, e) in espo.iter().enumerate() {
+        first_of_key.entry(k_espo(e)).or_insert(i);
+    }
+    let mut espo_paired: BTreeSet<usize> = BTreeSet::new();
+
+    // Base entries whose Advoware entry still exists and is known; one per id.
+    let mut seen_ids = HashSet::new();
+    let base: Vec<&BaseEntry> = base
+        .iter()
+        .filter(|b| b.kommkz.espo_kind().is_some() && seen_ids.insert(b.advoware_id))
+        .collect();
+
+    // 1. EspoCRM side of each base entry: the same key still there?
+    let mut espo_states: Vec<EspoState> = base
+        .iter()
+        .map(|b| {
+            let class = b.kommkz.espo_kind().map_or(Class::Phone, EspoKind::class);
+            match first_of_key.get(&key(class, &b.value, region)) {
+                Some(&i) if espo_paired.insert(i) => {
+                    if Some(espo[i].kind) == b.kommkz.espo_kind()
+                        || espo[i].kind.class() == Class::Email
+                    {
+                        EspoState::Same(i)
+                    } else {
+                        EspoState::Changed(i)
+                    }
+                }
+                _ => EspoState::Removed,
+            }
+        })
+        .collect();
+
+    // Advoware side of each base entry.
+    let adv_states: Vec<AdvState> = base
+        .iter()
+        .map(|b| match adv_by_id.get(&b.advoware_id) {
+            Some(a) if is_live(a) && a.kommkz.espo_kind().is_some() => {
+                let class = b.kommkz.espo_kind().map_or(Class::Phone, EspoKind::class);
+                if a.kommkz.espo_kind() == b.kommkz.espo_kind()
+                    && key(class, &a.tlf, region) == key(class, &b.value, region)
+                {
+                    AdvState::Same
+                } else {
+                    AdvState::Changed
+                }
+            }
+            _ => AdvState::Removed,
+        })
+        .collect();
+
+    // Advoware entries linked to a base entry; the rest may pair with EspoCRM by value.
+    let linked: HashSet<i64> = base.iter().map(|b| b.advoware_id).collect();
+    let unlinked_keys: HashSet<Key> = advoware
+        .iter()
+        .filter(|a| !linked.contains(&a.id) && is_live(a))
+        .filter_map(|a| Some(key(a.kommkz.espo_kind()?.class(), &a.tlf, region)))
+        .collect();
+
+    // 2. An unpaired EspoCRM value of the same class stands in for a removed base value
+    //    (EspoCRM edited it), unless Advoware has that value unlinked (added on both sides).
+    //    Only where Advoware still holds the entry: a removal there plus an add in EspoCRM is
+    //    no conflict.
+    for (bi, b) in base.iter().enumerate() {
+        if espo_states[bi] != EspoState::Removed || adv_states[bi] == AdvState::Removed {
+            continue;
+        }
+        let class = b.kommkz.espo_kind().map_or(Class::Phone, EspoKind::class);
+        let candidate = first_of_key.iter().find(|(k, i)| {
+            k.0 == class && !espo_paired.contains(*i) && !unlinked_keys.contains(*k)
+        });
+        if let Some((_, &i)) = candidate {
+            espo_paired.insert(i);
+            espo_states[bi] = EspoState::Changed(i);
+        }
+    }
+
+    // 3. Decide each base entry.
+    let mut targets: BTreeMap<i64, Target> = BTreeMap::new();
+    let mut to_add: Vec<(KommKz, String)> = Vec::new();
+    let mut conflicts = Vec::new();
+    for ((b, es), adv_state) in base.iter().zip(&espo_states).zip(&adv_states) {
+        let a = adv_by_id.get(&b.advoware_id).copied();
+        // The EspoCRM entry as Advoware's entry would make it.
+        let from_adv = |old: Option<&EspoKomm>| -> Option<EspoKomm> {
+            let a = a.filter(|a| is_live(a))?;
+            let kind = a.kommkz.espo_kind()?;
+            Some(match old {
+                Some(o) if k_espo(o) == key(kind.class(), &a.tlf, region) && o.kind == kind => {
+                    o.clone()
+                }
+                Some(o) => EspoKomm {
+                    kind,
+                    value: a.tlf.clone(),
+                    ..o.clone()
+                },
+                None => EspoKomm {
+                    kind,
+                    value: a.tlf.clone(),
+                    primary: false,
+                    opt_out: false,
+                    invalid: false,
+                },
+            })
+        };
+        // Apply EspoCRM's side to Advoware.
+        let espo_wins = |targets: &mut BTreeMap<i64, Target>, to_add: &mut Vec<_>| match es {
+            EspoState::Same(i) | EspoState::Changed(i) => {
+                let e = &espo[*i];
+                match a {
+                    Some(a) if a.kommkz.espo_kind() == Some(e.kind) || same_email(a, e) => {
+                        targets.insert(
+                            a.id,
+                            Target::Synced {
+                                value: e.value.clone(),
+                            },
+                        );
+                    }
+                    Some(a) => {
+                        // kommKz cannot change on PUT: free this one, add anew.
+                        targets.insert(a.id, Target::Slot);
+                        to_add.push((KommKz::for_espo(e.kind), e.value.clone()));
+                    }
+                    None => to_add.push((KommKz::for_espo(e.kind), e.value.clone())),
+                }
+            }
+            EspoState::Removed => {
+                if let Some(a) = a {
+                    targets.insert(a.id, Target::Slot);
+                }
+            }
+        };
+        match (es, adv_state) {
+            (EspoState::Same(_), AdvState::Same) | (EspoState::Changed(_), AdvState::Same) => {
+                espo_wins(&mut targets, &mut to_add)
+            }
+            (EspoState::Removed, AdvState::Same) => espo_wins(&mut targets, &mut to_add),
+            (EspoState::Removed, AdvState::Removed) => {}
+            (EspoState::Same(i), AdvState::Changed) => {
+                out[*i] = from_adv(espo.get(*i));
+                espo_changed |= out[*i].as_ref() != espo.get(*i);
+                if let Some(e) = &out[*i] {
+                    if let Some(a) = a {
+                        targets.insert(
+                            a.id,
+                            Target::Synced {
+                                value: e.value.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            (EspoState::Same(i), AdvState::Removed) => {
+                out[*i] = None;
+                espo_changed = true;
+            }
+            // Both sides moved.
+            (es, adv_state) => {
+                let espo_now = match es {
+                    EspoState::Same(i) | EspoState::Changed(i) => Some(&espo[*i]),
+                    EspoState::Removed => None,
+                };
+                let adv_now = a.filter(|_| *adv_state == AdvState::Changed);
+                let agree = match (espo_now, adv_now) {
+                    (Some(e), Some(a)) => {
+                        a.kommkz.espo_kind() == Some(e.kind)
+                            && key(e.kind.class(), &a.tlf, region) == k_espo(e)
+                    }
+                    (None, None) => true,
+                    _ => false,
+                };
+                if agree {
+                    if let (Some(e), Some(a)) = (espo_now, adv_now) {
+                        targets.insert(
+                            a.id,
+                            Target::Synced {
+                                value: e.value.clone(),
+                            },
+                        );
+                    }
+                    continue;
+                }
+                conflicts.push(KommConflict {
+                    advoware_id: b.advoware_id,
+                    base: b.value.clone(),
+                    espo: espo_now.map(|e| e.value.clone()),
+                    advoware: adv_now.map(|a| a.tlf.clone()),
+                });
+                match policy {
+                    ConflictPolicy::EspocrmWins => espo_wins(&mut targets, &mut to_add),
+                    ConflictPolicy::AdvowareWins => {
+                        let slot = match es {
+                            EspoState::Changed(i) | EspoState::Same(i) => Some(*i),
+                            EspoState::Removed => None,
+                        };
+                        let new = from_adv(slot.and_then(|i| espo.get(i)));
+                        match (slot, new) {
+                            (Some(i), new) => {
+                                out[i] = new;
+                                espo_changed = true;
+                            }
+                            (None, Some(new)) => {
+                                out.push(Some(new));
+                                espo_changed = true;
+                            }
+                            (None, None) => {}
+                        }
+                        if let Some(a) = adv_now {
+                            targets.insert(
+                                a.id,
+                                Target::Synced {
+                                    value: a.tlf.clone(),
+                                },
+                            );
+                        }
+                    }
+                    ConflictPolicy::Manual => {
+                        // Left as it is; the base entry stays, so it is reported again.
+                        if let Some(a) = a {
+                            targets.insert(a.id, Target::Keep);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // 4. EspoCRM values no base entry explains: already synced through an entry above (a
+    //    value Advoware changed to), paired with an unlinked Advoware entry of the same value,
+    //    else added to Advoware.
+    let claimed: HashSet<Key> = targets
+        .iter()
+        .filter_map(|(id, t)| match (t, adv_by_id.get(id)) {
+            (Target::Synced { value }, Some(a)) => {
+                Some(key(a.kommkz.espo_kind()?.class(), value, region))
+            }
+            _ => None,
+        })
+        .chain(
+            to_add
+                .iter()
+                .filter_map(|(kz, v)| Some(key(kz.espo_kind()?.class(), v, region))),
+        )
+        .collect();
+    let mut unlinked: Vec<&AdvowareKomm> = advoware
+        .iter()
+        .filter(|a| !linked.contains(&a.id) && is_live(a) && a.kommkz.espo_kind().is_some())
+        .collect();
+    let mut unlinked_used: HashSet<i64> = HashSet::new();
+    for &i in first_of_key.values() {
+        if espo_paired.contains(&i) {
+            continue;
+        }
+        let e = &espo[i];
+        let ek = k_espo(e);
+        if claimed.contains(&ek) {
+            continue;
+        }
+        let pair = unlinked.iter().find(|a| {
+            !unlinked_used.contains(&a.id)
+                && a.kommkz.espo_kind().map(EspoKind::class) == Some(e.kind.class())
+                && key(e.kind.class(), &a.tlf, region) == ek
+        });
+        match pair {
+            Some(a) if a.kommkz.espo_kind() == Some(e.kind) || e.kind.class() == Class::Email => {
+                unlinked_used.insert(a.id);
+                targets.insert(
+                    a.id,
+                    Target::Synced {
+                        value: e.value.clone(),
+                    },
+                );
+            }
+            // Same value, other type (EspoCRM decides for a value it already has).
+            _ => to_add.push((KommKz::for_espo(e.kind), e.value.clone())),
+        }
+    }
+    unlinked.retain(|a| !unlinked_used.contains(&a.id));
+
+    // 5. Advoware values nobody has seen: add to EspoCRM (once per value).
+    let mut present: HashSet<Key> = out.iter().flatten().map(k_espo).collect();
+    for a in unlinked {
+        let Some(kind) = a.kommkz.espo_kind() else {
+            continue;
+        };
+        let k = key(kind.class(), &a.tlf, region);
+        if !present.insert(k) {
+            continue; // A duplicate within Advoware: left alone.
+        }
+        out.push(Some(EspoKomm {
+            kind,
+            value: a.tlf.clone(),
+            primary: false,
+            opt_out: false,
+            invalid: false,
+        }));
+        espo_changed = true;
+        targets.insert(
+            a.id,
+            Target::Synced {
+                value: a.tlf.clone(),
+            },
+        );
+    }
+
+    // 6. Adds reuse free slots of their kommKz (existing ones, and the ones freed above) before
+    //    any POST; what is left freed becomes a slot.
+    let mut plan = Plan {
+        conflicts,
+        ..Plan::default()
+    };
+    let mut free: Vec<i64> = advoware
+        .iter()
+        .filter(|a| {
+            matches!(targets.get(&a.id), Some(Target::Slot))
+                || (!targets.contains_key(&a.id) && is_slot(a))
+        })
+        .map(|a| a.id)
+        .collect();
+    for (kommkz, value) in to_add {
+        let reuse = free
+            .iter()
+            .position(|id| adv_by_id.get(id).is_some_and(|a| a.kommkz == kommkz));
+        match reuse {
+            Some(pos) => {
+                let id = free.remove(pos);
+                targets.insert(id, Target::Synced { value });
+            }
+            None => plan.advoware_posts.push(AdvowarePost {
+                kommkz,
+                bemerkung: render_bemerkung(
+                    &Marker::Synced {
+                        value: value.clone(),
+                        kommkz,
+                    },
+                    "",
+                ),
+                online: kommkz.espo_kind() == Some(EspoKind::Email),
+                tlf: value,
+            }),
+        }
+    }
+
+    // 7. Advoware PUTs: every targeted entry whose tlf or marker is not what it should be.
+    for (id, target) in &targets {
+        let Some(a) = adv_by_id.get(id) else { continue };
+        let (marker, user) = parse_bemerkung(a.bemerkung.as_deref());
+        let (tlf, want) = match target {
+            Target::Keep => continue,
+            Target::Slot => (String::new(), Marker::Slot { kommkz: a.kommkz }),
+            Target::Synced { value } => {
+                let class = a.kommkz.espo_kind().map_or(Class::Phone, EspoKind::class);
+                let tlf = if key(class, &a.tlf, region) == key(class, value, region) {
+                    a.tlf.clone()
+                } else {
+                    value.clone()
+                };
+                (
+                    tlf,
+                    Marker::Synced {
+                        value: value.clone(),
+                        kommkz: a.kommkz,
+                    },
+                )
+            }
+        };
+        if tlf != a.tlf || marker.as_ref() != Some(&want) {
+            plan.advoware_puts.push(AdvowarePut {
+                id: *id,
+                tlf,
+                bemerkung: render_bemerkung(&want, &user),
+            });
+        }
+    }
+
+    if espo_changed {
+        // One entry per value (a value Advoware changed to may have been added in EspoCRM too).
+        let mut keys = HashSet::new();
+        let mut list: Vec<EspoKomm> = out
+            .into_iter()
+            .flatten()
+            .filter(|e| keys.insert(k_espo(e)))
+            .collect();
+        fix_primary(&mut list, Class::Email);
+        fix_primary(&mut list, Class::Phone);
+        if list != espo {
+            plan.espo = Some(list);
+        }
+    }
+    plan
+}
+
+/// Email kinds are one kind in EspoCRM whatever Advoware's code (4 or 8).
+fn same_email(a: &AdvowareKomm, e: &EspoKomm) -> bool {
+    e.kind == EspoKind::Email && a.kommkz.espo_kind() == Some(EspoKind::Email)
+}
+
+fn is_slot(a: &AdvowareKomm) -> bool {
+    matches!(
+        parse_bemerkung(a.bemerkung.as_deref()).0,
+        Some(Marker::Slot { .. })
+    )
+}
+
+/// Holds a value (not a slot, not emptied).
+fn is_live(a: &AdvowareKomm) -> bool {
+    !a.tlf.trim().is_empty() && !is_slot(a)
+}
+
+/// EspoCRM keeps one primary per class: the first entry if none is left.
+fn fix_primary(list: &mut [EspoKomm], class: Class) {
+    let mut seen = false;
+    for e in list.iter_mut().filter(|e| e.kind.class() == class) {
+        if e.primary && seen {
+            e.primary = false;
+        }
+        seen |= e.primary;
+    }
+    if !seen {
+        if let Some(e) = list.iter_mut().find(|e| e.kind.class() == class) {
+            e.primary = true;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying a plan (what the handler's writes amount to; the tests and the audit use it)
+// ---------------------------------------------------------------------------------------------
+
+/// Advoware's list after the plan's PUTs (kommKz untouched, as Advoware does) and POSTs (ids
+/// from `next_id` on).
+pub fn apply_advoware(
+    advoware: &[AdvowareKomm],
+    plan: &Plan,
+    mut next_id: i64,
+) -> Vec<AdvowareKomm> {
+    let mut out = advoware.to_vec();
+    for put in &plan.advoware_puts {
+        if let Some(a) = out.iter_mut().find(|a| a.id == put.id) {
+            a.tlf.clone_from(&put.tlf);
+            a.bemerkung = Some(put.bemerkung.clone());
+        }
+    }
+    for post in &plan.advoware_posts {
+        out.push(AdvowareKomm {
+            id: next_id,
+            kommkz: post.kommkz,
+            tlf: post.tlf.clone(),
+            bemerkung: Some(post.bemerkung.clone()),
+            online: post.online,
+        });
+        next_id += 1;
+    }
+    out
+}
+
+/// EspoCRM's list after the plan.
+pub fn apply_espo(espo: &[EspoKomm], plan: &Plan) -> Vec<EspoKomm> {
+    plan.espo.clone().unwrap_or_else(|| espo.to_vec())
+}
