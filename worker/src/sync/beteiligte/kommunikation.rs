@@ -349,6 +349,7 @@ pub fn to_espo(list: &[EspoKomm]) -> (Vec<EspoEmailAddress>, Vec<EspoPhoneNumber
 #[serde(rename_all = "camelCase")]
 pub struct AdvowareKomm {
     pub id: i64,
+    #[serde(rename = "kommKz")]
     pub kommkz: KommKz,
     #[serde(default)]
     pub tlf: String,
@@ -491,6 +492,9 @@ enum Target {
     Slot,
     /// Left as it is (a conflict under `manual`).
     Keep,
+    /// Marker dropped, value and user text kept: a second Advoware entry of a value EspoCRM
+    /// holds once (a user made the duplicate; we cannot delete it and must not empty it).
+    Unlink,
 }
 
 /// The 3-way diff: see the module docs. `base` is [`effective_base`] of what was stored.
@@ -813,6 +817,75 @@ pub fn diff(
         );
     }
 
+    // One synced Advoware entry per value: EspoCRM holds each value once (the first entry of
+    // a value wins there); the Advoware entry of the same kind stays linked, others unlinked.
+    // The marker records the surviving EspoCRM spelling.
+    let mut survivors: BTreeMap<Key, &EspoKomm> = BTreeMap::new();
+    for e in out.iter().flatten() {
+        survivors.entry(k_espo(e)).or_insert(e);
+    }
+    let mut by_key: BTreeMap<Key, Vec<i64>> = BTreeMap::new();
+    for (id, t) in targets.iter_mut() {
+        if let (Target::Synced { value }, Some(a)) = (t, adv_by_id.get(id)) {
+            if let Some(kind) = a.kommkz.espo_kind() {
+                let k = key(kind.class(), value, region);
+                if let Some(e) = survivors.get(&k) {
+                    value.clone_from(&e.value);
+                }
+                by_key.entry(k).or_default().push(*id);
+            }
+        }
+    }
+    // Adds count too: a value to be POSTed that an entry above already holds is not POSTed.
+    let mut adds_by_key: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
+    for (i, (kz, v)) in to_add.iter().enumerate() {
+        if let Some(kind) = kz.espo_kind() {
+            adds_by_key
+                .entry(key(kind.class(), v, region))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut dropped_adds: HashSet<usize> = HashSet::new();
+    let all_keys: BTreeSet<Key> = by_key.keys().chain(adds_by_key.keys()).cloned().collect();
+    for k in all_keys {
+        let ids = by_key.remove(&k).unwrap_or_default();
+        let adds = adds_by_key.remove(&k).unwrap_or_default();
+        if ids.len() + adds.len() < 2 {
+            continue;
+        }
+        let want = survivors.get(&k).map(|e| e.kind);
+        let kind_of_id = |id: &i64| adv_by_id.get(id).and_then(|a| a.kommkz.espo_kind());
+        let keep_id = ids.iter().copied().find(|id| kind_of_id(id) == want);
+        let keep_add = adds
+            .iter()
+            .copied()
+            .find(|i| to_add[*i].0.espo_kind() == want);
+        let (keep_id, keep_add) = match (keep_id, keep_add) {
+            (Some(id), _) => (Some(id), None),
+            (None, Some(i)) => (None, Some(i)),
+            (None, None) => match ids.first() {
+                Some(id) => (Some(*id), None),
+                None => (None, adds.first().copied()),
+            },
+        };
+        dropped_adds.extend(adds.into_iter().filter(|i| Some(*i) != keep_add));
+        for id in ids.into_iter().filter(|id| Some(*id) != keep_id) {
+            // Holding the value already: a user's duplicate, unlinked. About to be given it
+            // (its own value is gone from EspoCRM): freed instead.
+            let holds = adv_by_id
+                .get(&id)
+                .is_some_and(|a| key(k.0, &a.tlf, region) == k);
+            targets.insert(id, if holds { Target::Unlink } else { Target::Slot });
+        }
+    }
+    let to_add: Vec<(KommKz, String)> = to_add
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped_adds.contains(i))
+        .map(|(_, a)| a)
+        .collect();
+
     // 6. Adds reuse free slots of their kommKz (existing ones, and the ones freed above) before
     //    any POST; what is left freed becomes a slot.
     let mut plan = Plan {
@@ -857,6 +930,16 @@ pub fn diff(
         let (marker, user) = parse_bemerkung(a.bemerkung.as_deref());
         let (tlf, want) = match target {
             Target::Keep => continue,
+            Target::Unlink => {
+                if marker.is_some() {
+                    plan.advoware_puts.push(AdvowarePut {
+                        id: *id,
+                        tlf: a.tlf.clone(),
+                        bemerkung: user,
+                    });
+                }
+                continue;
+            }
             Target::Slot => (String::new(), Marker::Slot { kommkz: a.kommkz }),
             Target::Synced { value } => {
                 let class = a.kommkz.espo_kind().map_or(Class::Phone, EspoKind::class);
@@ -967,4 +1050,587 @@ pub fn apply_advoware(
 /// EspoCRM's list after the plan.
 pub fn apply_espo(espo: &[EspoKomm], plan: &Plan) -> Vec<EspoKomm> {
     plan.espo.clone().unwrap_or_else(|| espo.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DE: Region = Region::DE;
+
+    fn email(v: &str) -> EspoKomm {
+        EspoKomm {
+            kind: EspoKind::Email,
+            value: v.into(),
+            primary: false,
+            opt_out: false,
+            invalid: false,
+        }
+    }
+
+    fn phone(v: &str, t: PhoneType) -> EspoKomm {
+        EspoKomm {
+            kind: EspoKind::Phone(t),
+            ..email(v)
+        }
+    }
+
+    fn adv(id: i64, kz: i64, tlf: &str, bemerkung: Option<&str>) -> AdvowareKomm {
+        AdvowareKomm {
+            id,
+            kommkz: KommKz::from_code(kz),
+            tlf: tlf.into(),
+            bemerkung: bemerkung.map(str::to_owned),
+            online: false,
+        }
+    }
+
+    fn synced(v: &str, kz: i64, user: &str) -> String {
+        render_bemerkung(
+            &Marker::Synced {
+                value: v.into(),
+                kommkz: KommKz::from_code(kz),
+            },
+            user,
+        )
+    }
+
+    /// One run: diff against the base (stored, completed by the markers), apply both sides.
+    fn run(
+        espo: &[EspoKomm],
+        advoware: &[AdvowareKomm],
+        policy: ConflictPolicy,
+    ) -> (Vec<EspoKomm>, Vec<AdvowareKomm>, Plan) {
+        let base = base_from_markers(advoware);
+        let plan = diff(espo, advoware, &base, policy, DE);
+        let next = advoware.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+        (
+            apply_espo(espo, &plan),
+            apply_advoware(advoware, &plan, next),
+            plan,
+        )
+    }
+
+    #[test]
+    fn kommkz_table_is_total_and_unknown_codes_are_carried() {
+        for code in 1..=12 {
+            assert_eq!(KommKz::from_code(code).code(), code);
+            assert!(!matches!(KommKz::from_code(code), KommKz::Unknown(_)));
+        }
+        assert_eq!(KommKz::from_code(3), KommKz::Mobil, "FACTS §1");
+        assert_eq!(KommKz::from_code(4), KommKz::EmailGeschaeftlich, "FACTS §1");
+        assert_eq!(KommKz::from_code(42), KommKz::Unknown(42));
+        assert_eq!(KommKz::from_code(42).code(), 42);
+        assert_eq!(KommKz::from_code(42).espo_kind(), None);
+        let a: AdvowareKomm = serde_json::from_value(
+            serde_json::json!({"id": 1, "kommKz": 42, "tlf": "x", "bemerkung": null, "online": false}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.kommkz, KommKz::Unknown(42));
+        assert_eq!(
+            serde_json::to_value(&a)
+                .ok()
+                .and_then(|v| v.get("kommKz").cloned()),
+            Some(serde_json::json!(42))
+        );
+        // Every EspoCRM kind has a code that syncs back as that kind.
+        let kinds = [
+            EspoKind::Email,
+            EspoKind::Phone(PhoneType::Mobile),
+            EspoKind::Phone(PhoneType::Office),
+            EspoKind::Phone(PhoneType::Home),
+            EspoKind::Phone(PhoneType::Fax),
+            EspoKind::Phone(PhoneType::Other),
+        ];
+        for k in kinds {
+            assert_eq!(KommKz::for_espo(k).espo_kind(), Some(k), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn marker_codec_examples() {
+        let m = Marker::Synced {
+            value: "max@example.de".into(),
+            kommkz: KommKz::EmailGeschaeftlich,
+        };
+        let b = render_bemerkung(&m, "nur vormittags");
+        assert_eq!(b, "[ESPOCRM:bWF4QGV4YW1wbGUuZGU=:4] nur vormittags");
+        assert_eq!(
+            parse_bemerkung(Some(&b)),
+            (Some(m), "nur vormittags".to_owned())
+        );
+        let slot = Marker::Slot {
+            kommkz: KommKz::Mobil,
+        };
+        assert_eq!(render_bemerkung(&slot, ""), "[ESPOCRM-SLOT:3]");
+        assert_eq!(
+            parse_bemerkung(Some("[ESPOCRM-SLOT:3] Privat")),
+            (Some(slot), "Privat".to_owned())
+        );
+        // Not a marker: all of it is the user's.
+        for text in [
+            "Zentrale",
+            "[ESPOCRM:!!:4] x",
+            "[ESPOCRM:eA==:vier]",
+            "[ESPOCRM-SLOT:3",
+        ] {
+            assert_eq!(parse_bemerkung(Some(text)), (None, text.to_owned()));
+        }
+        assert_eq!(parse_bemerkung(None), (None, String::new()));
+    }
+
+    #[test]
+    fn first_sync_posts_espocrm_values_and_adds_advoware_ones_keeping_the_users_text() {
+        let espo = vec![
+            email("Max@Example.de"),
+            phone("0171 1234567", PhoneType::Mobile),
+        ];
+        let advoware = vec![
+            adv(1, 1, "030 987654", Some("Zentrale")),
+            adv(2, 5, "www.example.de", None),
+            adv(3, 42, "geheim", Some("unbekannter Kz")),
+        ];
+        let (e2, a2, plan) = run(&espo, &advoware, ConflictPolicy::EspocrmWins);
+        assert_eq!(plan.advoware_posts.len(), 2);
+        assert_eq!(plan.advoware_posts[0].kommkz, KommKz::EmailGeschaeftlich);
+        assert!(plan.advoware_posts[0].online);
+        assert_eq!(plan.advoware_posts[1].kommkz, KommKz::Mobil);
+        assert_eq!(
+            plan.advoware_puts,
+            vec![AdvowarePut {
+                id: 1,
+                tlf: "030 987654".into(),
+                bemerkung: synced("030 987654", 1, "Zentrale"),
+            }]
+        );
+        assert!(e2.contains(&phone("030 987654", PhoneType::Office)));
+        assert!(!e2
+            .iter()
+            .any(|e| e.value == "www.example.de" || e.value == "geheim"));
+        assert_eq!(a2[1], advoware[1], "Internet carried untouched");
+        assert_eq!(a2[2], advoware[2], "unknown kommKz carried untouched");
+        assert!(run(&e2, &a2, ConflictPolicy::EspocrmWins).2.is_empty());
+    }
+
+    #[test]
+    fn removal_in_espocrm_frees_a_slot_that_the_next_value_reuses_before_any_post() {
+        let espo = vec![email("a@example.de"), email("b@example.de")];
+        let advoware = vec![
+            adv(
+                1,
+                4,
+                "a@example.de",
+                Some(&synced("a@example.de", 4, "Büro")),
+            ),
+            adv(2, 4, "b@example.de", Some(&synced("b@example.de", 4, ""))),
+        ];
+        assert!(run(&espo, &advoware, ConflictPolicy::EspocrmWins)
+            .2
+            .is_empty());
+        // a removed.
+        let (e2, a2, plan) = run(&espo[1..], &advoware, ConflictPolicy::EspocrmWins);
+        assert_eq!(
+            plan.advoware_puts,
+            vec![AdvowarePut {
+                id: 1,
+                tlf: String::new(),
+                bemerkung: "[ESPOCRM-SLOT:4] Büro".into(),
+            }]
+        );
+        assert!(plan.advoware_posts.is_empty() && plan.espo.is_none());
+        // c added: the slot is filled, nothing POSTed, the user's text still there.
+        let mut e3 = e2.clone();
+        e3.push(email("c@example.de"));
+        let (_, a3, plan) = run(&e3, &a2, ConflictPolicy::EspocrmWins);
+        assert!(plan.advoware_posts.is_empty(), "{plan:?}");
+        assert_eq!(
+            plan.advoware_puts,
+            vec![AdvowarePut {
+                id: 1,
+                tlf: "c@example.de".into(),
+                bemerkung: synced("c@example.de", 4, "Büro"),
+            }]
+        );
+        // A phone cannot use an e-mail slot (kommKz is read-only on PUT): POST.
+        let mut e4 = e3.clone();
+        e4.retain(|e| e.value != "b@example.de");
+        e4.push(phone("030 1111111", PhoneType::Office));
+        let (_, _, plan) = run(&e4, &a3, ConflictPolicy::EspocrmWins);
+        assert_eq!(plan.advoware_posts.len(), 1);
+        assert_eq!(plan.advoware_posts[0].kommkz, KommKz::TelefonGeschaeftlich);
+    }
+
+    #[test]
+    fn a_change_on_one_side_updates_the_other_and_reformatting_is_no_change() {
+        let espo = vec![phone("030 1234567", PhoneType::Office)];
+        let advoware = vec![adv(
+            7,
+            1,
+            "030 1234567",
+            Some(&synced("030 1234567", 1, "Frau Maier")),
+        )];
+        // Advoware reformats: no write anywhere.
+        let mut reformatted = advoware.clone();
+        reformatted[0].tlf = "+49 30 1234567".into();
+        let (_, _, plan) = run(&espo, &reformatted, ConflictPolicy::EspocrmWins);
+        assert!(plan.is_empty(), "{plan:?}");
+        // Advoware changes the number: EspoCRM gets it, flags kept.
+        let mut changed = advoware.clone();
+        changed[0].tlf = "030 7654321".into();
+        let mut flagged = espo.clone();
+        flagged[0].primary = true;
+        flagged[0].opt_out = true;
+        let (e2, a2, plan) = run(&flagged, &changed, ConflictPolicy::EspocrmWins);
+        assert_eq!(
+            e2,
+            vec![EspoKomm {
+                value: "030 7654321".into(),
+                ..flagged[0].clone()
+            }]
+        );
+        assert_eq!(
+            a2[0].bemerkung,
+            Some(synced("030 7654321", 1, "Frau Maier"))
+        );
+        assert!(plan.advoware_posts.is_empty());
+        // EspoCRM changes it: one PUT of the same entry.
+        let e3 = vec![phone("030 5555555", PhoneType::Office)];
+        let (_, a3, plan) = run(&e3, &advoware, ConflictPolicy::EspocrmWins);
+        assert_eq!(plan.advoware_puts.len(), 1);
+        assert_eq!(a3[0].tlf, "030 5555555");
+        assert!(plan.conflicts.is_empty());
+        // EspoCRM changes the type: kommKz cannot change, so a slot and a new entry.
+        let e4 = vec![phone("030 1234567", PhoneType::Mobile)];
+        let (_, a4, plan) = run(&e4, &advoware, ConflictPolicy::EspocrmWins);
+        assert_eq!(plan.advoware_posts.len(), 1);
+        assert_eq!(plan.advoware_posts[0].kommkz, KommKz::Mobil);
+        assert_eq!(
+            a4[0].bemerkung.as_deref(),
+            Some("[ESPOCRM-SLOT:1] Frau Maier")
+        );
+    }
+
+    #[test]
+    fn a_change_on_both_sides_is_a_conflict_the_policy_decides() {
+        let base_adv = vec![adv(
+            1,
+            4,
+            "old@example.de",
+            Some(&synced("old@example.de", 4, "")),
+        )];
+        let espo = vec![email("espo@example.de")];
+        let mut advoware = base_adv.clone();
+        advoware[0].tlf = "advo@example.de".into();
+        let (e, a, plan) = run(&espo, &advoware, ConflictPolicy::EspocrmWins);
+        assert_eq!(
+            plan.conflicts,
+            vec![KommConflict {
+                advoware_id: 1,
+                base: "old@example.de".into(),
+                espo: Some("espo@example.de".into()),
+                advoware: Some("advo@example.de".into()),
+            }]
+        );
+        assert_eq!(
+            (e[0].value.as_str(), a[0].tlf.as_str()),
+            ("espo@example.de", "espo@example.de")
+        );
+        let (e, a, _) = run(&espo, &advoware, ConflictPolicy::AdvowareWins);
+        assert_eq!(
+            (e[0].value.as_str(), a[0].tlf.as_str()),
+            ("advo@example.de", "advo@example.de")
+        );
+        let (e, a, plan) = run(&espo, &advoware, ConflictPolicy::Manual);
+        assert!(plan.is_empty() && plan.conflicts.len() == 1, "{plan:?}");
+        assert_eq!((e, a), (espo.clone(), advoware.clone()), "left as it is");
+        // The same new value on both sides is no conflict.
+        let same = vec![email("ADVO@example.de")];
+        let (_, _, plan) = run(&same, &advoware, ConflictPolicy::Manual);
+        assert!(plan.conflicts.is_empty(), "{plan:?}");
+    }
+
+    // ----- property: random edit histories converge ------------------------------------------
+
+    /// A value from a small pool (collisions wanted) in one of several spellings.
+    fn value(class: bool, n: u8, fmt: u8) -> String {
+        if class {
+            match fmt % 3 {
+                0 => format!("user{n}@example.de"),
+                1 => format!("User{n}@Example.DE"),
+                _ => format!(" user{n}@EXAMPLE.de"),
+            }
+        } else {
+            match fmt % 3 {
+                0 => format!("030 12345{n}"),
+                1 => format!("+49 30 12345{n}"),
+                _ => format!("(030) 123-45{n}"),
+            }
+        }
+    }
+
+    const TYPES: [PhoneType; 5] = [
+        PhoneType::Mobile,
+        PhoneType::Office,
+        PhoneType::Home,
+        PhoneType::Fax,
+        PhoneType::Other,
+    ];
+    const CODES: [i64; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 4, 42];
+
+    #[derive(Debug, Clone)]
+    enum EspoEdit {
+        Add {
+            email: bool,
+            n: u8,
+            fmt: u8,
+            t: usize,
+        },
+        Remove(usize),
+        Change {
+            i: usize,
+            n: u8,
+            fmt: u8,
+        },
+        Retype {
+            i: usize,
+            t: usize,
+        },
+    }
+
+    #[derive(Debug, Clone)]
+    enum AdvEdit {
+        Add {
+            code: usize,
+            n: u8,
+            fmt: u8,
+            text: bool,
+        },
+        Change {
+            i: usize,
+            n: u8,
+            fmt: u8,
+        },
+        Empty(usize),
+        Text {
+            i: usize,
+        },
+    }
+
+    fn espo_edit() -> impl Strategy<Value = EspoEdit> {
+        prop_oneof![
+            (any::<bool>(), 0u8..5, 0u8..3, 0usize..5)
+                .prop_map(|(email, n, fmt, t)| EspoEdit::Add { email, n, fmt, t }),
+            (0usize..8).prop_map(EspoEdit::Remove),
+            (0usize..8, 0u8..5, 0u8..3).prop_map(|(i, n, fmt)| EspoEdit::Change { i, n, fmt }),
+            (0usize..8, 0usize..5).prop_map(|(i, t)| EspoEdit::Retype { i, t }),
+        ]
+    }
+
+    fn adv_edit() -> impl Strategy<Value = AdvEdit> {
+        prop_oneof![
+            (0usize..12, 0u8..5, 0u8..3, any::<bool>())
+                .prop_map(|(code, n, fmt, text)| AdvEdit::Add { code, n, fmt, text }),
+            (0usize..8, 0u8..5, 0u8..3).prop_map(|(i, n, fmt)| AdvEdit::Change { i, n, fmt }),
+            (0usize..8).prop_map(AdvEdit::Empty),
+            (0usize..8).prop_map(|i| AdvEdit::Text { i }),
+        ]
+    }
+
+    fn k(e: &EspoKomm) -> Key {
+        key(e.kind.class(), &e.value, DE)
+    }
+
+    /// EspoCRM refuses a second entry with the same value: such edits are skipped.
+    fn apply_espo_edits(list: &mut Vec<EspoKomm>, edits: &[EspoEdit]) {
+        for ed in edits {
+            match *ed {
+                EspoEdit::Add {
+                    email: is_email,
+                    n,
+                    fmt,
+                    t,
+                } => {
+                    let e = if is_email {
+                        email(&value(true, n, fmt))
+                    } else {
+                        phone(&value(false, n, fmt), TYPES[t])
+                    };
+                    if !list.iter().any(|x| k(x) == k(&e)) {
+                        list.push(e);
+                    }
+                }
+                EspoEdit::Remove(i) if i < list.len() => {
+                    list.remove(i);
+                }
+                EspoEdit::Change { i, n, fmt } if i < list.len() => {
+                    let v = value(list[i].kind == EspoKind::Email, n, fmt);
+                    let mut e = list[i].clone();
+                    e.value = v;
+                    if !list.iter().any(|x| k(x) == k(&e)) {
+                        list[i] = e;
+                    }
+                }
+                EspoEdit::Retype { i, t } if i < list.len() => {
+                    if let EspoKind::Phone(_) = list[i].kind {
+                        list[i].kind = EspoKind::Phone(TYPES[t]);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A user in Advoware: adds (duplicates allowed), edits numbers, empties entries (DELETE is
+    /// refused), edits the text after the marker. Returns the user text per id afterwards.
+    fn apply_adv_edits(list: &mut Vec<AdvowareKomm>, edits: &[AdvEdit], next: &mut i64) {
+        for ed in edits {
+            match *ed {
+                AdvEdit::Add { code, n, fmt, text } => {
+                    let kz = KommKz::from_code(CODES[code]);
+                    let is_email = kz.espo_kind() == Some(EspoKind::Email);
+                    list.push(AdvowareKomm {
+                        id: *next,
+                        kommkz: kz,
+                        tlf: value(is_email, n, fmt),
+                        bemerkung: text.then(|| format!("Notiz {next}")),
+                        online: is_email,
+                    });
+                    *next += 1;
+                }
+                AdvEdit::Change { i, n, fmt } if i < list.len() => {
+                    let is_email = list[i].kommkz.espo_kind() == Some(EspoKind::Email);
+                    list[i].tlf = value(is_email, n, fmt);
+                }
+                AdvEdit::Empty(i) if i < list.len() => list[i].tlf.clear(),
+                AdvEdit::Text { i } if i < list.len() => {
+                    let (m, t) = parse_bemerkung(list[i].bemerkung.as_deref());
+                    let t = format!("{t}+");
+                    list[i].bemerkung = Some(match m {
+                        Some(m) => render_bemerkung(&m, &t),
+                        None => t,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn user_texts(list: &[AdvowareKomm]) -> BTreeMap<i64, String> {
+        list.iter()
+            .map(|a| (a.id, parse_bemerkung(a.bemerkung.as_deref()).1))
+            .collect()
+    }
+
+    /// Runs the sync once, checks the run's own properties, returns the new state.
+    fn checked_run(
+        espo: &[EspoKomm],
+        advoware: &[AdvowareKomm],
+        policy: ConflictPolicy,
+    ) -> Result<(Vec<EspoKomm>, Vec<AdvowareKomm>, Plan), TestCaseError> {
+        let (e, a, plan) = run(espo, advoware, policy);
+        // The user's text survives every write.
+        let before = user_texts(advoware);
+        for (id, text) in user_texts(&a) {
+            if let Some(old) = before.get(&id) {
+                prop_assert_eq!(old, &text, "user text of {}", id);
+            }
+        }
+        // No POST while a slot of its kommKz was left free.
+        for post in &plan.advoware_posts {
+            prop_assert!(
+                !a.iter().any(|x| x.kommkz == post.kommkz && is_slot(x)),
+                "POST of {:?} with a free slot left: {:?}",
+                post.kommkz,
+                a
+            );
+        }
+        // kommKz never changes on an existing entry; unknown and unsynced ones are untouched.
+        for old in advoware {
+            let new = a.iter().find(|x| x.id == old.id);
+            prop_assert_eq!(new.map(|x| x.kommkz), Some(old.kommkz));
+            if old.kommkz.espo_kind().is_none() {
+                prop_assert_eq!(new, Some(old));
+            }
+        }
+        Ok((e, a, plan))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn marker_round_trips(value in any::<String>(), code in -3i64..50, text in any::<String>()) {
+            let kommkz = KommKz::from_code(code);
+            for m in [Marker::Synced { value: value.clone(), kommkz }, Marker::Slot { kommkz }] {
+                let b = render_bemerkung(&m, &text);
+                prop_assert_eq!(parse_bemerkung(Some(&b)), (Some(m), text.clone()));
+            }
+        }
+
+        /// Random edit histories on both sides (add, change, remove, re-add, type change, user
+        /// text): one run converges (a second diff is empty), both sides then hold the same
+        /// values once each, and with no conflict every new value of either side survives.
+        #[test]
+        fn random_histories_converge(
+            espo0 in proptest::collection::vec(espo_edit(), 0..6),
+            adv0 in proptest::collection::vec(adv_edit(), 0..6),
+            rounds in proptest::collection::vec(
+                (proptest::collection::vec(espo_edit(), 0..4), proptest::collection::vec(adv_edit(), 0..4)),
+                1..4),
+            policy in prop_oneof![Just(ConflictPolicy::EspocrmWins), Just(ConflictPolicy::AdvowareWins)],
+        ) {
+            let mut espo = Vec::new();
+            let mut advoware = Vec::new();
+            let mut next = 1_000;
+            apply_espo_edits(&mut espo, &espo0);
+            apply_adv_edits(&mut advoware, &adv0, &mut next);
+            for (ee, ae) in std::iter::once((Vec::new(), Vec::new())).chain(rounds) {
+                apply_espo_edits(&mut espo, &ee);
+                apply_adv_edits(&mut advoware, &ae, &mut next);
+                let base_keys: HashSet<Key> = base_from_markers(&advoware)
+                    .iter()
+                    .filter_map(|b| Some(key(b.kommkz.espo_kind()?.class(), &b.value, DE)))
+                    .collect();
+                let new_espo: Vec<Key> = espo.iter().map(k).filter(|x| !base_keys.contains(x)).collect();
+                let new_adv: Vec<Key> = advoware
+                    .iter()
+                    .filter(|a| is_live(a))
+                    .filter_map(|a| Some(key(a.kommkz.espo_kind()?.class(), &a.tlf, DE)))
+                    .filter(|x| !base_keys.contains(x))
+                    .collect();
+                // Converged within two runs (issue 12: "≤ 2 runs"): a third diff is empty.
+                let (e1, a1, plan) = checked_run(&espo, &advoware, policy)?;
+                let (e, a, second) = checked_run(&e1, &a1, policy)?;
+                let (_, _, again) = run(&e, &a, policy);
+                prop_assert!(again.is_empty() && again.conflicts.is_empty(),
+                    "not converged after two runs: {:?}\nespo {:?}\nadvoware {:?}", again, e, a);
+                prop_assert!(second.conflicts.is_empty(), "a conflict of our own making: {:?}", second);
+                next = a.iter().map(|x| x.id).max().unwrap_or(0).max(next) + 1;
+                // Same values on both sides, once each.
+                let espo_keys: Vec<Key> = e.iter().map(k).collect();
+                let espo_set: HashSet<Key> = espo_keys.iter().cloned().collect();
+                prop_assert_eq!(espo_set.len(), espo_keys.len(), "duplicate in EspoCRM: {:?}", e);
+                let linked: Vec<Key> = base_from_markers(&a)
+                    .iter()
+                    .filter_map(|b| Some(key(b.kommkz.espo_kind()?.class(), &b.value, DE)))
+                    .collect();
+                let linked_set: HashSet<Key> = linked.iter().cloned().collect();
+                prop_assert_eq!(linked_set.len(), linked.len(), "duplicate synced entry in Advoware: {:?}", a);
+                prop_assert_eq!(&linked_set, &espo_set, "espo {:?}\nadvoware {:?}", e, a);
+                for x in a.iter().filter(|x| is_live(x)) {
+                    if let Some(kind) = x.kommkz.espo_kind() {
+                        prop_assert!(espo_set.contains(&key(kind.class(), &x.tlf, DE)), "{:?} not in EspoCRM", x);
+                    }
+                }
+                if plan.conflicts.is_empty() {
+                    for x in new_espo.iter().chain(&new_adv) {
+                        prop_assert!(espo_set.contains(x), "lost {:?}: espo {:?}\nadvoware {:?}", x, e, a);
+                    }
+                }
+                espo = e;
+                advoware = a;
+            }
+        }
+    }
 }
