@@ -1632,5 +1632,34 @@ mod tests {
                 advoware = a;
             }
         }
+
+        /// Policy `manual`: the same histories settle within two runs (a third writes nothing);
+        /// an entry left in conflict is not written at all.
+        #[test]
+        fn manual_conflicts_are_left_and_the_rest_settles(
+            espo0 in proptest::collection::vec(espo_edit(), 0..6),
+            adv0 in proptest::collection::vec(adv_edit(), 0..6),
+            ee in proptest::collection::vec(espo_edit(), 0..4),
+            ae in proptest::collection::vec(adv_edit(), 0..4),
+        ) {
+            let policy = ConflictPolicy::Manual;
+            let (mut espo, mut advoware, mut next) = (Vec::new(), Vec::new(), 1_000);
+            apply_espo_edits(&mut espo, &espo0);
+            apply_adv_edits(&mut advoware, &adv0, &mut next);
+            let (e, a, _) = checked_run(&espo, &advoware, policy)?;
+            let (mut espo, mut advoware) = checked_run(&e, &a, policy).map(|(e, a, _)| (e, a))?;
+            next = advoware.iter().map(|x| x.id).max().unwrap_or(0).max(next) + 1;
+            apply_espo_edits(&mut espo, &ee);
+            apply_adv_edits(&mut advoware, &ae, &mut next);
+            let (e1, a1, plan) = checked_run(&espo, &advoware, policy)?;
+            for c in &plan.conflicts {
+                let before = advoware.iter().find(|x| x.id == c.advoware_id);
+                let after = a1.iter().find(|x| x.id == c.advoware_id);
+                prop_assert_eq!(before, after, "conflicted entry written");
+            }
+            let (e2, a2, _) = checked_run(&e1, &a1, policy)?;
+            let (_, _, again) = run(&e2, &a2, policy);
+            prop_assert!(again.is_empty(), "still writing: {:?}", again);
+        }
     }
 }
