@@ -230,3 +230,103 @@ async fn configured_beteiligte_paths_are_the_ones_used() {
         "{err}"
     );
 }
+
+/// Issue 12 groundwork: the Kommunikation plan's writes through the real client against the
+/// fake Advoware — a POST carries the marker, a removal in EspoCRM turns the entry into a slot
+/// (kommKz kept, the user's text kept), and the slot is reused for the next e-mail.
+#[tokio::test]
+async fn kommunikation_plans_apply_to_advoware_through_the_configured_paths() {
+    use bitbylaw_worker::sync::beteiligte::kommunikation::{
+        base_from_markers, diff, AdvowareKomm, EspoKind, EspoKomm, KommKz,
+    };
+    use bitbylaw_worker::sync::beteiligte::ConflictPolicy;
+    use bitbylaw_worker::sync::contact::Region;
+
+    let redis = RedisServer::start(false);
+    let aw_fake = advoware::start(AdvowareConfig::default())
+        .await
+        .expect("advoware fake");
+    let aw = advoware_client(&advoware_settings(&aw_fake), redis.conn().await);
+    let bet_nr = aw_fake.insert_beteiligter(json!({"name": "Komm", "vorname": "Karla"}));
+    let nr = BetNr(u64::try_from(bet_nr).expect("betNr"));
+    let read = |fake: &advoware::AdvowareFake| -> Vec<AdvowareKomm> {
+        let b = fake.beteiligter(bet_nr).expect("stored");
+        serde_json::from_value(b["kommunikation"].clone()).unwrap_or_default()
+    };
+    let mail = |v: &str| EspoKomm {
+        kind: EspoKind::Email,
+        value: v.into(),
+        primary: true,
+        opt_out: false,
+        invalid: false,
+    };
+    // Apply a plan with the client, as the handler will.
+    let apply = |plan: bitbylaw_worker::sync::beteiligte::kommunikation::Plan| {
+        let aw = &aw;
+        async move {
+            for post in &plan.advoware_posts {
+                aw.create_kommunikation(
+                    nr,
+                    &json!({"kommKz": post.kommkz, "tlf": post.tlf,
+                            "bemerkung": post.bemerkung, "online": post.online}),
+                )
+                .await
+                .expect("POST");
+            }
+            for put in &plan.advoware_puts {
+                aw.update_kommunikation(
+                    nr,
+                    put.id,
+                    &json!({"tlf": put.tlf, "bemerkung": put.bemerkung}),
+                )
+                .await
+                .expect("PUT");
+            }
+        }
+    };
+    let sync = |espo: &[EspoKomm], adv: &[AdvowareKomm]| {
+        diff(
+            espo,
+            adv,
+            &base_from_markers(adv),
+            ConflictPolicy::EspocrmWins,
+            Region::DE,
+        )
+    };
+
+    let espo = vec![mail("karla@example.de")];
+    apply(sync(&espo, &read(&aw_fake))).await;
+    let adv = read(&aw_fake);
+    assert_eq!(adv.len(), 1, "{adv:?}");
+    assert_eq!(adv[0].kommkz, KommKz::EmailGeschaeftlich);
+    assert!(sync(&espo, &adv).is_empty(), "in sync after one run");
+
+    // A user adds a note in Advoware; EspoCRM removes the address: a slot, note kept.
+    let id = adv[0].id;
+    aw.update_kommunikation(
+        nr,
+        id,
+        &json!({"bemerkung": format!("{} privat", adv[0].bemerkung.clone().unwrap_or_default())}),
+    )
+    .await
+    .expect("user note");
+    apply(sync(&[], &read(&aw_fake))).await;
+    let adv = read(&aw_fake);
+    assert_eq!(adv[0].tlf, "");
+    assert_eq!(adv[0].bemerkung.as_deref(), Some("[ESPOCRM-SLOT:4] privat"));
+    assert_eq!(adv[0].kommkz, KommKz::EmailGeschaeftlich);
+
+    // The next address reuses the slot: no POST.
+    let writes = aw_fake.writes(advoware::KOMMUNIKATIONEN);
+    let espo = vec![mail("neu@example.de")];
+    let plan = sync(&espo, &adv);
+    assert!(plan.advoware_posts.is_empty(), "{plan:?}");
+    apply(plan).await;
+    let adv = read(&aw_fake);
+    assert_eq!(
+        (adv.len(), adv[0].id, adv[0].tlf.as_str()),
+        (1, id, "neu@example.de")
+    );
+    assert_eq!(aw_fake.writes(advoware::KOMMUNIKATIONEN), writes + 1);
+    assert!(sync(&espo, &adv).is_empty());
+}

@@ -244,6 +244,10 @@ pub struct Paths {
     pub beteiligte_create: String,
     /// `PUT`: replace a Beteiligter (Advoware's PUT replaces the record); `{betnr}` required.
     pub beteiligte_update: String,
+    /// `POST`: add a Kommunikation entry to a Beteiligter; `{betnr}` required.
+    pub kommunikation_create: String,
+    /// `PUT`: change one (`kommKz` is read-only; DELETE answers 403); `{betnr}`, `{id}`.
+    pub kommunikation_update: String,
 }
 
 impl Default for Paths {
@@ -259,6 +263,8 @@ impl Default for Paths {
             beteiligte_get: "api/v1/advonet/Beteiligte/{betnr}".into(),
             beteiligte_create: "api/v1/advonet/Beteiligte".into(),
             beteiligte_update: "api/v1/advonet/Beteiligte/{betnr}".into(),
+            kommunikation_create: "api/v1/advonet/Beteiligte/{betnr}/Kommunikationen".into(),
+            kommunikation_update: "api/v1/advonet/Beteiligte/{betnr}/Kommunikationen/{id}".into(),
         }
     }
 }
@@ -266,7 +272,7 @@ impl Default for Paths {
 impl Paths {
     /// Every setting (`advoware.paths.<name>`, `ADVOWARE_PATH_<NAME>`) with the placeholders it
     /// must have (it may use no others), in the order of [`Paths::templates`].
-    pub const SETTINGS: [(&'static str, &'static [&'static str]); 10] = [
+    pub const SETTINGS: [(&'static str, &'static [&'static str]); 12] = [
         ("token", &[]),
         ("mitarbeiter", &[]),
         ("termine_list", &["kuerzel", "from", "to"]),
@@ -277,10 +283,12 @@ impl Paths {
         ("beteiligte_get", &["betnr"]),
         ("beteiligte_create", &[]),
         ("beteiligte_update", &["betnr"]),
+        ("kommunikation_create", &["betnr"]),
+        ("kommunikation_update", &["betnr", "id"]),
     ];
 
     /// The templates, in the order of [`Paths::SETTINGS`].
-    fn templates(&self) -> [&String; 10] {
+    fn templates(&self) -> [&String; 12] {
         [
             &self.token,
             &self.mitarbeiter,
@@ -292,6 +300,8 @@ impl Paths {
             &self.beteiligte_get,
             &self.beteiligte_create,
             &self.beteiligte_update,
+            &self.kommunikation_create,
+            &self.kommunikation_update,
         ]
     }
 
@@ -309,6 +319,8 @@ impl Paths {
             &mut self.beteiligte_get,
             &mut self.beteiligte_create,
             &mut self.beteiligte_update,
+            &mut self.kommunikation_create,
+            &mut self.kommunikation_update,
         ];
         slots.into_iter().nth(index)
     }
@@ -799,6 +811,40 @@ where
             .call(Method::Put, &e.path, &query_refs(&e.query), Some(body))
             .await
             .map_err(|err| mismatch_on_405("beteiligte_update", Method::Put, err))?;
+        decode_json(&e.path, &resp.body)
+    }
+
+    /// Adds a Kommunikation entry to a Beteiligter; the answer is the stored entry with its id.
+    pub async fn create_kommunikation(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let n = bet_nr.to_string();
+        let e = expand(&self.settings.paths.kommunikation_create, &[("betnr", &n)]);
+        let resp = self
+            .call(Method::Post, &e.path, &query_refs(&e.query), Some(body))
+            .await
+            .map_err(|err| mismatch_on_405("kommunikation_create", Method::Post, err))?;
+        decode_json(&e.path, &resp.body)
+    }
+
+    /// Changes a Kommunikation entry (`tlf`, `bemerkung`, `online`; Advoware keeps `kommKz`).
+    pub async fn update_kommunikation(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        id: i64,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let (n, i) = (bet_nr.to_string(), id.to_string());
+        let e = expand(
+            &self.settings.paths.kommunikation_update,
+            &[("betnr", &n), ("id", &i)],
+        );
+        let resp = self
+            .call(Method::Put, &e.path, &query_refs(&e.query), Some(body))
+            .await
+            .map_err(|err| mismatch_on_405("kommunikation_update", Method::Put, err))?;
         decode_json(&e.path, &resp.body)
     }
 
