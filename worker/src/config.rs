@@ -1639,6 +1639,10 @@ termin_bogus = "x"
                     "ADVOWARE_PATH_BETEILIGTE_UPDATE",
                     "api/v1/advonet/Beteiligte",
                 ),
+                (
+                    "ADVOWARE_PATH_KOMMUNIKATION_UPDATE",
+                    "api/v1/advonet/Beteiligte/{betnr}/Kommunikationen",
+                ),
             ]),
         )
         .err()
@@ -1649,6 +1653,7 @@ termin_bogus = "x"
             "advoware.paths.beteiligte_get / ADVOWARE_PATH_BETEILIGTE_GET: bad placeholder {betNr}",
             "ADVOWARE_PATH_BETEILIGTE_CREATE: takes no placeholders, found {betnr}",
             "ADVOWARE_PATH_BETEILIGTE_UPDATE: must contain {betnr}",
+            "ADVOWARE_PATH_KOMMUNIKATION_UPDATE: must contain {id}",
         ] {
             assert!(
                 problems.contains(needle),
