@@ -313,6 +313,7 @@ pub struct Config {
     pub calendar: CalendarSettings,
     pub leads: LeadsSettings,
     pub beteiligte: BeteiligteSettings,
+    pub threecx: ThreeCxSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -357,6 +358,7 @@ struct FileConfig {
     calendar: FileCalendar,
     leads: FileLeads,
     beteiligte: FileBeteiligte,
+    threecx: FileThreeCx,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1153,6 +1155,8 @@ impl Config {
             }
         }
 
+        let threecx = load_threecx(&mut r, file.threecx);
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -1180,6 +1184,7 @@ impl Config {
             calendar,
             leads,
             beteiligte,
+            threecx,
         })
     }
 }
@@ -1374,6 +1379,95 @@ fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
         followup,
         task_due_hours,
         newsletter_target_list_id,
+    }
+}
+
+/// The 3CX telephony knobs (issue 14); documented in the README ("3CX telephony").
+#[derive(Debug, Clone)]
+pub struct ThreeCxSettings {
+    /// Region of national numbers 3CX reports (`0…`); default DE.
+    pub default_region: crate::sync::contact::Region,
+    /// Agent extension or e-mail (lower case) → EspoCRM user id the Call is assigned to.
+    pub agents: BTreeMap<String, String>,
+    /// Assignee of calls whose agent is not in `agents` (none: unassigned).
+    pub default_user_id: Option<String>,
+    /// Hours until the call-back task of a missed call is due.
+    pub task_due_hours: u32,
+}
+
+impl Default for ThreeCxSettings {
+    fn default() -> Self {
+        Self {
+            default_region: crate::sync::contact::Region::DE,
+            agents: BTreeMap::new(),
+            default_user_id: None,
+            task_due_hours: 4,
+        }
+    }
+}
+
+impl ThreeCxSettings {
+    /// The EspoCRM user of an agent: by extension, then by e-mail, then the default.
+    pub fn user_for(&self, extension: Option<&str>, email: Option<&str>) -> Option<&str> {
+        extension
+            .and_then(|e| self.agents.get(e))
+            .or_else(|| email.and_then(|e| self.agents.get(&e.to_lowercase())))
+            .map(String::as_str)
+            .or(self.default_user_id.as_deref())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileThreeCx {
+    default_region: Option<String>,
+    agents: BTreeMap<String, String>,
+    default_user_id: Option<String>,
+    task_due_hours: Option<u32>,
+}
+
+/// `[threecx]` and the `THREECX_*` variables; every problem goes to the reader's list.
+fn load_threecx(r: &mut Reader<'_>, f: FileThreeCx) -> ThreeCxSettings {
+    let d = ThreeCxSettings::default();
+    let default_region = match r.str("THREECX_DEFAULT_REGION").or(f.default_region) {
+        None => d.default_region,
+        Some(raw) => crate::sync::contact::Region::parse(&raw).unwrap_or_else(|| {
+            r.problems
+                .push("THREECX_DEFAULT_REGION: unknown region (see leads.default_region)".into());
+            d.default_region
+        }),
+    };
+    let valid = |id: &str| bitbylaw_core::ids::EspoId::new(id.to_owned()).is_ok();
+    let mut agents = BTreeMap::new();
+    for (agent, user) in f.agents {
+        if !valid(&user) {
+            r.problems.push(format!(
+                "threecx.agents.{agent}: not an EspoCRM user id (letters and digits)"
+            ));
+        }
+        agents.insert(agent.trim().to_lowercase(), user);
+    }
+    let default_user_id = r
+        .str("THREECX_DEFAULT_USER_ID")
+        .or(f.default_user_id)
+        .filter(|u| !u.trim().is_empty());
+    if default_user_id.as_deref().is_some_and(|u| !valid(u)) {
+        r.problems
+            .push("THREECX_DEFAULT_USER_ID: not an EspoCRM user id (letters and digits)".into());
+    }
+    let task_due_hours = r
+        .parse::<u32>("THREECX_TASK_DUE_HOURS")
+        .or(f.task_due_hours)
+        .unwrap_or(d.task_due_hours);
+    if !(1..=720).contains(&task_due_hours) {
+        r.problems
+            .push("THREECX_TASK_DUE_HOURS: must be 1–720".into());
+    }
+    ThreeCxSettings {
+        default_region,
+        agents,
+        default_user_id,
+        task_due_hours,
     }
 }
 
