@@ -268,6 +268,10 @@ fn description(r: &CallReport, key: &str) -> String {
     if let Some(a) = &r.agent {
         d.push(format!("Nebenstelle: {a}"));
     }
+    if r.duration_secs > 0 {
+        let s = r.duration_secs;
+        d.push(format!("Gesprächsdauer: {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60));
+    }
     if let Some(u) = &r.recording_url {
         d.push(format!("Aufzeichnung: {u}"));
     }
@@ -289,7 +293,8 @@ pub fn call_body(r: &CallReport, key: &str, links: &Links) -> Value {
         "direction": r.direction.as_str(),
         "dateStart": espo_datetime(r.start),
         "dateEnd": espo_datetime(r.end),
-        "duration": r.duration_secs,
+        // EspoCRM keeps duration = dateEnd − dateStart; the talk time goes into the text.
+        "duration": (r.end - r.start).num_seconds().max(0),
         "description": description(r, key),
     });
     if let Some((t, id)) = &links.parent {
@@ -357,7 +362,7 @@ mod tests {
         assert_eq!(body["status"], "Held");
         assert_eq!(body["dateStart"], "2026-11-23 13:02:00");
         assert_eq!(body["dateEnd"], "2026-11-23 13:06:21");
-        assert_eq!(body["duration"], 252);
+        assert_eq!(body["duration"], 261);
         assert!(body["description"].as_str().unwrap_or_default().contains(&marker(&key)));
     }
 

@@ -1,0 +1,277 @@
+//! 3CX call journaling against the fake EspoCRM and a real `redis-server`: inbound held (parent
+//! Contact, assigned user), inbound missed (call-back Task), outbound, not answered; a
+//! redelivered report stays one Call (also after a crash between create and record); bad
+//! bodies through the worker binary land in the dead-letter stream naming the field, with
+//! nothing written.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // In tests a failed expect is a failed test.
+
+mod common;
+
+use std::time::Duration;
+
+use bitbylaw_fakes::espocrm::{self, EspoCrmConfig, EspoCrmFake};
+use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
+use bitbylaw_worker::config::{EspoCrmSettings, Secret, ThreeCxSettings};
+use bitbylaw_worker::handlers::leads::store::LeadStore;
+use bitbylaw_worker::handlers::telephony::journal::{Journal, Outcome};
+use bitbylaw_worker::handlers::telephony::lookup;
+use bitbylaw_worker::keys;
+use bitbylaw_worker::sync::contact::Region;
+use bitbylaw_worker::sync::telephony::parse;
+use common::{gateway_request, now_secs, wait_for, RedisServer, Worker, SECRET};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::AsyncCommands as _;
+use serde_json::{json, Value};
+
+struct Env {
+    redis: RedisServer,
+    fake: EspoCrmFake,
+    espo: EspoCrmClient,
+    store: LeadStore<MultiplexedConnection>,
+    index: ConnectionManager,
+    settings: ThreeCxSettings,
+    contact_id: String,
+}
+
+async fn env() -> Env {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default())
+        .await
+        .expect("espocrm fake");
+    let espo = EspoCrmClient::new(
+        ClientSettings::from_settings(&EspoCrmSettings {
+            api_base_url: Some(fake.api_url()),
+            api_key: Some(Secret::new(fake.config().api_key.clone())),
+            timeout: Some(Duration::from_secs(5)),
+            page_size: None,
+        })
+        .expect("settings"),
+    )
+    .expect("client");
+    // Stored nationally in the CRM: found by the E.164 number 3CX reports.
+    let contact = fake
+        .insert(
+            "Contact",
+            json!({"firstName": "Max", "lastName": "Mustermann", "phoneNumber": "051112345"}),
+        )
+        .expect("contact");
+    let mut settings = ThreeCxSettings::default();
+    settings.agents.insert("201".into(), "userAgent201".into());
+    settings
+        .agents
+        .insert("sb@example-kanzlei.de".into(), "userSb".into());
+    let store = LeadStore::with_keys(redis.conn().await, keys::call);
+    let index = redis::Client::open(redis.url())
+        .expect("url")
+        .get_connection_manager()
+        .await
+        .expect("manager");
+    Env {
+        redis,
+        fake,
+        espo,
+        store,
+        index,
+        settings,
+        contact_id: contact["id"].as_str().expect("id").to_owned(),
+    }
+}
+
+fn example() -> Value {
+    serde_json::from_str(include_str!("../../tests/fixtures/3cx-reportcall.json"))
+        .expect("example body")
+}
+
+impl Env {
+    async fn run(&self, body: &Value) -> Outcome {
+        let report = parse(body, Region::DE).expect("valid body");
+        Journal {
+            crm: &self.espo,
+            store: &self.store,
+            index: Some(self.index.clone()),
+            settings: &self.settings,
+        }
+        .process(&report.key(), &report, chrono::Utc::now())
+        .await
+        .expect("journaled")
+    }
+}
+
+#[tokio::test]
+async fn inbound_held_call_is_journaled_on_the_contact() {
+    let env = env().await;
+    let mut body = example();
+    body["RecordingUrl"] = json!("https://ralup.my3cx.de/rec/1.wav");
+    body["Summary"] = json!("Frage zur Nebenkostenabrechnung");
+    let out = env.run(&body).await;
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["status"], "Held");
+    assert_eq!(call["direction"], "Inbound");
+    assert_eq!(call["dateStart"], "2026-11-23 13:02:00");
+    assert_eq!(call["dateEnd"], "2026-11-23 13:06:21");
+    // EspoCRM derives `duration` from dateStart/dateEnd (ringing included); talk time in the text.
+    assert_eq!(call["duration"], 261);
+    assert_eq!(call["name"], "Anruf von Max Mustermann");
+    assert_eq!(call["parentType"], "Contact");
+    assert_eq!(call["parentId"], env.contact_id.as_str());
+    // Agent by extension first.
+    assert_eq!(call["assignedUserId"], "userAgent201");
+    let d = call["description"].as_str().unwrap();
+    assert!(d.contains("Gesprächsdauer: 00:04:12"), "{d}");
+    assert!(d.contains("https://ralup.my3cx.de/rec/1.wav") && d.contains("Nebenkostenabrechnung"));
+    assert!(env.fake.all("Task").is_empty());
+    // The lookup index now knows the number.
+    let m = lookup::index_get(env.index.clone(), "+4951112345")
+        .await
+        .unwrap()
+        .expect("indexed");
+    assert_eq!((m.entity, m.id()), ("Contact", env.contact_id.as_str()));
+}
+
+#[tokio::test]
+async fn missed_inbound_call_gets_a_callback_task_and_not_answered_outbound_does_not() {
+    let env = env().await;
+    let mut missed = example();
+    missed["CallType"] = json!("Missed");
+    missed["Agent"] = json!("299"); // unknown extension: the e-mail decides
+    missed["Duration"] = json!("");
+    missed["CallEstablishedTimeUTC"] = json!("");
+    let out = env.run(&missed).await;
+    assert!(out.task);
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["status"], "Not Held");
+    assert_eq!(call["name"], "Verpasster Anruf von Max Mustermann");
+    let tasks = env.fake.all("Task");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["assignedUserId"], "userSb");
+    assert_eq!(tasks[0]["parentId"], env.contact_id.as_str(), "{tasks:?} {call:?}");
+    assert_eq!(tasks[0]["status"], "Not Started");
+
+    let mut not_answered = example();
+    not_answered["CallType"] = json!("Notanswered");
+    not_answered["CallDirection"] = json!("Outbound");
+    not_answered["CallStartTimeUTC"] = json!("2026-11-23T15:00:00Z");
+    not_answered["CallEndTimeUTC"] = json!("2026-11-23T15:00:30Z");
+    not_answered["CallEstablishedTimeUTC"] = json!("");
+    not_answered["Duration"] = json!("00:00:00");
+    let out = env.run(&not_answered).await;
+    assert!(!out.task);
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!((call["status"].as_str(), call["direction"].as_str()), (Some("Not Held"), Some("Outbound")));
+    assert_eq!(env.fake.all("Task").len(), 1);
+}
+
+#[tokio::test]
+async fn outbound_call_to_an_unknown_number_has_no_parent() {
+    let env = env().await;
+    let mut out_call = example();
+    out_call["CallType"] = json!("Outbound");
+    out_call["CallDirection"] = json!("Outbound");
+    out_call["Number"] = json!("0049 30 9876543");
+    out_call["Name"] = json!("");
+    out_call["EntityId"] = json!("");
+    let out = env.run(&out_call).await;
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["status"], "Held");
+    assert_eq!(call["direction"], "Outbound");
+    assert_eq!(call["name"], "Anruf an +49309876543");
+    assert!(call.get("parentId").is_none_or(Value::is_null));
+}
+
+#[tokio::test]
+async fn a_redelivered_report_stays_one_call_also_after_a_crash_before_the_record() {
+    let env = env().await;
+    let mut missed = example();
+    missed["CallType"] = json!("Missed");
+    missed["CallEstablishedTimeUTC"] = json!("");
+    missed["Duration"] = json!("");
+    let first = env.run(&missed).await;
+    let again = env.run(&missed).await;
+    assert!(again.already_done);
+    assert_eq!(again.call_id, first.call_id);
+    // A crash after both creates, before their steps were recorded: only `intent` survives.
+    let key = keys::call(&parse(&missed, Region::DE).unwrap().key());
+    let mut c = env.redis.conn().await;
+    let _: i64 = c.hdel(&key, &["record", "followup", "done"]).await.unwrap();
+    let resumed = env.run(&missed).await;
+    assert_eq!(resumed.call_id, first.call_id);
+    assert_eq!(env.fake.all("Call").len(), 1);
+    assert_eq!(env.fake.all("Task").len(), 1);
+}
+
+async fn dlq(redis: &RedisServer) -> Vec<String> {
+    let mut c = redis.conn().await;
+    let r: redis::streams::StreamRangeReply = c.xrange_all("bbl:dlq").await.unwrap();
+    r.ids
+        .iter()
+        .map(|e| e.get::<String>("error").unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn reports_through_the_worker_and_bad_bodies_to_the_dead_letter_stream() {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    let api = fake.api_url();
+    let key = fake.config().api_key.clone();
+    let w = Worker::spawn(
+        &redis.url(),
+        &[("ESPOCRM_API_BASE_URL", &api), ("ESPOCRM_API_KEY", &key)],
+        &[],
+    );
+    let topic = "telephony.call.reported";
+    let post = |id: &str, body: Value| {
+        gateway_request(
+            &w.base,
+            topic,
+            id,
+            &serde_json::to_vec(&body).unwrap(),
+            now_secs(),
+            SECRET,
+        )
+        .send()
+    };
+    assert_eq!(post("ev1", example()).await.unwrap().status().as_u16(), 202);
+    wait_for("the call", Duration::from_secs(20), || async {
+        (fake.all("Call").len() == 1).then_some(())
+    })
+    .await;
+    // The same report again under another event id (3CX retried): no second Call.
+    assert_eq!(post("ev2", example()).await.unwrap().status().as_u16(), 202);
+    let writes_before = fake.total_writes();
+    let mut no_start = example();
+    no_start.as_object_mut().unwrap().remove("CallStartTimeUTC");
+    let mut bad_type = example();
+    bad_type["CallType"] = json!("Sideways");
+    let mut bad_duration = example();
+    bad_duration["Duration"] = json!("vier Minuten");
+    let bad = [
+        ("bad1", no_start, "CallStartTimeUTC"),
+        ("bad2", bad_type, "CallType"),
+        ("bad3", bad_duration, "Duration"),
+    ];
+    for (id, body, _) in &bad {
+        assert_eq!(post(id, body.clone()).await.unwrap().status().as_u16(), 202);
+    }
+    let dead = wait_for("three dead letters", Duration::from_secs(20), || async {
+        let d = dlq(&redis).await;
+        (d.len() == 3).then_some(d)
+    })
+    .await;
+    for (_, _, field) in &bad {
+        assert!(
+            dead.iter().any(|e| e.contains(&format!("ReportCall body: {field} "))),
+            "{field}: {dead:?}"
+        );
+    }
+    let done: i64 = redis
+        .conn()
+        .await
+        .exists(keys::call(&parse(&example(), Region::DE).unwrap().key()))
+        .await
+        .unwrap();
+    assert_eq!(done, 1);
+    assert_eq!(fake.all("Call").len(), 1);
+    assert_eq!(fake.total_writes(), writes_before);
+    assert!(!w.log_text().contains("Mustermann"));
+}
