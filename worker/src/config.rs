@@ -1393,6 +1393,13 @@ pub struct ThreeCxSettings {
     pub default_user_id: Option<String>,
     /// Hours until the call-back task of a missed call is due.
     pub task_due_hours: u32,
+    /// EspoCRM's web address for `ContactUrl` (default: the API base without `api/v1/`).
+    pub crm_url: Option<String>,
+    /// Outside-line prefix 3CX may put before a number (e.g. `9`); stripped when the number
+    /// does not parse with it.
+    pub dial_prefix: Option<String>,
+    /// How long a cold lookup may search EspoCRM before answering "no match".
+    pub lookup_deadline: Duration,
 }
 
 impl Default for ThreeCxSettings {
@@ -1402,6 +1409,9 @@ impl Default for ThreeCxSettings {
             agents: BTreeMap::new(),
             default_user_id: None,
             task_due_hours: 4,
+            crm_url: None,
+            dial_prefix: None,
+            lookup_deadline: Duration::from_millis(800),
         }
     }
 }
@@ -1424,6 +1434,9 @@ struct FileThreeCx {
     agents: BTreeMap<String, String>,
     default_user_id: Option<String>,
     task_due_hours: Option<u32>,
+    crm_url: Option<String>,
+    dial_prefix: Option<String>,
+    lookup_deadline_ms: Option<u64>,
 }
 
 /// `[threecx]` and the `THREECX_*` variables; every problem goes to the reader's list.
@@ -1463,11 +1476,36 @@ fn load_threecx(r: &mut Reader<'_>, f: FileThreeCx) -> ThreeCxSettings {
         r.problems
             .push("THREECX_TASK_DUE_HOURS: must be 1–720".into());
     }
+    let crm_url = r.str("THREECX_CRM_URL").or(f.crm_url);
+    check_http_url(&mut r.problems, "THREECX_CRM_URL", crm_url.as_deref());
+    let crm_url = crm_url.map(|u| format!("{}/", u.trim_end_matches('/')));
+    let dial_prefix = r
+        .str("THREECX_DIAL_PREFIX")
+        .or(f.dial_prefix)
+        .filter(|p| !p.is_empty());
+    if dial_prefix
+        .as_deref()
+        .is_some_and(|p| p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        r.problems
+            .push("THREECX_DIAL_PREFIX: one to three digits".into());
+    }
+    let deadline_ms = r
+        .parse::<u64>("THREECX_LOOKUP_DEADLINE_MS")
+        .or(f.lookup_deadline_ms)
+        .unwrap_or(800);
+    if !(50..=5000).contains(&deadline_ms) {
+        r.problems
+            .push("THREECX_LOOKUP_DEADLINE_MS: must be 50–5000 (3CX waits a few seconds at most)".into());
+    }
     ThreeCxSettings {
         default_region,
         agents,
         default_user_id,
         task_due_hours,
+        crm_url,
+        dial_prefix,
+        lookup_deadline: Duration::from_millis(deadline_ms),
     }
 }
 

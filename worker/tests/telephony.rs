@@ -275,3 +275,106 @@ async fn reports_through_the_worker_and_bad_bodies_to_the_dead_letter_stream() {
     assert_eq!(fake.total_writes(), writes_before);
     assert!(!w.log_text().contains("Mustermann"));
 }
+
+async fn lookup_json(base: &str, phone: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/3cx/lookup"))
+        .query(&[("phone", phone)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{phone}");
+    r.json().await.unwrap()
+}
+
+/// The lookup through the worker binary: every number format finds the record, Contact wins
+/// over CBeteiligte over Lead, a cold hit fills the index (then served without EspoCRM), no
+/// match and unusable numbers answer the empty answer; nothing personal in the log.
+#[tokio::test]
+async fn lookup_formats_priority_index_and_empty_answer() {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    // Same number on a Lead (oldest), a CBeteiligte and a Contact: the Contact is answered.
+    fake.insert(
+        "Lead",
+        json!({"firstName": "Lea", "lastName": "Leadfrau", "phoneNumber": "+49301234567"}),
+    )
+    .unwrap();
+    let bet = fake
+        .insert(
+            "CBeteiligte",
+            json!({"name": "Beteiligte GmbH", "phoneNumber": "0301234567"}),
+        )
+        .unwrap();
+    let contact = fake
+        .insert(
+            "Contact",
+            json!({"firstName": "Max", "lastName": "Geheimkontakt", "accountName": "Kanzlei Kunde AG",
+                   "emailAddress": "max@kunde.example", "phoneNumber": "004930 1234567".replace(' ', "")}),
+        )
+        .unwrap();
+    // Only a CBeteiligte with this one (no first name: the name is the last name).
+    fake.insert(
+        "CBeteiligte",
+        json!({"name": "Nur Beteiligter", "phoneNumber": "+4917655501234"}),
+    )
+    .unwrap();
+    let api = fake.api_url();
+    let key = fake.config().api_key.clone();
+    let w = Worker::spawn(
+        &redis.url(),
+        &[
+            ("ESPOCRM_API_BASE_URL", &api),
+            ("ESPOCRM_API_KEY", &key),
+            ("THREECX_CRM_URL", "https://crm.example.de"),
+            ("THREECX_DIAL_PREFIX", "9"),
+            ("THREECX_LOOKUP_DEADLINE_MS", "300"),
+        ],
+        &[],
+    );
+    let cid = contact["id"].as_str().unwrap();
+    let first = lookup_json(&w.base, "+49 30 1234567").await;
+    let c = &first["contacts"][0];
+    assert_eq!(c["EntityType"], "Contact", "{first}");
+    assert_eq!(c["EntityId"], cid);
+    assert_eq!(c["ContactID"], cid);
+    assert_eq!(c["FirstName"], "Max");
+    assert_eq!(c["LastName"], "Geheimkontakt");
+    assert_eq!(c["CompanyName"], "Kanzlei Kunde AG");
+    assert_eq!(c["Email"], "max@kunde.example");
+    assert_eq!(c["PhoneBusiness"], "+49301234567");
+    assert_eq!(c["ContactUrl"], format!("https://crm.example.de/#Contact/view/{cid}"));
+    // The cold hit filled the index: every spelling is answered without asking EspoCRM.
+    fake.controls().clear_requests();
+    for form in [
+        "030/1234567",
+        "0049301234567",
+        "+49 (0)30 1234567",
+        "9030 1234567",
+        "sip:+49301234567@pbx",
+        "030 1234567 x201",
+    ] {
+        assert_eq!(lookup_json(&w.base, form).await, first, "{form}");
+    }
+    assert!(fake.controls().requests().is_empty());
+    // The CBeteiligte is answered where no Contact has the number.
+    fake.edit("Contact", cid, json!({"phoneNumber": "+49 40 1"})).unwrap();
+    let mut c2 = redis.conn().await;
+    let _: i64 = c2.del("bbl:phone:+49301234567").await.unwrap();
+    let b = lookup_json(&w.base, "030 1234567").await;
+    assert_eq!(b["contacts"][0]["EntityId"], bet["id"], "{b}");
+    let mobile = lookup_json(&w.base, "0176 55501234").await;
+    let m = &mobile["contacts"][0];
+    assert_eq!((m["EntityType"].as_str(), m["LastName"].as_str()), (Some("CBeteiligte"), Some("Nur Beteiligter")));
+    assert_eq!(m["PhoneMobile"], "+4917655501234");
+    assert_eq!(m["PhoneBusiness"], "");
+    for none in ["+49 40 999999", "201", "anonymous", ""] {
+        assert_eq!(lookup_json(&w.base, none).await, json!({"contacts": []}), "{none}");
+    }
+    // EspoCRM too slow: "no match" rather than a 3CX timeout.
+    fake.controls().set_latency(Duration::from_secs(3));
+    assert_eq!(lookup_json(&w.base, "+49 89 7654321").await, json!({"contacts": []}));
+    fake.controls().set_latency(Duration::ZERO);
+    let log = w.log_text();
+    assert!(!log.contains("Geheimkontakt") && !log.contains("1234567"), "{log}");
+}
