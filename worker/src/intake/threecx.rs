@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn number_formats() {
-        let table: [(&str, Option<&str>); 13] = [
+        let table: [(&str, Option<&str>); 14] = [
             ("+49 30 1234567", Some("+49301234567")),
             ("030/1234567", Some("+49301234567")),
             ("0049301234567", Some("+49301234567")),
