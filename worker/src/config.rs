@@ -1809,6 +1809,49 @@ max_attempts = 2
     }
 
     #[test]
+    fn threecx_settings_are_read_and_every_problem_listed() {
+        let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
+        let problems = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("THREECX_DEFAULT_REGION", "XX"),
+                ("THREECX_TASK_DUE_HOURS", "0"),
+                ("THREECX_DEFAULT_USER_ID", "not an id"),
+                ("THREECX_CRM_URL", "ftp://crm"),
+                ("THREECX_DIAL_PREFIX", "+9"),
+                ("THREECX_LOOKUP_DEADLINE_MS", "10"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for name in [
+            "THREECX_DEFAULT_REGION",
+            "THREECX_TASK_DUE_HOURS",
+            "THREECX_DEFAULT_USER_ID",
+            "THREECX_CRM_URL",
+            "THREECX_DIAL_PREFIX",
+            "THREECX_LOOKUP_DEADLINE_MS",
+        ] {
+            assert!(problems.contains(name), "{name} missing in:\n{problems}");
+        }
+        let cfg = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("THREECX_DEFAULT_USER_ID", "6745a1b2c3d4e5f60"),
+                ("THREECX_CRM_URL", "https://crm.example.de/"),
+            ]),
+        );
+        let t = cfg.map(|c| c.threecx).unwrap_or_default();
+        assert_eq!(t.crm_url.as_deref(), Some("https://crm.example.de/"));
+        assert_eq!(t.user_for(Some("201"), None), Some("6745a1b2c3d4e5f60"));
+        assert_eq!(t.lookup_deadline, Duration::from_millis(800));
+    }
+
+    #[test]
     fn leads_settings_are_read_and_every_problem_listed() {
         let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
         let problems = Config::load(
