@@ -378,3 +378,96 @@ async fn lookup_formats_priority_index_and_empty_answer() {
     let log = w.log_text();
     assert!(!log.contains("Geheimkontakt") && !log.contains("1234567"), "{log}");
 }
+
+/// `bitbylaw-worker threecx template`: well-formed XML with the structure of FACTS §4 — the key
+/// as a per-request `x-api-key` header with `Authentication Type="No"`, the lookup scenario on
+/// `[Number]` with every output and a rule, the `ReportCall` scenario posting every variable as
+/// JSON to `/3cx/calls`.
+#[test]
+fn the_generated_template_carries_every_scenario_and_output() {
+    let out = std::process::Command::new(common::bin())
+        .env_clear()
+        .args(["threecx", "template", "--base-url", "https://api.bitbylaw.com/"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let xml = String::from_utf8(out.stdout).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let crm = doc.root_element();
+    assert_eq!(crm.tag_name().name(), "Crm");
+    for a in ["Name", "Version", "Country"] {
+        assert!(crm.attribute(a).is_some(), "Crm@{a}");
+    }
+    fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> roxmltree::Node<'a, 'i> {
+        n.children()
+            .find(|c| c.has_tag_name(name))
+            .unwrap_or_else(|| panic!("<{name}> missing"))
+    }
+    let number = child(crm, "Number");
+    assert!(number.attribute("Prefix").is_some() && number.attribute("MaxLength").is_some());
+    assert!(child(crm, "Connection").attribute("MaxConcurrentRequests").is_some());
+    assert_eq!(child(crm, "Authentication").attribute("Type"), Some("No"));
+    let params: Vec<&str> = child(crm, "Parameters")
+        .children()
+        .filter_map(|p| p.attribute("Name"))
+        .collect();
+    assert!(params.contains(&"ApiKey"));
+    let scenarios: Vec<_> = child(crm, "Scenarios")
+        .children()
+        .filter(|c| c.has_tag_name("Scenario"))
+        .collect();
+    let lookup = scenarios
+        .iter()
+        .find(|s| s.attribute("Id") == Some(""))
+        .expect("lookup scenario");
+    let req = child(*lookup, "Request");
+    assert_eq!(
+        req.attribute("Url"),
+        Some("https://api.bitbylaw.com/3cx/lookup?phone=[Number]")
+    );
+    assert_eq!(req.attribute("RequestType"), Some("Get"));
+    assert_eq!(req.attribute("ResponseType"), Some("Json"));
+    let key = child(child(req, "Headers"), "Value");
+    assert_eq!((key.attribute("Key"), key.text()), (Some("x-api-key"), Some("[ApiKey]")));
+    assert_eq!(child(child(*lookup, "Rules"), "Rule").attribute("Type"), Some("Any"));
+    let outputs: Vec<&str> = child(*lookup, "Outputs")
+        .children()
+        .filter_map(|o| o.attribute("Type"))
+        .collect();
+    for o in [
+        "ContactID", "FirstName", "LastName", "CompanyName", "Email", "PhoneBusiness",
+        "PhoneMobile", "ContactUrl", "EntityType", "EntityId",
+    ] {
+        assert!(outputs.contains(&o), "output {o}");
+    }
+    let report = scenarios
+        .iter()
+        .find(|s| s.attribute("Id") == Some("ReportCall"))
+        .expect("ReportCall scenario");
+    let req = child(*report, "Request");
+    assert_eq!(req.attribute("Url"), Some("https://api.bitbylaw.com/3cx/calls"));
+    assert_eq!(req.attribute("RequestType"), Some("Post"));
+    assert_eq!(req.attribute("RequestEncoding"), Some("Json"));
+    assert!(req.attribute("SkipIf").is_some());
+    assert_eq!(child(child(req, "Headers"), "Value").text(), Some("[ApiKey]"));
+    let posted: Vec<(&str, &str)> = child(req, "PostValues")
+        .children()
+        .filter_map(|v| Some((v.attribute("Key")?, v.text()?)))
+        .collect();
+    // Every key of the example body, plus V20's recording, transcription and summary.
+    let mut want: Vec<String> = example().as_object().unwrap().keys().cloned().collect();
+    want.extend(["RecordingUrl", "Transcription", "Summary"].map(String::from));
+    for k in &want {
+        assert!(
+            posted.iter().any(|(key, text)| key == k && *text == format!("[{k}]")),
+            "ReportCall value {k}"
+        );
+    }
+    // A base URL that is not one is refused.
+    let bad = std::process::Command::new(common::bin())
+        .env_clear()
+        .args(["threecx", "template", "--base-url", "api.bitbylaw.com"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

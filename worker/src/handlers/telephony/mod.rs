@@ -9,6 +9,7 @@
 pub mod journal;
 pub mod lookup;
 pub mod matching;
+pub mod template;
 
 pub use lookup::index_put as lookup_index_put;
 
