@@ -1495,8 +1495,9 @@ fn load_threecx(r: &mut Reader<'_>, f: FileThreeCx) -> ThreeCxSettings {
         .or(f.lookup_deadline_ms)
         .unwrap_or(800);
     if !(50..=5000).contains(&deadline_ms) {
-        r.problems
-            .push("THREECX_LOOKUP_DEADLINE_MS: must be 50–5000 (3CX waits a few seconds at most)".into());
+        r.problems.push(
+            "THREECX_LOOKUP_DEADLINE_MS: must be 50–5000 (3CX waits a few seconds at most)".into(),
+        );
     }
     ThreeCxSettings {
         default_region,

@@ -144,7 +144,11 @@ async fn missed_inbound_call_gets_a_callback_task_and_not_answered_outbound_does
     let tasks = env.fake.all("Task");
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0]["assignedUserId"], "userSb");
-    assert_eq!(tasks[0]["parentId"], env.contact_id.as_str(), "{tasks:?} {call:?}");
+    assert_eq!(
+        tasks[0]["parentId"],
+        env.contact_id.as_str(),
+        "{tasks:?} {call:?}"
+    );
     assert_eq!(tasks[0]["status"], "Not Started");
 
     let mut not_answered = example();
@@ -157,7 +161,10 @@ async fn missed_inbound_call_gets_a_callback_task_and_not_answered_outbound_does
     let out = env.run(&not_answered).await;
     assert!(!out.task);
     let call = env.fake.get("Call", &out.call_id).expect("call");
-    assert_eq!((call["status"].as_str(), call["direction"].as_str()), (Some("Not Held"), Some("Outbound")));
+    assert_eq!(
+        (call["status"].as_str(), call["direction"].as_str()),
+        (Some("Not Held"), Some("Outbound"))
+    );
     assert_eq!(env.fake.all("Task").len(), 1);
 }
 
@@ -260,7 +267,8 @@ async fn reports_through_the_worker_and_bad_bodies_to_the_dead_letter_stream() {
     .await;
     for (_, _, field) in &bad {
         assert!(
-            dead.iter().any(|e| e.contains(&format!("ReportCall body: {field} "))),
+            dead.iter()
+                .any(|e| e.contains(&format!("ReportCall body: {field} "))),
             "{field}: {dead:?}"
         );
     }
@@ -343,7 +351,10 @@ async fn lookup_formats_priority_index_and_empty_answer() {
     assert_eq!(c["CompanyName"], "Kanzlei Kunde AG");
     assert_eq!(c["Email"], "max@kunde.example");
     assert_eq!(c["PhoneBusiness"], "+49301234567");
-    assert_eq!(c["ContactUrl"], format!("https://crm.example.de/#Contact/view/{cid}"));
+    assert_eq!(
+        c["ContactUrl"],
+        format!("https://crm.example.de/#Contact/view/{cid}")
+    );
     // The cold hit filled the index: every spelling is answered without asking EspoCRM.
     fake.controls().clear_requests();
     for form in [
@@ -358,25 +369,39 @@ async fn lookup_formats_priority_index_and_empty_answer() {
     }
     assert!(fake.controls().requests().is_empty());
     // The CBeteiligte is answered where no Contact has the number.
-    fake.edit("Contact", cid, json!({"phoneNumber": "+49 40 1"})).unwrap();
+    fake.edit("Contact", cid, json!({"phoneNumber": "+49 40 1"}))
+        .unwrap();
     let mut c2 = redis.conn().await;
     let _: i64 = c2.del("bbl:phone:+49301234567").await.unwrap();
     let b = lookup_json(&w.base, "030 1234567").await;
     assert_eq!(b["contacts"][0]["EntityId"], bet["id"], "{b}");
     let mobile = lookup_json(&w.base, "0176 55501234").await;
     let m = &mobile["contacts"][0];
-    assert_eq!((m["EntityType"].as_str(), m["LastName"].as_str()), (Some("CBeteiligte"), Some("Nur Beteiligter")));
+    assert_eq!(
+        (m["EntityType"].as_str(), m["LastName"].as_str()),
+        (Some("CBeteiligte"), Some("Nur Beteiligter"))
+    );
     assert_eq!(m["PhoneMobile"], "+4917655501234");
     assert_eq!(m["PhoneBusiness"], "");
     for none in ["+49 40 999999", "201", "anonymous", ""] {
-        assert_eq!(lookup_json(&w.base, none).await, json!({"contacts": []}), "{none}");
+        assert_eq!(
+            lookup_json(&w.base, none).await,
+            json!({"contacts": []}),
+            "{none}"
+        );
     }
     // EspoCRM too slow: "no match" rather than a 3CX timeout.
     fake.controls().set_latency(Duration::from_secs(3));
-    assert_eq!(lookup_json(&w.base, "+49 89 7654321").await, json!({"contacts": []}));
+    assert_eq!(
+        lookup_json(&w.base, "+49 89 7654321").await,
+        json!({"contacts": []})
+    );
     fake.controls().set_latency(Duration::ZERO);
     let log = w.log_text();
-    assert!(!log.contains("Geheimkontakt") && !log.contains("1234567"), "{log}");
+    assert!(
+        !log.contains("Geheimkontakt") && !log.contains("1234567"),
+        "{log}"
+    );
 }
 
 /// `bitbylaw-worker threecx template`: well-formed XML with the structure of FACTS §4 — the key
@@ -387,10 +412,19 @@ async fn lookup_formats_priority_index_and_empty_answer() {
 fn the_generated_template_carries_every_scenario_and_output() {
     let out = std::process::Command::new(common::bin())
         .env_clear()
-        .args(["threecx", "template", "--base-url", "https://api.bitbylaw.com/"])
+        .args([
+            "threecx",
+            "template",
+            "--base-url",
+            "https://api.bitbylaw.com/",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let xml = String::from_utf8(out.stdout).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
     let crm = doc.root_element();
@@ -405,7 +439,9 @@ fn the_generated_template_carries_every_scenario_and_output() {
     }
     let number = child(crm, "Number");
     assert!(number.attribute("Prefix").is_some() && number.attribute("MaxLength").is_some());
-    assert!(child(crm, "Connection").attribute("MaxConcurrentRequests").is_some());
+    assert!(child(crm, "Connection")
+        .attribute("MaxConcurrentRequests")
+        .is_some());
     assert_eq!(child(crm, "Authentication").attribute("Type"), Some("No"));
     let params: Vec<&str> = child(crm, "Parameters")
         .children()
@@ -428,15 +464,29 @@ fn the_generated_template_carries_every_scenario_and_output() {
     assert_eq!(req.attribute("RequestType"), Some("Get"));
     assert_eq!(req.attribute("ResponseType"), Some("Json"));
     let key = child(child(req, "Headers"), "Value");
-    assert_eq!((key.attribute("Key"), key.text()), (Some("x-api-key"), Some("[ApiKey]")));
-    assert_eq!(child(child(*lookup, "Rules"), "Rule").attribute("Type"), Some("Any"));
+    assert_eq!(
+        (key.attribute("Key"), key.text()),
+        (Some("x-api-key"), Some("[ApiKey]"))
+    );
+    assert_eq!(
+        child(child(*lookup, "Rules"), "Rule").attribute("Type"),
+        Some("Any")
+    );
     let outputs: Vec<&str> = child(*lookup, "Outputs")
         .children()
         .filter_map(|o| o.attribute("Type"))
         .collect();
     for o in [
-        "ContactID", "FirstName", "LastName", "CompanyName", "Email", "PhoneBusiness",
-        "PhoneMobile", "ContactUrl", "EntityType", "EntityId",
+        "ContactID",
+        "FirstName",
+        "LastName",
+        "CompanyName",
+        "Email",
+        "PhoneBusiness",
+        "PhoneMobile",
+        "ContactUrl",
+        "EntityType",
+        "EntityId",
     ] {
         assert!(outputs.contains(&o), "output {o}");
     }
@@ -445,11 +495,17 @@ fn the_generated_template_carries_every_scenario_and_output() {
         .find(|s| s.attribute("Id") == Some("ReportCall"))
         .expect("ReportCall scenario");
     let req = child(*report, "Request");
-    assert_eq!(req.attribute("Url"), Some("https://api.bitbylaw.com/3cx/calls"));
+    assert_eq!(
+        req.attribute("Url"),
+        Some("https://api.bitbylaw.com/3cx/calls")
+    );
     assert_eq!(req.attribute("RequestType"), Some("Post"));
     assert_eq!(req.attribute("RequestEncoding"), Some("Json"));
     assert!(req.attribute("SkipIf").is_some());
-    assert_eq!(child(child(req, "Headers"), "Value").text(), Some("[ApiKey]"));
+    assert_eq!(
+        child(child(req, "Headers"), "Value").text(),
+        Some("[ApiKey]")
+    );
     let posted: Vec<(&str, &str)> = child(req, "PostValues")
         .children()
         .filter_map(|v| Some((v.attribute("Key")?, v.text()?)))
@@ -459,7 +515,9 @@ fn the_generated_template_carries_every_scenario_and_output() {
     want.extend(["RecordingUrl", "Transcription", "Summary"].map(String::from));
     for k in &want {
         assert!(
-            posted.iter().any(|(key, text)| key == k && *text == format!("[{k}]")),
+            posted
+                .iter()
+                .any(|(key, text)| key == k && *text == format!("[{k}]")),
             "ReportCall value {k}"
         );
     }

@@ -49,7 +49,12 @@ async fn threecx_lookup_and_report_call_through_kong() {
             .unwrap(),
     );
     wait_ready(&format!("{worker_url}/health")).await;
-    let config = render(&vars(&adv, &worker_url, &placeholder_hooks(), &vermieterhelden::generate_secret()));
+    let config = render(&vars(
+        &adv,
+        &worker_url,
+        &placeholder_hooks(),
+        &vermieterhelden::generate_secret(),
+    ));
     let gw = deployed_gateway(config, free_port()).await;
     let lookup_url = format!("{}/3cx/lookup", gw.base_url());
 

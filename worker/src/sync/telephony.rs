@@ -102,14 +102,21 @@ fn text(body: &Map<String, Value>, field: &'static str) -> Result<Option<String>
 }
 
 /// RFC 3339 (`2026-11-23T13:02:00Z`) or `YYYY-MM-DD HH:MM:SS` read as UTC.
-fn utc(body: &Map<String, Value>, field: &'static str) -> Result<Option<DateTime<Utc>>, ReportError> {
+fn utc(
+    body: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<DateTime<Utc>>, ReportError> {
     let Some(s) = text(body, field)? else {
         return Ok(None);
     };
     if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
         return Ok(Some(t.with_timezone(&Utc)));
     }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(&s, f) {
             return Ok(Some(t.and_utc()));
         }
@@ -141,8 +148,12 @@ pub fn parse(body: &Value, region: Region) -> Result<CallReport, ReportError> {
     let call_type = text(obj, "CallType")?
         .ok_or_else(|| err("CallType", "is missing"))
         .and_then(|s| {
-            CallType::parse(&s)
-                .ok_or_else(|| err("CallType", "is not Inbound, Outbound, Missed or Notanswered"))
+            CallType::parse(&s).ok_or_else(|| {
+                err(
+                    "CallType",
+                    "is not Inbound, Outbound, Missed or Notanswered",
+                )
+            })
         })?;
     let direction = match text(obj, "CallDirection")?.map(|s| s.to_ascii_lowercase()) {
         Some(d) if d == "inbound" => Direction::Inbound,
@@ -158,7 +169,8 @@ pub fn parse(body: &Value, region: Region) -> Result<CallReport, ReportError> {
         Some(_) => text(obj, "Number")?.unwrap_or_default(),
     };
     let number = normalize_phone(&number_raw, region).ok();
-    let start = utc(obj, "CallStartTimeUTC")?.ok_or_else(|| err("CallStartTimeUTC", "is missing"))?;
+    let start =
+        utc(obj, "CallStartTimeUTC")?.ok_or_else(|| err("CallStartTimeUTC", "is missing"))?;
     let end = utc(obj, "CallEndTimeUTC")?.ok_or_else(|| err("CallEndTimeUTC", "is missing"))?;
     if end < start {
         return Err(err("CallEndTimeUTC", "is before CallStartTimeUTC"));
@@ -270,7 +282,12 @@ fn description(r: &CallReport, key: &str) -> String {
     }
     if r.duration_secs > 0 {
         let s = r.duration_secs;
-        d.push(format!("Gesprächsdauer: {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60));
+        d.push(format!(
+            "Gesprächsdauer: {:02}:{:02}:{:02}",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        ));
     }
     if let Some(u) = &r.recording_url {
         d.push(format!("Aufzeichnung: {u}"));
@@ -336,6 +353,7 @@ pub fn task_body(r: &CallReport, key: &str, links: &Links, due: DateTime<Utc>) -
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)] // In tests a failed expect is a failed test.
 mod tests {
     use super::*;
 
@@ -363,7 +381,10 @@ mod tests {
         assert_eq!(body["dateStart"], "2026-11-23 13:02:00");
         assert_eq!(body["dateEnd"], "2026-11-23 13:06:21");
         assert_eq!(body["duration"], 261);
-        assert!(body["description"].as_str().unwrap_or_default().contains(&marker(&key)));
+        assert!(body["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&marker(&key)));
     }
 
     #[test]
@@ -401,7 +422,11 @@ mod tests {
         let cases: [(&str, Value, &str); 6] = [
             ("CallType", json!("Sideways"), "CallType"),
             ("CallStartTimeUTC", json!("yesterday"), "CallStartTimeUTC"),
-            ("CallEndTimeUTC", json!("2026-11-23T12:00:00Z"), "CallEndTimeUTC"),
+            (
+                "CallEndTimeUTC",
+                json!("2026-11-23T12:00:00Z"),
+                "CallEndTimeUTC",
+            ),
             ("Duration", json!("four minutes"), "Duration"),
             ("CallDirection", json!("Up"), "CallDirection"),
             ("Agent", json!({"x": 1}), "Agent"),
@@ -414,7 +439,13 @@ mod tests {
         }
         let mut b = example();
         b.as_object_mut().map(|o| o.remove("CallStartTimeUTC"));
-        assert_eq!(parse(&b, Region::DE).expect_err("missing").field, "CallStartTimeUTC");
-        assert_eq!(parse(&json!([1]), Region::DE).expect_err("array").field, "body");
+        assert_eq!(
+            parse(&b, Region::DE).expect_err("missing").field,
+            "CallStartTimeUTC"
+        );
+        assert_eq!(
+            parse(&json!([1]), Region::DE).expect_err("array").field,
+            "body"
+        );
     }
 }

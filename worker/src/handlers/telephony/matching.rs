@@ -41,7 +41,10 @@ pub struct Match {
 
 impl Match {
     pub fn id(&self) -> &str {
-        self.record.get("id").and_then(Value::as_str).unwrap_or_default()
+        self.record
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -72,7 +75,10 @@ pub async fn find_person(
     for entity in PERSON_ENTITIES {
         let found = crm.find(entity, &q).await?;
         if let Some(p) = preferred {
-            if let Some(rec) = found.iter().find(|r| r.get("id").and_then(Value::as_str) == Some(p)) {
+            if let Some(rec) = found
+                .iter()
+                .find(|r| r.get("id").and_then(Value::as_str) == Some(p))
+            {
                 return Ok(Some(Match {
                     entity,
                     record: rec.clone(),
@@ -80,7 +86,10 @@ pub async fn find_person(
             }
         }
         if best.is_none() {
-            best = found.into_iter().next().map(|record| Match { entity, record });
+            best = found
+                .into_iter()
+                .next()
+                .map(|record| Match { entity, record });
             if best.is_some() && preferred.is_none() {
                 break;
             }

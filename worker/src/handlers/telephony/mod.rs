@@ -37,7 +37,11 @@ pub fn register(r: &mut Registry, config: &Config) {
         .and_then(EspoCrmClient::new)
         .map(Arc::new)
         .map_err(|e| e.to_string());
-    r.register(topics::CALL_REPORTED, "telephony", CallReportedHandler { crm });
+    r.register(
+        topics::CALL_REPORTED,
+        "telephony",
+        CallReportedHandler { crm },
+    );
 }
 
 /// Holds the EspoCRM client (or why it could not be built: then every job fails permanently).

@@ -58,8 +58,7 @@ pub fn template(base_url: &str, country: &str) -> Result<String, TemplateError> 
     }
     let base = escape(base_url.trim_end_matches('/'));
     let country = escape(country);
-    let header =
-        r#"<Headers><Value Key="x-api-key" Type="String">[ApiKey]</Value></Headers>"#;
+    let header = r#"<Headers><Value Key="x-api-key" Type="String">[ApiKey]</Value></Headers>"#;
     let mut x = String::new();
     x.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
     x.push_str(&format!(
@@ -78,7 +77,9 @@ pub fn template(base_url: &str, country: &str) -> Result<String, TemplateError> 
     x.push_str(&format!(
         "      <Request SkipIf=\"\" Url=\"{base}/3cx/lookup?phone=[Number]\" MessagePasses=\"0\" RequestType=\"Get\" ResponseType=\"Json\">\n        {header}\n      </Request>\n"
     ));
-    x.push_str("      <Rules>\n        <Rule Type=\"Any\">contacts.ContactID</Rule>\n      </Rules>\n");
+    x.push_str(
+        "      <Rules>\n        <Rule Type=\"Any\">contacts.ContactID</Rule>\n      </Rules>\n",
+    );
     x.push_str("      <Variables>\n");
     for o in OUTPUTS {
         x.push_str(&format!(
