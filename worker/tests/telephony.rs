@@ -128,6 +128,31 @@ async fn inbound_held_call_is_journaled_on_the_contact() {
     assert_eq!((m.entity, m.id()), ("Contact", env.contact_id.as_str()));
 }
 
+/// 3CX names the record our lookup answered (`EntityId`): the Call goes there even when a
+/// Contact has the same number, while the index keeps the lookup's priority (the Contact).
+#[tokio::test]
+async fn the_entity_3cx_names_is_the_parent_and_the_index_keeps_the_priority() {
+    let env = env().await;
+    let lead = env
+        .fake
+        .insert(
+            "Lead",
+            json!({"lastName": "Mustermann", "phoneNumber": "+4951112345"}),
+        )
+        .expect("lead");
+    let mut body = example();
+    body["EntityId"] = lead["id"].clone();
+    let out = env.run(&body).await;
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["parentType"], "Lead");
+    assert_eq!(call["parentId"], lead["id"]);
+    let m = lookup::index_get(env.index.clone(), "+4951112345")
+        .await
+        .unwrap()
+        .expect("indexed");
+    assert_eq!((m.entity, m.id()), ("Contact", env.contact_id.as_str()));
+}
+
 #[tokio::test]
 async fn missed_inbound_call_gets_a_callback_task_and_not_answered_outbound_does_not() {
     let env = env().await;

@@ -22,7 +22,7 @@ use super::AppState;
 use crate::clients::espocrm::{ClientSettings, EspoCrmClient};
 use crate::config::Config;
 use crate::handlers::telephony::lookup::{answer, empty_answer, index_get, index_put, ui_base};
-use crate::handlers::telephony::matching::find_person;
+use crate::handlers::telephony::matching::{find_person, Found};
 use crate::sync::contact::{normalize_phone, Region};
 
 /// What the lookup needs, built once at start-up.
@@ -111,14 +111,14 @@ pub async fn get_lookup(
     };
     let search = find_person(crm, &number, settings.default_region, None);
     match tokio::time::timeout(settings.lookup_deadline, search).await {
-        Ok(Ok(Some(m))) => {
+        Ok(Ok(Found { best: Some(m), .. })) => {
             if let Some(conn) = conn {
                 let _ = index_put(conn, &number, &m).await;
             }
             s.metrics.threecx_lookup("hit_crm");
             Json(answer(&m, &number, &svc.ui_base)).into_response()
         }
-        Ok(Ok(None)) => {
+        Ok(Ok(_)) => {
             s.metrics.threecx_lookup("miss");
             Json(empty_answer()).into_response()
         }

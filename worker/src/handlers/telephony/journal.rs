@@ -60,7 +60,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Journal<'_, C> {
                 already_done: true,
             });
         }
-        let person = match &report.number {
+        let found = match &report.number {
             Some(n) => {
                 find_person(
                     self.crm,
@@ -70,15 +70,16 @@ impl<C: ConnectionLike + Clone + Send + Sync> Journal<'_, C> {
                 )
                 .await?
             }
-            None => None,
+            None => Default::default(),
         };
-        if let (Some(p), Some(n), Some(conn)) = (&person, &report.number, &self.index) {
-            // Warm the lookup index for the next call from this number (best effort).
-            let _ = super::lookup_index_put(conn.clone(), n, p).await;
+        if let (Some(best), Some(n), Some(conn)) = (&found.best, &report.number, &self.index) {
+            // Warm the lookup index for the next call from this number (best effort), with the
+            // record the lookup's priority picks, not necessarily the one 3CX named.
+            let _ = super::lookup_index_put(conn.clone(), n, best).await;
         }
         let links = Links {
-            parent: person
-                .as_ref()
+            parent: found
+                .chosen()
                 .map(|m: &Match| (m.entity.to_owned(), m.id().to_owned())),
             user_id: self
                 .settings

@@ -59,43 +59,58 @@ pub fn spellings(e164: &str, region: Region) -> Vec<String> {
     v
 }
 
-/// The best match for `e164` per the module's priority, `preferred` being 3CX's `EntityId`.
+/// What a search found: the record 3CX named (if it has the number) and the best one by
+/// priority. The lookup and the index use `best`; the journal prefers `named`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    pub named: Option<Match>,
+    pub best: Option<Match>,
+}
+
+impl Found {
+    /// The Call's parent: the record 3CX named, else the best by priority.
+    pub fn chosen(&self) -> Option<&Match> {
+        self.named.as_ref().or(self.best.as_ref())
+    }
+}
+
+/// Searches the person entities for `e164`; `named` is 3CX's `EntityId` (journal only).
 pub async fn find_person(
     crm: &dyn LeadsCrm,
     e164: &str,
     region: Region,
-    preferred: Option<&str>,
-) -> Result<Option<Match>, EspoCrmError> {
+    named: Option<&str>,
+) -> Result<Found, EspoCrmError> {
     let q = ListQuery::new()
         .filter(Where::is_in("phoneNumber", spellings(e164, region)))
         .select(SELECT)
         .order_by("createdAt", Order::Asc)
         .limit(5);
-    let mut best: Option<Match> = None;
+    let mut found = Found::default();
     for entity in PERSON_ENTITIES {
-        let found = crm.find(entity, &q).await?;
-        if let Some(p) = preferred {
-            if let Some(rec) = found
+        let list = crm.find(entity, &q).await?;
+        if let Some(id) = named {
+            if let Some(rec) = list
                 .iter()
-                .find(|r| r.get("id").and_then(Value::as_str) == Some(p))
+                .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
             {
-                return Ok(Some(Match {
+                found.named = Some(Match {
                     entity,
                     record: rec.clone(),
-                }));
+                });
             }
         }
-        if best.is_none() {
-            best = found
+        if found.best.is_none() {
+            found.best = list
                 .into_iter()
                 .next()
                 .map(|record| Match { entity, record });
-            if best.is_some() && preferred.is_none() {
-                break;
-            }
+        }
+        if found.best.is_some() && (named.is_none() || found.named.is_some()) {
+            break;
         }
     }
-    Ok(best)
+    Ok(found)
 }
 
 #[cfg(test)]
