@@ -65,7 +65,7 @@ async fn threecx_lookup_and_report_call_through_kong() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["contacts"][0]["EntityId"], cid.as_str(), "{v}");
     assert_eq!(v["contacts"][0]["LastName"], "Mustermann");
-    assert_eq!(v["contacts"][0]["PhoneBusiness"], "+4951112345");
+    assert_eq!(v["contacts"][0]["PhoneBusiness"], "0511 12345");
 
     let r = threecx::lookup(&lookup_url, "wrong-key", "0511 12345")
         .await

@@ -90,10 +90,12 @@ pub async fn get_lookup(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let settings = &s.config.threecx;
-    let Some(number) = q
-        .get("phone")
-        .and_then(|p| lookup_number(p, settings.default_region, settings.dial_prefix.as_deref()))
-    else {
+    let searched = q.get("phone").map(String::as_str).unwrap_or_default();
+    let Some(number) = lookup_number(
+        searched,
+        settings.default_region,
+        settings.dial_prefix.as_deref(),
+    ) else {
         s.metrics.threecx_lookup("unusable_number");
         return Json(empty_answer()).into_response();
     };
@@ -102,7 +104,7 @@ pub async fn get_lookup(
     if let Some(conn) = &conn {
         if let Ok(Some(m)) = index_get(conn.clone(), &number).await {
             s.metrics.threecx_lookup("hit_index");
-            return Json(answer(&m, &number, &svc.ui_base)).into_response();
+            return Json(answer(&m, searched, &number, &svc.ui_base)).into_response();
         }
     }
     let Some(crm) = &svc.crm else {
@@ -116,7 +118,7 @@ pub async fn get_lookup(
                 let _ = index_put(conn, &number, &m).await;
             }
             s.metrics.threecx_lookup("hit_crm");
-            Json(answer(&m, &number, &svc.ui_base)).into_response()
+            Json(answer(&m, searched, &number, &svc.ui_base)).into_response()
         }
         Ok(Ok(_)) => {
             s.metrics.threecx_lookup("miss");

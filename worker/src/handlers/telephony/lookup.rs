@@ -57,10 +57,11 @@ pub fn empty_answer() -> Value {
     json!({"contacts": []})
 }
 
-/// The answer for a match. `searched` is the E.164 number 3CX asked for: echoed as the phone
-/// field 3CX compares, so its "number equals the searched one" rule holds whatever spelling
+/// The answer for a match. `searched` is the number exactly as 3CX sent it, `e164` its
+/// normalised form (which decides mobile or business): 3CX accepts a match only when a phone
+/// field equals the searched number, so the searched text is echoed whatever spelling
 /// EspoCRM stores.
-pub fn answer(m: &Match, searched: &str, ui_base: &str) -> Value {
+pub fn answer(m: &Match, searched: &str, e164: &str, ui_base: &str) -> Value {
     let s = |k: &str| {
         m.record
             .get(k)
@@ -77,7 +78,8 @@ pub fn answer(m: &Match, searched: &str, ui_base: &str) -> Value {
         std::mem::swap(&mut first, &mut last);
     }
     let id = m.id();
-    let (business, mobile) = if searched.starts_with("+491") {
+    let searched = searched.trim();
+    let (business, mobile) = if e164.starts_with("+491") {
         // German mobile numbers start with 015x/016x/017x.
         (String::new(), searched.to_owned())
     } else {
