@@ -63,6 +63,7 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
         queue: queue.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
+        lookup: intake::threecx::LookupService::from_config(&config),
     };
     {
         let shutdown = shutdown.clone();

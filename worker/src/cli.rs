@@ -50,6 +50,22 @@ pub enum Command {
     /// Beteiligte sync tools that talk to EspoCRM and Advoware directly.
     #[command(subcommand)]
     Beteiligte(BeteiligteCmd),
+    /// 3CX telephony tools.
+    #[command(subcommand)]
+    Threecx(ThreecxCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ThreecxCmd {
+    /// Print the 3CX CRM template XML for our endpoints (upload it in the 3CX admin console).
+    Template {
+        /// The gateway's public base URL, e.g. https://api.bitbylaw.com
+        #[arg(long)]
+        base_url: String,
+        /// The template's `Country` attribute.
+        #[arg(long, default_value = "DE")]
+        country: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,7 +336,7 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
         }
         Command::Calendar(cmd) => calendar(cmd, config, &queue).await?,
         Command::Beteiligte(cmd) => beteiligte(cmd, config, &queue).await?,
-        Command::Serve(_) | Command::Config(_) => {
+        Command::Serve(_) | Command::Config(_) | Command::Threecx(_) => {
             return Err(CliError::Usage("not an admin command".into()))
         }
     }

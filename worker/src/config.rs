@@ -313,6 +313,7 @@ pub struct Config {
     pub calendar: CalendarSettings,
     pub leads: LeadsSettings,
     pub beteiligte: BeteiligteSettings,
+    pub threecx: ThreeCxSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -357,6 +358,7 @@ struct FileConfig {
     calendar: FileCalendar,
     leads: FileLeads,
     beteiligte: FileBeteiligte,
+    threecx: FileThreeCx,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1153,6 +1155,8 @@ impl Config {
             }
         }
 
+        let threecx = load_threecx(&mut r, file.threecx);
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -1180,6 +1184,7 @@ impl Config {
             calendar,
             leads,
             beteiligte,
+            threecx,
         })
     }
 }
@@ -1374,6 +1379,134 @@ fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
         followup,
         task_due_hours,
         newsletter_target_list_id,
+    }
+}
+
+/// The 3CX telephony knobs (issue 14); documented in the README ("3CX telephony").
+#[derive(Debug, Clone)]
+pub struct ThreeCxSettings {
+    /// Region of national numbers 3CX reports (`0…`); default DE.
+    pub default_region: crate::sync::contact::Region,
+    /// Agent extension or e-mail (lower case) → EspoCRM user id the Call is assigned to.
+    pub agents: BTreeMap<String, String>,
+    /// Assignee of calls whose agent is not in `agents` (none: unassigned).
+    pub default_user_id: Option<String>,
+    /// Hours until the call-back task of a missed call is due.
+    pub task_due_hours: u32,
+    /// EspoCRM's web address for `ContactUrl` (default: the API base without `api/v1/`).
+    pub crm_url: Option<String>,
+    /// Outside-line prefix 3CX may put before a number (e.g. `9`); stripped when the number
+    /// does not parse with it.
+    pub dial_prefix: Option<String>,
+    /// How long a cold lookup may search EspoCRM before answering "no match".
+    pub lookup_deadline: Duration,
+}
+
+impl Default for ThreeCxSettings {
+    fn default() -> Self {
+        Self {
+            default_region: crate::sync::contact::Region::DE,
+            agents: BTreeMap::new(),
+            default_user_id: None,
+            task_due_hours: 4,
+            crm_url: None,
+            dial_prefix: None,
+            lookup_deadline: Duration::from_millis(800),
+        }
+    }
+}
+
+impl ThreeCxSettings {
+    /// The EspoCRM user of an agent: by extension, then by e-mail, then the default.
+    pub fn user_for(&self, extension: Option<&str>, email: Option<&str>) -> Option<&str> {
+        extension
+            .and_then(|e| self.agents.get(e))
+            .or_else(|| email.and_then(|e| self.agents.get(&e.to_lowercase())))
+            .map(String::as_str)
+            .or(self.default_user_id.as_deref())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileThreeCx {
+    default_region: Option<String>,
+    agents: BTreeMap<String, String>,
+    default_user_id: Option<String>,
+    task_due_hours: Option<u32>,
+    crm_url: Option<String>,
+    dial_prefix: Option<String>,
+    lookup_deadline_ms: Option<u64>,
+}
+
+/// `[threecx]` and the `THREECX_*` variables; every problem goes to the reader's list.
+fn load_threecx(r: &mut Reader<'_>, f: FileThreeCx) -> ThreeCxSettings {
+    let d = ThreeCxSettings::default();
+    let default_region = match r.str("THREECX_DEFAULT_REGION").or(f.default_region) {
+        None => d.default_region,
+        Some(raw) => crate::sync::contact::Region::parse(&raw).unwrap_or_else(|| {
+            r.problems
+                .push("THREECX_DEFAULT_REGION: unknown region (see leads.default_region)".into());
+            d.default_region
+        }),
+    };
+    let valid = |id: &str| bitbylaw_core::ids::EspoId::new(id.to_owned()).is_ok();
+    let mut agents = BTreeMap::new();
+    for (agent, user) in f.agents {
+        if !valid(&user) {
+            r.problems.push(format!(
+                "threecx.agents.{agent}: not an EspoCRM user id (letters and digits)"
+            ));
+        }
+        agents.insert(agent.trim().to_lowercase(), user);
+    }
+    let default_user_id = r
+        .str("THREECX_DEFAULT_USER_ID")
+        .or(f.default_user_id)
+        .filter(|u| !u.trim().is_empty());
+    if default_user_id.as_deref().is_some_and(|u| !valid(u)) {
+        r.problems
+            .push("THREECX_DEFAULT_USER_ID: not an EspoCRM user id (letters and digits)".into());
+    }
+    let task_due_hours = r
+        .parse::<u32>("THREECX_TASK_DUE_HOURS")
+        .or(f.task_due_hours)
+        .unwrap_or(d.task_due_hours);
+    if !(1..=720).contains(&task_due_hours) {
+        r.problems
+            .push("THREECX_TASK_DUE_HOURS: must be 1–720".into());
+    }
+    let crm_url = r.str("THREECX_CRM_URL").or(f.crm_url);
+    check_http_url(&mut r.problems, "THREECX_CRM_URL", crm_url.as_deref());
+    let crm_url = crm_url.map(|u| format!("{}/", u.trim_end_matches('/')));
+    let dial_prefix = r
+        .str("THREECX_DIAL_PREFIX")
+        .or(f.dial_prefix)
+        .filter(|p| !p.is_empty());
+    if dial_prefix
+        .as_deref()
+        .is_some_and(|p| p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        r.problems
+            .push("THREECX_DIAL_PREFIX: one to three digits".into());
+    }
+    let deadline_ms = r
+        .parse::<u64>("THREECX_LOOKUP_DEADLINE_MS")
+        .or(f.lookup_deadline_ms)
+        .unwrap_or(800);
+    if !(50..=5000).contains(&deadline_ms) {
+        r.problems.push(
+            "THREECX_LOOKUP_DEADLINE_MS: must be 50–5000 (3CX waits a few seconds at most)".into(),
+        );
+    }
+    ThreeCxSettings {
+        default_region,
+        agents,
+        default_user_id,
+        task_due_hours,
+        crm_url,
+        dial_prefix,
+        lookup_deadline: Duration::from_millis(deadline_ms),
     }
 }
 
@@ -1745,6 +1878,49 @@ max_attempts = 2
             problems.contains("WORKER_CONSUMER_MAX_IDLE_SECS"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn threecx_settings_are_read_and_every_problem_listed() {
+        let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
+        let problems = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("THREECX_DEFAULT_REGION", "XX"),
+                ("THREECX_TASK_DUE_HOURS", "0"),
+                ("THREECX_DEFAULT_USER_ID", "not an id"),
+                ("THREECX_CRM_URL", "ftp://crm"),
+                ("THREECX_DIAL_PREFIX", "+9"),
+                ("THREECX_LOOKUP_DEADLINE_MS", "10"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for name in [
+            "THREECX_DEFAULT_REGION",
+            "THREECX_TASK_DUE_HOURS",
+            "THREECX_DEFAULT_USER_ID",
+            "THREECX_CRM_URL",
+            "THREECX_DIAL_PREFIX",
+            "THREECX_LOOKUP_DEADLINE_MS",
+        ] {
+            assert!(problems.contains(name), "{name} missing in:\n{problems}");
+        }
+        let cfg = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("THREECX_DEFAULT_USER_ID", "6745a1b2c3d4e5f60"),
+                ("THREECX_CRM_URL", "https://crm.example.de/"),
+            ]),
+        );
+        let t = cfg.map(|c| c.threecx).unwrap_or_default();
+        assert_eq!(t.crm_url.as_deref(), Some("https://crm.example.de/"));
+        assert_eq!(t.user_for(Some("201"), None), Some("6745a1b2c3d4e5f60"));
+        assert_eq!(t.lookup_deadline, Duration::from_millis(800));
     }
 
     #[test]

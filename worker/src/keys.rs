@@ -22,6 +22,8 @@
 //! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `creating` (time of a `POST` whose answer is not recorded yet), `created` (Advoware `betNr` of a create not yet written back), `betnr` (linked at the last sync), `hash` (content hash after the last sync), `echo` (EspoCRM `modifiedAt` after our last status-only write) |
 //! | `bbl:cal:failures`                    | sorted set | Kürzel scored by its calendar runs failed since its last success |
 //! | `bbl:lead:{webhookId}`               | hash       | Vermieterhelden lead per submission (30 days): `intent` (ms of the first attempt), `record` (`Lead:<id>` / `Contact:<id>` written), `linked`, `followup`, `done` |
+//! | `bbl:call:{key}`                      | hash       | 3CX call journal per reported call (30 days; key = hash of start, end, number, agent): `intent`, `record` (`Call:<id>`), `followup` (task written), `done` |
+//! | `bbl:phone:{e164}`                    | string     | 3CX lookup index: the person the lookup answers for that number (`{entity, record}` JSON: id, names, company, e-mail, phone), 7 days |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -88,6 +90,16 @@ pub const CALENDAR_FAILURES: &str = "bbl:cal:failures";
 /// The leads handler's record of one submission, keyed by its Standard Webhooks `webhook-id`.
 pub fn lead(idempotency_key: &str) -> String {
     format!("{PREFIX}lead:{idempotency_key}")
+}
+
+/// The 3CX call journal's record of one reported call (same steps as [`lead`]).
+pub fn call(idempotency_key: &str) -> String {
+    format!("{PREFIX}call:{idempotency_key}")
+}
+
+/// The 3CX lookup index entry of one E.164 number.
+pub fn phone(e164: &str) -> String {
+    format!("{PREFIX}phone:{e164}")
 }
 
 pub fn test(name: &str) -> String {

@@ -22,6 +22,19 @@ fn init_logging(config: &Config) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Pure output: needs neither configuration nor Redis.
+    if let Command::Threecx(cli::ThreecxCmd::Template { base_url, country }) = &cli.command {
+        return match bitbylaw_worker::handlers::telephony::template::template(base_url, country) {
+            Ok(xml) => {
+                print!("{xml}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let purpose = match cli.command {
         Command::Serve(_) | Command::Config(_) => Purpose::Serve,
         _ => Purpose::Admin,

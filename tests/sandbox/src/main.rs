@@ -250,7 +250,8 @@ async fn main() -> Result<()> {
     println!("\nTry it yourself:");
     println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
     println!("  curl -s -X POST -H 'apikey: {CLIENT_KEY}' -H 'content-type: application/json' -d '{{\"kuerzel\":\"ALL\"}}' {gw_url}/advoware/calendar/sync");
-    println!("  curl -s -X POST -H 'x-api-key: {THREECX_KEY}' -H 'content-type: application/json' -d '{{\"CallType\":\"Inbound\",\"Number\":\"+49301234567\",\"Duration\":\"00:01:05\",\"DateTime\":\"2026-11-23 10:00:00\"}}' {gw_url}/3cx/calls");
+    println!("  curl -s -X POST -H 'x-api-key: {THREECX_KEY}' -H 'content-type: application/json' --data-binary @tests/fixtures/3cx-reportcall.json {gw_url}/3cx/calls");
+    println!("  curl -s -H 'x-api-key: {THREECX_KEY}' '{gw_url}/3cx/lookup?phone=0511%2012345'");
     println!("  curl -s http://127.0.0.1:18080/metrics | grep bitbylaw_");
     println!("  (worker env as above) target/debug/bitbylaw-worker calendar audit --kuerzel SB");
     println!("  (worker env as above) target/debug/bitbylaw-worker beteiligte status");
@@ -391,11 +392,56 @@ async fn demo(
         );
     }
 
-    println!("-- 3CX ReportCall (CRM template, static API key)");
-    let call = json!({"CallType": "Inbound", "CallDirection": "Inbound", "Number": "+49301234567", "Name": "Erika Mustermann", "Agent": "101", "Duration": "00:01:05", "DateTime": "2026-11-23 10:00:00"});
-    let r =
-        threecx::report_call(&format!("{gw}/3cx/calls"), "x-api-key", THREECX_KEY, &call).await?;
-    println!("   {} {}", r.status(), r.text().await?);
+    println!("-- 3CX lookup (CRM template, static API key): a hit, then an unknown number");
+    espo.insert(
+        "Contact",
+        json!({"firstName": "Max", "lastName": "Mustermann", "phoneNumber": "+4951112345"}),
+    );
+    for phone in ["0511 12345", "+49 40 999999"] {
+        let r = threecx::lookup(&format!("{gw}/3cx/lookup"), THREECX_KEY, phone).await?;
+        println!("   {phone}: {} {}", r.status(), r.text().await?);
+    }
+
+    println!("-- 3CX ReportCall: a held call and a missed one (→ call-back task)");
+    let held: serde_json::Value =
+        serde_json::from_str(include_str!("../../fixtures/3cx-reportcall.json"))?;
+    let mut missed = held.clone();
+    missed["CallType"] = json!("Missed");
+    missed["CallStartTimeUTC"] = json!("2026-11-23T15:00:00Z");
+    missed["CallEstablishedTimeUTC"] = json!("");
+    missed["CallEndTimeUTC"] = json!("2026-11-23T15:00:25Z");
+    missed["Duration"] = json!("");
+    for call in [&held, &missed] {
+        let r = threecx::report_call(&format!("{gw}/3cx/calls"), "x-api-key", THREECX_KEY, call)
+            .await?;
+        println!("   {} {}", r.status(), r.text().await?);
+    }
+    for _ in 0..100 {
+        if espo.all("Call").len() >= 2 && !espo.all("Task").is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for c in espo.all("Call") {
+        println!(
+            "   Call {}  {}  {}  {} → {}  parent {} {}",
+            c["id"].as_str().unwrap_or("?"),
+            c["name"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or("?"),
+            c["dateStart"].as_str().unwrap_or("?"),
+            c["dateEnd"].as_str().unwrap_or("?"),
+            c["parentType"].as_str().unwrap_or("-"),
+            c["parentId"].as_str().unwrap_or("-"),
+        );
+    }
+    for t in espo.all("Task") {
+        println!(
+            "   Task {}  {}  due {}",
+            t["id"].as_str().unwrap_or("?"),
+            t["name"].as_str().unwrap_or(""),
+            t["dateEnd"].as_str().unwrap_or("?"),
+        );
+    }
 
     println!("-- manual calendar sync trigger");
     let r = client

@@ -8,6 +8,7 @@
 pub mod beteiligte;
 pub mod calendar;
 pub mod leads;
+pub mod telephony;
 pub mod testing;
 
 use std::collections::BTreeMap;
@@ -200,6 +201,9 @@ impl Registry {
         }
         if beteiligte::configured(config) {
             beteiligte::register(&mut r);
+        }
+        if telephony::configured(config) {
+            telephony::register(&mut r, config);
         }
         r
     }

@@ -1,13 +1,14 @@
 //! HTTP in: the router and the state every request handler shares.
 //!
-//! `POST /events` (signed events from the edge filter) and `POST /calendar/sync` (manual trigger)
-//! are mounted only with the `intake` role; `GET /health`, `/ready`, `/metrics` and
+//! `POST /events` (signed events from the edge filter), `POST /calendar/sync` (manual trigger) and
+//! `GET /3cx/lookup` (3CX screen pop) are mounted only with the `intake` role; `GET /health`, `/ready`, `/metrics` and
 //! `/openapi.json` always are. [`routes`] is the one list of them: the router is built from it,
 //! and a test holds it against `worker/openapi.json`, so the document cannot drift.
 
 pub mod calendar;
 pub mod events;
 pub mod signature;
+pub mod threecx;
 
 use std::sync::Arc;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// The 3CX contact lookup (EspoCRM client, CRM web address).
+    pub lookup: Arc<threecx::LookupService>,
 }
 
 /// The OpenAPI 3.1 description of this API, served at `GET /openapi.json`.
@@ -90,6 +93,7 @@ pub fn routes(intake: bool) -> Vec<RouteSpec> {
     if intake {
         r.push(route("/events", Post, events::post_events));
         r.push(route("/calendar/sync", Post, calendar::post_calendar_sync));
+        r.push(route("/3cx/lookup", Get, threecx::get_lookup));
     }
     r
 }

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub consumers_running: Gauge,
     pub consumers_expected: Gauge,
     pub beteiligte_runs: Family<OutcomeLabel, Counter>,
+    /// 3CX contact lookups by outcome.
+    pub threecx_lookups: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,6 +164,7 @@ impl Metrics {
             consumers_running: Gauge::default(),
             consumers_expected: Gauge::default(),
             beteiligte_runs: Family::default(),
+            threecx_lookups: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -223,6 +226,11 @@ impl Metrics {
             "beteiligte_sync_runs",
             "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, create_uncertain, unlinked, retryable, permanent, lock_lost)",
             m.beteiligte_runs.clone(),
+        );
+        registry.register(
+            "threecx_lookups",
+            "3CX contact lookups by outcome (hit_index, hit_crm, miss, deadline, error, no_crm, unusable_number)",
+            m.threecx_lookups.clone(),
         );
         registry.register(
             "events_received",
@@ -357,6 +365,15 @@ impl Metrics {
     /// Counts one Beteiligte run with `outcome`.
     pub fn beteiligte_run(&self, outcome: &str) {
         self.beteiligte_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one 3CX lookup with `outcome`.
+    pub fn threecx_lookup(&self, outcome: &str) {
+        self.threecx_lookups
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })

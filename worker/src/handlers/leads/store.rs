@@ -26,16 +26,26 @@ pub struct Steps {
 #[derive(Debug, Clone)]
 pub struct LeadStore<C> {
     conn: C,
+    /// The hash of one idempotency key (`keys::lead`; the 3CX journal uses `keys::call`).
+    key: fn(&str) -> String,
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync> LeadStore<C> {
     pub fn new(conn: C) -> Self {
-        Self { conn }
+        Self {
+            conn,
+            key: keys::lead,
+        }
+    }
+
+    /// The same steps under another key layout (the 3CX call journal: `keys::call`).
+    pub fn with_keys(conn: C, key: fn(&str) -> String) -> Self {
+        Self { conn, key }
     }
 
     pub async fn steps(&self, key: &str) -> redis::RedisResult<Steps> {
         let map: std::collections::HashMap<String, String> =
-            self.conn.clone().hgetall(keys::lead(key)).await?;
+            self.conn.clone().hgetall((self.key)(key)).await?;
         Ok(Steps {
             intent: map.contains_key("intent"),
             record: map
@@ -50,7 +60,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> LeadStore<C> {
 
     /// Records the intent (first attempt only); true if this call wrote it.
     pub async fn set_intent(&self, key: &str, now_ms: i64) -> redis::RedisResult<bool> {
-        let k = keys::lead(key);
+        let k = (self.key)(key);
         let (fresh, _): (bool, bool) = redis::pipe()
             .atomic()
             .hset_nx(&k, "intent", now_ms)
@@ -62,6 +72,6 @@ impl<C: ConnectionLike + Clone + Send + Sync> LeadStore<C> {
 
     /// Records one step (`record`, `linked`, `followup`, `done`).
     pub async fn set(&self, key: &str, step: &str, value: &str) -> redis::RedisResult<()> {
-        self.conn.clone().hset(keys::lead(key), step, value).await
+        self.conn.clone().hset((self.key)(key), step, value).await
     }
 }

@@ -1,0 +1,107 @@
+//! 3CX through the repository's kong.yaml in gateway mode, the real worker and real Redis, with
+//! the fake EspoCRM: the CRM template's lookup with the key answers the Contact, without or with
+//! a wrong key the edge answers 401 (the worker never sees it); a `ReportCall` becomes one
+//! EspoCRM Call on the matched Contact.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bitbylaw_fakes::redis_server::{free_port, RedisServer};
+use bitbylaw_fakes::{advoware, espocrm, threecx, vermieterhelden};
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threecx_lookup_and_report_call_through_kong() {
+    let redis = RedisServer::start(false);
+    let adv = advoware::start(advoware::AdvowareConfig::default())
+        .await
+        .unwrap();
+    let espo = espocrm::start(espocrm::EspoCrmConfig::default())
+        .await
+        .unwrap();
+    let contact = espo
+        .insert(
+            "Contact",
+            json!({"firstName": "Max", "lastName": "Mustermann", "phoneNumber": "+4951112345"}),
+        )
+        .unwrap();
+    let cid = contact["id"].as_str().unwrap().to_owned();
+    let worker_port = free_port();
+    let worker_url = format!("http://127.0.0.1:{worker_port}");
+    let _worker = WorkerProcess(
+        Command::new(worker_bin())
+            .arg("serve")
+            .env_clear()
+            .env("REDIS_URL", redis.url())
+            .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .env("WORKER_ROLES", "intake,consumers")
+            .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
+            .env("ESPOCRM_API_BASE_URL", espo.api_url())
+            .env("ESPOCRM_API_KEY", &espo.config().api_key)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&format!("{worker_url}/health")).await;
+    let config = render(&vars(
+        &adv,
+        &worker_url,
+        &placeholder_hooks(),
+        &vermieterhelden::generate_secret(),
+    ));
+    let gw = deployed_gateway(config, free_port()).await;
+    let lookup_url = format!("{}/3cx/lookup", gw.base_url());
+
+    let r = threecx::lookup(&lookup_url, THREECX_KEY, "0511 12345")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["contacts"][0]["EntityId"], cid.as_str(), "{v}");
+    assert_eq!(v["contacts"][0]["LastName"], "Mustermann");
+    assert_eq!(v["contacts"][0]["PhoneBusiness"], "0511 12345");
+
+    let r = threecx::lookup(&lookup_url, "wrong-key", "0511 12345")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = reqwest::Client::new()
+        .get(&lookup_url)
+        .query(&[("phone", "0511 12345")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let call: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/3cx-reportcall.json")).unwrap(),
+    )
+    .unwrap();
+    let r = threecx::report_call(
+        &format!("{}/3cx/calls", gw.base_url()),
+        "x-api-key",
+        THREECX_KEY,
+        &call,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let calls = loop {
+        let all = espo.all("Call");
+        if !all.is_empty() {
+            break all;
+        }
+        assert!(std::time::Instant::now() < deadline, "no Call in EspoCRM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["parentId"], cid.as_str());
+    assert_eq!(calls[0]["status"], "Held");
+}

@@ -1,0 +1,169 @@
+//! 3CX benchmark (issue 14), through the real worker binary on a real `redis-server` with the
+//! EspoCRM fake:
+//!
+//! - Lookup latency cold (first lookup of a number: EspoCRM search) and warm (Redis index):
+//!   p50 / p99 (goals: warm p99 < 20 ms, cold < 1 s).
+//! - Warm lookups/s with 16 concurrent callers.
+//! - ReportCall (signed event as the edge forwards it) → EspoCRM `Call`: p50 / p99.
+//!
+//! Run: `cargo bench -p bitbylaw-worker --bench threecx`; smaller:
+//! `THREECX_BENCH_SAMPLES=50 THREECX_BENCH_CONCURRENT=1000 cargo bench -p bitbylaw-worker --bench threecx`.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bitbylaw_fakes::espocrm::{self, EspoCrmConfig};
+use common::{gateway_request, now_secs, RedisServer, Worker, SECRET};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn number(i: usize) -> String {
+    format!("+4930{:07}", 1_000_000 + i)
+}
+
+async fn lookup(http: &reqwest::Client, base: &str, phone: &str) -> Value {
+    http.get(format!("{base}/3cx/lookup"))
+        .query(&[("phone", phone)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn report(i: usize) -> Vec<u8> {
+    let start = 1_800_000_000 + i as i64 * 600;
+    let t = |s: i64| {
+        chrono::DateTime::from_timestamp(s, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    serde_json::to_vec(&json!({
+        "CallType": "Inbound", "CallDirection": "Inbound", "Number": number(i), "Name": "",
+        "Agent": "201", "Duration": "00:01:00", "CallStartTimeUTC": t(start),
+        "CallEstablishedTimeUTC": t(start + 5), "CallEndTimeUTC": t(start + 65)
+    }))
+    .unwrap()
+}
+
+fn line(what: &str, lat: &mut [Duration], goal: Duration) {
+    lat.sort();
+    let p99 = pct(lat, 0.99);
+    println!(
+        "{what} ({}): p50 {:.2} ms  p99 {:.2} ms  [{}: p99 < {} ms]",
+        lat.len(),
+        pct(lat, 0.5).as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        if p99 < goal { "PASS" } else { "FAIL" },
+        goal.as_millis()
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let samples = env_usize("THREECX_BENCH_SAMPLES", 200);
+        let concurrent = env_usize("THREECX_BENCH_CONCURRENT", 5000);
+        let redis = RedisServer::start(false);
+        let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+        for i in 0..samples {
+            fake.insert(
+                "Contact",
+                json!({"firstName": "Bench", "lastName": format!("Person{i}"), "phoneNumber": number(i)}),
+            )
+            .unwrap();
+        }
+        let api = fake.api_url();
+        let key = fake.config().api_key.clone();
+        let w = Worker::spawn(
+            &redis.url(),
+            &[
+                ("ESPOCRM_API_BASE_URL", &api),
+                ("ESPOCRM_API_KEY", &key),
+                ("WORKER_LOG_LEVEL", "warn"),
+                ("WORKER_PROMOTE_INTERVAL_MS", "50"),
+            ],
+            &[],
+        );
+        let http = reqwest::Client::new();
+
+        let mut cold = Vec::with_capacity(samples);
+        for i in 0..samples {
+            let t0 = Instant::now();
+            let v = lookup(&http, &w.base, &number(i)).await;
+            cold.push(t0.elapsed());
+            assert_eq!(v["contacts"][0]["LastName"], format!("Person{i}"));
+        }
+        line("lookup cold (EspoCRM fake)", &mut cold, Duration::from_secs(1));
+        let mut warm = Vec::with_capacity(samples);
+        for i in 0..samples {
+            let t0 = Instant::now();
+            let v = lookup(&http, &w.base, &number(i)).await;
+            warm.push(t0.elapsed());
+            assert_eq!(v["contacts"][0]["LastName"], format!("Person{i}"));
+        }
+        line("lookup warm (Redis index)", &mut warm, Duration::from_millis(20));
+
+        let t0 = Instant::now();
+        futures::stream::iter(0..concurrent)
+            .for_each_concurrent(16, |i| {
+                let (http, base) = (http.clone(), w.base.clone());
+                async move {
+                    let v = lookup(&http, &base, &number(i % samples)).await;
+                    assert!(v["contacts"][0].is_object());
+                }
+            })
+            .await;
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "{concurrent} warm lookups, 16 concurrent: {:.2} s → {:.0} lookups/s",
+            secs,
+            concurrent as f64 / secs
+        );
+
+        let mut calls = Vec::with_capacity(samples);
+        for i in 0..samples {
+            let t0 = Instant::now();
+            let r = gateway_request(
+                &w.base,
+                "telephony.call.reported",
+                &format!("call_{i}"),
+                &report(i),
+                now_secs(),
+                SECRET,
+            )
+            .send()
+            .await
+            .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            while fake.all("Call").len() < i + 1 {
+                assert!(t0.elapsed() < Duration::from_secs(10), "call {i} never arrived");
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            calls.push(t0.elapsed());
+        }
+        line("ReportCall → EspoCRM Call", &mut calls, Duration::from_millis(500));
+    });
+}

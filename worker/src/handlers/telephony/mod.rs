@@ -1,0 +1,95 @@
+//! 3CX telephony (issue 14): the `telephony.call.reported` handler (call journaling, [`journal`])
+//! and the person matching the journal and the `/3cx/lookup` endpoint share ([`matching`]).
+//!
+//! The job's payload is the body of 3CX's `ReportCall` (the CRM template posts it at call end to
+//! `/3cx/calls`; the edge checks the API key and forwards it signed). Invalid bodies are a
+//! permanent error naming the field: dead-letter stream, nothing written. Personal data (name,
+//! number) is never logged above debug.
+
+pub mod journal;
+pub mod lookup;
+pub mod matching;
+pub mod template;
+
+pub use lookup::index_put as lookup_index_put;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tracing::info;
+
+use super::leads::store::LeadStore;
+use super::{Handler, HandlerError, HandlerResult, JobContext, Registry};
+use crate::clients::espocrm::{ClientSettings, EspoCrmClient};
+use crate::config::Config;
+use crate::keys;
+use crate::queue::Job;
+use crate::topics;
+
+/// Registered when EspoCRM is configured.
+pub fn configured(config: &Config) -> bool {
+    config.espocrm.api_base_url.is_some()
+}
+
+pub fn register(r: &mut Registry, config: &Config) {
+    let crm = ClientSettings::from_settings(&config.espocrm)
+        .and_then(EspoCrmClient::new)
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
+    r.register(
+        topics::CALL_REPORTED,
+        "telephony",
+        CallReportedHandler { crm },
+    );
+}
+
+/// Holds the EspoCRM client (or why it could not be built: then every job fails permanently).
+pub struct CallReportedHandler {
+    crm: Result<Arc<EspoCrmClient>, String>,
+}
+
+impl Handler for CallReportedHandler {
+    fn handle<'a>(&'a self, ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResult> {
+        async move {
+            let crm = self.crm.as_ref().map_err(|e| {
+                HandlerError::Permanent(format!("EspoCRM client cannot be built: {e}"))
+            })?;
+            handle(ctx, job, crm.as_ref()).await
+        }
+        .boxed()
+    }
+}
+
+/// Validate, lock the call, journal it; errors mapped for the queue.
+pub async fn handle(
+    ctx: &JobContext,
+    job: &Job,
+    crm: &dyn super::leads::crm::LeadsCrm,
+) -> HandlerResult {
+    let settings = &ctx.config.threecx;
+    let report = crate::sync::telephony::parse(&job.payload, settings.default_region)
+        .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    let key = report.key();
+    let guard = ctx.lock("call", &key).await?;
+    let conn = ctx.redis().await?;
+    let store = LeadStore::with_keys(conn.clone(), keys::call);
+    let journal = journal::Journal {
+        crm,
+        store: &store,
+        index: Some(conn),
+        settings,
+    };
+    let result = journal.process(&key, &report, chrono::Utc::now()).await;
+    let _ = guard.release().await;
+    let outcome = result.map_err(super::leads::handler_error)?;
+    info!(
+        call_key = %key,
+        espo_id = %outcome.call_id,
+        parent = outcome.parent_type.as_deref().unwrap_or("none"),
+        task = outcome.task,
+        already_done = outcome.already_done,
+        "call journaled in EspoCRM"
+    );
+    Ok(())
+}

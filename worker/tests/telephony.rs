@@ -1,0 +1,560 @@
+//! 3CX call journaling against the fake EspoCRM and a real `redis-server`: inbound held (parent
+//! Contact, assigned user), inbound missed (call-back Task), outbound, not answered; a
+//! redelivered report stays one Call (also after a crash between create and record); bad
+//! bodies through the worker binary land in the dead-letter stream naming the field, with
+//! nothing written.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // In tests a failed expect is a failed test.
+
+mod common;
+
+use std::time::Duration;
+
+use bitbylaw_fakes::espocrm::{self, EspoCrmConfig, EspoCrmFake};
+use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
+use bitbylaw_worker::config::{EspoCrmSettings, Secret, ThreeCxSettings};
+use bitbylaw_worker::handlers::leads::store::LeadStore;
+use bitbylaw_worker::handlers::telephony::journal::{Journal, Outcome};
+use bitbylaw_worker::handlers::telephony::lookup;
+use bitbylaw_worker::keys;
+use bitbylaw_worker::sync::contact::Region;
+use bitbylaw_worker::sync::telephony::parse;
+use common::{gateway_request, now_secs, wait_for, RedisServer, Worker, SECRET};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::AsyncCommands as _;
+use serde_json::{json, Value};
+
+struct Env {
+    redis: RedisServer,
+    fake: EspoCrmFake,
+    espo: EspoCrmClient,
+    store: LeadStore<MultiplexedConnection>,
+    index: ConnectionManager,
+    settings: ThreeCxSettings,
+    contact_id: String,
+}
+
+async fn env() -> Env {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default())
+        .await
+        .expect("espocrm fake");
+    let espo = EspoCrmClient::new(
+        ClientSettings::from_settings(&EspoCrmSettings {
+            api_base_url: Some(fake.api_url()),
+            api_key: Some(Secret::new(fake.config().api_key.clone())),
+            timeout: Some(Duration::from_secs(5)),
+            page_size: None,
+        })
+        .expect("settings"),
+    )
+    .expect("client");
+    // Stored nationally in the CRM: found by the E.164 number 3CX reports.
+    let contact = fake
+        .insert(
+            "Contact",
+            json!({"firstName": "Max", "lastName": "Mustermann", "phoneNumber": "051112345"}),
+        )
+        .expect("contact");
+    let mut settings = ThreeCxSettings::default();
+    settings.agents.insert("201".into(), "userAgent201".into());
+    settings
+        .agents
+        .insert("sb@example-kanzlei.de".into(), "userSb".into());
+    let store = LeadStore::with_keys(redis.conn().await, keys::call);
+    let index = redis::Client::open(redis.url())
+        .expect("url")
+        .get_connection_manager()
+        .await
+        .expect("manager");
+    Env {
+        redis,
+        fake,
+        espo,
+        store,
+        index,
+        settings,
+        contact_id: contact["id"].as_str().expect("id").to_owned(),
+    }
+}
+
+fn example() -> Value {
+    serde_json::from_str(include_str!("../../tests/fixtures/3cx-reportcall.json"))
+        .expect("example body")
+}
+
+impl Env {
+    async fn run(&self, body: &Value) -> Outcome {
+        let report = parse(body, Region::DE).expect("valid body");
+        Journal {
+            crm: &self.espo,
+            store: &self.store,
+            index: Some(self.index.clone()),
+            settings: &self.settings,
+        }
+        .process(&report.key(), &report, chrono::Utc::now())
+        .await
+        .expect("journaled")
+    }
+}
+
+#[tokio::test]
+async fn inbound_held_call_is_journaled_on_the_contact() {
+    let env = env().await;
+    let mut body = example();
+    body["RecordingUrl"] = json!("https://ralup.my3cx.de/rec/1.wav");
+    body["Summary"] = json!("Frage zur Nebenkostenabrechnung");
+    let out = env.run(&body).await;
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["status"], "Held");
+    assert_eq!(call["direction"], "Inbound");
+    assert_eq!(call["dateStart"], "2026-11-23 13:02:00");
+    assert_eq!(call["dateEnd"], "2026-11-23 13:06:21");
+    // EspoCRM derives `duration` from dateStart/dateEnd (ringing included); talk time in the text.
+    assert_eq!(call["duration"], 261);
+    assert_eq!(call["name"], "Anruf von Max Mustermann");
+    assert_eq!(call["parentType"], "Contact");
+    assert_eq!(call["parentId"], env.contact_id.as_str());
+    // Agent by extension first.
+    assert_eq!(call["assignedUserId"], "userAgent201");
+    let d = call["description"].as_str().unwrap();
+    assert!(d.contains("Gesprächsdauer: 00:04:12"), "{d}");
+    assert!(d.contains("https://ralup.my3cx.de/rec/1.wav") && d.contains("Nebenkostenabrechnung"));
+    assert!(env.fake.all("Task").is_empty());
+    // The lookup index now knows the number.
+    let m = lookup::index_get(env.index.clone(), "+4951112345")
+        .await
+        .unwrap()
+        .expect("indexed");
+    assert_eq!((m.entity, m.id()), ("Contact", env.contact_id.as_str()));
+}
+
+/// 3CX names the record our lookup answered (`EntityId`): the Call goes there even when a
+/// Contact has the same number, while the index keeps the lookup's priority (the Contact).
+#[tokio::test]
+async fn the_entity_3cx_names_is_the_parent_and_the_index_keeps_the_priority() {
+    let env = env().await;
+    let lead = env
+        .fake
+        .insert(
+            "Lead",
+            json!({"lastName": "Mustermann", "phoneNumber": "+4951112345"}),
+        )
+        .expect("lead");
+    let mut body = example();
+    body["EntityId"] = lead["id"].clone();
+    let out = env.run(&body).await;
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["parentType"], "Lead");
+    assert_eq!(call["parentId"], lead["id"]);
+    let m = lookup::index_get(env.index.clone(), "+4951112345")
+        .await
+        .unwrap()
+        .expect("indexed");
+    assert_eq!((m.entity, m.id()), ("Contact", env.contact_id.as_str()));
+}
+
+#[tokio::test]
+async fn missed_inbound_call_gets_a_callback_task_and_not_answered_outbound_does_not() {
+    let env = env().await;
+    let mut missed = example();
+    missed["CallType"] = json!("Missed");
+    missed["Agent"] = json!("299"); // unknown extension: the e-mail decides
+    missed["Duration"] = json!("");
+    missed["CallEstablishedTimeUTC"] = json!("");
+    let out = env.run(&missed).await;
+    assert!(out.task);
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["status"], "Not Held");
+    assert_eq!(call["name"], "Verpasster Anruf von Max Mustermann");
+    let tasks = env.fake.all("Task");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["assignedUserId"], "userSb");
+    assert_eq!(
+        tasks[0]["parentId"],
+        env.contact_id.as_str(),
+        "{tasks:?} {call:?}"
+    );
+    assert_eq!(tasks[0]["status"], "Not Started");
+
+    let mut not_answered = example();
+    not_answered["CallType"] = json!("Notanswered");
+    not_answered["CallDirection"] = json!("Outbound");
+    not_answered["CallStartTimeUTC"] = json!("2026-11-23T15:00:00Z");
+    not_answered["CallEndTimeUTC"] = json!("2026-11-23T15:00:30Z");
+    not_answered["CallEstablishedTimeUTC"] = json!("");
+    not_answered["Duration"] = json!("00:00:00");
+    let out = env.run(&not_answered).await;
+    assert!(!out.task);
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(
+        (call["status"].as_str(), call["direction"].as_str()),
+        (Some("Not Held"), Some("Outbound"))
+    );
+    assert_eq!(env.fake.all("Task").len(), 1);
+}
+
+#[tokio::test]
+async fn outbound_call_to_an_unknown_number_has_no_parent() {
+    let env = env().await;
+    let mut out_call = example();
+    out_call["CallType"] = json!("Outbound");
+    out_call["CallDirection"] = json!("Outbound");
+    out_call["Number"] = json!("0049 30 9876543");
+    out_call["Name"] = json!("");
+    out_call["EntityId"] = json!("");
+    let out = env.run(&out_call).await;
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["status"], "Held");
+    assert_eq!(call["direction"], "Outbound");
+    assert_eq!(call["name"], "Anruf an +49309876543");
+    assert!(call.get("parentId").is_none_or(Value::is_null));
+}
+
+#[tokio::test]
+async fn a_redelivered_report_stays_one_call_also_after_a_crash_before_the_record() {
+    let env = env().await;
+    let mut missed = example();
+    missed["CallType"] = json!("Missed");
+    missed["CallEstablishedTimeUTC"] = json!("");
+    missed["Duration"] = json!("");
+    let first = env.run(&missed).await;
+    let again = env.run(&missed).await;
+    assert!(again.already_done);
+    assert_eq!(again.call_id, first.call_id);
+    // A crash after both creates, before their steps were recorded: only `intent` survives.
+    let key = keys::call(&parse(&missed, Region::DE).unwrap().key());
+    let mut c = env.redis.conn().await;
+    let _: i64 = c.hdel(&key, &["record", "followup", "done"]).await.unwrap();
+    let resumed = env.run(&missed).await;
+    assert_eq!(resumed.call_id, first.call_id);
+    assert_eq!(env.fake.all("Call").len(), 1);
+    assert_eq!(env.fake.all("Task").len(), 1);
+}
+
+async fn dlq(redis: &RedisServer) -> Vec<String> {
+    let mut c = redis.conn().await;
+    let r: redis::streams::StreamRangeReply = c.xrange_all("bbl:dlq").await.unwrap();
+    r.ids
+        .iter()
+        .map(|e| e.get::<String>("error").unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn reports_through_the_worker_and_bad_bodies_to_the_dead_letter_stream() {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    let api = fake.api_url();
+    let key = fake.config().api_key.clone();
+    let w = Worker::spawn(
+        &redis.url(),
+        &[("ESPOCRM_API_BASE_URL", &api), ("ESPOCRM_API_KEY", &key)],
+        &[],
+    );
+    let topic = "telephony.call.reported";
+    let post = |id: &str, body: Value| {
+        gateway_request(
+            &w.base,
+            topic,
+            id,
+            &serde_json::to_vec(&body).unwrap(),
+            now_secs(),
+            SECRET,
+        )
+        .send()
+    };
+    assert_eq!(post("ev1", example()).await.unwrap().status().as_u16(), 202);
+    wait_for("the call", Duration::from_secs(20), || async {
+        (fake.all("Call").len() == 1).then_some(())
+    })
+    .await;
+    // The same report again under another event id (3CX retried): no second Call.
+    assert_eq!(post("ev2", example()).await.unwrap().status().as_u16(), 202);
+    let writes_before = fake.total_writes();
+    let mut no_start = example();
+    no_start.as_object_mut().unwrap().remove("CallStartTimeUTC");
+    let mut bad_type = example();
+    bad_type["CallType"] = json!("Sideways");
+    let mut bad_duration = example();
+    bad_duration["Duration"] = json!("vier Minuten");
+    let bad = [
+        ("bad1", no_start, "CallStartTimeUTC"),
+        ("bad2", bad_type, "CallType"),
+        ("bad3", bad_duration, "Duration"),
+    ];
+    for (id, body, _) in &bad {
+        assert_eq!(post(id, body.clone()).await.unwrap().status().as_u16(), 202);
+    }
+    let dead = wait_for("three dead letters", Duration::from_secs(20), || async {
+        let d = dlq(&redis).await;
+        (d.len() == 3).then_some(d)
+    })
+    .await;
+    for (_, _, field) in &bad {
+        assert!(
+            dead.iter()
+                .any(|e| e.contains(&format!("ReportCall body: {field} "))),
+            "{field}: {dead:?}"
+        );
+    }
+    let done: i64 = redis
+        .conn()
+        .await
+        .exists(keys::call(&parse(&example(), Region::DE).unwrap().key()))
+        .await
+        .unwrap();
+    assert_eq!(done, 1);
+    assert_eq!(fake.all("Call").len(), 1);
+    assert_eq!(fake.total_writes(), writes_before);
+    assert!(!w.log_text().contains("Mustermann"));
+}
+
+async fn lookup_json(base: &str, phone: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/3cx/lookup"))
+        .query(&[("phone", phone)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{phone}");
+    r.json().await.unwrap()
+}
+
+/// The lookup through the worker binary: every number format finds the record, Contact wins
+/// over CBeteiligte over Lead, a cold hit fills the index (then served without EspoCRM), no
+/// match and unusable numbers answer the empty answer; nothing personal in the log.
+#[tokio::test]
+async fn lookup_formats_priority_index_and_empty_answer() {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    // Same number on a Lead (oldest), a CBeteiligte and a Contact: the Contact is answered.
+    fake.insert(
+        "Lead",
+        json!({"firstName": "Lea", "lastName": "Leadfrau", "phoneNumber": "+49301234567"}),
+    )
+    .unwrap();
+    let bet = fake
+        .insert(
+            "CBeteiligte",
+            json!({"name": "Beteiligte GmbH", "phoneNumber": "0301234567"}),
+        )
+        .unwrap();
+    let contact = fake
+        .insert(
+            "Contact",
+            json!({"firstName": "Max", "lastName": "Geheimkontakt", "accountName": "Kanzlei Kunde AG",
+                   "emailAddress": "max@kunde.example", "phoneNumber": "004930 1234567".replace(' ', "")}),
+        )
+        .unwrap();
+    // Only a CBeteiligte with this one (no first name: the name is the last name).
+    fake.insert(
+        "CBeteiligte",
+        json!({"name": "Nur Beteiligter", "phoneNumber": "+4917655501234"}),
+    )
+    .unwrap();
+    let api = fake.api_url();
+    let key = fake.config().api_key.clone();
+    let w = Worker::spawn(
+        &redis.url(),
+        &[
+            ("ESPOCRM_API_BASE_URL", &api),
+            ("ESPOCRM_API_KEY", &key),
+            ("THREECX_CRM_URL", "https://crm.example.de"),
+            ("THREECX_DIAL_PREFIX", "9"),
+            ("THREECX_LOOKUP_DEADLINE_MS", "300"),
+        ],
+        &[],
+    );
+    let cid = contact["id"].as_str().unwrap();
+    let first = lookup_json(&w.base, "+49 30 1234567").await;
+    let c = &first["contacts"][0];
+    assert_eq!(c["EntityType"], "Contact", "{first}");
+    assert_eq!(c["EntityId"], cid);
+    assert_eq!(c["ContactID"], cid);
+    assert_eq!(c["FirstName"], "Max");
+    assert_eq!(c["LastName"], "Geheimkontakt");
+    assert_eq!(c["CompanyName"], "Kanzlei Kunde AG");
+    assert_eq!(c["Email"], "max@kunde.example");
+    // 3CX accepts a match only with its searched number: echoed as sent.
+    assert_eq!(c["PhoneBusiness"], "+49 30 1234567");
+    assert_eq!(c["PhoneMobile"], "");
+    assert_eq!(
+        c["ContactUrl"],
+        format!("https://crm.example.de/#Contact/view/{cid}")
+    );
+    // The cold hit filled the index: every spelling is answered without asking EspoCRM.
+    fake.controls().clear_requests();
+    for form in [
+        "030/1234567",
+        "0049301234567",
+        "+49 (0)30 1234567",
+        "9030 1234567",
+        "sip:+49301234567@pbx",
+        "030 1234567 x201",
+    ] {
+        let mut want = first.clone();
+        want["contacts"][0]["PhoneBusiness"] = json!(form);
+        assert_eq!(lookup_json(&w.base, form).await, want, "{form}");
+    }
+    assert!(fake.controls().requests().is_empty());
+    // The CBeteiligte is answered where no Contact has the number.
+    fake.edit("Contact", cid, json!({"phoneNumber": "+49 40 1"}))
+        .unwrap();
+    let mut c2 = redis.conn().await;
+    let _: i64 = c2.del("bbl:phone:+49301234567").await.unwrap();
+    let b = lookup_json(&w.base, "030 1234567").await;
+    assert_eq!(b["contacts"][0]["EntityId"], bet["id"], "{b}");
+    let mobile = lookup_json(&w.base, "0176 55501234").await;
+    let m = &mobile["contacts"][0];
+    assert_eq!(
+        (m["EntityType"].as_str(), m["LastName"].as_str()),
+        (Some("CBeteiligte"), Some("Nur Beteiligter"))
+    );
+    assert_eq!(m["PhoneMobile"], "0176 55501234");
+    assert_eq!(m["PhoneBusiness"], "");
+    for none in ["+49 40 999999", "201", "anonymous", ""] {
+        assert_eq!(
+            lookup_json(&w.base, none).await,
+            json!({"contacts": []}),
+            "{none}"
+        );
+    }
+    // EspoCRM too slow: "no match" rather than a 3CX timeout.
+    fake.controls().set_latency(Duration::from_secs(3));
+    assert_eq!(
+        lookup_json(&w.base, "+49 89 7654321").await,
+        json!({"contacts": []})
+    );
+    fake.controls().set_latency(Duration::ZERO);
+    let log = w.log_text();
+    assert!(
+        !log.contains("Geheimkontakt") && !log.contains("1234567"),
+        "{log}"
+    );
+}
+
+/// `bitbylaw-worker threecx template`: well-formed XML with the structure of FACTS §4 — the key
+/// as a per-request `x-api-key` header with `Authentication Type="No"`, the lookup scenario on
+/// `[Number]` with every output and a rule, the `ReportCall` scenario posting every variable as
+/// JSON to `/3cx/calls`.
+#[test]
+fn the_generated_template_carries_every_scenario_and_output() {
+    let out = std::process::Command::new(common::bin())
+        .env_clear()
+        .args([
+            "threecx",
+            "template",
+            "--base-url",
+            "https://api.bitbylaw.com/",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8(out.stdout).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let crm = doc.root_element();
+    assert_eq!(crm.tag_name().name(), "Crm");
+    for a in ["Name", "Version", "Country"] {
+        assert!(crm.attribute(a).is_some(), "Crm@{a}");
+    }
+    fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> roxmltree::Node<'a, 'i> {
+        n.children()
+            .find(|c| c.has_tag_name(name))
+            .unwrap_or_else(|| panic!("<{name}> missing"))
+    }
+    let number = child(crm, "Number");
+    assert!(number.attribute("Prefix").is_some() && number.attribute("MaxLength").is_some());
+    assert!(child(crm, "Connection")
+        .attribute("MaxConcurrentRequests")
+        .is_some());
+    assert_eq!(child(crm, "Authentication").attribute("Type"), Some("No"));
+    let params: Vec<&str> = child(crm, "Parameters")
+        .children()
+        .filter_map(|p| p.attribute("Name"))
+        .collect();
+    assert!(params.contains(&"ApiKey"));
+    let scenarios: Vec<_> = child(crm, "Scenarios")
+        .children()
+        .filter(|c| c.has_tag_name("Scenario"))
+        .collect();
+    let lookup = scenarios
+        .iter()
+        .find(|s| s.attribute("Id") == Some(""))
+        .expect("lookup scenario");
+    let req = child(*lookup, "Request");
+    assert_eq!(
+        req.attribute("Url"),
+        Some("https://api.bitbylaw.com/3cx/lookup?phone=[Number]")
+    );
+    assert_eq!(req.attribute("RequestType"), Some("Get"));
+    assert_eq!(req.attribute("ResponseType"), Some("Json"));
+    let key = child(child(req, "Headers"), "Value");
+    assert_eq!(
+        (key.attribute("Key"), key.text()),
+        (Some("x-api-key"), Some("[ApiKey]"))
+    );
+    assert_eq!(
+        child(child(*lookup, "Rules"), "Rule").attribute("Type"),
+        Some("Any")
+    );
+    let outputs: Vec<&str> = child(*lookup, "Outputs")
+        .children()
+        .filter_map(|o| o.attribute("Type"))
+        .collect();
+    for o in [
+        "ContactID",
+        "FirstName",
+        "LastName",
+        "CompanyName",
+        "Email",
+        "PhoneBusiness",
+        "PhoneMobile",
+        "ContactUrl",
+        "EntityType",
+        "EntityId",
+    ] {
+        assert!(outputs.contains(&o), "output {o}");
+    }
+    let report = scenarios
+        .iter()
+        .find(|s| s.attribute("Id") == Some("ReportCall"))
+        .expect("ReportCall scenario");
+    let req = child(*report, "Request");
+    assert_eq!(
+        req.attribute("Url"),
+        Some("https://api.bitbylaw.com/3cx/calls")
+    );
+    assert_eq!(req.attribute("RequestType"), Some("Post"));
+    assert_eq!(req.attribute("RequestEncoding"), Some("Json"));
+    assert!(req.attribute("SkipIf").is_some());
+    assert_eq!(
+        child(child(req, "Headers"), "Value").text(),
+        Some("[ApiKey]")
+    );
+    let posted: Vec<(&str, &str)> = child(req, "PostValues")
+        .children()
+        .filter_map(|v| Some((v.attribute("Key")?, v.text()?)))
+        .collect();
+    // Every key of the example body, plus V20's recording, transcription and summary.
+    let mut want: Vec<String> = example().as_object().unwrap().keys().cloned().collect();
+    want.extend(["RecordingUrl", "Transcription", "Summary"].map(String::from));
+    for k in &want {
+        assert!(
+            posted
+                .iter()
+                .any(|(key, text)| key == k && *text == format!("[{k}]")),
+            "ReportCall value {k}"
+        );
+    }
+    // A base URL that is not one is refused.
+    let bad = std::process::Command::new(common::bin())
+        .env_clear()
+        .args(["threecx", "template", "--base-url", "api.bitbylaw.com"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
