@@ -3,9 +3,11 @@
 //! - [`calendar`]: Advoware Termine ↔ Google Calendar events.
 //! - [`beteiligte`]: EspoCRM `CBeteiligte` ↔ Advoware Beteiligte (master data).
 //! - [`leads`]: Vermieterhelden form submissions → EspoCRM leads (validation, enrichment).
+//! - [`documents`]: EspoCRM `CDokumente` → xAI collections (statuses, content hash, the sync decision).
 //! - [`contact`]: the phone (E.164) and e-mail normaliser every sync shares.
 
 pub mod beteiligte;
 pub mod calendar;
 pub mod contact;
+pub mod documents;
 pub mod leads;
