@@ -121,6 +121,8 @@ topics! {
     DocumentCreate => "vmh.document.create", EspoBatch;
     DocumentUpdate => "vmh.document.update", EspoBatch;
     DocumentDelete => "vmh.document.delete", EspoBatch;
+    EntityLink => "vmh.entity.link", EspoBatch;
+    EntityUnlink => "vmh.entity.unlink", EspoBatch;
     LeadVermieterheldenReceived => "leads.vermieterhelden.received", SingleObject;
     TelephonyCallReported => "telephony.call.reported", SingleObject;
     CalendarSyncAll => "calendar.sync.all", Internal;
@@ -358,7 +360,7 @@ mod tests {
 
     #[test]
     fn known_topics_roundtrip() {
-        assert_eq!(Topic::ALL.len(), 14);
+        assert_eq!(Topic::ALL.len(), 16);
         for t in Topic::ALL {
             assert_eq!(t.as_str().parse::<Topic>(), Ok(*t));
             assert!(is_valid_topic(t.as_str()));
