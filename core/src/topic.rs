@@ -372,7 +372,10 @@ mod tests {
             assert_eq!(t.as_str(), *n);
         }
         assert_eq!(Topic::DocumentDelete.kind(), TopicKind::EspoBatch);
-        assert_eq!(Topic::LeadVermieterheldenReceived.kind(), TopicKind::SingleObject);
+        assert_eq!(
+            Topic::LeadVermieterheldenReceived.kind(),
+            TopicKind::SingleObject
+        );
         assert!(Topic::CalendarSyncAll.is_internal());
         assert!(!Topic::TelephonyCallReported.is_internal());
         assert_eq!(

@@ -1039,7 +1039,11 @@ impl Config {
                 .or(fx.max_file_bytes)
                 .unwrap_or(xd.max_file_bytes),
         };
-        check_http_url(&mut r.problems, "XAI_FILES_BASE_URL", Some(&xai.files_base_url));
+        check_http_url(
+            &mut r.problems,
+            "XAI_FILES_BASE_URL",
+            Some(&xai.files_base_url),
+        );
         check_http_url(
             &mut r.problems,
             "XAI_MANAGEMENT_BASE_URL",
@@ -1553,7 +1557,10 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.xai.files_base_url, "http://127.0.0.1:9/v1/");
-        assert_eq!(cfg.xai.management_base_url, "https://management-api.x.ai/v1/");
+        assert_eq!(
+            cfg.xai.management_base_url,
+            "https://management-api.x.ai/v1/"
+        );
         assert_eq!(cfg.xai.max_file_bytes, XAI_MAX_FILE_BYTES);
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("xai-inference-key") && !dbg.contains("xai-management-key"));

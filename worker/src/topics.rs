@@ -79,7 +79,10 @@ mod tests {
             Some(TopicKind::SingleObject)
         );
         assert_eq!(kind("test.record"), Some(TopicKind::Test));
-        assert_eq!(kind("leads.vermieterhelden.received"), Some(TopicKind::SingleObject));
+        assert_eq!(
+            kind("leads.vermieterhelden.received"),
+            Some(TopicKind::SingleObject)
+        );
         assert_eq!(kind("vmh.unknown.create"), None);
         assert_eq!(kind("test."), None);
         assert!(!valid_entity_id("a b"));

@@ -93,7 +93,9 @@ async fn upload_sends_expires_after_before_the_file_with_the_inference_key() {
         Some(format!("Bearer {API_KEY}").as_str())
     );
     let body = String::from_utf8_lossy(&req.body).into_owned();
-    let expires = body.find("name=\"expires_after\"").expect("expires_after part");
+    let expires = body
+        .find("name=\"expires_after\"")
+        .expect("expires_after part");
     let file_part = body.find("name=\"file\"").expect("file part");
     assert!(expires < file_part, "expires_after must precede the file");
 
@@ -128,7 +130,10 @@ async fn collections_take_the_management_key_and_track_membership() {
         "entityType"
     );
     assert_eq!(
-        client.get_collection(&col.collection_id).await.expect("get"),
+        client
+            .get_collection(&col.collection_id)
+            .await
+            .expect("get"),
         col
     );
 
@@ -198,14 +203,19 @@ async fn swapped_keys_are_refused_by_each_host() {
 async fn rate_limits_server_errors_and_refusals_are_classified() {
     let fake = fake().await;
     let client = client(&fake);
-    fake.management_controls()
-        .fail_next(1, 429, Some(17));
+    fake.management_controls().fail_next(1, 429, Some(17));
     let err = client
         .create_collection(&case_collection())
         .await
         .expect_err("429");
     assert!(
-        matches!(err, XaiError::RateLimited { host: Host::Management, .. }),
+        matches!(
+            err,
+            XaiError::RateLimited {
+                host: Host::Management,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.is_retryable());
@@ -228,7 +238,10 @@ async fn rate_limits_server_errors_and_refusals_are_classified() {
         .await
         .expect_err("400");
     assert!(!err.is_retryable());
-    assert!(err.to_string().contains("collection_name is required"), "{err}");
+    assert!(
+        err.to_string().contains("collection_name is required"),
+        "{err}"
+    );
 
     // Nothing listens on a closed port: a transport error, retryable.
     let mut s = settings(&fake);
@@ -252,7 +265,10 @@ async fn oversized_files_are_refused_before_sending() {
         .expect_err("too large");
     assert!(!err.is_retryable());
     let text = err.to_string();
-    assert!(text.contains("1001") && text.contains("1000") && text.contains("big.pdf"), "{text}");
+    assert!(
+        text.contains("1001") && text.contains("1000") && text.contains("big.pdf"),
+        "{text}"
+    );
     assert!(fake.files_controls().requests().is_empty(), "nothing sent");
 
     s.max_file_bytes = 60_000_000;
@@ -304,7 +320,10 @@ async fn keys_never_in_debug_errors_or_logs() {
         .expect_err("400");
 
     let logs = String::from_utf8(buf.0.lock().expect("buf").clone()).expect("utf8");
-    assert!(logs.contains("xAI answered"), "the client logs its calls: {logs}");
+    assert!(
+        logs.contains("xAI answered"),
+        "the client logs its calls: {logs}"
+    );
     for text in [
         logs,
         format!("{client:?}"),

@@ -1136,7 +1136,10 @@ async fn entity_link_hooks_through_kong_carry_their_topic_and_action_binding() {
     let forwarded = worker.requests();
     assert_eq!(forwarded.len(), 1);
     assert_eq!(forwarded[0].path, "/events");
-    assert_eq!(forwarded[0].header("x-event-topic"), Some("vmh.entity.link"));
+    assert_eq!(
+        forwarded[0].header("x-event-topic"),
+        Some("vmh.entity.link")
+    );
 
     let r = espocrm::send_webhook(
         &format!("{}/vmh/webhook/entity/unlink", gw.base_url()),

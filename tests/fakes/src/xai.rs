@@ -155,13 +155,8 @@ pub async fn start(config: XaiConfig) -> Result<XaiFake, StartError> {
         .with_state(shared.clone());
     let files_controls = Controls::default();
     let management_controls = Controls::default();
-    let files = RunningServer::spawn(
-        loopback,
-        files_router,
-        files_controls.clone(),
-        error_shape,
-    )
-    .await?;
+    let files =
+        RunningServer::spawn(loopback, files_router, files_controls.clone(), error_shape).await?;
     let management = RunningServer::spawn(
         loopback,
         management_router,
@@ -433,11 +428,7 @@ async fn list_files(State(s): State<Shared>, headers: HeaderMap) -> Response {
     json_response(StatusCode::OK, json!({ "data": data }))
 }
 
-async fn get_file(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn get_file(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     require!(headers, s.config.api_key);
     match s.state.lock().files.get(&id) {
         Some(f) => json_response(StatusCode::OK, file_json(f)),
@@ -499,11 +490,7 @@ fn document_json(file: Option<&StoredFile>, file_id: &str, m: &Membership) -> Va
     })
 }
 
-async fn create_collection(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create_collection(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     require!(headers, s.config.management_key);
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "body is not JSON");
@@ -517,8 +504,11 @@ async fn create_collection(
     };
     let fields = v.get("field_definitions").cloned().unwrap_or(json!([]));
     let fields_ok = fields.as_array().is_some_and(|a| {
-        a.iter()
-            .all(|f| f.get("key").and_then(Value::as_str).is_some_and(|k| !k.is_empty()))
+        a.iter().all(|f| {
+            f.get("key")
+                .and_then(Value::as_str)
+                .is_some_and(|k| !k.is_empty())
+        })
     });
     if !fields_ok {
         return error(

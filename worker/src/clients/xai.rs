@@ -99,9 +99,10 @@ impl XaiError {
         match self {
             Self::RateLimited { .. } | Self::Transport { .. } => true,
             Self::Upstream { status, .. } => *status >= 500 || *status == 408,
-            Self::NotFound { .. } | Self::TooLarge { .. } | Self::Config(_) | Self::Decode { .. } => {
-                false
-            }
+            Self::NotFound { .. }
+            | Self::TooLarge { .. }
+            | Self::Config(_)
+            | Self::Decode { .. } => false,
         }
     }
 
@@ -323,7 +324,10 @@ enum Verb {
 enum Body {
     None,
     Json(Vec<u8>),
-    Multipart { content_type: String, bytes: Vec<u8> },
+    Multipart {
+        content_type: String,
+        bytes: Vec<u8>,
+    },
 }
 
 impl XaiClient {
@@ -570,7 +574,13 @@ fn multipart(
     // Quotes and line breaks would end the header value early; xAI only shows the name.
     let safe_name: String = filename
         .chars()
-        .map(|c| if matches!(c, '"' | '\r' | '\n' | '\\') { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '"' | '\r' | '\n' | '\\') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let mut out = Vec::with_capacity(content.len() + 512);
     for (name, value) in fields {
@@ -627,7 +637,10 @@ fn message(body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         let m = v
             .get("error")
-            .and_then(|e| e.as_str().or_else(|| e.get("message").and_then(Value::as_str)))
+            .and_then(|e| {
+                e.as_str()
+                    .or_else(|| e.get("message").and_then(Value::as_str))
+            })
             .or_else(|| v.get("message").and_then(Value::as_str));
         if let Some(m) = m {
             return m.to_owned();
@@ -653,7 +666,10 @@ mod tests {
     fn multipart_puts_fields_before_the_file() {
         let body = multipart(
             "B",
-            &[("purpose", "assistants".into()), ("expires_after", "60".into())],
+            &[
+                ("purpose", "assistants".into()),
+                ("expires_after", "60".into()),
+            ],
             "a\"b.pdf",
             "application/pdf",
             b"%PDF",
