@@ -2,7 +2,7 @@
 //! decision what one document sync must do — upload or not, add to which collections, remove
 //! from which — from the content hash and the document's recorded sync state. No I/O: the
 //! (future) handler fetches the document and its attachment, hashes the bytes with
-//! [`ContentHash`], asks [`decide`] and carries the [`Plan`] out with `clients::xai`.
+//! [`ContentHash`], asks [`decide()`] and carries the [`Plan`] out with `clients::xai`.
 
 pub mod decide;
 pub mod model;
