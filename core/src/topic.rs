@@ -46,8 +46,22 @@ pub enum TopicError {
     NotOnlyAction(String),
 }
 
+/// Where a topic's events come from, and so how intake turns a body into jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopicKind {
+    /// EspoCRM webhook: the body is a JSON array of objects with a string `id`; one job per entity.
+    EspoBatch,
+    /// One JSON object, one job (leads, 3CX call reports).
+    SingleObject,
+    /// Produced by the system itself (schedules, manual triggers), never by an outside sender.
+    Internal,
+}
+
+/// The one topic catalogue: a topic is added here, with its kind, and the
+/// filters (via this crate) and the worker (`worker::topics`) both derive
+/// their lists from it.
 macro_rules! topics {
-    ($($variant:ident => $name:literal, $internal:literal;)*) => {
+    ($($variant:ident => $name:literal, $kind:ident;)*) => {
         /// The event topics this system knows.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Topic {
@@ -58,22 +72,30 @@ macro_rules! topics {
         }
 
         impl Topic {
-            /// Every known topic.
+            /// Every known topic, in catalogue order.
             pub const ALL: &'static [Topic] = &[$(Topic::$variant),*];
 
+            /// Every known topic's name, in catalogue order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
             /// The topic's name.
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $(Topic::$variant => $name,)*
+                }
+            }
+
+            /// Where the topic's events come from.
+            pub const fn kind(self) -> TopicKind {
+                match self {
+                    $(Topic::$variant => TopicKind::$kind,)*
                 }
             }
 
             /// Whether only the system itself emits it (schedules, manual
             /// triggers), never an outside sender.
             pub fn is_internal(self) -> bool {
-                match self {
-                    $(Topic::$variant => $internal,)*
-                }
+                self.kind() == TopicKind::Internal
             }
         }
 
@@ -90,20 +112,22 @@ macro_rules! topics {
 }
 
 topics! {
-    BeteiligteCreate => "vmh.beteiligte.create", false;
-    BeteiligteUpdate => "vmh.beteiligte.update", false;
-    BeteiligteDelete => "vmh.beteiligte.delete", false;
-    BankverbindungenCreate => "vmh.bankverbindungen.create", false;
-    BankverbindungenUpdate => "vmh.bankverbindungen.update", false;
-    BankverbindungenDelete => "vmh.bankverbindungen.delete", false;
-    DocumentCreate => "vmh.document.create", false;
-    DocumentUpdate => "vmh.document.update", false;
-    DocumentDelete => "vmh.document.delete", false;
-    LeadVermieterheldenReceived => "leads.vermieterhelden.received", false;
-    TelephonyCallReported => "telephony.call.reported", false;
-    CalendarSyncAll => "calendar.sync.all", true;
-    CalendarSyncEmployee => "calendar.sync.employee", true;
-    BeteiligteSyncCheck => "vmh.beteiligte.sync_check", true;
+    BeteiligteCreate => "vmh.beteiligte.create", EspoBatch;
+    BeteiligteUpdate => "vmh.beteiligte.update", EspoBatch;
+    BeteiligteDelete => "vmh.beteiligte.delete", EspoBatch;
+    BankverbindungenCreate => "vmh.bankverbindungen.create", EspoBatch;
+    BankverbindungenUpdate => "vmh.bankverbindungen.update", EspoBatch;
+    BankverbindungenDelete => "vmh.bankverbindungen.delete", EspoBatch;
+    DocumentCreate => "vmh.document.create", EspoBatch;
+    DocumentUpdate => "vmh.document.update", EspoBatch;
+    DocumentDelete => "vmh.document.delete", EspoBatch;
+    EntityLink => "vmh.entity.link", EspoBatch;
+    EntityUnlink => "vmh.entity.unlink", EspoBatch;
+    LeadVermieterheldenReceived => "leads.vermieterhelden.received", SingleObject;
+    TelephonyCallReported => "telephony.call.reported", SingleObject;
+    CalendarSyncAll => "calendar.sync.all", Internal;
+    CalendarSyncEmployee => "calendar.sync.employee", Internal;
+    BeteiligteSyncCheck => "vmh.beteiligte.sync_check", Internal;
 }
 
 impl fmt::Display for Topic {
@@ -336,13 +360,22 @@ mod tests {
 
     #[test]
     fn known_topics_roundtrip() {
-        assert_eq!(Topic::ALL.len(), 14);
+        assert_eq!(Topic::ALL.len(), 16);
         for t in Topic::ALL {
             assert_eq!(t.as_str().parse::<Topic>(), Ok(*t));
             assert!(is_valid_topic(t.as_str()));
             let json = serde_json::to_string(t).unwrap();
             assert_eq!(serde_json::from_str::<Topic>(&json).unwrap(), *t);
         }
+        assert_eq!(Topic::NAMES.len(), Topic::ALL.len());
+        for (t, n) in Topic::ALL.iter().zip(Topic::NAMES) {
+            assert_eq!(t.as_str(), *n);
+        }
+        assert_eq!(Topic::DocumentDelete.kind(), TopicKind::EspoBatch);
+        assert_eq!(
+            Topic::LeadVermieterheldenReceived.kind(),
+            TopicKind::SingleObject
+        );
         assert!(Topic::CalendarSyncAll.is_internal());
         assert!(!Topic::TelephonyCallReported.is_internal());
         assert_eq!(

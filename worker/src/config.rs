@@ -169,6 +169,40 @@ pub struct EspoCrmSettings {
     pub page_size: Option<usize>,
 }
 
+/// xAI Files (inference host, `XAI_API_KEY`) and Collections (management host, its own key):
+/// the document sync's target (FACTS §7). Both keys together, or neither.
+#[derive(Debug, Clone)]
+pub struct XaiSettings {
+    /// Files API base, ending in `/` (default `https://api.x.ai/v1/`).
+    pub files_base_url: String,
+    /// Collections API base, ending in `/` (default `https://management-api.x.ai/v1/`).
+    pub management_base_url: String,
+    /// Inference key, sent only to the files host.
+    pub api_key: Option<Secret>,
+    /// Management key, sent only to the management host.
+    pub management_key: Option<Secret>,
+    /// Overall timeout of one request (uploads included).
+    pub timeout: Duration,
+    /// Largest file the client uploads; never above [`XAI_MAX_FILE_BYTES`].
+    pub max_file_bytes: u64,
+}
+
+/// xAI's upload limit ("~48 MB", FACTS §7); larger files are refused before any byte is sent.
+pub const XAI_MAX_FILE_BYTES: u64 = 48_000_000;
+
+impl Default for XaiSettings {
+    fn default() -> Self {
+        Self {
+            files_base_url: "https://api.x.ai/v1/".into(),
+            management_base_url: "https://management-api.x.ai/v1/".into(),
+            api_key: None,
+            management_key: None,
+            timeout: Duration::from_secs(120),
+            max_file_bytes: XAI_MAX_FILE_BYTES,
+        }
+    }
+}
+
 /// Google Calendar API access. Base URLs and the token URI are configurable so that tests and
 /// the local sandbox point the real client at fakes over loopback.
 #[derive(Debug, Clone)]
@@ -314,6 +348,7 @@ pub struct Config {
     pub leads: LeadsSettings,
     pub beteiligte: BeteiligteSettings,
     pub threecx: ThreeCxSettings,
+    pub xai: XaiSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -359,6 +394,7 @@ struct FileConfig {
     leads: FileLeads,
     beteiligte: FileBeteiligte,
     threecx: FileThreeCx,
+    xai: FileXai,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -420,6 +456,17 @@ struct FileEspo {
     api_key: Option<Secret>,
     timeout_secs: Option<u64>,
     page_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileXai {
+    files_base_url: Option<String>,
+    management_base_url: Option<String>,
+    api_key: Option<Secret>,
+    management_key: Option<Secret>,
+    timeout_secs: Option<u64>,
+    max_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -966,6 +1013,59 @@ impl Config {
             r.problems
                 .push("ESPOCRM_PAGE_SIZE: must be 1–200 (EspoCRM refuses larger pages)".into());
         }
+        let fx = file.xai;
+        let xd = XaiSettings::default();
+        let slash = |u: String| if u.ends_with('/') { u } else { format!("{u}/") };
+        let xai = XaiSettings {
+            files_base_url: slash(
+                r.str("XAI_FILES_BASE_URL")
+                    .or(fx.files_base_url)
+                    .unwrap_or(xd.files_base_url),
+            ),
+            management_base_url: slash(
+                r.str("XAI_MANAGEMENT_BASE_URL")
+                    .or(fx.management_base_url)
+                    .unwrap_or(xd.management_base_url),
+            ),
+            api_key: r.str("XAI_API_KEY").map(Secret::new).or(fx.api_key),
+            management_key: r
+                .str("XAI_MANAGEMENT_API_KEY")
+                .map(Secret::new)
+                .or(fx.management_key),
+            timeout: r
+                .parse::<u64>("XAI_TIMEOUT_SECONDS")
+                .or(fx.timeout_secs)
+                .map_or(xd.timeout, Duration::from_secs),
+            max_file_bytes: r
+                .parse::<u64>("XAI_MAX_FILE_BYTES")
+                .or(fx.max_file_bytes)
+                .unwrap_or(xd.max_file_bytes),
+        };
+        check_http_url(
+            &mut r.problems,
+            "XAI_FILES_BASE_URL",
+            Some(&xai.files_base_url),
+        );
+        check_http_url(
+            &mut r.problems,
+            "XAI_MANAGEMENT_BASE_URL",
+            Some(&xai.management_base_url),
+        );
+        let has = |k: &Option<Secret>| k.as_ref().is_some_and(|k| !k.is_empty());
+        if has(&xai.api_key) != has(&xai.management_key) {
+            r.problems.push(
+                "XAI_API_KEY and XAI_MANAGEMENT_API_KEY: set both (files and collections) or neither"
+                    .into(),
+            );
+        }
+        if xai.timeout.is_zero() || xai.timeout > Duration::from_secs(600) {
+            r.problems.push("XAI_TIMEOUT_SECONDS: must be 1–600".into());
+        }
+        if xai.max_file_bytes == 0 || xai.max_file_bytes > XAI_MAX_FILE_BYTES {
+            r.problems.push(format!(
+                "XAI_MAX_FILE_BYTES: must be 1–{XAI_MAX_FILE_BYTES} (xAI refuses larger uploads)"
+            ));
+        }
         let fg = file.google;
         let gd = GoogleSettings::default();
         let with_slash = |u: String| if u.ends_with('/') { u } else { format!("{u}/") };
@@ -1185,6 +1285,7 @@ impl Config {
             leads,
             beteiligte,
             threecx,
+            xai,
         })
     }
 }
@@ -1552,6 +1653,50 @@ mod tests {
             !dbg.contains("0123456789abcdef-secret"),
             "secret leaked into Debug: {dbg}"
         );
+    }
+
+    #[test]
+    fn xai_settings_are_validated_together() {
+        let problems = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("XAI_API_KEY", "xai-inference-key"),
+                ("XAI_MANAGEMENT_BASE_URL", "not a url"),
+                ("XAI_TIMEOUT_SECONDS", "0"),
+                ("XAI_MAX_FILE_BYTES", "60000000"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for name in [
+            "XAI_MANAGEMENT_API_KEY",
+            "XAI_MANAGEMENT_BASE_URL",
+            "XAI_TIMEOUT_SECONDS",
+            "XAI_MAX_FILE_BYTES",
+        ] {
+            assert!(problems.contains(name), "{name} missing in {problems}");
+        }
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("XAI_API_KEY", "xai-inference-key"),
+                ("XAI_MANAGEMENT_API_KEY", "xai-management-key"),
+                ("XAI_FILES_BASE_URL", "http://127.0.0.1:9/v1"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.xai.files_base_url, "http://127.0.0.1:9/v1/");
+        assert_eq!(
+            cfg.xai.management_base_url,
+            "https://management-api.x.ai/v1/"
+        );
+        assert_eq!(cfg.xai.max_file_bytes, XAI_MAX_FILE_BYTES);
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("xai-inference-key") && !dbg.contains("xai-management-key"));
     }
 
     #[test]

@@ -18,12 +18,14 @@
 //!   [`handlers::leads`]: Vermieterhelden leads into EspoCRM, exactly once per `webhook-id`.
 //! - [`clients`]: one module per outside system — [`clients::advoware`]: token, REST calls;
 //!   [`clients::google`]: Google Calendar via `google-calendar3`; [`clients::espocrm`]: EspoCRM
-//!   REST (filters, paging, typed errors); [`clients::http`]: reqwest.
+//!   REST (filters, paging, typed errors, attachments); [`clients::xai`]: xAI Files and
+//!   Collections (two hosts, two keys); [`clients::http`]: reqwest.
 //! - [`ratelimit`]: the Google request budget shared by all workers (Redis token bucket).
 //! - [`sync`]: pure mapping/diffing per domain — [`sync::calendar`]: Advoware Termine ↔ Google events;
 //!   [`sync::beteiligte`]: `CBeteiligte` ↔ Advoware Beteiligte mapping and sync decision (no handler yet).
 //!   [`sync::leads`]: lead payload contract, validation, enrichment; [`sync::contact`]: the shared
-//!   E.164 phone and e-mail normaliser.
+//!   E.164 phone and e-mail normaliser; [`sync::documents`]: `CDokumente` → xAI statuses, content
+//!   hash and sync decision (no handler yet).
 //! - [`ops`]: readiness state and Prometheus metrics.
 //! - [`cli`]: the command line (`serve`, `config check`, `queue`, `dlq`, `locks`, `sync`,
 //!   `calendar audit|run`).

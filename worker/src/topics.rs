@@ -3,7 +3,10 @@
 //! Intake validates against it, the queue derives one stream per topic from it and `config check`
 //! rejects overrides for topics that do not exist.
 
-/// Where a topic's events come from, and so how intake turns a body into jobs.
+use bitbylaw_core::topic::{self as core_topic, Topic};
+
+/// How intake treats a topic: the catalogue's kinds ([`core_topic::TopicKind`]) plus the worker's
+/// own `test.*` topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicKind {
     /// EspoCRM webhook: body is a JSON array of objects with a string `id`; one job per entity.
@@ -16,43 +19,35 @@ pub enum TopicKind {
     Test,
 }
 
-pub const CALENDAR_SYNC_ALL: &str = "calendar.sync.all";
-pub const CALENDAR_SYNC_EMPLOYEE: &str = "calendar.sync.employee";
-pub const BETEILIGTE_SYNC_CHECK: &str = "vmh.beteiligte.sync_check";
-pub const BETEILIGTE_CREATE: &str = "vmh.beteiligte.create";
-pub const BETEILIGTE_UPDATE: &str = "vmh.beteiligte.update";
-pub const BETEILIGTE_DELETE: &str = "vmh.beteiligte.delete";
-pub const LEAD_RECEIVED: &str = "leads.vermieterhelden.received";
-pub const CALL_REPORTED: &str = "telephony.call.reported";
+impl From<core_topic::TopicKind> for TopicKind {
+    fn from(k: core_topic::TopicKind) -> Self {
+        match k {
+            core_topic::TopicKind::EspoBatch => TopicKind::EspoBatch,
+            core_topic::TopicKind::SingleObject => TopicKind::SingleObject,
+            core_topic::TopicKind::Internal => TopicKind::Internal,
+        }
+    }
+}
 
-/// Every production topic, in the order `queue stats` lists them.
-pub const KNOWN_TOPICS: &[&str] = &[
-    BETEILIGTE_CREATE,
-    BETEILIGTE_UPDATE,
-    BETEILIGTE_DELETE,
-    "vmh.bankverbindungen.create",
-    "vmh.bankverbindungen.update",
-    "vmh.bankverbindungen.delete",
-    "vmh.document.create",
-    "vmh.document.update",
-    "vmh.document.delete",
-    LEAD_RECEIVED,
-    CALL_REPORTED,
-    CALENDAR_SYNC_ALL,
-    CALENDAR_SYNC_EMPLOYEE,
-    BETEILIGTE_SYNC_CHECK,
-];
+// Names for the topics the worker's code refers to; the list itself lives in `bitbylaw_core::topic`.
+pub const CALENDAR_SYNC_ALL: &str = Topic::CalendarSyncAll.as_str();
+pub const CALENDAR_SYNC_EMPLOYEE: &str = Topic::CalendarSyncEmployee.as_str();
+pub const BETEILIGTE_SYNC_CHECK: &str = Topic::BeteiligteSyncCheck.as_str();
+pub const BETEILIGTE_CREATE: &str = Topic::BeteiligteCreate.as_str();
+pub const BETEILIGTE_UPDATE: &str = Topic::BeteiligteUpdate.as_str();
+pub const BETEILIGTE_DELETE: &str = Topic::BeteiligteDelete.as_str();
+pub const LEAD_RECEIVED: &str = Topic::LeadVermieterheldenReceived.as_str();
+pub const CALL_REPORTED: &str = Topic::TelephonyCallReported.as_str();
+
+/// Every production topic, in the order `queue stats` lists them (the catalogue's order).
+pub const KNOWN_TOPICS: &[&str] = Topic::NAMES;
 
 /// Classifies a topic name; `None` for names that are not topics at all.
 pub fn kind(topic: &str) -> Option<TopicKind> {
-    match topic {
-        CALENDAR_SYNC_ALL | CALENDAR_SYNC_EMPLOYEE | BETEILIGTE_SYNC_CHECK => {
-            Some(TopicKind::Internal)
-        }
-        LEAD_RECEIVED | CALL_REPORTED => Some(TopicKind::SingleObject),
-        t if KNOWN_TOPICS.contains(&t) && t.starts_with("vmh.") => Some(TopicKind::EspoBatch),
-        t if is_test_topic(t) => Some(TopicKind::Test),
-        _ => None,
+    match topic.parse::<Topic>() {
+        Ok(t) => Some(t.kind().into()),
+        Err(_) if is_test_topic(topic) => Some(TopicKind::Test),
+        Err(_) => None,
     }
 }
 
@@ -84,9 +79,23 @@ mod tests {
             Some(TopicKind::SingleObject)
         );
         assert_eq!(kind("test.record"), Some(TopicKind::Test));
+        assert_eq!(
+            kind("leads.vermieterhelden.received"),
+            Some(TopicKind::SingleObject)
+        );
         assert_eq!(kind("vmh.unknown.create"), None);
         assert_eq!(kind("test."), None);
         assert!(!valid_entity_id("a b"));
         assert!(valid_entity_id("6745a1b2c3d4e5f60"));
+    }
+
+    /// A topic added to the core catalogue is known to the worker with its kind, nothing more to edit.
+    #[test]
+    fn derives_from_core_catalogue() {
+        assert_eq!(KNOWN_TOPICS.len(), Topic::ALL.len());
+        for t in Topic::ALL {
+            assert!(KNOWN_TOPICS.contains(&t.as_str()));
+            assert_eq!(kind(t.as_str()), Some(t.kind().into()));
+        }
     }
 }

@@ -400,3 +400,40 @@ async fn api_key_never_in_debug_errors_or_logs() {
         assert!(!text.contains(KEY), "key leaked: {text}");
     }
 }
+
+/// Issue 15 item 4: attachments come back byte for byte; one over the limit is a permanent
+/// error naming size and limit; a missing one is `NotFound`.
+#[tokio::test]
+async fn attachments_download_with_a_size_limit() {
+    let fake = fake().await;
+    let client = client_for(&fake, 10);
+    let content: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let id: EspoId = fake
+        .insert_attachment("application/pdf", content.clone())
+        .parse()
+        .expect("id");
+    let got = client
+        .download_attachment(&id, 5000)
+        .await
+        .expect("download");
+    assert_eq!(got.bytes, content);
+    assert_eq!(got.content_type, "application/pdf");
+    let req = fake.controls().last_request().expect("request");
+    assert_eq!(req.path, format!("/api/v1/Attachment/file/{id}"));
+    assert_eq!(req.header("x-api-key"), Some(KEY));
+
+    let err = client
+        .download_attachment(&id, 4999)
+        .await
+        .expect_err("over the limit");
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(text.contains("5000") && text.contains("4999"), "{text}");
+
+    let missing: EspoId = "0123456789abcdef0".parse().expect("id");
+    let err = client
+        .download_attachment(&missing, 5000)
+        .await
+        .expect_err("missing");
+    assert!(err.is_not_found(), "{err:?}");
+}

@@ -1103,3 +1103,53 @@ async fn vermieterhelden_leads_through_kong_reach_espocrm() {
     assert!(r.text().await.unwrap().contains("invalid_json"));
     assert_eq!(espo.all("Lead").len(), 4);
 }
+
+/// Issue 15 item 2: the entity link/unlink hook routes of kong.yaml — a signed `link` delivery
+/// reaches the worker as topic `vmh.entity.link`; the same delivery re-addressed to the
+/// `unlink` path is refused (the link webhook is bound to `link`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_link_hooks_through_kong_carry_their_topic_and_action_binding() {
+    let worker = bitbylaw_fakes::receiver::start_ok().await.unwrap();
+    let adv = advoware::start(advoware::AdvowareConfig::default())
+        .await
+        .unwrap();
+    let hooks = placeholder_hooks();
+    let config = render(&vars(
+        &adv,
+        &worker.base_url(),
+        &hooks,
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ));
+    let gw = Gateway::start(GatewayOptions::new(config)).await.unwrap();
+    let body = json!([{"id": "6745a1b2c3d4e5f60", "entityType": "Raeumungsklage",
+                       "link": "dokumente", "foreignId": "6745a1b2c3d4e5f61"}]);
+    let r = espocrm::send_webhook(
+        &format!("{}/vmh/webhook/entity/link", gw.base_url()),
+        &hooks["ESPOCRM_WEBHOOK_ENTITY_LINK_ID"],
+        &hooks["ESPOCRM_WEBHOOK_ENTITY_LINK_SECRET"],
+        &body,
+        espocrm::SignatureStyle::Current,
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let forwarded = worker.requests();
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(forwarded[0].path, "/events");
+    assert_eq!(
+        forwarded[0].header("x-event-topic"),
+        Some("vmh.entity.link")
+    );
+
+    let r = espocrm::send_webhook(
+        &format!("{}/vmh/webhook/entity/unlink", gw.base_url()),
+        &hooks["ESPOCRM_WEBHOOK_ENTITY_LINK_ID"],
+        &hooks["ESPOCRM_WEBHOOK_ENTITY_LINK_SECRET"],
+        &json!([{"id": "6745a1b2c3d4e5f60"}]),
+        espocrm::SignatureStyle::Current,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(worker.requests().len(), 1, "nothing more forwarded");
+}

@@ -5,7 +5,8 @@
 //! `YYYY-MM-DD HH:mm:ss` UTC, Lead duplicate detection (409 unless `X-Skip-Duplicate-Check`), a
 //! few required-field checks answered in EspoCRM's `validationFailure` shape, and the webhook
 //! registry, and relationships (`POST/GET {Entity}/{id}/{link}`; the links the gateway uses are
-//! known: `TargetList` ↔ `leads`/`contacts`, unknown ones answer 404). Errors carry EspoCRM's
+//! known: `TargetList` ↔ `leads`/`contacts`, unknown ones answer 404), attachments
+//! (`GET Attachment/file/{id}`, stored with [`EspoCrmFake::insert_attachment`]). Errors carry EspoCRM's
 //! `X-Status-Reason` header, mostly with an empty body.
 //!
 //! Webhooks: every create/update/delete (through the API or a test helper) queues events for the
@@ -129,6 +130,8 @@ struct State_ {
     id_counter: u64,
     /// `(entity, id, link)` → related ids.
     links: HashMap<(String, String, String), std::collections::BTreeSet<String>>,
+    /// Attachment id → (content type, bytes), served by `GET Attachment/file/{id}`.
+    attachments: HashMap<String, (String, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -165,6 +168,7 @@ pub async fn start(config: EspoCrmConfig) -> Result<EspoCrmFake, StartError> {
     let router = Router::new()
         .route("/api/v1/Webhook", get(list_webhooks).post(create_webhook))
         .route("/api/v1/Webhook/{id}", delete(delete_webhook))
+        .route("/api/v1/Attachment/file/{id}", get(attachment_file))
         .route("/api/v1/{entity}", get(list).post(create))
         .route(
             "/api/v1/{entity}/{id}",
@@ -289,6 +293,18 @@ impl EspoCrmFake {
     pub fn add_webhook(&self, event: &str, url: &str) -> Webhook {
         let mut state = self.shared.state.lock();
         register_webhook(&mut state, event, url)
+    }
+
+    /// Stores an attachment's bytes as an upload through EspoCRM's UI would; returns its id (put
+    /// it into a record's `<field>Id`). `GET Attachment/file/{id}` streams them back.
+    pub fn insert_attachment(&self, content_type: &str, content: Vec<u8>) -> String {
+        let now = self.clock().now();
+        let mut state = self.shared.state.lock();
+        let id = new_id(&mut state, now);
+        state
+            .attachments
+            .insert(id.clone(), (content_type.to_owned(), content));
+        id
     }
 
     /// Events waiting for delivery to a webhook.
@@ -902,6 +918,24 @@ async fn list(
         })
         .collect();
     json_response(StatusCode::OK, json!({"total": total, "list": page}))
+}
+
+/// `GET Attachment/file/{id}`: the raw bytes with their content type.
+async fn attachment_file(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    require_auth!(shared, headers);
+    match shared.state.lock().attachments.get(&id) {
+        Some((ctype, bytes)) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, ctype.clone())],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => status_reason(StatusCode::NOT_FOUND, "Attachment not found."),
+    }
 }
 
 async fn read(

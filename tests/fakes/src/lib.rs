@@ -13,6 +13,8 @@
 //!   [`espocrm::send_webhook`], which signs like EspoCRM's webhook sender.
 //! - [`vermieterhelden`]: a Standard Webhooks lead sender (with tampering options).
 //! - [`threecx`]: the requests 3CX's CRM template makes (`ReportCall`, contact lookup).
+//! - [`xai`]: xAI Files (inference host) and Collections (management host), each checking its own
+//!   key; multipart order, files, collection membership, PROCESSING → PROCESSED, write counters.
 //! - [`receiver`]: a catch-all server that records requests (a webhook target in sender tests).
 //! - [`redis_server`]: a real `redis-server` on a free port for one test (not a fake: Redis is always real).
 //!
@@ -33,6 +35,7 @@ pub mod redis_server;
 pub mod server;
 pub mod threecx;
 pub mod vermieterhelden;
+pub mod xai;
 
 pub use clock::FakeClock;
 pub use server::{Controls, InjectedFailure, RecordedRequest, RunningServer, StartError};

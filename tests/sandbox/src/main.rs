@@ -175,13 +175,19 @@ async fn main() -> Result<()> {
     // EspoCRM webhooks pointing at the gateway, as an admin would register them.
     let gw_url = format!("http://{}", args.listen);
     let mut vars: HashMap<String, String> = HashMap::new();
-    for entity in ["beteiligte", "bankverbindungen", "document"] {
+    let crud = ["create", "update", "delete"].as_slice();
+    for (entity, actions) in [
+        ("beteiligte", crud),
+        ("bankverbindungen", crud),
+        ("document", crud),
+        ("entity", ["link", "unlink"].as_slice()),
+    ] {
         let espo_entity = match entity {
             "beteiligte" => "CBeteiligte",
             "bankverbindungen" => "CBankverbindungen",
             _ => "CDokumente",
         };
-        for action in ["create", "update", "delete"] {
+        for action in actions {
             let hook = espo.add_webhook(
                 &format!("{espo_entity}.{action}"),
                 &format!("{gw_url}/vmh/webhook/{entity}/{action}"),

@@ -1,6 +1,7 @@
 //! EspoCRM REST client (FACTS §2): `X-Api-Key`, list with typed `where[]` filters, `select` and
 //! paging over all pages, get, create (409 duplicate as a typed error), partial update (`PUT`
-//! with only the changed attributes, as EspoCRM merges it), and in-app notifications.
+//! with only the changed attributes, as EspoCRM merges it), in-app notifications, and attachment
+//! downloads with a size limit.
 //!
 //! # Errors
 //!
@@ -73,6 +74,12 @@ pub enum EspoCrmError {
     /// A success answer whose body is not what we expect.
     #[error("unexpected EspoCRM answer on {path}: {message}")]
     Decode { path: String, message: String },
+    /// An attachment over the caller's limit (xAI takes ~48 MB at most); `size` is the announced
+    /// length, or how far the download got when it stopped.
+    #[error(
+        "EspoCRM attachment {path} has at least {size} bytes, over the limit of {limit} bytes"
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
 }
 
 impl EspoCrmError {
@@ -84,7 +91,8 @@ impl EspoCrmError {
             Self::NotFound { .. }
             | Self::Duplicate { .. }
             | Self::Config(_)
-            | Self::Decode { .. } => false,
+            | Self::Decode { .. }
+            | Self::TooLarge { .. } => false,
         }
     }
 
@@ -366,6 +374,13 @@ pub struct NewNotification {
     pub data: Option<Value>,
 }
 
+/// An attachment's content as `GET Attachment/file/{id}` returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client
 
@@ -514,6 +529,68 @@ impl EspoCrmClient {
         let body = encode(&path, &serde_json::json!({ "id": foreign_id.as_str() }))?;
         let _: Value = self.call(Verb::Post, &path, &[], Some(body), false).await?;
         Ok(())
+    }
+
+    /// `GET Attachment/file/{id}`: the attachment's bytes and content type, read chunk by chunk
+    /// and abandoned as soon as they exceed `max_bytes` (or the announced length does), so an
+    /// oversized file never sits in memory whole.
+    pub async fn download_attachment(
+        &self,
+        id: &EspoId,
+        max_bytes: u64,
+    ) -> Result<Attachment, EspoCrmError> {
+        let path = format!("Attachment/file/{id}");
+        let url = self
+            .settings
+            .api_base_url
+            .join(&path)
+            .map_err(|e| EspoCrmError::Config(format!("bad path {path:?}: {e}")))?;
+        let transport = |e: reqwest::Error| EspoCrmError::Transport {
+            path: path.clone(),
+            message: e.without_url().to_string(),
+        };
+        let mut resp = self
+            .http
+            .get(url)
+            .header("X-Api-Key", self.settings.api_key.expose())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        debug!(path, status, "EspoCRM answered");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        if !(200..300).contains(&status) {
+            let (retry_after, reason) = (header("retry-after"), header("x-status-reason"));
+            let bytes = resp.bytes().await.map_err(transport)?;
+            return Err(error_for(&path, status, retry_after, reason, &bytes));
+        }
+        let content_type =
+            header("content-type").unwrap_or_else(|| "application/octet-stream".into());
+        let too_large = |size: u64| EspoCrmError::TooLarge {
+            path: path.clone(),
+            size,
+            limit: max_bytes,
+        };
+        if let Some(announced) = resp.content_length().filter(|n| *n > max_bytes) {
+            return Err(too_large(announced));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            let size = u64::try_from(bytes.len() + chunk.len()).unwrap_or(u64::MAX);
+            if size > max_bytes {
+                return Err(too_large(size));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Attachment {
+            content_type,
+            bytes,
+        })
     }
 
     async fn call<T: DeserializeOwned>(

@@ -8,8 +8,11 @@
 //! - [`google`]: Google Calendar through `google-calendar3`, service-account auth, the shared
 //!   request budget of [`crate::ratelimit`].
 //! - [`http`]: the production HTTP transport (reqwest + rustls).
+//! - [`xai`]: xAI Files (inference host and key) and Collections (management host and key) —
+//!   multipart upload with a size limit, collection membership, 429 with `Retry-After`.
 
 pub mod advoware;
 pub mod espocrm;
 pub mod google;
 pub mod http;
+pub mod xai;

@@ -4,10 +4,12 @@
 //! - [`beteiligte`]: EspoCRM `CBeteiligte` ↔ Advoware Beteiligte (master data).
 //! - [`leads`]: Vermieterhelden form submissions → EspoCRM leads (validation, enrichment).
 //! - [`telephony`]: 3CX `ReportCall` bodies → EspoCRM `Call`/`Task` (validation, idempotency key).
+//! - [`documents`]: EspoCRM `CDokumente` → xAI collections (statuses, content hash, the sync decision).
 //! - [`contact`]: the phone (E.164) and e-mail normaliser every sync shares.
 
 pub mod beteiligte;
 pub mod calendar;
 pub mod contact;
+pub mod documents;
 pub mod leads;
 pub mod telephony;

@@ -314,6 +314,22 @@ async fn espo_batch_with_unusable_entries_queues_the_rest_and_reports_them() {
     assert_eq!(xlen(&redis, "vmh.beteiligte.create").await, 0);
 }
 
+/// Issue 15: the entity link hooks' topics come from the core catalogue and are EspoCRM
+/// batches at intake — one job per entity in the body.
+#[tokio::test]
+async fn entity_link_topics_are_accepted_as_espocrm_batches() {
+    let redis = RedisServer::start(false);
+    let w = Worker::spawn(&redis.url(), &[], &["--no-consumers"]);
+    for topic in ["vmh.entity.link", "vmh.entity.unlink"] {
+        let (s, v) = post_event(&w.base, topic, br#"[{"id":"case1"},{"id":"case2"}]"#).await;
+        assert_eq!(s, 202, "{topic}: {v}");
+        assert_eq!(v["jobs"].as_array().map(Vec::len), Some(2), "{v}");
+        assert_eq!(xlen(&redis, topic).await, 2);
+    }
+    let (s, _) = post_event(&w.base, "vmh.entity.relink", br#"[{"id":"case1"}]"#).await;
+    assert!((400..500).contains(&s), "unknown topic refused: {s}");
+}
+
 #[tokio::test]
 async fn concurrent_events_for_one_entity_make_one_job() {
     let redis = RedisServer::start(false);

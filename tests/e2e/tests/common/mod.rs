@@ -65,8 +65,15 @@ pub fn vars(
 
 pub fn placeholder_hooks() -> HashMap<String, String> {
     let mut m = HashMap::new();
-    for entity in ["BETEILIGTE", "BANKVERBINDUNGEN", "DOCUMENT"] {
-        for action in ["CREATE", "UPDATE", "DELETE"] {
+    let crud = ["CREATE", "UPDATE", "DELETE"].as_slice();
+    let links = ["LINK", "UNLINK"].as_slice();
+    for (entity, actions) in [
+        ("BETEILIGTE", crud),
+        ("BANKVERBINDUNGEN", crud),
+        ("DOCUMENT", crud),
+        ("ENTITY", links),
+    ] {
+        for action in actions {
             m.insert(
                 format!("ESPOCRM_WEBHOOK_{entity}_{action}_ID"),
                 format!("{entity}{action}id").to_lowercase(),
@@ -93,12 +100,15 @@ pub fn render(vars: &HashMap<String, String>) -> kong_config::model::KongConfig 
 
 pub fn espo_hooks(espo: &espocrm::EspoCrmFake, gw_url: &str) -> HashMap<String, String> {
     let mut hooks = HashMap::new();
-    for (entity, espo_entity) in [
-        ("BETEILIGTE", "CBeteiligte"),
-        ("BANKVERBINDUNGEN", "CBankverbindungen"),
-        ("DOCUMENT", "CDokumente"),
+    let crud = ["create", "update", "delete"].as_slice();
+    for (entity, espo_entity, actions) in [
+        ("BETEILIGTE", "CBeteiligte", crud),
+        ("BANKVERBINDUNGEN", "CBankverbindungen", crud),
+        ("DOCUMENT", "CDokumente", crud),
+        // The seeds' custom link hook: registered like the others so its id and secret exist.
+        ("ENTITY", "CDokumente", ["link", "unlink"].as_slice()),
     ] {
-        for action in ["create", "update", "delete"] {
+        for action in actions {
             let hook = espo.add_webhook(
                 &format!("{espo_entity}.{action}"),
                 &format!("{gw_url}/vmh/webhook/{}/{action}", entity.to_lowercase()),
