@@ -88,11 +88,77 @@ where
 /// not configured fails its jobs permanently with a message saying so.
 #[derive(Default)]
 pub struct Clients {
-    /// Advoware and Google Calendar for the calendar sync, set once built (they need Redis),
-    /// or the reason they cannot be.
-    pub calendar: Arc<tokio::sync::OnceCell<Result<calendar::CalendarSides, String>>>,
-    /// EspoCRM and Advoware for the Beteiligte sync, likewise.
-    pub beteiligte: Arc<tokio::sync::OnceCell<Result<beteiligte::BeteiligteSides, String>>>,
+    /// Advoware and Google Calendar for the calendar sync.
+    pub calendar: ClientSlot<calendar::CalendarSides>,
+    /// EspoCRM and Advoware for the Beteiligte sync.
+    pub beteiligte: ClientSlot<beteiligte::BeteiligteSides>,
+}
+
+/// A sync's clients, set once built in the background (they need Redis), or the reason they
+/// cannot be built (free of secrets).
+pub type ClientSlot<T> = Arc<tokio::sync::OnceCell<Result<T, String>>>;
+
+/// Why one attempt to build a sync's clients did not succeed.
+#[derive(Debug)]
+pub enum BuildAttempt {
+    /// Redis is not reachable yet: worth waiting for.
+    WaitForRedis(String),
+    /// The configuration cannot work: final, reported by `/ready` and to every job.
+    Failed(String),
+}
+
+/// Builds a sync's clients (`what`, e.g. "calendar sync") in the background: retries while Redis
+/// is unreachable (0.5 s doubling to 30 s), then fills `slot` and reports each state through
+/// `report` (for `/ready`). One loop for every sync, so they all start and fail alike.
+pub fn spawn_client_build<T, F, Fut>(
+    what: &'static str,
+    slot: ClientSlot<T>,
+    report: impl Fn(crate::ops::health::ClientsState) + Send + 'static,
+    mut build: F,
+) where
+    T: Send + Sync + 'static,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, BuildAttempt>> + Send,
+{
+    use crate::ops::health::ClientsState;
+    report(ClientsState::Starting);
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match build().await {
+                Ok(sides) => {
+                    let _ = slot.set(Ok(sides));
+                    report(ClientsState::Ready);
+                    tracing::info!("{what} clients ready");
+                    return;
+                }
+                Err(BuildAttempt::WaitForRedis(e)) => {
+                    tracing::warn!(error = %e, "{what} clients wait for Redis");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(BuildAttempt::Failed(e)) => {
+                    tracing::error!(error = %e, "{what} clients cannot be built");
+                    report(ClientsState::Failed(e.clone()));
+                    let _ = slot.set(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// A handler's view of its sync's clients: still starting → retryable, failed → permanent.
+pub fn built_clients<'a, T>(slot: &'a ClientSlot<T>, what: &str) -> Result<&'a T, HandlerError> {
+    match slot.get() {
+        Some(Ok(sides)) => Ok(sides),
+        Some(Err(problem)) => Err(HandlerError::Permanent(format!(
+            "{what} clients could not be built: {problem}"
+        ))),
+        None => Err(HandlerError::retryable(format!(
+            "{what} clients are still starting (waiting for Redis)"
+        ))),
+    }
 }
 
 impl std::fmt::Debug for Clients {

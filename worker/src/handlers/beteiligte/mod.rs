@@ -84,15 +84,7 @@ fn check_boxed<'a>(ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerRe
 }
 
 fn sides(ctx: &JobContext) -> Result<&BeteiligteSides, HandlerError> {
-    match ctx.clients.beteiligte.get() {
-        Some(Ok(sides)) => Ok(sides),
-        Some(Err(problem)) => Err(HandlerError::Permanent(format!(
-            "Beteiligte sync clients could not be built: {problem}"
-        ))),
-        None => Err(HandlerError::retryable(
-            "Beteiligte sync clients are still starting (waiting for Redis)",
-        )),
-    }
+    super::built_clients(&ctx.clients.beteiligte, "Beteiligte sync")
 }
 
 /// Why the Beteiligte clients could not be built.
@@ -138,35 +130,23 @@ pub async fn build_sides(
 pub fn spawn_build(
     config: Arc<Config>,
     queue: crate::queue::Queue,
-    slot: Arc<tokio::sync::OnceCell<Result<BeteiligteSides, String>>>,
+    slot: super::ClientSlot<BeteiligteSides>,
     health: Arc<crate::ops::health::Health>,
 ) {
-    use crate::ops::health::ClientsState;
-    health.set_beteiligte(ClientsState::Starting);
-    tokio::spawn(async move {
-        let mut delay = std::time::Duration::from_millis(500);
-        loop {
-            match build_sides(&config, &queue).await {
-                Ok(sides) => {
-                    let _ = slot.set(Ok(sides));
-                    health.set_beteiligte(ClientsState::Ready);
-                    tracing::info!("Beteiligte sync clients ready");
-                    return;
-                }
-                Err(BuildError::Redis(e)) => {
-                    warn!(error = %e, "Beteiligte sync clients wait for Redis");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "Beteiligte sync clients cannot be built");
-                    health.set_beteiligte(ClientsState::Failed(e.to_string()));
-                    let _ = slot.set(Err(e.to_string()));
-                    return;
-                }
+    super::spawn_client_build(
+        "Beteiligte sync",
+        slot,
+        move |state| health.set_beteiligte(state),
+        move || {
+            let (config, queue) = (config.clone(), queue.clone());
+            async move {
+                build_sides(&config, &queue).await.map_err(|e| match e {
+                    BuildError::Redis(e) => super::BuildAttempt::WaitForRedis(e),
+                    e => super::BuildAttempt::Failed(e.to_string()),
+                })
             }
-        }
-    });
+        },
+    );
 }
 
 /// The queue's view of a failed run.

@@ -62,15 +62,7 @@ fn all_boxed<'a>(ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResu
 }
 
 fn sides(ctx: &JobContext) -> Result<&CalendarSides, HandlerError> {
-    match ctx.clients.calendar.get() {
-        Some(Ok(sides)) => Ok(sides),
-        Some(Err(problem)) => Err(HandlerError::Permanent(format!(
-            "calendar sync clients could not be built: {problem}"
-        ))),
-        None => Err(HandlerError::retryable(
-            "calendar sync clients are still starting (waiting for Redis)",
-        )),
-    }
+    super::built_clients(&ctx.clients.calendar, "calendar sync")
 }
 
 /// Why the calendar clients could not be built.
@@ -130,36 +122,27 @@ pub async fn build_sides(
 pub fn spawn_build(
     config: Arc<Config>,
     queue: crate::queue::Queue,
-    slot: Arc<tokio::sync::OnceCell<Result<CalendarSides, String>>>,
+    slot: super::ClientSlot<CalendarSides>,
     health: Arc<crate::ops::health::Health>,
     metrics: Arc<crate::ops::metrics::Metrics>,
 ) {
-    use crate::ops::health::ClientsState;
-    health.set_calendar(ClientsState::Starting);
-    tokio::spawn(async move {
-        let mut delay = std::time::Duration::from_millis(500);
-        loop {
-            match build_sides(&config, &queue, Some(&metrics)).await {
-                Ok(sides) => {
-                    let _ = slot.set(Ok(sides));
-                    health.set_calendar(ClientsState::Ready);
-                    tracing::info!("calendar sync clients ready");
-                    return;
-                }
-                Err(BuildError::Redis(e)) => {
-                    warn!(error = %e, "calendar sync clients wait for Redis");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "calendar sync clients cannot be built");
-                    health.set_calendar(ClientsState::Failed(e.to_string()));
-                    let _ = slot.set(Err(e.to_string()));
-                    return;
-                }
+    super::spawn_client_build(
+        "calendar sync",
+        slot,
+        move |state| health.set_calendar(state),
+        move || {
+            let (config, queue) = (config.clone(), queue.clone());
+            let metrics = metrics.clone();
+            async move {
+                build_sides(&config, &queue, Some(&metrics))
+                    .await
+                    .map_err(|e| match e {
+                        BuildError::Redis(e) => super::BuildAttempt::WaitForRedis(e),
+                        e => super::BuildAttempt::Failed(e.to_string()),
+                    })
             }
-        }
-    });
+        },
+    );
 }
 
 /// Today in Europe/Berlin.
