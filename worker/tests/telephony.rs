@@ -15,13 +15,11 @@ use bitbylaw_worker::config::{EspoCrmSettings, Secret, ThreeCxSettings};
 use bitbylaw_worker::handlers::leads::store::LeadStore;
 use bitbylaw_worker::handlers::telephony::journal::{Journal, Outcome};
 use bitbylaw_worker::handlers::telephony::lookup;
+use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
 use bitbylaw_worker::keys;
 use bitbylaw_worker::sync::contact::Region;
 use bitbylaw_worker::sync::telephony::parse;
-use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
-use common::{
-    gateway_request, now_secs, signed_lookup, wait_for, RedisServer, Worker, SECRET,
-};
+use common::{gateway_request, now_secs, signed_lookup, wait_for, RedisServer, Worker, SECRET};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::AsyncCommands as _;
 use serde_json::{json, Value};

@@ -22,9 +22,9 @@ use tracing::debug;
 
 use super::signature::{verify_forward, LOOKUP_TOPIC};
 use super::AppState;
-use crate::error::ApiError;
 use crate::clients::espocrm::{ClientSettings, EspoCrmClient};
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::handlers::telephony::lookup::{answer, empty_answer, index_get, index_put, ui_base};
 use crate::handlers::telephony::matching::{find_person, Found};
 use crate::sync::contact::{normalize_phone, Region};

@@ -288,7 +288,23 @@ pub fn gateway_request(
 
 /// `GET {base}/3cx/lookup?phone=…` as Kong's `webhook_guard` (verify-only) forwards it: signed
 /// under `topic` over the request target (path and query) with `secret`.
-pub fn signed_lookup(base: &str, phone: &str, topic: &str, secret: &str) -> reqwest::RequestBuilder {
+pub fn signed_lookup(
+    base: &str,
+    phone: &str,
+    topic: &str,
+    secret: &str,
+) -> reqwest::RequestBuilder {
+    signed_lookup_on(&client(), base, phone, topic, secret)
+}
+
+/// [`signed_lookup`] on a given client (benches reuse one).
+pub fn signed_lookup_on(
+    http: &reqwest::Client,
+    base: &str,
+    phone: &str,
+    topic: &str,
+    secret: &str,
+) -> reqwest::RequestBuilder {
     let url = reqwest::Url::parse_with_params(&format!("{base}/3cx/lookup"), &[("phone", phone)])
         .unwrap();
     let target = format!("{}?{}", url.path(), url.query().unwrap_or_default());
@@ -302,8 +318,7 @@ pub fn signed_lookup(base: &str, phone: &str, topic: &str, secret: &str) -> reqw
         target.as_bytes(),
     )
     .unwrap();
-    client()
-        .get(url)
+    http.get(url)
         .header("x-event-topic", topic)
         .header("x-event-id", event_id)
         .header("x-received-at", at.to_string())
