@@ -81,9 +81,13 @@ async fn threecx_lookup_and_report_call_through_kong() {
     assert_eq!(r.status(), 401);
     // The worker itself refuses a lookup that did not come through the filter (unsigned), even
     // with the 3CX key: the personal data is only answered to signed forwards.
-    let r = threecx::lookup(&format!("{worker_url}/3cx/lookup"), THREECX_KEY, "0511 12345")
-        .await
-        .unwrap();
+    let r = threecx::lookup(
+        &format!("{worker_url}/3cx/lookup"),
+        THREECX_KEY,
+        "0511 12345",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 401);
 
     let call: Value = serde_json::from_str(

@@ -968,7 +968,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.mode, Mode::VerifyOnly);
-        assert_eq!(c.topic.as_ref().map(|t| t.template.as_str()), Some("threecx.lookup"));
+        assert_eq!(
+            c.topic.as_ref().map(|t| t.template.as_str()),
+            Some("threecx.lookup")
+        );
         let err = parse(
             json!({"route": "lookup", "mode": "verify-only", "scheme": "shared-token",
             "token_header": "x-api-key", "secrets": ["t"]}),
