@@ -17,7 +17,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bitbylaw_fakes::espocrm::{self, EspoCrmConfig};
-use common::{gateway_request, now_secs, RedisServer, Worker, SECRET};
+use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
+use common::{gateway_request, now_secs, signed_lookup_on, RedisServer, Worker, SECRET};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -38,8 +39,8 @@ fn number(i: usize) -> String {
 }
 
 async fn lookup(http: &reqwest::Client, base: &str, phone: &str) -> Value {
-    http.get(format!("{base}/3cx/lookup"))
-        .query(&[("phone", phone)])
+    // Signed like Kong's filter forwards it (the worker refuses unsigned lookups).
+    signed_lookup_on(http, base, phone, LOOKUP_TOPIC, SECRET)
         .send()
         .await
         .unwrap()

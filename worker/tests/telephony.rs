@@ -15,10 +15,11 @@ use bitbylaw_worker::config::{EspoCrmSettings, Secret, ThreeCxSettings};
 use bitbylaw_worker::handlers::leads::store::LeadStore;
 use bitbylaw_worker::handlers::telephony::journal::{Journal, Outcome};
 use bitbylaw_worker::handlers::telephony::lookup;
+use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
 use bitbylaw_worker::keys;
 use bitbylaw_worker::sync::contact::Region;
 use bitbylaw_worker::sync::telephony::parse;
-use common::{gateway_request, now_secs, wait_for, RedisServer, Worker, SECRET};
+use common::{gateway_request, now_secs, signed_lookup, wait_for, RedisServer, Worker, SECRET};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::AsyncCommands as _;
 use serde_json::{json, Value};
@@ -310,14 +311,76 @@ async fn reports_through_the_worker_and_bad_bodies_to_the_dead_letter_stream() {
 }
 
 async fn lookup_json(base: &str, phone: &str) -> Value {
-    let r = reqwest::Client::new()
-        .get(format!("{base}/3cx/lookup"))
-        .query(&[("phone", phone)])
+    let r = signed_lookup(base, phone, LOOKUP_TOPIC, SECRET)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{phone}");
     r.json().await.unwrap()
+}
+
+/// Issue 14: the lookup answers personal data, so only a forward signed by Kong's filter (topic
+/// `threecx.lookup`, over path and query) is served: unsigned, wrongly signed, signed for another
+/// number or topic, or with a repeated gateway header → 401 and EspoCRM is never asked.
+#[tokio::test]
+async fn unsigned_or_wrongly_signed_lookup_is_401_and_looks_nothing_up() {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    let contact = fake
+        .insert(
+            "Contact",
+            json!({"firstName": "Max", "lastName": "Geheimkontakt", "phoneNumber": "+49301234567"}),
+        )
+        .unwrap();
+    let api = fake.api_url();
+    let key = fake.config().api_key.clone();
+    let w = Worker::spawn(
+        &redis.url(),
+        &[("ESPOCRM_API_BASE_URL", &api), ("ESPOCRM_API_KEY", &key)],
+        &[],
+    );
+    let phone = "+49301234567";
+    let unsigned = reqwest::Client::new()
+        .get(format!("{}/3cx/lookup", w.base))
+        .query(&[("phone", phone)]);
+    // Signed for another number, then sent with this one.
+    let other = signed_lookup(&w.base, "+49407654321", LOOKUP_TOPIC, SECRET)
+        .build()
+        .unwrap();
+    let swapped = reqwest::Client::new()
+        .get(format!("{}/3cx/lookup", w.base))
+        .query(&[("phone", phone)])
+        .headers(other.headers().clone());
+    let cases = [
+        ("unsigned", unsigned),
+        (
+            "wrong secret",
+            signed_lookup(&w.base, phone, LOOKUP_TOPIC, "another-secret-0123456789"),
+        ),
+        (
+            "event topic",
+            signed_lookup(&w.base, phone, "telephony.call.reported", SECRET),
+        ),
+        ("other number", swapped),
+        (
+            "repeated signature",
+            signed_lookup(&w.base, phone, LOOKUP_TOPIC, SECRET)
+                .header("x-gateway-signature", "v1=00"),
+        ),
+    ];
+    for (what, req) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized", "{what}: {body}");
+        assert!(!body.to_string().contains("Geheimkontakt"), "{what}");
+    }
+    assert!(
+        fake.controls().requests().is_empty(),
+        "nothing looked up for a refused request"
+    );
+    let ok = lookup_json(&w.base, phone).await;
+    assert_eq!(ok["contacts"][0]["EntityId"], contact["id"], "{ok}");
 }
 
 /// The lookup through the worker binary: every number format finds the record, Contact wins

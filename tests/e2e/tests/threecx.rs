@@ -1,6 +1,7 @@
 //! 3CX through the repository's kong.yaml in gateway mode, the real worker and real Redis, with
 //! the fake EspoCRM: the CRM template's lookup with the key answers the Contact, without or with
-//! a wrong key the edge answers 401 (the worker never sees it); a `ReportCall` becomes one
+//! a wrong key the edge answers 401 (the worker never sees it), and the worker answers 401 to a
+//! lookup that bypasses the gateway (no gateway signature); a `ReportCall` becomes one
 //! EspoCRM Call on the matched Contact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -77,6 +78,16 @@ async fn threecx_lookup_and_report_call_through_kong() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 401);
+    // The worker itself refuses a lookup that did not come through the filter (unsigned), even
+    // with the 3CX key: the personal data is only answered to signed forwards.
+    let r = threecx::lookup(
+        &format!("{worker_url}/3cx/lookup"),
+        THREECX_KEY,
+        "0511 12345",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 401);
 
     let call: Value = serde_json::from_str(

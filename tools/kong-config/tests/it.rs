@@ -492,6 +492,30 @@ fn repository_template_renders_and_validates() -> TestResult {
     Ok(())
 }
 
+/// Issue 14: the 3CX lookup route (verify-only) must sign its forwards, so a kong.yaml whose
+/// lookup filter lacks `gateway_secret` or `topic` fails validation before deploy.
+#[test]
+fn repository_template_lookup_route_needs_gateway_secret_and_topic() -> TestResult {
+    let edited = validate_repository_template(&|t| {
+        let start = t.find("route: threecx_lookup").unwrap_or(0);
+        let (head, tail) = t.split_at(start);
+        let tail = tail
+            .replacen("                  topic: threecx.lookup\n", "", 1)
+            .replacen(
+                "                  gateway_secret: ${GATEWAY_SIGNING_SECRET}\n",
+                "",
+                1,
+            );
+        format!("{head}{tail}")
+    })?;
+    let problems = edited.err().unwrap_or_default();
+    let text = all_text(&problems);
+    let at = "routes[threecx-lookup].filter_chains[0].filters[webhook_guard]";
+    assert!(has(&problems, at, "gateway_secret"), "{text}");
+    assert!(has(&problems, at, "topic"), "{text}");
+    Ok(())
+}
+
 /// Issue 16 item 1: every EspoCRM webhook in kong.yaml is bound to the action of its route
 /// path; a binding the route cannot reach, or a route path left unbound, fails `check`/`render`.
 #[test]

@@ -60,8 +60,9 @@ pub enum Mode {
     /// A webhook event: body required, verified, checked, deduplicated and
     /// forwarded to the worker with the gateway headers.
     Event,
-    /// Credentials only (the 3CX contact-lookup GET): the request passes
-    /// unchanged apart from the removed credential.
+    /// Credentials only (the 3CX contact-lookup GET, no body): the request
+    /// passes with the credential removed and gateway headers added, signed
+    /// under the route's fixed `topic` over the forwarded path and query.
     VerifyOnly,
 }
 
@@ -196,13 +197,14 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Required media type (lowercase, without parameters); `None` = any.
     pub content_type: Option<String>,
-    /// `Some` in event mode.
+    /// Always `Some` once parsed; verify-only: the fixed pseudo-topic its
+    /// forwards are signed under (e.g. `threecx.lookup`).
     pub topic: Option<TopicRule>,
     pub payload: Payload,
     /// 0 = edge dedup off.
     pub dedup_window_secs: u64,
     pub dedup_slots: u32,
-    /// `Some` in event mode.
+    /// Always `Some` once parsed (both modes sign their forwards).
     pub gateway_secret: Option<Secret>,
     /// The upstream path (event mode: always set).
     pub forward_path: Option<String>,
@@ -411,11 +413,17 @@ fn parse_object(obj: &Map<String, Value>, p: &mut Problems) -> Option<Config> {
             p.add("topic is required for event routes");
             None
         }
-        (Mode::VerifyOnly, Some(_)) => {
-            p.add("topic is only allowed on event routes");
+        // Verify-only forwards are signed under one fixed pseudo-topic, which keeps
+        // their signatures apart from event signatures (and the worker knows it).
+        (Mode::VerifyOnly, Some(t)) if has_placeholders(t) => {
+            p.add("topic of a verify-only route must be fixed (no placeholders)");
             None
         }
-        (Mode::VerifyOnly, None) => None,
+        (Mode::VerifyOnly, Some(t)) => check_topic(t, None, p),
+        (Mode::VerifyOnly, None) => {
+            p.add("topic is required (verify-only: the fixed topic the forward is signed under)");
+            None
+        }
         (Mode::Event, Some(t)) => check_topic(t, path_pattern, p),
     };
     if mode == Mode::VerifyOnly && path_pattern.is_some() {
@@ -452,25 +460,19 @@ fn parse_object(obj: &Map<String, Value>, p: &mut Problems) -> Option<Config> {
         p.add("dedup_window_secs is only allowed on event routes");
     }
 
-    let gateway_secret = match (mode, get_str(obj, "gateway_secret", p)) {
-        (Mode::Event, Some(s)) if s.len() >= MIN_GATEWAY_SECRET_LEN => {
-            Some(Secret(s.as_bytes().to_vec()))
-        }
-        (Mode::Event, Some(_)) => {
+    // Both modes sign what they forward: the worker trusts nothing unsigned.
+    let gateway_secret = match get_str(obj, "gateway_secret", p) {
+        Some(s) if s.len() >= MIN_GATEWAY_SECRET_LEN => Some(Secret(s.as_bytes().to_vec())),
+        Some(_) => {
             p.add(format!(
                 "gateway_secret must be at least {MIN_GATEWAY_SECRET_LEN} bytes"
             ));
             None
         }
-        (Mode::Event, None) => {
-            p.add("gateway_secret is required for event routes");
+        None => {
+            p.add("gateway_secret is required");
             None
         }
-        (Mode::VerifyOnly, Some(_)) => {
-            p.add("gateway_secret is only allowed on event routes");
-            None
-        }
-        (Mode::VerifyOnly, None) => None,
     };
 
     let forward_path = match get_str(obj, "forward_path", p) {
@@ -961,10 +963,23 @@ mod tests {
         }
         let c = parse(
             json!({"route": "lookup", "mode": "verify-only", "scheme": "shared-token",
-            "token_header": "x-api-key", "secrets": ["t"]}),
+            "token_header": "x-api-key", "secrets": ["t"], "topic": "threecx.lookup",
+            "gateway_secret": "0123456789abcdef"}),
         )
         .unwrap();
         assert_eq!(c.mode, Mode::VerifyOnly);
+        assert_eq!(
+            c.topic.as_ref().map(|t| t.template.as_str()),
+            Some("threecx.lookup")
+        );
+        let err = parse(
+            json!({"route": "lookup", "mode": "verify-only", "scheme": "shared-token",
+            "token_header": "x-api-key", "secrets": ["t"]}),
+        )
+        .unwrap_err()
+        .join(";");
+        assert!(err.contains("gateway_secret is required"), "{err}");
+        assert!(err.contains("topic is required"), "{err}");
         assert_eq!(c.content_type, None);
         assert_eq!(c.forward_path, None);
         let err = parse(

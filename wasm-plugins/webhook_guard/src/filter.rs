@@ -19,7 +19,12 @@
 //! 3. `on_http_response_headers`: a 2xx from the worker marks the event as
 //!    seen in the dedup memory.
 //!
-//! In verify-only mode only the credential is checked and removed.
+//! In verify-only mode (no body) the credential is checked and removed in
+//! `on_http_request_headers`, and the forward gets `X-Event-Topic` (the
+//! route's fixed topic), `X-Event-Id`, `X-Received-At` and
+//! `X-Gateway-Signature` signed with [`sign_gateway_event`] over that topic
+//! and, as body, the forwarded path and query (so the looked-up number is
+//! covered); the upstream path is set to exactly those bytes.
 
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -357,12 +362,12 @@ impl Guard {
         )
     }
 
-    /// Keeps every sender credential away from the upstream. In event mode
-    /// the gateway headers are then set in place ([`set_req_header`]); in
-    /// verify-only mode nothing sets them, so a client's values are blanked too.
+    /// Keeps every sender credential away from the upstream. The gateway
+    /// headers are then set in place ([`set_req_header`]); verify-only sets
+    /// no dedup key, so a client's value of that one is blanked too.
     fn strip_credentials(cfg: &Config) {
         let gateway: &[&str] = match cfg.mode {
-            Mode::VerifyOnly => &GATEWAY_HEADERS,
+            Mode::VerifyOnly => &[HEADER_DEDUP_KEY],
             Mode::Event => &[],
         };
         for h in credential_headers(cfg)
@@ -456,19 +461,26 @@ impl Guard {
             ) {
                 return self.reject_signature(&e);
             }
+            // The signed "body" is the path and query exactly as forwarded.
+            let base = cfg.forward_path.as_deref().unwrap_or(&url_path);
+            let forwarded = Self::path_with_query(base, &self.state.query);
+            let topic = cfg
+                .topic
+                .as_ref()
+                .map(|t| t.template.clone())
+                .unwrap_or_default();
+            let event_id = new_event_id(&cfg.route);
+            let now = now_unix();
+            let signature = match self.sign(cfg, &topic, &event_id, now, forwarded.as_bytes()) {
+                Ok(s) => s,
+                Err(rejected) => return rejected,
+            };
             Self::strip_credentials(cfg);
-            let query_changed = matches!(
-                &cfg.verifier,
-                Verifier::SharedToken {
-                    source: TokenSource::Query(_),
-                    ..
-                }
-            );
-            if cfg.forward_path.is_some() || query_changed {
-                let base = cfg.forward_path.as_deref().unwrap_or(&url_path);
-                let _ =
-                    kong_compat::set_upstream_path(&Self::path_with_query(base, &self.state.query));
-            }
+            let _ = kong_compat::set_upstream_path(&forwarded);
+            set_req_header(HEADER_EVENT_TOPIC, &topic);
+            set_req_header(HEADER_EVENT_ID, &event_id);
+            set_req_header(HEADER_RECEIVED_AT, &now.to_string());
+            set_req_header(HEADER_GATEWAY_SIGNATURE, &signature);
             self.count(Outcome::Accepted);
             self.state.done = true;
             return Action::Continue;
@@ -753,27 +765,9 @@ impl Guard {
             }
             _ => new_event_id(&key),
         };
-        let Some(secret) = cfg.gateway_secret.as_ref() else {
-            return self.reject(
-                500,
-                "internal_error",
-                "gateway misconfigured",
-                Outcome::Malformed,
-                "no gateway secret",
-            );
-        };
-        let signature = match sign_gateway_event(&secret.0, &topic, &event_id, now, &body) {
+        let signature = match self.sign(cfg, &topic, &event_id, now, &body) {
             Ok(s) => s,
-            Err(e) => {
-                let reason = e.code();
-                return self.reject(
-                    500,
-                    "internal_error",
-                    "could not sign the event",
-                    Outcome::Malformed,
-                    reason,
-                );
-            }
+            Err(rejected) => return rejected,
         };
 
         Self::strip_credentials(cfg);
@@ -796,6 +790,35 @@ impl Guard {
         self.state.forwarded = Some((topic, key));
         self.state.done = true;
         Action::Continue
+    }
+
+    /// The `X-Gateway-Signature` of a forward, or the 500 sent instead.
+    fn sign(
+        &mut self,
+        cfg: &Config,
+        topic: &str,
+        event_id: &str,
+        now: u64,
+        body: &[u8],
+    ) -> Result<String, Action> {
+        let Some(secret) = cfg.gateway_secret.as_ref() else {
+            return Err(self.reject(
+                500,
+                "internal_error",
+                "gateway misconfigured",
+                Outcome::Malformed,
+                "no gateway secret",
+            ));
+        };
+        sign_gateway_event(&secret.0, topic, event_id, now, body).map_err(|e| {
+            self.reject(
+                500,
+                "internal_error",
+                "could not sign the event",
+                Outcome::Malformed,
+                e.code(),
+            )
+        })
     }
 
     /// Whether (topic, key) was accepted within the window.

@@ -9,8 +9,6 @@
 //! *after* the enqueue, so a crash in between loses no event (the sender's retry goes through;
 //! coalescing absorbs the rare concurrent twin).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -20,8 +18,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use super::signature::{
-    dedup_key as compute_dedup_key, verify_gateway_event, HEADER_DEDUP_KEY, HEADER_EVENT_ID,
-    HEADER_EVENT_TOPIC, HEADER_GATEWAY_SIGNATURE, HEADER_RECEIVED_AT,
+    dedup_key as compute_dedup_key, header, verify_forward, Forward, HEADER_DEDUP_KEY,
 };
 use super::{read_body, AppState};
 use crate::error::ApiError;
@@ -41,73 +38,15 @@ pub async fn post_events(State(s): State<AppState>, headers: HeaderMap, body: Bo
     }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
 async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let body = read_body(headers, body, s.config.max_body_bytes).await?;
 
-    // Behind Kong a header a filter "removed" can still arrive next to the one it
-    // set (ngx_wasm_module only hides it); the edge refuses repeats, and so do we,
-    // rather than trust whichever value comes first.
-    if let Some(name) = [
-        HEADER_EVENT_TOPIC,
-        HEADER_EVENT_ID,
-        HEADER_RECEIVED_AT,
-        HEADER_GATEWAY_SIGNATURE,
-        HEADER_DEDUP_KEY,
-    ]
-    .into_iter()
-    .find(|name| headers.get_all(*name).iter().nth(1).is_some())
-    {
-        return Err(ApiError::unauthorized(format!(
-            "gateway header {name} sent more than once"
-        )));
-    }
-
-    let (Some(topic), Some(event_id), Some(received_at), Some(signature)) = (
-        header(headers, HEADER_EVENT_TOPIC),
-        header(headers, HEADER_EVENT_ID),
-        header(headers, HEADER_RECEIVED_AT),
-        header(headers, HEADER_GATEWAY_SIGNATURE),
-    ) else {
-        return Err(ApiError::unauthorized(
-            "missing gateway headers (topic, event id, received-at, signature)",
-        ));
-    };
-    let received_at: u64 = received_at
-        .parse()
-        .map_err(|_| ApiError::unauthorized("X-Received-At is not unix seconds"))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let secrets: Vec<&[u8]> = s
-        .config
-        .gateway_secrets
-        .iter()
-        .map(|k| k.expose().as_bytes())
-        .collect();
-    if let Err(reason) = verify_gateway_event(
-        &secrets,
-        signature,
+    let Forward {
         topic,
         event_id,
         received_at,
-        &body,
         now,
-        s.config.signature_tolerance.as_secs(),
-    ) {
-        debug!(%reason, "gateway signature refused");
-        return Err(ApiError::unauthorized(
-            "invalid or expired gateway signature",
-        ));
-    }
+    } = verify_forward(&s.config, headers, &body)?;
 
     // X-Dedup-Key is not covered by the signature; it keys coalescing of leads and calls, so the
     // worker recomputes it from the signed body (canonical JSON, same function as the filter).

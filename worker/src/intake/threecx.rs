@@ -6,21 +6,25 @@
 //! times out on us). No match, an unusable number or an unconfigured EspoCRM all answer the empty
 //! answer with 200: 3CX then shows an unknown caller. The number is never logged above debug.
 //!
-//! Authentication is Kong's: the route's `webhook_guard` (verify-only) checks the 3CX API key and
-//! strips it; verify-only forwards no gateway signature, so the worker relies on being reachable
-//! only through Kong (as for `/health` and `/metrics`).
+//! Authentication: the route's `webhook_guard` (verify-only) checks the 3CX API key, strips it and
+//! signs the forward like an event ([`super::signature::verify_forward`]): topic
+//! [`LOOKUP_TOPIC`], and as body the path and query as forwarded, so the number is covered. A
+//! request without a valid signature is 401 and nothing is looked up (personal data).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tracing::debug;
 
+use super::signature::{verify_forward, LOOKUP_TOPIC};
 use super::AppState;
 use crate::clients::espocrm::{ClientSettings, EspoCrmClient};
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::handlers::telephony::lookup::{answer, empty_answer, index_get, index_put, ui_base};
 use crate::handlers::telephony::matching::{find_person, Found};
 use crate::sync::contact::{normalize_phone, Region};
@@ -87,8 +91,25 @@ pub fn lookup_number(raw: &str, region: Region, dial_prefix: Option<&str>) -> Op
 
 pub async fn get_lookup(
     State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    // The filter signed the request target exactly as it forwarded it.
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let verified = verify_forward(&s.config, &headers, target.as_bytes()).and_then(|f| {
+        if f.topic == LOOKUP_TOPIC {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized(
+                "invalid or expired gateway signature",
+            ))
+        }
+    });
+    if let Err(e) = verified {
+        s.metrics.threecx_lookup("unauthorized");
+        return e.into_response();
+    }
     let settings = &s.config.threecx;
     let searched = q.get("phone").map(String::as_str).unwrap_or_default();
     let Some(number) = lookup_number(

@@ -229,7 +229,7 @@ impl Metrics {
         );
         registry.register(
             "threecx_lookups",
-            "3CX contact lookups by outcome (hit_index, hit_crm, miss, deadline, error, no_crm, unusable_number)",
+            "3CX contact lookups by outcome (hit_index, hit_crm, miss, deadline, error, no_crm, unusable_number, unauthorized)",
             m.threecx_lookups.clone(),
         );
         registry.register(

@@ -285,3 +285,42 @@ pub fn gateway_request(
         .header("x-gateway-signature", sig)
         .body(body.to_vec())
 }
+
+/// `GET {base}/3cx/lookup?phone=…` as Kong's `webhook_guard` (verify-only) forwards it: signed
+/// under `topic` over the request target (path and query) with `secret`.
+pub fn signed_lookup(
+    base: &str,
+    phone: &str,
+    topic: &str,
+    secret: &str,
+) -> reqwest::RequestBuilder {
+    signed_lookup_on(&client(), base, phone, topic, secret)
+}
+
+/// [`signed_lookup`] on a given client (benches reuse one).
+pub fn signed_lookup_on(
+    http: &reqwest::Client,
+    base: &str,
+    phone: &str,
+    topic: &str,
+    secret: &str,
+) -> reqwest::RequestBuilder {
+    let url = reqwest::Url::parse_with_params(&format!("{base}/3cx/lookup"), &[("phone", phone)])
+        .unwrap();
+    let target = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let at = now_secs();
+    let event_id = "lookup-test-1";
+    let sig = bitbylaw_worker::intake::signature::sign_gateway_event(
+        secret.as_bytes(),
+        topic,
+        event_id,
+        at,
+        target.as_bytes(),
+    )
+    .unwrap();
+    http.get(url)
+        .header("x-event-topic", topic)
+        .header("x-event-id", event_id)
+        .header("x-received-at", at.to_string())
+        .header("x-gateway-signature", sig)
+}

@@ -48,7 +48,7 @@ async fn contact_lookup_get_is_verified_and_passed_through() {
     assert_eq!(seen.method, "GET");
     assert_eq!(seen.path, "/3cx/lookup?phone=%2B4951112345");
     assert_eq!(seen.header("x-api-key"), Some(""), "blanked on the wire");
-    assert!(seen.header("x-gateway-signature").is_none());
+    assert_signed_lookup(&seen.path, &seen.headers);
     // wrong and missing key
     for req in [
         HttpRequest::get("/3cx/lookup?phone=1").header("x-api-key", "nope"),
@@ -63,11 +63,38 @@ async fn contact_lookup_get_is_verified_and_passed_through() {
     f.assert_no_secrets_logged();
 }
 
+/// A client's own gateway headers never reach the worker on the lookup
+/// route: the filter's signed values replace them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_lookup_client_gateway_headers_are_replaced() {
+    let f = Fixture::new(lookup_config()).await;
+    let forged = gateway_signature(GATEWAY_SECRET, LOOKUP_TOPIC, "forged-id", "1", b"/x");
+    let req = HttpRequest::get("/3cx/lookup?phone=030123")
+        .header("x-api-key", TOKEN_OLD)
+        .header("x-gateway-signature", &forged)
+        .header("x-event-id", "forged-id")
+        .header("x-received-at", "1")
+        .header("x-dedup-key", "forged");
+    let r = f
+        .host
+        .request(0, &f.chain, req, Upstream::fixed(200, "{}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = r.upstream_request.unwrap();
+    assert_eq!(up.path, "/3cx/lookup?phone=030123");
+    assert_signed_lookup(&up.path, &up.headers);
+    assert_ne!(up.header("x-gateway-signature"), Some(forged.as_str()));
+    assert_ne!(up.header("x-event-id"), Some("forged-id"));
+    f.assert_no_secrets_logged();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_in_query_parameter_is_removed_from_the_path() {
     let cfg = json!({
         "route": "threecx_lookup_q", "mode": "verify-only", "scheme": "shared-token",
-        "token_query": "token", "secrets": [TOKEN_OLD, TOKEN_NEW], "forward_path": "/telephony/lookup"
+        "token_query": "token", "secrets": [TOKEN_OLD, TOKEN_NEW], "forward_path": "/telephony/lookup",
+        "topic": LOOKUP_TOPIC, "gateway_secret": GATEWAY_SECRET
     });
     let f = Fixture::new(cfg).await;
     let req = HttpRequest::get(&format!("/3cx/lookup?phone=0511&token={TOKEN_OLD}&x=1"));
@@ -77,10 +104,9 @@ async fn token_in_query_parameter_is_removed_from_the_path() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.upstream_request.unwrap().path,
-        "/telephony/lookup?phone=0511&x=1"
-    );
+    let up = r.upstream_request.unwrap();
+    assert_eq!(up.path, "/telephony/lookup?phone=0511&x=1");
+    assert_signed_lookup(&up.path, &up.headers);
     // percent-encoded token is decoded before comparing
     let enc = TOKEN_NEW.replace('-', "%2D");
     let r = f
@@ -106,7 +132,8 @@ async fn token_in_query_parameter_is_removed_from_the_path() {
 async fn in_kong_the_token_is_removed_from_the_upstream_uri_too() {
     let cfg = json!({
         "route": "threecx_lookup_k", "mode": "verify-only", "scheme": "shared-token",
-        "token_query": "token", "secrets": [TOKEN_OLD], "forward_path": "/3cx/lookup"
+        "token_query": "token", "secrets": [TOKEN_OLD], "forward_path": "/3cx/lookup",
+        "topic": LOOKUP_TOPIC, "gateway_secret": GATEWAY_SECRET
     });
     let f = Fixture::new(cfg).await;
     let req = HttpRequest::get(&format!("/3cx/lookup?phone=0511&token={TOKEN_OLD}"))
@@ -117,5 +144,7 @@ async fn in_kong_the_token_is_removed_from_the_upstream_uri_too() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_request.unwrap().path, "/3cx/lookup?phone=0511");
+    let up = r.upstream_request.unwrap();
+    assert_eq!(up.path, "/3cx/lookup?phone=0511");
+    assert_signed_lookup(&up.path, &up.headers);
 }

@@ -171,8 +171,42 @@ pub fn lookup_config() -> Value {
         "mode": "verify-only",
         "scheme": "shared-token",
         "token_header": "x-api-key",
-        "secrets": [TOKEN_OLD, TOKEN_NEW]
+        "secrets": [TOKEN_OLD, TOKEN_NEW],
+        "topic": LOOKUP_TOPIC,
+        "gateway_secret": GATEWAY_SECRET
     })
+}
+
+/// The fixed topic verify-only forwards of [`lookup_config`] are signed under.
+pub const LOOKUP_TOPIC: &str = "threecx.lookup";
+
+/// A verify-only forward carries exactly one of each gateway header, signed
+/// over `LOOKUP_TOPIC` and the forwarded path and query; no dedup key.
+pub fn assert_signed_lookup(path: &str, headers: &[(String, String)]) {
+    let one = |h: &str| {
+        let values: Vec<&str> = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(h))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(values.len(), 1, "exactly one {h} upstream: {values:?}");
+        values[0]
+    };
+    assert_eq!(one("x-event-topic"), LOOKUP_TOPIC);
+    let id = one("x-event-id");
+    assert!(is_uuid_v4(id), "{id}");
+    let at = one("x-received-at");
+    assert_eq!(
+        one("x-gateway-signature"),
+        gateway_signature(GATEWAY_SECRET, LOOKUP_TOPIC, id, at, path.as_bytes()),
+        "signature over the forwarded path and query"
+    );
+    assert!(
+        headers
+            .iter()
+            .all(|(k, v)| !k.eq_ignore_ascii_case("x-dedup-key") || v.is_empty()),
+        "no dedup key on a verify-only forward"
+    );
 }
 
 pub fn with(mut base: Value, patch: Value) -> Value {
