@@ -64,6 +64,7 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
         metrics: metrics.clone(),
         health: health.clone(),
         lookup: intake::threecx::LookupService::from_config(&config),
+        outbound: crate::handlers::telephony::outbound::OutboundService::from_config(&config),
     };
     {
         let shutdown = shutdown.clone();

@@ -24,6 +24,8 @@
 //! | `bbl:lead:{webhookId}`               | hash       | Vermieterhelden lead per submission (30 days): `intent` (ms of the first attempt), `record` (`Lead:<id>` / `Contact:<id>` written), `linked`, `followup`, `done` |
 //! | `bbl:call:{key}`                      | hash       | 3CX call journal per reported call (30 days; key = hash of start, end, number, agent): `intent`, `record` (`Call:<id>`), `followup` (task written), `done` |
 //! | `bbl:phone:{e164}`                    | string     | 3CX lookup index: the person the lookup answers for that number (`{entity, record}` JSON: id, names, company, e-mail, phone), 7 days |
+//! | `bbl:3cx:call:{id}`                   | hash       | an outbound call placed through `POST /3cx/call` (1 day): `state` (`placing` before makecall, `placed`, `in_doubt` when 3CX never answered), `extension`, `participant`, `callid`, `lead`, `at_ms` |
+//! | `bbl:3cx:bucket` / `bbl:3cx:backoff`  | hash / string | the outbound-call budget of all workers (`threecx.calls_per_minute`) and the pause after a 3CX 429 |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -105,3 +107,13 @@ pub fn phone(e164: &str) -> String {
 pub fn test(name: &str) -> String {
     format!("{PREFIX}test:{name}")
 }
+
+/// One outbound call placed through `POST /3cx/call` (its idempotency record and status handle).
+pub fn threecx_call(id: &str) -> String {
+    format!("{PREFIX}3cx:call:{id}")
+}
+
+/// The outbound-call budget of all workers (token bucket of [`crate::ratelimit`]).
+pub const THREECX_CALL_BUCKET: &str = "bbl:3cx:bucket";
+/// Set after 3CX answered 429: no outbound call until then.
+pub const THREECX_CALL_BACKOFF: &str = "bbl:3cx:backoff";

@@ -12,7 +12,8 @@
 //! - [`espocrm`]: REST entity store with `X-Api-Key`, duplicate detection, a webhook registry, and
 //!   [`espocrm::send_webhook`], which signs like EspoCRM's webhook sender.
 //! - [`vermieterhelden`]: a Standard Webhooks lead sender (with tampering options).
-//! - [`threecx`]: the requests 3CX's CRM template makes (`ReportCall`, contact lookup).
+//! - [`threecx`]: the requests 3CX's CRM template makes (`ReportCall`, contact lookup) and a
+//!   stateful Call Control API (token endpoint, makecall, participants, busy/401 injection).
 //! - [`xai`]: xAI Files (inference host) and Collections (management host), each checking its own
 //!   key; multipart order, files, collection membership, PROCESSING → PROCESSED, write counters.
 //! - [`receiver`]: a catch-all server that records requests (a webhook target in sender tests).

@@ -124,6 +124,8 @@ async fn main() -> Result<()> {
         ..Default::default()
     })
     .await?;
+    // 3CX Call Control API (outbound calls from the CRM).
+    let pbx = threecx::start_call_control(threecx::CallControlConfig::default()).await?;
     let ac = adv.config().clone();
     // A service-account key for the Google fake (fresh RSA key, token_uri → the fake).
     let key_dir = tempfile::tempdir()?;
@@ -158,6 +160,9 @@ async fn main() -> Result<()> {
         ),
         ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
         ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
+        ("THREECX_API_BASE_URL", pbx.base_url()),
+        ("THREECX_CLIENT_ID", pbx.config().client_id.clone()),
+        ("THREECX_CLIENT_SECRET", pbx.config().client_secret.clone()),
     ];
     let worker = Command::new(&worker_bin)
         .arg("serve")
@@ -251,6 +256,7 @@ async fn main() -> Result<()> {
 
     if !args.no_demo {
         demo(&gw_url, &espo, &google, &lead_secret).await?;
+        outbound_demo(&gw_url, &espo, &pbx).await?;
         beteiligte_demo(&adv, &espo, &worker_bin, &worker_env).await?;
     }
     println!("\nTry it yourself:");
@@ -258,6 +264,7 @@ async fn main() -> Result<()> {
     println!("  curl -s -X POST -H 'apikey: {CLIENT_KEY}' -H 'content-type: application/json' -d '{{\"kuerzel\":\"ALL\"}}' {gw_url}/advoware/calendar/sync");
     println!("  curl -s -X POST -H 'x-api-key: {THREECX_KEY}' -H 'content-type: application/json' --data-binary @tests/fixtures/3cx-reportcall.json {gw_url}/3cx/calls");
     println!("  curl -s -H 'x-api-key: {THREECX_KEY}' '{gw_url}/3cx/lookup?phone=0511%2012345'");
+    println!("  curl -s -X POST -H 'apikey: {CLIENT_KEY}' -H 'content-type: application/json' -d '{{\"phone\":\"0511 12345\",\"extension\":\"201\"}}' {gw_url}/3cx/call");
     println!("  curl -s http://127.0.0.1:18080/metrics | grep bitbylaw_");
     println!("  (worker env as above) target/debug/bitbylaw-worker calendar audit --kuerzel SB");
     println!("  (worker env as above) target/debug/bitbylaw-worker beteiligte status");
@@ -509,6 +516,64 @@ async fn demo(
     {
         println!("   {line}");
     }
+    Ok(())
+}
+
+/// Outbound calls: the CRM asks the gateway (key-auth) to call a lead from extension 201; the
+/// worker resolves the lead's number in EspoCRM and asks the 3CX Call Control fake (token,
+/// makecall); the status follows the participant; a busy extension is a clear 409.
+async fn outbound_demo(
+    gw: &str,
+    espo: &espocrm::EspoCrmFake,
+    pbx: &threecx::CallControlFake,
+) -> Result<()> {
+    let client = reqwest::Client::new();
+    let lead_id = espo
+        .insert(
+            "Lead",
+            json!({"firstName": "Erika", "lastName": "Rückruf", "phoneNumber": "0511 7654321"}),
+        )
+        .and_then(|l| l["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    println!("-- 3CX outbound call: POST /3cx/call {{lead_id, extension 201}} (Kong key-auth)");
+    let r = client
+        .post(format!("{gw}/3cx/call"))
+        .header("apikey", CLIENT_KEY)
+        .json(&json!({"lead_id": lead_id, "extension": "201"}))
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    println!("   {status} {body}");
+    if let (Some(id), Some(p)) = (body["id"].as_str(), pbx.participants().first()) {
+        pbx.set_status(&p.dn, p.id, "Connected");
+        let r = client
+            .get(format!("{gw}/3cx/call/{id}"))
+            .header("apikey", CLIENT_KEY)
+            .send()
+            .await?;
+        println!("   GET /3cx/call/{id}: {} {}", r.status(), r.text().await?);
+    }
+    println!("-- the same without an API key, then from a busy extension");
+    let r = client
+        .post(format!("{gw}/3cx/call"))
+        .json(&json!({"phone": "0511 12345", "extension": "202"}))
+        .send()
+        .await?;
+    println!("   {} {}", r.status(), r.text().await?);
+    pbx.set_busy("202", true);
+    let r = client
+        .post(format!("{gw}/3cx/call"))
+        .header("apikey", CLIENT_KEY)
+        .json(&json!({"phone": "0511 12345", "extension": "202"}))
+        .send()
+        .await?;
+    println!("   {} {}", r.status(), r.text().await?);
+    let c = pbx.counters();
+    println!(
+        "   3CX fake: {} token(s) issued, {} call(s) placed",
+        c.token_issues, c.calls_placed
+    );
     Ok(())
 }
 

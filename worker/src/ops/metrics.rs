@@ -111,6 +111,8 @@ pub struct Metrics {
     pub beteiligte_runs: Family<OutcomeLabel, Counter>,
     /// 3CX contact lookups by outcome.
     pub threecx_lookups: Family<OutcomeLabel, Counter>,
+    /// Outbound calls (`POST /3cx/call`) by outcome.
+    pub threecx_calls: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -165,6 +167,7 @@ impl Metrics {
             consumers_expected: Gauge::default(),
             beteiligte_runs: Family::default(),
             threecx_lookups: Family::default(),
+            threecx_calls: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -231,6 +234,11 @@ impl Metrics {
             "threecx_lookups",
             "3CX contact lookups by outcome (hit_index, hit_crm, miss, deadline, error, no_crm, unusable_number, unauthorized)",
             m.threecx_lookups.clone(),
+        );
+        registry.register(
+            "threecx_calls",
+            "Outbound calls through the 3CX Call Control API by outcome (placed, replayed, busy, invalid_number, unknown_extension, rate_limited, unavailable, in_doubt, unauthorized, error)",
+            m.threecx_calls.clone(),
         );
         registry.register(
             "events_received",
@@ -374,6 +382,15 @@ impl Metrics {
     /// Counts one 3CX lookup with `outcome`.
     pub fn threecx_lookup(&self, outcome: &str) {
         self.threecx_lookups
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one outbound call request with `outcome`.
+    pub fn threecx_call(&self, outcome: &str) {
+        self.threecx_calls
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })
