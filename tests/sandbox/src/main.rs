@@ -163,6 +163,8 @@ async fn main() -> Result<()> {
         ("THREECX_API_BASE_URL", pbx.base_url()),
         ("THREECX_CLIENT_ID", pbx.config().client_id.clone()),
         ("THREECX_CLIENT_SECRET", pbx.config().client_secret.clone()),
+        // Burst of 2: the demo's call and its busy-extension call within one second.
+        ("THREECX_CALLS_PER_MINUTE", "120".into()),
     ];
     let worker = Command::new(&worker_bin)
         .arg("serve")
