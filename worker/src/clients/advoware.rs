@@ -875,16 +875,7 @@ where
             let mut refreshed = false;
             loop {
                 let token = self.token().await?;
-                let mut headers = vec![
-                    (
-                        "Authorization".to_owned(),
-                        format!("Bearer {}", token.expose()),
-                    ),
-                    ("Accept".to_owned(), "application/json".to_owned()),
-                ];
-                if body.is_some() {
-                    headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
-                }
+                let headers = super::http::bearer_json_headers(token.expose(), body.is_some());
                 let resp = self
                     .send(
                         HttpRequest {

@@ -282,16 +282,7 @@ impl CallControlClient {
         let mut stale: Option<Secret> = None;
         for attempt in 0..2 {
             let token = self.token(stale.as_ref().map(Secret::expose)).await?;
-            let mut headers = vec![
-                (
-                    "Authorization".to_owned(),
-                    format!("Bearer {}", token.expose()),
-                ),
-                ("Accept".to_owned(), "application/json".to_owned()),
-            ];
-            if body.is_some() {
-                headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
-            }
+            let headers = super::http::bearer_json_headers(token.expose(), body.is_some());
             let resp = self
                 .http
                 .send(HttpRequest {
@@ -393,6 +384,16 @@ fn is_busy(reason: &str) -> bool {
     reason.to_ascii_lowercase().contains("busy")
 }
 
+/// A refused makecall: busy, or rejected with 3CX's reason.
+fn refusal(dn: &str, status: u16, busy: bool, reason: String) -> ThreeCxError {
+    let dn = dn.to_owned();
+    if busy {
+        ThreeCxError::Busy { dn, reason }
+    } else {
+        ThreeCxError::Rejected { dn, status, reason }
+    }
+}
+
 /// Maps makecall's answer: HTTP status first, then `finalstatus`/`reason` of a 2xx.
 pub fn classify(dn: &str, path: &str, resp: &HttpResponse) -> Result<Participant, ThreeCxError> {
     let dn_owned = || dn.to_owned();
@@ -405,18 +406,12 @@ pub fn classify(dn: &str, path: &str, resp: &HttpResponse) -> Result<Participant
         }
         status => {
             let reason = reason_of(&resp.body);
-            return Err(if is_busy(&reason) || status == 409 {
-                ThreeCxError::Busy {
-                    dn: dn_owned(),
-                    reason,
-                }
-            } else {
-                ThreeCxError::Rejected {
-                    dn: dn_owned(),
-                    status,
-                    reason,
-                }
-            });
+            return Err(refusal(
+                dn,
+                status,
+                status == 409 || is_busy(&reason),
+                reason,
+            ));
         }
     }
     let answer: CallControlResult =
@@ -435,19 +430,8 @@ pub fn classify(dn: &str, path: &str, resp: &HttpResponse) -> Result<Participant
             .filter(|t| !t.is_empty())
             .or(answer.reason.clone())
             .unwrap_or_else(|| "Failure".into());
-        let code = answer.reason.unwrap_or_default();
-        return Err(if is_busy(&code) || is_busy(&reason) {
-            ThreeCxError::Busy {
-                dn: dn_owned(),
-                reason,
-            }
-        } else {
-            ThreeCxError::Rejected {
-                dn: dn_owned(),
-                status: resp.status,
-                reason,
-            }
-        });
+        let busy = answer.reason.as_deref().is_some_and(is_busy) || is_busy(&reason);
+        return Err(refusal(dn, resp.status, busy, reason));
     }
     let result = answer.result.ok_or_else(|| ThreeCxError::Decode {
         path: path.to_owned(),

@@ -16,6 +16,14 @@ use super::{check_admin_token, read_body, AppState};
 use crate::error::ApiError;
 use crate::handlers::telephony::outbound::{self, CallRequest, Refused};
 
+async fn redis(s: &AppState) -> Result<redis::aio::ConnectionManager, ApiError> {
+    s.queue
+        .redis()
+        .conn()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("redis: {e}")))
+}
+
 pub async fn post_call(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         check_admin_token(&s.config, &headers).map_err(|e| Refused {
@@ -34,12 +42,7 @@ pub async fn post_call(State(s): State<AppState>, headers: HeaderMap, body: Body
         let key = headers
             .get("idempotency-key")
             .map(|v| v.to_str().unwrap_or("\u{0}"));
-        let conn = s
-            .queue
-            .redis()
-            .conn()
-            .await
-            .map_err(|e| ApiError::unavailable(format!("redis: {e}")))?;
+        let conn = redis(&s).await?;
         outbound::place(&s.outbound, &s.config.threecx, conn, &req, key).await
     }
     .await;
@@ -62,12 +65,7 @@ pub async fn get_call(
 ) -> Response {
     let result = async {
         check_admin_token(&s.config, &headers)?;
-        let conn = s
-            .queue
-            .redis()
-            .conn()
-            .await
-            .map_err(|e| ApiError::unavailable(format!("redis: {e}")))?;
+        let conn = redis(&s).await?;
         outbound::status(&s.outbound, conn, &id).await
     }
     .await;
