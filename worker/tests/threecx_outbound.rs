@@ -410,3 +410,38 @@ async fn a_3cx_that_never_answers_leaves_the_call_in_doubt_and_places_no_second(
     );
     assert_eq!(env.makecalls(), 2, "the repeat never reached 3CX");
 }
+
+/// `config check` accepts the Call Control settings without printing the secret, and lists an
+/// incomplete set (secret without base URL and id) without echoing it.
+#[test]
+fn config_check_validates_the_call_control_settings_without_printing_the_secret() {
+    let check = |vars: &[(&str, &str)]| {
+        std::process::Command::new(common::bin())
+            .env_clear()
+            .env("GATEWAY_SIGNING_SECRET", "a-very-secret-value-123")
+            .envs(vars.iter().copied())
+            .args(["config", "check"])
+            .output()
+            .unwrap()
+    };
+    let out = check(&[
+        ("THREECX_API_BASE_URL", "https://ralup.my3cx.de"),
+        ("THREECX_CLIENT_ID", "901"),
+        ("THREECX_CLIENT_SECRET", "pbx-client-secret-xyz"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ralup.my3cx.de") && !text.contains("pbx-client-secret-xyz"),
+        "{text}"
+    );
+    let out = check(&[("THREECX_CLIENT_SECRET", "pbx-client-secret-xyz")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("THREECX_API_BASE_URL"), "{err}");
+    assert!(!err.contains("pbx-client-secret-xyz"), "{err}");
+}
