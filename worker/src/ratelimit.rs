@@ -1,4 +1,6 @@
-//! The shared Google request budget (issue #6): one token bucket in Redis for all workers.
+//! The shared Google request budget (issue #6): one token bucket in Redis for all workers. The
+//! same bucket, under other keys ([`TokenBucket::with_keys`]), is the outbound-call budget of
+//! `POST /3cx/call` (`threecx.calls_per_minute`).
 //!
 //! Google's Calendar quota is per user (the delegated subject), not per process, so every worker
 //! instance draws from the same bucket, [`GOOGLE_BUCKET`]. One Lua script refills and takes a
