@@ -172,3 +172,69 @@ async fn the_full_refresh_indexes_every_person_with_the_lookups_priority() {
     );
     assert_eq!(get("+49301234567").await.entity, "Contact");
 }
+
+/// The Beteiligte sync reads each `CBeteiligte` through [`IndexingEspo`]: the party goes under
+/// its number into the index with that read — no extra EspoCRM request — and never displaces a
+/// Contact already indexed for the same number.
+#[tokio::test]
+async fn the_beteiligte_sync_indexes_the_parties_it_reads() {
+    use bitbylaw_core::ids::EspoId;
+    use bitbylaw_worker::handlers::beteiligte::sides::EspoSide;
+    use bitbylaw_worker::handlers::beteiligte::IndexingEspo;
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    let crm = EspoCrmClient::new(
+        ClientSettings::from_settings(&EspoCrmSettings {
+            api_base_url: Some(fake.api_url()),
+            api_key: Some(Secret::new(fake.config().api_key.clone())),
+            timeout: Some(Duration::from_secs(5)),
+            page_size: None,
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let bet = fake
+        .insert(
+            "CBeteiligte",
+            json!({"firmenname": "Muster GmbH", "phoneNumber": "0511 444555"}),
+        )
+        .unwrap();
+    let side = IndexingEspo {
+        inner: &crm,
+        index: Some(conn.clone()),
+        region: Region::DE,
+    };
+    let id = EspoId::new(bet["id"].as_str().unwrap()).unwrap();
+    fake.controls().clear_requests();
+    let got = side.get(&id).await.unwrap().expect("record");
+    assert_eq!(got.phone_number.as_deref(), Some("0511 444555"));
+    assert_eq!(
+        fake.controls().requests().len(),
+        1,
+        "one read, nothing extra"
+    );
+    let m = lookup::index_get(conn.clone(), "+49511444555")
+        .await
+        .unwrap()
+        .expect("indexed");
+    assert_eq!((m.entity, m.id()), ("CBeteiligte", id.as_str()));
+    // A Contact indexed for a number keeps it.
+    let contact = bitbylaw_worker::handlers::telephony::matching::Match {
+        entity: "Contact",
+        record: json!({"id": "contact00000000001", "lastName": "Kontakt"}),
+    };
+    lookup::index_put(conn.clone(), "+49511444555", &contact)
+        .await
+        .unwrap();
+    side.get(&id).await.unwrap();
+    let m = lookup::index_get(conn, "+49511444555")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.entity, "Contact");
+}
