@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use bitbylaw_fakes::espocrm::{self, EspoCrmConfig};
+use bitbylaw_fakes::espocrm::{self, EspoCrmConfig, EspoCrmFake};
 use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
 use bitbylaw_worker::config::{EspoCrmSettings, Secret};
 use bitbylaw_worker::handlers::telephony::{index, lookup};
@@ -15,6 +15,27 @@ use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
 use bitbylaw_worker::sync::contact::Region;
 use common::{gateway_request, now_secs, signed_lookup, wait_for, RedisServer, Worker, SECRET};
 use serde_json::{json, Value};
+
+fn crm(fake: &EspoCrmFake, page_size: Option<usize>) -> EspoCrmClient {
+    EspoCrmClient::new(
+        ClientSettings::from_settings(&EspoCrmSettings {
+            api_base_url: Some(fake.api_url()),
+            api_key: Some(Secret::new(fake.config().api_key.clone())),
+            timeout: Some(Duration::from_secs(5)),
+            page_size,
+        })
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn manager(redis: &RedisServer) -> redis::aio::ConnectionManager {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn a_lookup_after_a_lead_sync_is_answered_warm_without_espocrm() {
@@ -53,11 +74,7 @@ async fn a_lookup_after_a_lead_sync_is_answered_warm_without_espocrm() {
     })
     .await;
     // The handler indexes after writing; wait for the entry, then count EspoCRM requests.
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let mut conn = manager(&redis).await;
     wait_for("the index entry", Duration::from_secs(10), || {
         let conn = conn.clone();
         async move {
@@ -91,16 +108,7 @@ async fn a_lookup_after_a_lead_sync_is_answered_warm_without_espocrm() {
 async fn the_full_refresh_indexes_every_person_with_the_lookups_priority() {
     let redis = RedisServer::start(false);
     let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let crm = EspoCrmClient::new(
-        ClientSettings::from_settings(&EspoCrmSettings {
-            api_base_url: Some(fake.api_url()),
-            api_key: Some(Secret::new(fake.config().api_key.clone())),
-            timeout: Some(Duration::from_secs(5)),
-            page_size: Some(2),
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    let crm = crm(&fake, Some(2));
     // One number on a Lead and a Contact: the Contact wins, as in the lookup.
     let lead = fake
         .insert(
@@ -134,11 +142,7 @@ async fn the_full_refresh_indexes_every_person_with_the_lookups_priority() {
     )
     .unwrap();
     fake.insert("Lead", json!({"lastName": "Ohne"})).unwrap();
-    let conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let conn = manager(&redis).await;
     let stats = index::refresh(&crm, conn.clone(), Region::DE)
         .await
         .unwrap();
@@ -183,21 +187,8 @@ async fn the_beteiligte_sync_indexes_the_parties_it_reads() {
     use bitbylaw_worker::handlers::beteiligte::IndexingEspo;
     let redis = RedisServer::start(false);
     let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let crm = EspoCrmClient::new(
-        ClientSettings::from_settings(&EspoCrmSettings {
-            api_base_url: Some(fake.api_url()),
-            api_key: Some(Secret::new(fake.config().api_key.clone())),
-            timeout: Some(Duration::from_secs(5)),
-            page_size: None,
-        })
-        .unwrap(),
-    )
-    .unwrap();
-    let conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let crm = crm(&fake, None);
+    let conn = manager(&redis).await;
     let bet = fake
         .insert(
             "CBeteiligte",
