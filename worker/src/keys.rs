@@ -24,6 +24,9 @@
 //! | `bbl:lead:{webhookId}`               | hash       | Vermieterhelden lead per submission (30 days): `intent` (ms of the first attempt), `record` (`Lead:<id>` / `Contact:<id>` written), `linked`, `followup`, `done` |
 //! | `bbl:call:{key}`                      | hash       | 3CX call journal per reported call (30 days; key = hash of start, end, number, agent): `intent`, `record` (`Call:<id>`), `followup` (task written), `done` |
 //! | `bbl:phone:{e164}`                    | string     | 3CX lookup index: the person the lookup answers for that number (`{entity, record}` JSON: id, names, company, e-mail, phone), 7 days |
+//! | `bbl:doc:{espoId}`                    | hash       | document sync per `CDokumente`: `upload` (`{hash, file}` of an upload not yet written back), `synced` (`{file, hash, collections}` after the last write-back; what a delete needs once the record is gone) |
+//! | `bbl:xai:bucket`, `bbl:xai:backoff`   | hash, string | the xAI request gate shared by all workers; the backoff (ms timestamp, with TTL) is set from a 429's `Retry-After` so no worker calls xAI before it |
+//! | `bbl:doccol:{entityType}:{espoId}`    | string     | the xAI collection created for an entity, recorded before the EspoCRM write-back |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -100,6 +103,20 @@ pub fn call(idempotency_key: &str) -> String {
 /// The 3CX lookup index entry of one E.164 number.
 pub fn phone(e164: &str) -> String {
     format!("{PREFIX}phone:{e164}")
+}
+
+/// The xAI request gate (a token bucket whose backoff honours xAI's `Retry-After`).
+pub const XAI_BUCKET: &str = "bbl:xai:bucket";
+pub const XAI_BACKOFF: &str = "bbl:xai:backoff";
+
+/// Document sync state of one `CDokumente` record.
+pub fn document(espo_id: &str) -> String {
+    format!("{PREFIX}doc:{espo_id}")
+}
+
+/// The collection created for an entity (written before EspoCRM learns its id).
+pub fn document_collection(entity_type: &str, espo_id: &str) -> String {
+    format!("{PREFIX}doccol:{entity_type}:{espo_id}")
 }
 
 pub fn test(name: &str) -> String {
