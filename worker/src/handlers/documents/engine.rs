@@ -479,15 +479,13 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
         if text(doc, fields::XAI_SYNC_STATUS).as_deref() == Some(status.as_str()) {
             return Ok(());
         }
-        let _: Value = self
-            .sides
-            .espo
-            .update(
-                DOCUMENT_ENTITY,
-                id,
-                &json!({ fields::XAI_SYNC_STATUS: status.as_str() }),
-            )
-            .await?;
+        self.patch(id, &json!({ fields::XAI_SYNC_STATUS: status.as_str() }))
+            .await
+    }
+
+    /// `PUT CDokumente/{id}` with only the given attributes.
+    async fn patch(&self, id: &EspoId, patch: &Value) -> Result<(), DocError> {
+        let _: Value = self.sides.espo.update(DOCUMENT_ENTITY, id, patch).await?;
         Ok(())
     }
 
@@ -501,19 +499,15 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
             == Some(XaiSyncStatus::Clean.as_str())
             && text(doc, fields::FILE_STATUS).as_deref() == Some(FileStatus::Synced.as_str());
         if !clean {
-            let _: Value = self
-                .sides
-                .espo
-                .update(
-                    DOCUMENT_ENTITY,
-                    id,
-                    &json!({
-                        fields::FILE_STATUS: FileStatus::Synced.as_str(),
-                        fields::XAI_SYNC_STATUS: XaiSyncStatus::Clean.as_str(),
-                        fields::XAI_SYNC_ERROR: Value::Null,
-                    }),
-                )
-                .await?;
+            self.patch(
+                id,
+                &json!({
+                    fields::FILE_STATUS: FileStatus::Synced.as_str(),
+                    fields::XAI_SYNC_STATUS: XaiSyncStatus::Clean.as_str(),
+                    fields::XAI_SYNC_ERROR: Value::Null,
+                }),
+            )
+            .await?;
         }
         if self.store.synced(id.as_str()).await?.is_none() {
             self.store
@@ -536,12 +530,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
                 fields::XAI_SYNC_STATUS: XaiSyncStatus::Failed.as_str(),
                 fields::XAI_SYNC_ERROR: message,
             });
-            if let Err(w) = self
-                .sides
-                .espo
-                .update::<Value, _>(DOCUMENT_ENTITY, id, &patch)
-                .await
-            {
+            if let Err(w) = self.patch(id, &patch).await {
                 warn!(error = %w, "could not record the failure on the document");
             }
         }

@@ -32,7 +32,9 @@ use self::store::DocumentStore;
 use super::{HandlerError, HandlerResult, JobContext, Registry};
 use crate::config::Config;
 use crate::queue::{Job, NewJob};
+use crate::ratelimit::TokenBucket;
 use crate::sync::documents::EntityType;
+use redis::aio::ConnectionManager;
 
 /// Handler name of every document topic (the lock key's first part).
 pub const HANDLER: &str = "documents";
@@ -122,20 +124,53 @@ pub fn document_jobs(ids: &[String], trigger: &str) -> Vec<NewJob> {
         .collect()
 }
 
+/// The Redis state and the xAI gate of one run.
+struct RunState {
+    store: DocumentStore<ConnectionManager>,
+    gate: TokenBucket<ConnectionManager>,
+}
+
+async fn run_state(ctx: &JobContext) -> Result<RunState, HandlerError> {
+    let conn = ctx.redis().await?;
+    Ok(RunState {
+        store: DocumentStore::new(conn.clone()),
+        gate: xai_gate(conn),
+    })
+}
+
+/// Runs `work` holding the lock `documents:{entity_type}:{id}` (busy → a later retry; lost →
+/// the run is stopped and retried).
+async fn under_lock<T>(
+    ctx: &JobContext,
+    entity_type: &str,
+    id: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, HandlerError> {
+    let guard = ctx.lock(entity_type, id).await?;
+    let result = match guard.hold_while(ctx.config.lock_ttl, work).await {
+        Ok(r) => r,
+        Err(lost) => {
+            ctx.metrics.documents_run("lock_lost");
+            return Err(HandlerError::retryable(lost.to_string()));
+        }
+    };
+    if let Err(e) = guard.release().await {
+        warn!(error = %e, "entity lock release failed (its TTL frees it)");
+    }
+    Ok(result)
+}
+
 async fn document(ctx: &JobContext, job: &Job, delete: bool) -> HandlerResult {
     let sides = sides(ctx)?;
     let id = espo_id(job)?;
     let span = tracing::info_span!(parent: &ctx.span, "document_sync", document_id = %id);
     async {
-        let guard = ctx.lock(DOCUMENT_ENTITY, id.as_str()).await?;
-        let conn = ctx.redis().await?;
-        let store = DocumentStore::new(conn.clone());
-        let gate = xai_gate(conn);
+        let state = run_state(ctx).await?;
         let run = DocumentSync {
             sides,
-            store: &store,
+            store: &state.store,
             settings: &ctx.config.documents,
-            gate: &gate,
+            gate: &state.gate,
         };
         let work = async {
             if delete {
@@ -144,17 +179,7 @@ async fn document(ctx: &JobContext, job: &Job, delete: bool) -> HandlerResult {
                 run.sync(&id).await
             }
         };
-        let result = match guard.hold_while(ctx.config.lock_ttl, work).await {
-            Ok(r) => r,
-            Err(lost) => {
-                ctx.metrics.documents_run("lock_lost");
-                return Err(HandlerError::retryable(lost.to_string()));
-            }
-        };
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "entity lock release failed (its TTL frees it)");
-        }
-        match result {
+        match under_lock(ctx, DOCUMENT_ENTITY, id.as_str(), work).await? {
             Ok(outcome) => {
                 ctx.metrics.documents_run(outcome.label());
                 tracing::info!(outcome = outcome.label(), "document sync done");
@@ -179,32 +204,17 @@ async fn entity(ctx: &JobContext, job: &Job) -> HandlerResult {
     };
     let span = tracing::info_span!(parent: &ctx.span, "document_collection", entity_type = %t, entity_id = %id);
     async {
+        let state = run_state(ctx).await?;
         if t == EntityType::Dokumente {
-            return document_side_link(ctx, sides, &id).await;
+            return document_side_link(ctx, sides, &state, &id).await;
         }
-        let guard = ctx.lock(t.as_str(), id.as_str()).await?;
-        let conn = ctx.redis().await?;
-        let store = DocumentStore::new(conn.clone());
-        let gate = xai_gate(conn);
         let manager = CollectionManager {
             sides,
-            store: &store,
+            store: &state.store,
             settings: &ctx.config.documents,
-            gate: &gate,
+            gate: &state.gate,
         };
-        let result = match guard
-            .hold_while(ctx.config.lock_ttl, manager.run(t, &id))
-            .await
-        {
-            Ok(r) => r,
-            Err(lost) => {
-                ctx.metrics.documents_run("lock_lost");
-                return Err(HandlerError::retryable(lost.to_string()));
-            }
-        };
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "entity lock release failed (its TTL frees it)");
-        }
+        let result = under_lock(ctx, t.as_str(), id.as_str(), manager.run(t, &id)).await?;
         let run = result.map_err(|e| settle(ctx, e))?;
         ctx.metrics.documents_run(run.outcome.label());
         tracing::info!(
@@ -227,16 +237,14 @@ async fn entity(ctx: &JobContext, job: &Job) -> HandlerResult {
 async fn document_side_link(
     ctx: &JobContext,
     sides: &DocumentsSides,
+    state: &RunState,
     id: &EspoId,
 ) -> HandlerResult {
-    let conn = ctx.redis().await?;
-    let store = DocumentStore::new(conn.clone());
-    let gate = xai_gate(conn);
     let run = DocumentSync {
         sides,
-        store: &store,
+        store: &state.store,
         settings: &ctx.config.documents,
-        gate: &gate,
+        gate: &state.gate,
     };
     let links = run.links(id).await.map_err(|e| settle(ctx, e))?;
     let jobs: Vec<NewJob> = links
