@@ -46,6 +46,22 @@ impl HandlerError {
             retry_after: None,
         }
     }
+
+    /// Retryable (with the upstream's `Retry-After`) or permanent, as a sync's error says.
+    pub fn classified(
+        retryable: bool,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        if retryable {
+            HandlerError::Retryable {
+                message: message.into(),
+                retry_after,
+            }
+        } else {
+            HandlerError::Permanent(message.into())
+        }
+    }
 }
 
 impl From<QueueError> for HandlerError {

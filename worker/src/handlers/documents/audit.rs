@@ -167,3 +167,23 @@ pub async fn audit(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_arguments_are_type_and_id() {
+        let (t, id) =
+            parse_entity("Raeumungsklage:661d760b8966e88fb").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t, EntityType::Raeumungsklage);
+        assert_eq!(id.as_str(), "661d760b8966e88fb");
+        assert!(parse_entity("Raeumungsklage").is_err());
+        assert!(parse_entity("Nope:1").is_err());
+        assert!(
+            parse_entity("CDokumente:661d760b8966e88fb").is_err(),
+            "documents own no collection"
+        );
+        assert!(parse_entity("Account:../x").is_err());
+    }
+}

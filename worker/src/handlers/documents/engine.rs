@@ -693,3 +693,55 @@ pub fn required_collections(links: &[LinkedEntity]) -> BTreeSet<CollectionId> {
         .filter_map(|l| l.collection.clone())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synced_state_reads_the_record_and_ignores_junk() {
+        let h = ContentHash::of(b"x");
+        let doc = json!({
+            "xaiId": "file_1",
+            "xaiSyncedHash": h.as_str(),
+            "xaiCollections": ["c1", "", 7, "c2"],
+        });
+        let s = synced_state(&doc);
+        assert_eq!(s.file, Some(XaiFileId::new("file_1")));
+        assert_eq!(s.hash, Some(h));
+        assert_eq!(s.collections.len(), 2);
+        // The seeds' MD5 values and empty fields count as "never synced".
+        let old = synced_state(
+            &json!({"xaiId": " ", "xaiSyncedHash": "900150983cd24fb0d6963f7d28e17f72"}),
+        );
+        assert_eq!(old, SyncedState::default());
+    }
+
+    #[test]
+    fn closed_only_counts_when_configured() {
+        let closed = json!({"status": "Abgeschlossen"});
+        let mut s = DocumentsSettings::default();
+        assert!(!is_closed(&s, &closed), "default removes on delete only");
+        s.collection_removal = CollectionRemoval::DeletedOrClosed;
+        assert!(is_closed(&s, &closed));
+        assert!(!is_closed(&s, &json!({"status": "Offen"})));
+        assert!(!is_closed(&s, &json!({})));
+    }
+
+    #[test]
+    fn errors_classify_for_the_queue() {
+        assert!(DocError::WaitForCollections("x".into()).is_retryable());
+        assert!(!DocError::Invalid("x".into()).is_retryable());
+        let b = DocError::Backoff(Duration::from_secs(3));
+        assert!(b.is_retryable());
+        assert_eq!(b.retry_after(), Some(Duration::from_secs(3)));
+        let too_large = DocError::Espo(EspoCrmError::TooLarge {
+            path: "Attachment/file/a".into(),
+            size: 5000,
+            limit: 1000,
+        });
+        assert!(!too_large.is_retryable());
+        let text = too_large.to_string();
+        assert!(text.contains("5000") && text.contains("1000"), "{text}");
+    }
+}

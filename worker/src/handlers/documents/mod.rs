@@ -107,14 +107,7 @@ fn settle(ctx: &JobContext, e: DocError) -> HandlerError {
     };
     ctx.metrics.documents_run(class);
     warn!(error = %e, outcome = class, "document sync failed");
-    if e.is_retryable() {
-        HandlerError::Retryable {
-            message: e.to_string(),
-            retry_after: e.retry_after(),
-        }
-    } else {
-        HandlerError::Permanent(e.to_string())
-    }
+    HandlerError::classified(e.is_retryable(), e.to_string(), e.retry_after())
 }
 
 /// A document job for each id (payload says why; the run reads the current state anyway).
