@@ -501,3 +501,63 @@ async fn audit_finds_stale_missing_and_orphaned_and_resync_repairs() {
     assert_eq!(code, 2, "{err}");
     e.assert_no_key_in(&worker.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_add_takes_back_the_other_adds_keeps_the_file_and_marks_failed() {
+    let e = env().await;
+    let worker = e.worker(&[]);
+    // Both collections exist before the document is linked.
+    let case = e.insert(CASE, json!({"name": "Räumung", "status": "Offen"}));
+    let party = e.insert(PARTY, json!({"lastName": "Mustermann"}));
+    link(&worker, CASE, &case).await;
+    link(&worker, PARTY, &party).await;
+    e.wait_idle().await;
+    let mut cols: Vec<String> = [(CASE, &case), (PARTY, &party)]
+        .iter()
+        .map(|(t, id)| {
+            e.record(t, id)["xaiCollectionId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    cols.sort();
+    // Adds go in collection-id order: the first succeeds, the second is refused (400).
+    e.xai.management_controls().fail_next_method_on(
+        "POST",
+        &format!("/v1/collections/{}/documents/", cols[1]),
+        1,
+        400,
+        None,
+    );
+    let doc = e.document("Vertrag.pdf", b"contract");
+    assert!(e.espo.relate(DOC, &doc, "raeumungsklagen", &case));
+    assert!(e.espo.relate(DOC, &doc, "beteiligte", &party));
+    update(&worker, &doc).await;
+    e.wait_idle().await;
+
+    let c = e.xai.counters();
+    assert_eq!((c.uploads, c.adds, c.removes), (1, 1, 1), "{c:?}");
+    assert!(
+        e.xai.members(&cols[0]).is_empty(),
+        "the first add was taken back"
+    );
+    assert!(e.xai.members(&cols[1]).is_empty());
+    assert_eq!(e.xai.file_count(), 1, "the uploaded file stays");
+    let d = e.record(DOC, &doc);
+    assert_eq!(d["xaiSyncStatus"], "failed");
+    assert!(d["xaiSyncError"].as_str().unwrap().contains("400"), "{d}");
+    assert_eq!(e.dlq_len().await, 1, "a 400 is permanent");
+
+    // The next event syncs with the file already uploaded.
+    update(&worker, &doc).await;
+    e.wait_idle().await;
+    let d = e.record(DOC, &doc);
+    assert_eq!(d["xaiSyncStatus"], "clean");
+    assert_eq!(e.xai.counters().uploads, 1, "no second upload");
+    let file = d["xaiId"].as_str().unwrap().to_owned();
+    for c in &cols {
+        assert_eq!(e.xai.members(c), vec![file.clone()]);
+    }
+    e.assert_no_key_in(&worker.log_text());
+}
