@@ -271,12 +271,20 @@ async fn rename_uploads_nothing_and_a_content_change_moves_the_collections_to_a_
     let before = e.xai.counters();
     let old_file = e.record(DOC, &doc)["xaiId"].as_str().unwrap().to_owned();
 
-    // Rename only.
+    // Rename only: not even a download (same attachment, clean record).
+    let downloads = || {
+        e.espo
+            .controls()
+            .requests_to("/api/v1/Attachment/file/")
+            .len()
+    };
+    let downloaded = downloads();
     e.espo
         .edit(DOC, &doc, json!({"name": "Klageschrift (final).pdf"}));
     update(&worker, &doc).await;
     e.wait_idle().await;
     assert_eq!(e.xai.counters(), before, "a rename changes nothing in xAI");
+    assert_eq!(downloads(), downloaded, "the cheap check needs no download");
 
     // New content: EspoCRM stores a new attachment.
     let att = e

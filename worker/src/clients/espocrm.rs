@@ -605,7 +605,10 @@ impl EspoCrmClient {
         if let Some(announced) = resp.content_length().filter(|n| *n > max_bytes) {
             return Err(too_large(announced));
         }
-        let mut bytes = Vec::new();
+        // Sized once from the announced length: growing by doubling would briefly hold the
+        // file twice.
+        let announced = resp.content_length().unwrap_or(0).min(max_bytes);
+        let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
         while let Some(chunk) = resp.chunk().await.map_err(transport)? {
             let size = u64::try_from(bytes.len() + chunk.len()).unwrap_or(u64::MAX);
             if size > max_bytes {

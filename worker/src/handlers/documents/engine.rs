@@ -280,11 +280,12 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
     }
 
     /// `vmh.document.create|update` (and link storms): bring the document's xAI state in line.
-    pub async fn sync(&self, id: &EspoId) -> Result<Outcome, DocError> {
-        note_rate_limit(self.gate, self.sync_inner(id).await).await
+    /// `force` skips the cheap check and downloads the attachment (`documents resync`).
+    pub async fn sync(&self, id: &EspoId, force: bool) -> Result<Outcome, DocError> {
+        note_rate_limit(self.gate, self.sync_inner(id, force).await).await
     }
 
-    async fn sync_inner(&self, id: &EspoId) -> Result<Outcome, DocError> {
+    async fn sync_inner(&self, id: &EspoId, force: bool) -> Result<Outcome, DocError> {
         let doc: Value = match self.sides.espo.get(DOCUMENT_ENTITY, id).await {
             Ok(d) => d,
             // Deleted since the event: what a delete does.
@@ -310,6 +311,14 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
                 )
                 .await);
         };
+        if !force
+            && self
+                .unchanged(id, &doc, &synced, &links, &attachment)
+                .await?
+        {
+            debug!("clean, same attachment, same collections: nothing to download");
+            return Ok(Outcome::UpToDate);
+        }
         let limit = self.sides.xai.settings().max_file_bytes;
         let content = match self
             .sides
@@ -333,7 +342,8 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
                 return Err(DocError::WaitForCollections(names.join(", ")));
             }
             Decision::UpToDate => {
-                self.mark_clean_if_needed(id, &doc, &synced).await?;
+                self.mark_clean_if_needed(id, &doc, &synced, &attachment)
+                    .await?;
                 return Ok(Outcome::UpToDate);
             }
             Decision::Sync(plan) => plan,
@@ -433,7 +443,10 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
             collections: plan.collections_after.clone(),
         };
         self.store
-            .set_synced(id.as_str(), &SyncedRecord::from_state(&after))
+            .set_synced(
+                id.as_str(),
+                &SyncedRecord::from_state(&after).with_attachment(attachment.as_str()),
+            )
             .await?;
         Ok(outcome)
     }
@@ -489,11 +502,43 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
         Ok(())
     }
 
+    /// The seeds' "check cheap": the record is clean, every linked entity's collection exists
+    /// and is recorded, and the attachment is the one the last sync hashed — no download.
+    async fn unchanged(
+        &self,
+        id: &EspoId,
+        doc: &Value,
+        synced: &SyncedState,
+        links: &[LinkedEntity],
+        attachment: &EspoId,
+    ) -> Result<bool, DocError> {
+        let clean = text(doc, fields::XAI_SYNC_STATUS).as_deref()
+            == Some(XaiSyncStatus::Clean.as_str())
+            && text(doc, fields::FILE_STATUS).as_deref() == Some(FileStatus::Synced.as_str());
+        let waiting = links
+            .iter()
+            .any(|l| l.entity_type.owns_collection() && l.collection.is_none());
+        if !clean
+            || waiting
+            || synced.file.is_none()
+            || required_collections(links) != synced.collections
+        {
+            return Ok(false);
+        }
+        let last = self.store.synced(id.as_str()).await?;
+        Ok(last.is_some_and(|r| {
+            r.attachment.as_deref() == Some(attachment.as_str())
+                && r.hash.as_deref() == synced.hash.as_ref().map(ContentHash::as_str)
+                && r.file.as_deref() == synced.file.as_ref().map(XaiFileId::as_str)
+        }))
+    }
+
     async fn mark_clean_if_needed(
         &self,
         id: &EspoId,
         doc: &Value,
         synced: &SyncedState,
+        attachment: &EspoId,
     ) -> Result<(), DocError> {
         let clean = text(doc, fields::XAI_SYNC_STATUS).as_deref()
             == Some(XaiSyncStatus::Clean.as_str())
@@ -509,10 +554,9 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
             )
             .await?;
         }
-        if self.store.synced(id.as_str()).await?.is_none() {
-            self.store
-                .set_synced(id.as_str(), &SyncedRecord::from_state(synced))
-                .await?;
+        let record = SyncedRecord::from_state(synced).with_attachment(attachment.as_str());
+        if self.store.synced(id.as_str()).await?.as_ref() != Some(&record) {
+            self.store.set_synced(id.as_str(), &record).await?;
         }
         Ok(())
     }

@@ -165,11 +165,13 @@ async fn document(ctx: &JobContext, job: &Job, delete: bool) -> HandlerResult {
             settings: &ctx.config.documents,
             gate: &state.gate,
         };
+        // `documents resync` downloads and hashes even a record that looks clean.
+        let force = job.payload.get("trigger").and_then(Value::as_str) == Some("cli");
         let work = async {
             if delete {
                 run.delete(&id).await
             } else {
-                run.sync(&id).await
+                run.sync(&id, force).await
             }
         };
         match under_lock(ctx, DOCUMENT_ENTITY, id.as_str(), work).await? {

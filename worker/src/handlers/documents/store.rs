@@ -30,6 +30,10 @@ pub struct SyncedRecord {
     pub file: Option<String>,
     pub hash: Option<String>,
     pub collections: Vec<String>,
+    /// The EspoCRM attachment id whose content was synced: EspoCRM stores a changed file as a
+    /// new attachment, so an unchanged id lets a run skip the download.
+    #[serde(default)]
+    pub attachment: Option<String>,
 }
 
 impl SyncedRecord {
@@ -42,7 +46,13 @@ impl SyncedRecord {
                 .iter()
                 .map(|c| c.as_str().to_owned())
                 .collect(),
+            attachment: None,
         }
+    }
+
+    pub fn with_attachment(mut self, attachment: &str) -> Self {
+        self.attachment = Some(attachment.to_owned());
+        self
     }
 
     pub fn to_state(&self) -> SyncedState {
