@@ -26,6 +26,7 @@
 //! | `bbl:phone:{e164}`                    | string     | 3CX lookup index: the person the lookup answers for that number (`{entity, record}` JSON: id, names, company, e-mail, phone), 7 days |
 //! | `bbl:doc:{espoId}`                    | hash       | document sync per `CDokumente`: `upload` (`{hash, file}` of an upload not yet written back), `synced` (`{file, hash, collections}` after the last write-back; what a delete needs once the record is gone) |
 //! | `bbl:xai:bucket`, `bbl:xai:backoff`   | hash, string | the xAI request gate shared by all workers; the backoff (ms timestamp, with TTL) is set from a 429's `Retry-After` so no worker calls xAI before it |
+//! | `bbl:docfile:{fileId}`                | string     | the `CDokumente` id an uploaded xAI file belongs to (so an unlink, which no longer lists the document, still finds it in the collection) |
 //! | `bbl:doccol:{entityType}:{espoId}`    | string     | the xAI collection created for an entity, recorded before the EspoCRM write-back |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
@@ -112,6 +113,11 @@ pub const XAI_BACKOFF: &str = "bbl:xai:backoff";
 /// Document sync state of one `CDokumente` record.
 pub fn document(espo_id: &str) -> String {
     format!("{PREFIX}doc:{espo_id}")
+}
+
+/// The document an uploaded xAI file belongs to.
+pub fn document_file(file_id: &str) -> String {
+    format!("{PREFIX}docfile:{file_id}")
 }
 
 /// The collection created for an entity (written before EspoCRM learns its id).

@@ -569,3 +569,34 @@ async fn a_failed_add_takes_back_the_other_adds_keeps_the_file_and_marks_failed(
     }
     e.assert_no_key_in(&worker.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlink_takes_the_document_out_of_that_collection_only() {
+    let e = env().await;
+    let worker = e.worker(&[]);
+    let (case, party, doc) = synced(&e, &worker, b"unlinked later").await;
+    let col = |t: &str, id: &str| {
+        e.record(t, id)["xaiCollectionId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (case_col, party_col) = (col(CASE, &case), col(PARTY, &party));
+    let file = e.record(DOC, &doc)["xaiId"].as_str().unwrap().to_owned();
+    // Unlinked in EspoCRM: the case no longer lists the document, only its collection has it.
+    e.espo.unrelate(DOC, &doc, "raeumungsklagen", &case);
+    let body = json!([{"id": case, "entityType": CASE}]).to_string();
+    let (status, v) = post_event(&worker.base, "vmh.entity.unlink", body.as_bytes()).await;
+    assert_eq!(status, 202, "{v}");
+    e.wait_idle().await;
+    assert!(
+        e.xai.members(&case_col).is_empty(),
+        "left the case's collection"
+    );
+    assert_eq!(e.xai.members(&party_col), vec![file.clone()]);
+    let d = e.record(DOC, &doc);
+    assert_eq!(strings(&d["xaiCollections"]), vec![party_col]);
+    assert_eq!(d["xaiSyncStatus"], "clean");
+    assert_eq!(e.xai.counters().uploads, 1);
+    assert!(e.xai.file(&file).is_some());
+}

@@ -155,7 +155,8 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityRun {
     pub outcome: EntityOutcome,
-    /// Every document linked to the entity (each gets a document job).
+    /// Every document linked to the entity, and every document whose file is in its collection
+    /// (an unlinked one leaves it by its own run); each gets a document job.
     pub documents: Vec<String>,
 }
 
@@ -608,12 +609,28 @@ impl<C: ConnectionLike + Clone + Send + Sync> CollectionManager<'_, C> {
             Err(e) if e.is_not_found() => return self.deleted(t, id).await,
             Err(e) => return Err(e.into()),
         };
-        let documents: Vec<String> = related(espo, t.as_str(), id, DOCUMENTS_LINK)
+        let mut documents: Vec<String> = related(espo, t.as_str(), id, DOCUMENTS_LINK)
             .await?
             .iter()
             .filter_map(|d| text(d, "id"))
             .collect();
         let recorded = text(&entity, fields::XAI_COLLECTION_ID).map(CollectionId::new);
+        if let Some(c) = &recorded {
+            // Documents unlinked since their last sync are only found through the collection.
+            match self.sides.xai.list_documents(c.as_str()).await {
+                Ok(members) => {
+                    let files: Vec<String> =
+                        members.iter().map(|m| m.file_id().to_owned()).collect();
+                    for d in self.store.documents_of(&files).await? {
+                        if !documents.contains(&d) {
+                            documents.push(d);
+                        }
+                    }
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         if is_closed(self.settings, &entity) {
             let known = match recorded {
                 Some(c) => Some(c),

@@ -108,18 +108,34 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentStore<C> {
         self.get_json(&keys::document(doc), "synced").await
     }
 
-    /// After a successful write-back: the new state, and no upload pending any more.
+    /// After a successful write-back: the new state, no upload pending any more, and the file
+    /// mapped back to the document.
     pub async fn set_synced(&self, doc: &str, s: &SyncedRecord) -> redis::RedisResult<()> {
         let key = keys::document(doc);
         let raw = serde_json::to_string(s).unwrap_or_default();
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hset(&key, "synced", raw)
             .ignore()
             .hdel(&key, "upload")
-            .ignore()
+            .ignore();
+        if let Some(file) = &s.file {
+            pipe.set(keys::document_file(file), doc).ignore();
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// The documents the given files belong to, as far as this sync uploaded them.
+    pub async fn documents_of(&self, files: &[String]) -> redis::RedisResult<Vec<String>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = files.iter().map(|f| keys::document_file(f)).collect();
+        let found: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
             .query_async(&mut self.conn.clone())
-            .await
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Forgets a deleted document.
