@@ -600,3 +600,26 @@ async fn an_unlink_takes_the_document_out_of_that_collection_only() {
     assert_eq!(e.xai.counters().uploads, 1);
     assert!(e.xai.file(&file).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_case_loses_its_collection_and_its_documents_follow() {
+    let e = env().await;
+    let worker = e.worker(&[]);
+    let (case, party, doc) = synced(&e, &worker, b"case deleted").await;
+    let case_col = e.record(CASE, &case)["xaiCollectionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    e.espo.remove(CASE, &case);
+    link(&worker, CASE, &case).await;
+    e.wait_idle().await;
+    assert!(e.xai.collection(&case_col).is_none(), "collection removed");
+    let party_col = e.record(PARTY, &party)["xaiCollectionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = e.record(DOC, &doc);
+    assert_eq!(strings(&d["xaiCollections"]), vec![party_col]);
+    assert_eq!(d["xaiSyncStatus"], "clean");
+    assert_eq!(e.dlq_len().await, 0, "{}", e.dlq_errors().await);
+}

@@ -617,18 +617,10 @@ impl<C: ConnectionLike + Clone + Send + Sync> CollectionManager<'_, C> {
         let recorded = text(&entity, fields::XAI_COLLECTION_ID).map(CollectionId::new);
         if let Some(c) = &recorded {
             // Documents unlinked since their last sync are only found through the collection.
-            match self.sides.xai.list_documents(c.as_str()).await {
-                Ok(members) => {
-                    let files: Vec<String> =
-                        members.iter().map(|m| m.file_id().to_owned()).collect();
-                    for d in self.store.documents_of(&files).await? {
-                        if !documents.contains(&d) {
-                            documents.push(d);
-                        }
-                    }
+            for d in self.members(c).await? {
+                if !documents.contains(&d) {
+                    documents.push(d);
                 }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
             }
         }
         if is_closed(self.settings, &entity) {
@@ -734,15 +726,30 @@ impl<C: ConnectionLike + Clone + Send + Sync> CollectionManager<'_, C> {
                 documents: Vec::new(),
             });
         }
+        let mut documents = Vec::new();
         if let Some(c) = self.store.collection(t, id.as_str()).await? {
+            // Its documents re-sync afterwards and drop the collection from `xaiCollections`.
+            documents = self.members(&c).await?;
             gone_is_ok(self.sides.xai.delete_collection(c.as_str()).await)?;
             self.store.forget_collection(t, id.as_str()).await?;
             info!(collection = %c, "entity deleted: collection removed");
         }
         Ok(EntityRun {
             outcome: EntityOutcome::RemovedDeleted,
-            documents: Vec::new(),
+            documents,
         })
+    }
+
+    /// The documents whose files are in collection `c` (as far as this sync uploaded them).
+    async fn members(&self, c: &CollectionId) -> Result<Vec<String>, DocError> {
+        match self.sides.xai.list_documents(c.as_str()).await {
+            Ok(members) => {
+                let files: Vec<String> = members.iter().map(|m| m.file_id().to_owned()).collect();
+                Ok(self.store.documents_of(&files).await?)
+            }
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
