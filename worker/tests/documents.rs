@@ -98,6 +98,14 @@ impl Env {
         self.espo.get(entity, id).unwrap()
     }
 
+    /// The entity's `xaiCollectionId`.
+    fn collection_of(&self, entity: &str, id: &str) -> String {
+        self.record(entity, id)["xaiCollectionId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// No job queued, in flight or delayed on any document topic.
     async fn idle(&self) -> bool {
         let mut c = self.redis.conn().await;
@@ -231,14 +239,8 @@ async fn a_storm_of_links_and_updates_uploads_once_and_adds_once_per_collection(
     assert_eq!(c.uploads, 1, "{c:?}");
     assert_eq!(c.collection_creates, 2, "{c:?}");
     assert_eq!(c.adds, 2, "one add per collection: {c:?}");
-    let case_col = e.record(CASE, &case)["xaiCollectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let party_col = e.record(PARTY, &party)["xaiCollectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let case_col = e.collection_of(CASE, &case);
+    let party_col = e.collection_of(PARTY, &party);
     let d = e.record(DOC, &doc);
     let file = d["xaiId"].as_str().unwrap().to_owned();
     assert_eq!(d["xaiSyncStatus"], "clean");
@@ -304,10 +306,7 @@ async fn rename_uploads_nothing_and_a_content_change_moves_the_collections_to_a_
     assert_ne!(new_file, old_file);
     assert_eq!(d["xaiSyncedHash"], sha256_hex(b"version 2"));
     assert_eq!(d["fileStatus"], "synced");
-    let case_col = e.record(CASE, &case)["xaiCollectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let case_col = e.collection_of(CASE, &case);
     assert_eq!(e.xai.members(&case_col), vec![new_file]);
     for c in strings(&d["xaiCollections"]) {
         assert!(!e.xai.members(&c).contains(&old_file));
@@ -419,10 +418,7 @@ async fn delete_leaves_every_collection_and_keeps_the_file() {
     assert_eq!(status, 202);
     e.wait_idle().await;
     for (t, id) in [(CASE, &case), (PARTY, &party)] {
-        let col = e.record(t, id)["xaiCollectionId"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let col = e.collection_of(t, id);
         assert!(
             e.xai.members(&col).is_empty(),
             "{t} collection still has it"
@@ -437,19 +433,13 @@ async fn a_closed_case_loses_its_collection_and_its_documents_follow() {
     let e = env().await;
     let worker = e.worker(&[("DOCUMENTS_COLLECTION_REMOVAL", "deleted_or_closed")]);
     let (case, party, doc) = synced(&e, &worker, b"closing").await;
-    let case_col = e.record(CASE, &case)["xaiCollectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let case_col = e.collection_of(CASE, &case);
     e.espo.edit(CASE, &case, json!({"status": "Abgeschlossen"}));
     link(&worker, CASE, &case).await;
     e.wait_idle().await;
     assert!(e.xai.collection(&case_col).is_none(), "collection removed");
     assert!(e.record(CASE, &case)["xaiCollectionId"].is_null());
-    let party_col = e.record(PARTY, &party)["xaiCollectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let party_col = e.collection_of(PARTY, &party);
     let d = e.record(DOC, &doc);
     assert_eq!(strings(&d["xaiCollections"]), vec![party_col]);
     assert_eq!(d["xaiSyncStatus"], "clean");
@@ -522,12 +512,7 @@ async fn a_failed_add_takes_back_the_other_adds_keeps_the_file_and_marks_failed(
     e.wait_idle().await;
     let mut cols: Vec<String> = [(CASE, &case), (PARTY, &party)]
         .iter()
-        .map(|(t, id)| {
-            e.record(t, id)["xaiCollectionId"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|(t, id)| e.collection_of(t, id))
         .collect();
     cols.sort();
     // Adds go in collection-id order: the first succeeds, the second is refused (400).
@@ -575,12 +560,7 @@ async fn an_unlink_takes_the_document_out_of_that_collection_only() {
     let e = env().await;
     let worker = e.worker(&[]);
     let (case, party, doc) = synced(&e, &worker, b"unlinked later").await;
-    let col = |t: &str, id: &str| {
-        e.record(t, id)["xaiCollectionId"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let col = |t: &str, id: &str| e.collection_of(t, id);
     let (case_col, party_col) = (col(CASE, &case), col(PARTY, &party));
     let file = e.record(DOC, &doc)["xaiId"].as_str().unwrap().to_owned();
     // Unlinked in EspoCRM: the case no longer lists the document, only its collection has it.
@@ -606,18 +586,12 @@ async fn a_deleted_case_loses_its_collection_and_its_documents_follow() {
     let e = env().await;
     let worker = e.worker(&[]);
     let (case, party, doc) = synced(&e, &worker, b"case deleted").await;
-    let case_col = e.record(CASE, &case)["xaiCollectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let case_col = e.collection_of(CASE, &case);
     e.espo.remove(CASE, &case);
     link(&worker, CASE, &case).await;
     e.wait_idle().await;
     assert!(e.xai.collection(&case_col).is_none(), "collection removed");
-    let party_col = e.record(PARTY, &party)["xaiCollectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let party_col = e.collection_of(PARTY, &party);
     let d = e.record(DOC, &doc);
     assert_eq!(strings(&d["xaiCollections"]), vec![party_col]);
     assert_eq!(d["xaiSyncStatus"], "clean");
