@@ -47,20 +47,8 @@ async fn main() {
     let redis = RedisServer::start(false);
     let espo = espocrm::start(EspoCrmConfig::default()).await.unwrap();
     let xai = xai::start(XaiConfig::default()).await.unwrap();
-    let vars: Vec<(&str, String)> = vec![
-        ("ESPOCRM_API_BASE_URL", espo.api_url()),
-        ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
-        ("XAI_FILES_BASE_URL", xai.files_url()),
-        ("XAI_MANAGEMENT_BASE_URL", xai.management_url()),
-        ("XAI_API_KEY", xai.config().api_key.clone()),
-        (
-            "XAI_MANAGEMENT_API_KEY",
-            xai.config().management_key.clone(),
-        ),
-        ("WORKER_RETRY_MAX_ATTEMPTS", "12".into()),
-        ("WORKER_LOG_LEVEL", "warn".into()),
-    ];
-    let o: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let vars = common::documents_env(&espo, &xai, "warn");
+    let o: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let worker = Worker::spawn(&redis.url(), &o, &[]);
 
     let case = espo

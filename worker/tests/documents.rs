@@ -30,23 +30,7 @@ async fn env() -> Env {
     let redis = RedisServer::start(false);
     let espo = espocrm::start(EspoCrmConfig::default()).await.unwrap();
     let xai = xai::start(XaiConfig::default()).await.unwrap();
-    let vars = [
-        ("ESPOCRM_API_BASE_URL", espo.api_url()),
-        ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
-        ("XAI_FILES_BASE_URL", xai.files_url()),
-        ("XAI_MANAGEMENT_BASE_URL", xai.management_url()),
-        ("XAI_API_KEY", xai.config().api_key.clone()),
-        (
-            "XAI_MANAGEMENT_API_KEY",
-            xai.config().management_key.clone(),
-        ),
-        // Documents wait for collections by retrying; give the storm room.
-        ("WORKER_RETRY_MAX_ATTEMPTS", "12".into()),
-        ("WORKER_LOG_LEVEL", "debug".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let vars = common::documents_env(&espo, &xai, "debug");
     Env {
         redis,
         espo,
