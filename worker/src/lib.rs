@@ -16,19 +16,22 @@
 //! - [`handlers`]: the topic → handler registry and the job context; `test.*` handlers;
 //!   [`handlers::calendar`]: the calendar sync run (engine, Redis store, fan-out, audit).
 //!   [`handlers::leads`]: Vermieterhelden leads into EspoCRM, exactly once per `webhook-id`.
+//!   [`handlers::documents`]: `CDokumente` → xAI collections (collection manager, document run,
+//!   crash-safe Redis records, audit).
 //! - [`clients`]: one module per outside system — [`clients::advoware`]: token, REST calls;
 //!   [`clients::google`]: Google Calendar via `google-calendar3`; [`clients::espocrm`]: EspoCRM
 //!   REST (filters, paging, typed errors, attachments); [`clients::xai`]: xAI Files and
 //!   Collections (two hosts, two keys); [`clients::http`]: reqwest.
-//! - [`ratelimit`]: the Google request budget shared by all workers (Redis token bucket).
+//! - [`ratelimit`]: the Google request budget shared by all workers (Redis token bucket); the
+//!   same bucket under other keys is the xAI gate whose backoff honours a 429's `Retry-After`.
 //! - [`sync`]: pure mapping/diffing per domain — [`sync::calendar`]: Advoware Termine ↔ Google events;
 //!   [`sync::beteiligte`]: `CBeteiligte` ↔ Advoware Beteiligte mapping and sync decision (no handler yet).
 //!   [`sync::leads`]: lead payload contract, validation, enrichment; [`sync::contact`]: the shared
 //!   E.164 phone and e-mail normaliser; [`sync::documents`]: `CDokumente` → xAI statuses, content
-//!   hash and sync decision (no handler yet).
+//!   hash and sync decision.
 //! - [`ops`]: readiness state and Prometheus metrics.
 //! - [`cli`]: the command line (`serve`, `config check`, `queue`, `dlq`, `locks`, `sync`,
-//!   `calendar audit|run`).
+//!   `calendar audit|run`, `documents audit|resync`).
 //! - [`shutdown`]: graceful shutdown signalling.
 //! - [`app`]: wires it all together for `serve`.
 
