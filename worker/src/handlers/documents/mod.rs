@@ -3,7 +3,7 @@
 //!
 //! - [`engine`]: one document run ([`engine::DocumentSync`]) and one collection-manager run
 //!   ([`engine::CollectionManager`]) against the real clients; the decision itself is the pure
-//!   [`crate::sync::documents::decide`].
+//!   [`crate::sync::documents::decide()`].
 //! - [`store`]: the Redis records that make the writes crash-safe (pending upload, created
 //!   collection, last synced state).
 //! - [`audit`]: `documents audit` (EspoCRM's view against the collections' document lists).
