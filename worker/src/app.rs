@@ -94,6 +94,14 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
                 health.clone(),
             );
         }
+        if crate::handlers::documents::configured(&config) {
+            // No Redis needed: built now; a configuration problem fails the document jobs.
+            let built = crate::handlers::documents::build_sides(&config);
+            if let Err(e) = &built {
+                tracing::error!(error = %e, "document sync clients cannot be built");
+            }
+            let _ = clients.documents.set(built);
+        }
         let deps = Arc::new(ConsumerDeps {
             config: config.clone(),
             queue: queue.clone(),

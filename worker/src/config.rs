@@ -203,6 +203,49 @@ impl Default for XaiSettings {
     }
 }
 
+/// The document sync's knobs (issue 15): when an entity's xAI collection is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentsSettings {
+    /// When the collection manager deletes an entity's collection.
+    pub collection_removal: CollectionRemoval,
+    /// Entity `status` values that mean "closed" (used by `deleted_or_closed`).
+    pub closed_statuses: Vec<String>,
+}
+
+/// When an entity's collection is removed (the files stay in xAI either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectionRemoval {
+    /// Collections are kept until someone deletes them.
+    Never,
+    /// Removed when the entity is deleted in EspoCRM.
+    Deleted,
+    /// Removed when the entity is deleted or its `status` is one of `closed_statuses`.
+    DeletedOrClosed,
+}
+
+impl std::str::FromStr for CollectionRemoval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "never" => Ok(Self::Never),
+            "deleted" => Ok(Self::Deleted),
+            "deleted_or_closed" => Ok(Self::DeletedOrClosed),
+            other => Err(format!(
+                "{other:?} is not one of never, deleted, deleted_or_closed"
+            )),
+        }
+    }
+}
+
+impl Default for DocumentsSettings {
+    fn default() -> Self {
+        Self {
+            collection_removal: CollectionRemoval::Deleted,
+            closed_statuses: vec!["Abgeschlossen".into(), "Closed".into()],
+        }
+    }
+}
+
 /// Google Calendar API access. Base URLs and the token URI are configurable so that tests and
 /// the local sandbox point the real client at fakes over loopback.
 #[derive(Debug, Clone)]
@@ -349,6 +392,7 @@ pub struct Config {
     pub beteiligte: BeteiligteSettings,
     pub threecx: ThreeCxSettings,
     pub xai: XaiSettings,
+    pub documents: DocumentsSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -395,6 +439,14 @@ struct FileConfig {
     beteiligte: FileBeteiligte,
     threecx: FileThreeCx,
     xai: FileXai,
+    documents: FileDocuments,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileDocuments {
+    collection_removal: Option<String>,
+    closed_statuses: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1074,6 +1126,31 @@ impl Config {
                 "XAI_MAX_FILE_BYTES: must be 1–{XAI_MAX_FILE_BYTES} (xAI refuses larger uploads)"
             ));
         }
+        let fd = file.documents;
+        let dd = DocumentsSettings::default();
+        let documents = DocumentsSettings {
+            collection_removal: match r
+                .str("DOCUMENTS_COLLECTION_REMOVAL")
+                .or(fd.collection_removal)
+            {
+                None => dd.collection_removal,
+                Some(raw) => raw.parse().unwrap_or_else(|e: String| {
+                    r.problems
+                        .push(format!("DOCUMENTS_COLLECTION_REMOVAL: {e}"));
+                    dd.collection_removal
+                }),
+            },
+            closed_statuses: r
+                .str("DOCUMENTS_CLOSED_STATUSES")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .or(fd.closed_statuses)
+                .unwrap_or(dd.closed_statuses),
+        };
         let fg = file.google;
         let gd = GoogleSettings::default();
         let with_slash = |u: String| if u.ends_with('/') { u } else { format!("{u}/") };
@@ -1294,6 +1371,7 @@ impl Config {
             beteiligte,
             threecx,
             xai,
+            documents,
         })
     }
 }
@@ -1800,6 +1878,45 @@ mod tests {
         assert_eq!(cfg.xai.max_file_bytes, XAI_MAX_FILE_BYTES);
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("xai-inference-key") && !dbg.contains("xai-management-key"));
+    }
+
+    #[test]
+    fn documents_settings_parse_and_bad_removal_is_a_problem() {
+        let problems = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("DOCUMENTS_COLLECTION_REMOVAL", "sometimes"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        assert!(
+            problems.contains("DOCUMENTS_COLLECTION_REMOVAL"),
+            "{problems}"
+        );
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("DOCUMENTS_COLLECTION_REMOVAL", "deleted_or_closed"),
+                ("DOCUMENTS_CLOSED_STATUSES", "Erledigt, Archiv"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.documents.collection_removal,
+            CollectionRemoval::DeletedOrClosed
+        );
+        assert_eq!(cfg.documents.closed_statuses, vec!["Erledigt", "Archiv"]);
+        let d = Config::load(
+            None,
+            &env(&[("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret")]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.documents, DocumentsSettings::default());
     }
 
     #[test]

@@ -26,6 +26,10 @@
 //! | `bbl:phone:{e164}`                    | string     | 3CX lookup index: the person the lookup answers for that number (`{entity, record}` JSON: id, names, company, e-mail, phone), 7 days |
 //! | `bbl:3cx:call:{id}`                   | hash       | an outbound call placed through `POST /3cx/call` (1 day): `state` (`placing` before makecall, `placed`, `in_doubt` when 3CX never answered), `extension`, `participant`, `callid`, `lead`, `at_ms` |
 //! | `bbl:3cx:bucket` / `bbl:3cx:backoff`  | hash / string | the outbound-call budget of all workers (`threecx.calls_per_minute`) and the pause after a 3CX 429 |
+//! | `bbl:doc:{espoId}`                    | hash       | document sync per `CDokumente`: `upload` (`{hash, file}` of an upload not yet written back), `synced` (`{file, hash, collections}` after the last write-back; what a delete needs once the record is gone) |
+//! | `bbl:xai:bucket`, `bbl:xai:backoff`   | hash, string | the xAI request gate shared by all workers; the backoff (ms timestamp, with TTL) is set from a 429's `Retry-After` so no worker calls xAI before it |
+//! | `bbl:docfile:{fileId}`                | string     | the `CDokumente` id an uploaded xAI file belongs to (so an unlink, which no longer lists the document, still finds it in the collection) |
+//! | `bbl:doccol:{entityType}:{espoId}`    | string     | the xAI collection created for an entity, recorded before the EspoCRM write-back |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -102,6 +106,25 @@ pub fn call(idempotency_key: &str) -> String {
 /// The 3CX lookup index entry of one E.164 number.
 pub fn phone(e164: &str) -> String {
     format!("{PREFIX}phone:{e164}")
+}
+
+/// The xAI request gate (a token bucket whose backoff honours xAI's `Retry-After`).
+pub const XAI_BUCKET: &str = "bbl:xai:bucket";
+pub const XAI_BACKOFF: &str = "bbl:xai:backoff";
+
+/// Document sync state of one `CDokumente` record.
+pub fn document(espo_id: &str) -> String {
+    format!("{PREFIX}doc:{espo_id}")
+}
+
+/// The document an uploaded xAI file belongs to.
+pub fn document_file(file_id: &str) -> String {
+    format!("{PREFIX}docfile:{file_id}")
+}
+
+/// The collection created for an entity (written before EspoCRM learns its id).
+pub fn document_collection(entity_type: &str, espo_id: &str) -> String {
+    format!("{PREFIX}doccol:{entity_type}:{espo_id}")
 }
 
 pub fn test(name: &str) -> String {

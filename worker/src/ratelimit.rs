@@ -86,7 +86,7 @@ return ms
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
     /// The script could not run (connection lost, Redis down, …).
-    #[error("Redis (Google request budget): {0}")]
+    #[error("Redis (shared request budget): {0}")]
     Redis(#[from] redis::RedisError),
 }
 

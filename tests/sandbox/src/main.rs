@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bitbylaw_fakes::{advoware, espocrm, google_calendar, threecx, vermieterhelden};
+use bitbylaw_fakes::{advoware, espocrm, google_calendar, threecx, vermieterhelden, xai};
 use clap::Parser;
 use proxy_wasm_host::gateway::{Gateway, GatewayOptions, DEPLOYED_CLIENT_BODY_BUFFER_SIZE};
 use serde_json::json;
@@ -126,6 +126,8 @@ async fn main() -> Result<()> {
     .await?;
     // 3CX Call Control API (outbound calls from the CRM).
     let pbx = threecx::start_call_control(threecx::CallControlConfig::default()).await?;
+    // xAI Files + Collections (document sync).
+    let xai_fake = xai::start(xai::XaiConfig::default()).await?;
     let ac = adv.config().clone();
     // A service-account key for the Google fake (fresh RSA key, token_uri → the fake).
     let key_dir = tempfile::tempdir()?;
@@ -165,6 +167,13 @@ async fn main() -> Result<()> {
         ("THREECX_CLIENT_SECRET", pbx.config().client_secret.clone()),
         // Burst of 2: the demo's call and its busy-extension call within one second.
         ("THREECX_CALLS_PER_MINUTE", "120".into()),
+        ("XAI_FILES_BASE_URL", xai_fake.files_url()),
+        ("XAI_MANAGEMENT_BASE_URL", xai_fake.management_url()),
+        ("XAI_API_KEY", xai_fake.config().api_key.clone()),
+        (
+            "XAI_MANAGEMENT_API_KEY",
+            xai_fake.config().management_key.clone(),
+        ),
     ];
     let worker = Command::new(&worker_bin)
         .arg("serve")
@@ -182,6 +191,7 @@ async fn main() -> Result<()> {
     // EspoCRM webhooks pointing at the gateway, as an admin would register them.
     let gw_url = format!("http://{}", args.listen);
     let mut vars: HashMap<String, String> = HashMap::new();
+    let mut link_hook: Option<espocrm::Webhook> = None;
     let crud = ["create", "update", "delete"].as_slice();
     for (entity, actions) in [
         ("beteiligte", crud),
@@ -206,6 +216,9 @@ async fn main() -> Result<()> {
             );
             vars.insert(format!("{prefix}_ID"), hook.id.clone());
             vars.insert(format!("{prefix}_SECRET"), hook.secret_key.clone());
+            if entity == "entity" && *action == "link" {
+                link_hook = Some(hook.clone());
+            }
         }
     }
     let lead_secret = vermieterhelden::generate_secret();
@@ -260,6 +273,9 @@ async fn main() -> Result<()> {
         demo(&gw_url, &espo, &google, &lead_secret).await?;
         outbound_demo(&gw_url, &espo, &pbx).await?;
         beteiligte_demo(&adv, &espo, &worker_bin, &worker_env).await?;
+        if let Some(hook) = &link_hook {
+            documents_demo(&gw_url, &espo, &xai_fake, hook).await?;
+        }
     }
     println!("\nTry it yourself:");
     println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
@@ -270,6 +286,7 @@ async fn main() -> Result<()> {
     println!("  curl -s http://127.0.0.1:18080/metrics | grep bitbylaw_");
     println!("  (worker env as above) target/debug/bitbylaw-worker calendar audit --kuerzel SB");
     println!("  (worker env as above) target/debug/bitbylaw-worker beteiligte status");
+    println!("  (worker env as above) target/debug/bitbylaw-worker documents audit");
     println!(
         "  target/debug/bitbylaw-worker queue stats   (with REDIS_URL=redis://127.0.0.1:16379/)"
     );
@@ -645,6 +662,63 @@ async fn beteiligte_demo(
         "   EspoCRM {id}: lastName {} syncStatus {}",
         rec["lastName"], rec["syncStatus"]
     );
+    Ok(())
+}
+
+/// The document sync: a document linked to an eviction case appears in the case's xAI
+/// collection. The link hook is EspoCRM's custom `entity/link` webhook, sent through the gateway.
+async fn documents_demo(
+    gw: &str,
+    espo: &espocrm::EspoCrmFake,
+    xai_fake: &xai::XaiFake,
+    hook: &espocrm::Webhook,
+) -> Result<()> {
+    println!("-- documents: Klageschrift.pdf is linked to an eviction case (Raeumungsklage)");
+    let case = espo
+        .insert(
+            "Raeumungsklage",
+            json!({"name": "Räumung Musterstraße 1", "status": "Offen"}),
+        )
+        .and_then(|c| c["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let att = espo.insert_attachment("application/pdf", b"%PDF-1.7 Klageschrift".to_vec());
+    let doc = espo
+        .insert(
+            "CDokumente",
+            json!({"name": "Klageschrift.pdf", "dokumentId": att, "fileStatus": "new"}),
+        )
+        .and_then(|d| d["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    espo.relate("CDokumente", &doc, "raeumungsklagen", &case);
+    let r = espocrm::send_webhook(
+        &format!("{gw}/vmh/webhook/entity/link"),
+        &hook.id,
+        &hook.secret_key,
+        &json!([{"id": case, "entityType": "Raeumungsklage"}]),
+        espocrm::SignatureStyle::Both,
+    )
+    .await?;
+    println!("   link hook → gateway: {}", r.status());
+    for _ in 0..100 {
+        let rec = espo.get("CDokumente", &doc).unwrap_or_default();
+        if rec["xaiSyncStatus"] == "clean" {
+            let col = espo
+                .get("Raeumungsklage", &case)
+                .and_then(|c| c["xaiCollectionId"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            println!(
+                "   case {case}: xAI collection {col} holds {:?}",
+                xai_fake.members(&col)
+            );
+            println!(
+                "   CDokumente {doc}: xaiId {} xaiSyncStatus {} xaiSyncedHash {}",
+                rec["xaiId"], rec["xaiSyncStatus"], rec["xaiSyncedHash"]
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("   (not synced yet; see the worker log)");
     Ok(())
 }
 

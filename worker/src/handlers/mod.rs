@@ -7,6 +7,7 @@
 
 pub mod beteiligte;
 pub mod calendar;
+pub mod documents;
 pub mod leads;
 pub mod telephony;
 pub mod testing;
@@ -43,6 +44,22 @@ impl HandlerError {
         HandlerError::Retryable {
             message: message.into(),
             retry_after: None,
+        }
+    }
+
+    /// Retryable (with the upstream's `Retry-After`) or permanent, as a sync's error says.
+    pub fn classified(
+        retryable: bool,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        if retryable {
+            HandlerError::Retryable {
+                message: message.into(),
+                retry_after,
+            }
+        } else {
+            HandlerError::Permanent(message.into())
         }
     }
 }
@@ -92,6 +109,8 @@ pub struct Clients {
     pub calendar: ClientSlot<calendar::CalendarSides>,
     /// EspoCRM and Advoware for the Beteiligte sync.
     pub beteiligte: ClientSlot<beteiligte::BeteiligteSides>,
+    /// EspoCRM and xAI for the document sync.
+    pub documents: ClientSlot<documents::engine::DocumentsSides>,
 }
 
 /// A sync's clients, set once built in the background (they need Redis), or the reason they
@@ -166,6 +185,7 @@ impl std::fmt::Debug for Clients {
         f.debug_struct("Clients")
             .field("calendar", &self.calendar.get().map(Result::is_ok))
             .field("beteiligte", &self.beteiligte.get().map(Result::is_ok))
+            .field("documents", &self.documents.get().map(Result::is_ok))
             .finish()
     }
 }
@@ -270,6 +290,9 @@ impl Registry {
         }
         if telephony::configured(config) {
             telephony::register(&mut r, config);
+        }
+        if documents::configured(config) {
+            documents::register(&mut r);
         }
         r
     }

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub consumers_running: Gauge,
     pub consumers_expected: Gauge,
     pub beteiligte_runs: Family<OutcomeLabel, Counter>,
+    /// Document sync and collection-manager runs by outcome.
+    pub documents_runs: Family<OutcomeLabel, Counter>,
     /// 3CX contact lookups by outcome.
     pub threecx_lookups: Family<OutcomeLabel, Counter>,
     /// Outbound calls (`POST /3cx/call`) by outcome.
@@ -166,6 +168,7 @@ impl Metrics {
             consumers_running: Gauge::default(),
             consumers_expected: Gauge::default(),
             beteiligte_runs: Family::default(),
+            documents_runs: Family::default(),
             threecx_lookups: Family::default(),
             threecx_calls: Family::default(),
             registry: Registry::default(),
@@ -229,6 +232,11 @@ impl Metrics {
             "beteiligte_sync_runs",
             "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, create_uncertain, unlinked, retryable, permanent, lock_lost)",
             m.beteiligte_runs.clone(),
+        );
+        registry.register(
+            "documents_sync_runs",
+            "Document sync and collection runs by outcome (uploaded, resumed, relinked, up_to_date, no_collections, removed, collection_exists, collection_created, collection_removed_closed, collection_removed_deleted, collection_kept, retryable, permanent, lock_lost)",
+            m.documents_runs.clone(),
         );
         registry.register(
             "threecx_lookups",
@@ -373,6 +381,15 @@ impl Metrics {
     /// Counts one Beteiligte run with `outcome`.
     pub fn beteiligte_run(&self, outcome: &str) {
         self.beteiligte_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one document sync or collection run with `outcome`.
+    pub fn documents_run(&self, outcome: &str) {
+        self.documents_runs
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })
