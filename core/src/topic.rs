@@ -123,6 +123,7 @@ topics! {
     DocumentDelete => "vmh.document.delete", EspoBatch;
     EntityLink => "vmh.entity.link", EspoBatch;
     EntityUnlink => "vmh.entity.unlink", EspoBatch;
+    EntityCreate => "vmh.entity.create", EspoBatch;
     LeadVermieterheldenReceived => "leads.vermieterhelden.received", SingleObject;
     TelephonyCallReported => "telephony.call.reported", SingleObject;
     CalendarSyncAll => "calendar.sync.all", Internal;
@@ -361,7 +362,7 @@ mod tests {
 
     #[test]
     fn known_topics_roundtrip() {
-        assert_eq!(Topic::ALL.len(), 16);
+        assert_eq!(Topic::ALL.len(), 18);
         for t in Topic::ALL {
             assert_eq!(t.as_str().parse::<Topic>(), Ok(*t));
             assert!(is_valid_topic(t.as_str()));

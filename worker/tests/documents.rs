@@ -99,6 +99,7 @@ impl Env {
             "vmh.document.delete",
             "vmh.entity.link",
             "vmh.entity.unlink",
+            "vmh.entity.create",
         ] {
             let n: u64 = c.xlen(format!("bbl:q:{t}")).await.unwrap();
             if n > 0 {
@@ -177,6 +178,13 @@ impl Env {
 async fn link(worker: &Worker, entity_type: &str, id: &str) {
     let body = json!([{"id": id, "entityType": entity_type}]).to_string();
     let (status, v) = post_event(&worker.base, "vmh.entity.link", body.as_bytes()).await;
+    assert_eq!(status, 202, "{v}");
+}
+
+/// The seeds' entity create hook: `[{id, entityType}]` on `vmh.entity.create`.
+async fn created(worker: &Worker, entity_type: &str, id: &str) {
+    let body = json!([{"id": id, "entityType": entity_type}]).to_string();
+    let (status, v) = post_event(&worker.base, "vmh.entity.create", body.as_bytes()).await;
     assert_eq!(status, 202, "{v}");
 }
 
@@ -579,5 +587,139 @@ async fn a_deleted_case_loses_its_collection_and_its_documents_follow() {
     let d = e.record(DOC, &doc);
     assert_eq!(strings(&d["xaiCollections"]), vec![party_col]);
     assert_eq!(d["xaiSyncStatus"], "clean");
+    assert_eq!(e.dlq_len().await, 0, "{}", e.dlq_errors().await);
+}
+
+/// Issue 15 item 2: an entity's create hook gets it its collection (no document linked yet),
+/// `xaiCollectionId` is written back; a body without `entityType` (EspoCRM's own create
+/// webhook) finds the entity's type; a redelivery of the hook creates no second collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_create_gets_its_collection_once_even_when_redelivered() {
+    let e = env().await;
+    let worker = e.worker(&[]);
+    let case = e.insert(
+        CASE,
+        json!({"name": "Räumung Hauptstraße 2", "status": "Offen"}),
+    );
+    let party = e.insert(PARTY, json!({"lastName": "Beispiel"}));
+    let account = e.insert("Account", json!({"name": "Hausverwaltung Beispiel GmbH"}));
+    let entities = [(CASE, &case), (PARTY, &party), ("Account", &account)];
+    created(&worker, CASE, &case).await;
+    created(&worker, PARTY, &party).await;
+    // EspoCRM's own `Account.create` webhook: the record, without `entityType`.
+    let body = json!([{"id": account, "name": "Hausverwaltung Beispiel GmbH"}]).to_string();
+    let (status, v) = post_event(&worker.base, "vmh.entity.create", body.as_bytes()).await;
+    assert_eq!(status, 202, "{v}");
+    e.wait_idle().await;
+    let first: Vec<String> = entities
+        .iter()
+        .map(|(t, id)| e.collection_of(t, id))
+        .collect();
+    for ((t, id), c) in entities.iter().zip(&first) {
+        let col = e
+            .xai
+            .collection(c)
+            .expect("the written-back collection exists in xAI");
+        assert_eq!(col.name, format!("{t} {id}"));
+        let meta: Value = serde_json::from_str(col.description.as_deref().unwrap()).unwrap();
+        assert_eq!(meta, json!({"entityType": t, "entityId": id}));
+    }
+    assert_eq!(e.xai.collections().len(), 3);
+
+    // EspoCRM redelivers (its job retries on timeouts): same entities, new event ids.
+    for (t, id) in entities {
+        created(&worker, t, id).await;
+    }
+    e.wait_idle().await;
+    assert_eq!(
+        e.xai.counters().collection_creates,
+        3,
+        "no second collection"
+    );
+    assert_eq!(e.xai.collections().len(), 3);
+    for ((t, id), c) in entities.iter().zip(&first) {
+        assert_eq!(&e.collection_of(t, id), c);
+    }
+    let m = metrics_text(&worker.base).await;
+    let runs = |o: &str| {
+        metric(
+            &m,
+            "bitbylaw_worker_documents_sync_runs_total",
+            &format!("outcome=\"{o}\""),
+        )
+    };
+    assert_eq!(runs("collection_created"), 3.0, "{m}");
+    assert_eq!(runs("collection_exists"), 3.0, "{m}");
+    assert_eq!(e.dlq_len().await, 0, "{}", e.dlq_errors().await);
+    e.assert_no_key_in(&worker.log_text());
+}
+
+/// Crash between xAI creating the collection and anything recording it: the create is carried
+/// out but its answer is lost. The retry finds the collection by its name and reuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_created_but_unrecorded_is_found_and_reused_on_retry() {
+    let e = env().await;
+    e.xai.lose_next_collection_create_responses(1);
+    let worker = e.worker(&[]);
+    let case = e.insert(
+        CASE,
+        json!({"name": "Räumung Ringstraße 3", "status": "Offen"}),
+    );
+    created(&worker, CASE, &case).await;
+    e.wait_idle().await;
+
+    let all = e.xai.collections();
+    assert_eq!(all.len(), 1, "no second collection: {all:?}");
+    assert_eq!(e.xai.counters().collection_creates, 1);
+    let creates = e
+        .xai
+        .management_controls()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/collections")
+        .count();
+    assert_eq!(creates, 1, "the retry did not create again");
+    let m = metrics_text(&worker.base).await;
+    let failed = metric(
+        &m,
+        "bitbylaw_worker_documents_sync_runs_total",
+        "outcome=\"retryable\"",
+    );
+    assert_eq!(failed, 1.0, "the lost answer failed the first run: {m}");
+    assert_eq!(e.collection_of(CASE, &case), all[0].id);
+    let mut r = e.redis.conn().await;
+    let recorded: Option<String> = r.get(format!("bbl:doccol:{CASE}:{case}")).await.unwrap();
+    assert_eq!(recorded.as_deref(), Some(all[0].id.as_str()));
+    assert_eq!(e.dlq_len().await, 0, "{}", e.dlq_errors().await);
+}
+
+/// Crash after the collection is recorded in Redis and before EspoCRM learns it (the
+/// write-back fails): the retry takes the collection from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_collection_write_back_is_retried_with_the_same_collection() {
+    let e = env().await;
+    let worker = e.worker(&[]);
+    let case = e.insert(
+        CASE,
+        json!({"name": "Räumung Ringstraße 4", "status": "Offen"}),
+    );
+    e.espo
+        .controls()
+        .fail_next_method_on("PUT", &format!("/api/v1/{CASE}/"), 1, 500, None);
+    created(&worker, CASE, &case).await;
+    e.wait_idle().await;
+
+    let puts = e
+        .espo
+        .controls()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with(&format!("/api/v1/{CASE}/")))
+        .count();
+    assert!(puts >= 2, "the injected failure happened and was retried");
+    let all = e.xai.collections();
+    assert_eq!(all.len(), 1, "no second collection: {all:?}");
+    assert_eq!(e.xai.counters().collection_creates, 1);
+    assert_eq!(e.collection_of(CASE, &case), all[0].id);
     assert_eq!(e.dlq_len().await, 0, "{}", e.dlq_errors().await);
 }

@@ -98,6 +98,8 @@ struct XaiState {
     files: BTreeMap<String, StoredFile>,
     collections: BTreeMap<String, StoredCollection>,
     counters: Counters,
+    /// Collection creates still to commit but answer as failed (the response "lost").
+    lost_create_responses: usize,
 }
 
 #[derive(Clone)]
@@ -212,6 +214,24 @@ impl XaiFake {
 
     pub fn collection(&self, id: &str) -> Option<StoredCollection> {
         self.shared.state.lock().collections.get(id).cloned()
+    }
+
+    /// Every collection, in id order.
+    pub fn collections(&self) -> Vec<StoredCollection> {
+        self.shared
+            .state
+            .lock()
+            .collections
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The next `n` collection creates are carried out but answered 503, as when the worker
+    /// crashes or the connection drops after xAI created the collection and before the caller
+    /// could record its id.
+    pub fn lose_next_collection_create_responses(&self, n: usize) {
+        self.shared.state.lock().lost_create_responses = n;
     }
 
     /// The file ids in a collection (empty for an unknown collection).
@@ -530,6 +550,10 @@ async fn create_collection(State(s): State<Shared>, headers: HeaderMap, body: By
     let mut st = s.state.lock();
     st.counters.collection_creates += 1;
     st.collections.insert(c.id.clone(), c);
+    if st.lost_create_responses > 0 {
+        st.lost_create_responses -= 1;
+        return error_shape(StatusCode::SERVICE_UNAVAILABLE);
+    }
     json_response(StatusCode::OK, out)
 }
 

@@ -197,7 +197,7 @@ async fn main() -> Result<()> {
         ("beteiligte", crud),
         ("bankverbindungen", crud),
         ("document", crud),
-        ("entity", ["link", "unlink"].as_slice()),
+        ("entity", ["link", "unlink", "create"].as_slice()),
     ] {
         let espo_entity = match entity {
             "beteiligte" => "CBeteiligte",
@@ -205,6 +205,12 @@ async fn main() -> Result<()> {
             _ => "CDokumente",
         };
         for action in actions {
+            // The entity create hook: EspoCRM's own create webhook of cases.
+            let espo_entity = if entity == "entity" && *action == "create" {
+                "Raeumungsklage"
+            } else {
+                espo_entity
+            };
             let hook = espo.add_webhook(
                 &format!("{espo_entity}.{action}"),
                 &format!("{gw_url}/vmh/webhook/{entity}/{action}"),

@@ -320,7 +320,7 @@ async fn espo_batch_with_unusable_entries_queues_the_rest_and_reports_them() {
 async fn entity_link_topics_are_accepted_as_espocrm_batches() {
     let redis = RedisServer::start(false);
     let w = Worker::spawn(&redis.url(), &[], &["--no-consumers"]);
-    for topic in ["vmh.entity.link", "vmh.entity.unlink"] {
+    for topic in ["vmh.entity.link", "vmh.entity.unlink", "vmh.entity.create"] {
         let (s, v) = post_event(&w.base, topic, br#"[{"id":"case1"},{"id":"case2"}]"#).await;
         assert_eq!(s, 202, "{topic}: {v}");
         assert_eq!(v["jobs"].as_array().map(Vec::len), Some(2), "{v}");

@@ -66,7 +66,7 @@ pub fn vars(
 pub fn placeholder_hooks() -> HashMap<String, String> {
     let mut m = HashMap::new();
     let crud = ["CREATE", "UPDATE", "DELETE"].as_slice();
-    let links = ["LINK", "UNLINK"].as_slice();
+    let links = ["LINK", "UNLINK", "CREATE"].as_slice();
     for (entity, actions) in [
         ("BETEILIGTE", crud),
         ("BANKVERBINDUNGEN", crud),
@@ -107,6 +107,8 @@ pub fn espo_hooks(espo: &espocrm::EspoCrmFake, gw_url: &str) -> HashMap<String, 
         ("DOCUMENT", "CDokumente", crud),
         // The seeds' custom link hook: registered like the others so its id and secret exist.
         ("ENTITY", "CDokumente", ["link", "unlink"].as_slice()),
+        // The entity create hook: EspoCRM's own create webhook of cases.
+        ("ENTITY", "Raeumungsklage", ["create"].as_slice()),
     ] {
         for action in actions {
             let hook = espo.add_webhook(

@@ -12,7 +12,10 @@
 //! (`bbl:lock:documents:CDokumente:{id}`); `vmh.entity.link|unlink` run the collection manager
 //! under the entity's lock (`bbl:lock:documents:{entityType}:{id}`) and then enqueue a document
 //! job for every document linked to the entity — the seeds' event storm, absorbed by coalescing
-//! and by the idempotent document run.
+//! and by the idempotent document run. `vmh.entity.create` (an entity's create hook) runs the same
+//! collection manager, so a new case, party or account gets its collection before any document
+//! is linked; its own topic because the registry has one handler per topic (the Beteiligte sync
+//! owns `vmh.beteiligte.create`).
 
 pub mod audit;
 pub mod engine;
@@ -43,6 +46,7 @@ pub const TOPIC_UPDATE: &str = Topic::DocumentUpdate.as_str();
 pub const TOPIC_DELETE: &str = Topic::DocumentDelete.as_str();
 pub const TOPIC_LINK: &str = Topic::EntityLink.as_str();
 pub const TOPIC_UNLINK: &str = Topic::EntityUnlink.as_str();
+pub const TOPIC_ENTITY_CREATE: &str = Topic::EntityCreate.as_str();
 
 /// Payload key of an entity job naming the entity type (`Raeumungsklage`, `CBeteiligte`,
 /// `Account`, or `CDokumente` when the hook reports the document side).
@@ -75,6 +79,7 @@ pub fn register(r: &mut Registry) {
     r.register(TOPIC_DELETE, HANDLER, delete_boxed);
     r.register(TOPIC_LINK, HANDLER, entity_boxed);
     r.register(TOPIC_UNLINK, HANDLER, entity_boxed);
+    r.register(TOPIC_ENTITY_CREATE, HANDLER, entity_boxed);
 }
 
 fn sync_boxed<'a>(ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResult> {
@@ -191,10 +196,17 @@ async fn entity(ctx: &JobContext, job: &Job) -> HandlerResult {
     let sides = sides(ctx)?;
     let id = espo_id(job)?;
     let raw_type = job.payload.get(ENTITY_TYPE_KEY).and_then(Value::as_str);
-    let Some(t) = raw_type.and_then(|t| t.parse::<EntityType>().ok()) else {
+    let mut known = raw_type.and_then(|t| t.parse::<EntityType>().ok());
+    if known.is_none() && raw_type.is_none() && job.topic == TOPIC_ENTITY_CREATE {
+        // EspoCRM's own `<Entity>.create` webhook sends the record without its type.
+        known = owning_type_of(&sides.espo, &id)
+            .await
+            .map_err(|e| settle(ctx, e))?;
+    }
+    let Some(t) = known else {
         ctx.metrics.documents_run("permanent");
         return Err(HandlerError::Permanent(format!(
-            "entity link event without a known {ENTITY_TYPE_KEY} (got {raw_type:?}; expected Raeumungsklage, CBeteiligte, Account or CDokumente)"
+            "entity event without a known {ENTITY_TYPE_KEY} (got {raw_type:?}; expected Raeumungsklage, CBeteiligte, Account or CDokumente)"
         )));
     };
     let span = tracing::info_span!(parent: &ctx.span, "document_collection", entity_type = %t, entity_id = %id);
@@ -225,6 +237,21 @@ async fn entity(ctx: &JobContext, job: &Job) -> HandlerResult {
     }
     .instrument(span)
     .await
+}
+
+/// Which owning entity type has record `id` (EspoCRM ids are unique across entity types).
+async fn owning_type_of(
+    espo: &crate::clients::espocrm::EspoCrmClient,
+    id: &EspoId,
+) -> Result<Option<EntityType>, DocError> {
+    for t in EntityType::OWNING {
+        match espo.get::<Value>(t.as_str(), id).await {
+            Ok(_) => return Ok(Some(t)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
 }
 
 /// A link reported from the document's side: the document syncs, and every entity it is
