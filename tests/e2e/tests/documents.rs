@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bitbylaw_fakes::redis_server::{free_port, RedisServer};
@@ -40,29 +39,21 @@ async fn document_link_and_entity_create_hooks_through_kong_reach_xai() {
         .await
         .unwrap();
     let xai = xai::start(xai::XaiConfig::default()).await.unwrap();
-    let worker_port = free_port();
-    let worker_url = format!("http://127.0.0.1:{worker_port}");
-    let _worker = WorkerProcess(
-        Command::new(worker_bin())
-            .arg("serve")
-            .env_clear()
-            .env("REDIS_URL", redis.url())
-            .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
-            .env("WORKER_ROLES", "intake,consumers")
-            .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
-            .env("ESPOCRM_API_BASE_URL", espo.api_url())
-            .env("ESPOCRM_API_KEY", &espo.config().api_key)
-            .env("XAI_FILES_BASE_URL", xai.files_url())
-            .env("XAI_MANAGEMENT_BASE_URL", xai.management_url())
-            .env("XAI_API_KEY", &xai.config().api_key)
-            .env("XAI_MANAGEMENT_API_KEY", &xai.config().management_key)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(&format!("{worker_url}/health")).await;
+    let (_worker, worker_url) = spawn_worker(
+        &redis.url(),
+        &[
+            ("ESPOCRM_API_BASE_URL", espo.api_url()),
+            ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
+            ("XAI_FILES_BASE_URL", xai.files_url()),
+            ("XAI_MANAGEMENT_BASE_URL", xai.management_url()),
+            ("XAI_API_KEY", xai.config().api_key.clone()),
+            (
+                "XAI_MANAGEMENT_API_KEY",
+                xai.config().management_key.clone(),
+            ),
+        ],
+    )
+    .await;
     let hooks = placeholder_hooks();
     let config = render(&vars(
         &adv,

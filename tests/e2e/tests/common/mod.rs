@@ -137,6 +137,29 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// The worker binary serving intake and consumers on a free port against `redis_url`, with the
+/// gateway secret and `env`; returns the process and its base URL once `/health` answers.
+pub async fn spawn_worker(redis_url: &str, env: &[(&str, String)]) -> (WorkerProcess, String) {
+    let port = bitbylaw_fakes::redis_server::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let child = std::process::Command::new(worker_bin())
+        .arg("serve")
+        .env_clear()
+        .env("REDIS_URL", redis_url)
+        .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+        .env("WORKER_ROLES", "intake,consumers")
+        .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let worker = WorkerProcess(child);
+    wait_ready(&format!("{url}/health")).await;
+    (worker, url)
+}
+
 pub async fn wait_ready(url: &str) {
     for _ in 0..200 {
         if reqwest::get(url)
