@@ -1,7 +1,8 @@
 //! The document sync (issue 15) through the real worker binary and queue, against the EspoCRM
 //! and xAI fakes and a real `redis-server`: a storm of link and update events, content change and
 //! rename, a failed write-back after the upload, 429 with `Retry-After`, an oversized attachment,
-//! delete, a closed case, the `documents audit|resync` CLI — and no key in the (debug) logs.
+//! delete, a closed case, the `documents audit|resync` CLI, the entity create hook and crashes
+//! around a collection's creation — and no key in the (debug) logs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
@@ -722,4 +723,27 @@ async fn a_failed_collection_write_back_is_retried_with_the_same_collection() {
     assert_eq!(e.xai.counters().collection_creates, 1);
     assert_eq!(e.collection_of(CASE, &case), all[0].id);
     assert_eq!(e.dlq_len().await, 0, "{}", e.dlq_errors().await);
+}
+
+/// An untyped create event for an id no owning entity has: a permanent failure naming the id,
+/// nothing created in xAI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untyped_create_of_an_unknown_entity_fails_permanently_and_creates_nothing() {
+    let e = env().await;
+    let worker = e.worker(&[]);
+    let body = json!([{"id": "6745a1b2c3d4e5f99"}]).to_string();
+    let (status, v) = post_event(&worker.base, "vmh.entity.create", body.as_bytes()).await;
+    assert_eq!(status, 202, "{v}");
+    wait_for(
+        "the event dead-lettered",
+        Duration::from_secs(40),
+        || async { (e.dlq_len().await == 1).then_some(()) },
+    )
+    .await;
+    let errors = e.dlq_errors().await;
+    assert!(
+        errors.contains("no Raeumungsklage, CBeteiligte or Account 6745a1b2c3d4e5f99"),
+        "{errors}"
+    );
+    assert!(e.xai.collections().is_empty());
 }

@@ -11,7 +11,8 @@
 //!
 //! Each host accepts only its own key: the inference key on the management host (or the other
 //! way round) is a 401, which is how tests prove the client never mixes them. 429 with
-//! `Retry-After` is injected per host through [`Controls`]. Counters (`uploads`, `adds`,
+//! `Retry-After` is injected per host through [`Controls`]; a collection create can be carried out
+//! with its answer lost ([`XaiFake::lose_next_collection_create_responses`]). Counters (`uploads`, `adds`,
 //! `removes`) let sync tests assert "one upload, one add per collection".
 
 use std::collections::BTreeMap;

@@ -205,6 +205,11 @@ async fn entity(ctx: &JobContext, job: &Job) -> HandlerResult {
     }
     let Some(t) = known else {
         ctx.metrics.documents_run("permanent");
+        if raw_type.is_none() && job.topic == TOPIC_ENTITY_CREATE {
+            return Err(HandlerError::Permanent(format!(
+                "entity create event: no Raeumungsklage, CBeteiligte or Account {id} in EspoCRM"
+            )));
+        }
         return Err(HandlerError::Permanent(format!(
             "entity event without a known {ENTITY_TYPE_KEY} (got {raw_type:?}; expected Raeumungsklage, CBeteiligte, Account or CDokumente)"
         )));
