@@ -296,6 +296,8 @@ pub struct BeteiligteSettings {
     pub check_clean_limit: usize,
     /// Clean records are re-checked once their last sync is this old.
     pub check_clean_age: Duration,
+    /// Region of national phone numbers when Kommunikation values are compared (issue 12).
+    pub default_region: crate::sync::contact::Region,
 }
 
 impl Default for BeteiligteSettings {
@@ -308,6 +310,7 @@ impl Default for BeteiligteSettings {
             check_unclean_limit: 100,
             check_clean_limit: 50,
             check_clean_age: Duration::from_secs(24 * 3600),
+            default_region: crate::sync::contact::Region::DE,
         }
     }
 }
@@ -506,6 +509,7 @@ struct FileBeteiligte {
     check_unclean_limit: Option<usize>,
     check_clean_limit: Option<usize>,
     check_clean_age_hours: Option<u64>,
+    default_region: Option<String>,
 }
 
 /// The two schedules of the old system: every 15 minutes, on the quarter hour.
@@ -1196,7 +1200,28 @@ impl Config {
             }),
         };
         let hours = |h: Option<u64>, d: Duration| h.map_or(d, |h| Duration::from_secs(h * 3600));
+        let bet_region = match r
+            .str("BETEILIGTE_DEFAULT_REGION")
+            .or(fb.default_region)
+            .as_deref()
+            .map(crate::sync::contact::Region::parse)
+        {
+            None => bd.default_region,
+            Some(Some(region)) => region,
+            Some(None) => {
+                let known: Vec<&str> = crate::sync::contact::REGIONS
+                    .iter()
+                    .map(|r| r.iso)
+                    .collect();
+                r.problems.push(format!(
+                    "BETEILIGTE_DEFAULT_REGION: unknown region (known: {})",
+                    known.join(", ")
+                ));
+                bd.default_region
+            }
+        };
         let beteiligte = BeteiligteSettings {
+            default_region: bet_region,
             conflict_policy,
             max_retries: r
                 .parse::<u32>("BETEILIGTE_MAX_RETRIES")

@@ -38,6 +38,11 @@ use crate::server::{
 pub const TERMINE: &str = "Termine";
 pub const BETEILIGTE: &str = "Beteiligte";
 pub const KOMMUNIKATIONEN: &str = "Kommunikationen";
+/// Resource name of address writes (issue 12).
+pub const ADRESSEN: &str = "Adressen";
+/// Address fields Advoware's `PUT` changes; every other field of the body is ignored (the fake's
+/// choice for "read-only on PUT", like `kommKz`; see README).
+pub const ADRESSE_WRITABLE: [&str; 4] = ["strasse", "plz", "ort", "anschrift"];
 
 /// Credentials and behaviour of the fake. The defaults are obviously fake test values.
 #[derive(Clone)]
@@ -243,6 +248,14 @@ pub async fn start(config: AdvowareConfig) -> Result<AdvowareFake, StartError> {
         .route(
             "/api/v1/advonet/Beteiligte/{bet_nr}/Kommunikationen",
             post(create_kommunikation),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Adressen",
+            post(create_adresse),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Adressen/{id}",
+            put(update_adresse).delete(delete_adresse),
         )
         .route(
             "/api/v1/advonet/Beteiligte/{bet_nr}/Kommunikationen/{id}",
@@ -526,6 +539,16 @@ impl AdvowareFake {
             }
         }
         set(&mut b, "kommunikation", Value::Array(komm));
+        if let Some(mut adr) = b.get("adressen").and_then(Value::as_array).cloned() {
+            for entry in &mut adr {
+                if entry.get("id").and_then(Value::as_i64).is_none() {
+                    let id = state.next_komm_id;
+                    state.next_komm_id += 1;
+                    set(entry, "id", json!(id));
+                }
+            }
+            set(&mut b, "adressen", Value::Array(adr));
+        }
         let row_id = state.next_row_id();
         set(&mut b, "rowId", json!(row_id));
         set(&mut b, "geaendertAm", json!(fmt_local(now)));
@@ -1105,7 +1128,9 @@ async fn delete_termin(
 // Beteiligte and Kommunikationen
 
 /// Fields the server owns; ignored in PUT bodies.
-const BETEILIGTE_READ_ONLY: [&str; 4] = ["betNr", "rowId", "geaendertAm", "kommunikation"];
+/// Sub-records (`kommunikation`, `adressen`) change only through their own endpoints.
+const BETEILIGTE_READ_ONLY: [&str; 5] =
+    ["betNr", "rowId", "geaendertAm", "kommunikation", "adressen"];
 
 async fn get_beteiligter(
     State(shared): State<Shared>,
@@ -1156,6 +1181,7 @@ async fn create_beteiligter(
     set(&mut b, "rowId", json!(row_id));
     set(&mut b, "geaendertAm", json!(fmt_local(now)));
     set(&mut b, "kommunikation", json!([]));
+    set(&mut b, "adressen", json!([]));
     state.beteiligte.insert(bet_nr, b.clone());
     json_response(StatusCode::CREATED, b)
 }
@@ -1333,6 +1359,20 @@ async fn update_kommunikation(
     }
 }
 
+/// Addresses cannot be deleted through the API either (FACTS §1).
+async fn delete_adresse(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    method: Method,
+) -> Response {
+    shared.state.lock().count_write(ADRESSEN);
+    require_auth!(shared, headers);
+    message(
+        StatusCode::FORBIDDEN,
+        &format!("The requested resource does not support http method '{method}'."),
+    )
+}
+
 async fn delete_kommunikation(
     State(shared): State<Shared>,
     headers: HeaderMap,
@@ -1344,6 +1384,103 @@ async fn delete_kommunikation(
         StatusCode::FORBIDDEN,
         &format!("The requested resource does not support http method '{method}'."),
     )
+}
+
+async fn create_adresse(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(bet_nr): Path<String>,
+    body: Bytes,
+) -> Response {
+    shared.state.lock().count_write(ADRESSEN);
+    require_auth!(shared, headers);
+    let Ok(bet_nr) = bet_nr.parse::<i64>() else {
+        return bad_request(&format!("The value '{bet_nr}' is not valid for betNr."));
+    };
+    let mut entry = match parse_json_body(&body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return bad_request("The request body must be a JSON object."),
+        Err(r) => return r,
+    };
+    if let Some(bad) = entry.as_object().and_then(|m| {
+        m.iter()
+            .find(|(k, v)| *k != "id" && !(v.is_string() || v.is_null()))
+    }) {
+        return bad_request(&format!("{} must be a string.", bad.0));
+    }
+    let now = shared.config.clock.now_berlin();
+    let mut state = shared.state.lock();
+    if !state.beteiligte.contains_key(&bet_nr) {
+        return not_found_entity("Beteiligter");
+    }
+    let id = state.next_komm_id;
+    state.next_komm_id += 1;
+    let row_id = state.next_row_id();
+    set(&mut entry, "id", json!(id));
+    let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
+        return not_found_entity("Beteiligter");
+    };
+    if !b.get("adressen").is_some_and(Value::is_array) {
+        set(b, "adressen", json!([]));
+    }
+    if let Some(list) = b.get_mut("adressen").and_then(Value::as_array_mut) {
+        list.push(entry.clone());
+    }
+    set(b, "rowId", json!(row_id));
+    set(b, "geaendertAm", json!(fmt_local(now)));
+    json_response(StatusCode::CREATED, entry)
+}
+
+/// `PUT` of an address: only [`ADRESSE_WRITABLE`] are taken; other fields in the body are
+/// ignored (Advoware keeps its values), as the fake does with `kommKz`.
+async fn update_adresse(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((bet_nr, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    shared.state.lock().count_write(ADRESSEN);
+    require_auth!(shared, headers);
+    let (Ok(bet_nr), Ok(id)) = (bet_nr.parse::<i64>(), id.parse::<i64>()) else {
+        return bad_request("The request is invalid.");
+    };
+    let patch = match parse_json_body(&body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return bad_request("The request body must be a JSON object."),
+        Err(r) => return r,
+    };
+    let writable: serde_json::Map<String, Value> = ADRESSE_WRITABLE
+        .iter()
+        .filter_map(|f| patch.get(*f).map(|v| ((*f).to_owned(), v.clone())))
+        .collect();
+    if writable.values().any(|v| !(v.is_string() || v.is_null())) {
+        return bad_request("Address fields must be strings.");
+    }
+    let now = shared.config.clock.now_berlin();
+    let mut state = shared.state.lock();
+    let row_id = state.next_row_id();
+    let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
+        return not_found_entity("Beteiligter");
+    };
+    let updated = b
+        .get_mut("adressen")
+        .and_then(Value::as_array_mut)
+        .and_then(|list| {
+            list.iter_mut()
+                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
+        })
+        .map(|entry| {
+            merge_object(entry, &Value::Object(writable));
+            entry.clone()
+        });
+    match updated {
+        Some(entry) => {
+            set(b, "rowId", json!(row_id));
+            set(b, "geaendertAm", json!(fmt_local(now)));
+            json_response(StatusCode::OK, entry)
+        }
+        None => not_found_entity("Adresse"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ use crate::clock::FakeClock;
 use crate::server::{constant_time_eq, json as json_response, Controls, RunningServer, StartError};
 
 /// Entity types served by default.
-pub const DEFAULT_ENTITIES: [&str; 9] = [
+pub const DEFAULT_ENTITIES: [&str; 10] = [
     "Lead",
     "TargetList",
     "Task",
@@ -46,6 +46,7 @@ pub const DEFAULT_ENTITIES: [&str; 9] = [
     "CBankverbindungen",
     "CDokumente",
     "Contact",
+    "CAdressen",
 ];
 
 /// EspoCRM refuses list requests asking for more than this many records.
@@ -471,6 +472,85 @@ fn derive(entity: &str, record: &mut Map<String, Value>) {
     }
 }
 
+/// Entities with EspoCRM's e-mail and phone fields (`emailAddressData`, `phoneNumberData`).
+const CONTACT_DATA_ENTITIES: [&str; 3] = ["CBeteiligte", "Lead", "Contact"];
+
+/// EspoCRM's phone number types (the default metadata).
+pub const PHONE_TYPES: [&str; 5] = ["Mobile", "Office", "Home", "Fax", "Other"];
+
+/// EspoCRM's semantics of the address arrays, applied to a create body or an update patch:
+/// setting `emailAddressData`/`phoneNumberData` replaces all entries; entries with an empty value
+/// are dropped, a value given twice (e-mail: case-insensitively) is kept once; exactly one entry
+/// is primary (the first flagged one, else the first); `emailAddress`/`phoneNumber` become the
+/// primary's value. Setting only `emailAddress`/`phoneNumber` replaces the primary entry.
+fn contact_data(
+    entity: &str,
+    patch: &mut Map<String, Value>,
+    existing: Option<&Map<String, Value>>,
+) {
+    if !CONTACT_DATA_ENTITIES.contains(&entity) {
+        return;
+    }
+    for (data, single, value_key) in [
+        ("emailAddressData", "emailAddress", "emailAddress"),
+        ("phoneNumberData", "phoneNumber", "phoneNumber"),
+    ] {
+        let list = match (patch.get(data), patch.get(single)) {
+            (Some(Value::Array(list)), _) => list.clone(),
+            (Some(_), _) => Vec::new(),
+            // Only the primary value given: it replaces the primary entry (of a record that has
+            // the array; records seeded without one keep the plain attribute).
+            (None, Some(v)) if existing.and_then(|e| e.get(data)).is_some() => {
+                let mut list: Vec<Value> = existing
+                    .and_then(|e| e.get(data))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                list.retain(|e| e.get("primary") != Some(&json!(true)));
+                if let Some(v) = v.as_str().filter(|v| !v.trim().is_empty()) {
+                    let mut entry =
+                        json!({value_key: v, "primary": true, "optOut": false, "invalid": false});
+                    if data == "phoneNumberData" {
+                        entry["type"] = json!("Office");
+                    }
+                    list.insert(0, entry);
+                }
+                list
+            }
+            (None, _) => continue,
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<Value> = Vec::new();
+        for e in list {
+            let Some(v) = e.get(value_key).and_then(Value::as_str).map(str::trim) else {
+                continue;
+            };
+            if v.is_empty() || !seen.insert(v.to_lowercase()) {
+                continue;
+            }
+            let flag = |k: &str| json!(e.get(k).and_then(Value::as_bool).unwrap_or(false));
+            let mut entry = json!({value_key: v, "primary": flag("primary"),
+                "optOut": flag("optOut"), "invalid": flag("invalid")});
+            if data == "phoneNumberData" {
+                entry["type"] = e.get("type").cloned().unwrap_or(json!("Office"));
+            }
+            out.push(entry);
+        }
+        let first_primary = out
+            .iter()
+            .position(|e| e["primary"] == json!(true))
+            .unwrap_or(0);
+        for (i, e) in out.iter_mut().enumerate() {
+            e["primary"] = json!(i == first_primary);
+        }
+        let primary = out
+            .get(first_primary)
+            .map_or(Value::Null, |e| e[value_key].clone());
+        patch.insert(single.into(), primary);
+        patch.insert(data.into(), Value::Array(out));
+    }
+}
+
 fn store_new(state: &mut State_, entity: &str, record: Value, now: DateTime<Utc>) -> Option<Value> {
     if !state.records.contains_key(entity) {
         return None;
@@ -482,6 +562,7 @@ fn store_new(state: &mut State_, entity: &str, record: Value, now: DateTime<Utc>
     for field in READ_ONLY {
         map.remove(field);
     }
+    contact_data(entity, &mut map, None);
     let id = new_id(state, now);
     map.insert("id".into(), json!(id));
     map.insert("deleted".into(), json!(false));
@@ -506,7 +587,8 @@ fn apply_update(
         return None;
     };
     let mut changed = Map::new();
-    if let Value::Object(patch) = patch {
+    if let Value::Object(mut patch) = patch {
+        contact_data(entity, &mut patch, Some(&target.clone()));
         for (k, v) in patch {
             if READ_ONLY.contains(&k.as_str()) {
                 continue;
@@ -976,6 +1058,26 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
     if creating {
         if let Some(missing) = required.iter().find(|f| !present(f)) {
             return Err(validation_failure(missing, "required"));
+        }
+    }
+    // The address arrays: lists of objects with a string value; phone types from the metadata.
+    for (data, value_key) in [
+        ("emailAddressData", "emailAddress"),
+        ("phoneNumberData", "phoneNumber"),
+    ] {
+        let Some(v) = record.get(data).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let ok = v.as_array().is_some_and(|list| {
+            list.iter().all(|e| {
+                e.get(value_key).is_some_and(Value::is_string)
+                    && e.get("type")
+                        .filter(|t| !t.is_null())
+                        .is_none_or(|t| t.as_str().is_some_and(|t| PHONE_TYPES.contains(&t)))
+            })
+        });
+        if !ok {
+            return Err(validation_failure(data, "valid"));
         }
     }
     let enums: &[(&str, &[&str])] = match entity {

@@ -248,6 +248,11 @@ pub struct Paths {
     pub kommunikation_create: String,
     /// `PUT`: change one (`kommKz` is read-only; DELETE answers 403); `{betnr}`, `{id}`.
     pub kommunikation_update: String,
+    /// `POST`: add an address to a Beteiligter; `{betnr}` required (uncertain, like all
+    /// Adressen paths).
+    pub adressen_create: String,
+    /// `PUT`: change an address (only `strasse`, `plz`, `ort`, `anschrift`); `{betnr}`, `{id}`.
+    pub adressen_update: String,
 }
 
 impl Default for Paths {
@@ -265,6 +270,8 @@ impl Default for Paths {
             beteiligte_update: "api/v1/advonet/Beteiligte/{betnr}".into(),
             kommunikation_create: "api/v1/advonet/Beteiligte/{betnr}/Kommunikationen".into(),
             kommunikation_update: "api/v1/advonet/Beteiligte/{betnr}/Kommunikationen/{id}".into(),
+            adressen_create: "api/v1/advonet/Beteiligte/{betnr}/Adressen".into(),
+            adressen_update: "api/v1/advonet/Beteiligte/{betnr}/Adressen/{id}".into(),
         }
     }
 }
@@ -272,7 +279,7 @@ impl Default for Paths {
 impl Paths {
     /// Every setting (`advoware.paths.<name>`, `ADVOWARE_PATH_<NAME>`) with the placeholders it
     /// must have (it may use no others), in the order of [`Paths::templates`].
-    pub const SETTINGS: [(&'static str, &'static [&'static str]); 12] = [
+    pub const SETTINGS: [(&'static str, &'static [&'static str]); 14] = [
         ("token", &[]),
         ("mitarbeiter", &[]),
         ("termine_list", &["kuerzel", "from", "to"]),
@@ -285,10 +292,12 @@ impl Paths {
         ("beteiligte_update", &["betnr"]),
         ("kommunikation_create", &["betnr"]),
         ("kommunikation_update", &["betnr", "id"]),
+        ("adressen_create", &["betnr"]),
+        ("adressen_update", &["betnr", "id"]),
     ];
 
     /// The templates, in the order of [`Paths::SETTINGS`].
-    fn templates(&self) -> [&String; 12] {
+    fn templates(&self) -> [&String; 14] {
         [
             &self.token,
             &self.mitarbeiter,
@@ -302,6 +311,8 @@ impl Paths {
             &self.beteiligte_update,
             &self.kommunikation_create,
             &self.kommunikation_update,
+            &self.adressen_create,
+            &self.adressen_update,
         ]
     }
 
@@ -321,6 +332,8 @@ impl Paths {
             &mut self.beteiligte_update,
             &mut self.kommunikation_create,
             &mut self.kommunikation_update,
+            &mut self.adressen_create,
+            &mut self.adressen_update,
         ];
         slots.into_iter().nth(index)
     }
@@ -845,6 +858,41 @@ where
             .call(Method::Put, &e.path, &query_refs(&e.query), Some(body))
             .await
             .map_err(|err| mismatch_on_405("kommunikation_update", Method::Put, err))?;
+        decode_json(&e.path, &resp.body)
+    }
+
+    /// Adds an address to a Beteiligter (every field is taken); the answer is the stored
+    /// address with its id.
+    pub async fn create_adresse(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let n = bet_nr.to_string();
+        let e = expand(&self.settings.paths.adressen_create, &[("betnr", &n)]);
+        let resp = self
+            .call(Method::Post, &e.path, &query_refs(&e.query), Some(body))
+            .await
+            .map_err(|err| mismatch_on_405("adressen_create", Method::Post, err))?;
+        decode_json(&e.path, &resp.body)
+    }
+
+    /// Changes an address (Advoware takes only `strasse`, `plz`, `ort`, `anschrift`).
+    pub async fn update_adresse(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        id: i64,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let (n, i) = (bet_nr.to_string(), id.to_string());
+        let e = expand(
+            &self.settings.paths.adressen_update,
+            &[("betnr", &n), ("id", &i)],
+        );
+        let resp = self
+            .call(Method::Put, &e.path, &query_refs(&e.query), Some(body))
+            .await
+            .map_err(|err| mismatch_on_405("adressen_update", Method::Put, err))?;
         decode_json(&e.path, &resp.body)
     }
 

@@ -224,7 +224,7 @@ impl Metrics {
         );
         registry.register(
             "beteiligte_sync_runs",
-            "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, create_uncertain, unlinked, retryable, permanent, lock_lost)",
+            "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, create_uncertain, details, unlinked, retryable, permanent, lock_lost)",
             m.beteiligte_runs.clone(),
         );
         registry.register(
