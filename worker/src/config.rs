@@ -1200,26 +1200,9 @@ impl Config {
             }),
         };
         let hours = |h: Option<u64>, d: Duration| h.map_or(d, |h| Duration::from_secs(h * 3600));
-        let bet_region = match r
-            .str("BETEILIGTE_DEFAULT_REGION")
-            .or(fb.default_region)
-            .as_deref()
-            .map(crate::sync::contact::Region::parse)
-        {
-            None => bd.default_region,
-            Some(Some(region)) => region,
-            Some(None) => {
-                let known: Vec<&str> = crate::sync::contact::REGIONS
-                    .iter()
-                    .map(|r| r.iso)
-                    .collect();
-                r.problems.push(format!(
-                    "BETEILIGTE_DEFAULT_REGION: unknown region (known: {})",
-                    known.join(", ")
-                ));
-                bd.default_region
-            }
-        };
+        let raw = r.str("BETEILIGTE_DEFAULT_REGION").or(fb.default_region);
+        let bet_region =
+            region_setting(&mut r, "BETEILIGTE_DEFAULT_REGION", raw, bd.default_region);
         let beteiligte = BeteiligteSettings {
             default_region: bet_region,
             conflict_policy,
@@ -1407,16 +1390,16 @@ struct FileLeads {
     assign: BTreeMap<String, FileAssignee>,
 }
 
-/// `[leads]` and the `LEADS_*` variables; every problem goes to the reader's list.
-fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
-    use crate::sync::leads::{Assignee, LeadType};
-    let d = LeadsSettings::default();
-    let region_raw = r.str("LEADS_DEFAULT_REGION").or(f.default_region);
-    let default_region = match region_raw
-        .as_deref()
-        .map(crate::sync::contact::Region::parse)
-    {
-        None => d.default_region,
+/// A default-region setting (`DE`, …): `default` when unset, a problem naming `name` and the
+/// known regions when unknown.
+fn region_setting(
+    r: &mut Reader<'_>,
+    name: &str,
+    raw: Option<String>,
+    default: crate::sync::contact::Region,
+) -> crate::sync::contact::Region {
+    match raw.as_deref().map(crate::sync::contact::Region::parse) {
+        None => default,
         Some(Some(region)) => region,
         Some(None) => {
             let known: Vec<&str> = crate::sync::contact::REGIONS
@@ -1424,12 +1407,20 @@ fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
                 .map(|r| r.iso)
                 .collect();
             r.problems.push(format!(
-                "LEADS_DEFAULT_REGION: unknown region (known: {})",
+                "{name}: unknown region (known: {})",
                 known.join(", ")
             ));
-            d.default_region
+            default
         }
-    };
+    }
+}
+
+/// `[leads]` and the `LEADS_*` variables; every problem goes to the reader's list.
+fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
+    use crate::sync::leads::{Assignee, LeadType};
+    let d = LeadsSettings::default();
+    let region_raw = r.str("LEADS_DEFAULT_REGION").or(f.default_region);
+    let default_region = region_setting(r, "LEADS_DEFAULT_REGION", region_raw, d.default_region);
     let existing = match r
         .str("LEADS_EXISTING_POLICY")
         .or(f.existing_policy)

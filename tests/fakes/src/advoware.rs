@@ -1274,13 +1274,18 @@ async fn create_kommunikation(
     let Ok(bet_nr) = bet_nr.parse::<i64>() else {
         return bad_request(&format!("The value '{bet_nr}' is not valid for betNr."));
     };
-    let mut entry = match parse_json_body(&body) {
+    let entry = match parse_json_body(&body) {
         Ok(v) => v,
         Err(r) => return r,
     };
     if let Err(text) = validate_kommunikation(&entry, true) {
         return bad_request(&text);
     }
+    add_sub_record(&shared, bet_nr, "kommunikation", entry)
+}
+
+/// Stores a new sub-record (`list`: `kommunikation` or `adressen`) with a fresh id; 201 with it.
+fn add_sub_record(shared: &Shared, bet_nr: i64, list: &str, mut entry: Value) -> Response {
     let now = shared.config.clock.now_berlin();
     let mut state = shared.state.lock();
     if !state.beteiligte.contains_key(&bet_nr) {
@@ -1293,20 +1298,70 @@ async fn create_kommunikation(
     let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
         return not_found_entity("Beteiligter");
     };
-    push_kommunikation(b, entry.clone());
+    if !b.get(list).is_some_and(Value::is_array) {
+        set(b, list, json!([]));
+    }
+    if let Some(items) = b.get_mut(list).and_then(Value::as_array_mut) {
+        items.push(entry.clone());
+    }
     // Changing a sub-record changes the Beteiligter's row (assumption; see README).
     set(b, "rowId", json!(row_id));
     set(b, "geaendertAm", json!(fmt_local(now)));
     json_response(StatusCode::CREATED, entry)
 }
 
-fn push_kommunikation(b: &mut Value, entry: Value) {
-    if !b.get("kommunikation").is_some_and(Value::is_array) {
-        set(b, "kommunikation", json!([]));
+/// Merges `patch` into the sub-record `id` of `list`; 200 with it, 404 naming `what`.
+fn change_sub_record(
+    shared: &Shared,
+    bet_nr: i64,
+    list: &str,
+    id: i64,
+    patch: &Value,
+    what: &str,
+) -> Response {
+    let now = shared.config.clock.now_berlin();
+    let mut state = shared.state.lock();
+    let row_id = state.next_row_id();
+    let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
+        return not_found_entity("Beteiligter");
+    };
+    let updated = b
+        .get_mut(list)
+        .and_then(Value::as_array_mut)
+        .and_then(|items| {
+            items
+                .iter_mut()
+                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
+        })
+        .map(|entry| {
+            merge_object(entry, patch);
+            entry.clone()
+        });
+    match updated {
+        Some(entry) => {
+            set(b, "rowId", json!(row_id));
+            set(b, "geaendertAm", json!(fmt_local(now)));
+            json_response(StatusCode::OK, entry)
+        }
+        None => not_found_entity(what),
     }
-    if let Some(list) = b.get_mut("kommunikation").and_then(Value::as_array_mut) {
-        list.push(entry);
+}
+
+/// `DELETE` of a sub-record: Advoware refuses it (FACTS §1).
+fn refuse_delete(
+    shared: &Shared,
+    headers: &HeaderMap,
+    method: &Method,
+    resource: &str,
+) -> Response {
+    shared.state.lock().count_write(resource);
+    if !authorized(shared, headers) {
+        return unauthorized();
     }
+    message(
+        StatusCode::FORBIDDEN,
+        &format!("The requested resource does not support http method '{method}'."),
+    )
 }
 
 async fn update_kommunikation(
@@ -1332,31 +1387,14 @@ async fn update_kommunikation(
         map.remove("kommKz");
         map.remove("id");
     }
-    let now = shared.config.clock.now_berlin();
-    let mut state = shared.state.lock();
-    let row_id = state.next_row_id();
-    let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
-        return not_found_entity("Beteiligter");
-    };
-    let updated = b
-        .get_mut("kommunikation")
-        .and_then(Value::as_array_mut)
-        .and_then(|list| {
-            list.iter_mut()
-                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
-        })
-        .map(|entry| {
-            merge_object(entry, &patch);
-            entry.clone()
-        });
-    match updated {
-        Some(entry) => {
-            set(b, "rowId", json!(row_id));
-            set(b, "geaendertAm", json!(fmt_local(now)));
-            json_response(StatusCode::OK, entry)
-        }
-        None => not_found_entity("Kommunikation"),
-    }
+    change_sub_record(
+        &shared,
+        bet_nr,
+        "kommunikation",
+        id,
+        &patch,
+        "Kommunikation",
+    )
 }
 
 /// Addresses cannot be deleted through the API either (FACTS §1).
@@ -1365,12 +1403,7 @@ async fn delete_adresse(
     headers: HeaderMap,
     method: Method,
 ) -> Response {
-    shared.state.lock().count_write(ADRESSEN);
-    require_auth!(shared, headers);
-    message(
-        StatusCode::FORBIDDEN,
-        &format!("The requested resource does not support http method '{method}'."),
-    )
+    refuse_delete(&shared, &headers, &method, ADRESSEN)
 }
 
 async fn delete_kommunikation(
@@ -1378,12 +1411,7 @@ async fn delete_kommunikation(
     headers: HeaderMap,
     method: Method,
 ) -> Response {
-    shared.state.lock().count_write(KOMMUNIKATIONEN);
-    require_auth!(shared, headers);
-    message(
-        StatusCode::FORBIDDEN,
-        &format!("The requested resource does not support http method '{method}'."),
-    )
+    refuse_delete(&shared, &headers, &method, KOMMUNIKATIONEN)
 }
 
 async fn create_adresse(
@@ -1397,7 +1425,7 @@ async fn create_adresse(
     let Ok(bet_nr) = bet_nr.parse::<i64>() else {
         return bad_request(&format!("The value '{bet_nr}' is not valid for betNr."));
     };
-    let mut entry = match parse_json_body(&body) {
+    let entry = match parse_json_body(&body) {
         Ok(v) if v.is_object() => v,
         Ok(_) => return bad_request("The request body must be a JSON object."),
         Err(r) => return r,
@@ -1408,27 +1436,7 @@ async fn create_adresse(
     }) {
         return bad_request(&format!("{} must be a string.", bad.0));
     }
-    let now = shared.config.clock.now_berlin();
-    let mut state = shared.state.lock();
-    if !state.beteiligte.contains_key(&bet_nr) {
-        return not_found_entity("Beteiligter");
-    }
-    let id = state.next_komm_id;
-    state.next_komm_id += 1;
-    let row_id = state.next_row_id();
-    set(&mut entry, "id", json!(id));
-    let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
-        return not_found_entity("Beteiligter");
-    };
-    if !b.get("adressen").is_some_and(Value::is_array) {
-        set(b, "adressen", json!([]));
-    }
-    if let Some(list) = b.get_mut("adressen").and_then(Value::as_array_mut) {
-        list.push(entry.clone());
-    }
-    set(b, "rowId", json!(row_id));
-    set(b, "geaendertAm", json!(fmt_local(now)));
-    json_response(StatusCode::CREATED, entry)
+    add_sub_record(&shared, bet_nr, "adressen", entry)
 }
 
 /// `PUT` of an address: only [`ADRESSE_WRITABLE`] are taken; other fields in the body are
@@ -1456,31 +1464,14 @@ async fn update_adresse(
     if writable.values().any(|v| !(v.is_string() || v.is_null())) {
         return bad_request("Address fields must be strings.");
     }
-    let now = shared.config.clock.now_berlin();
-    let mut state = shared.state.lock();
-    let row_id = state.next_row_id();
-    let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
-        return not_found_entity("Beteiligter");
-    };
-    let updated = b
-        .get_mut("adressen")
-        .and_then(Value::as_array_mut)
-        .and_then(|list| {
-            list.iter_mut()
-                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
-        })
-        .map(|entry| {
-            merge_object(entry, &Value::Object(writable));
-            entry.clone()
-        });
-    match updated {
-        Some(entry) => {
-            set(b, "rowId", json!(row_id));
-            set(b, "geaendertAm", json!(fmt_local(now)));
-            json_response(StatusCode::OK, entry)
-        }
-        None => not_found_entity("Adresse"),
-    }
+    change_sub_record(
+        &shared,
+        bet_nr,
+        "adressen",
+        id,
+        &Value::Object(writable),
+        "Adresse",
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

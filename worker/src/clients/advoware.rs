@@ -833,13 +833,16 @@ where
         bet_nr: bitbylaw_core::ids::BetNr,
         body: &Value,
     ) -> Result<Value, AdvowareError> {
-        let n = bet_nr.to_string();
-        let e = expand(&self.settings.paths.kommunikation_create, &[("betnr", &n)]);
-        let resp = self
-            .call(Method::Post, &e.path, &query_refs(&e.query), Some(body))
-            .await
-            .map_err(|err| mismatch_on_405("kommunikation_create", Method::Post, err))?;
-        decode_json(&e.path, &resp.body)
+        let template = &self.settings.paths.kommunikation_create;
+        self.sub_record(
+            Method::Post,
+            "kommunikation_create",
+            template,
+            bet_nr,
+            None,
+            body,
+        )
+        .await
     }
 
     /// Changes a Kommunikation entry (`tlf`, `bemerkung`, `online`; Advoware keeps `kommKz`).
@@ -849,16 +852,16 @@ where
         id: i64,
         body: &Value,
     ) -> Result<Value, AdvowareError> {
-        let (n, i) = (bet_nr.to_string(), id.to_string());
-        let e = expand(
-            &self.settings.paths.kommunikation_update,
-            &[("betnr", &n), ("id", &i)],
-        );
-        let resp = self
-            .call(Method::Put, &e.path, &query_refs(&e.query), Some(body))
-            .await
-            .map_err(|err| mismatch_on_405("kommunikation_update", Method::Put, err))?;
-        decode_json(&e.path, &resp.body)
+        let template = &self.settings.paths.kommunikation_update;
+        self.sub_record(
+            Method::Put,
+            "kommunikation_update",
+            template,
+            bet_nr,
+            Some(id),
+            body,
+        )
+        .await
     }
 
     /// Adds an address to a Beteiligter (every field is taken); the answer is the stored
@@ -868,13 +871,16 @@ where
         bet_nr: bitbylaw_core::ids::BetNr,
         body: &Value,
     ) -> Result<Value, AdvowareError> {
-        let n = bet_nr.to_string();
-        let e = expand(&self.settings.paths.adressen_create, &[("betnr", &n)]);
-        let resp = self
-            .call(Method::Post, &e.path, &query_refs(&e.query), Some(body))
-            .await
-            .map_err(|err| mismatch_on_405("adressen_create", Method::Post, err))?;
-        decode_json(&e.path, &resp.body)
+        let template = &self.settings.paths.adressen_create;
+        self.sub_record(
+            Method::Post,
+            "adressen_create",
+            template,
+            bet_nr,
+            None,
+            body,
+        )
+        .await
     }
 
     /// Changes an address (Advoware takes only `strasse`, `plz`, `ort`, `anschrift`).
@@ -884,15 +890,38 @@ where
         id: i64,
         body: &Value,
     ) -> Result<Value, AdvowareError> {
-        let (n, i) = (bet_nr.to_string(), id.to_string());
-        let e = expand(
-            &self.settings.paths.adressen_update,
-            &[("betnr", &n), ("id", &i)],
-        );
+        let template = &self.settings.paths.adressen_update;
+        self.sub_record(
+            Method::Put,
+            "adressen_update",
+            template,
+            bet_nr,
+            Some(id),
+            body,
+        )
+        .await
+    }
+
+    /// `POST`/`PUT` of a Beteiligter's sub-record (`setting` names the path template in a 405).
+    async fn sub_record(
+        &self,
+        method: Method,
+        setting: &'static str,
+        template: &str,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        id: Option<i64>,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let (n, i) = (bet_nr.to_string(), id.map(|i| i.to_string()));
+        let mut values = vec![("betnr", n.as_str())];
+        if let Some(i) = &i {
+            values.push(("id", i.as_str()));
+        }
+        let e = expand(template, &values);
         let resp = self
-            .call(Method::Put, &e.path, &query_refs(&e.query), Some(body))
+            .call(method, &e.path, &query_refs(&e.query), Some(body))
             .await
-            .map_err(|err| mismatch_on_405("adressen_update", Method::Put, err))?;
+            .map_err(|err| mismatch_on_405(setting, method, err))?;
         decode_json(&e.path, &resp.body)
     }
 

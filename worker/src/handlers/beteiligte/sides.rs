@@ -379,11 +379,7 @@ where
         bet_nr: BetNr,
         body: &'a Value,
     ) -> BoxFuture<'a, Result<Value, SideError>> {
-        Box::pin(async move {
-            AdvowareClient::create_kommunikation(self, bet_nr, body)
-                .await
-                .map_err(advoware_error)
-        })
+        advoware_call(AdvowareClient::create_kommunikation(self, bet_nr, body))
     }
 
     fn update_kommunikation<'a>(
@@ -392,11 +388,7 @@ where
         id: i64,
         body: &'a Value,
     ) -> BoxFuture<'a, Result<Value, SideError>> {
-        Box::pin(async move {
-            AdvowareClient::update_kommunikation(self, bet_nr, id, body)
-                .await
-                .map_err(advoware_error)
-        })
+        advoware_call(AdvowareClient::update_kommunikation(self, bet_nr, id, body))
     }
 
     fn create_adresse<'a>(
@@ -404,11 +396,7 @@ where
         bet_nr: BetNr,
         body: &'a Value,
     ) -> BoxFuture<'a, Result<Value, SideError>> {
-        Box::pin(async move {
-            AdvowareClient::create_adresse(self, bet_nr, body)
-                .await
-                .map_err(advoware_error)
-        })
+        advoware_call(AdvowareClient::create_adresse(self, bet_nr, body))
     }
 
     fn update_adresse<'a>(
@@ -417,12 +405,15 @@ where
         id: i64,
         body: &'a Value,
     ) -> BoxFuture<'a, Result<Value, SideError>> {
-        Box::pin(async move {
-            AdvowareClient::update_adresse(self, bet_nr, id, body)
-                .await
-                .map_err(advoware_error)
-        })
+        advoware_call(AdvowareClient::update_adresse(self, bet_nr, id, body))
     }
+}
+
+/// A sub-record call of the client as a side call.
+fn advoware_call<'a>(
+    call: impl std::future::Future<Output = Result<Value, AdvowareError>> + Send + 'a,
+) -> BoxFuture<'a, Result<Value, SideError>> {
+    Box::pin(async move { call.await.map_err(advoware_error) })
 }
 
 fn encode(b: &AdvowareBeteiligter) -> Result<Value, SideError> {
