@@ -1773,6 +1773,7 @@ mod tests {
                 ("BETEILIGTE_MAX_RETRIES", "0"),
                 ("BETEILIGTE_RESET_AFTER_HOURS", "0"),
                 ("BETEILIGTE_NOTIFY_USER_ID", "not an id"),
+                ("BETEILIGTE_DEFAULT_REGION", "XX"),
             ]),
         )
         .err()
@@ -1783,6 +1784,7 @@ mod tests {
             "BETEILIGTE_MAX_RETRIES",
             "BETEILIGTE_RESET_AFTER_HOURS",
             "BETEILIGTE_NOTIFY_USER_ID",
+            "BETEILIGTE_DEFAULT_REGION: unknown region",
         ] {
             assert!(problems.contains(name), "{name} missing in {problems}");
         }
@@ -1793,9 +1795,11 @@ mod tests {
                 ("BETEILIGTE_CONFLICT_POLICY", "manual"),
                 ("BETEILIGTE_CHECK_CLEAN_LIMIT", "0"),
                 ("BETEILIGTE_NOTIFY_USER_ID", "admin1"),
+                ("BETEILIGTE_DEFAULT_REGION", "at"),
             ]),
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.beteiligte.default_region.iso, "AT");
         assert_eq!(
             cfg.beteiligte.conflict_policy,
             crate::sync::beteiligte::ConflictPolicy::Manual
