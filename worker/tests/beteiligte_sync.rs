@@ -1283,6 +1283,63 @@ mod details {
         assert_eq!(env.all_writes(), before);
     }
 
+    /// The same value changed on both sides: the Beteiligte conflict policy decides, with a
+    /// notification; under `manual` both are left, `syncStatus=conflict`, notified once.
+    #[tokio::test]
+    async fn kommunikation_changed_on_both_sides_follows_the_conflict_policy() {
+        let mut env = env().await;
+        for policy in [ConflictPolicy::EspocrmWins, ConflictPolicy::Manual] {
+            env.settings.conflict_policy = policy;
+            let id = env.person(json!({
+                "firstName": format!("{policy:?}"),
+                "phoneNumberData": [{"phoneNumber": "030 111", "type": "Mobile", "primary": true}],
+            }));
+            let Ok(Outcome::Created(b)) = env.run(&id).await else {
+                panic!("not created");
+            };
+            let bet_nr = b.get() as i64;
+            assert_eq!(env.run(&id).await, Ok(Outcome::WroteDetails));
+            env.espo_fake.edit(
+                "CBeteiligte",
+                id.as_str(),
+                json!({"phoneNumberData": [{"phoneNumber": "030 222", "type": "Mobile"}]}),
+            );
+            env.aw_edit_komm(bet_nr, |l| l[0]["tlf"] = json!("030 333"));
+            let before = notifications(&env).len();
+            assert!(env.run(&id).await.is_ok());
+            let notes = notifications(&env)[before..].to_vec();
+            let tlf = env.aw_komm(bet_nr)[0]["tlf"].clone();
+            let phones = env.espo_phones(&id);
+            match policy {
+                ConflictPolicy::EspocrmWins => {
+                    assert_eq!(tlf, "030 222");
+                    assert_eq!(phones, vec![("030 222".to_owned(), "Mobile".to_owned())]);
+                    assert!(
+                        notes.iter().any(|n| n.contains("Kommunikation")
+                            && n.contains("030 222")
+                            && n.contains("030 333")
+                            && n.contains("EspoCRM hat Vorrang")),
+                        "{notes:?}"
+                    );
+                    assert_eq!(env.espo_record(&id)["syncStatus"], "clean");
+                }
+                _ => {
+                    assert_eq!(tlf, "030 333", "left");
+                    assert_eq!(phones, vec![("030 222".to_owned(), "Mobile".to_owned())]);
+                    assert_eq!(notes.len(), 1, "{notes:?}");
+                    assert_eq!(env.espo_record(&id)["syncStatus"], "conflict");
+                    let before = (env.all_writes(), notifications(&env).len());
+                    assert!(env.run(&id).await.is_ok());
+                    assert_eq!(
+                        (env.all_writes(), notifications(&env).len()),
+                        before,
+                        "notified once, nothing written again"
+                    );
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn audit_shows_kommunikation_and_adressen_differences() {
         let env = env().await;
