@@ -6,7 +6,8 @@
 //! mode (the Kong stand-in) with the real `.wasm` filters. Then it walks through a
 //! short demo — an Advoware proxy call, EspoCRM webhooks, the four Vermieterhelden lead
 //! forms arriving in the EspoCRM fake (and a duplicate absorbed), a 3CX call report, a manual
-//! calendar sync, a Beteiligter typed into EspoCRM appearing in Advoware and an Advoware edit
+//! calendar sync, a Beteiligter typed into EspoCRM appearing in Advoware (with its e-mail and
+//! phone as marked Kommunikation entries) and an Advoware edit
 //! flowing back — printing each exchange, and keeps
 //! running so you can send your own requests (`curl` lines are printed).
 //!
@@ -526,7 +527,9 @@ async fn beteiligte_demo(
         .insert(
             "CBeteiligte",
             json!({"firstName": "Erika", "lastName": "Mustermann", "salutationName": "Ms.",
-                "dateOfBirth": "1964-08-12", "syncStatus": "pending_sync"}),
+                "dateOfBirth": "1964-08-12", "syncStatus": "pending_sync",
+                "emailAddressData": [{"emailAddress": "erika@example.de", "primary": true}],
+                "phoneNumberData": [{"phoneNumber": "030 1234567", "type": "Mobile", "primary": true}]}),
         )
         .unwrap_or_default();
     let id = created["id"].as_str().unwrap_or_default().to_owned();
@@ -564,6 +567,14 @@ async fn beteiligte_demo(
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Issue 12: the run after the create (the write-back's webhook) brought the Kommunikation.
+    let aw = adv.beteiligter(bet_nr).unwrap_or_default();
+    for k in aw["kommunikation"].as_array().into_iter().flatten() {
+        println!(
+            "   Advoware Kommunikation {}: kommKz {} tlf {} bemerkung {}",
+            k["id"], k["kommKz"], k["tlf"], k["bemerkung"]
+        );
     }
     println!("-- an Advoware user corrects the name to Musterfrau; `beteiligte sync {id}`");
     adv.edit_beteiligter(bet_nr, json!({"name": "Musterfrau"}));
