@@ -1283,6 +1283,41 @@ mod details {
         assert_eq!(env.all_writes(), before);
     }
 
+    /// An EspoCRM read without `phoneNumberData` (a customisation without phone field) leaves
+    /// Advoware's phone entries alone: never read as "all removed", never written as empty.
+    #[tokio::test]
+    async fn a_missing_espocrm_array_leaves_that_class_alone() {
+        let env = env().await;
+        let id = env.person(json!({
+            "emailAddressData": [{"emailAddress": "erika@example.de", "primary": true}],
+        }));
+        let Ok(Outcome::Created(b)) = env.run(&id).await else {
+            panic!("not created");
+        };
+        let bet_nr = b.get() as i64;
+        env.aw_edit_komm(bet_nr, |l| {
+            l.push(json!({"id": 950, "kommKz": 3, "tlf": "0171 9", "bemerkung": "Handy", "online": false}))
+        });
+        assert_eq!(env.run(&id).await, Ok(Outcome::WroteDetails));
+        assert!(env.espo_record(&id).get("phoneNumberData").is_none());
+        let phone = env
+            .aw_komm(bet_nr)
+            .into_iter()
+            .find(|e| e["id"] == 950)
+            .expect("950");
+        assert_eq!(
+            (phone["tlf"].as_str(), bemerkung(&phone)),
+            (Some("0171 9"), "Handy")
+        );
+        assert_eq!(env.espo_emails(&id), vec!["erika@example.de".to_owned()]);
+        let before = env.all_writes();
+        assert_eq!(
+            env.run(&id).await,
+            Ok(Outcome::NoChange { bookkeeping: false })
+        );
+        assert_eq!(env.all_writes(), before);
+    }
+
     /// The same value changed on both sides: the Beteiligte conflict policy decides, with a
     /// notification; under `manual` both are left, `syncStatus=conflict`, notified once.
     #[tokio::test]

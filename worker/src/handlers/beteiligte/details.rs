@@ -44,6 +44,9 @@ pub struct KommWork {
     /// Policy `manual` left conflicts for a person (under the other policies the plan
     /// resolved them).
     pub left_manual: bool,
+    /// Which EspoCRM arrays the read carried (only those are written back).
+    pub has_emails: bool,
+    pub has_phones: bool,
 }
 
 /// The Adressen part of a run.
@@ -77,12 +80,16 @@ impl Details {
 
     /// The EspoCRM attributes of the Beteiligter to write (the new arrays), if any.
     pub fn espo_patch(&self) -> Option<Value> {
-        let list = self.komm.as_ref()?.plan.espo.as_ref()?;
-        let (emails, phones) = to_espo(list);
-        Some(json!({
-            espo_fields::EMAIL_ADDRESS_DATA: emails,
-            espo_fields::PHONE_NUMBER_DATA: phones,
-        }))
+        let k = self.komm.as_ref()?;
+        let (emails, phones) = to_espo(k.plan.espo.as_ref()?);
+        let mut patch = Map::new();
+        if k.has_emails {
+            patch.insert(espo_fields::EMAIL_ADDRESS_DATA.into(), json!(emails));
+        }
+        if k.has_phones {
+            patch.insert(espo_fields::PHONE_NUMBER_DATA.into(), json!(phones));
+        }
+        Some(Value::Object(patch))
     }
 
     /// What is left for a person; while anything is, the record's status is `conflict`.
@@ -180,8 +187,17 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
     ) -> Result<Details, EngineError> {
         let policy = self.settings.conflict_policy;
         let komm = match (read_espo_komm(espo), read_advoware_komm(current)) {
-            (Some(e), Some(a)) => {
-                let stored = self.store.komm_base(id).await?.unwrap_or_default();
+            (Some(e), Some(mut a)) => {
+                // A class whose EspoCRM array the read did not carry is left out on both sides
+                // (never read as "all removed").
+                let synced = |k: komm::KommKz| match k.espo_kind() {
+                    Some(komm::EspoKind::Email) => espo.email_address_data.is_some(),
+                    Some(komm::EspoKind::Phone(_)) => espo.phone_number_data.is_some(),
+                    None => true,
+                };
+                a.retain(|x| synced(x.kommkz));
+                let mut stored = self.store.komm_base(id).await?.unwrap_or_default();
+                stored.retain(|b| synced(b.kommkz));
                 let base = if self.store.komm_intent(id).await? {
                     tracing::info!(espo_id = %id, "resuming interrupted Kommunikation writes");
                     stored
@@ -190,6 +206,8 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                 };
                 let plan = komm::diff(&e, &a, &base, policy, self.settings.default_region);
                 Some(KommWork {
+                    has_emails: espo.email_address_data.is_some(),
+                    has_phones: espo.phone_number_data.is_some(),
                     left_manual: policy == ConflictPolicy::Manual && !plan.conflicts.is_empty(),
                     plan,
                     advoware: a,
