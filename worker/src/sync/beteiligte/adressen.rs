@@ -430,7 +430,21 @@ fn pair(
                     None
                 }
             },
-            // Neither moved since a difference was left: a task still open.
+            // Neither moved since a difference was left: a task still open — a read-only field
+            // EspoCRM wanted, or (writable) a conflict left under `manual`.
+            (false, false) if f.writable() => {
+                plan.tasks.push(ManualTask {
+                    espo_id: Some(e.id.clone()),
+                    advoware_id: Some(a.id),
+                    kind: TaskKind::Conflict {
+                        field: f,
+                        espo: ev.clone(),
+                        advoware: av.clone(),
+                    },
+                    label: label(&a.fields),
+                });
+                None
+            }
             (false, false) => Some(true),
         };
         match espo_wins {
@@ -709,6 +723,11 @@ mod tests {
         );
         let p = diff(&e, &a, &synced(), ConflictPolicy::Manual);
         assert!(p.writes.is_empty());
+        // Left as it is on the next run too (not resolved by default), not notified again.
+        let again = diff(&e, &a, &p.base, ConflictPolicy::Manual);
+        assert!(again.writes.is_empty());
+        assert_eq!(again.tasks.len(), 1);
+        assert!(again.new_tasks(&p.base.notified).is_empty());
         assert_eq!(
             p.tasks[0].message("X"),
             "Beteiligter X, Adresse Hauptstr. 1, 10115 Potsdam: Feld ort in beiden Systemen geändert (EspoCRM: Hamburg, Advoware: Potsdam); bitte manuell abgleichen."
