@@ -1039,6 +1039,21 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
                 "permanently_failed",
             ],
         )],
+        // The same sync states on the firm's bank accounts (FACTS §1).
+        "CBankverbindungen" => &[(
+            "syncStatus",
+            &[
+                "",
+                "pending_sync",
+                "dirty",
+                "syncing",
+                "clean",
+                "failed",
+                "conflict",
+                "deleted_in_advoware",
+                "permanently_failed",
+            ],
+        )],
         _ => &[],
     };
     for (field, allowed) in enums {
@@ -1050,6 +1065,7 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
     }
     let datetimes: &[&str] = match entity {
         "CBeteiligte" => &["advowareLastSync", "advowareDeletedAt"],
+        "CBankverbindungen" => &["advowareLastSync"],
         _ => &["dateStart", "dateEnd"],
     };
     for field in datetimes {
@@ -1221,7 +1237,16 @@ fn link_target(entity: &str, link: &str) -> Option<&'static str> {
         ("TargetList", "leads") => Some("Lead"),
         ("TargetList", "contacts") => Some("Contact"),
         ("Lead" | "Contact", "targetLists") => Some("TargetList"),
+        // hasMany ↔ belongsTo: stored as the foreign key `beteiligteId` on the bank account.
+        ("CBeteiligte", "bankverbindungen") => Some("CBankverbindungen"),
         _ => None,
+    }
+}
+
+/// Sets a `belongsTo` foreign key (`<link>Id`) on a stored record.
+fn set_foreign_key(record: &mut Value, field: &str, id: &str) {
+    if let Value::Object(m) = record {
+        m.insert(field.to_owned(), json!(id));
     }
 }
 
@@ -1263,6 +1288,14 @@ async fn relate(
     if !exists(&state, &entity, &id) || !ids.iter().all(|i| exists(&state, foreign, i)) {
         return status_reason(StatusCode::NOT_FOUND, "Record not found.");
     }
+    if foreign == "CBankverbindungen" {
+        for i in &ids {
+            if let Some(r) = state.records.get_mut(foreign).and_then(|m| m.get_mut(i)) {
+                set_foreign_key(r, "beteiligteId", &id);
+            }
+        }
+        return json_response(StatusCode::OK, json!(true));
+    }
     for i in ids {
         state
             .links
@@ -1302,6 +1335,18 @@ async fn list_related(
         .is_some_and(|m| m.contains_key(&id))
     {
         return status_reason(StatusCode::NOT_FOUND, "Record not found.");
+    }
+    if foreign == "CBankverbindungen" {
+        let list: Vec<Value> = state
+            .records
+            .get(foreign)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|r| r.get("beteiligteId").and_then(Value::as_str) == Some(id.as_str()))
+            .cloned()
+            .collect();
+        let total = list.len();
+        return json_response(StatusCode::OK, json!({"list": list, "total": total}));
     }
     let list: Vec<Value> = state
         .links

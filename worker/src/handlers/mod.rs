@@ -5,6 +5,7 @@
 //! which is also what makes coalescing safe. Sync handlers for Advoware, EspoCRM, Google Calendar
 //! and 3CX are registered here as later issues add them; topics without a handler stay queued.
 
+pub mod bankverbindungen;
 pub mod beteiligte;
 pub mod calendar;
 pub mod leads;
@@ -92,6 +93,8 @@ pub struct Clients {
     pub calendar: ClientSlot<calendar::CalendarSides>,
     /// EspoCRM and Advoware for the Beteiligte sync.
     pub beteiligte: ClientSlot<beteiligte::BeteiligteSides>,
+    /// EspoCRM and Advoware for the Bankverbindungen sync.
+    pub bankverbindungen: ClientSlot<bankverbindungen::BankSides>,
 }
 
 /// A sync's clients, set once built in the background (they need Redis), or the reason they
@@ -166,6 +169,10 @@ impl std::fmt::Debug for Clients {
         f.debug_struct("Clients")
             .field("calendar", &self.calendar.get().map(Result::is_ok))
             .field("beteiligte", &self.beteiligte.get().map(Result::is_ok))
+            .field(
+                "bankverbindungen",
+                &self.bankverbindungen.get().map(Result::is_ok),
+            )
             .finish()
     }
 }
@@ -267,6 +274,9 @@ impl Registry {
         }
         if beteiligte::configured(config) {
             beteiligte::register(&mut r);
+        }
+        if bankverbindungen::configured(config) {
+            bankverbindungen::register(&mut r);
         }
         if telephony::configured(config) {
             telephony::register(&mut r, config);

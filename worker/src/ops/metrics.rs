@@ -109,6 +109,8 @@ pub struct Metrics {
     pub consumers_running: Gauge,
     pub consumers_expected: Gauge,
     pub beteiligte_runs: Family<OutcomeLabel, Counter>,
+    /// Bankverbindungen sync runs by outcome.
+    pub bankverbindungen_runs: Family<OutcomeLabel, Counter>,
     /// 3CX contact lookups by outcome.
     pub threecx_lookups: Family<OutcomeLabel, Counter>,
 }
@@ -164,6 +166,7 @@ impl Metrics {
             consumers_running: Gauge::default(),
             consumers_expected: Gauge::default(),
             beteiligte_runs: Family::default(),
+            bankverbindungen_runs: Family::default(),
             threecx_lookups: Family::default(),
             registry: Registry::default(),
         };
@@ -226,6 +229,11 @@ impl Metrics {
             "beteiligte_sync_runs",
             "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, create_uncertain, unlinked, retryable, permanent, lock_lost)",
             m.beteiligte_runs.clone(),
+        );
+        registry.register(
+            "bankverbindungen_sync_runs",
+            "Bankverbindungen sync runs by outcome (created, adopted, wrote_advoware, wrote_espocrm, no_change, deleted_in_advoware, invalid_data, skipped, deleted, delete_refused, not_linked, waiting_for_betnr, retryable, permanent, lock_lost)",
+            m.bankverbindungen_runs.clone(),
         );
         registry.register(
             "threecx_lookups",
@@ -365,6 +373,15 @@ impl Metrics {
     /// Counts one Beteiligte run with `outcome`.
     pub fn beteiligte_run(&self, outcome: &str) {
         self.beteiligte_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one Bankverbindungen run with `outcome`.
+    pub fn bankverbindungen_run(&self, outcome: &str) {
+        self.bankverbindungen_runs
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })
