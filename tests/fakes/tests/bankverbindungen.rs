@@ -21,17 +21,35 @@ async fn advoware_bankverbindungen_behave_like_their_siblings() -> TestResult {
     let http = reqwest::Client::new();
 
     assert_eq!(http.get(&base).send().await?.status(), 401);
-    let list: Value = http.get(&base).bearer_auth(&token).send().await?.json().await?;
+    let list: Value = http
+        .get(&base)
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(list, json!([]));
     let unknown = base.replace(&bet_nr.to_string(), "999");
-    assert_eq!(http.get(&unknown).bearer_auth(&token).send().await?.status(), 404);
+    assert_eq!(
+        http.get(&unknown)
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .status(),
+        404
+    );
 
     for bad in [
         json!({"iban": "DE89370400440532013001"}),
         json!({"bic": "COBADEFF"}),
         json!({"iban": "DE89370400440532013000", "bic": "COBA"}),
     ] {
-        let r = http.post(&base).bearer_auth(&token).json(&bad).send().await?;
+        let r = http
+            .post(&base)
+            .bearer_auth(&token)
+            .json(&bad)
+            .send()
+            .await?;
         assert_eq!(r.status(), 400, "{bad}");
         let body: Value = r.json().await?;
         assert!(body["Message"].is_string());
@@ -39,8 +57,10 @@ async fn advoware_bankverbindungen_behave_like_their_siblings() -> TestResult {
     let r = http
         .post(&base)
         .bearer_auth(&token)
-        .json(&json!({"iban": "DE89370400440532013000", "bic": "COBADEFFXXX", "bank": "Commerzbank",
-            "id": 1, "rowId": "forged"}))
+        .json(
+            &json!({"iban": "DE89370400440532013000", "bic": "COBADEFFXXX", "bank": "Commerzbank",
+            "id": 1, "rowId": "forged"}),
+        )
         .send()
         .await?;
     assert_eq!(r.status(), 201);
@@ -78,16 +98,28 @@ async fn advoware_bankverbindungen_behave_like_their_siblings() -> TestResult {
     // DELETE works, then 404; with the switch, 403 like Kommunikationen.
     let other = fake.insert_bankverbindung(bet_nr, json!({"iban": "NL91ABNA0417164300"}));
     assert_eq!(
-        http.delete(format!("{base}/{id}")).bearer_auth(&token).send().await?.status(),
+        http.delete(format!("{base}/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .status(),
         200
     );
     assert_eq!(
-        http.delete(format!("{base}/{id}")).bearer_auth(&token).send().await?.status(),
+        http.delete(format!("{base}/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .status(),
         404
     );
     fake.deny_bank_delete();
     assert_eq!(
-        http.delete(format!("{base}/{other}")).bearer_auth(&token).send().await?.status(),
+        http.delete(format!("{base}/{other}"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .status(),
         403
     );
     assert_eq!(fake.bankverbindungen(bet_nr).len(), 1);
@@ -114,8 +146,10 @@ async fn espocrm_bankverbindungen_validate_sync_fields_and_link_their_beteiligte
     let r = http
         .post(format!("{}CBankverbindungen", fake.api_url()))
         .header("X-Api-Key", &key)
-        .json(&json!({"name": "Giro", "iban": "DE89370400440532013000", "syncStatus": "pending_sync",
-            "advowareLastSync": "2026-12-01 10:00:00"}))
+        .json(
+            &json!({"name": "Giro", "iban": "DE89370400440532013000", "syncStatus": "pending_sync",
+            "advowareLastSync": "2026-12-01 10:00:00"}),
+        )
         .send()
         .await?;
     assert_eq!(r.status(), 200);
