@@ -370,6 +370,7 @@ fn iban_run(c: &[char], start: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -402,7 +403,8 @@ mod tests {
 
     #[test]
     fn invalid_vectors_are_refused_with_the_reason() {
-        let cases: [(&str, fn(&IbanError) -> bool); 9] = [
+        type Case = (&'static str, fn(&IbanError) -> bool);
+        let cases: [Case; 9] = [
             ("", |e| matches!(e, IbanError::Empty)),
             ("   ", |e| matches!(e, IbanError::Empty)),
             ("DE89 3704 0044 0532 0130 01", |e| {

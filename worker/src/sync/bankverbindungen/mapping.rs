@@ -422,6 +422,7 @@ pub fn decide(espo: &BankData, advoware: &BankData, base: Option<&str>) -> Decis
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use serde_json::json;
