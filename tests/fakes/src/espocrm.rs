@@ -5,7 +5,8 @@
 //! `YYYY-MM-DD HH:mm:ss` UTC, Lead duplicate detection (409 unless `X-Skip-Duplicate-Check`), a
 //! few required-field checks answered in EspoCRM's `validationFailure` shape, and the webhook
 //! registry, and relationships (`POST/GET {Entity}/{id}/{link}`; the links the gateway uses are
-//! known: `TargetList` ↔ `leads`/`contacts`, unknown ones answer 404), attachments
+//! known: `TargetList` ↔ `leads`/`contacts`, `CBeteiligte` → `bankverbindungen` (the foreign key
+//! `beteiligteId`), unknown ones answer 404), attachments
 //! (`GET Attachment/file/{id}`, stored with [`EspoCrmFake::insert_attachment`]). Errors carry EspoCRM's
 //! `X-Status-Reason` header, mostly with an empty body.
 //!
