@@ -12,7 +12,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -20,13 +20,11 @@ use std::time::{Duration, Instant};
 use bitbylaw_core::ids::EspoId;
 use bitbylaw_fakes::advoware::{self, AdvowareConfig, BANKVERBINDUNGEN};
 use bitbylaw_fakes::espocrm::{self, EspoCrmConfig};
-use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
-use bitbylaw_worker::config::{EspoCrmSettings, Secret};
 use bitbylaw_worker::handlers::bankverbindungen::engine::{BankSettings, Engine, Outcome};
 use bitbylaw_worker::handlers::bankverbindungen::sides::{AdvowareBank, BankPaths};
 use bitbylaw_worker::handlers::bankverbindungen::store::BankStore;
 use bitbylaw_worker::sync::bankverbindungen::{iban, mask_ibans, Iban};
-use common::sides::{advoware_client, advoware_settings};
+use common::sides::{advoware_client, advoware_settings, espo_client};
 use common::RedisServer;
 use serde_json::json;
 
@@ -88,16 +86,7 @@ async fn main() {
     let redis = RedisServer::start(false);
     let adv = advoware::start(AdvowareConfig::default()).await.unwrap();
     let espo_fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let espo = EspoCrmClient::new(
-        ClientSettings::from_settings(&EspoCrmSettings {
-            api_base_url: Some(espo_fake.api_url()),
-            api_key: Some(Secret::new(espo_fake.config().api_key.clone())),
-            timeout: Some(Duration::from_secs(5)),
-            page_size: None,
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    let espo = espo_client(&espo_fake);
     let conn = redis.conn().await;
     let bank = AdvowareBank {
         client: advoware_client(&advoware_settings(&adv), conn.clone()),

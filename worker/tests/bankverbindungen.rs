@@ -18,15 +18,15 @@ use axum::routing::post;
 use bitbylaw_core::ids::{BetNr, EspoId};
 use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake, BANKVERBINDUNGEN};
 use bitbylaw_fakes::espocrm::{self, EspoCrmConfig, EspoCrmFake};
-use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
-use bitbylaw_worker::config::{Config, EspoCrmSettings, Secret};
+use bitbylaw_worker::clients::espocrm::EspoCrmClient;
+use bitbylaw_worker::config::Config;
 use bitbylaw_worker::handlers::bankverbindungen::engine::{BankSettings, Engine, Outcome};
 use bitbylaw_worker::handlers::bankverbindungen::sides::{
     AdvowareBank, BankAdvoware, BankPaths, Deleted, SideError, System,
 };
 use bitbylaw_worker::handlers::bankverbindungen::store::BankStore;
 use bitbylaw_worker::sync::bankverbindungen::{FieldNames, KontoId};
-use common::sides::{advoware_client, advoware_settings};
+use common::sides::{advoware_client, advoware_settings, espo_client};
 use common::{
     gateway_request, metric, metrics_text, now_secs, wait_for, RedisServer, Worker, SECRET,
 };
@@ -113,16 +113,7 @@ async fn in_process() -> InProcess {
     let redis = RedisServer::start(false);
     let adv = advoware::start(AdvowareConfig::default()).await.unwrap();
     let espo_fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let espo = EspoCrmClient::new(
-        ClientSettings::from_settings(&EspoCrmSettings {
-            api_base_url: Some(espo_fake.api_url()),
-            api_key: Some(Secret::new(espo_fake.config().api_key.clone())),
-            timeout: Some(Duration::from_secs(5)),
-            page_size: None,
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    let espo = espo_client(&espo_fake);
     let conn = redis.conn().await;
     let bank = AdvowareBank {
         client: advoware_client(&advoware_settings(&adv), conn.clone()),

@@ -102,24 +102,36 @@ fn failed(system: System, message: String, retryable: bool, status: Option<u16>)
     }
 }
 
-fn espo_error(e: EspoCrmError) -> SideError {
-    SideError::Failed {
-        system: System::EspoCrm,
-        retryable: e.is_retryable(),
-        retry_after: e.retry_after(),
-        status: e.status(),
-        message: mask_ibans(&e.to_string()),
+/// The Beteiligte sync's classification, with the message masked.
+fn masked(e: SideError) -> SideError {
+    match e {
+        SideError::Failed {
+            system,
+            message,
+            retryable,
+            retry_after,
+            status,
+        } => SideError::Failed {
+            system,
+            message: mask_ibans(&message),
+            retryable,
+            retry_after,
+            status,
+        },
+        SideError::Unanswered { system, message } => SideError::Unanswered {
+            system,
+            message: mask_ibans(&message),
+        },
+        other => other,
     }
 }
 
+fn espo_error(e: EspoCrmError) -> SideError {
+    masked(crate::handlers::beteiligte::sides::espo_error(e))
+}
+
 fn advoware_error(e: AdvowareError) -> SideError {
-    SideError::Failed {
-        system: System::Advoware,
-        retryable: e.is_retryable(),
-        retry_after: e.retry_after(),
-        status: e.status(),
-        message: mask_ibans(&e.to_string()),
-    }
+    masked(crate::handlers::beteiligte::sides::advoware_error(e))
 }
 
 /// 405 (and a 404 where the Beteiligter cannot be meant): the path setting does not fit.
