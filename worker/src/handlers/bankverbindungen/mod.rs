@@ -28,7 +28,7 @@ use self::store::BankStore;
 use super::{HandlerError, HandlerResult, JobContext, Registry};
 use crate::config::Config;
 use crate::queue::Job;
-use crate::sync::bankverbindungen::mask_ibans;
+use crate::sync::bankverbindungen::{espo_to_data, mask_ibans};
 
 pub use bitbylaw_core::topic::Topic;
 
@@ -179,9 +179,15 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
     let id = espo_id(job)?;
     let span = tracing::info_span!(parent: &ctx.span, "bankverbindung_sync", espo_id = %id);
     async {
-        // Which Beteiligter's lock: read the record (again under the lock, by the engine).
+        let settings = settings(&ctx.config);
+        // Which Beteiligter's lock: read the record (again under the lock, by the engine). A
+        // record that fails its IBAN/BIC check never reaches Advoware: it does not wait for the
+        // Beteiligter's lock.
         let beteiligte = match sides.espo.get_bank(&id).await {
-            Ok(Some(rec)) => rec.beteiligte_id.and_then(|b| EspoId::new(b).ok()),
+            Ok(Some(rec)) if espo_to_data(&rec, &settings.fields).is_ok() => {
+                rec.beteiligte_id.and_then(|b| EspoId::new(b).ok())
+            }
+            Ok(Some(_)) => None,
             Ok(None) => {
                 ctx.metrics.bankverbindungen_run("skipped");
                 tracing::info!(outcome = "skipped", "Bankverbindung gone in EspoCRM");
@@ -189,14 +195,13 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
             }
             Err(e) => return settle(&ctx.metrics, Err(e.into())),
         };
-        // Without a Beteiligter the engine only marks the record `failed`: the record's own lock.
+        // Without a (valid record's) Beteiligter the engine only marks the record: its own lock.
         let (lock_type, lock_id) = match &beteiligte {
             Some(b) => (LOCK_TYPE, b.to_string()),
             None => ("bankverbindung", id.to_string()),
         };
         let guard = ctx.lock(lock_type, &lock_id).await?;
         let store = BankStore::new(ctx.redis().await?);
-        let settings = settings(&ctx.config);
         let engine = Engine {
             espo: sides.espo.as_ref(),
             advoware: sides.advoware.as_ref(),
