@@ -235,11 +235,12 @@ pub fn with_check_digits(country: &str, bban: &str) -> String {
     format!("{country}{check:02}{bban}").to_ascii_uppercase()
 }
 
-/// Why a BIC was refused (a BIC is not client data; it is quoted).
+/// Why a BIC was refused (a BIC names a bank, not a client: quoted when it has a BIC's length).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BicError {
-    #[error("BIC {0:?}: 8 oder 11 Zeichen erwartet")]
-    Length(String),
+    /// Not quoted: a value of another length may be an IBAN typed into the wrong field.
+    #[error("BIC: 8 oder 11 Zeichen erwartet, angegeben {0}")]
+    Length(usize),
     #[error("BIC {0:?}: die ersten 4 Zeichen (Bank) müssen Buchstaben sein")]
     BankCode(String),
     #[error("BIC {0:?}: Zeichen 5–6 müssen ein Ländercode sein")]
@@ -257,7 +258,7 @@ pub fn parse_bic(input: &str) -> Result<String, BicError> {
         .to_ascii_uppercase();
     let quoted: String = bic.chars().take(11).collect();
     if bic.len() != 8 && bic.len() != 11 {
-        return Err(BicError::Length(quoted));
+        return Err(BicError::Length(bic.chars().count()));
     }
     let b = bic.as_bytes();
     if !b[..4].iter().all(u8::is_ascii_uppercase) {
@@ -531,6 +532,9 @@ mod tests {
         assert_eq!(parse_bic("cobadeffxxx").unwrap(), "COBADEFFXXX");
         assert!(matches!(parse_bic("COBADEF"), Err(BicError::Length(_))));
         assert!(matches!(parse_bic("COBADEFFXX"), Err(BicError::Length(_))));
+        // An IBAN in the BIC field is not quoted back.
+        let e = parse_bic("DE89370400440532013000").unwrap_err().to_string();
+        assert!(!e.contains("3704"), "{e}");
         assert!(matches!(parse_bic("C0BADEFF"), Err(BicError::BankCode(_))));
         assert!(matches!(parse_bic("COBAD3FF"), Err(BicError::Country(_))));
         assert!(matches!(parse_bic("COBADEF-"), Err(BicError::Location(_))));
