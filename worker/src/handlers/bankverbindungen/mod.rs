@@ -120,6 +120,26 @@ pub fn spawn_build(
     );
 }
 
+/// What intake stores of a `vmh.bankverbindungen.*` event: every string masked by
+/// [`mask_ibans`], so neither the queue nor the DLQ (`dlq list`) ever holds an IBAN. The
+/// handler reads the record from EspoCRM and uses only the entity id. Other topics: unchanged.
+pub fn queued_payload(topic: &str, payload: serde_json::Value) -> serde_json::Value {
+    fn mask(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(mask_ibans(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(mask).collect()),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, mask(v))).collect()),
+            other => other,
+        }
+    }
+    if topic.starts_with("vmh.bankverbindungen.") {
+        mask(payload)
+    } else {
+        payload
+    }
+}
+
 fn espo_id(job: &Job) -> Result<EspoId, HandlerError> {
     EspoId::new(&job.entity)
         .map_err(|e| HandlerError::Permanent(format!("invalid EspoCRM id {:?}: {e}", job.entity)))
