@@ -75,53 +75,36 @@ async fn advoware_bankverbindungen_behave_like_their_siblings() -> TestResult {
     );
 
     // PUT replaces: `bank` missing from the body is gone.
-    let r = http
-        .put(format!("{base}/{id}"))
-        .bearer_auth(&token)
-        .json(&json!({"iban": "GB82 WEST 1234 5698 7654 32"}))
-        .send()
-        .await?;
+    let put = |path: String, body: Value| http.put(path).bearer_auth(&token).json(&body).send();
+    let r = put(
+        format!("{base}/{id}"),
+        json!({"iban": "GB82 WEST 1234 5698 7654 32"}),
+    )
+    .await?;
     assert_eq!(r.status(), 200);
     let stored = fake.bankverbindungen(bet_nr);
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["iban"], "GB82 WEST 1234 5698 7654 32");
     assert!(stored[0].get("bank").is_none());
     assert_eq!(stored[0]["id"], id);
-    let r = http
-        .put(format!("{base}/424242"))
-        .bearer_auth(&token)
-        .json(&json!({"iban": "DE89370400440532013000"}))
-        .send()
-        .await?;
+    let r = put(
+        format!("{base}/424242"),
+        json!({"iban": "DE89370400440532013000"}),
+    )
+    .await?;
     assert_eq!(r.status(), 404);
 
     // DELETE works, then 404; with the switch, 403 like Kommunikationen.
     let other = fake.insert_bankverbindung(bet_nr, json!({"iban": "NL91ABNA0417164300"}));
-    assert_eq!(
-        http.delete(format!("{base}/{id}"))
+    let delete = |n: i64| {
+        http.delete(format!("{base}/{n}"))
             .bearer_auth(&token)
             .send()
-            .await?
-            .status(),
-        200
-    );
-    assert_eq!(
-        http.delete(format!("{base}/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .status(),
-        404
-    );
+    };
+    assert_eq!(delete(id).await?.status(), 200);
+    assert_eq!(delete(id).await?.status(), 404);
     fake.deny_bank_delete();
-    assert_eq!(
-        http.delete(format!("{base}/{other}"))
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .status(),
-        403
-    );
+    assert_eq!(delete(other).await?.status(), 403);
     assert_eq!(fake.bankverbindungen(bet_nr).len(), 1);
     assert_eq!(fake.writes(BANKVERBINDUNGEN), 9);
     Ok(())
