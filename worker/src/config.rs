@@ -393,6 +393,7 @@ pub struct Config {
     pub threecx: ThreeCxSettings,
     pub xai: XaiSettings,
     pub documents: DocumentsSettings,
+    pub bankverbindungen: BankverbindungenSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -439,6 +440,7 @@ struct FileConfig {
     beteiligte: FileBeteiligte,
     threecx: FileThreeCx,
     xai: FileXai,
+    bankverbindungen: FileBankverbindungen,
     documents: FileDocuments,
 }
 
@@ -1341,6 +1343,7 @@ impl Config {
         }
 
         let threecx = load_threecx(&mut r, file.threecx);
+        let bankverbindungen = load_bankverbindungen(&mut r, file.bankverbindungen);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -1372,6 +1375,7 @@ impl Config {
             threecx,
             xai,
             documents,
+            bankverbindungen,
         })
     }
 }
@@ -1803,6 +1807,64 @@ fn check_http_url(problems: &mut Vec<String>, name: &str, value: Option<&str>) {
             Err(e) => problems.push(format!("{name}: not a URL: {e}")),
         }
     }
+}
+
+/// The Bankverbindungen sync's Advoware paths and field names (issue 12): not documented
+/// publicly, so configuration with the most likely defaults (README, "Bankverbindungen").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BankverbindungenSettings {
+    pub paths: crate::handlers::bankverbindungen::sides::BankPaths,
+    pub fields: crate::sync::bankverbindungen::FieldNames,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileBankverbindungen {
+    paths: BTreeMap<String, String>,
+    fields: BTreeMap<String, String>,
+}
+
+/// `[bankverbindungen.paths|fields]` over the defaults, `BANKVERBINDUNGEN_PATH_<NAME>` /
+/// `BANKVERBINDUNGEN_FIELD_<NAME>` over both; unknown names and every problem reported.
+fn load_bankverbindungen(r: &mut Reader<'_>, f: FileBankverbindungen) -> BankverbindungenSettings {
+    use crate::handlers::bankverbindungen::sides::BankPaths;
+    use crate::sync::bankverbindungen::FieldNames;
+    let mut s = BankverbindungenSettings::default();
+    let path_names = BankPaths::SETTINGS.map(|(n, _)| n);
+    for (name, value) in f.paths {
+        match s.paths.get_mut(&name) {
+            Some(slot) => *slot = value,
+            None => r.problems.push(format!(
+                "bankverbindungen.paths: unknown setting {name:?} (known: {})",
+                path_names.join(", ")
+            )),
+        }
+    }
+    for (name, value) in f.fields {
+        match s.fields.get_mut(&name) {
+            Some(slot) => *slot = value.trim().to_owned(),
+            None => r.problems.push(format!(
+                "bankverbindungen.fields: unknown setting {name:?} (known: {})",
+                FieldNames::SETTINGS.join(", ")
+            )),
+        }
+    }
+    for name in path_names {
+        let var = format!("BANKVERBINDUNGEN_PATH_{}", name.to_ascii_uppercase());
+        if let (Some(v), Some(slot)) = (r.str(&var), s.paths.get_mut(name)) {
+            *slot = v;
+        }
+    }
+    for name in FieldNames::SETTINGS {
+        let var = format!("BANKVERBINDUNGEN_FIELD_{}", name.to_ascii_uppercase());
+        // Set but empty turns an optional field off.
+        if let (Some(v), Some(slot)) = (r.env.get(&var), s.fields.get_mut(name)) {
+            *slot = v.trim().to_owned();
+        }
+    }
+    r.problems.extend(s.paths.problems());
+    r.problems.extend(s.fields.problems());
+    s
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! `YYYY-MM-DD HH:mm:ss` UTC, Lead duplicate detection (409 unless `X-Skip-Duplicate-Check`), a
 //! few required-field checks answered in EspoCRM's `validationFailure` shape, and the webhook
 //! registry, and relationships (`POST/GET/DELETE {Entity}/{id}/{link}`; the links the gateway uses
-//! are known: `TargetList` ↔ `leads`/`contacts`, `CDokumente` ↔ cases/parties/accounts, unknown
+//! are known: `TargetList` ↔ `leads`/`contacts`, `CDokumente` ↔ cases/parties/accounts, `CBeteiligte` → `bankverbindungen` (the
+//! foreign key `beteiligteId`), unknown
 //! ones answer 404), attachments
 //! (`GET Attachment/file/{id}`, stored with [`EspoCrmFake::insert_attachment`]). Errors carry EspoCRM's
 //! `X-Status-Reason` header, mostly with an empty body.
@@ -1069,6 +1070,21 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
                 "permanently_failed",
             ],
         )],
+        // The same sync states on the firm's bank accounts (FACTS §1).
+        "CBankverbindungen" => &[(
+            "syncStatus",
+            &[
+                "",
+                "pending_sync",
+                "dirty",
+                "syncing",
+                "clean",
+                "failed",
+                "conflict",
+                "deleted_in_advoware",
+                "permanently_failed",
+            ],
+        )],
         _ => &[],
     };
     for (field, allowed) in enums {
@@ -1080,6 +1096,7 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
     }
     let datetimes: &[&str] = match entity {
         "CBeteiligte" => &["advowareLastSync", "advowareDeletedAt"],
+        "CBankverbindungen" => &["advowareLastSync"],
         _ => &["dateStart", "dateEnd"],
     };
     for field in datetimes {
@@ -1260,7 +1277,16 @@ fn link_target(entity: &str, link: &str) -> Option<(&'static str, &'static str)>
         ("Raeumungsklage", "dokumente") => Some(("CDokumente", "raeumungsklagen")),
         ("CBeteiligte", "dokumente") => Some(("CDokumente", "beteiligte")),
         ("Account", "dokumente") => Some(("CDokumente", "accounts")),
+        // hasMany ↔ belongsTo: stored as the foreign key `beteiligteId` on the bank account.
+        ("CBeteiligte", "bankverbindungen") => Some(("CBankverbindungen", "beteiligte")),
         _ => None,
+    }
+}
+
+/// Sets (or clears) a `belongsTo` foreign key (`<link>Id`) on a stored record.
+fn set_foreign_key(record: &mut Value, field: &str, id: Option<&str>) {
+    if let Value::Object(m) = record {
+        m.insert(field.to_owned(), id.map_or(Value::Null, |i| json!(i)));
     }
 }
 
@@ -1362,6 +1388,14 @@ async fn change_relation(
     if !exists(&state, &entity, &id) || !ids.iter().all(|i| exists(&state, foreign, i)) {
         return status_reason(StatusCode::NOT_FOUND, "Record not found.");
     }
+    if foreign == "CBankverbindungen" {
+        for i in &ids {
+            if let Some(r) = state.records.get_mut(foreign).and_then(|m| m.get_mut(i)) {
+                set_foreign_key(r, "beteiligteId", on.then_some(id.as_str()));
+            }
+        }
+        return json_response(StatusCode::OK, json!(true));
+    }
     for i in ids {
         set_relation(&mut state, &entity, &id, &link, &i, on);
     }
@@ -1400,6 +1434,18 @@ async fn list_related(
         .is_some_and(|m| m.contains_key(&id))
     {
         return status_reason(StatusCode::NOT_FOUND, "Record not found.");
+    }
+    if foreign == "CBankverbindungen" {
+        let list: Vec<Value> = state
+            .records
+            .get(foreign)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|r| r.get("beteiligteId").and_then(Value::as_str) == Some(id.as_str()))
+            .cloned()
+            .collect();
+        let total = list.len();
+        return json_response(StatusCode::OK, json!({"list": list, "total": total}));
     }
     let list: Vec<Value> = state
         .links

@@ -7,7 +7,8 @@
 //! short demo — an Advoware proxy call, EspoCRM webhooks, the four Vermieterhelden lead
 //! forms arriving in the EspoCRM fake (and a duplicate absorbed), a 3CX call report, a manual
 //! calendar sync, a Beteiligter typed into EspoCRM appearing in Advoware and an Advoware edit
-//! flowing back — printing each exchange, and keeps
+//! flowing back, two bank accounts (one synced, one with a mistyped IBAN refused, masked) —
+//! printing each exchange, and keeps
 //! running so you can send your own requests (`curl` lines are printed).
 //!
 //! Ports: gateway 127.0.0.1:8000, worker :18080, Advoware fake :18001,
@@ -276,6 +277,7 @@ async fn main() -> Result<()> {
         if let Some(hook) = &link_hook {
             documents_demo(&gw_url, &espo, &xai_fake, hook).await?;
         }
+        bankverbindungen_demo(&adv, &espo).await?;
     }
     println!("\nTry it yourself:");
     println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
@@ -719,6 +721,62 @@ async fn documents_demo(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("   (not synced yet; see the worker log)");
+/// The Bankverbindungen sync: a bank account typed into EspoCRM appears under its Beteiligter in
+/// Advoware with the id written back; an invalid IBAN ends `failed` with a masked message and
+/// nothing sent to Advoware.
+async fn bankverbindungen_demo(
+    adv: &advoware::AdvowareFake,
+    espo: &espocrm::EspoCrmFake,
+) -> Result<()> {
+    println!("-- Bankverbindungen: two accounts of Max Beispiel (betnr in both systems) are typed into EspoCRM");
+    let bet_nr = adv.insert_beteiligter(json!({"name": "Beispiel", "vorname": "Max"}));
+    let bet = espo
+        .insert(
+            "CBeteiligte",
+            json!({"firstName": "Max", "lastName": "Beispiel", "betnr": bet_nr, "syncStatus": "clean"}),
+        )
+        .unwrap_or_default();
+    let mut ids = Vec::new();
+    for (name, iban) in [
+        ("Girokonto", "DE89 3704 0044 0532 0130 00"),
+        ("Tippfehler", "DE89 3704 0044 0532 0130 01"),
+    ] {
+        let rec = espo
+            .insert(
+                "CBankverbindungen",
+                json!({"name": name, "iban": iban, "bic": "COBADEFFXXX", "bankname": "Commerzbank",
+                    "beteiligteId": bet["id"]}),
+            )
+            .unwrap_or_default();
+        ids.push(rec["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for _ in 0..100 {
+        espo.flush_webhooks().await;
+        let done = ids.iter().all(|id| {
+            let st = espo.get("CBankverbindungen", id).unwrap_or_default()["syncStatus"].clone();
+            st == "clean" || st == "failed"
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        let rec = espo.get("CBankverbindungen", id).unwrap_or_default();
+        println!(
+            "   EspoCRM {} {id}: syncStatus {} advowareKontoId {} {}",
+            rec["name"],
+            rec["syncStatus"],
+            rec["advowareKontoId"],
+            rec["syncErrorMessage"].as_str().unwrap_or("")
+        );
+    }
+    for entry in adv.bankverbindungen(bet_nr) {
+        println!(
+            "   Advoware Beteiligter {bet_nr}: Bankverbindung {} bank {} (the worker log shows the IBAN only masked)",
+            entry["id"], entry["bank"]
+        );
+    }
     Ok(())
 }
 

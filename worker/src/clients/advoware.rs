@@ -342,8 +342,8 @@ impl Paths {
     }
 }
 
-/// The problems of one template (see [`Paths::problems`]).
-fn template_problems(template: &str, required: &[&str]) -> Vec<String> {
+/// The problems of one template (see [`Paths::problems`]); also used for other path settings.
+pub fn template_problems(template: &str, required: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     let t = template.trim();
     if t.is_empty() {
@@ -672,6 +672,21 @@ where
     /// `DELETE {api}{path}`; any 2xx is success.
     pub async fn delete(&self, path: &str) -> Result<(), AdvowareError> {
         self.call(Method::Delete, path, &[], None).await.map(|_| ())
+    }
+
+    /// `method` on an [`expand`]ed template (path and query) with an optional JSON body → JSON
+    /// answer (`null` for an empty body). For callers with their own path settings
+    /// (`[bankverbindungen.paths]`), which classify 404/405 themselves.
+    pub async fn send_expanded(
+        &self,
+        method: Method,
+        e: &Expanded,
+        body: Option<&Value>,
+    ) -> Result<Value, AdvowareError> {
+        let resp = self
+            .call(method, &e.path, &query_refs(&e.query), body)
+            .await?;
+        decode_json(&e.path, &resp.body)
     }
 
     // ----- typed helpers ---------------------------------------------------------------------
