@@ -721,6 +721,9 @@ async fn documents_demo(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("   (not synced yet; see the worker log)");
+    Ok(())
+}
+
 /// The Bankverbindungen sync: a bank account typed into EspoCRM appears under its Beteiligter in
 /// Advoware with the id written back; an invalid IBAN ends `failed` with a masked message and
 /// nothing sent to Advoware.

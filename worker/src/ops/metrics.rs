@@ -240,6 +240,8 @@ impl Metrics {
             "documents_sync_runs",
             "Document sync and collection runs by outcome (uploaded, resumed, relinked, up_to_date, no_collections, removed, collection_exists, collection_created, collection_removed_closed, collection_removed_deleted, collection_kept, retryable, permanent, lock_lost)",
             m.documents_runs.clone(),
+        );
+        registry.register(
             "bankverbindungen_sync_runs",
             "Bankverbindungen sync runs by outcome (created, adopted, wrote_advoware, wrote_espocrm, no_change, deleted_in_advoware, invalid_data, skipped, deleted, delete_refused, not_linked, waiting_for_betnr, retryable, permanent, lock_lost)",
             m.bankverbindungen_runs.clone(),
