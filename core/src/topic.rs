@@ -128,6 +128,7 @@ topics! {
     CalendarSyncAll => "calendar.sync.all", Internal;
     CalendarSyncEmployee => "calendar.sync.employee", Internal;
     BeteiligteSyncCheck => "vmh.beteiligte.sync_check", Internal;
+    TelephonyIndexRefresh => "telephony.index.refresh", Internal;
 }
 
 impl fmt::Display for Topic {

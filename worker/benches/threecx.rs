@@ -5,6 +5,7 @@
 //!   p50 / p99 (goals: warm p99 < 20 ms, cold < 1 s).
 //! - Warm lookups/s with 16 concurrent callers.
 //! - ReportCall (signed event as the edge forwards it) → EspoCRM `Call`: p50 / p99.
+//! - Outbound `POST /3cx/call` → 3CX Call Control fake (cached token, makecall): p50 / p99.
 //!
 //! Run: `cargo bench -p bitbylaw-worker --bench threecx`; smaller:
 //! `THREECX_BENCH_SAMPLES=50 THREECX_BENCH_CONCURRENT=1000 cargo bench -p bitbylaw-worker --bench threecx`.
@@ -166,5 +167,53 @@ fn main() {
             calls.push(t0.elapsed());
         }
         line("ReportCall → EspoCRM Call", &mut calls, Duration::from_millis(500));
+        outbound(&redis, samples).await;
     });
+}
+
+/// Outbound calls through a second worker pointed at the Call Control fake (at most 90 calls,
+/// within the burst of the largest budget, 6,000/min → 100, so the limiter never answers 429;
+/// extensions round-robin).
+async fn outbound(redis: &RedisServer, samples: usize) {
+    use bitbylaw_fakes::threecx::{self, CallControlConfig};
+    let pbx = threecx::start_call_control(CallControlConfig::default())
+        .await
+        .unwrap();
+    let base = pbx.base_url();
+    let w = Worker::spawn(
+        &redis.url(),
+        &[
+            ("THREECX_API_BASE_URL", &base),
+            ("THREECX_CLIENT_ID", &pbx.config().client_id),
+            ("THREECX_CLIENT_SECRET", &pbx.config().client_secret),
+            ("THREECX_CALLS_PER_MINUTE", "6000"),
+            ("WORKER_LOG_LEVEL", "warn"),
+        ],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let samples = samples.min(90);
+    let mut lat = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let ext = ["201", "202", "203"][i % 3];
+        let t0 = Instant::now();
+        let r = http
+            .post(format!("{}/3cx/call", w.base))
+            .json(&json!({"phone": number(i), "extension": ext}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        lat.push(t0.elapsed());
+    }
+    line(
+        "POST /3cx/call → makecall (3CX fake)",
+        &mut lat,
+        Duration::from_millis(100),
+    );
+    println!(
+        "  3CX fake: {} token issue(s) for {} calls",
+        pbx.counters().token_issues,
+        pbx.counters().calls_placed
+    );
 }

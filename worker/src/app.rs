@@ -64,6 +64,7 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
         metrics: metrics.clone(),
         health: health.clone(),
         lookup: intake::threecx::LookupService::from_config(&config),
+        outbound: crate::handlers::telephony::outbound::OutboundService::from_config(&config),
     };
     {
         let shutdown = shutdown.clone();
@@ -91,6 +92,21 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
                 queue.clone(),
                 clients.beteiligte.clone(),
                 health.clone(),
+            );
+        }
+        if crate::handlers::documents::configured(&config) {
+            // No Redis needed: built now; a configuration problem fails the document jobs.
+            let built = crate::handlers::documents::build_sides(&config);
+            if let Err(e) = &built {
+                tracing::error!(error = %e, "document sync clients cannot be built");
+            }
+            let _ = clients.documents.set(built);
+        }
+        if crate::handlers::bankverbindungen::configured(&config) {
+            crate::handlers::bankverbindungen::spawn_build(
+                config.clone(),
+                queue.clone(),
+                clients.bankverbindungen.clone(),
             );
         }
         let deps = Arc::new(ConsumerDeps {

@@ -53,6 +53,22 @@ pub enum Command {
     /// 3CX telephony tools.
     #[command(subcommand)]
     Threecx(ThreecxCmd),
+    /// Document sync tools (EspoCRM documents → xAI collections).
+    #[command(subcommand)]
+    Documents(DocumentsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocumentsCmd {
+    /// Compare EspoCRM's documents with the collections' document lists in xAI: missing,
+    /// orphaned, stale hash. Exit status: 0 in sync, 1 differences, 2 when the audit failed.
+    Audit {
+        /// Only this entity, e.g. `Raeumungsklage:66a1b2c3d4e5f6789`.
+        #[arg(long)]
+        entity: Option<String>,
+    },
+    /// Enqueue a sync of one `CDokumente` record now (`vmh.document.update`).
+    Resync { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +224,9 @@ pub enum CliError {
     /// The Beteiligte sync or its check could not run (exit status 2).
     #[error("Beteiligte: {0}")]
     Beteiligte(String),
+    /// The document audit could not run (exit status 2).
+    #[error("documents: {0}")]
+    Documents(String),
 }
 
 impl CliError {
@@ -336,6 +355,7 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<(), CliError
         }
         Command::Calendar(cmd) => calendar(cmd, config, &queue).await?,
         Command::Beteiligte(cmd) => beteiligte(cmd, config, &queue).await?,
+        Command::Documents(cmd) => documents(cmd, config, &queue).await?,
         Command::Serve(_) | Command::Config(_) | Command::Threecx(_) => {
             return Err(CliError::Usage("not an admin command".into()))
         }
@@ -441,6 +461,61 @@ async fn calendar(
             let _ = guard.release().await;
             let report = result.map_err(|e| CliError::Calendar(handler_error(e).to_string()))?;
             println!("{}", report.summary());
+        }
+    }
+    Ok(())
+}
+
+async fn documents(
+    cmd: DocumentsCmd,
+    config: &Config,
+    queue: &crate::queue::Queue,
+) -> Result<(), CliError> {
+    use crate::handlers::documents::{self as docs, audit};
+    use bitbylaw_core::ids::EspoId;
+
+    match cmd {
+        DocumentsCmd::Resync { id } => {
+            let id =
+                EspoId::new(&id).map_err(|e| CliError::Usage(format!("EspoCRM id {id:?}: {e}")))?;
+            let jobs = docs::document_jobs(&[id.to_string()], "cli");
+            for e in queue.enqueue(docs::TOPIC_UPDATE, jobs).await? {
+                println!(
+                    "{} {} job {}{}",
+                    docs::TOPIC_UPDATE,
+                    e.entity,
+                    e.job_id,
+                    if e.coalesced { " (coalesced)" } else { "" }
+                );
+            }
+        }
+        DocumentsCmd::Audit { entity } => {
+            let only = entity
+                .as_deref()
+                .map(audit::parse_entity)
+                .transpose()
+                .map_err(CliError::Usage)?;
+            if !docs::configured(config) {
+                return Err(CliError::Documents(
+                    "needs ESPOCRM_API_BASE_URL, XAI_API_KEY and XAI_MANAGEMENT_API_KEY".into(),
+                ));
+            }
+            let sides = docs::build_sides(config).map_err(CliError::Documents)?;
+            let report = audit::audit(&sides, &config.documents, only)
+                .await
+                .map_err(|e| CliError::Documents(e.to_string()))?;
+            for f in &report.findings {
+                println!("{f}");
+            }
+            println!(
+                "{} entit(ies), {} linked document(s), {} difference(s)",
+                report.entities,
+                report.documents,
+                report.findings.len()
+            );
+            if !report.findings.is_empty() {
+                return Err(CliError::OutOfSync(report.findings.len()));
+            }
         }
     }
     Ok(())

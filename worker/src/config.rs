@@ -203,6 +203,49 @@ impl Default for XaiSettings {
     }
 }
 
+/// The document sync's knobs (issue 15): when an entity's xAI collection is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentsSettings {
+    /// When the collection manager deletes an entity's collection.
+    pub collection_removal: CollectionRemoval,
+    /// Entity `status` values that mean "closed" (used by `deleted_or_closed`).
+    pub closed_statuses: Vec<String>,
+}
+
+/// When an entity's collection is removed (the files stay in xAI either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectionRemoval {
+    /// Collections are kept until someone deletes them.
+    Never,
+    /// Removed when the entity is deleted in EspoCRM.
+    Deleted,
+    /// Removed when the entity is deleted or its `status` is one of `closed_statuses`.
+    DeletedOrClosed,
+}
+
+impl std::str::FromStr for CollectionRemoval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "never" => Ok(Self::Never),
+            "deleted" => Ok(Self::Deleted),
+            "deleted_or_closed" => Ok(Self::DeletedOrClosed),
+            other => Err(format!(
+                "{other:?} is not one of never, deleted, deleted_or_closed"
+            )),
+        }
+    }
+}
+
+impl Default for DocumentsSettings {
+    fn default() -> Self {
+        Self {
+            collection_removal: CollectionRemoval::Deleted,
+            closed_statuses: vec!["Abgeschlossen".into(), "Closed".into()],
+        }
+    }
+}
+
 /// Google Calendar API access. Base URLs and the token URI are configurable so that tests and
 /// the local sandbox point the real client at fakes over loopback.
 #[derive(Debug, Clone)]
@@ -352,6 +395,8 @@ pub struct Config {
     pub beteiligte: BeteiligteSettings,
     pub threecx: ThreeCxSettings,
     pub xai: XaiSettings,
+    pub documents: DocumentsSettings,
+    pub bankverbindungen: BankverbindungenSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -398,6 +443,15 @@ struct FileConfig {
     beteiligte: FileBeteiligte,
     threecx: FileThreeCx,
     xai: FileXai,
+    bankverbindungen: FileBankverbindungen,
+    documents: FileDocuments,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileDocuments {
+    collection_removal: Option<String>,
+    closed_statuses: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -512,7 +566,8 @@ struct FileBeteiligte {
     default_region: Option<String>,
 }
 
-/// The two schedules of the old system: every 15 minutes, on the quarter hour.
+/// The two schedules of the old system (every 15 minutes, on the quarter hour) and the nightly
+/// refresh of the 3CX lookup index.
 pub fn default_schedules() -> Vec<ScheduleSpec> {
     vec![
         ScheduleSpec {
@@ -525,6 +580,13 @@ pub fn default_schedules() -> Vec<ScheduleSpec> {
             name: "beteiligte-sync-check".into(),
             cron: "0 */15 * * * *".into(),
             topic: topics::BETEILIGTE_SYNC_CHECK.into(),
+            payload: None,
+        },
+        // The 3CX lookup index's full refresh (issue 14), nightly.
+        ScheduleSpec {
+            name: "threecx-index-refresh".into(),
+            cron: "0 30 3 * * *".into(),
+            topic: topics::PHONE_INDEX_REFRESH.into(),
             payload: None,
         },
     ]
@@ -1070,6 +1132,31 @@ impl Config {
                 "XAI_MAX_FILE_BYTES: must be 1–{XAI_MAX_FILE_BYTES} (xAI refuses larger uploads)"
             ));
         }
+        let fd = file.documents;
+        let dd = DocumentsSettings::default();
+        let documents = DocumentsSettings {
+            collection_removal: match r
+                .str("DOCUMENTS_COLLECTION_REMOVAL")
+                .or(fd.collection_removal)
+            {
+                None => dd.collection_removal,
+                Some(raw) => raw.parse().unwrap_or_else(|e: String| {
+                    r.problems
+                        .push(format!("DOCUMENTS_COLLECTION_REMOVAL: {e}"));
+                    dd.collection_removal
+                }),
+            },
+            closed_statuses: r
+                .str("DOCUMENTS_CLOSED_STATUSES")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .or(fd.closed_statuses)
+                .unwrap_or(dd.closed_statuses),
+        };
         let fg = file.google;
         let gd = GoogleSettings::default();
         let with_slash = |u: String| if u.ends_with('/') { u } else { format!("{u}/") };
@@ -1264,6 +1351,7 @@ impl Config {
         }
 
         let threecx = load_threecx(&mut r, file.threecx);
+        let bankverbindungen = load_bankverbindungen(&mut r, file.bankverbindungen);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -1294,6 +1382,8 @@ impl Config {
             beteiligte,
             threecx,
             xai,
+            documents,
+            bankverbindungen,
         })
     }
 }
@@ -1517,6 +1607,19 @@ pub struct ThreeCxSettings {
     pub dial_prefix: Option<String>,
     /// How long a cold lookup may search EspoCRM before answering "no match".
     pub lookup_deadline: Duration,
+    /// Outbound calls (`POST /3cx/call`): the Call Control API base, e.g. `https://ralup.my3cx.de`
+    /// (none: the route answers 503 `not_configured`).
+    pub api_base_url: Option<String>,
+    /// The API client's id (3CX admin console → Integrations → API).
+    pub client_id: Option<String>,
+    /// The API client's key ("client secret"), shown once by 3CX.
+    pub client_secret: Option<Secret>,
+    /// Overall timeout of one Call Control request.
+    pub api_timeout: Duration,
+    /// Outbound calls per minute, all workers together (seeds: about 60).
+    pub calls_per_minute: u32,
+    /// How long 3CX rings the extension before giving up (makecall `timeout`); none: 3CX's default.
+    pub ring_timeout_secs: Option<u32>,
 }
 
 impl Default for ThreeCxSettings {
@@ -1529,6 +1632,12 @@ impl Default for ThreeCxSettings {
             crm_url: None,
             dial_prefix: None,
             lookup_deadline: Duration::from_millis(800),
+            api_base_url: None,
+            client_id: None,
+            client_secret: None,
+            api_timeout: Duration::from_secs(10),
+            calls_per_minute: 60,
+            ring_timeout_secs: None,
         }
     }
 }
@@ -1542,6 +1651,16 @@ impl ThreeCxSettings {
             .map(String::as_str)
             .or(self.default_user_id.as_deref())
     }
+
+    /// The Call Control client's settings, when `api_base_url`, id and secret are all set.
+    pub fn call_control(&self) -> Option<crate::clients::threecx::CallControlSettings> {
+        Some(crate::clients::threecx::CallControlSettings {
+            base_url: self.api_base_url.clone()?,
+            client_id: self.client_id.clone()?,
+            client_secret: self.client_secret.clone().filter(|s| !s.is_empty())?,
+            timeout: self.api_timeout,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1554,6 +1673,12 @@ struct FileThreeCx {
     crm_url: Option<String>,
     dial_prefix: Option<String>,
     lookup_deadline_ms: Option<u64>,
+    api_base_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    api_timeout_ms: Option<u64>,
+    calls_per_minute: Option<u32>,
+    ring_timeout_secs: Option<u32>,
 }
 
 /// `[threecx]` and the `THREECX_*` variables; every problem goes to the reader's list.
@@ -1616,6 +1741,60 @@ fn load_threecx(r: &mut Reader<'_>, f: FileThreeCx) -> ThreeCxSettings {
             "THREECX_LOOKUP_DEADLINE_MS: must be 50–5000 (3CX waits a few seconds at most)".into(),
         );
     }
+    // Outbound calls (Call Control API): all three or none.
+    let api_base_url = r
+        .str("THREECX_API_BASE_URL")
+        .or(f.api_base_url)
+        .map(|u| u.trim_end_matches('/').to_owned());
+    check_http_url(
+        &mut r.problems,
+        "THREECX_API_BASE_URL",
+        api_base_url.as_deref(),
+    );
+    let client_id = r.str("THREECX_CLIENT_ID").or(f.client_id);
+    let client_secret = r
+        .str("THREECX_CLIENT_SECRET")
+        .map(Secret::new)
+        .or(f.client_secret)
+        .filter(|s| !s.is_empty());
+    if api_base_url.is_some() {
+        if client_id.is_none() {
+            r.problems
+                .push("THREECX_CLIENT_ID: required when THREECX_API_BASE_URL is set".into());
+        }
+        if client_secret.is_none() {
+            r.problems
+                .push("THREECX_CLIENT_SECRET: required when THREECX_API_BASE_URL is set".into());
+        }
+    } else if client_id.is_some() || client_secret.is_some() {
+        r.problems.push(
+            "THREECX_API_BASE_URL: required when THREECX_CLIENT_ID / THREECX_CLIENT_SECRET are set"
+                .into(),
+        );
+    }
+    let api_timeout_ms = r
+        .parse::<u64>("THREECX_API_TIMEOUT_MS")
+        .or(f.api_timeout_ms)
+        .unwrap_or(10_000);
+    if !(500..=60_000).contains(&api_timeout_ms) {
+        r.problems
+            .push("THREECX_API_TIMEOUT_MS: must be 500–60000".into());
+    }
+    let calls_per_minute = r
+        .parse::<u32>("THREECX_CALLS_PER_MINUTE")
+        .or(f.calls_per_minute)
+        .unwrap_or(d.calls_per_minute);
+    if !(1..=6000).contains(&calls_per_minute) {
+        r.problems
+            .push("THREECX_CALLS_PER_MINUTE: must be 1–6000".into());
+    }
+    let ring_timeout_secs = r
+        .parse::<u32>("THREECX_RING_TIMEOUT_SECS")
+        .or(f.ring_timeout_secs);
+    if ring_timeout_secs.is_some_and(|t| !(5..=300).contains(&t)) {
+        r.problems
+            .push("THREECX_RING_TIMEOUT_SECS: must be 5–300".into());
+    }
     ThreeCxSettings {
         default_region,
         agents,
@@ -1624,6 +1803,12 @@ fn load_threecx(r: &mut Reader<'_>, f: FileThreeCx) -> ThreeCxSettings {
         crm_url,
         dial_prefix,
         lookup_deadline: Duration::from_millis(deadline_ms),
+        api_base_url,
+        client_id,
+        client_secret,
+        api_timeout: Duration::from_millis(api_timeout_ms),
+        calls_per_minute,
+        ring_timeout_secs,
     }
 }
 
@@ -1638,6 +1823,64 @@ fn check_http_url(problems: &mut Vec<String>, name: &str, value: Option<&str>) {
             Err(e) => problems.push(format!("{name}: not a URL: {e}")),
         }
     }
+}
+
+/// The Bankverbindungen sync's Advoware paths and field names (issue 12): not documented
+/// publicly, so configuration with the most likely defaults (README, "Bankverbindungen").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BankverbindungenSettings {
+    pub paths: crate::handlers::bankverbindungen::sides::BankPaths,
+    pub fields: crate::sync::bankverbindungen::FieldNames,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileBankverbindungen {
+    paths: BTreeMap<String, String>,
+    fields: BTreeMap<String, String>,
+}
+
+/// `[bankverbindungen.paths|fields]` over the defaults, `BANKVERBINDUNGEN_PATH_<NAME>` /
+/// `BANKVERBINDUNGEN_FIELD_<NAME>` over both; unknown names and every problem reported.
+fn load_bankverbindungen(r: &mut Reader<'_>, f: FileBankverbindungen) -> BankverbindungenSettings {
+    use crate::handlers::bankverbindungen::sides::BankPaths;
+    use crate::sync::bankverbindungen::FieldNames;
+    let mut s = BankverbindungenSettings::default();
+    let path_names = BankPaths::SETTINGS.map(|(n, _)| n);
+    for (name, value) in f.paths {
+        match s.paths.get_mut(&name) {
+            Some(slot) => *slot = value,
+            None => r.problems.push(format!(
+                "bankverbindungen.paths: unknown setting {name:?} (known: {})",
+                path_names.join(", ")
+            )),
+        }
+    }
+    for (name, value) in f.fields {
+        match s.fields.get_mut(&name) {
+            Some(slot) => *slot = value.trim().to_owned(),
+            None => r.problems.push(format!(
+                "bankverbindungen.fields: unknown setting {name:?} (known: {})",
+                FieldNames::SETTINGS.join(", ")
+            )),
+        }
+    }
+    for name in path_names {
+        let var = format!("BANKVERBINDUNGEN_PATH_{}", name.to_ascii_uppercase());
+        if let (Some(v), Some(slot)) = (r.str(&var), s.paths.get_mut(name)) {
+            *slot = v;
+        }
+    }
+    for name in FieldNames::SETTINGS {
+        let var = format!("BANKVERBINDUNGEN_FIELD_{}", name.to_ascii_uppercase());
+        // Set but empty turns an optional field off.
+        if let (Some(v), Some(slot)) = (r.env.get(&var), s.fields.get_mut(name)) {
+            *slot = v.trim().to_owned();
+        }
+    }
+    r.problems.extend(s.paths.problems());
+    r.problems.extend(s.fields.problems());
+    s
 }
 
 #[cfg(test)]
@@ -1662,7 +1905,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(cfg.schedules.len(), 2);
+        assert_eq!(cfg.schedules.len(), 3);
         assert!(cfg.roles.intake && cfg.roles.consumers && cfg.roles.schedules);
         let dbg = format!("{cfg:?}");
         assert!(
@@ -1713,6 +1956,45 @@ mod tests {
         assert_eq!(cfg.xai.max_file_bytes, XAI_MAX_FILE_BYTES);
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("xai-inference-key") && !dbg.contains("xai-management-key"));
+    }
+
+    #[test]
+    fn documents_settings_parse_and_bad_removal_is_a_problem() {
+        let problems = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("DOCUMENTS_COLLECTION_REMOVAL", "sometimes"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        assert!(
+            problems.contains("DOCUMENTS_COLLECTION_REMOVAL"),
+            "{problems}"
+        );
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+                ("DOCUMENTS_COLLECTION_REMOVAL", "deleted_or_closed"),
+                ("DOCUMENTS_CLOSED_STATUSES", "Erledigt, Archiv"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.documents.collection_removal,
+            CollectionRemoval::DeletedOrClosed
+        );
+        assert_eq!(cfg.documents.closed_statuses, vec!["Erledigt", "Archiv"]);
+        let d = Config::load(
+            None,
+            &env(&[("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret")]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.documents, DocumentsSettings::default());
     }
 
     #[test]
@@ -2086,6 +2368,63 @@ max_attempts = 2
         assert_eq!(t.crm_url.as_deref(), Some("https://crm.example.de/"));
         assert_eq!(t.user_for(Some("201"), None), Some("6745a1b2c3d4e5f60"));
         assert_eq!(t.lookup_deadline, Duration::from_millis(800));
+    }
+
+    /// Issue 14, outbound calls: the Call Control settings come as a set, every problem listed,
+    /// and the secret never appears in a problem or in `Debug`.
+    #[test]
+    fn threecx_call_control_settings_are_validated() {
+        let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
+        let problems = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("THREECX_API_BASE_URL", "ftp://pbx"),
+                ("THREECX_API_TIMEOUT_MS", "5"),
+                ("THREECX_CALLS_PER_MINUTE", "0"),
+                ("THREECX_RING_TIMEOUT_SECS", "1"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default()
+        .join("\n");
+        for name in [
+            "THREECX_API_BASE_URL",
+            "THREECX_CLIENT_ID",
+            "THREECX_CLIENT_SECRET",
+            "THREECX_API_TIMEOUT_MS",
+            "THREECX_CALLS_PER_MINUTE",
+            "THREECX_RING_TIMEOUT_SECS",
+        ] {
+            assert!(problems.contains(name), "{name} missing in:\n{problems}");
+        }
+        let orphan = Config::load(
+            None,
+            &env(&[secret, ("THREECX_CLIENT_SECRET", "s3cr3t-value-xyz")]),
+        )
+        .err()
+        .map(|e| e.problems.join("\n"))
+        .unwrap_or_default();
+        assert!(orphan.contains("THREECX_API_BASE_URL"), "{orphan}");
+        assert!(!orphan.contains("s3cr3t-value-xyz"), "{orphan}");
+        let t = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("THREECX_API_BASE_URL", "https://ralup.my3cx.de/"),
+                ("THREECX_CLIENT_ID", "901"),
+                ("THREECX_CLIENT_SECRET", "s3cr3t-value-xyz"),
+            ]),
+        )
+        .map(|c| c.threecx)
+        .unwrap_or_default();
+        assert_eq!(t.calls_per_minute, 60);
+        let Some(cc) = t.call_control() else {
+            panic!("call control not configured")
+        };
+        assert_eq!(cc.base_url, "https://ralup.my3cx.de");
+        assert!(!format!("{t:?}{cc:?}").contains("s3cr3t-value-xyz"));
     }
 
     #[test]

@@ -20,10 +20,17 @@
 //! | `bbl:cal:{kuerzel}:meta`              | hash       | `calendar_id`, `sync_token`, `last_sync_ms`, `last_result` |
 //! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
 //! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `creating` (time of a `POST` whose answer is not recorded yet), `created` (Advoware `betNr` of a create not yet written back), `betnr` (linked at the last sync), `hash` (content hash after the last sync), `echo` (EspoCRM `modifiedAt` after our last status-only write) |
+//! | `bbl:bank:{espoId}`                   | hash       | Bankverbindungen sync per `CBankverbindungen`: `beteiligte` (EspoCRM id of its Beteiligter), `betnr`, `konto` (linked Advoware id), `creating` (time of a `POST` whose answer is not recorded yet), `created` (Advoware id of a create not yet written back), `hash` (content hash after the last sync; never the IBAN) |
 //! | `bbl:cal:failures`                    | sorted set | Kürzel scored by its calendar runs failed since its last success |
 //! | `bbl:lead:{webhookId}`               | hash       | Vermieterhelden lead per submission (30 days): `intent` (ms of the first attempt), `record` (`Lead:<id>` / `Contact:<id>` written), `linked`, `followup`, `done` |
 //! | `bbl:call:{key}`                      | hash       | 3CX call journal per reported call (30 days; key = hash of start, end, number, agent): `intent`, `record` (`Call:<id>`), `followup` (task written), `done` |
 //! | `bbl:phone:{e164}`                    | string     | 3CX lookup index: the person the lookup answers for that number (`{entity, record}` JSON: id, names, company, e-mail, phone), 7 days |
+//! | `bbl:3cx:call:{id}`                   | hash       | an outbound call placed through `POST /3cx/call` (1 day): `state` (`placing` before makecall, `placed`, `in_doubt` when 3CX never answered), `extension`, `participant`, `callid`, `lead`, `at_ms` |
+//! | `bbl:3cx:bucket` / `bbl:3cx:backoff`  | hash / string | the outbound-call budget of all workers (`threecx.calls_per_minute`) and the pause after a 3CX 429 |
+//! | `bbl:doc:{espoId}`                    | hash       | document sync per `CDokumente`: `upload` (`{hash, file}` of an upload not yet written back), `synced` (`{file, hash, collections}` after the last write-back; what a delete needs once the record is gone) |
+//! | `bbl:xai:bucket`, `bbl:xai:backoff`   | hash, string | the xAI request gate shared by all workers; the backoff (ms timestamp, with TTL) is set from a 429's `Retry-After` so no worker calls xAI before it |
+//! | `bbl:docfile:{fileId}`                | string     | the `CDokumente` id an uploaded xAI file belongs to (so an unlink, which no longer lists the document, still finds it in the collection) |
+//! | `bbl:doccol:{entityType}:{espoId}`    | string     | the xAI collection created for an entity, recorded before the EspoCRM write-back |
 //! | `bbl:test:*`                          | various    | bookkeeping of the `test.*` handlers              |
 
 pub const PREFIX: &str = "bbl:";
@@ -97,11 +104,45 @@ pub fn call(idempotency_key: &str) -> String {
     format!("{PREFIX}call:{idempotency_key}")
 }
 
+/// The Bankverbindungen sync's record of one `CBankverbindungen` (link, create intent, hash).
+pub fn bankverbindung(espo_id: &str) -> String {
+    format!("{PREFIX}bank:{espo_id}")
+}
+
 /// The 3CX lookup index entry of one E.164 number.
 pub fn phone(e164: &str) -> String {
     format!("{PREFIX}phone:{e164}")
 }
 
+/// The xAI request gate (a token bucket whose backoff honours xAI's `Retry-After`).
+pub const XAI_BUCKET: &str = "bbl:xai:bucket";
+pub const XAI_BACKOFF: &str = "bbl:xai:backoff";
+
+/// Document sync state of one `CDokumente` record.
+pub fn document(espo_id: &str) -> String {
+    format!("{PREFIX}doc:{espo_id}")
+}
+
+/// The document an uploaded xAI file belongs to.
+pub fn document_file(file_id: &str) -> String {
+    format!("{PREFIX}docfile:{file_id}")
+}
+
+/// The collection created for an entity (written before EspoCRM learns its id).
+pub fn document_collection(entity_type: &str, espo_id: &str) -> String {
+    format!("{PREFIX}doccol:{entity_type}:{espo_id}")
+}
+
 pub fn test(name: &str) -> String {
     format!("{PREFIX}test:{name}")
 }
+
+/// One outbound call placed through `POST /3cx/call` (its idempotency record and status handle).
+pub fn threecx_call(id: &str) -> String {
+    format!("{PREFIX}3cx:call:{id}")
+}
+
+/// The outbound-call budget of all workers (token bucket of [`crate::ratelimit`]).
+pub const THREECX_CALL_BUCKET: &str = "bbl:3cx:bucket";
+/// Set after 3CX answered 429: no outbound call until then.
+pub const THREECX_CALL_BACKOFF: &str = "bbl:3cx:backoff";

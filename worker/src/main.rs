@@ -50,7 +50,10 @@ fn main() -> std::process::ExitCode {
         println!("configuration ok: {config:#?}");
         return std::process::ExitCode::SUCCESS;
     }
-    let calendar = matches!(cli.command, Command::Calendar(_) | Command::Beteiligte(_));
+    let calendar = matches!(
+        cli.command,
+        Command::Calendar(_) | Command::Beteiligte(_) | Command::Documents(_)
+    );
     match run(cli.command, config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

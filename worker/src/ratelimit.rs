@@ -1,4 +1,6 @@
-//! The shared Google request budget (issue #6): one token bucket in Redis for all workers.
+//! The shared Google request budget (issue #6): one token bucket in Redis for all workers. The
+//! same bucket, under other keys ([`TokenBucket::with_keys`]), is the outbound-call budget of
+//! `POST /3cx/call` (`threecx.calls_per_minute`).
 //!
 //! Google's Calendar quota is per user (the delegated subject), not per process, so every worker
 //! instance draws from the same bucket, [`GOOGLE_BUCKET`]. One Lua script refills and takes a
@@ -84,7 +86,7 @@ return ms
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
     /// The script could not run (connection lost, Redis down, …).
-    #[error("Redis (Google request budget): {0}")]
+    #[error("Redis (shared request budget): {0}")]
     Redis(#[from] redis::RedisError),
 }
 

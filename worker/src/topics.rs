@@ -38,6 +38,7 @@ pub const BETEILIGTE_UPDATE: &str = Topic::BeteiligteUpdate.as_str();
 pub const BETEILIGTE_DELETE: &str = Topic::BeteiligteDelete.as_str();
 pub const LEAD_RECEIVED: &str = Topic::LeadVermieterheldenReceived.as_str();
 pub const CALL_REPORTED: &str = Topic::TelephonyCallReported.as_str();
+pub const PHONE_INDEX_REFRESH: &str = Topic::TelephonyIndexRefresh.as_str();
 
 /// Every production topic, in the order `queue stats` lists them (the catalogue's order).
 pub const KNOWN_TOPICS: &[&str] = Topic::NAMES;

@@ -132,7 +132,7 @@ async fn the_worker_serves_its_openapi_document_and_every_documented_operation()
     }
     // Something the document does not list is not served.
     let resp = http
-        .get(format!("{}/3cx/call?phone=1", w.base))
+        .get(format!("{}/3cx/nothing-here?phone=1", w.base))
         .send()
         .await
         .unwrap();

@@ -116,3 +116,101 @@ async fn threecx_lookup_and_report_call_through_kong() {
     assert_eq!(calls[0]["parentId"], cid.as_str());
     assert_eq!(calls[0]["status"], "Held");
 }
+
+/// Outbound calls through Kong's key-auth route `/3cx/call`: without an API key 401 at the edge
+/// (the worker and 3CX see nothing), a key without the `telephony` group 403, the API client's
+/// key places the call at the 3CX fake (the key never reaches the worker's upstream request to
+/// 3CX), and `GET /3cx/call/{id}` through the same route follows the participant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_through_kong_needs_the_api_key() {
+    let redis = RedisServer::start(false);
+    let adv = advoware::start(advoware::AdvowareConfig::default())
+        .await
+        .unwrap();
+    let pbx = threecx::start_call_control(threecx::CallControlConfig::default())
+        .await
+        .unwrap();
+    let worker_port = free_port();
+    let worker_url = format!("http://127.0.0.1:{worker_port}");
+    let _worker = WorkerProcess(
+        Command::new(worker_bin())
+            .arg("serve")
+            .env_clear()
+            .env("REDIS_URL", redis.url())
+            .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .env("WORKER_ROLES", "intake")
+            .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
+            .env("THREECX_API_BASE_URL", pbx.base_url())
+            .env("THREECX_CLIENT_ID", &pbx.config().client_id)
+            .env("THREECX_CLIENT_SECRET", &pbx.config().client_secret)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&format!("{worker_url}/health")).await;
+    let config = render(&vars(
+        &adv,
+        &worker_url,
+        &placeholder_hooks(),
+        &vermieterhelden::generate_secret(),
+    ));
+    let gw = deployed_gateway(config, free_port()).await;
+    let url = format!("{}/3cx/call", gw.base_url());
+    let http = reqwest::Client::new();
+    let body = json!({"phone": "0511 12345", "extension": "201"});
+
+    let r = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401, "{:?}", r.text().await);
+    let r = http
+        .post(&url)
+        .header("apikey", "wrong-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(&url)
+        .header("apikey", "crm-readonly-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a key outside the telephony group");
+    assert!(pbx.participants().is_empty());
+    assert!(pbx.controls().requests().is_empty(), "3CX saw nothing");
+
+    let r = http
+        .post(&url)
+        .header("apikey", CLIENT_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let placed: Value = r.json().await.unwrap();
+    let parts = pbx.participants();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(
+        (parts[0].dn.as_str(), parts[0].party_dn.as_str()),
+        ("201", "+4951112345")
+    );
+    let mk = &pbx.controls().requests_to("/callcontrol/201/makecall")[0];
+    assert!(mk.header("apikey").is_none());
+
+    pbx.set_status("201", parts[0].id, "Connected");
+    let id = placed["id"].as_str().unwrap();
+    let r = http
+        .get(format!("{url}/{id}"))
+        .header("apikey", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "Connected", "{v}");
+    let r = http.get(format!("{url}/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -44,6 +44,9 @@ pub const ADRESSEN: &str = "Adressen";
 /// choice for "read-only on PUT", like `kommKz`; see README).
 pub const ADRESSE_WRITABLE: [&str; 4] = ["strasse", "plz", "ort", "anschrift"];
 
+mod bankverbindungen;
+pub use bankverbindungen::{iban_ok, BANKVERBINDUNGEN};
+
 /// Credentials and behaviour of the fake. The defaults are obviously fake test values.
 #[derive(Clone)]
 pub struct AdvowareConfig {
@@ -174,6 +177,8 @@ struct State_ {
     writes: HashMap<String, usize>,
     /// Path prefixes the API user has no right on: 401 even with a valid token.
     denied_prefixes: Vec<String>,
+    /// Bankverbindungen per Beteiligter (`bankverbindungen.rs`).
+    bank: bankverbindungen::BankState,
 }
 
 impl State_ {
@@ -260,6 +265,14 @@ pub async fn start(config: AdvowareConfig) -> Result<AdvowareFake, StartError> {
         .route(
             "/api/v1/advonet/Beteiligte/{bet_nr}/Kommunikationen/{id}",
             put(update_kommunikation).delete(delete_kommunikation),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Bankverbindungen",
+            get(bankverbindungen::list).post(bankverbindungen::create),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Bankverbindungen/{id}",
+            put(bankverbindungen::update).delete(bankverbindungen::delete),
         )
         .fallback(any(not_found))
         .layer(axum::middleware::from_fn_with_state(
@@ -577,8 +590,54 @@ impl AdvowareFake {
         self.shared.state.lock().beteiligte.get(&bet_nr).cloned()
     }
 
+    /// The Bankverbindungen of a Beteiligter as stored.
+    pub fn bankverbindungen(&self, bet_nr: i64) -> Vec<Value> {
+        self.shared
+            .state
+            .lock()
+            .bank
+            .entries
+            .get(&bet_nr)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Seeds a Bankverbindung as a person would type it in Advoware; returns its id.
+    pub fn insert_bankverbindung(&self, bet_nr: i64, mut entry: Value) -> i64 {
+        let mut state = self.shared.state.lock();
+        let id = state.bank.take_id();
+        let row_id = state.next_row_id();
+        set(&mut entry, "id", json!(id));
+        set(&mut entry, "rowId", json!(row_id));
+        state.bank.entries.entry(bet_nr).or_default().push(entry);
+        id
+    }
+
+    /// Changes a Bankverbindung as a person would (merged; new `rowId`).
+    pub fn edit_bankverbindung(&self, bet_nr: i64, id: i64, patch: Value) -> bool {
+        let mut state = self.shared.state.lock();
+        let row_id = state.next_row_id();
+        let entry = state.bank.entries.get_mut(&bet_nr).and_then(|l| {
+            l.iter_mut()
+                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
+        });
+        match entry {
+            Some(e) => {
+                merge_object(e, &patch);
+                set(e, "rowId", json!(row_id));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// From now on `DELETE` of a Bankverbindung answers 403, as Kommunikationen and Adressen do.
+    pub fn deny_bank_delete(&self) {
+        self.shared.state.lock().bank.deny_delete = true;
+    }
+
     /// Write requests (POST/PUT/DELETE, accepted or not) that reached `resource`
-    /// ([`TERMINE`], [`BETEILIGTE`], [`KOMMUNIKATIONEN`]).
+    /// ([`TERMINE`], [`BETEILIGTE`], [`KOMMUNIKATIONEN`], [`BANKVERBINDUNGEN`]).
     pub fn writes(&self, resource: &str) -> usize {
         self.shared
             .state

@@ -4,8 +4,10 @@
 //! with the list/where query language, 17-character ids, `createdAt`/`modifiedAt` in
 //! `YYYY-MM-DD HH:mm:ss` UTC, Lead duplicate detection (409 unless `X-Skip-Duplicate-Check`), a
 //! few required-field checks answered in EspoCRM's `validationFailure` shape, and the webhook
-//! registry, and relationships (`POST/GET {Entity}/{id}/{link}`; the links the gateway uses are
-//! known: `TargetList` ↔ `leads`/`contacts`, unknown ones answer 404), attachments
+//! registry, and relationships (`POST/GET/DELETE {Entity}/{id}/{link}`; the links the gateway uses
+//! are known: `TargetList` ↔ `leads`/`contacts`, `CDokumente` ↔ cases/parties/accounts, `CBeteiligte` → `bankverbindungen` (the
+//! foreign key `beteiligteId`), unknown
+//! ones answer 404), attachments
 //! (`GET Attachment/file/{id}`, stored with [`EspoCrmFake::insert_attachment`]). Errors carry EspoCRM's
 //! `X-Status-Reason` header, mostly with an empty body.
 //!
@@ -36,7 +38,7 @@ use crate::clock::FakeClock;
 use crate::server::{constant_time_eq, json as json_response, Controls, RunningServer, StartError};
 
 /// Entity types served by default.
-pub const DEFAULT_ENTITIES: [&str; 10] = [
+pub const DEFAULT_ENTITIES: [&str; 12] = [
     "Lead",
     "TargetList",
     "Task",
@@ -47,6 +49,8 @@ pub const DEFAULT_ENTITIES: [&str; 10] = [
     "CDokumente",
     "Contact",
     "CAdressen",
+    "Raeumungsklage",
+    "Account",
 ];
 
 /// EspoCRM refuses list requests asking for more than this many records.
@@ -177,7 +181,7 @@ pub async fn start(config: EspoCrmConfig) -> Result<EspoCrmFake, StartError> {
         )
         .route(
             "/api/v1/{entity}/{id}/{link}",
-            get(list_related).post(relate),
+            get(list_related).post(relate).delete(unrelate),
         )
         .fallback(fallback)
         .with_state(shared.clone());
@@ -369,6 +373,33 @@ impl EspoCrmFake {
             }
         }
         deliveries
+    }
+
+    /// Relates two records as a user would in EspoCRM's UI (both sides, no API write counted);
+    /// false when the link is unknown or a record does not exist.
+    pub fn relate(&self, entity: &str, id: &str, link: &str, foreign_id: &str) -> bool {
+        let mut state = self.shared.state.lock();
+        let Some((foreign, _)) = link_target(entity, link) else {
+            return false;
+        };
+        let exists = |e: &str, i: &str| state.records.get(e).is_some_and(|m| m.contains_key(i));
+        if !exists(entity, id) || !exists(foreign, foreign_id) {
+            return false;
+        }
+        set_relation(&mut state, entity, id, link, foreign_id, true);
+        true
+    }
+
+    /// Unrelates two records (both sides).
+    pub fn unrelate(&self, entity: &str, id: &str, link: &str, foreign_id: &str) {
+        set_relation(
+            &mut self.shared.state.lock(),
+            entity,
+            id,
+            link,
+            foreign_id,
+            false,
+        );
     }
 
     /// Ids related to `entity`/`id` through `link` (e.g. the leads of a target list).
@@ -1141,6 +1172,21 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
                 "permanently_failed",
             ],
         )],
+        // The same sync states on the firm's bank accounts (FACTS §1).
+        "CBankverbindungen" => &[(
+            "syncStatus",
+            &[
+                "",
+                "pending_sync",
+                "dirty",
+                "syncing",
+                "clean",
+                "failed",
+                "conflict",
+                "deleted_in_advoware",
+                "permanently_failed",
+            ],
+        )],
         _ => &[],
     };
     for (field, allowed) in enums {
@@ -1152,6 +1198,7 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
     }
     let datetimes: &[&str] = match entity {
         "CBeteiligte" => &["advowareLastSync", "advowareDeletedAt"],
+        "CBankverbindungen" => &["advowareLastSync"],
         _ => &["dateStart", "dateEnd"],
     };
     for field in datetimes {
@@ -1317,32 +1364,36 @@ async fn remove(
     }
 }
 
-/// The foreign entity type of a relationship link the fake knows.
-fn link_target(entity: &str, link: &str) -> Option<&'static str> {
+/// The foreign entity type and the reverse link of a relationship link the fake knows: target
+/// lists (`leads`/`contacts`) and the documents of cases, parties and accounts (`CDokumente`
+/// `raeumungsklagen`/`beteiligte`/`accounts` ↔ `dokumente`; names as the README assumes them).
+fn link_target(entity: &str, link: &str) -> Option<(&'static str, &'static str)> {
     match (entity, link) {
-        ("TargetList", "leads") => Some("Lead"),
-        ("TargetList", "contacts") => Some("Contact"),
-        ("Lead" | "Contact", "targetLists") => Some("TargetList"),
+        ("TargetList", "leads") => Some(("Lead", "targetLists")),
+        ("TargetList", "contacts") => Some(("Contact", "targetLists")),
+        ("Lead", "targetLists") => Some(("TargetList", "leads")),
+        ("Contact", "targetLists") => Some(("TargetList", "contacts")),
+        ("CDokumente", "raeumungsklagen") => Some(("Raeumungsklage", "dokumente")),
+        ("CDokumente", "beteiligte") => Some(("CBeteiligte", "dokumente")),
+        ("CDokumente", "accounts") => Some(("Account", "dokumente")),
+        ("Raeumungsklage", "dokumente") => Some(("CDokumente", "raeumungsklagen")),
+        ("CBeteiligte", "dokumente") => Some(("CDokumente", "beteiligte")),
+        ("Account", "dokumente") => Some(("CDokumente", "accounts")),
+        // hasMany ↔ belongsTo: stored as the foreign key `beteiligteId` on the bank account.
+        ("CBeteiligte", "bankverbindungen") => Some(("CBankverbindungen", "beteiligte")),
         _ => None,
     }
 }
 
-/// `POST {Entity}/{id}/{link}` with `{"id": …}` or `{"ids": […]}`: relates records; `true`.
-async fn relate(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path((entity, id, link)): Path<(String, String, String)>,
-    body: Bytes,
-) -> Response {
-    count_write(&shared, &entity);
-    require_auth!(shared, headers);
-    let Some(foreign) = link_target(&entity, &link) else {
-        return status_reason(StatusCode::NOT_FOUND, "Not found.");
-    };
-    let body = match parse_object(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+/// Sets (or clears) a `belongsTo` foreign key (`<link>Id`) on a stored record.
+fn set_foreign_key(record: &mut Value, field: &str, id: Option<&str>) {
+    if let Value::Object(m) = record {
+        m.insert(field.to_owned(), id.map_or(Value::Null, |i| json!(i)));
+    }
+}
+
+/// The ids of a `{"id": …}` or `{"ids": […]}` relationship body.
+fn relation_ids(body: &Value) -> Vec<String> {
     let mut ids: Vec<String> = body
         .get("ids")
         .and_then(Value::as_array)
@@ -1356,6 +1407,80 @@ async fn relate(
     if let Some(one) = body.get("id").and_then(Value::as_str) {
         ids.push(one.to_owned());
     }
+    ids
+}
+
+/// Relates or unrelates both sides (EspoCRM stores one relation for both).
+fn set_relation(
+    state: &mut State_,
+    entity: &str,
+    id: &str,
+    link: &str,
+    foreign_id: &str,
+    on: bool,
+) {
+    let Some((foreign, back)) = link_target(entity, link) else {
+        return;
+    };
+    let pairs = [
+        (
+            (entity.to_owned(), id.to_owned(), link.to_owned()),
+            foreign_id,
+        ),
+        (
+            (foreign.to_owned(), foreign_id.to_owned(), back.to_owned()),
+            id,
+        ),
+    ];
+    for (key, other) in pairs {
+        let set = state.links.entry(key).or_default();
+        if on {
+            set.insert(other.to_owned());
+        } else {
+            set.remove(other);
+        }
+    }
+}
+
+/// `POST {Entity}/{id}/{link}` with `{"id": …}` or `{"ids": […]}`: relates records; `true`.
+async fn relate(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((entity, id, link)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    change_relation(shared, headers, entity, id, link, body, true).await
+}
+
+/// `DELETE {Entity}/{id}/{link}` with the same body: unrelates them; `true`.
+async fn unrelate(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((entity, id, link)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    change_relation(shared, headers, entity, id, link, body, false).await
+}
+
+async fn change_relation(
+    shared: Shared,
+    headers: HeaderMap,
+    entity: String,
+    id: String,
+    link: String,
+    body: Bytes,
+    on: bool,
+) -> Response {
+    count_write(&shared, &entity);
+    require_auth!(shared, headers);
+    let Some((foreign, _)) = link_target(&entity, &link) else {
+        return status_reason(StatusCode::NOT_FOUND, "Not found.");
+    };
+    let body = match parse_object(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let ids = relation_ids(&body);
     if ids.is_empty() {
         return status_reason(StatusCode::BAD_REQUEST, "No id.");
     }
@@ -1365,24 +1490,16 @@ async fn relate(
     if !exists(&state, &entity, &id) || !ids.iter().all(|i| exists(&state, foreign, i)) {
         return status_reason(StatusCode::NOT_FOUND, "Record not found.");
     }
+    if foreign == "CBankverbindungen" {
+        for i in &ids {
+            if let Some(r) = state.records.get_mut(foreign).and_then(|m| m.get_mut(i)) {
+                set_foreign_key(r, "beteiligteId", on.then_some(id.as_str()));
+            }
+        }
+        return json_response(StatusCode::OK, json!(true));
+    }
     for i in ids {
-        state
-            .links
-            .entry((entity.clone(), id.clone(), link.clone()))
-            .or_default()
-            .insert(i.clone());
-        // The reverse side: EspoCRM stores one relation for both.
-        let back = if entity == "TargetList" {
-            (foreign.to_owned(), i, "targetLists".to_owned())
-        } else {
-            let l = if entity == "Lead" {
-                "leads"
-            } else {
-                "contacts"
-            };
-            ("TargetList".to_owned(), i, l.to_owned())
-        };
-        state.links.entry(back).or_default().insert(id.clone());
+        set_relation(&mut state, &entity, &id, &link, &i, on);
     }
     json_response(StatusCode::OK, json!(true))
 }
@@ -1392,9 +1509,24 @@ async fn list_related(
     State(shared): State<Shared>,
     headers: HeaderMap,
     Path((entity, id, link)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     require_auth!(shared, headers);
-    let Some(foreign) = link_target(&entity, &link) else {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let max_size = param("maxSize").unwrap_or(20);
+    if max_size > MAX_LIST_SIZE {
+        return status_reason(
+            StatusCode::FORBIDDEN,
+            "Max size should not exceed 200. Use offset and limit.",
+        );
+    }
+    let offset = param("offset").unwrap_or(0);
+    let Some((foreign, _)) = link_target(&entity, &link) else {
         return status_reason(StatusCode::NOT_FOUND, "Not found.");
     };
     let state = shared.state.lock();
@@ -1405,6 +1537,18 @@ async fn list_related(
     {
         return status_reason(StatusCode::NOT_FOUND, "Record not found.");
     }
+    if foreign == "CBankverbindungen" {
+        let list: Vec<Value> = state
+            .records
+            .get(foreign)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|r| r.get("beteiligteId").and_then(Value::as_str) == Some(id.as_str()))
+            .cloned()
+            .collect();
+        let total = list.len();
+        return json_response(StatusCode::OK, json!({"list": list, "total": total}));
+    }
     let list: Vec<Value> = state
         .links
         .get(&(entity.clone(), id.clone(), link.clone()))
@@ -1413,6 +1557,7 @@ async fn list_related(
         .filter_map(|i| state.records.get(foreign).and_then(|m| m.get(i)).cloned())
         .collect();
     let total = list.len();
+    let list: Vec<Value> = list.into_iter().skip(offset).take(max_size).collect();
     json_response(StatusCode::OK, json!({"list": list, "total": total}))
 }
 

@@ -5,14 +5,15 @@
 //! - [`server`]: what all fakes share — binding/stopping ([`RunningServer`]), the raw request log
 //!   ([`RecordedRequest`]), injected failures and latency ([`Controls`]).
 //! - [`advoware`]: security-gateway token endpoint (HMAC-SHA512, nonce, skew) and the `advonet`
-//!   resources (Mitarbeiter, Termine, Beteiligte, Kommunikationen), with write counters.
+//!   resources (Mitarbeiter, Termine, Beteiligte, Kommunikationen, Bankverbindungen), with write counters.
 //! - [`google_calendar`]: Calendar API v3 as `google-calendar3` uses it (calendars, events, sync
 //!   tokens, `singleEvents` expansion in `google_calendar::recurrence`, quota errors) and a
 //!   service-account token endpoint.
 //! - [`espocrm`]: REST entity store with `X-Api-Key`, duplicate detection, a webhook registry, and
 //!   [`espocrm::send_webhook`], which signs like EspoCRM's webhook sender.
 //! - [`vermieterhelden`]: a Standard Webhooks lead sender (with tampering options).
-//! - [`threecx`]: the requests 3CX's CRM template makes (`ReportCall`, contact lookup).
+//! - [`threecx`]: the requests 3CX's CRM template makes (`ReportCall`, contact lookup) and a
+//!   stateful Call Control API (token endpoint, makecall, participants, busy/401 injection).
 //! - [`xai`]: xAI Files (inference host) and Collections (management host), each checking its own
 //!   key; multipart order, files, collection membership, PROCESSING → PROCESSED, write counters.
 //! - [`receiver`]: a catch-all server that records requests (a webhook target in sender tests).

@@ -7,8 +7,8 @@
 //! short demo — an Advoware proxy call, EspoCRM webhooks, the four Vermieterhelden lead
 //! forms arriving in the EspoCRM fake (and a duplicate absorbed), a 3CX call report, a manual
 //! calendar sync, a Beteiligter typed into EspoCRM appearing in Advoware (with its e-mail and
-//! phone as marked Kommunikation entries) and an Advoware edit
-//! flowing back — printing each exchange, and keeps
+//! phone as marked Kommunikation entries) and an Advoware edit flowing back, two bank accounts
+//! (one synced, one with a mistyped IBAN refused, masked) — printing each exchange, and keeps
 //! running so you can send your own requests (`curl` lines are printed).
 //!
 //! Ports: gateway 127.0.0.1:8000, worker :18080, Advoware fake :18001,
@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bitbylaw_fakes::{advoware, espocrm, google_calendar, threecx, vermieterhelden};
+use bitbylaw_fakes::{advoware, espocrm, google_calendar, threecx, vermieterhelden, xai};
 use clap::Parser;
 use proxy_wasm_host::gateway::{Gateway, GatewayOptions, DEPLOYED_CLIENT_BODY_BUFFER_SIZE};
 use serde_json::json;
@@ -125,6 +125,10 @@ async fn main() -> Result<()> {
         ..Default::default()
     })
     .await?;
+    // 3CX Call Control API (outbound calls from the CRM).
+    let pbx = threecx::start_call_control(threecx::CallControlConfig::default()).await?;
+    // xAI Files + Collections (document sync).
+    let xai_fake = xai::start(xai::XaiConfig::default()).await?;
     let ac = adv.config().clone();
     // A service-account key for the Google fake (fresh RSA key, token_uri → the fake).
     let key_dir = tempfile::tempdir()?;
@@ -159,6 +163,18 @@ async fn main() -> Result<()> {
         ),
         ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
         ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
+        ("THREECX_API_BASE_URL", pbx.base_url()),
+        ("THREECX_CLIENT_ID", pbx.config().client_id.clone()),
+        ("THREECX_CLIENT_SECRET", pbx.config().client_secret.clone()),
+        // Burst of 2: the demo's call and its busy-extension call within one second.
+        ("THREECX_CALLS_PER_MINUTE", "120".into()),
+        ("XAI_FILES_BASE_URL", xai_fake.files_url()),
+        ("XAI_MANAGEMENT_BASE_URL", xai_fake.management_url()),
+        ("XAI_API_KEY", xai_fake.config().api_key.clone()),
+        (
+            "XAI_MANAGEMENT_API_KEY",
+            xai_fake.config().management_key.clone(),
+        ),
     ];
     let worker = Command::new(&worker_bin)
         .arg("serve")
@@ -176,6 +192,7 @@ async fn main() -> Result<()> {
     // EspoCRM webhooks pointing at the gateway, as an admin would register them.
     let gw_url = format!("http://{}", args.listen);
     let mut vars: HashMap<String, String> = HashMap::new();
+    let mut link_hook: Option<espocrm::Webhook> = None;
     let crud = ["create", "update", "delete"].as_slice();
     for (entity, actions) in [
         ("beteiligte", crud),
@@ -200,6 +217,9 @@ async fn main() -> Result<()> {
             );
             vars.insert(format!("{prefix}_ID"), hook.id.clone());
             vars.insert(format!("{prefix}_SECRET"), hook.secret_key.clone());
+            if entity == "entity" && *action == "link" {
+                link_hook = Some(hook.clone());
+            }
         }
     }
     let lead_secret = vermieterhelden::generate_secret();
@@ -252,16 +272,23 @@ async fn main() -> Result<()> {
 
     if !args.no_demo {
         demo(&gw_url, &espo, &google, &lead_secret).await?;
+        outbound_demo(&gw_url, &espo, &pbx).await?;
         beteiligte_demo(&adv, &espo, &worker_bin, &worker_env).await?;
+        if let Some(hook) = &link_hook {
+            documents_demo(&gw_url, &espo, &xai_fake, hook).await?;
+        }
+        bankverbindungen_demo(&adv, &espo).await?;
     }
     println!("\nTry it yourself:");
     println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
     println!("  curl -s -X POST -H 'apikey: {CLIENT_KEY}' -H 'content-type: application/json' -d '{{\"kuerzel\":\"ALL\"}}' {gw_url}/advoware/calendar/sync");
     println!("  curl -s -X POST -H 'x-api-key: {THREECX_KEY}' -H 'content-type: application/json' --data-binary @tests/fixtures/3cx-reportcall.json {gw_url}/3cx/calls");
     println!("  curl -s -H 'x-api-key: {THREECX_KEY}' '{gw_url}/3cx/lookup?phone=0511%2012345'");
+    println!("  curl -s -X POST -H 'apikey: {CLIENT_KEY}' -H 'content-type: application/json' -d '{{\"phone\":\"0511 12345\",\"extension\":\"201\"}}' {gw_url}/3cx/call");
     println!("  curl -s http://127.0.0.1:18080/metrics | grep bitbylaw_");
     println!("  (worker env as above) target/debug/bitbylaw-worker calendar audit --kuerzel SB");
     println!("  (worker env as above) target/debug/bitbylaw-worker beteiligte status");
+    println!("  (worker env as above) target/debug/bitbylaw-worker documents audit");
     println!(
         "  target/debug/bitbylaw-worker queue stats   (with REDIS_URL=redis://127.0.0.1:16379/)"
     );
@@ -513,6 +540,64 @@ async fn demo(
     Ok(())
 }
 
+/// Outbound calls: the CRM asks the gateway (key-auth) to call a lead from extension 201; the
+/// worker resolves the lead's number in EspoCRM and asks the 3CX Call Control fake (token,
+/// makecall); the status follows the participant; a busy extension is a clear 409.
+async fn outbound_demo(
+    gw: &str,
+    espo: &espocrm::EspoCrmFake,
+    pbx: &threecx::CallControlFake,
+) -> Result<()> {
+    let client = reqwest::Client::new();
+    let lead_id = espo
+        .insert(
+            "Lead",
+            json!({"firstName": "Erika", "lastName": "Rückruf", "phoneNumber": "0511 7654321"}),
+        )
+        .and_then(|l| l["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    println!("-- 3CX outbound call: POST /3cx/call {{lead_id, extension 201}} (Kong key-auth)");
+    let r = client
+        .post(format!("{gw}/3cx/call"))
+        .header("apikey", CLIENT_KEY)
+        .json(&json!({"lead_id": lead_id, "extension": "201"}))
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    println!("   {status} {body}");
+    if let (Some(id), Some(p)) = (body["id"].as_str(), pbx.participants().first()) {
+        pbx.set_status(&p.dn, p.id, "Connected");
+        let r = client
+            .get(format!("{gw}/3cx/call/{id}"))
+            .header("apikey", CLIENT_KEY)
+            .send()
+            .await?;
+        println!("   GET /3cx/call/{id}: {} {}", r.status(), r.text().await?);
+    }
+    println!("-- the same without an API key, then from a busy extension");
+    let r = client
+        .post(format!("{gw}/3cx/call"))
+        .json(&json!({"phone": "0511 12345", "extension": "202"}))
+        .send()
+        .await?;
+    println!("   {} {}", r.status(), r.text().await?);
+    pbx.set_busy("202", true);
+    let r = client
+        .post(format!("{gw}/3cx/call"))
+        .header("apikey", CLIENT_KEY)
+        .json(&json!({"phone": "0511 12345", "extension": "202"}))
+        .send()
+        .await?;
+    println!("   {} {}", r.status(), r.text().await?);
+    let c = pbx.counters();
+    println!(
+        "   3CX fake: {} token(s) issued, {} call(s) placed",
+        c.token_issues, c.calls_placed
+    );
+    Ok(())
+}
+
 /// The Beteiligte sync: a person typed into EspoCRM appears in Advoware with `betnr` written
 /// back; an edit in Advoware flows back (here by `beteiligte sync`, in production by the
 /// 15-minute check once the last sync is older than `BETEILIGTE_CHECK_CLEAN_AGE_HOURS`).
@@ -589,6 +674,122 @@ async fn beteiligte_demo(
         "   EspoCRM {id}: lastName {} syncStatus {}",
         rec["lastName"], rec["syncStatus"]
     );
+    Ok(())
+}
+
+/// The document sync: a document linked to an eviction case appears in the case's xAI
+/// collection. The link hook is EspoCRM's custom `entity/link` webhook, sent through the gateway.
+async fn documents_demo(
+    gw: &str,
+    espo: &espocrm::EspoCrmFake,
+    xai_fake: &xai::XaiFake,
+    hook: &espocrm::Webhook,
+) -> Result<()> {
+    println!("-- documents: Klageschrift.pdf is linked to an eviction case (Raeumungsklage)");
+    let case = espo
+        .insert(
+            "Raeumungsklage",
+            json!({"name": "Räumung Musterstraße 1", "status": "Offen"}),
+        )
+        .and_then(|c| c["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let att = espo.insert_attachment("application/pdf", b"%PDF-1.7 Klageschrift".to_vec());
+    let doc = espo
+        .insert(
+            "CDokumente",
+            json!({"name": "Klageschrift.pdf", "dokumentId": att, "fileStatus": "new"}),
+        )
+        .and_then(|d| d["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    espo.relate("CDokumente", &doc, "raeumungsklagen", &case);
+    let r = espocrm::send_webhook(
+        &format!("{gw}/vmh/webhook/entity/link"),
+        &hook.id,
+        &hook.secret_key,
+        &json!([{"id": case, "entityType": "Raeumungsklage"}]),
+        espocrm::SignatureStyle::Both,
+    )
+    .await?;
+    println!("   link hook → gateway: {}", r.status());
+    for _ in 0..100 {
+        let rec = espo.get("CDokumente", &doc).unwrap_or_default();
+        if rec["xaiSyncStatus"] == "clean" {
+            let col = espo
+                .get("Raeumungsklage", &case)
+                .and_then(|c| c["xaiCollectionId"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            println!(
+                "   case {case}: xAI collection {col} holds {:?}",
+                xai_fake.members(&col)
+            );
+            println!(
+                "   CDokumente {doc}: xaiId {} xaiSyncStatus {} xaiSyncedHash {}",
+                rec["xaiId"], rec["xaiSyncStatus"], rec["xaiSyncedHash"]
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("   (not synced yet; see the worker log)");
+    Ok(())
+}
+
+/// The Bankverbindungen sync: a bank account typed into EspoCRM appears under its Beteiligter in
+/// Advoware with the id written back; an invalid IBAN ends `failed` with a masked message and
+/// nothing sent to Advoware.
+async fn bankverbindungen_demo(
+    adv: &advoware::AdvowareFake,
+    espo: &espocrm::EspoCrmFake,
+) -> Result<()> {
+    println!("-- Bankverbindungen: two accounts of Max Beispiel (betnr in both systems) are typed into EspoCRM");
+    let bet_nr = adv.insert_beteiligter(json!({"name": "Beispiel", "vorname": "Max"}));
+    let bet = espo
+        .insert(
+            "CBeteiligte",
+            json!({"firstName": "Max", "lastName": "Beispiel", "betnr": bet_nr, "syncStatus": "clean"}),
+        )
+        .unwrap_or_default();
+    let mut ids = Vec::new();
+    for (name, iban) in [
+        ("Girokonto", "DE89 3704 0044 0532 0130 00"),
+        ("Tippfehler", "DE89 3704 0044 0532 0130 01"),
+    ] {
+        let rec = espo
+            .insert(
+                "CBankverbindungen",
+                json!({"name": name, "iban": iban, "bic": "COBADEFFXXX", "bankname": "Commerzbank",
+                    "beteiligteId": bet["id"]}),
+            )
+            .unwrap_or_default();
+        ids.push(rec["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for _ in 0..100 {
+        espo.flush_webhooks().await;
+        let done = ids.iter().all(|id| {
+            let st = espo.get("CBankverbindungen", id).unwrap_or_default()["syncStatus"].clone();
+            st == "clean" || st == "failed"
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        let rec = espo.get("CBankverbindungen", id).unwrap_or_default();
+        println!(
+            "   EspoCRM {} {id}: syncStatus {} advowareKontoId {} {}",
+            rec["name"],
+            rec["syncStatus"],
+            rec["advowareKontoId"],
+            rec["syncErrorMessage"].as_str().unwrap_or("")
+        );
+    }
+    for entry in adv.bankverbindungen(bet_nr) {
+        println!(
+            "   Advoware Beteiligter {bet_nr}: Bankverbindung {} bank {} (the worker log shows the IBAN only masked)",
+            entry["id"], entry["bank"]
+        );
+    }
     Ok(())
 }
 

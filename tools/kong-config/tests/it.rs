@@ -686,3 +686,44 @@ fn acl_allow_groups_must_be_held_by_a_consumer() -> TestResult {
     assert_eq!(p.len(), 1, "{}", all_text(&p));
     Ok(())
 }
+
+/// Issue 14, outbound calls: `/3cx/call` places phone calls, so the route authenticates with
+/// key-auth (credentials hidden from the worker) and admits only the `telephony` ACL group; a
+/// kong.yaml whose consumers lost that group fails validation (nobody could pass).
+#[test]
+fn repository_template_guards_the_outbound_call_route() -> TestResult {
+    let config = validate_repository_template(&|t| t)?.map_err(|p| all_text(&p))?;
+    let route = config
+        .services
+        .iter()
+        .flat_map(|s| s.routes.iter())
+        .find(|r| r.name == "threecx-call")
+        .ok_or("route threecx-call missing")?;
+    assert_eq!(route.paths, ["/3cx/call"]);
+    let key_auth = route
+        .plugins
+        .iter()
+        .find(|p| p.name == "key-auth")
+        .ok_or("no key-auth")?;
+    assert_eq!(key_auth.config["hide_credentials"], true);
+    let acl = route
+        .plugins
+        .iter()
+        .find(|p| p.name == "acl")
+        .ok_or("no acl")?;
+    assert_eq!(acl.config["allow"], serde_json::json!(["telephony"]));
+    let without_group = validate_repository_template(&|t| {
+        t.replace("      - group: telephony ", "      - group: telephone ")
+    })?;
+    let problems = without_group.err().unwrap_or_default();
+    assert!(
+        has(
+            &problems,
+            "plugins[acl].config.allow[telephony]",
+            "no consumer"
+        ),
+        "{}",
+        all_text(&problems)
+    );
+    Ok(())
+}

@@ -355,8 +355,8 @@ impl Paths {
     }
 }
 
-/// The problems of one template (see [`Paths::problems`]).
-fn template_problems(template: &str, required: &[&str]) -> Vec<String> {
+/// The problems of one template (see [`Paths::problems`]); also used for other path settings.
+pub fn template_problems(template: &str, required: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     let t = template.trim();
     if t.is_empty() {
@@ -687,6 +687,21 @@ where
         self.call(Method::Delete, path, &[], None).await.map(|_| ())
     }
 
+    /// `method` on an [`expand`]ed template (path and query) with an optional JSON body → JSON
+    /// answer (`null` for an empty body). For callers with their own path settings
+    /// (`[bankverbindungen.paths]`), which classify 404/405 themselves.
+    pub async fn send_expanded(
+        &self,
+        method: Method,
+        e: &Expanded,
+        body: Option<&Value>,
+    ) -> Result<Value, AdvowareError> {
+        let resp = self
+            .call(method, &e.path, &query_refs(&e.query), body)
+            .await?;
+        decode_json(&e.path, &resp.body)
+    }
+
     // ----- typed helpers ---------------------------------------------------------------------
 
     /// All employees (`Mitarbeiter`).
@@ -952,16 +967,7 @@ where
             let mut refreshed = false;
             loop {
                 let token = self.token().await?;
-                let mut headers = vec![
-                    (
-                        "Authorization".to_owned(),
-                        format!("Bearer {}", token.expose()),
-                    ),
-                    ("Accept".to_owned(), "application/json".to_owned()),
-                ];
-                if body.is_some() {
-                    headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
-                }
+                let headers = super::http::bearer_json_headers(token.expose(), body.is_some());
                 let resp = self
                     .send(
                         HttpRequest {

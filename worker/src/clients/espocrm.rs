@@ -531,6 +531,32 @@ impl EspoCrmClient {
         Ok(())
     }
 
+    /// `GET {Entity}/{id}/{link}`: every record related through `link` (e.g. the documents of
+    /// a case), page by page like [`Self::list_all`].
+    pub async fn list_related<T: DeserializeOwned>(
+        &self,
+        entity: &str,
+        id: &EspoId,
+        link: &str,
+    ) -> Result<Vec<T>, EspoCrmError> {
+        let path = format!("{entity}/{id}/{link}");
+        let page_size = self.settings.page_size;
+        let mut out: Vec<T> = Vec::new();
+        loop {
+            let pairs = vec![
+                ("maxSize".to_owned(), page_size.to_string()),
+                ("offset".to_owned(), out.len().to_string()),
+            ];
+            let page: Page<T> = self.call(Verb::Get, &path, &pairs, None, false).await?;
+            let got = page.list.len();
+            let total = page.total.and_then(|t| usize::try_from(t).ok());
+            out.extend(page.list);
+            if got < page_size || got == 0 || total.is_some_and(|t| out.len() >= t) {
+                return Ok(out);
+            }
+        }
+    }
+
     /// `GET Attachment/file/{id}`: the attachment's bytes and content type, read chunk by chunk
     /// and abandoned as soon as they exceed `max_bytes` (or the announced length does), so an
     /// oversized file never sits in memory whole.
@@ -579,7 +605,10 @@ impl EspoCrmClient {
         if let Some(announced) = resp.content_length().filter(|n| *n > max_bytes) {
             return Err(too_large(announced));
         }
-        let mut bytes = Vec::new();
+        // Sized once from the announced length: growing by doubling would briefly hold the
+        // file twice.
+        let announced = resp.content_length().unwrap_or(0).min(max_bytes);
+        let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
         while let Some(chunk) = resp.chunk().await.map_err(transport)? {
             let size = u64::try_from(bytes.len() + chunk.len()).unwrap_or(u64::MAX);
             if size > max_bytes {

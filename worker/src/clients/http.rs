@@ -61,3 +61,16 @@ impl HttpTransport for ReqwestTransport {
         })
     }
 }
+
+/// The headers of an authorised JSON API request: `Authorization: Bearer …`, `Accept`, and
+/// `Content-Type` when a body is sent (Advoware and 3CX Call Control alike).
+pub fn bearer_json_headers(token: &str, json_body: bool) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("Authorization".to_owned(), format!("Bearer {token}")),
+        ("Accept".to_owned(), "application/json".to_owned()),
+    ];
+    if json_body {
+        headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
+    }
+    headers
+}

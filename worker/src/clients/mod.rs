@@ -8,6 +8,8 @@
 //! - [`google`]: Google Calendar through `google-calendar3`, service-account auth, the shared
 //!   request budget of [`crate::ratelimit`].
 //! - [`http`]: the production HTTP transport (reqwest + rustls).
+//! - [`threecx`]: the 3CX Call Control API — client-credentials token cached and refreshed
+//!   (one refresh + retry on a 401), makecall and participant state, refusals classified.
 //! - [`xai`]: xAI Files (inference host and key) and Collections (management host and key) —
 //!   multipart upload with a size limit, collection membership, 429 with `Retry-After`.
 
@@ -15,4 +17,5 @@ pub mod advoware;
 pub mod espocrm;
 pub mod google;
 pub mod http;
+pub mod threecx;
 pub mod xai;

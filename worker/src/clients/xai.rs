@@ -320,13 +320,16 @@ enum Verb {
     Delete,
 }
 
-/// A request body: JSON or a finished multipart form with its content type.
+/// A request body: JSON or a multipart form with its content type. The form is kept as head,
+/// content and tail so the file's bytes are sent as they are, never copied into a second buffer.
 enum Body {
     None,
     Json(Vec<u8>),
     Multipart {
         content_type: String,
-        bytes: Vec<u8>,
+        head: Vec<u8>,
+        content: bytes::Bytes,
+        tail: Vec<u8>,
     },
 }
 
@@ -352,14 +355,16 @@ impl XaiClient {
 
     /// `POST /files` (multipart): `purpose`, then `expires_after` (seconds; xAI requires it
     /// *before* the file part), then the `file` part. Refuses files over `max_file_bytes`
-    /// before sending anything.
+    /// before sending anything. The content is sent from the buffer it arrives in (a `Vec` or
+    /// `Bytes` converts without copying), so a large file is held once.
     pub async fn upload_file(
         &self,
         filename: &str,
         content_type: &str,
-        content: Vec<u8>,
+        content: impl Into<bytes::Bytes>,
         expires_after: Option<Duration>,
     ) -> Result<XaiFile, XaiError> {
+        let content: bytes::Bytes = content.into();
         let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
         if size > self.settings.max_file_bytes {
             return Err(XaiError::TooLarge {
@@ -373,10 +378,12 @@ impl XaiClient {
         if let Some(e) = expires_after {
             fields.push(("expires_after", e.as_secs().to_string()));
         }
-        let bytes = multipart(&boundary, &fields, filename, content_type, &content);
+        let (head, tail) = multipart(&boundary, &fields, filename, content_type);
         let body = Body::Multipart {
             content_type: format!("multipart/form-data; boundary={boundary}"),
-            bytes,
+            head,
+            content,
+            tail,
         };
         self.call(Host::Files, Verb::Post, "files", body).await
     }
@@ -415,6 +422,28 @@ impl XaiClient {
         let path = format!("collections/{}", segment(collection_id)?);
         self.call(Host::Management, Verb::Get, &path, Body::None)
             .await
+    }
+
+    /// `GET /collections`: every collection of the team (the manager finds an entity's collection
+    /// by its name when the id was never written back).
+    pub async fn list_collections(&self) -> Result<Vec<Collection>, XaiError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            collections: Vec<Collection>,
+        }
+        let page: Page = self
+            .call(Host::Management, Verb::Get, "collections", Body::None)
+            .await?;
+        Ok(page.collections)
+    }
+
+    /// `DELETE /collections/{cid}`: the collection goes, its files stay.
+    pub async fn delete_collection(&self, collection_id: &str) -> Result<(), XaiError> {
+        let path = format!("collections/{}", segment(collection_id)?);
+        self.send(Host::Management, Verb::Delete, &path, Body::None)
+            .await
+            .map(drop)
     }
 
     /// `GET /collections/{cid}/documents`, following `pagination_token` over all pages.
@@ -521,8 +550,16 @@ impl XaiClient {
             Body::Json(b) => req.header("Content-Type", "application/json").body(b),
             Body::Multipart {
                 content_type,
-                bytes,
-            } => req.header("Content-Type", content_type).body(bytes),
+                head,
+                content,
+                tail,
+            } => req
+                .header("Content-Type", content_type)
+                .body(reqwest::Body::wrap(Chunks::new(vec![
+                    bytes::Bytes::from(head),
+                    content,
+                    bytes::Bytes::from(tail),
+                ]))),
         };
         let transport = |e: reqwest::Error| XaiError::Transport {
             host,
@@ -563,14 +600,54 @@ impl XaiClient {
     }
 }
 
-/// Builds `multipart/form-data`: the text fields in order, then the file part last.
+/// A request body sent as a few ready buffers, one frame each: reqwest needs no copy of them.
+struct Chunks {
+    parts: std::collections::VecDeque<bytes::Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(parts: Vec<bytes::Bytes>) -> Self {
+        let remaining = parts.iter().map(|p| p.len() as u64).sum();
+        Self {
+            parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let next = self.parts.pop_front();
+        if let Some(p) = &next {
+            self.remaining = self.remaining.saturating_sub(p.len() as u64);
+        }
+        std::task::Poll::Ready(next.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Builds `multipart/form-data` around the file's bytes: the head (the text fields in order,
+/// then the file part's headers) and the tail (the closing boundary).
 fn multipart(
     boundary: &str,
     fields: &[(&str, String)],
     filename: &str,
     content_type: &str,
-    content: &[u8],
-) -> Vec<u8> {
+) -> (Vec<u8>, Vec<u8>) {
     // Quotes and line breaks would end the header value early; xAI only shows the name.
     let safe_name: String = filename
         .chars()
@@ -582,7 +659,7 @@ fn multipart(
             }
         })
         .collect();
-    let mut out = Vec::with_capacity(content.len() + 512);
+    let mut out = Vec::with_capacity(512);
     for (name, value) in fields {
         out.extend_from_slice(
             format!(
@@ -597,9 +674,7 @@ fn multipart(
         )
         .as_bytes(),
     );
-    out.extend_from_slice(content);
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    out
+    (out, format!("\r\n--{boundary}--\r\n").into_bytes())
 }
 
 /// An id used as one path segment: ids are `[A-Za-z0-9_-]`, anything else would change the path.
@@ -664,7 +739,7 @@ mod tests {
 
     #[test]
     fn multipart_puts_fields_before_the_file() {
-        let body = multipart(
+        let (head, tail) = multipart(
             "B",
             &[
                 ("purpose", "assistants".into()),
@@ -672,8 +747,8 @@ mod tests {
             ],
             "a\"b.pdf",
             "application/pdf",
-            b"%PDF",
         );
+        let body = [head, b"%PDF".to_vec(), tail].concat();
         let text = String::from_utf8_lossy(&body);
         let e = text.find("name=\"expires_after\"").unwrap_or(usize::MAX);
         let f = text.find("name=\"file\"").unwrap_or(0);

@@ -5,8 +5,10 @@
 //! which is also what makes coalescing safe. Sync handlers for Advoware, EspoCRM, Google Calendar
 //! and 3CX are registered here as later issues add them; topics without a handler stay queued.
 
+pub mod bankverbindungen;
 pub mod beteiligte;
 pub mod calendar;
+pub mod documents;
 pub mod leads;
 pub mod telephony;
 pub mod testing;
@@ -43,6 +45,22 @@ impl HandlerError {
         HandlerError::Retryable {
             message: message.into(),
             retry_after: None,
+        }
+    }
+
+    /// Retryable (with the upstream's `Retry-After`) or permanent, as a sync's error says.
+    pub fn classified(
+        retryable: bool,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        if retryable {
+            HandlerError::Retryable {
+                message: message.into(),
+                retry_after,
+            }
+        } else {
+            HandlerError::Permanent(message.into())
         }
     }
 }
@@ -92,6 +110,10 @@ pub struct Clients {
     pub calendar: ClientSlot<calendar::CalendarSides>,
     /// EspoCRM and Advoware for the Beteiligte sync.
     pub beteiligte: ClientSlot<beteiligte::BeteiligteSides>,
+    /// EspoCRM and xAI for the document sync.
+    pub documents: ClientSlot<documents::engine::DocumentsSides>,
+    /// EspoCRM and Advoware for the Bankverbindungen sync.
+    pub bankverbindungen: ClientSlot<bankverbindungen::BankSides>,
 }
 
 /// A sync's clients, set once built in the background (they need Redis), or the reason they
@@ -166,6 +188,11 @@ impl std::fmt::Debug for Clients {
         f.debug_struct("Clients")
             .field("calendar", &self.calendar.get().map(Result::is_ok))
             .field("beteiligte", &self.beteiligte.get().map(Result::is_ok))
+            .field("documents", &self.documents.get().map(Result::is_ok))
+            .field(
+                "bankverbindungen",
+                &self.bankverbindungen.get().map(Result::is_ok),
+            )
             .finish()
     }
 }
@@ -268,8 +295,14 @@ impl Registry {
         if beteiligte::configured(config) {
             beteiligte::register(&mut r);
         }
+        if bankverbindungen::configured(config) {
+            bankverbindungen::register(&mut r);
+        }
         if telephony::configured(config) {
             telephony::register(&mut r, config);
+        }
+        if documents::configured(config) {
+            documents::register(&mut r);
         }
         r
     }

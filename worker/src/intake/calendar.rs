@@ -5,7 +5,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -16,7 +16,6 @@ use crate::error::ApiError;
 use crate::queue::NewJob;
 use crate::topics;
 use bitbylaw_core::ids::Kuerzel;
-use bitbylaw_core::webhook::verify_shared_token;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,18 +63,7 @@ pub async fn post_calendar_sync(
     body: Body,
 ) -> Response {
     let result = async {
-        if let Some(token) = &s.config.admin_token {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            // Digests compared in constant time: neither the token's content nor its length
-            // leaks through timing (a plain `ct_eq` returns early on a length mismatch).
-            if verify_shared_token(Some(given), &[token.expose().to_owned()]).is_err() {
-                return Err(ApiError::unauthorized("missing or wrong bearer token"));
-            }
-        }
+        super::check_admin_token(&s.config, &headers)?;
         let body = read_body(&headers, body, s.config.max_body_bytes).await?;
         let req: CalendarSyncRequest = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(

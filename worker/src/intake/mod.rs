@@ -1,7 +1,7 @@
 //! HTTP in: the router and the state every request handler shares.
 //!
 //! `POST /events` (signed events from the edge filter), `POST /calendar/sync` (manual trigger) and
-//! `GET /3cx/lookup` (3CX screen pop) are mounted only with the `intake` role; `GET /health`, `/ready`, `/metrics` and
+//! `GET /3cx/lookup` (3CX screen pop), `POST /3cx/call` + `GET /3cx/call/{id}` (outbound calls) are mounted only with the `intake` role; `GET /health`, `/ready`, `/metrics` and
 //! `/openapi.json` always are. [`routes`] is the one list of them: the router is built from it,
 //! and a test holds it against `worker/openapi.json`, so the document cannot drift.
 
@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod events;
 pub mod signature;
 pub mod threecx;
+pub mod threecx_call;
 
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// The 3CX contact lookup (EspoCRM client, CRM web address).
     pub lookup: Arc<threecx::LookupService>,
+    /// Outbound calls through the 3CX Call Control API (`POST /3cx/call`).
+    pub outbound: Arc<crate::handlers::telephony::outbound::OutboundService>,
 }
 
 /// The OpenAPI 3.1 description of this API, served at `GET /openapi.json`.
@@ -94,6 +97,8 @@ pub fn routes(intake: bool) -> Vec<RouteSpec> {
         r.push(route("/events", Post, events::post_events));
         r.push(route("/calendar/sync", Post, calendar::post_calendar_sync));
         r.push(route("/3cx/lookup", Get, threecx::get_lookup));
+        r.push(route("/3cx/call", Post, threecx_call::post_call));
+        r.push(route("/3cx/call/{id}", Get, threecx_call::get_call));
     }
     r
 }
@@ -112,6 +117,26 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// `Authorization: Bearer <admin_token>` when `WORKER_ADMIN_TOKEN` is set (the manual triggers
+/// and outbound calls); without the setting the network position (behind Kong) is the guard.
+pub fn check_admin_token(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(token) = &config.admin_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Digests compared in constant time: neither the token's content nor its length
+        // leaks through timing (a plain `ct_eq` returns early on a length mismatch).
+        if bitbylaw_core::webhook::verify_shared_token(Some(given), &[token.expose().to_owned()])
+            .is_err()
+        {
+            return Err(ApiError::unauthorized("missing or wrong bearer token"));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 (checked against

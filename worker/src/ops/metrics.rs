@@ -109,8 +109,14 @@ pub struct Metrics {
     pub consumers_running: Gauge,
     pub consumers_expected: Gauge,
     pub beteiligte_runs: Family<OutcomeLabel, Counter>,
+    /// Document sync and collection-manager runs by outcome.
+    pub documents_runs: Family<OutcomeLabel, Counter>,
+    /// Bankverbindungen sync runs by outcome.
+    pub bankverbindungen_runs: Family<OutcomeLabel, Counter>,
     /// 3CX contact lookups by outcome.
     pub threecx_lookups: Family<OutcomeLabel, Counter>,
+    /// Outbound calls (`POST /3cx/call`) by outcome.
+    pub threecx_calls: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,7 +170,10 @@ impl Metrics {
             consumers_running: Gauge::default(),
             consumers_expected: Gauge::default(),
             beteiligte_runs: Family::default(),
+            documents_runs: Family::default(),
+            bankverbindungen_runs: Family::default(),
             threecx_lookups: Family::default(),
+            threecx_calls: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -228,9 +237,24 @@ impl Metrics {
             m.beteiligte_runs.clone(),
         );
         registry.register(
+            "documents_sync_runs",
+            "Document sync and collection runs by outcome (uploaded, resumed, relinked, up_to_date, no_collections, removed, collection_exists, collection_created, collection_removed_closed, collection_removed_deleted, collection_kept, retryable, permanent, lock_lost)",
+            m.documents_runs.clone(),
+        );
+        registry.register(
+            "bankverbindungen_sync_runs",
+            "Bankverbindungen sync runs by outcome (created, adopted, wrote_advoware, wrote_espocrm, no_change, deleted_in_advoware, invalid_data, skipped, deleted, delete_refused, not_linked, waiting_for_betnr, retryable, permanent, lock_lost)",
+            m.bankverbindungen_runs.clone(),
+        );
+        registry.register(
             "threecx_lookups",
             "3CX contact lookups by outcome (hit_index, hit_crm, miss, deadline, error, no_crm, unusable_number, unauthorized)",
             m.threecx_lookups.clone(),
+        );
+        registry.register(
+            "threecx_calls",
+            "Outbound calls through the 3CX Call Control API by outcome (placed, replayed, busy, invalid_number, unknown_extension, rate_limited, unavailable, in_doubt, unauthorized, error)",
+            m.threecx_calls.clone(),
         );
         registry.register(
             "events_received",
@@ -371,9 +395,36 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one document sync or collection run with `outcome`.
+    pub fn documents_run(&self, outcome: &str) {
+        self.documents_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one Bankverbindungen run with `outcome`.
+    pub fn bankverbindungen_run(&self, outcome: &str) {
+        self.bankverbindungen_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     /// Counts one 3CX lookup with `outcome`.
     pub fn threecx_lookup(&self, outcome: &str) {
         self.threecx_lookups
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one outbound call request with `outcome`.
+    pub fn threecx_call(&self, outcome: &str) {
+        self.threecx_calls
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })

@@ -324,3 +324,28 @@ pub fn signed_lookup_on(
         .header("x-received-at", at.to_string())
         .header("x-gateway-signature", sig)
 }
+
+/// Worker environment of the document sync against the EspoCRM and xAI fakes; documents wait
+/// for collections by retrying, so the retry budget leaves the event storm room.
+pub fn documents_env(
+    espo: &bitbylaw_fakes::espocrm::EspoCrmFake,
+    xai: &bitbylaw_fakes::xai::XaiFake,
+    log_level: &str,
+) -> Vec<(String, String)> {
+    [
+        ("ESPOCRM_API_BASE_URL", espo.api_url()),
+        ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
+        ("XAI_FILES_BASE_URL", xai.files_url()),
+        ("XAI_MANAGEMENT_BASE_URL", xai.management_url()),
+        ("XAI_API_KEY", xai.config().api_key.clone()),
+        (
+            "XAI_MANAGEMENT_API_KEY",
+            xai.config().management_key.clone(),
+        ),
+        ("WORKER_RETRY_MAX_ATTEMPTS", "12".into()),
+        ("WORKER_LOG_LEVEL", log_level.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}

@@ -67,7 +67,7 @@ impl SideError {
     }
 }
 
-fn espo_error(e: EspoCrmError) -> SideError {
+pub(crate) fn espo_error(e: EspoCrmError) -> SideError {
     match e {
         EspoCrmError::Duplicate { duplicates, .. } => {
             SideError::Duplicate(duplicates.into_iter().map(|d| d.id).collect())
@@ -82,7 +82,7 @@ fn espo_error(e: EspoCrmError) -> SideError {
     }
 }
 
-fn advoware_error(e: AdvowareError) -> SideError {
+pub(crate) fn advoware_error(e: AdvowareError) -> SideError {
     SideError::Failed {
         system: System::Advoware,
         retryable: e.is_retryable(),

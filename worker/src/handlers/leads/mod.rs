@@ -92,6 +92,7 @@ pub async fn handle(ctx: &JobContext, job: &Job, crm: &dyn crm::LeadsCrm) -> Han
     let _ = guard.release().await;
     match result {
         Ok(outcome) => {
+            index_for_lookup(ctx, &lead, &outcome).await;
             info!(
                 lead_type = lead.lead_type.as_str(),
                 outcome = outcome.label(),
@@ -102,6 +103,34 @@ pub async fn handle(ctx: &JobContext, job: &Job, crm: &dyn crm::LeadsCrm) -> Han
             Ok(())
         }
         Err(e) => Err(handler_error(e)),
+    }
+}
+
+/// Puts the person just written under its number into the 3CX lookup index, so the lead's
+/// first call back pops up without an EspoCRM search. Best effort: the lead is written already.
+async fn index_for_lookup(
+    ctx: &JobContext,
+    lead: &crate::sync::leads::Lead,
+    outcome: &engine::Outcome,
+) {
+    use crate::handlers::telephony::matching::{Match, PERSON_ENTITIES};
+    let (Some(phone), Some(entity)) = (
+        lead.phone.as_deref(),
+        PERSON_ENTITIES.into_iter().find(|e| *e == outcome.entity),
+    ) else {
+        return;
+    };
+    let record = serde_json::json!({
+        "id": outcome.id,
+        "firstName": lead.name.first,
+        "lastName": lead.name.last,
+        "accountName": lead.company,
+        "emailAddress": lead.email,
+        "phoneNumber": phone,
+    });
+    if let Ok(conn) = ctx.redis().await {
+        let m = Match { entity, record };
+        let _ = crate::handlers::telephony::index::put_preferring(conn, phone, &m).await;
     }
 }
 

@@ -6,9 +6,11 @@
 //! permanent error naming the field: dead-letter stream, nothing written. Personal data (name,
 //! number) is never logged above debug.
 
+pub mod index;
 pub mod journal;
 pub mod lookup;
 pub mod matching;
+pub mod outbound;
 pub mod template;
 
 pub use lookup::index_put as lookup_index_put;
@@ -40,8 +42,47 @@ pub fn register(r: &mut Registry, config: &Config) {
     r.register(
         topics::CALL_REPORTED,
         "telephony",
-        CallReportedHandler { crm },
+        CallReportedHandler { crm: crm.clone() },
     );
+    r.register(
+        topics::PHONE_INDEX_REFRESH,
+        "telephony",
+        IndexRefreshHandler { crm },
+    );
+}
+
+/// `telephony.index.refresh`: the lookup index's full refresh ([`index::refresh`]).
+pub struct IndexRefreshHandler {
+    crm: Result<Arc<EspoCrmClient>, String>,
+}
+
+impl Handler for IndexRefreshHandler {
+    fn handle<'a>(&'a self, ctx: &'a JobContext, _job: &'a Job) -> BoxFuture<'a, HandlerResult> {
+        async move {
+            let crm = self.crm.as_ref().map_err(|e| {
+                HandlerError::Permanent(format!("EspoCRM client cannot be built: {e}"))
+            })?;
+            let conn = ctx.redis().await?;
+            let stats = index::refresh(crm, conn, ctx.config.threecx.default_region)
+                .await
+                .map_err(|e| match &e {
+                    index::RefreshError::Crm(c) if c.is_retryable() => HandlerError::Retryable {
+                        retry_after: c.retry_after(),
+                        message: e.to_string(),
+                    },
+                    index::RefreshError::Crm(_) => HandlerError::Permanent(e.to_string()),
+                    index::RefreshError::Redis(_) => HandlerError::retryable(e.to_string()),
+                })?;
+            info!(
+                records = stats.records,
+                indexed = stats.indexed,
+                unusable = stats.unusable,
+                "3CX lookup index refreshed"
+            );
+            Ok(())
+        }
+        .boxed()
+    }
 }
 
 /// Holds the EspoCRM client (or why it could not be built: then every job fails permanently).

@@ -197,6 +197,10 @@ pub struct EspoBeteiligte {
     /// Phone numbers with type and flags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number_data: Option<Vec<super::kommunikation::EspoPhoneNumber>>,
+    /// The primary phone number as EspoCRM stores it. Read only, for the 3CX lookup index
+    /// (`handlers::beteiligte::IndexingEspo`); the sync does not map it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
 }
 
 /// The master-data attributes the sync writes to EspoCRM, all of them: `null` clears a field

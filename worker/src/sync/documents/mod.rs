@@ -9,6 +9,6 @@ pub mod model;
 
 pub use decide::{decide, plan_delete, Decision, LinkedEntity, Plan, SyncedState};
 pub use model::{
-    CollectionId, ContentHash, ContentHasher, EntityType, FileStatus, UnknownValue, XaiFileId,
-    XaiSyncStatus,
+    fields, CollectionId, ContentHash, ContentHasher, EntityType, FileStatus, UnknownValue,
+    XaiFileId, XaiSyncStatus, DOCUMENTS_LINK,
 };

@@ -94,6 +94,49 @@ impl EntityType {
     }
 }
 
+impl EntityType {
+    /// The entity types that own a collection, in the order links are read.
+    pub const OWNING: [EntityType; 3] = [
+        EntityType::Raeumungsklage,
+        EntityType::Beteiligte,
+        EntityType::Account,
+    ];
+
+    /// The `CDokumente` relationship link to records of this type. The seeds name the entities
+    /// but not the link names; these are assumptions documented in the README.
+    pub const fn document_link(self) -> Option<&'static str> {
+        match self {
+            EntityType::Raeumungsklage => Some("raeumungsklagen"),
+            EntityType::Beteiligte => Some("beteiligte"),
+            EntityType::Account => Some("accounts"),
+            EntityType::Dokumente => None,
+        }
+    }
+}
+
+/// The link from an owning entity to its documents (`GET {Entity}/{id}/dokumente`).
+pub const DOCUMENTS_LINK: &str = "dokumente";
+
+/// EspoCRM attribute names of the document sync (seeds 002: "EspoCRM Fields (CDokumente)").
+pub mod fields {
+    /// `CDokumente`: the uploaded xAI file.
+    pub const XAI_ID: &str = "xaiId";
+    /// `CDokumente`: the collections the file is in.
+    pub const XAI_COLLECTIONS: &str = "xaiCollections";
+    /// `CDokumente`: SHA-256 of the content at the last sync.
+    pub const XAI_SYNCED_HASH: &str = "xaiSyncedHash";
+    pub const FILE_STATUS: &str = "fileStatus";
+    pub const XAI_SYNC_STATUS: &str = "xaiSyncStatus";
+    pub const XAI_SYNC_ERROR: &str = "xaiSyncError";
+    /// `CDokumente`: the attachment (file field `dokument`, stored as `<field>Id`; an
+    /// assumption, see README).
+    pub const ATTACHMENT_ID: &str = "dokumentId";
+    /// Owning entities: their collection.
+    pub const XAI_COLLECTION_ID: &str = "xaiCollectionId";
+    /// Owning entities: compared with the configured closed statuses.
+    pub const STATUS: &str = "status";
+}
+
 macro_rules! xai_id {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*

@@ -1,0 +1,278 @@
+//! Bankverbindungen sync (issue 12 item 3): EspoCRM `CBankverbindungen` → the bank accounts of
+//! the linked Advoware Beteiligter (and Advoware's edits back, 3-way).
+//!
+//! - [`sides`]: both systems behind small traits; the Advoware paths ([`sides::BankPaths`]).
+//! - [`store`]: the per-record Redis state (link, create intent, content hash).
+//! - [`engine`]: one run — check IBAN/BIC first, wait for the Beteiligter's `betnr`, create once,
+//!   write only what changed; delete.
+//!
+//! Topics `vmh.bankverbindungen.create|update|delete`. Every job runs under the **Beteiligter's**
+//! entity lock (`bbl:lock:beteiligte:beteiligte:{beteiligteId}`, the Beteiligte sync's own), so a
+//! Bankverbindung never races its Beteiligter's sync. IBANs appear in logs and messages masked
+//! only (`DE89 **** **** **** **30 00`).
+
+pub mod engine;
+pub mod sides;
+pub mod store;
+
+use std::sync::Arc;
+
+use bitbylaw_core::ids::EspoId;
+use futures::future::BoxFuture;
+use futures::FutureExt as _;
+use tracing::{warn, Instrument as _};
+
+use self::engine::{BankSettings, Engine, EngineError, Outcome};
+use self::sides::{AdvowareBank, BankAdvoware, BankEspo};
+use self::store::BankStore;
+use super::{HandlerError, HandlerResult, JobContext, Registry};
+use crate::config::Config;
+use crate::queue::Job;
+use crate::sync::bankverbindungen::{espo_to_data, mask_ibans};
+
+pub use bitbylaw_core::topic::Topic;
+
+/// The Beteiligte sync's handler name and lock type: one lock per Beteiligter for both syncs.
+pub use super::beteiligte::{HANDLER, LOCK_TYPE};
+
+/// The two sides, shared by all jobs.
+#[derive(Clone)]
+pub struct BankSides {
+    pub espo: Arc<dyn BankEspo>,
+    pub advoware: Arc<dyn BankAdvoware>,
+}
+
+/// Whether the configuration has what the sync needs (EspoCRM and Advoware).
+pub fn configured(config: &Config) -> bool {
+    super::beteiligte::configured(config)
+}
+
+/// Registers the three topics (under the Beteiligte handler name, for the shared lock).
+pub fn register(r: &mut Registry) {
+    r.register(Topic::BankverbindungenCreate.as_str(), HANDLER, sync_boxed);
+    r.register(Topic::BankverbindungenUpdate.as_str(), HANDLER, sync_boxed);
+    r.register(
+        Topic::BankverbindungenDelete.as_str(),
+        HANDLER,
+        delete_boxed,
+    );
+}
+
+fn sync_boxed<'a>(ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResult> {
+    sync(ctx, job).boxed()
+}
+
+fn delete_boxed<'a>(ctx: &'a JobContext, job: &'a Job) -> BoxFuture<'a, HandlerResult> {
+    delete(ctx, job).boxed()
+}
+
+fn sides(ctx: &JobContext) -> Result<&BankSides, HandlerError> {
+    super::built_clients(&ctx.clients.bankverbindungen, "Bankverbindungen sync")
+}
+
+/// Builds both clients (EspoCRM with its key; Advoware with the token shared in Redis).
+pub async fn build_sides(
+    config: &Config,
+    queue: &crate::queue::Queue,
+) -> Result<BankSides, super::beteiligte::BuildError> {
+    use super::beteiligte::BuildError;
+    use crate::clients::advoware::{AdvowareClient, ClientSettings};
+    use crate::clients::espocrm::{ClientSettings as EspoSettings, EspoCrmClient};
+    use crate::clients::http::ReqwestTransport;
+
+    let espo = EspoCrmClient::new(EspoSettings::from_settings(&config.espocrm)?)?;
+    let settings = ClientSettings::from_settings(&config.advoware)?;
+    let conn = queue
+        .redis()
+        .conn()
+        .await
+        .map_err(|e| BuildError::Redis(e.to_string()))?;
+    let http = ReqwestTransport::new(std::time::Duration::from_secs(30))
+        .map_err(|e| BuildError::Http(e.to_string()))?;
+    Ok(BankSides {
+        espo: Arc::new(espo),
+        advoware: Arc::new(AdvowareBank {
+            client: AdvowareClient::new(settings, conn, Arc::new(http)),
+            paths: config.bankverbindungen.paths.clone(),
+        }),
+    })
+}
+
+/// Builds the clients in the background at start-up (the shared builder loop).
+pub fn spawn_build(
+    config: Arc<Config>,
+    queue: crate::queue::Queue,
+    slot: super::ClientSlot<BankSides>,
+) {
+    super::spawn_client_build(
+        "Bankverbindungen sync",
+        slot,
+        |_| {},
+        move || {
+            let (config, queue) = (config.clone(), queue.clone());
+            async move {
+                build_sides(&config, &queue).await.map_err(|e| match e {
+                    super::beteiligte::BuildError::Redis(e) => super::BuildAttempt::WaitForRedis(e),
+                    e => super::BuildAttempt::Failed(e.to_string()),
+                })
+            }
+        },
+    );
+}
+
+/// What intake stores of a `vmh.bankverbindungen.*` event: every string masked by
+/// [`mask_ibans`], so neither the queue nor the DLQ (`dlq list`) ever holds an IBAN. The
+/// handler reads the record from EspoCRM and uses only the entity id. Other topics: unchanged.
+pub fn queued_payload(topic: &str, payload: serde_json::Value) -> serde_json::Value {
+    fn mask(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(mask_ibans(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(mask).collect()),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, mask(v))).collect()),
+            other => other,
+        }
+    }
+    if topic.starts_with("vmh.bankverbindungen.") {
+        mask(payload)
+    } else {
+        payload
+    }
+}
+
+fn espo_id(job: &Job) -> Result<EspoId, HandlerError> {
+    EspoId::new(&job.entity)
+        .map_err(|e| HandlerError::Permanent(format!("invalid EspoCRM id {:?}: {e}", job.entity)))
+}
+
+fn settings(config: &Config) -> BankSettings {
+    BankSettings {
+        fields: config.bankverbindungen.fields.clone(),
+        notify_user_id: config.beteiligte.notify_user_id.clone(),
+    }
+}
+
+/// Maps an engine result to the job's result and counts it. Messages are masked again (they
+/// already are; this is the last line before the log and the DLQ).
+pub fn settle(
+    metrics: &crate::ops::metrics::Metrics,
+    result: Result<Outcome, EngineError>,
+) -> HandlerResult {
+    match result {
+        Ok(Outcome::InvalidData(reason)) => {
+            metrics.bankverbindungen_run("invalid_data");
+            warn!(outcome = "invalid_data", reason = %mask_ibans(&reason), "Bankverbindung cannot be synced");
+            // Retrying cannot fix data; the record says why (`syncErrorMessage`).
+            Err(HandlerError::Permanent(format!(
+                "invalid data: {}",
+                mask_ibans(&reason)
+            )))
+        }
+        Ok(outcome) => {
+            metrics.bankverbindungen_run(outcome.label());
+            tracing::info!(outcome = outcome.label(), "Bankverbindungen sync done");
+            Ok(())
+        }
+        Err(e) => {
+            let message = mask_ibans(&e.to_string());
+            let class = match &e {
+                EngineError::NoBetnr(_) => "waiting_for_betnr",
+                e if e.is_retryable() => "retryable",
+                _ => "permanent",
+            };
+            metrics.bankverbindungen_run(class);
+            warn!(error = %message, outcome = class, "Bankverbindungen sync failed");
+            if e.is_retryable() {
+                Err(HandlerError::Retryable {
+                    message,
+                    retry_after: e.retry_after(),
+                })
+            } else {
+                Err(HandlerError::Permanent(message))
+            }
+        }
+    }
+}
+
+async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
+    let sides = sides(ctx)?;
+    let id = espo_id(job)?;
+    let span = tracing::info_span!(parent: &ctx.span, "bankverbindung_sync", espo_id = %id);
+    async {
+        let settings = settings(&ctx.config);
+        // Which Beteiligter's lock: read the record (again under the lock, by the engine). A
+        // record that fails its IBAN/BIC check never reaches Advoware: it does not wait for the
+        // Beteiligter's lock.
+        let beteiligte = match sides.espo.get_bank(&id).await {
+            Ok(Some(rec)) if espo_to_data(&rec, &settings.fields).is_ok() => {
+                rec.beteiligte_id.and_then(|b| EspoId::new(b).ok())
+            }
+            Ok(Some(_)) => None,
+            Ok(None) => {
+                ctx.metrics.bankverbindungen_run("skipped");
+                tracing::info!(outcome = "skipped", "Bankverbindung gone in EspoCRM");
+                return Ok(());
+            }
+            Err(e) => return settle(&ctx.metrics, Err(e.into())),
+        };
+        // Without a (valid record's) Beteiligter the engine only marks the record: its own lock.
+        let (lock_type, lock_id) = match &beteiligte {
+            Some(b) => (LOCK_TYPE, b.to_string()),
+            None => ("bankverbindung", id.to_string()),
+        };
+        let guard = ctx.lock(lock_type, &lock_id).await?;
+        let store = BankStore::new(ctx.redis().await?);
+        let engine = Engine {
+            espo: sides.espo.as_ref(),
+            advoware: sides.advoware.as_ref(),
+            store: &store,
+            settings: &settings,
+        };
+        let run = engine.sync(&id, chrono::Utc::now());
+        let result = match guard.hold_while(ctx.config.lock_ttl, run).await {
+            Ok(r) => r,
+            Err(lost) => {
+                ctx.metrics.bankverbindungen_run("lock_lost");
+                warn!(error = %lost, outcome = "lock_lost", "Bankverbindungen sync stopped");
+                return Err(HandlerError::retryable(lost.to_string()));
+            }
+        };
+        if let Err(e) = guard.release().await {
+            warn!(error = %e, "entity lock release failed (its TTL frees it)");
+        }
+        settle(&ctx.metrics, result)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn delete(ctx: &JobContext, job: &Job) -> HandlerResult {
+    let sides = sides(ctx)?;
+    let id = espo_id(job)?;
+    let span = tracing::info_span!(parent: &ctx.span, "bankverbindung_delete", espo_id = %id);
+    async {
+        let store = BankStore::new(ctx.redis().await?);
+        let link = store.link(&id).await?;
+        let (lock_type, lock_id) = match &link.beteiligte {
+            Some(b) => (LOCK_TYPE, b.to_string()),
+            None => ("bankverbindung", id.to_string()),
+        };
+        let guard = ctx.lock(lock_type, &lock_id).await?;
+        // Read again under the lock: a create may have linked it meanwhile.
+        let link = store.link(&id).await?;
+        let settings = settings(&ctx.config);
+        let engine = Engine {
+            espo: sides.espo.as_ref(),
+            advoware: sides.advoware.as_ref(),
+            store: &store,
+            settings: &settings,
+        };
+        let result = engine.delete(&id, &link).await;
+        if let Err(e) = guard.release().await {
+            warn!(error = %e, "entity lock release failed (its TTL frees it)");
+        }
+        settle(&ctx.metrics, result)
+    }
+    .instrument(span)
+    .await
+}
