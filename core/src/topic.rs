@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn known_topics_roundtrip() {
-        assert_eq!(Topic::ALL.len(), 16);
+        assert_eq!(Topic::ALL.len(), 17);
         for t in Topic::ALL {
             assert_eq!(t.as_str().parse::<Topic>(), Ok(*t));
             assert!(is_valid_topic(t.as_str()));
