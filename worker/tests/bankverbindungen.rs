@@ -424,6 +424,8 @@ struct Running {
     espo: EspoCrmFake,
     worker: Worker,
     _relay: tokio::task::JoinHandle<()>,
+    relay_url: String,
+    vars: Vec<(String, String)>,
 }
 
 async fn running(extra: &[(&str, &str)]) -> Running {
@@ -474,6 +476,8 @@ async fn running(extra: &[(&str, &str)]) -> Running {
         espo,
         worker,
         _relay: relay,
+        relay_url,
+        vars,
     }
 }
 
@@ -525,6 +529,58 @@ impl Running {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// The CLI with the worker's configuration: (exit code, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(common::bin())
+            .env_clear()
+            .env("REDIS_URL", self.redis.url())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("WORKER_LOG_LEVEL", "warn")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    async fn queued(&self) -> u64 {
+        let mut c = self.redis.conn().await;
+        let mut n = 0;
+        for t in [
+            "vmh.beteiligte.create",
+            "vmh.beteiligte.update",
+            "vmh.bankverbindungen.create",
+            "vmh.bankverbindungen.update",
+        ] {
+            let len: u64 = redis::AsyncCommands::xlen(&mut c, format!("bbl:q:{t}"))
+                .await
+                .unwrap();
+            n += len;
+        }
+        let delayed: u64 = redis::AsyncCommands::zcard(&mut c, "bbl:delayed")
+            .await
+            .unwrap();
+        n + delayed
+    }
+
+    /// Delivers webhooks until none is left and the queues are empty (bounded: no ping-pong).
+    async fn settle(&self) {
+        for _ in 0..8 {
+            wait_for("queues idle", Duration::from_secs(30), || async {
+                (self.queued().await == 0).then_some(())
+            })
+            .await;
+            if self.espo.flush_webhooks().await.is_empty() {
+                return;
+            }
+        }
+        panic!("webhooks keep coming");
     }
 
     fn assert_log_masked(&self) {
@@ -722,4 +778,132 @@ async fn a_failure_between_the_post_and_the_write_back_creates_no_duplicate() {
 fn bank_path_prefix_is_the_beteiligte_sub_resource() {
     // The fake and the default setting agree on where the resource lives.
     assert!(BankPaths::default().list.starts_with(&BANK_PATH[1..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_bankverbindung_is_requeued_by_the_beteiligte_create_and_audited() {
+    // One attempt only: without the re-queue by the Beteiligte sync the waiting job would stay
+    // in the DLQ and the record would never sync.
+    let r = running(&[("WORKER_RETRY_MAX_ATTEMPTS", "1")]).await;
+    // With one attempt, a job that finds the clients still starting would end in the DLQ too.
+    wait_for("clients ready", Duration::from_secs(20), || async {
+        let log = r.worker.log_text();
+        (log.contains("Bankverbindungen sync clients ready")
+            && log.contains("Beteiligte sync clients ready"))
+        .then_some(())
+    })
+    .await;
+    let bet = r.person(None);
+    let id = r.account(&bet);
+    r.deliver_until("waiting_for_betnr", 1.0).await;
+    // The webhook of the `pending_sync` mark: waits again, writes nothing (no further webhook).
+    r.deliver_until("waiting_for_betnr", 2.0).await;
+    assert!(r.espo.flush_webhooks().await.is_empty());
+    wait_for("both jobs in the DLQ", Duration::from_secs(20), || async {
+        let mut c = r.redis.conn().await;
+        let n: u64 = redis::AsyncCommands::xlen(&mut c, "bbl:dlq").await.ok()?;
+        (n >= 2).then_some(())
+    })
+    .await;
+    let mut c = r.redis.conn().await;
+    let waiting: Vec<String> =
+        redis::AsyncCommands::smembers(&mut c, format!("bbl:bank:waiting:{bet}"))
+            .await
+            .unwrap();
+    assert_eq!(waiting, vec![id.clone()]);
+    assert!(bank_requests(&r.adv).is_empty());
+
+    // Now the Beteiligte sync: a user edit creates the Beteiligter in Advoware.
+    for action in ["create", "update"] {
+        r.espo.add_webhook(
+            &format!("CBeteiligte.{action}"),
+            &format!("{}/vmh.beteiligte.{action}", r.relay_url),
+        );
+    }
+    r.espo
+        .edit("CBeteiligte", &bet, json!({"lastName": "Musterfrau"}));
+    // (The flush also delivers the echoes of the runs it causes.)
+    let d = r.espo.flush_webhooks().await;
+    assert!(
+        !d.is_empty() && d.iter().all(|d| d.status == Some(202)),
+        "{d:?}"
+    );
+    wait_for(
+        "synced after the Beteiligte create",
+        Duration::from_secs(20),
+        || async { (r.bank(&id)["syncStatus"] == "clean").then_some(()) },
+    )
+    .await;
+    let bet_nr = r.espo.get("CBeteiligte", &bet).unwrap()["betnr"]
+        .as_i64()
+        .expect("betnr written back");
+    let stored = r.adv.bankverbindungen(bet_nr);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(r.bank(&id)["advowareKontoId"], stored[0]["id"]);
+    let waiting: Vec<String> =
+        redis::AsyncCommands::smembers(&mut c, format!("bbl:bank:waiting:{bet}"))
+            .await
+            .unwrap();
+    assert!(waiting.is_empty(), "{waiting:?}");
+
+    // `beteiligte audit`: in sync → 0.
+    r.settle().await;
+    let (code, out, err) = r.cli(&["beteiligte", "audit", &bet]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Bankverbindungen: 1 in EspoCRM, 1 in Advoware"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("equal to Advoware entry {}", stored[0]["id"])),
+        "{out}"
+    );
+
+    // A changed field in Advoware, an entry only in Advoware, one only in EspoCRM → 1, masked.
+    let konto = stored[0]["id"].as_i64().unwrap();
+    assert!(r
+        .adv
+        .edit_bankverbindung(bet_nr, konto, json!({"bank": "Deutsche Bank"})));
+    r.adv.insert_bankverbindung(
+        bet_nr,
+        json!({"iban": "DE02120300000000202051", "bic": "BYLADEM1001"}),
+    );
+    let only_espo = r
+        .espo
+        .insert(
+            BANK,
+            json!({"iban": "GB82 WEST 1234 5698 7654 32", "beteiligteId": bet}),
+        )
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, err) = r.cli(&["beteiligte", "audit", &bet]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "DIFF Bankverbindung {id} ({IBAN_MASKED}) bank: EspoCRM \"Commerzbank\" | Advoware \"Deutsche Bank\""
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("DIFF Bankverbindung only in Advoware: entry")
+            && out.contains("(DE02 **** **** **** **20 51)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "DIFF Bankverbindung {only_espo} (GB82 **** **** **** **54 32): missing in Advoware"
+        )),
+        "{out}"
+    );
+    assert_no_iban(&out);
+    for leak in [
+        "DE02120300000000202051",
+        "GB82WEST12345698765432",
+        "WEST 1234",
+    ] {
+        assert!(!out.contains(leak), "{leak} in {out}");
+    }
+    r.assert_log_masked();
 }

@@ -11,6 +11,7 @@
 //! Bankverbindung never races its Beteiligter's sync. IBANs appear in logs and messages masked
 //! only (`DE89 **** **** **** **30 00`).
 
+pub mod audit;
 pub mod engine;
 pub mod sides;
 pub mod store;
@@ -137,6 +138,55 @@ pub fn queued_payload(topic: &str, payload: serde_json::Value) -> serde_json::Va
         mask(payload)
     } else {
         payload
+    }
+}
+
+/// Called by the Beteiligte sync after each run of `beteiligte`: once the run has left the
+/// Beteiligter with a `betnr` (created, or linked before), every Bankverbindung that answered
+/// `waiting_for_betnr` is queued again (`vmh.bankverbindungen.update`), so none ends in the DLQ
+/// because the Beteiligter came late. Ids leave the waiting set only after the enqueue; a crash
+/// in between queues a job twice, which the idempotent sync absorbs. Failures are logged: the
+/// Beteiligte run itself succeeded, and its next run tries again.
+pub async fn requeue_waiting(
+    ctx: &JobContext,
+    beteiligte: &EspoId,
+    run: &Result<super::beteiligte::engine::Outcome, super::beteiligte::engine::EngineError>,
+) {
+    use super::beteiligte::engine::Outcome as Bet;
+    let has_betnr = matches!(
+        run,
+        Ok(Bet::Created(_)
+            | Bet::WroteAdvoware { .. }
+            | Bet::WroteEspocrm { .. }
+            | Bet::NoChange { .. }
+            | Bet::ConflictLeft(_))
+    );
+    if !has_betnr {
+        return;
+    }
+    let result = async {
+        let store = BankStore::new(ctx.redis().await?);
+        let ids = store.waiting(beteiligte).await?;
+        if ids.is_empty() {
+            return Ok::<usize, HandlerError>(0);
+        }
+        let jobs = ids
+            .iter()
+            .map(|id| crate::queue::NewJob::new(id, serde_json::json!({"trigger": "betnr"})))
+            .collect();
+        ctx.enqueue(Topic::BankverbindungenUpdate.as_str(), jobs)
+            .await?;
+        store.remove_waiting(beteiligte, &ids).await?;
+        Ok(ids.len())
+    };
+    match result.await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(beteiligte = %beteiligte, requeued = n, "waiting Bankverbindungen queued again")
+        }
+        Err(e) => {
+            warn!(beteiligte = %beteiligte, error = %e, "could not re-queue the waiting Bankverbindungen (the next Beteiligte run tries again)")
+        }
     }
 }
 
