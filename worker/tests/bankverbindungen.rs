@@ -533,20 +533,7 @@ impl Running {
 
     /// The CLI with the worker's configuration: (exit code, stdout, stderr).
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(common::bin())
-            .env_clear()
-            .env("REDIS_URL", self.redis.url())
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("WORKER_LOG_LEVEL", "warn")
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        common::cli_with(&self.redis.url(), &self.vars, args)
     }
 
     async fn queued(&self) -> u64 {

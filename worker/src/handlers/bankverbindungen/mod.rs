@@ -244,6 +244,13 @@ pub fn settle(
     }
 }
 
+/// The entity lock was lost mid-run: the run stopped; a retry reads the state again.
+fn lock_lost(ctx: &JobContext, lost: &crate::locks::LockLost) -> HandlerError {
+    ctx.metrics.bankverbindungen_run("lock_lost");
+    warn!(error = %lost, outcome = "lock_lost", "Bankverbindungen sync stopped");
+    HandlerError::retryable(lost.to_string())
+}
+
 async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
     let sides = sides(ctx)?;
     let id = espo_id(job)?;
@@ -279,17 +286,10 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
             settings: &settings,
         };
         let run = engine.sync(&id, chrono::Utc::now());
-        let result = match guard.hold_while(ctx.config.lock_ttl, run).await {
-            Ok(r) => r,
-            Err(lost) => {
-                ctx.metrics.bankverbindungen_run("lock_lost");
-                warn!(error = %lost, outcome = "lock_lost", "Bankverbindungen sync stopped");
-                return Err(HandlerError::retryable(lost.to_string()));
-            }
-        };
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "entity lock release failed (its TTL frees it)");
-        }
+        let result = guard
+            .run_and_release(ctx.config.lock_ttl, run)
+            .await
+            .map_err(|lost| lock_lost(ctx, &lost))?;
         settle(&ctx.metrics, result)
     }
     .instrument(span)
@@ -317,10 +317,10 @@ async fn delete(ctx: &JobContext, job: &Job) -> HandlerResult {
             store: &store,
             settings: &settings,
         };
-        let result = engine.delete(&id, &link).await;
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "entity lock release failed (its TTL frees it)");
-        }
+        let result = guard
+            .run_and_release(ctx.config.lock_ttl, engine.delete(&id, &link))
+            .await
+            .map_err(|lost| lock_lost(ctx, &lost))?;
         settle(&ctx.metrics, result)
     }
     .instrument(span)
