@@ -1,8 +1,9 @@
 //! The Bankverbindungen sync (issue 12 item 3) against a real `redis-server`, the fake EspoCRM
 //! and the fake Advoware with the real clients: in process through the engine (invalid IBAN,
 //! lost `POST` answer, 403 on delete, captured log output) and through the real worker binary
-//! with EspoCRM's real webhooks (create → update → delete, waiting for the `betnr`, a failure
-//! between the Advoware `POST` and the write-back). The full IBAN never appears in any log.
+//! with EspoCRM's real webhooks (create → update → delete, waiting for the `betnr`, re-queued by
+//! the Beteiligte create after the DLQ, `beteiligte audit`, a failure between the Advoware `POST`
+//! and the write-back). The full IBAN never appears in any log or audit line.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
@@ -168,6 +169,48 @@ impl InProcess {
             .unwrap();
         (EspoId::new(rec["id"].as_str().unwrap()).unwrap(), bet_nr)
     }
+}
+
+#[tokio::test]
+async fn a_waiting_record_is_kept_in_its_beteiligters_set_until_re_queued() {
+    let t = in_process().await;
+    let bet = t
+        .espo_fake
+        .insert("CBeteiligte", json!({"lastName": "Mustermann"}))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = t
+        .espo_fake
+        .insert(BANK, json!({"iban": IBAN, "beteiligteId": bet}))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (bet, id) = (EspoId::new(&bet).unwrap(), EspoId::new(&id).unwrap());
+    let err = t
+        .engine(&t.bank)
+        .sync(&id, chrono::Utc::now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no betnr"), "{err}");
+    assert_eq!(t.store.waiting(&bet).await.unwrap(), vec![id.to_string()]);
+    let mut c = t.redis.conn().await;
+    let ttl: i64 = redis::AsyncCommands::ttl(&mut c, format!("bbl:bank:waiting:{bet}"))
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the set expires: {ttl}");
+    // Re-queued from a snapshot: an id that started waiting meanwhile stays.
+    let snapshot = t.store.waiting(&bet).await.unwrap();
+    let later = EspoId::new("661d0000000000abc").unwrap();
+    t.store.add_waiting(&bet, &later).await.unwrap();
+    t.store.remove_waiting(&bet, &snapshot).await.unwrap();
+    assert_eq!(
+        t.store.waiting(&bet).await.unwrap(),
+        vec![later.to_string()]
+    );
+    assert!(bank_requests(&t.adv).is_empty());
 }
 
 #[tokio::test]
