@@ -598,6 +598,12 @@ async fn beteiligte(
                 bet::audit::audit(sides.espo.as_ref(), sides.advoware.as_ref(), &store, &id)
                     .await
                     .map_err(|e| fail(&e))?;
+            // Issue 12 item 4: the Beteiligter's Bankverbindungen too.
+            let report = crate::handlers::bankverbindungen::audit::with_bankverbindungen(
+                report, config, queue, &id,
+            )
+            .await
+            .map_err(|e| fail(&e))?;
             for line in &report.lines {
                 println!("{line}");
             }

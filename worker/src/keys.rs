@@ -109,6 +109,12 @@ pub fn bankverbindung(espo_id: &str) -> String {
     format!("{PREFIX}bank:{espo_id}")
 }
 
+/// The `CBankverbindungen` ids waiting for a Beteiligter's `betnr` (a set, keyed by the
+/// Beteiligter's EspoCRM id): the Beteiligte sync re-queues them after its create.
+pub fn bank_waiting(beteiligte: &str) -> String {
+    format!("{PREFIX}bank:waiting:{beteiligte}")
+}
+
 /// The 3CX lookup index entry of one E.164 number.
 pub fn phone(e164: &str) -> String {
     format!("{PREFIX}phone:{e164}")

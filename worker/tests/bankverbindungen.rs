@@ -1,8 +1,9 @@
 //! The Bankverbindungen sync (issue 12 item 3) against a real `redis-server`, the fake EspoCRM
 //! and the fake Advoware with the real clients: in process through the engine (invalid IBAN,
 //! lost `POST` answer, 403 on delete, captured log output) and through the real worker binary
-//! with EspoCRM's real webhooks (create → update → delete, waiting for the `betnr`, a failure
-//! between the Advoware `POST` and the write-back). The full IBAN never appears in any log.
+//! with EspoCRM's real webhooks (create → update → delete, waiting for the `betnr`, re-queued by
+//! the Beteiligte create after the DLQ, `beteiligte audit`, a failure between the Advoware `POST`
+//! and the write-back). The full IBAN never appears in any log or audit line.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
@@ -168,6 +169,48 @@ impl InProcess {
             .unwrap();
         (EspoId::new(rec["id"].as_str().unwrap()).unwrap(), bet_nr)
     }
+}
+
+#[tokio::test]
+async fn a_waiting_record_is_kept_in_its_beteiligters_set_until_re_queued() {
+    let t = in_process().await;
+    let bet = t
+        .espo_fake
+        .insert("CBeteiligte", json!({"lastName": "Mustermann"}))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = t
+        .espo_fake
+        .insert(BANK, json!({"iban": IBAN, "beteiligteId": bet}))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (bet, id) = (EspoId::new(&bet).unwrap(), EspoId::new(&id).unwrap());
+    let err = t
+        .engine(&t.bank)
+        .sync(&id, chrono::Utc::now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no betnr"), "{err}");
+    assert_eq!(t.store.waiting(&bet).await.unwrap(), vec![id.to_string()]);
+    let mut c = t.redis.conn().await;
+    let ttl: i64 = redis::AsyncCommands::ttl(&mut c, format!("bbl:bank:waiting:{bet}"))
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the set expires: {ttl}");
+    // Re-queued from a snapshot: an id that started waiting meanwhile stays.
+    let snapshot = t.store.waiting(&bet).await.unwrap();
+    let later = EspoId::new("661d0000000000abc").unwrap();
+    t.store.add_waiting(&bet, &later).await.unwrap();
+    t.store.remove_waiting(&bet, &snapshot).await.unwrap();
+    assert_eq!(
+        t.store.waiting(&bet).await.unwrap(),
+        vec![later.to_string()]
+    );
+    assert!(bank_requests(&t.adv).is_empty());
 }
 
 #[tokio::test]
@@ -424,6 +467,8 @@ struct Running {
     espo: EspoCrmFake,
     worker: Worker,
     _relay: tokio::task::JoinHandle<()>,
+    relay_url: String,
+    vars: Vec<(String, String)>,
 }
 
 async fn running(extra: &[(&str, &str)]) -> Running {
@@ -474,6 +519,8 @@ async fn running(extra: &[(&str, &str)]) -> Running {
         espo,
         worker,
         _relay: relay,
+        relay_url,
+        vars,
     }
 }
 
@@ -525,6 +572,45 @@ impl Running {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// The CLI with the worker's configuration: (exit code, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        common::cli_with(&self.redis.url(), &self.vars, args)
+    }
+
+    async fn queued(&self) -> u64 {
+        let mut c = self.redis.conn().await;
+        let mut n = 0;
+        for t in [
+            "vmh.beteiligte.create",
+            "vmh.beteiligte.update",
+            "vmh.bankverbindungen.create",
+            "vmh.bankverbindungen.update",
+        ] {
+            let len: u64 = redis::AsyncCommands::xlen(&mut c, format!("bbl:q:{t}"))
+                .await
+                .unwrap();
+            n += len;
+        }
+        let delayed: u64 = redis::AsyncCommands::zcard(&mut c, "bbl:delayed")
+            .await
+            .unwrap();
+        n + delayed
+    }
+
+    /// Delivers webhooks until none is left and the queues are empty (bounded: no ping-pong).
+    async fn settle(&self) {
+        for _ in 0..8 {
+            wait_for("queues idle", Duration::from_secs(30), || async {
+                (self.queued().await == 0).then_some(())
+            })
+            .await;
+            if self.espo.flush_webhooks().await.is_empty() {
+                return;
+            }
+        }
+        panic!("webhooks keep coming");
     }
 
     fn assert_log_masked(&self) {
@@ -722,4 +808,132 @@ async fn a_failure_between_the_post_and_the_write_back_creates_no_duplicate() {
 fn bank_path_prefix_is_the_beteiligte_sub_resource() {
     // The fake and the default setting agree on where the resource lives.
     assert!(BankPaths::default().list.starts_with(&BANK_PATH[1..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_bankverbindung_is_requeued_by_the_beteiligte_create_and_audited() {
+    // One attempt only: without the re-queue by the Beteiligte sync the waiting job would stay
+    // in the DLQ and the record would never sync.
+    let r = running(&[("WORKER_RETRY_MAX_ATTEMPTS", "1")]).await;
+    // With one attempt, a job that finds the clients still starting would end in the DLQ too.
+    wait_for("clients ready", Duration::from_secs(20), || async {
+        let log = r.worker.log_text();
+        (log.contains("Bankverbindungen sync clients ready")
+            && log.contains("Beteiligte sync clients ready"))
+        .then_some(())
+    })
+    .await;
+    let bet = r.person(None);
+    let id = r.account(&bet);
+    r.deliver_until("waiting_for_betnr", 1.0).await;
+    // The webhook of the `pending_sync` mark: waits again, writes nothing (no further webhook).
+    r.deliver_until("waiting_for_betnr", 2.0).await;
+    assert!(r.espo.flush_webhooks().await.is_empty());
+    wait_for("both jobs in the DLQ", Duration::from_secs(20), || async {
+        let mut c = r.redis.conn().await;
+        let n: u64 = redis::AsyncCommands::xlen(&mut c, "bbl:dlq").await.ok()?;
+        (n >= 2).then_some(())
+    })
+    .await;
+    let mut c = r.redis.conn().await;
+    let waiting: Vec<String> =
+        redis::AsyncCommands::smembers(&mut c, format!("bbl:bank:waiting:{bet}"))
+            .await
+            .unwrap();
+    assert_eq!(waiting, vec![id.clone()]);
+    assert!(bank_requests(&r.adv).is_empty());
+
+    // Now the Beteiligte sync: a user edit creates the Beteiligter in Advoware.
+    for action in ["create", "update"] {
+        r.espo.add_webhook(
+            &format!("CBeteiligte.{action}"),
+            &format!("{}/vmh.beteiligte.{action}", r.relay_url),
+        );
+    }
+    r.espo
+        .edit("CBeteiligte", &bet, json!({"lastName": "Musterfrau"}));
+    // (The flush also delivers the echoes of the runs it causes.)
+    let d = r.espo.flush_webhooks().await;
+    assert!(
+        !d.is_empty() && d.iter().all(|d| d.status == Some(202)),
+        "{d:?}"
+    );
+    wait_for(
+        "synced after the Beteiligte create",
+        Duration::from_secs(20),
+        || async { (r.bank(&id)["syncStatus"] == "clean").then_some(()) },
+    )
+    .await;
+    let bet_nr = r.espo.get("CBeteiligte", &bet).unwrap()["betnr"]
+        .as_i64()
+        .expect("betnr written back");
+    let stored = r.adv.bankverbindungen(bet_nr);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(r.bank(&id)["advowareKontoId"], stored[0]["id"]);
+    let waiting: Vec<String> =
+        redis::AsyncCommands::smembers(&mut c, format!("bbl:bank:waiting:{bet}"))
+            .await
+            .unwrap();
+    assert!(waiting.is_empty(), "{waiting:?}");
+
+    // `beteiligte audit`: in sync → 0.
+    r.settle().await;
+    let (code, out, err) = r.cli(&["beteiligte", "audit", &bet]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Bankverbindungen: 1 in EspoCRM, 1 in Advoware"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("equal to Advoware entry {}", stored[0]["id"])),
+        "{out}"
+    );
+
+    // A changed field in Advoware, an entry only in Advoware, one only in EspoCRM → 1, masked.
+    let konto = stored[0]["id"].as_i64().unwrap();
+    assert!(r
+        .adv
+        .edit_bankverbindung(bet_nr, konto, json!({"bank": "Deutsche Bank"})));
+    r.adv.insert_bankverbindung(
+        bet_nr,
+        json!({"iban": "DE02120300000000202051", "bic": "BYLADEM1001"}),
+    );
+    let only_espo = r
+        .espo
+        .insert(
+            BANK,
+            json!({"iban": "GB82 WEST 1234 5698 7654 32", "beteiligteId": bet}),
+        )
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, err) = r.cli(&["beteiligte", "audit", &bet]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "DIFF Bankverbindung {id} ({IBAN_MASKED}) bank: EspoCRM \"Commerzbank\" | Advoware \"Deutsche Bank\""
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("DIFF Bankverbindung only in Advoware: entry")
+            && out.contains("(DE02 **** **** **** **20 51)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "DIFF Bankverbindung {only_espo} (GB82 **** **** **** **54 32): missing in Advoware"
+        )),
+        "{out}"
+    );
+    assert_no_iban(&out);
+    for leak in [
+        "DE02120300000000202051",
+        "GB82WEST12345698765432",
+        "WEST 1234",
+    ] {
+        assert!(!out.contains(leak), "{leak} in {out}");
+    }
+    r.assert_log_masked();
 }

@@ -4,8 +4,10 @@
 //!
 //! 1. Read the record from EspoCRM (never the event payload) and check IBAN and BIC. Invalid →
 //!    `failed` with the reason (IBAN masked), and **no request to Advoware**.
-//! 2. Read the linked Beteiligter's `betnr`. None yet → `pending_sync` with a note, and a
-//!    retryable error: the queue retries until the Beteiligte sync has created it.
+//! 2. Read the linked Beteiligter's `betnr`. None yet → `pending_sync` with a note, the id in
+//!    the Beteiligter's waiting set, and a retryable error: the queue retries, and the
+//!    Beteiligte sync re-queues the record once it has created the Beteiligter
+//!    ([`requeue_waiting`](super::requeue_waiting)), even after the retries are used up.
 //! 3. List the Beteiligter's entries in Advoware (one `GET`) and act:
 //!    - not linked: adopt the entry with the same IBAN if there is one, else `POST` (create);
 //!    - linked: compare 3-way against the hash of the last sync and write only what changed.
@@ -164,6 +166,8 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         match self.run(id, &rec, now).await {
             Ok(o) => Ok(o),
             Err(EngineError::NoBetnr(b)) => {
+                // The Beteiligte sync re-queues this record once it has written the betnr.
+                self.store.add_waiting(&b, id).await?;
                 self.mark(
                     id,
                     &rec,

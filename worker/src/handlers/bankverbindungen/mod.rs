@@ -11,6 +11,7 @@
 //! Bankverbindung never races its Beteiligter's sync. IBANs appear in logs and messages masked
 //! only (`DE89 **** **** **** **30 00`).
 
+pub mod audit;
 pub mod engine;
 pub mod sides;
 pub mod store;
@@ -140,6 +141,55 @@ pub fn queued_payload(topic: &str, payload: serde_json::Value) -> serde_json::Va
     }
 }
 
+/// Called by the Beteiligte sync after each run of `beteiligte`: once the run has left the
+/// Beteiligter with a `betnr` (created, or linked before), every Bankverbindung that answered
+/// `waiting_for_betnr` is queued again (`vmh.bankverbindungen.update`), so none ends in the DLQ
+/// because the Beteiligter came late. Ids leave the waiting set only after the enqueue; a crash
+/// in between queues a job twice, which the idempotent sync absorbs. Failures are logged: the
+/// Beteiligte run itself succeeded, and its next run tries again.
+pub async fn requeue_waiting(
+    ctx: &JobContext,
+    beteiligte: &EspoId,
+    run: &Result<super::beteiligte::engine::Outcome, super::beteiligte::engine::EngineError>,
+) {
+    use super::beteiligte::engine::Outcome as Bet;
+    let has_betnr = matches!(
+        run,
+        Ok(Bet::Created(_)
+            | Bet::WroteAdvoware { .. }
+            | Bet::WroteEspocrm { .. }
+            | Bet::NoChange { .. }
+            | Bet::ConflictLeft(_))
+    );
+    if !has_betnr {
+        return;
+    }
+    let result = async {
+        let store = BankStore::new(ctx.redis().await?);
+        let ids = store.waiting(beteiligte).await?;
+        if ids.is_empty() {
+            return Ok::<usize, HandlerError>(0);
+        }
+        let jobs = ids
+            .iter()
+            .map(|id| crate::queue::NewJob::new(id, serde_json::json!({"trigger": "betnr"})))
+            .collect();
+        ctx.enqueue(Topic::BankverbindungenUpdate.as_str(), jobs)
+            .await?;
+        store.remove_waiting(beteiligte, &ids).await?;
+        Ok(ids.len())
+    };
+    match result.await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(beteiligte = %beteiligte, requeued = n, "waiting Bankverbindungen queued again")
+        }
+        Err(e) => {
+            warn!(beteiligte = %beteiligte, error = %e, "could not re-queue the waiting Bankverbindungen (the next Beteiligte run tries again)")
+        }
+    }
+}
+
 fn espo_id(job: &Job) -> Result<EspoId, HandlerError> {
     EspoId::new(&job.entity)
         .map_err(|e| HandlerError::Permanent(format!("invalid EspoCRM id {:?}: {e}", job.entity)))
@@ -194,6 +244,13 @@ pub fn settle(
     }
 }
 
+/// The entity lock was lost mid-run: the run stopped; a retry reads the state again.
+fn lock_lost(ctx: &JobContext, lost: &crate::locks::LockLost) -> HandlerError {
+    ctx.metrics.bankverbindungen_run("lock_lost");
+    warn!(error = %lost, outcome = "lock_lost", "Bankverbindungen sync stopped");
+    HandlerError::retryable(lost.to_string())
+}
+
 async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
     let sides = sides(ctx)?;
     let id = espo_id(job)?;
@@ -229,17 +286,10 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
             settings: &settings,
         };
         let run = engine.sync(&id, chrono::Utc::now());
-        let result = match guard.hold_while(ctx.config.lock_ttl, run).await {
-            Ok(r) => r,
-            Err(lost) => {
-                ctx.metrics.bankverbindungen_run("lock_lost");
-                warn!(error = %lost, outcome = "lock_lost", "Bankverbindungen sync stopped");
-                return Err(HandlerError::retryable(lost.to_string()));
-            }
-        };
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "entity lock release failed (its TTL frees it)");
-        }
+        let result = guard
+            .run_and_release(ctx.config.lock_ttl, run)
+            .await
+            .map_err(|lost| lock_lost(ctx, &lost))?;
         settle(&ctx.metrics, result)
     }
     .instrument(span)
@@ -267,10 +317,10 @@ async fn delete(ctx: &JobContext, job: &Job) -> HandlerResult {
             store: &store,
             settings: &settings,
         };
-        let result = engine.delete(&id, &link).await;
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "entity lock release failed (its TTL frees it)");
-        }
+        let result = guard
+            .run_and_release(ctx.config.lock_ttl, engine.delete(&id, &link))
+            .await
+            .map_err(|lost| lock_lost(ctx, &lost))?;
         settle(&ctx.metrics, result)
     }
     .instrument(span)

@@ -168,6 +168,11 @@ pub trait BankEspo: Send + Sync {
         beteiligte: &'a EspoId,
     ) -> BoxFuture<'a, Result<Option<Option<BetNr>>, SideError>>;
     fn notify<'a>(&'a self, n: &'a NewNotification) -> BoxFuture<'a, Result<(), SideError>>;
+    /// Every `CBankverbindungen` linked to `beteiligte` (for the audit).
+    fn list_for<'a>(
+        &'a self,
+        beteiligte: &'a EspoId,
+    ) -> BoxFuture<'a, Result<Vec<EspoBankverbindung>, SideError>>;
 }
 
 /// Advoware as the sync needs it.
@@ -254,6 +259,22 @@ impl BankEspo for EspoCrmClient {
             self.create_notification(n)
                 .await
                 .map(|_| ())
+                .map_err(espo_error)
+        })
+    }
+
+    fn list_for<'a>(
+        &'a self,
+        beteiligte: &'a EspoId,
+    ) -> BoxFuture<'a, Result<Vec<EspoBankverbindung>, SideError>> {
+        use crate::clients::espocrm::{ListQuery, Where};
+        Box::pin(async move {
+            let query = ListQuery::new().filter(Where::Equals(
+                espo_fields::BETEILIGTE_ID.into(),
+                beteiligte.to_string(),
+            ));
+            self.list_all::<EspoBankverbindung>(espo_fields::ENTITY, &query)
+                .await
                 .map_err(espo_error)
         })
     }

@@ -10,6 +10,9 @@
 //!   write-back to EspoCRM; a retry after a failed write-back resumes with it.
 //! - `konto`: the linked Advoware id after the last sync.
 //! - `hash`: content hash after the last sync (the base of the 3-way decision; never the IBAN).
+//!
+//! And per Beteiligter (`keys::bank_waiting`): the ids of the records waiting for its `betnr`,
+//! re-queued by the Beteiligte sync once it has one (so a waiting record never ends in the DLQ).
 
 use std::collections::BTreeMap;
 
@@ -141,4 +144,44 @@ impl<C: ConnectionLike + Clone + Send + Sync> BankStore<C> {
             .del(keys::bankverbindung(id.as_str()))
             .await
     }
+
+    /// Record `id` waits for `beteiligte`'s `betnr`. The set expires when nobody creates the
+    /// Beteiligter (a forgotten record must not be kept forever; its own retries go on).
+    pub async fn add_waiting(&self, beteiligte: &EspoId, id: &EspoId) -> redis::RedisResult<()> {
+        let key = keys::bank_waiting(beteiligte.as_str());
+        redis::pipe()
+            .atomic()
+            .sadd(&key, id.as_str())
+            .ignore()
+            .expire(&key, WAITING_TTL_SECS)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// The records waiting for `beteiligte`.
+    pub async fn waiting(&self, beteiligte: &EspoId) -> redis::RedisResult<Vec<String>> {
+        self.conn
+            .clone()
+            .smembers(keys::bank_waiting(beteiligte.as_str()))
+            .await
+    }
+
+    /// Drops `ids` (re-queued) from the waiting set; ids added meanwhile stay.
+    pub async fn remove_waiting(
+        &self,
+        beteiligte: &EspoId,
+        ids: &[String],
+    ) -> redis::RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.conn
+            .clone()
+            .srem(keys::bank_waiting(beteiligte.as_str()), ids)
+            .await
+    }
 }
+
+/// How long a waiting set lives after its last addition (30 days).
+pub const WAITING_TTL_SECS: i64 = 30 * 24 * 3600;

@@ -298,6 +298,7 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
         if let Err(e) = guard.release().await {
             warn!(error = %e, "entity lock release failed (its TTL frees it)");
         }
+        super::bankverbindungen::requeue_waiting(ctx, &id, &result).await;
         settle(&ctx.metrics, result)
     }
     .instrument(span)

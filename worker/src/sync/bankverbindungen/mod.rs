@@ -16,3 +16,5 @@ pub use mapping::{
     find_by_id, to_advoware, to_espo_patch, BankData, BankDataError, Decision, EspoBankverbindung,
     FieldNames, KontoId,
 };
+
+pub mod audit;
