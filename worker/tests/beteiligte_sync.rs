@@ -1383,7 +1383,7 @@ mod details {
         }));
         env.run(&id).await.expect("create");
         env.run(&id).await.expect("details");
-        let report = audit(&env.espo, &env.aw, &env.store, &id)
+        let report = audit(&env.espo, &env.aw, &env.store, &id, &env.settings)
             .await
             .expect("audit");
         assert_eq!(report.differences, 0, "{:?}", report.lines);
@@ -1393,7 +1393,7 @@ mod details {
             json!({"emailAddressData": [{"emailAddress": "erika@example.de"}, {"emailAddress": "neu@example.de"}]}),
         );
         adresse(&env, &id, "Hauptstr. 1");
-        let report = audit(&env.espo, &env.aw, &env.store, &id)
+        let report = audit(&env.espo, &env.aw, &env.store, &id, &env.settings)
             .await
             .expect("audit");
         assert!(
@@ -1413,9 +1413,53 @@ mod details {
             report.lines
         );
         env.run(&id).await.expect("sync");
-        let report = audit(&env.espo, &env.aw, &env.store, &id)
+        let report = audit(&env.espo, &env.aw, &env.store, &id, &env.settings)
             .await
             .expect("audit");
         assert_eq!(report.differences, 0, "{:?}", report.lines);
+    }
+
+    /// The audit predicts the configured policy's run: a value changed on both sides is reported
+    /// as a conflict either way, but only `espocrm_wins` would write it to Advoware.
+    #[tokio::test]
+    async fn audit_follows_the_configured_conflict_policy() {
+        let mut env = env().await;
+        let id = env.person(json!({
+            "phoneNumberData": [{"phoneNumber": "030 111", "type": "Mobile", "primary": true}],
+        }));
+        let Ok(Outcome::Created(b)) = env.run(&id).await else {
+            panic!("not created");
+        };
+        let bet_nr = b.get() as i64;
+        assert_eq!(env.run(&id).await, Ok(Outcome::WroteDetails));
+        env.espo_fake.edit(
+            "CBeteiligte",
+            id.as_str(),
+            json!({"phoneNumberData": [{"phoneNumber": "030 222", "type": "Mobile"}]}),
+        );
+        env.aw_edit_komm(bet_nr, |l| l[0]["tlf"] = json!("030 333"));
+        let mut seen = Vec::new();
+        for policy in [ConflictPolicy::EspocrmWins, ConflictPolicy::Manual] {
+            env.settings.conflict_policy = policy;
+            let report = audit(&env.espo, &env.aw, &env.store, &id, &env.settings)
+                .await
+                .expect("audit");
+            let writes_advoware = report
+                .lines
+                .iter()
+                .any(|l| l.contains("would be set to") && l.contains("030 222"));
+            let open_conflict = report
+                .lines
+                .iter()
+                .any(|l| l.contains("changed on both sides"));
+            seen.push((policy, writes_advoware, open_conflict));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (ConflictPolicy::EspocrmWins, true, true),
+                (ConflictPolicy::Manual, false, true),
+            ]
+        );
     }
 }

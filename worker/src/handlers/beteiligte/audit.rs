@@ -47,12 +47,14 @@ fn fields(s: &Stammdaten) -> serde_json::Map<String, Value> {
     }
 }
 
-/// Compares EspoCRM and Advoware for `id`.
+/// Compares EspoCRM and Advoware for `id`. `settings` are the ones the handler runs with (the
+/// configured conflict policy and region), so the audit predicts what the next run really does.
 pub async fn audit<C: ConnectionLike + Clone + Send + Sync>(
     espo: &dyn EspoSide,
     advoware: &dyn AdvowareSide,
     store: &BeteiligteStore<C>,
     id: &EspoId,
+    settings: &super::engine::EngineSettings,
 ) -> Result<AuditReport, AuditError> {
     let mut r = AuditReport::default();
     let e = espo
@@ -112,7 +114,7 @@ pub async fn audit<C: ConnectionLike + Clone + Send + Sync>(
             r.diff(format!("{k}: EspoCRM {ev} | Advoware {av}"));
         }
     }
-    details(&mut r, espo, advoware, store, id, &e, &a).await?;
+    details(&mut r, espo, advoware, store, settings, id, &e, &a).await?;
     let base = store.hash(id).await?;
     if es == as_ && base.as_deref() != Some(content_hash(&es).as_str()) {
         r.info(
@@ -129,17 +131,17 @@ async fn details<C: ConnectionLike + Clone + Send + Sync>(
     espo: &dyn EspoSide,
     advoware: &dyn AdvowareSide,
     store: &BeteiligteStore<C>,
+    settings: &super::engine::EngineSettings,
     id: &EspoId,
     e: &crate::sync::beteiligte::EspoBeteiligte,
     a: &crate::sync::beteiligte::AdvowareBeteiligter,
 ) -> Result<(), AuditError> {
     use crate::sync::beteiligte::adressen::{label, Write};
-    let settings = super::engine::EngineSettings::default();
     let engine = super::engine::Engine {
         espo,
         advoware,
         store,
-        settings: &settings,
+        settings,
     };
     let d = engine
         .details_prepare(id, e, a)
