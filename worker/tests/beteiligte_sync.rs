@@ -1318,6 +1318,27 @@ mod details {
         assert_eq!(env.all_writes(), before);
     }
 
+    /// A synced Beteiligter whose one phone number was then changed to `030 222` in EspoCRM and to
+    /// `030 333` in Advoware; its EspoCRM id and `betNr`.
+    async fn phone_changed_on_both_sides(env: &Env, first_name: &str) -> (EspoId, i64) {
+        let id = env.person(json!({
+            "firstName": first_name,
+            "phoneNumberData": [{"phoneNumber": "030 111", "type": "Mobile", "primary": true}],
+        }));
+        let Ok(Outcome::Created(b)) = env.run(&id).await else {
+            panic!("not created");
+        };
+        let bet_nr = b.get() as i64;
+        assert_eq!(env.run(&id).await, Ok(Outcome::WroteDetails));
+        env.espo_fake.edit(
+            "CBeteiligte",
+            id.as_str(),
+            json!({"phoneNumberData": [{"phoneNumber": "030 222", "type": "Mobile"}]}),
+        );
+        env.aw_edit_komm(bet_nr, |l| l[0]["tlf"] = json!("030 333"));
+        (id, bet_nr)
+    }
+
     /// The same value changed on both sides: the Beteiligte conflict policy decides, with a
     /// notification; under `manual` both are left, `syncStatus=conflict`, notified once.
     #[tokio::test]
@@ -1325,21 +1346,7 @@ mod details {
         let mut env = env().await;
         for policy in [ConflictPolicy::EspocrmWins, ConflictPolicy::Manual] {
             env.settings.conflict_policy = policy;
-            let id = env.person(json!({
-                "firstName": format!("{policy:?}"),
-                "phoneNumberData": [{"phoneNumber": "030 111", "type": "Mobile", "primary": true}],
-            }));
-            let Ok(Outcome::Created(b)) = env.run(&id).await else {
-                panic!("not created");
-            };
-            let bet_nr = b.get() as i64;
-            assert_eq!(env.run(&id).await, Ok(Outcome::WroteDetails));
-            env.espo_fake.edit(
-                "CBeteiligte",
-                id.as_str(),
-                json!({"phoneNumberData": [{"phoneNumber": "030 222", "type": "Mobile"}]}),
-            );
-            env.aw_edit_komm(bet_nr, |l| l[0]["tlf"] = json!("030 333"));
+            let (id, bet_nr) = phone_changed_on_both_sides(&env, &format!("{policy:?}")).await;
             let before = notifications(&env).len();
             assert!(env.run(&id).await.is_ok());
             let notes = notifications(&env)[before..].to_vec();
@@ -1424,20 +1431,7 @@ mod details {
     #[tokio::test]
     async fn audit_follows_the_configured_conflict_policy() {
         let mut env = env().await;
-        let id = env.person(json!({
-            "phoneNumberData": [{"phoneNumber": "030 111", "type": "Mobile", "primary": true}],
-        }));
-        let Ok(Outcome::Created(b)) = env.run(&id).await else {
-            panic!("not created");
-        };
-        let bet_nr = b.get() as i64;
-        assert_eq!(env.run(&id).await, Ok(Outcome::WroteDetails));
-        env.espo_fake.edit(
-            "CBeteiligte",
-            id.as_str(),
-            json!({"phoneNumberData": [{"phoneNumber": "030 222", "type": "Mobile"}]}),
-        );
-        env.aw_edit_komm(bet_nr, |l| l[0]["tlf"] = json!("030 333"));
+        let (id, _) = phone_changed_on_both_sides(&env, "Audit").await;
         let mut seen = Vec::new();
         for policy in [ConflictPolicy::EspocrmWins, ConflictPolicy::Manual] {
             env.settings.conflict_policy = policy;
