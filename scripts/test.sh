@@ -9,6 +9,6 @@ source scripts/setup.sh
 scripts/build-filters.sh
 cargo build -p bitbylaw-worker   # the end-to-end tests run the real binary
 export BITBYLAW_REQUIRE_WASM=1
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --target wasm32-unknown-unknown -p bitbylaw-core --test wasm

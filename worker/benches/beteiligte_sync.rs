@@ -7,6 +7,10 @@
 //! 2. `sync_check` over N clean, unchanged records last synced 30 h ago: wall time until every
 //!    record's `advowareLastSync` is refreshed, and API calls per record on each side.
 //!
+//! 3. Re-sync of one unchanged Beteiligter with 10 Kommunikation entries and 3 addresses
+//!    (issue 12): the engine in process with the real clients over loopback; API calls per
+//!    re-sync on each side (goal: reads only, no writes) and time per re-sync.
+//!
 //! Run: `cargo bench -p bitbylaw-worker --bench beteiligte_sync`
 //! Smaller: `BET_BENCH_EVENTS=50 BET_BENCH_CHECK=200 cargo bench -p bitbylaw-worker --bench beteiligte_sync`
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -231,5 +235,112 @@ async fn main() {
     println!(
         "  (the refresh's own webhook is skipped without a GET when EspoCRM delivers it; this bench registers no webhooks)"
     );
+    resync_details(&redis, &aw, &espo, env_usize("BET_BENCH_RESYNC", 200)).await;
     drop(w);
+}
+
+/// Part 3: one Beteiligter with 10 Kommunikation entries and 3 addresses, unchanged,
+/// re-synced `n` times by the engine (the worker's code path without the queue).
+async fn resync_details(
+    redis: &RedisServer,
+    aw: &bitbylaw_fakes::advoware::AdvowareFake,
+    espo: &bitbylaw_fakes::espocrm::EspoCrmFake,
+    n: usize,
+) {
+    use bitbylaw_core::ids::EspoId;
+    use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
+    use bitbylaw_worker::config::{EspoCrmSettings, Secret};
+    use bitbylaw_worker::handlers::beteiligte::engine::{Engine, EngineSettings, Outcome};
+    use bitbylaw_worker::handlers::beteiligte::store::BeteiligteStore;
+
+    let advoware =
+        common::sides::advoware_client(&common::sides::advoware_settings(aw), redis.conn().await);
+    let espo_client = EspoCrmClient::new(
+        ClientSettings::from_settings(&EspoCrmSettings {
+            api_base_url: Some(espo.api_url()),
+            api_key: Some(Secret::new(espo.config().api_key.clone())),
+            timeout: Some(Duration::from_secs(5)),
+            page_size: None,
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let store = BeteiligteStore::new(redis.conn().await);
+    let settings = EngineSettings::default();
+    let engine = Engine {
+        espo: &espo_client,
+        advoware: &advoware,
+        store: &store,
+        settings: &settings,
+    };
+    let emails: Vec<Value> = (0..5)
+        .map(|i| json!({"emailAddress": format!("person{i}@example.de"), "primary": i == 0}))
+        .collect();
+    let phones: Vec<Value> = (0..5)
+        .map(|i| {
+            let kind = ["Mobile", "Office", "Home", "Fax", "Other"][i];
+            json!({"phoneNumber": format!("030 1234{i:03}"), "type": kind, "primary": i == 0})
+        })
+        .collect();
+    let rec = espo
+        .insert(
+            ENTITY,
+            json!({"firstName": "Resync", "lastName": "Bench", "syncStatus": "pending_sync",
+                "emailAddressData": emails, "phoneNumberData": phones}),
+        )
+        .unwrap();
+    let id = EspoId::new(rec["id"].as_str().unwrap()).unwrap();
+    for i in 0..3 {
+        espo.insert(
+            "CAdressen",
+            json!({"beteiligteId": id.as_str(), "strasse": format!("Weg {i}"), "plz": "10115",
+                "ort": "Berlin", "land": "DE"}),
+        )
+        .unwrap();
+    }
+    let now = chrono::Utc::now();
+    assert!(matches!(
+        engine.sync_one(&id, now).await,
+        Ok(Outcome::Created(_))
+    ));
+    assert_eq!(
+        engine.sync_one(&id, now).await.ok(),
+        Some(Outcome::WroteDetails)
+    );
+    let bet_nr = espo.get(ENTITY, id.as_str()).unwrap()["betnr"]
+        .as_i64()
+        .unwrap();
+    let b = aw.beteiligter(bet_nr).unwrap();
+    assert_eq!(b["kommunikation"].as_array().map(Vec::len), Some(10));
+    assert_eq!(b["adressen"].as_array().map(Vec::len), Some(3));
+    aw.controls().clear_requests();
+    espo.controls().clear_requests();
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let outcome = engine.sync_one(&id, now).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(outcome.ok(), Some(Outcome::NoChange { bookkeeping: false }));
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let per = |reqs: Vec<bitbylaw_fakes::RecordedRequest>, write: bool| {
+        reqs.iter()
+            .filter(|r| (r.method != "GET") == write && !r.path.ends_with("/Token"))
+            .count() as f64
+            / n.max(1) as f64
+    };
+    println!("re-sync of one unchanged Beteiligter with 10 Kommunikation entries and 3 addresses ({n} runs)");
+    println!(
+        "  per re-sync p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        pct(&times, 0.5),
+        pct(&times, 0.99),
+        pct(&times, 1.0)
+    );
+    println!(
+        "  Advoware: {:.2} GET (the Beteiligte GET, Kommunikation and Adressen inside it), {:.2} writes; EspoCRM: {:.2} GET (CBeteiligte + CAdressen list), {:.2} writes",
+        per(aw.requests(), false),
+        per(aw.requests(), true),
+        per(espo.controls().requests(), false),
+        per(espo.controls().requests(), true)
+    );
 }

@@ -102,6 +102,13 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
             }
             let _ = clients.documents.set(built);
         }
+        if crate::handlers::bankverbindungen::configured(&config) {
+            crate::handlers::bankverbindungen::spawn_build(
+                config.clone(),
+                queue.clone(),
+                clients.bankverbindungen.clone(),
+            );
+        }
         let deps = Arc::new(ConsumerDeps {
             config: config.clone(),
             queue: queue.clone(),

@@ -594,10 +594,21 @@ async fn beteiligte(
         }
         BeteiligteCmd::Audit { espo_id } => {
             let id = id_of(&espo_id)?;
-            let report =
-                bet::audit::audit(sides.espo.as_ref(), sides.advoware.as_ref(), &store, &id)
-                    .await
-                    .map_err(|e| fail(&e))?;
+            let report = bet::audit::audit(
+                sides.espo.as_ref(),
+                sides.advoware.as_ref(),
+                &store,
+                &id,
+                &EngineSettings::from_config(&config.beteiligte),
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+            // Issue 12 item 4: the Beteiligter's Bankverbindungen too.
+            let report = crate::handlers::bankverbindungen::audit::with_bankverbindungen(
+                report, config, queue, &id,
+            )
+            .await
+            .map_err(|e| fail(&e))?;
             for line in &report.lines {
                 println!("{line}");
             }

@@ -339,6 +339,8 @@ pub struct BeteiligteSettings {
     pub check_clean_limit: usize,
     /// Clean records are re-checked once their last sync is this old.
     pub check_clean_age: Duration,
+    /// Region of national phone numbers when Kommunikation values are compared (issue 12).
+    pub default_region: crate::sync::contact::Region,
 }
 
 impl Default for BeteiligteSettings {
@@ -351,6 +353,7 @@ impl Default for BeteiligteSettings {
             check_unclean_limit: 100,
             check_clean_limit: 50,
             check_clean_age: Duration::from_secs(24 * 3600),
+            default_region: crate::sync::contact::Region::DE,
         }
     }
 }
@@ -393,6 +396,7 @@ pub struct Config {
     pub threecx: ThreeCxSettings,
     pub xai: XaiSettings,
     pub documents: DocumentsSettings,
+    pub bankverbindungen: BankverbindungenSettings,
 }
 
 /// Every problem found while loading; `Display` lists one per line.
@@ -439,6 +443,7 @@ struct FileConfig {
     beteiligte: FileBeteiligte,
     threecx: FileThreeCx,
     xai: FileXai,
+    bankverbindungen: FileBankverbindungen,
     documents: FileDocuments,
 }
 
@@ -558,6 +563,7 @@ struct FileBeteiligte {
     check_unclean_limit: Option<usize>,
     check_clean_limit: Option<usize>,
     check_clean_age_hours: Option<u64>,
+    default_region: Option<String>,
 }
 
 /// The two schedules of the old system (every 15 minutes, on the quarter hour) and the nightly
@@ -1281,7 +1287,11 @@ impl Config {
             }),
         };
         let hours = |h: Option<u64>, d: Duration| h.map_or(d, |h| Duration::from_secs(h * 3600));
+        let raw = r.str("BETEILIGTE_DEFAULT_REGION").or(fb.default_region);
+        let bet_region =
+            region_setting(&mut r, "BETEILIGTE_DEFAULT_REGION", raw, bd.default_region);
         let beteiligte = BeteiligteSettings {
+            default_region: bet_region,
             conflict_policy,
             max_retries: r
                 .parse::<u32>("BETEILIGTE_MAX_RETRIES")
@@ -1341,6 +1351,7 @@ impl Config {
         }
 
         let threecx = load_threecx(&mut r, file.threecx);
+        let bankverbindungen = load_bankverbindungen(&mut r, file.bankverbindungen);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -1372,6 +1383,7 @@ impl Config {
             threecx,
             xai,
             documents,
+            bankverbindungen,
         })
     }
 }
@@ -1468,16 +1480,16 @@ struct FileLeads {
     assign: BTreeMap<String, FileAssignee>,
 }
 
-/// `[leads]` and the `LEADS_*` variables; every problem goes to the reader's list.
-fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
-    use crate::sync::leads::{Assignee, LeadType};
-    let d = LeadsSettings::default();
-    let region_raw = r.str("LEADS_DEFAULT_REGION").or(f.default_region);
-    let default_region = match region_raw
-        .as_deref()
-        .map(crate::sync::contact::Region::parse)
-    {
-        None => d.default_region,
+/// A default-region setting (`DE`, …): `default` when unset, a problem naming `name` and the
+/// known regions when unknown.
+fn region_setting(
+    r: &mut Reader<'_>,
+    name: &str,
+    raw: Option<String>,
+    default: crate::sync::contact::Region,
+) -> crate::sync::contact::Region {
+    match raw.as_deref().map(crate::sync::contact::Region::parse) {
+        None => default,
         Some(Some(region)) => region,
         Some(None) => {
             let known: Vec<&str> = crate::sync::contact::REGIONS
@@ -1485,12 +1497,20 @@ fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
                 .map(|r| r.iso)
                 .collect();
             r.problems.push(format!(
-                "LEADS_DEFAULT_REGION: unknown region (known: {})",
+                "{name}: unknown region (known: {})",
                 known.join(", ")
             ));
-            d.default_region
+            default
         }
-    };
+    }
+}
+
+/// `[leads]` and the `LEADS_*` variables; every problem goes to the reader's list.
+fn load_leads(r: &mut Reader<'_>, f: FileLeads) -> LeadsSettings {
+    use crate::sync::leads::{Assignee, LeadType};
+    let d = LeadsSettings::default();
+    let region_raw = r.str("LEADS_DEFAULT_REGION").or(f.default_region);
+    let default_region = region_setting(r, "LEADS_DEFAULT_REGION", region_raw, d.default_region);
     let existing = match r
         .str("LEADS_EXISTING_POLICY")
         .or(f.existing_policy)
@@ -1805,6 +1825,64 @@ fn check_http_url(problems: &mut Vec<String>, name: &str, value: Option<&str>) {
     }
 }
 
+/// The Bankverbindungen sync's Advoware paths and field names (issue 12): not documented
+/// publicly, so configuration with the most likely defaults (README, "Bankverbindungen").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BankverbindungenSettings {
+    pub paths: crate::handlers::bankverbindungen::sides::BankPaths,
+    pub fields: crate::sync::bankverbindungen::FieldNames,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileBankverbindungen {
+    paths: BTreeMap<String, String>,
+    fields: BTreeMap<String, String>,
+}
+
+/// `[bankverbindungen.paths|fields]` over the defaults, `BANKVERBINDUNGEN_PATH_<NAME>` /
+/// `BANKVERBINDUNGEN_FIELD_<NAME>` over both; unknown names and every problem reported.
+fn load_bankverbindungen(r: &mut Reader<'_>, f: FileBankverbindungen) -> BankverbindungenSettings {
+    use crate::handlers::bankverbindungen::sides::BankPaths;
+    use crate::sync::bankverbindungen::FieldNames;
+    let mut s = BankverbindungenSettings::default();
+    let path_names = BankPaths::SETTINGS.map(|(n, _)| n);
+    for (name, value) in f.paths {
+        match s.paths.get_mut(&name) {
+            Some(slot) => *slot = value,
+            None => r.problems.push(format!(
+                "bankverbindungen.paths: unknown setting {name:?} (known: {})",
+                path_names.join(", ")
+            )),
+        }
+    }
+    for (name, value) in f.fields {
+        match s.fields.get_mut(&name) {
+            Some(slot) => *slot = value.trim().to_owned(),
+            None => r.problems.push(format!(
+                "bankverbindungen.fields: unknown setting {name:?} (known: {})",
+                FieldNames::SETTINGS.join(", ")
+            )),
+        }
+    }
+    for name in path_names {
+        let var = format!("BANKVERBINDUNGEN_PATH_{}", name.to_ascii_uppercase());
+        if let (Some(v), Some(slot)) = (r.str(&var), s.paths.get_mut(name)) {
+            *slot = v;
+        }
+    }
+    for name in FieldNames::SETTINGS {
+        let var = format!("BANKVERBINDUNGEN_FIELD_{}", name.to_ascii_uppercase());
+        // Set but empty turns an optional field off.
+        if let (Some(v), Some(slot)) = (r.env.get(&var), s.fields.get_mut(name)) {
+            *slot = v.trim().to_owned();
+        }
+    }
+    r.problems.extend(s.paths.problems());
+    r.problems.extend(s.fields.problems());
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1977,6 +2055,7 @@ mod tests {
                 ("BETEILIGTE_MAX_RETRIES", "0"),
                 ("BETEILIGTE_RESET_AFTER_HOURS", "0"),
                 ("BETEILIGTE_NOTIFY_USER_ID", "not an id"),
+                ("BETEILIGTE_DEFAULT_REGION", "XX"),
             ]),
         )
         .err()
@@ -1987,6 +2066,7 @@ mod tests {
             "BETEILIGTE_MAX_RETRIES",
             "BETEILIGTE_RESET_AFTER_HOURS",
             "BETEILIGTE_NOTIFY_USER_ID",
+            "BETEILIGTE_DEFAULT_REGION: unknown region",
         ] {
             assert!(problems.contains(name), "{name} missing in {problems}");
         }
@@ -1997,9 +2077,11 @@ mod tests {
                 ("BETEILIGTE_CONFLICT_POLICY", "manual"),
                 ("BETEILIGTE_CHECK_CLEAN_LIMIT", "0"),
                 ("BETEILIGTE_NOTIFY_USER_ID", "admin1"),
+                ("BETEILIGTE_DEFAULT_REGION", "at"),
             ]),
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.beteiligte.default_region.iso, "AT");
         assert_eq!(
             cfg.beteiligte.conflict_policy,
             crate::sync::beteiligte::ConflictPolicy::Manual

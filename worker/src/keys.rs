@@ -20,6 +20,7 @@
 //! | `bbl:cal:{kuerzel}:meta`              | hash       | `calendar_id`, `sync_token`, `last_sync_ms`, `last_result` |
 //! | `bbl:cal:last_sync`                   | sorted set | Kürzel scored by the time of its last successful sync (ms) |
 //! | `bbl:bet:{espoId}`                    | hash       | Beteiligte sync per record: `creating` (time of a `POST` whose answer is not recorded yet), `created` (Advoware `betNr` of a create not yet written back), `betnr` (linked at the last sync), `hash` (content hash after the last sync), `echo` (EspoCRM `modifiedAt` after our last status-only write) |
+//! | `bbl:bank:{espoId}`                   | hash       | Bankverbindungen sync per `CBankverbindungen`: `beteiligte` (EspoCRM id of its Beteiligter), `betnr`, `konto` (linked Advoware id), `creating` (time of a `POST` whose answer is not recorded yet), `created` (Advoware id of a create not yet written back), `hash` (content hash after the last sync; never the IBAN) |
 //! | `bbl:cal:failures`                    | sorted set | Kürzel scored by its calendar runs failed since its last success |
 //! | `bbl:lead:{webhookId}`               | hash       | Vermieterhelden lead per submission (30 days): `intent` (ms of the first attempt), `record` (`Lead:<id>` / `Contact:<id>` written), `linked`, `followup`, `done` |
 //! | `bbl:call:{key}`                      | hash       | 3CX call journal per reported call (30 days; key = hash of start, end, number, agent): `intent`, `record` (`Call:<id>`), `followup` (task written), `done` |
@@ -101,6 +102,17 @@ pub fn lead(idempotency_key: &str) -> String {
 /// The 3CX call journal's record of one reported call (same steps as [`lead`]).
 pub fn call(idempotency_key: &str) -> String {
     format!("{PREFIX}call:{idempotency_key}")
+}
+
+/// The Bankverbindungen sync's record of one `CBankverbindungen` (link, create intent, hash).
+pub fn bankverbindung(espo_id: &str) -> String {
+    format!("{PREFIX}bank:{espo_id}")
+}
+
+/// The `CBankverbindungen` ids waiting for a Beteiligter's `betnr` (a set, keyed by the
+/// Beteiligter's EspoCRM id): the Beteiligte sync re-queues them after its create.
+pub fn bank_waiting(beteiligte: &str) -> String {
+    format!("{PREFIX}bank:waiting:{beteiligte}")
 }
 
 /// The 3CX lookup index entry of one E.164 number.

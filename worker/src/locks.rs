@@ -231,6 +231,21 @@ impl LockGuard {
         }
     }
 
+    /// A handler's run under its entity lock: [`hold_while`](Self::hold_while), then release
+    /// (a failed release is only logged: the TTL frees the lock). A lost lock is returned
+    /// unreleased, as it may be another worker's by now.
+    pub async fn run_and_release<F: std::future::Future>(
+        self,
+        ttl: Duration,
+        work: F,
+    ) -> Result<F::Output, LockLost> {
+        let out = self.hold_while(ttl, work).await?;
+        if let Err(e) = self.release().await {
+            tracing::warn!(error = %e, "entity lock release failed (its TTL frees it)");
+        }
+        Ok(out)
+    }
+
     /// Releases if still ours; `false` means it had expired (and maybe been taken by another).
     pub async fn release(mut self) -> Result<bool, LockError> {
         self.released = true;

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use bitbylaw_fakes::espocrm::{self, EspoCrmConfig, EspoCrmFake};
 use bitbylaw_fakes::xai::{self, XaiConfig, XaiFake};
-use common::{bin, metric, metrics_text, post_event, sha256_hex, wait_for, RedisServer, Worker};
+use common::{metric, metrics_text, post_event, sha256_hex, wait_for, RedisServer, Worker};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
@@ -160,19 +159,7 @@ impl Env {
 
     /// `documents …` CLI with this environment; (exit code, stdout, stderr).
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin())
-            .env_clear()
-            .env("REDIS_URL", self.redis.url())
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        common::cli_with(&self.redis.url(), &self.vars, args)
     }
 }
 

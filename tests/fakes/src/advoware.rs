@@ -38,6 +38,14 @@ use crate::server::{
 pub const TERMINE: &str = "Termine";
 pub const BETEILIGTE: &str = "Beteiligte";
 pub const KOMMUNIKATIONEN: &str = "Kommunikationen";
+/// Resource name of address writes (issue 12).
+pub const ADRESSEN: &str = "Adressen";
+/// Address fields Advoware's `PUT` changes; every other field of the body is ignored (the fake's
+/// choice for "read-only on PUT", like `kommKz`; see README).
+pub const ADRESSE_WRITABLE: [&str; 4] = ["strasse", "plz", "ort", "anschrift"];
+
+mod bankverbindungen;
+pub use bankverbindungen::{iban_ok, BANKVERBINDUNGEN};
 
 /// Credentials and behaviour of the fake. The defaults are obviously fake test values.
 #[derive(Clone)]
@@ -169,6 +177,8 @@ struct State_ {
     writes: HashMap<String, usize>,
     /// Path prefixes the API user has no right on: 401 even with a valid token.
     denied_prefixes: Vec<String>,
+    /// Bankverbindungen per Beteiligter (`bankverbindungen.rs`).
+    bank: bankverbindungen::BankState,
 }
 
 impl State_ {
@@ -245,8 +255,24 @@ pub async fn start(config: AdvowareConfig) -> Result<AdvowareFake, StartError> {
             post(create_kommunikation),
         )
         .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Adressen",
+            post(create_adresse),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Adressen/{id}",
+            put(update_adresse).delete(delete_adresse),
+        )
+        .route(
             "/api/v1/advonet/Beteiligte/{bet_nr}/Kommunikationen/{id}",
             put(update_kommunikation).delete(delete_kommunikation),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Bankverbindungen",
+            get(bankverbindungen::list).post(bankverbindungen::create),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Bankverbindungen/{id}",
+            put(bankverbindungen::update).delete(bankverbindungen::delete),
         )
         .fallback(any(not_found))
         .layer(axum::middleware::from_fn_with_state(
@@ -526,6 +552,16 @@ impl AdvowareFake {
             }
         }
         set(&mut b, "kommunikation", Value::Array(komm));
+        if let Some(mut adr) = b.get("adressen").and_then(Value::as_array).cloned() {
+            for entry in &mut adr {
+                if entry.get("id").and_then(Value::as_i64).is_none() {
+                    let id = state.next_komm_id;
+                    state.next_komm_id += 1;
+                    set(entry, "id", json!(id));
+                }
+            }
+            set(&mut b, "adressen", Value::Array(adr));
+        }
         let row_id = state.next_row_id();
         set(&mut b, "rowId", json!(row_id));
         set(&mut b, "geaendertAm", json!(fmt_local(now)));
@@ -554,8 +590,54 @@ impl AdvowareFake {
         self.shared.state.lock().beteiligte.get(&bet_nr).cloned()
     }
 
+    /// The Bankverbindungen of a Beteiligter as stored.
+    pub fn bankverbindungen(&self, bet_nr: i64) -> Vec<Value> {
+        self.shared
+            .state
+            .lock()
+            .bank
+            .entries
+            .get(&bet_nr)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Seeds a Bankverbindung as a person would type it in Advoware; returns its id.
+    pub fn insert_bankverbindung(&self, bet_nr: i64, mut entry: Value) -> i64 {
+        let mut state = self.shared.state.lock();
+        let id = state.bank.take_id();
+        let row_id = state.next_row_id();
+        set(&mut entry, "id", json!(id));
+        set(&mut entry, "rowId", json!(row_id));
+        state.bank.entries.entry(bet_nr).or_default().push(entry);
+        id
+    }
+
+    /// Changes a Bankverbindung as a person would (merged; new `rowId`).
+    pub fn edit_bankverbindung(&self, bet_nr: i64, id: i64, patch: Value) -> bool {
+        let mut state = self.shared.state.lock();
+        let row_id = state.next_row_id();
+        let entry = state.bank.entries.get_mut(&bet_nr).and_then(|l| {
+            l.iter_mut()
+                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
+        });
+        match entry {
+            Some(e) => {
+                merge_object(e, &patch);
+                set(e, "rowId", json!(row_id));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// From now on `DELETE` of a Bankverbindung answers 403, as Kommunikationen and Adressen do.
+    pub fn deny_bank_delete(&self) {
+        self.shared.state.lock().bank.deny_delete = true;
+    }
+
     /// Write requests (POST/PUT/DELETE, accepted or not) that reached `resource`
-    /// ([`TERMINE`], [`BETEILIGTE`], [`KOMMUNIKATIONEN`]).
+    /// ([`TERMINE`], [`BETEILIGTE`], [`KOMMUNIKATIONEN`], [`BANKVERBINDUNGEN`]).
     pub fn writes(&self, resource: &str) -> usize {
         self.shared
             .state
@@ -1105,7 +1187,9 @@ async fn delete_termin(
 // Beteiligte and Kommunikationen
 
 /// Fields the server owns; ignored in PUT bodies.
-const BETEILIGTE_READ_ONLY: [&str; 4] = ["betNr", "rowId", "geaendertAm", "kommunikation"];
+/// Sub-records (`kommunikation`, `adressen`) change only through their own endpoints.
+const BETEILIGTE_READ_ONLY: [&str; 5] =
+    ["betNr", "rowId", "geaendertAm", "kommunikation", "adressen"];
 
 async fn get_beteiligter(
     State(shared): State<Shared>,
@@ -1156,6 +1240,7 @@ async fn create_beteiligter(
     set(&mut b, "rowId", json!(row_id));
     set(&mut b, "geaendertAm", json!(fmt_local(now)));
     set(&mut b, "kommunikation", json!([]));
+    set(&mut b, "adressen", json!([]));
     state.beteiligte.insert(bet_nr, b.clone());
     json_response(StatusCode::CREATED, b)
 }
@@ -1248,13 +1333,18 @@ async fn create_kommunikation(
     let Ok(bet_nr) = bet_nr.parse::<i64>() else {
         return bad_request(&format!("The value '{bet_nr}' is not valid for betNr."));
     };
-    let mut entry = match parse_json_body(&body) {
+    let entry = match parse_json_body(&body) {
         Ok(v) => v,
         Err(r) => return r,
     };
     if let Err(text) = validate_kommunikation(&entry, true) {
         return bad_request(&text);
     }
+    add_sub_record(&shared, bet_nr, "kommunikation", entry)
+}
+
+/// Stores a new sub-record (`list`: `kommunikation` or `adressen`) with a fresh id; 201 with it.
+fn add_sub_record(shared: &Shared, bet_nr: i64, list: &str, mut entry: Value) -> Response {
     let now = shared.config.clock.now_berlin();
     let mut state = shared.state.lock();
     if !state.beteiligte.contains_key(&bet_nr) {
@@ -1267,20 +1357,70 @@ async fn create_kommunikation(
     let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
         return not_found_entity("Beteiligter");
     };
-    push_kommunikation(b, entry.clone());
+    if !b.get(list).is_some_and(Value::is_array) {
+        set(b, list, json!([]));
+    }
+    if let Some(items) = b.get_mut(list).and_then(Value::as_array_mut) {
+        items.push(entry.clone());
+    }
     // Changing a sub-record changes the Beteiligter's row (assumption; see README).
     set(b, "rowId", json!(row_id));
     set(b, "geaendertAm", json!(fmt_local(now)));
     json_response(StatusCode::CREATED, entry)
 }
 
-fn push_kommunikation(b: &mut Value, entry: Value) {
-    if !b.get("kommunikation").is_some_and(Value::is_array) {
-        set(b, "kommunikation", json!([]));
+/// Merges `patch` into the sub-record `id` of `list`; 200 with it, 404 naming `what`.
+fn change_sub_record(
+    shared: &Shared,
+    bet_nr: i64,
+    list: &str,
+    id: i64,
+    patch: &Value,
+    what: &str,
+) -> Response {
+    let now = shared.config.clock.now_berlin();
+    let mut state = shared.state.lock();
+    let row_id = state.next_row_id();
+    let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
+        return not_found_entity("Beteiligter");
+    };
+    let updated = b
+        .get_mut(list)
+        .and_then(Value::as_array_mut)
+        .and_then(|items| {
+            items
+                .iter_mut()
+                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
+        })
+        .map(|entry| {
+            merge_object(entry, patch);
+            entry.clone()
+        });
+    match updated {
+        Some(entry) => {
+            set(b, "rowId", json!(row_id));
+            set(b, "geaendertAm", json!(fmt_local(now)));
+            json_response(StatusCode::OK, entry)
+        }
+        None => not_found_entity(what),
     }
-    if let Some(list) = b.get_mut("kommunikation").and_then(Value::as_array_mut) {
-        list.push(entry);
+}
+
+/// `DELETE` of a sub-record: Advoware refuses it (FACTS §1).
+fn refuse_delete(
+    shared: &Shared,
+    headers: &HeaderMap,
+    method: &Method,
+    resource: &str,
+) -> Response {
+    shared.state.lock().count_write(resource);
+    if !authorized(shared, headers) {
+        return unauthorized();
     }
+    message(
+        StatusCode::FORBIDDEN,
+        &format!("The requested resource does not support http method '{method}'."),
+    )
 }
 
 async fn update_kommunikation(
@@ -1306,31 +1446,23 @@ async fn update_kommunikation(
         map.remove("kommKz");
         map.remove("id");
     }
-    let now = shared.config.clock.now_berlin();
-    let mut state = shared.state.lock();
-    let row_id = state.next_row_id();
-    let Some(b) = state.beteiligte.get_mut(&bet_nr) else {
-        return not_found_entity("Beteiligter");
-    };
-    let updated = b
-        .get_mut("kommunikation")
-        .and_then(Value::as_array_mut)
-        .and_then(|list| {
-            list.iter_mut()
-                .find(|e| e.get("id").and_then(Value::as_i64) == Some(id))
-        })
-        .map(|entry| {
-            merge_object(entry, &patch);
-            entry.clone()
-        });
-    match updated {
-        Some(entry) => {
-            set(b, "rowId", json!(row_id));
-            set(b, "geaendertAm", json!(fmt_local(now)));
-            json_response(StatusCode::OK, entry)
-        }
-        None => not_found_entity("Kommunikation"),
-    }
+    change_sub_record(
+        &shared,
+        bet_nr,
+        "kommunikation",
+        id,
+        &patch,
+        "Kommunikation",
+    )
+}
+
+/// Addresses cannot be deleted through the API either (FACTS §1).
+async fn delete_adresse(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    method: Method,
+) -> Response {
+    refuse_delete(&shared, &headers, &method, ADRESSEN)
 }
 
 async fn delete_kommunikation(
@@ -1338,11 +1470,66 @@ async fn delete_kommunikation(
     headers: HeaderMap,
     method: Method,
 ) -> Response {
-    shared.state.lock().count_write(KOMMUNIKATIONEN);
+    refuse_delete(&shared, &headers, &method, KOMMUNIKATIONEN)
+}
+
+async fn create_adresse(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(bet_nr): Path<String>,
+    body: Bytes,
+) -> Response {
+    shared.state.lock().count_write(ADRESSEN);
     require_auth!(shared, headers);
-    message(
-        StatusCode::FORBIDDEN,
-        &format!("The requested resource does not support http method '{method}'."),
+    let Ok(bet_nr) = bet_nr.parse::<i64>() else {
+        return bad_request(&format!("The value '{bet_nr}' is not valid for betNr."));
+    };
+    let entry = match parse_json_body(&body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return bad_request("The request body must be a JSON object."),
+        Err(r) => return r,
+    };
+    if let Some(bad) = entry.as_object().and_then(|m| {
+        m.iter()
+            .find(|(k, v)| *k != "id" && !(v.is_string() || v.is_null()))
+    }) {
+        return bad_request(&format!("{} must be a string.", bad.0));
+    }
+    add_sub_record(&shared, bet_nr, "adressen", entry)
+}
+
+/// `PUT` of an address: only [`ADRESSE_WRITABLE`] are taken; other fields in the body are
+/// ignored (Advoware keeps its values), as the fake does with `kommKz`.
+async fn update_adresse(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((bet_nr, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    shared.state.lock().count_write(ADRESSEN);
+    require_auth!(shared, headers);
+    let (Ok(bet_nr), Ok(id)) = (bet_nr.parse::<i64>(), id.parse::<i64>()) else {
+        return bad_request("The request is invalid.");
+    };
+    let patch = match parse_json_body(&body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return bad_request("The request body must be a JSON object."),
+        Err(r) => return r,
+    };
+    let writable: serde_json::Map<String, Value> = ADRESSE_WRITABLE
+        .iter()
+        .filter_map(|f| patch.get(*f).map(|v| ((*f).to_owned(), v.clone())))
+        .collect();
+    if writable.values().any(|v| !(v.is_string() || v.is_null())) {
+        return bad_request("Address fields must be strings.");
+    }
+    change_sub_record(
+        &shared,
+        bet_nr,
+        "adressen",
+        id,
+        &Value::Object(writable),
+        "Adresse",
     )
 }
 

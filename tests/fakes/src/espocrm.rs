@@ -5,7 +5,8 @@
 //! `YYYY-MM-DD HH:mm:ss` UTC, Lead duplicate detection (409 unless `X-Skip-Duplicate-Check`), a
 //! few required-field checks answered in EspoCRM's `validationFailure` shape, and the webhook
 //! registry, and relationships (`POST/GET/DELETE {Entity}/{id}/{link}`; the links the gateway uses
-//! are known: `TargetList` ↔ `leads`/`contacts`, `CDokumente` ↔ cases/parties/accounts, unknown
+//! are known: `TargetList` ↔ `leads`/`contacts`, `CDokumente` ↔ cases/parties/accounts, `CBeteiligte` → `bankverbindungen` (the
+//! foreign key `beteiligteId`), unknown
 //! ones answer 404), attachments
 //! (`GET Attachment/file/{id}`, stored with [`EspoCrmFake::insert_attachment`]). Errors carry EspoCRM's
 //! `X-Status-Reason` header, mostly with an empty body.
@@ -37,7 +38,7 @@ use crate::clock::FakeClock;
 use crate::server::{constant_time_eq, json as json_response, Controls, RunningServer, StartError};
 
 /// Entity types served by default.
-pub const DEFAULT_ENTITIES: [&str; 11] = [
+pub const DEFAULT_ENTITIES: [&str; 12] = [
     "Lead",
     "TargetList",
     "Task",
@@ -47,6 +48,7 @@ pub const DEFAULT_ENTITIES: [&str; 11] = [
     "CBankverbindungen",
     "CDokumente",
     "Contact",
+    "CAdressen",
     "Raeumungsklage",
     "Account",
 ];
@@ -501,6 +503,85 @@ fn derive(entity: &str, record: &mut Map<String, Value>) {
     }
 }
 
+/// Entities with EspoCRM's e-mail and phone fields (`emailAddressData`, `phoneNumberData`).
+const CONTACT_DATA_ENTITIES: [&str; 3] = ["CBeteiligte", "Lead", "Contact"];
+
+/// EspoCRM's phone number types (the default metadata).
+pub const PHONE_TYPES: [&str; 5] = ["Mobile", "Office", "Home", "Fax", "Other"];
+
+/// EspoCRM's semantics of the address arrays, applied to a create body or an update patch:
+/// setting `emailAddressData`/`phoneNumberData` replaces all entries; entries with an empty value
+/// are dropped, a value given twice (e-mail: case-insensitively) is kept once; exactly one entry
+/// is primary (the first flagged one, else the first); `emailAddress`/`phoneNumber` become the
+/// primary's value. Setting only `emailAddress`/`phoneNumber` replaces the primary entry.
+fn contact_data(
+    entity: &str,
+    patch: &mut Map<String, Value>,
+    existing: Option<&Map<String, Value>>,
+) {
+    if !CONTACT_DATA_ENTITIES.contains(&entity) {
+        return;
+    }
+    for (data, single, value_key) in [
+        ("emailAddressData", "emailAddress", "emailAddress"),
+        ("phoneNumberData", "phoneNumber", "phoneNumber"),
+    ] {
+        let list = match (patch.get(data), patch.get(single)) {
+            (Some(Value::Array(list)), _) => list.clone(),
+            (Some(_), _) => Vec::new(),
+            // Only the primary value given: it replaces the primary entry (of a record that has
+            // the array; records seeded without one keep the plain attribute).
+            (None, Some(v)) if existing.and_then(|e| e.get(data)).is_some() => {
+                let mut list: Vec<Value> = existing
+                    .and_then(|e| e.get(data))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                list.retain(|e| e.get("primary") != Some(&json!(true)));
+                if let Some(v) = v.as_str().filter(|v| !v.trim().is_empty()) {
+                    let mut entry =
+                        json!({value_key: v, "primary": true, "optOut": false, "invalid": false});
+                    if data == "phoneNumberData" {
+                        entry["type"] = json!("Office");
+                    }
+                    list.insert(0, entry);
+                }
+                list
+            }
+            (None, _) => continue,
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<Value> = Vec::new();
+        for e in list {
+            let Some(v) = e.get(value_key).and_then(Value::as_str).map(str::trim) else {
+                continue;
+            };
+            if v.is_empty() || !seen.insert(v.to_lowercase()) {
+                continue;
+            }
+            let flag = |k: &str| json!(e.get(k).and_then(Value::as_bool).unwrap_or(false));
+            let mut entry = json!({value_key: v, "primary": flag("primary"),
+                "optOut": flag("optOut"), "invalid": flag("invalid")});
+            if data == "phoneNumberData" {
+                entry["type"] = e.get("type").cloned().unwrap_or(json!("Office"));
+            }
+            out.push(entry);
+        }
+        let first_primary = out
+            .iter()
+            .position(|e| e["primary"] == json!(true))
+            .unwrap_or(0);
+        for (i, e) in out.iter_mut().enumerate() {
+            e["primary"] = json!(i == first_primary);
+        }
+        let primary = out
+            .get(first_primary)
+            .map_or(Value::Null, |e| e[value_key].clone());
+        patch.insert(single.into(), primary);
+        patch.insert(data.into(), Value::Array(out));
+    }
+}
+
 fn store_new(state: &mut State_, entity: &str, record: Value, now: DateTime<Utc>) -> Option<Value> {
     if !state.records.contains_key(entity) {
         return None;
@@ -512,6 +593,7 @@ fn store_new(state: &mut State_, entity: &str, record: Value, now: DateTime<Utc>
     for field in READ_ONLY {
         map.remove(field);
     }
+    contact_data(entity, &mut map, None);
     let id = new_id(state, now);
     map.insert("id".into(), json!(id));
     map.insert("deleted".into(), json!(false));
@@ -536,7 +618,8 @@ fn apply_update(
         return None;
     };
     let mut changed = Map::new();
-    if let Value::Object(patch) = patch {
+    if let Value::Object(mut patch) = patch {
+        contact_data(entity, &mut patch, Some(&target.clone()));
         for (k, v) in patch {
             if READ_ONLY.contains(&k.as_str()) {
                 continue;
@@ -1008,6 +1091,26 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
             return Err(validation_failure(missing, "required"));
         }
     }
+    // The address arrays: lists of objects with a string value; phone types from the metadata.
+    for (data, value_key) in [
+        ("emailAddressData", "emailAddress"),
+        ("phoneNumberData", "phoneNumber"),
+    ] {
+        let Some(v) = record.get(data).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let ok = v.as_array().is_some_and(|list| {
+            list.iter().all(|e| {
+                e.get(value_key).is_some_and(Value::is_string)
+                    && e.get("type")
+                        .filter(|t| !t.is_null())
+                        .is_none_or(|t| t.as_str().is_some_and(|t| PHONE_TYPES.contains(&t)))
+            })
+        });
+        if !ok {
+            return Err(validation_failure(data, "valid"));
+        }
+    }
     let enums: &[(&str, &[&str])] = match entity {
         "Call" => &[
             ("status", &["Planned", "Held", "Not Held"]),
@@ -1069,6 +1172,21 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
                 "permanently_failed",
             ],
         )],
+        // The same sync states on the firm's bank accounts (FACTS §1).
+        "CBankverbindungen" => &[(
+            "syncStatus",
+            &[
+                "",
+                "pending_sync",
+                "dirty",
+                "syncing",
+                "clean",
+                "failed",
+                "conflict",
+                "deleted_in_advoware",
+                "permanently_failed",
+            ],
+        )],
         _ => &[],
     };
     for (field, allowed) in enums {
@@ -1080,6 +1198,7 @@ fn validate(entity: &str, record: &Value, creating: bool) -> Result<(), Response
     }
     let datetimes: &[&str] = match entity {
         "CBeteiligte" => &["advowareLastSync", "advowareDeletedAt"],
+        "CBankverbindungen" => &["advowareLastSync"],
         _ => &["dateStart", "dateEnd"],
     };
     for field in datetimes {
@@ -1260,7 +1379,16 @@ fn link_target(entity: &str, link: &str) -> Option<(&'static str, &'static str)>
         ("Raeumungsklage", "dokumente") => Some(("CDokumente", "raeumungsklagen")),
         ("CBeteiligte", "dokumente") => Some(("CDokumente", "beteiligte")),
         ("Account", "dokumente") => Some(("CDokumente", "accounts")),
+        // hasMany ↔ belongsTo: stored as the foreign key `beteiligteId` on the bank account.
+        ("CBeteiligte", "bankverbindungen") => Some(("CBankverbindungen", "beteiligte")),
         _ => None,
+    }
+}
+
+/// Sets (or clears) a `belongsTo` foreign key (`<link>Id`) on a stored record.
+fn set_foreign_key(record: &mut Value, field: &str, id: Option<&str>) {
+    if let Value::Object(m) = record {
+        m.insert(field.to_owned(), id.map_or(Value::Null, |i| json!(i)));
     }
 }
 
@@ -1362,6 +1490,14 @@ async fn change_relation(
     if !exists(&state, &entity, &id) || !ids.iter().all(|i| exists(&state, foreign, i)) {
         return status_reason(StatusCode::NOT_FOUND, "Record not found.");
     }
+    if foreign == "CBankverbindungen" {
+        for i in &ids {
+            if let Some(r) = state.records.get_mut(foreign).and_then(|m| m.get_mut(i)) {
+                set_foreign_key(r, "beteiligteId", on.then_some(id.as_str()));
+            }
+        }
+        return json_response(StatusCode::OK, json!(true));
+    }
     for i in ids {
         set_relation(&mut state, &entity, &id, &link, &i, on);
     }
@@ -1400,6 +1536,18 @@ async fn list_related(
         .is_some_and(|m| m.contains_key(&id))
     {
         return status_reason(StatusCode::NOT_FOUND, "Record not found.");
+    }
+    if foreign == "CBankverbindungen" {
+        let list: Vec<Value> = state
+            .records
+            .get(foreign)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|r| r.get("beteiligteId").and_then(Value::as_str) == Some(id.as_str()))
+            .cloned()
+            .collect();
+        let total = list.len();
+        return json_response(StatusCode::OK, json!({"list": list, "total": total}));
     }
     let list: Vec<Value> = state
         .links

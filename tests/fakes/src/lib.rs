@@ -5,7 +5,7 @@
 //! - [`server`]: what all fakes share — binding/stopping ([`RunningServer`]), the raw request log
 //!   ([`RecordedRequest`]), injected failures and latency ([`Controls`]).
 //! - [`advoware`]: security-gateway token endpoint (HMAC-SHA512, nonce, skew) and the `advonet`
-//!   resources (Mitarbeiter, Termine, Beteiligte, Kommunikationen), with write counters.
+//!   resources (Mitarbeiter, Termine, Beteiligte, Kommunikationen, Bankverbindungen), with write counters.
 //! - [`google_calendar`]: Calendar API v3 as `google-calendar3` uses it (calendars, events, sync
 //!   tokens, `singleEvents` expansion in `google_calendar::recurrence`, quota errors) and a
 //!   service-account token endpoint.

@@ -6,8 +6,9 @@
 //! mode (the Kong stand-in) with the real `.wasm` filters. Then it walks through a
 //! short demo — an Advoware proxy call, EspoCRM webhooks, the four Vermieterhelden lead
 //! forms arriving in the EspoCRM fake (and a duplicate absorbed), a 3CX call report, a manual
-//! calendar sync, a Beteiligter typed into EspoCRM appearing in Advoware and an Advoware edit
-//! flowing back — printing each exchange, and keeps
+//! calendar sync, a Beteiligter typed into EspoCRM appearing in Advoware (with its e-mail and
+//! phone as marked Kommunikation entries) and an Advoware edit flowing back, two bank accounts
+//! (one synced, one with a mistyped IBAN refused, masked) — printing each exchange, and keeps
 //! running so you can send your own requests (`curl` lines are printed).
 //!
 //! Ports: gateway 127.0.0.1:8000, worker :18080, Advoware fake :18001,
@@ -282,6 +283,7 @@ async fn main() -> Result<()> {
         if let Some(hook) = &link_hook {
             documents_demo(&gw_url, &espo, &xai_fake, hook).await?;
         }
+        bankverbindungen_demo(&adv, &espo).await?;
     }
     println!("\nTry it yourself:");
     println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
@@ -616,7 +618,9 @@ async fn beteiligte_demo(
         .insert(
             "CBeteiligte",
             json!({"firstName": "Erika", "lastName": "Mustermann", "salutationName": "Ms.",
-                "dateOfBirth": "1964-08-12", "syncStatus": "pending_sync"}),
+                "dateOfBirth": "1964-08-12", "syncStatus": "pending_sync",
+                "emailAddressData": [{"emailAddress": "erika@example.de", "primary": true}],
+                "phoneNumberData": [{"phoneNumber": "030 1234567", "type": "Mobile", "primary": true}]}),
         )
         .unwrap_or_default();
     let id = created["id"].as_str().unwrap_or_default().to_owned();
@@ -654,6 +658,14 @@ async fn beteiligte_demo(
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Issue 12: the run after the create (the write-back's webhook) brought the Kommunikation.
+    let aw = adv.beteiligter(bet_nr).unwrap_or_default();
+    for k in aw["kommunikation"].as_array().into_iter().flatten() {
+        println!(
+            "   Advoware Kommunikation {}: kommKz {} tlf {} bemerkung {}",
+            k["id"], k["kommKz"], k["tlf"], k["bemerkung"]
+        );
     }
     println!("-- an Advoware user corrects the name to Musterfrau; `beteiligte sync {id}`");
     adv.edit_beteiligter(bet_nr, json!({"name": "Musterfrau"}));
@@ -725,6 +737,65 @@ async fn documents_demo(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("   (not synced yet; see the worker log)");
+    Ok(())
+}
+
+/// The Bankverbindungen sync: a bank account typed into EspoCRM appears under its Beteiligter in
+/// Advoware with the id written back; an invalid IBAN ends `failed` with a masked message and
+/// nothing sent to Advoware.
+async fn bankverbindungen_demo(
+    adv: &advoware::AdvowareFake,
+    espo: &espocrm::EspoCrmFake,
+) -> Result<()> {
+    println!("-- Bankverbindungen: two accounts of Max Beispiel (betnr in both systems) are typed into EspoCRM");
+    let bet_nr = adv.insert_beteiligter(json!({"name": "Beispiel", "vorname": "Max"}));
+    let bet = espo
+        .insert(
+            "CBeteiligte",
+            json!({"firstName": "Max", "lastName": "Beispiel", "betnr": bet_nr, "syncStatus": "clean"}),
+        )
+        .unwrap_or_default();
+    let mut ids = Vec::new();
+    for (name, iban) in [
+        ("Girokonto", "DE89 3704 0044 0532 0130 00"),
+        ("Tippfehler", "DE89 3704 0044 0532 0130 01"),
+    ] {
+        let rec = espo
+            .insert(
+                "CBankverbindungen",
+                json!({"name": name, "iban": iban, "bic": "COBADEFFXXX", "bankname": "Commerzbank",
+                    "beteiligteId": bet["id"]}),
+            )
+            .unwrap_or_default();
+        ids.push(rec["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for _ in 0..100 {
+        espo.flush_webhooks().await;
+        let done = ids.iter().all(|id| {
+            let st = espo.get("CBankverbindungen", id).unwrap_or_default()["syncStatus"].clone();
+            st == "clean" || st == "failed"
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        let rec = espo.get("CBankverbindungen", id).unwrap_or_default();
+        println!(
+            "   EspoCRM {} {id}: syncStatus {} advowareKontoId {} {}",
+            rec["name"],
+            rec["syncStatus"],
+            rec["advowareKontoId"],
+            rec["syncErrorMessage"].as_str().unwrap_or("")
+        );
+    }
+    for entry in adv.bankverbindungen(bet_nr) {
+        println!(
+            "   Advoware Beteiligter {bet_nr}: Bankverbindung {} bank {} (the worker log shows the IBAN only masked)",
+            entry["id"], entry["bank"]
+        );
+    }
     Ok(())
 }
 

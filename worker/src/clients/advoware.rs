@@ -248,6 +248,11 @@ pub struct Paths {
     pub kommunikation_create: String,
     /// `PUT`: change one (`kommKz` is read-only; DELETE answers 403); `{betnr}`, `{id}`.
     pub kommunikation_update: String,
+    /// `POST`: add an address to a Beteiligter; `{betnr}` required (uncertain, like all
+    /// Adressen paths).
+    pub adressen_create: String,
+    /// `PUT`: change an address (only `strasse`, `plz`, `ort`, `anschrift`); `{betnr}`, `{id}`.
+    pub adressen_update: String,
 }
 
 impl Default for Paths {
@@ -265,6 +270,8 @@ impl Default for Paths {
             beteiligte_update: "api/v1/advonet/Beteiligte/{betnr}".into(),
             kommunikation_create: "api/v1/advonet/Beteiligte/{betnr}/Kommunikationen".into(),
             kommunikation_update: "api/v1/advonet/Beteiligte/{betnr}/Kommunikationen/{id}".into(),
+            adressen_create: "api/v1/advonet/Beteiligte/{betnr}/Adressen".into(),
+            adressen_update: "api/v1/advonet/Beteiligte/{betnr}/Adressen/{id}".into(),
         }
     }
 }
@@ -272,7 +279,7 @@ impl Default for Paths {
 impl Paths {
     /// Every setting (`advoware.paths.<name>`, `ADVOWARE_PATH_<NAME>`) with the placeholders it
     /// must have (it may use no others), in the order of [`Paths::templates`].
-    pub const SETTINGS: [(&'static str, &'static [&'static str]); 12] = [
+    pub const SETTINGS: [(&'static str, &'static [&'static str]); 14] = [
         ("token", &[]),
         ("mitarbeiter", &[]),
         ("termine_list", &["kuerzel", "from", "to"]),
@@ -285,10 +292,12 @@ impl Paths {
         ("beteiligte_update", &["betnr"]),
         ("kommunikation_create", &["betnr"]),
         ("kommunikation_update", &["betnr", "id"]),
+        ("adressen_create", &["betnr"]),
+        ("adressen_update", &["betnr", "id"]),
     ];
 
     /// The templates, in the order of [`Paths::SETTINGS`].
-    fn templates(&self) -> [&String; 12] {
+    fn templates(&self) -> [&String; 14] {
         [
             &self.token,
             &self.mitarbeiter,
@@ -302,6 +311,8 @@ impl Paths {
             &self.beteiligte_update,
             &self.kommunikation_create,
             &self.kommunikation_update,
+            &self.adressen_create,
+            &self.adressen_update,
         ]
     }
 
@@ -321,6 +332,8 @@ impl Paths {
             &mut self.beteiligte_update,
             &mut self.kommunikation_create,
             &mut self.kommunikation_update,
+            &mut self.adressen_create,
+            &mut self.adressen_update,
         ];
         slots.into_iter().nth(index)
     }
@@ -342,8 +355,8 @@ impl Paths {
     }
 }
 
-/// The problems of one template (see [`Paths::problems`]).
-fn template_problems(template: &str, required: &[&str]) -> Vec<String> {
+/// The problems of one template (see [`Paths::problems`]); also used for other path settings.
+pub fn template_problems(template: &str, required: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     let t = template.trim();
     if t.is_empty() {
@@ -674,6 +687,21 @@ where
         self.call(Method::Delete, path, &[], None).await.map(|_| ())
     }
 
+    /// `method` on an [`expand`]ed template (path and query) with an optional JSON body → JSON
+    /// answer (`null` for an empty body). For callers with their own path settings
+    /// (`[bankverbindungen.paths]`), which classify 404/405 themselves.
+    pub async fn send_expanded(
+        &self,
+        method: Method,
+        e: &Expanded,
+        body: Option<&Value>,
+    ) -> Result<Value, AdvowareError> {
+        let resp = self
+            .call(method, &e.path, &query_refs(&e.query), body)
+            .await?;
+        decode_json(&e.path, &resp.body)
+    }
+
     // ----- typed helpers ---------------------------------------------------------------------
 
     /// All employees (`Mitarbeiter`).
@@ -820,13 +848,16 @@ where
         bet_nr: bitbylaw_core::ids::BetNr,
         body: &Value,
     ) -> Result<Value, AdvowareError> {
-        let n = bet_nr.to_string();
-        let e = expand(&self.settings.paths.kommunikation_create, &[("betnr", &n)]);
-        let resp = self
-            .call(Method::Post, &e.path, &query_refs(&e.query), Some(body))
-            .await
-            .map_err(|err| mismatch_on_405("kommunikation_create", Method::Post, err))?;
-        decode_json(&e.path, &resp.body)
+        let template = &self.settings.paths.kommunikation_create;
+        self.sub_record(
+            Method::Post,
+            "kommunikation_create",
+            template,
+            bet_nr,
+            None,
+            body,
+        )
+        .await
     }
 
     /// Changes a Kommunikation entry (`tlf`, `bemerkung`, `online`; Advoware keeps `kommKz`).
@@ -836,15 +867,76 @@ where
         id: i64,
         body: &Value,
     ) -> Result<Value, AdvowareError> {
-        let (n, i) = (bet_nr.to_string(), id.to_string());
-        let e = expand(
-            &self.settings.paths.kommunikation_update,
-            &[("betnr", &n), ("id", &i)],
-        );
+        let template = &self.settings.paths.kommunikation_update;
+        self.sub_record(
+            Method::Put,
+            "kommunikation_update",
+            template,
+            bet_nr,
+            Some(id),
+            body,
+        )
+        .await
+    }
+
+    /// Adds an address to a Beteiligter (every field is taken); the answer is the stored
+    /// address with its id.
+    pub async fn create_adresse(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let template = &self.settings.paths.adressen_create;
+        self.sub_record(
+            Method::Post,
+            "adressen_create",
+            template,
+            bet_nr,
+            None,
+            body,
+        )
+        .await
+    }
+
+    /// Changes an address (Advoware takes only `strasse`, `plz`, `ort`, `anschrift`).
+    pub async fn update_adresse(
+        &self,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        id: i64,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let template = &self.settings.paths.adressen_update;
+        self.sub_record(
+            Method::Put,
+            "adressen_update",
+            template,
+            bet_nr,
+            Some(id),
+            body,
+        )
+        .await
+    }
+
+    /// `POST`/`PUT` of a Beteiligter's sub-record (`setting` names the path template in a 405).
+    async fn sub_record(
+        &self,
+        method: Method,
+        setting: &'static str,
+        template: &str,
+        bet_nr: bitbylaw_core::ids::BetNr,
+        id: Option<i64>,
+        body: &Value,
+    ) -> Result<Value, AdvowareError> {
+        let (n, i) = (bet_nr.to_string(), id.map(|i| i.to_string()));
+        let mut values = vec![("betnr", n.as_str())];
+        if let Some(i) = &i {
+            values.push(("id", i.as_str()));
+        }
+        let e = expand(template, &values);
         let resp = self
-            .call(Method::Put, &e.path, &query_refs(&e.query), Some(body))
+            .call(method, &e.path, &query_refs(&e.query), Some(body))
             .await
-            .map_err(|err| mismatch_on_405("kommunikation_update", Method::Put, err))?;
+            .map_err(|err| mismatch_on_405(setting, method, err))?;
         decode_json(&e.path, &resp.body)
     }
 

@@ -5,6 +5,7 @@
 //! which is also what makes coalescing safe. Sync handlers for Advoware, EspoCRM, Google Calendar
 //! and 3CX are registered here as later issues add them; topics without a handler stay queued.
 
+pub mod bankverbindungen;
 pub mod beteiligte;
 pub mod calendar;
 pub mod documents;
@@ -111,6 +112,8 @@ pub struct Clients {
     pub beteiligte: ClientSlot<beteiligte::BeteiligteSides>,
     /// EspoCRM and xAI for the document sync.
     pub documents: ClientSlot<documents::engine::DocumentsSides>,
+    /// EspoCRM and Advoware for the Bankverbindungen sync.
+    pub bankverbindungen: ClientSlot<bankverbindungen::BankSides>,
 }
 
 /// A sync's clients, set once built in the background (they need Redis), or the reason they
@@ -186,6 +189,10 @@ impl std::fmt::Debug for Clients {
             .field("calendar", &self.calendar.get().map(Result::is_ok))
             .field("beteiligte", &self.beteiligte.get().map(Result::is_ok))
             .field("documents", &self.documents.get().map(Result::is_ok))
+            .field(
+                "bankverbindungen",
+                &self.bankverbindungen.get().map(Result::is_ok),
+            )
             .finish()
     }
 }
@@ -287,6 +294,9 @@ impl Registry {
         }
         if beteiligte::configured(config) {
             beteiligte::register(&mut r);
+        }
+        if bankverbindungen::configured(config) {
+            bankverbindungen::register(&mut r);
         }
         if telephony::configured(config) {
             telephony::register(&mut r, config);

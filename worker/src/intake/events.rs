@@ -77,6 +77,7 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
         .map(|mut j| {
             j.event_id = Some(event_id.to_string());
             j.dedup_key = Some(dedup_key.clone());
+            j.payload = crate::handlers::bankverbindungen::queued_payload(topic, j.payload);
             j
         })
         .collect::<Vec<_>>();

@@ -111,6 +111,8 @@ pub struct Metrics {
     pub beteiligte_runs: Family<OutcomeLabel, Counter>,
     /// Document sync and collection-manager runs by outcome.
     pub documents_runs: Family<OutcomeLabel, Counter>,
+    /// Bankverbindungen sync runs by outcome.
+    pub bankverbindungen_runs: Family<OutcomeLabel, Counter>,
     /// 3CX contact lookups by outcome.
     pub threecx_lookups: Family<OutcomeLabel, Counter>,
     /// Outbound calls (`POST /3cx/call`) by outcome.
@@ -169,6 +171,7 @@ impl Metrics {
             consumers_expected: Gauge::default(),
             beteiligte_runs: Family::default(),
             documents_runs: Family::default(),
+            bankverbindungen_runs: Family::default(),
             threecx_lookups: Family::default(),
             threecx_calls: Family::default(),
             registry: Registry::default(),
@@ -230,13 +233,18 @@ impl Metrics {
         );
         registry.register(
             "beteiligte_sync_runs",
-            "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, create_uncertain, unlinked, retryable, permanent, lock_lost)",
+            "Beteiligte sync runs by outcome (created, espocrm_newer, advoware_newer, no_change, conflict, deleted_in_advoware, skipped, invalid_data, create_uncertain, details, unlinked, retryable, permanent, lock_lost)",
             m.beteiligte_runs.clone(),
         );
         registry.register(
             "documents_sync_runs",
             "Document sync and collection runs by outcome (uploaded, resumed, relinked, up_to_date, no_collections, removed, collection_exists, collection_created, collection_removed_closed, collection_removed_deleted, collection_kept, retryable, permanent, lock_lost)",
             m.documents_runs.clone(),
+        );
+        registry.register(
+            "bankverbindungen_sync_runs",
+            "Bankverbindungen sync runs by outcome (created, adopted, wrote_advoware, wrote_espocrm, no_change, deleted_in_advoware, invalid_data, skipped, deleted, delete_refused, not_linked, waiting_for_betnr, retryable, permanent, lock_lost)",
+            m.bankverbindungen_runs.clone(),
         );
         registry.register(
             "threecx_lookups",
@@ -390,6 +398,15 @@ impl Metrics {
     /// Counts one document sync or collection run with `outcome`.
     pub fn documents_run(&self, outcome: &str) {
         self.documents_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one Bankverbindungen run with `outcome`.
+    pub fn bankverbindungen_run(&self, outcome: &str) {
+        self.bankverbindungen_runs
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
             })

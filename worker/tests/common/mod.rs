@@ -250,6 +250,27 @@ pub fn cli(redis_url: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs an admin CLI command with a configuration (`vars`); returns (exit code, stdout, stderr).
+pub fn cli_with(
+    redis_url: &str,
+    vars: &[(String, String)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .env_clear()
+        .env("REDIS_URL", redis_url)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

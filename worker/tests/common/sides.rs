@@ -43,6 +43,23 @@ pub fn advoware_client(settings: &AdvowareSettings, conn: MultiplexedConnection)
     )
 }
 
+/// The real EspoCRM client for a running fake.
+pub fn espo_client(
+    fake: &bitbylaw_fakes::espocrm::EspoCrmFake,
+) -> bitbylaw_worker::clients::espocrm::EspoCrmClient {
+    use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
+    EspoCrmClient::new(
+        ClientSettings::from_settings(&bitbylaw_worker::config::EspoCrmSettings {
+            api_base_url: Some(fake.api_url()),
+            api_key: Some(Secret::new(fake.config().api_key.clone())),
+            timeout: Some(std::time::Duration::from_secs(5)),
+            page_size: None,
+        })
+        .expect("espocrm settings"),
+    )
+    .expect("espocrm client")
+}
+
 /// Redis, both fakes and both real clients.
 pub struct Sides {
     pub redis: RedisServer,

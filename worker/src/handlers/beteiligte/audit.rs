@@ -1,5 +1,6 @@
 //! `beteiligte audit <espo-id>`: both sides of one record field by field, plus the sync
-//! bookkeeping (status, `rowId`, the Redis base). Read-only.
+//! bookkeeping (status, `rowId`, the Redis base), Kommunikation and Adressen (what the next run
+//! would write, and the open manual tasks). Read-only.
 
 use bitbylaw_core::ids::EspoId;
 use redis::aio::ConnectionLike;
@@ -46,12 +47,14 @@ fn fields(s: &Stammdaten) -> serde_json::Map<String, Value> {
     }
 }
 
-/// Compares EspoCRM and Advoware for `id`.
+/// Compares EspoCRM and Advoware for `id`. `settings` are the ones the handler runs with (the
+/// configured conflict policy and region), so the audit predicts what the next run really does.
 pub async fn audit<C: ConnectionLike + Clone + Send + Sync>(
     espo: &dyn EspoSide,
     advoware: &dyn AdvowareSide,
     store: &BeteiligteStore<C>,
     id: &EspoId,
+    settings: &super::engine::EngineSettings,
 ) -> Result<AuditReport, AuditError> {
     let mut r = AuditReport::default();
     let e = espo
@@ -111,6 +114,7 @@ pub async fn audit<C: ConnectionLike + Clone + Send + Sync>(
             r.diff(format!("{k}: EspoCRM {ev} | Advoware {av}"));
         }
     }
+    details(&mut r, espo, advoware, store, settings, id, &e, &a).await?;
     let base = store.hash(id).await?;
     if es == as_ && base.as_deref() != Some(content_hash(&es).as_str()) {
         r.info(
@@ -119,4 +123,103 @@ pub async fn audit<C: ConnectionLike + Clone + Send + Sync>(
         );
     }
     Ok(r)
+}
+
+/// Kommunikation and Adressen: the next run's plan, read-only, as difference lines.
+async fn details<C: ConnectionLike + Clone + Send + Sync>(
+    r: &mut AuditReport,
+    espo: &dyn EspoSide,
+    advoware: &dyn AdvowareSide,
+    store: &BeteiligteStore<C>,
+    settings: &super::engine::EngineSettings,
+    id: &EspoId,
+    e: &crate::sync::beteiligte::EspoBeteiligte,
+    a: &crate::sync::beteiligte::AdvowareBeteiligter,
+) -> Result<(), AuditError> {
+    use crate::sync::beteiligte::adressen::{label, Write};
+    let engine = super::engine::Engine {
+        espo,
+        advoware,
+        store,
+        settings,
+    };
+    let d = engine
+        .details_prepare(id, e, a)
+        .await
+        .map_err(|err| match err {
+            super::engine::EngineError::Side(s) => AuditError::Side(s),
+            super::engine::EngineError::Store(s) => AuditError::Redis(s),
+        })?;
+    match &d.komm {
+        None => r.info("Kommunikation: not synced (a side carries no list)".into()),
+        Some(k) => {
+            for put in &k.plan.advoware_puts {
+                r.diff(format!(
+                    "Kommunikation: Advoware entry {} would be set to {:?}",
+                    put.id, put.tlf
+                ));
+            }
+            for post in &k.plan.advoware_posts {
+                r.diff(format!(
+                    "Kommunikation: {:?} (kommKz {}) only in EspoCRM, would be added to Advoware",
+                    post.tlf,
+                    post.kommkz.code()
+                ));
+            }
+            if let Some(list) = &k.plan.espo {
+                let before = crate::sync::beteiligte::kommunikation::from_espo(
+                    e.email_address_data.as_deref().unwrap_or(&[]),
+                    e.phone_number_data.as_deref().unwrap_or(&[]),
+                );
+                for v in list.iter().filter(|v| !before.contains(v)) {
+                    r.diff(format!(
+                        "Kommunikation: {:?} would be written to EspoCRM (from Advoware)",
+                        v.value
+                    ));
+                }
+                for v in before.iter().filter(|v| !list.contains(v)) {
+                    r.diff(format!(
+                        "Kommunikation: {:?} would be removed from EspoCRM (removed in Advoware)",
+                        v.value
+                    ));
+                }
+            }
+            for c in &k.plan.conflicts {
+                r.diff(format!(
+                    "Kommunikation: changed on both sides (last synced {:?}, EspoCRM {:?}, Advoware {:?})",
+                    c.base, c.espo, c.advoware
+                ));
+            }
+        }
+    }
+    match &d.adressen {
+        None => r.info("Adressen: not synced (a side carries no list)".into()),
+        Some(ad) => {
+            for w in &ad.plan.writes {
+                r.diff(match w {
+                    Write::AdvowarePost { espo_id, fields } => format!(
+                        "Adressen: {} (EspoCRM {espo_id}) only in EspoCRM, would be added to Advoware",
+                        label(fields)
+                    ),
+                    Write::AdvowarePut { advoware_id, fields } => format!(
+                        "Adressen: Advoware address {advoware_id} would be set to {}",
+                        label(fields)
+                    ),
+                    Write::EspoCreate { advoware_id, fields } => format!(
+                        "Adressen: {} (Advoware {advoware_id}) only in Advoware, would be added to EspoCRM",
+                        label(fields)
+                    ),
+                    Write::EspoUpdate { espo_id, fields } => format!(
+                        "Adressen: EspoCRM address {espo_id} would be set to {}",
+                        label(fields)
+                    ),
+                });
+            }
+            let name = super::details::display_name(e);
+            for t in &ad.plan.tasks {
+                r.diff(format!("Adressen: open manual task: {}", t.message(&name)));
+            }
+        }
+    }
+    Ok(())
 }

@@ -58,6 +58,8 @@ use crate::sync::beteiligte::{
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub conflict_policy: ConflictPolicy,
+    /// Region of national phone numbers when Kommunikation values are compared.
+    pub default_region: crate::sync::contact::Region,
     /// Failures until `permanently_failed` (seeds: 5).
     pub max_retries: u32,
     /// How much later than `advowareLastSync` our own write may have set `modifiedAt`.
@@ -71,6 +73,7 @@ impl EngineSettings {
     pub fn from_config(b: &crate::config::BeteiligteSettings) -> Self {
         Self {
             conflict_policy: b.conflict_policy,
+            default_region: b.default_region,
             max_retries: b.max_retries,
             notify_user_id: b.notify_user_id.clone(),
             ..Self::default()
@@ -82,6 +85,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             conflict_policy: ConflictPolicy::EspocrmWins,
+            default_region: crate::sync::contact::Region::DE,
             max_retries: 5,
             modified_tolerance: chrono::Duration::seconds(5),
             notify_user_id: None,
@@ -111,6 +115,8 @@ pub enum Outcome {
     /// An earlier `POST` got no answer: it may have created a record we cannot find. `failed`,
     /// notified, never posted again until a person resolves it.
     CreateUncertain,
+    /// Master data equal; Kommunikation and/or Adressen written (issue 12).
+    WroteDetails,
 }
 
 impl Outcome {
@@ -126,6 +132,7 @@ impl Outcome {
             Self::Skipped(_) => "skipped",
             Self::InvalidData(_) => "invalid_data",
             Self::CreateUncertain => "create_uncertain",
+            Self::WroteDetails => "details",
         }
     }
 }
@@ -287,20 +294,35 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             _ => None,
         };
         let row_id = current.row_id.clone().unwrap_or_default();
+        // Kommunikation and Adressen (issue 12): diffed now, written with the master data.
+        let mut details = self.details_prepare(id, espo, &current).await?;
+        let manual = details.manual(&super::details::display_name(espo));
         match plan(&decision, self.settings.conflict_policy) {
             Action::Nothing => {
                 let hash = content_hash(&data);
-                let current_bookkeeping = espo.sync_status == Some(SyncStatus::Clean)
+                let want = final_status(&row_id, now, &manual);
+                let shown = espo.sync_error_message.as_deref().filter(|m| !m.is_empty());
+                let current_bookkeeping = espo.sync_status == want.sync_status
+                    && shown == want.sync_error_message.clone().flatten().as_deref()
                     && espo.advoware_row_id.as_deref() == Some(row_id.as_str())
                     && base.as_deref() == Some(hash.as_str());
-                if current_bookkeeping && mode != Mode::Check {
+                if details.is_empty() && current_bookkeeping && mode != Mode::Check {
+                    // Redis only: the bases may be new (first run after an upgrade).
+                    self.details_finish(id, espo, &details).await?;
                     return Ok(Outcome::NoChange { bookkeeping: false });
                 }
-                let after = self
-                    .espo
-                    .update(id, &json(StatusUpdate::clean(&row_id, now)))
-                    .await?;
+                self.details_write(id, bet_nr, &mut details).await?;
+                let row_id = self.row_id_after(bet_nr, &details, row_id).await?;
+                let mut patch = json(final_status(&row_id, now, &manual));
+                if let Some(arrays) = details.espo_patch() {
+                    merge(&mut patch, arrays);
+                }
+                let after = self.espo.update(id, &patch).await?;
                 self.store.synced(id, bet_nr, &hash).await?;
+                self.details_finish(id, espo, &details).await?;
+                if !details.is_empty() {
+                    return Ok(Outcome::WroteDetails);
+                }
                 if let Some(m) = after.modified_at.as_deref() {
                     self.store.set_echo(id, m).await?;
                 }
@@ -312,22 +334,34 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                     .advoware
                     .replace(bet_nr, &to_advoware(Some(&current), &data))
                     .await?;
-                let row_id = stored.row_id.unwrap_or_default();
-                self.espo
-                    .update(id, &json(StatusUpdate::clean(&row_id, now)))
+                self.details_write(id, bet_nr, &mut details).await?;
+                let row_id = self
+                    .row_id_after(bet_nr, &details, stored.row_id.unwrap_or_default())
                     .await?;
+                let mut patch = json(final_status(&row_id, now, &manual));
+                if let Some(arrays) = details.espo_patch() {
+                    merge(&mut patch, arrays);
+                }
+                self.espo.update(id, &patch).await?;
                 self.store.synced(id, bet_nr, &content_hash(&data)).await?;
+                self.details_finish(id, espo, &details).await?;
                 if let Some(fields) = &conflict {
                     self.notify_conflict(id, fields, "EspoCRM").await;
                 }
                 Ok(Outcome::WroteAdvoware { conflict })
             }
             Action::WriteEspocrm => {
-                // One write: master data and status together.
+                self.details_write(id, bet_nr, &mut details).await?;
+                let row_id = self.row_id_after(bet_nr, &details, row_id).await?;
+                // One write: master data, status and the Kommunikation arrays together.
                 let mut patch = json(to_espo_patch(&adv));
-                merge(&mut patch, json(StatusUpdate::clean(&row_id, now)));
+                merge(&mut patch, json(final_status(&row_id, now, &manual)));
+                if let Some(arrays) = details.espo_patch() {
+                    merge(&mut patch, arrays);
+                }
                 self.espo.update(id, &patch).await?;
                 self.store.synced(id, bet_nr, &content_hash(&adv)).await?;
+                self.details_finish(id, espo, &details).await?;
                 if let Some(fields) = &conflict {
                     self.notify_conflict(id, fields, "Advoware").await;
                 }
@@ -335,24 +369,52 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             }
             Action::LeaveConflict => {
                 let fields = conflict.unwrap_or_default();
-                if espo.sync_status == Some(SyncStatus::Conflict) {
+                self.details_write(id, bet_nr, &mut details).await?;
+                let arrays = details.espo_patch();
+                let already = espo.sync_status == Some(SyncStatus::Conflict);
+                if already && arrays.is_none() {
                     // Already marked and notified; writing again would echo forever.
+                    self.details_finish(id, espo, &details).await?;
                     return Ok(Outcome::ConflictLeft(fields));
                 }
-                self.espo
-                    .update(id, &json(StatusUpdate::conflict(&fields)))
-                    .await?;
-                self.notify(
-                    id,
-                    &format!(
-                        "Konflikt: in EspoCRM und Advoware geändert ({}); bitte manuell abgleichen.",
-                        fields.join(", ")
-                    ),
-                )
-                .await;
+                let mut patch = json(StatusUpdate::conflict(&fields));
+                if let Some(arrays) = arrays {
+                    merge(&mut patch, arrays);
+                }
+                self.espo.update(id, &patch).await?;
+                self.details_finish(id, espo, &details).await?;
+                if !already {
+                    self.notify(
+                        id,
+                        &format!(
+                            "Konflikt: in EspoCRM und Advoware geändert ({}); bitte manuell abgleichen.",
+                            fields.join(", ")
+                        ),
+                    )
+                    .await;
+                }
                 Ok(Outcome::ConflictLeft(fields))
             }
         }
+    }
+
+    /// Advoware's `rowId` after our writes: Kommunikation and Adressen writes change it too
+    /// (assumption, see README), so it is read again only when they happened.
+    async fn row_id_after(
+        &self,
+        bet_nr: BetNr,
+        details: &super::details::Details,
+        row_id: String,
+    ) -> Result<String, EngineError> {
+        if !details.wrote_advoware {
+            return Ok(row_id);
+        }
+        Ok(self
+            .advoware
+            .get(bet_nr)
+            .await?
+            .and_then(|b| b.row_id)
+            .unwrap_or(row_id))
     }
 
     async fn create(
@@ -481,9 +543,11 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
         .await;
     }
 
-    /// In-app notification; a failure is logged, never fails the sync.
-    async fn notify(&self, id: &EspoId, message: &str) {
-        tracing::info!(espo_id = %id, message, "Beteiligte sync notification");
+    /// In-app notification; a failure is logged, never fails the sync. The text may name
+    /// client data (addresses, numbers): logged at debug only.
+    pub(super) async fn notify(&self, id: &EspoId, message: &str) {
+        tracing::info!(espo_id = %id, "Beteiligte sync notification");
+        tracing::debug!(espo_id = %id, message, "Beteiligte sync notification text");
         let Some(user_id) = &self.settings.notify_user_id else {
             return;
         };
@@ -499,6 +563,24 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             warn!(espo_id = %id, error = %e, "notification failed");
         }
     }
+}
+
+/// The status a successful run ends with: `clean`, or `conflict` with the open manual tasks
+/// (Kommunikation conflicts under `manual`, Adressen Advoware cannot take) as the message, so
+/// the record says what a person must do; the check does not retry `conflict`.
+fn final_status(row_id: &str, now: DateTime<Utc>, manual: &[String]) -> StatusUpdate {
+    let mut s = StatusUpdate::clean(row_id, now);
+    if !manual.is_empty() {
+        s.sync_status = Some(SyncStatus::Conflict);
+        s.sync_error_message = Some(Some(
+            manual
+                .join(" | ")
+                .chars()
+                .take(crate::sync::beteiligte::status::MAX_ERROR_MESSAGE_CHARS)
+                .collect(),
+        ));
+    }
+    s
 }
 
 /// Adds the attributes of `extra` (an object) to `target` (an object).

@@ -4,6 +4,7 @@
 //!   runs against the fakes in tests and the real systems in production with the same code.
 //! - [`store`]: the per-record Redis state (create intent, link, content hash of the last sync).
 //! - [`engine`]: one run for one record — decide first, write only what changed, create once.
+//! - [`details`]: Kommunikation and Adressen of the record (issue 12), inside the same run.
 //! - [`check`]: the 15-minute `vmh.beteiligte.sync_check`.
 //!
 //! Topics: `vmh.beteiligte.create|update` run the engine for the entity of the job under the
@@ -14,6 +15,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod details;
 pub mod engine;
 pub mod sides;
 pub mod store;
@@ -296,6 +298,7 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
         if let Err(e) = guard.release().await {
             warn!(error = %e, "entity lock release failed (its TTL frees it)");
         }
+        super::bankverbindungen::requeue_waiting(ctx, &id, &result).await;
         settle(&ctx.metrics, result)
     }
     .instrument(span)

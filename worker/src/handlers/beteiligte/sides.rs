@@ -67,7 +67,7 @@ impl SideError {
     }
 }
 
-fn espo_error(e: EspoCrmError) -> SideError {
+pub(crate) fn espo_error(e: EspoCrmError) -> SideError {
     match e {
         EspoCrmError::Duplicate { duplicates, .. } => {
             SideError::Duplicate(duplicates.into_iter().map(|d| d.id).collect())
@@ -82,7 +82,7 @@ fn espo_error(e: EspoCrmError) -> SideError {
     }
 }
 
-fn advoware_error(e: AdvowareError) -> SideError {
+pub(crate) fn advoware_error(e: AdvowareError) -> SideError {
     SideError::Failed {
         system: System::Advoware,
         retryable: e.is_retryable(),
@@ -122,6 +122,39 @@ pub trait EspoSide: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<EspoBeteiligte>, SideError>>;
     /// An in-app notification.
     fn notify<'a>(&'a self, n: &'a NewNotification) -> BoxFuture<'a, Result<(), SideError>>;
+
+    /// The `CAdressen` records of a Beteiligter (issue 12); `None` when this EspoCRM keeps no
+    /// such entity (404), which switches the Adressen sync off for it. A side that does not
+    /// implement it (a test double) answers `None`.
+    fn list_adressen<'a>(
+        &'a self,
+        _id: &'a EspoId,
+    ) -> BoxFuture<'a, Result<Option<Vec<Value>>, SideError>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Creates a `CAdressen` record (`body` carries the link attribute).
+    fn create_adresse<'a>(&'a self, _body: &'a Value) -> BoxFuture<'a, Result<Value, SideError>> {
+        Box::pin(async { Err(unsupported(System::EspoCrm, "create_adresse")) })
+    }
+    /// Partial update of a `CAdressen` record.
+    fn update_adresse<'a>(
+        &'a self,
+        _id: &'a str,
+        _patch: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        Box::pin(async { Err(unsupported(System::EspoCrm, "update_adresse")) })
+    }
+}
+
+/// What a side without an optional call answers (test doubles only implement what they need).
+fn unsupported(system: System, call: &str) -> SideError {
+    SideError::Failed {
+        system,
+        message: format!("{call} is not supported by this side"),
+        retryable: false,
+        retry_after: None,
+        status: None,
+    }
 }
 
 /// Advoware as the sync needs it.
@@ -140,6 +173,41 @@ pub trait AdvowareSide: Send + Sync {
         bet_nr: BetNr,
         b: &'a AdvowareBeteiligter,
     ) -> BoxFuture<'a, Result<AdvowareBeteiligter, SideError>>;
+
+    /// `POST …/Kommunikationen`: the stored entry with its id (issue 12).
+    fn create_kommunikation<'a>(
+        &'a self,
+        _bet_nr: BetNr,
+        _body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        Box::pin(async { Err(unsupported(System::Advoware, "create_kommunikation")) })
+    }
+    /// `PUT …/Kommunikationen/{id}` (`kommKz` stays what it was; never DELETE: 403).
+    fn update_kommunikation<'a>(
+        &'a self,
+        _bet_nr: BetNr,
+        _id: i64,
+        _body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        Box::pin(async { Err(unsupported(System::Advoware, "update_kommunikation")) })
+    }
+    /// `POST …/Adressen`: every field; the stored address with its id.
+    fn create_adresse<'a>(
+        &'a self,
+        _bet_nr: BetNr,
+        _body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        Box::pin(async { Err(unsupported(System::Advoware, "create_adresse")) })
+    }
+    /// `PUT …/Adressen/{id}`: only `strasse`, `plz`, `ort`, `anschrift` take effect.
+    fn update_adresse<'a>(
+        &'a self,
+        _bet_nr: BetNr,
+        _id: i64,
+        _body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        Box::pin(async { Err(unsupported(System::Advoware, "update_adresse")) })
+    }
 }
 
 impl EspoSide for EspoCrmClient {
@@ -197,6 +265,51 @@ impl EspoSide for EspoCrmClient {
             self.create_notification(n)
                 .await
                 .map(|_| ())
+                .map_err(espo_error)
+        })
+    }
+
+    fn list_adressen<'a>(
+        &'a self,
+        id: &'a EspoId,
+    ) -> BoxFuture<'a, Result<Option<Vec<Value>>, SideError>> {
+        Box::pin(async move {
+            let query = ListQuery::new().filter(crate::clients::espocrm::Where::equals(
+                espo_fields::ADRESSEN_LINK,
+                id.as_str(),
+            ));
+            match self.list_all(espo_fields::ADRESSEN_ENTITY, &query).await {
+                Ok(list) => Ok(Some(list)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(espo_error(e)),
+            }
+        })
+    }
+
+    fn create_adresse<'a>(&'a self, body: &'a Value) -> BoxFuture<'a, Result<Value, SideError>> {
+        Box::pin(async move {
+            // An address is no person: EspoCRM's duplicate check does not apply.
+            self.create(espo_fields::ADRESSEN_ENTITY, body, true)
+                .await
+                .map_err(espo_error)
+        })
+    }
+
+    fn update_adresse<'a>(
+        &'a self,
+        id: &'a str,
+        patch: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        Box::pin(async move {
+            let id = EspoId::new(id).map_err(|e| SideError::Failed {
+                system: System::EspoCrm,
+                message: format!("invalid CAdressen id: {e}"),
+                retryable: false,
+                retry_after: None,
+                status: None,
+            })?;
+            self.update(espo_fields::ADRESSEN_ENTITY, &id, patch)
+                .await
                 .map_err(espo_error)
         })
     }
@@ -260,6 +373,47 @@ where
             decode(System::Advoware, v)
         })
     }
+
+    fn create_kommunikation<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        advoware_call(AdvowareClient::create_kommunikation(self, bet_nr, body))
+    }
+
+    fn update_kommunikation<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        id: i64,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        advoware_call(AdvowareClient::update_kommunikation(self, bet_nr, id, body))
+    }
+
+    fn create_adresse<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        advoware_call(AdvowareClient::create_adresse(self, bet_nr, body))
+    }
+
+    fn update_adresse<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        id: i64,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        advoware_call(AdvowareClient::update_adresse(self, bet_nr, id, body))
+    }
+}
+
+/// A sub-record call of the client as a side call.
+fn advoware_call<'a>(
+    call: impl std::future::Future<Output = Result<Value, AdvowareError>> + Send + 'a,
+) -> BoxFuture<'a, Result<Value, SideError>> {
+    Box::pin(async move { call.await.map_err(advoware_error) })
 }
 
 fn encode(b: &AdvowareBeteiligter) -> Result<Value, SideError> {

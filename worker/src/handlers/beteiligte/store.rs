@@ -11,12 +11,20 @@
 //!   last sync, the exact base of the next decision.
 //! - `echo`: EspoCRM's `modifiedAt` after our last status-only write (a failure, the check's
 //!   refresh), so the webhook that write causes is recognised as our own (engine docs).
+//! - `komm`: the Kommunikation base of the 3-way merge (JSON list of
+//!   [`BaseEntry`]: Advoware entry id, kommKz, value) as both sides held it after the last run.
+//! - `komm_intent`: set right before the first Kommunikation write of a run, removed with the new
+//!   base after the last one. A run that finds it resumes: it diffs against the stored base
+//!   only (not completed by the markers of entries the interrupted run wrote), see the engine.
+//! - `adressen`: the Adressen base ([`AdressenBase`]: pairs, what each side held, notified tasks).
 
 use bitbylaw_core::ids::{BetNr, EspoId};
 use redis::aio::ConnectionLike;
 use redis::AsyncCommands as _;
 
 use crate::keys;
+use crate::sync::beteiligte::adressen::AdressenBase;
+use crate::sync::beteiligte::kommunikation::BaseEntry;
 
 #[derive(Debug, Clone)]
 pub struct BeteiligteStore<C> {
@@ -111,6 +119,70 @@ impl<C: ConnectionLike + Clone + Send + Sync> BeteiligteStore<C> {
         self.conn
             .clone()
             .hset(keys::beteiligte(id.as_str()), "echo", modified_at)
+            .await
+    }
+
+    /// The Kommunikation base; `None` if never stored (or unreadable: then the markers rebuild it).
+    pub async fn komm_base(&self, id: &EspoId) -> redis::RedisResult<Option<Vec<BaseEntry>>> {
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .hget(keys::beteiligte(id.as_str()), "komm")
+            .await?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// Whether an earlier run started Kommunikation writes and did not finish them.
+    pub async fn komm_intent(&self, id: &EspoId) -> redis::RedisResult<bool> {
+        self.conn
+            .clone()
+            .hexists(keys::beteiligte(id.as_str()), "komm_intent")
+            .await
+    }
+
+    /// Written before the first Kommunikation write of a run.
+    pub async fn set_komm_intent(&self, id: &EspoId) -> redis::RedisResult<()> {
+        self.conn
+            .clone()
+            .hset(keys::beteiligte(id.as_str()), "komm_intent", "1")
+            .await
+    }
+
+    /// The new base after every write of the run; ends the intent in the same step.
+    pub async fn set_komm_base(&self, id: &EspoId, base: &[BaseEntry]) -> redis::RedisResult<()> {
+        let key = keys::beteiligte(id.as_str());
+        let json = serde_json::to_string(base).unwrap_or_else(|_| "[]".into());
+        redis::pipe()
+            .atomic()
+            .hset(&key, "komm", json)
+            .ignore()
+            .hdel(&key, "komm_intent")
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// The Adressen base (empty if never stored).
+    pub async fn adressen_base(&self, id: &EspoId) -> redis::RedisResult<AdressenBase> {
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .hget(keys::beteiligte(id.as_str()), "adressen")
+            .await?;
+        Ok(raw
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .unwrap_or_default())
+    }
+
+    pub async fn set_adressen_base(
+        &self,
+        id: &EspoId,
+        base: &AdressenBase,
+    ) -> redis::RedisResult<()> {
+        let json = serde_json::to_string(base).unwrap_or_else(|_| "{}".into());
+        self.conn
+            .clone()
+            .hset(keys::beteiligte(id.as_str()), "adressen", json)
             .await
     }
 

@@ -15,9 +15,14 @@
 //!   failed → permanently_failed, deleted_in_advoware, conflict, 24 h reset) and the action a
 //!   decision leads to under the [`ConflictPolicy`].
 //!
+//! - [`kommunikation`]: e-mail/phone entries, 3-way against the last synced base (issue 12).
+//! - [`adressen`]: `CAdressen` ↔ Advoware `adressen[]`, what Advoware cannot write becomes a
+//!   manual task (issue 12).
+//!
 //! Field names of `CBeteiligte` beyond the sync fields are the firm's customisation and not
 //! documented publicly; they are constants in [`model::espo_fields`] (see the README).
 
+pub mod adressen;
 pub mod decide;
 pub mod kommunikation;
 pub mod mapping;

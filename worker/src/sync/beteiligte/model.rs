@@ -32,6 +32,12 @@ pub mod espo_fields {
     pub const SYNC_RETRY_COUNT: &str = "syncRetryCount";
     pub const ADVOWARE_DELETED_AT: &str = "advowareDeletedAt";
     pub const MODIFIED_AT: &str = "modifiedAt";
+    pub const EMAIL_ADDRESS_DATA: &str = "emailAddressData";
+    pub const PHONE_NUMBER_DATA: &str = "phoneNumberData";
+    /// The firm's address entity (issue 12; uncertain, see README) and its link attribute to
+    /// the `CBeteiligte`.
+    pub const ADRESSEN_ENTITY: &str = "CAdressen";
+    pub const ADRESSEN_LINK: &str = "beteiligteId";
 }
 
 /// The seeds' `syncStatus` values of a `CBeteiligte` record.
@@ -184,6 +190,13 @@ pub struct EspoBeteiligte {
     /// Maintained by EspoCRM on every change, `YYYY-MM-DD HH:mm:ss` UTC.
     #[serde(default)]
     pub modified_at: Option<String>,
+    // ----- Kommunikation (issue 12): `None` when the read did not carry the array
+    /// E-mail addresses with their flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_address_data: Option<Vec<super::kommunikation::EspoEmailAddress>>,
+    /// Phone numbers with type and flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number_data: Option<Vec<super::kommunikation::EspoPhoneNumber>>,
     /// The primary phone number as EspoCRM stores it. Read only, for the 3CX lookup index
     /// (`handlers::beteiligte::IndexingEspo`); the sync does not map it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
