@@ -7,14 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use bitbylaw_fakes::advoware::{self, AdvowareConfig};
+use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake};
 use bitbylaw_fakes::espocrm::{self, EspoCrmConfig, EspoCrmFake};
 use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
 use bitbylaw_worker::config::{EspoCrmSettings, Secret};
+use bitbylaw_worker::handlers::telephony::matching::Match;
 use bitbylaw_worker::handlers::telephony::{index, lookup};
 use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
 use bitbylaw_worker::sync::contact::Region;
-use common::sides::{advoware_client, advoware_settings};
+use common::sides::{advoware_client, advoware_settings, Aw};
 use common::{gateway_request, now_secs, signed_lookup, wait_for, RedisServer, Worker, SECRET};
 use serde_json::{json, Value};
 
@@ -39,17 +40,64 @@ async fn manager(redis: &RedisServer) -> redis::aio::ConnectionManager {
         .unwrap()
 }
 
+/// The worker with only EspoCRM configured (the lookup and the leads handler).
+fn espo_worker(redis: &RedisServer, fake: &EspoCrmFake) -> Worker {
+    let api = fake.api_url();
+    let key = fake.config().api_key.clone();
+    Worker::spawn(
+        &redis.url(),
+        &[("ESPOCRM_API_BASE_URL", &api), ("ESPOCRM_API_KEY", &key)],
+        &[],
+    )
+}
+
+/// The index entry of `e164`, which must exist.
+async fn indexed(conn: &redis::aio::ConnectionManager, e164: &str) -> Match {
+    lookup::index_get(conn.clone(), e164)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{e164} is not indexed"))
+}
+
+fn contact(id: &str) -> Match {
+    Match {
+        entity: "Contact",
+        record: json!({"id": id, "lastName": "Kontakt"}),
+    }
+}
+
+/// Both fakes, Redis and the real clients for a Beteiligte run.
+struct Parties {
+    redis: RedisServer,
+    espo: EspoCrmFake,
+    advoware: AdvowareFake,
+    aw: Aw,
+    crm: EspoCrmClient,
+    conn: redis::aio::ConnectionManager,
+}
+
+async fn parties() -> Parties {
+    let redis = RedisServer::start(false);
+    let espo = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    let advoware = advoware::start(AdvowareConfig::default()).await.unwrap();
+    let aw = advoware_client(&advoware_settings(&advoware), redis.conn().await);
+    let crm = crm(&espo, None);
+    let conn = manager(&redis).await;
+    Parties {
+        redis,
+        espo,
+        advoware,
+        aw,
+        crm,
+        conn,
+    }
+}
+
 #[tokio::test]
 async fn a_lookup_after_a_lead_sync_is_answered_warm_without_espocrm() {
     let redis = RedisServer::start(false);
     let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let api = fake.api_url();
-    let key = fake.config().api_key.clone();
-    let w = Worker::spawn(
-        &redis.url(),
-        &[("ESPOCRM_API_BASE_URL", &api), ("ESPOCRM_API_KEY", &key)],
-        &[],
-    );
+    let w = espo_worker(&redis, &fake);
     let lead = json!({
         "schema_version": "1", "event": "lead.created", "lead_type": "mieter",
         "contact": {"first_name": "Erika", "last_name": "Musterfrau",
@@ -160,10 +208,7 @@ async fn the_full_refresh_indexes_every_person_with_the_lookups_priority() {
         .unwrap();
     assert_eq!(stats.indexed, 8, "{stats:?}");
     assert_eq!(stats.unusable, 1, "{stats:?}");
-    let get = |n: &'static str| {
-        let conn = conn.clone();
-        async move { lookup::index_get(conn, n).await.unwrap().expect(n) }
-    };
+    let get = |n: &'static str| indexed(&conn, n);
     let m = get("+49301234567").await;
     assert_eq!(
         (m.entity, m.id()),
@@ -181,7 +226,7 @@ async fn the_full_refresh_indexes_every_person_with_the_lookups_priority() {
         second["id"].as_str().unwrap()
     );
     // A later lead write does not displace the Contact of the same number.
-    let lead_match = bitbylaw_worker::handlers::telephony::matching::Match {
+    let lead_match = Match {
         entity: "Lead",
         record: json!({"id": lead["id"], "lastName": "Lead-Person"}),
     };
@@ -227,13 +272,7 @@ async fn a_records_second_number_is_answered_warm_after_the_refresh_and_found_co
                        {"phoneNumber": "+49221456456", "type": "Home", "primary": false}]}),
         )
         .unwrap();
-    let api = fake.api_url();
-    let key = fake.config().api_key.clone();
-    let w = Worker::spawn(
-        &redis.url(),
-        &[("ESPOCRM_API_BASE_URL", &api), ("ESPOCRM_API_KEY", &key)],
-        &[],
-    );
+    let w = espo_worker(&redis, &fake);
     fake.controls().clear_requests();
     let v: Value = signed_lookup(&w.base, "+49 171 8889990", LOOKUP_TOPIC, SECRET)
         .send()
@@ -263,11 +302,11 @@ async fn a_records_second_number_is_answered_warm_after_the_refresh_and_found_co
         !fake.controls().requests().is_empty(),
         "cold: EspoCRM searched"
     );
-    let m = lookup::index_get(conn, "+49221456456")
-        .await
-        .unwrap()
-        .expect("indexed by the cold lookup");
-    assert_eq!(m.id(), lead["id"].as_str().unwrap());
+    assert_eq!(
+        indexed(&conn, "+49221456456").await.id(),
+        lead["id"].as_str().unwrap(),
+        "indexed by the cold lookup"
+    );
 }
 
 /// The Beteiligte sync reads each `CBeteiligte` through [`index::beteiligte_sides`]: the party
@@ -277,13 +316,9 @@ async fn a_records_second_number_is_answered_warm_after_the_refresh_and_found_co
 async fn the_beteiligte_sync_indexes_the_parties_it_reads() {
     use bitbylaw_core::ids::EspoId;
     use bitbylaw_worker::handlers::beteiligte::sides::EspoSide;
-    let redis = RedisServer::start(false);
-    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let aw_fake = advoware::start(AdvowareConfig::default()).await.unwrap();
-    let aw = advoware_client(&advoware_settings(&aw_fake), redis.conn().await);
-    let crm = crm(&fake, None);
-    let conn = manager(&redis).await;
-    let bet = fake
+    let p = parties().await;
+    let bet = p
+        .espo
         .insert(
             "CBeteiligte",
             json!({"firmenname": "Muster GmbH", "phoneNumber": "0511 444555",
@@ -293,36 +328,29 @@ async fn the_beteiligte_sync_indexes_the_parties_it_reads() {
         )
         .unwrap();
     let id = EspoId::new(bet["id"].as_str().unwrap()).unwrap();
-    let sides = index::beteiligte_sides(&crm, &aw, Some(conn.clone()), Region::DE, &id);
-    fake.controls().clear_requests();
+    let sides = index::beteiligte_sides(&p.crm, &p.aw, Some(p.conn.clone()), Region::DE, &id);
+    p.espo.controls().clear_requests();
     let got = sides.espo.get(&id).await.unwrap().expect("record");
     assert_eq!(got.phone_number.as_deref(), Some("0511 444555"));
     assert_eq!(
-        fake.controls().requests().len(),
+        p.espo.controls().requests().len(),
         1,
         "one read, nothing extra"
     );
     for number in ["+49511444555", "+491764445556"] {
-        let m = lookup::index_get(conn.clone(), number)
-            .await
-            .unwrap()
-            .expect(number);
+        let m = indexed(&p.conn, number).await;
         assert_eq!((m.entity, m.id()), ("CBeteiligte", id.as_str()));
     }
     // A Contact indexed for a number keeps it.
-    let contact = bitbylaw_worker::handlers::telephony::matching::Match {
-        entity: "Contact",
-        record: json!({"id": "contact00000000001", "lastName": "Kontakt"}),
-    };
-    lookup::index_put(conn.clone(), "+49511444555", &contact)
-        .await
-        .unwrap();
+    lookup::index_put(
+        p.conn.clone(),
+        "+49511444555",
+        &contact("contact00000000001"),
+    )
+    .await
+    .unwrap();
     sides.espo.get(&id).await.unwrap();
-    let m = lookup::index_get(conn, "+49511444555")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(m.entity, "Contact");
+    assert_eq!(indexed(&p.conn, "+49511444555").await.entity, "Contact");
 }
 
 /// A number held only in Advoware's `kommunikation[]` of a synced Beteiligter (FACTS §1: it comes
@@ -334,13 +362,8 @@ async fn a_number_only_in_advoware_kommunikation_is_answered_warm_after_a_beteil
     use bitbylaw_core::ids::EspoId;
     use bitbylaw_worker::handlers::beteiligte::engine::{Engine, EngineSettings};
     use bitbylaw_worker::handlers::beteiligte::store::BeteiligteStore;
-    let redis = RedisServer::start(false);
-    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let aw_fake = advoware::start(AdvowareConfig::default()).await.unwrap();
-    let aw = advoware_client(&advoware_settings(&aw_fake), redis.conn().await);
-    let crm = crm(&fake, None);
-    let conn = manager(&redis).await;
-    let bet_nr = aw_fake.insert_beteiligter(json!({
+    let p = parties().await;
+    let bet_nr = p.advoware.insert_beteiligter(json!({
         "name": "Partei", "vorname": "Paula",
         "kommunikation": [
             {"kommKz": 1, "tlf": "0511 7654321", "bemerkung": "Kanzlei", "online": false},
@@ -348,8 +371,9 @@ async fn a_number_only_in_advoware_kommunikation_is_answered_warm_after_a_beteil
             {"kommKz": 4, "tlf": "paula@example.de", "bemerkung": null, "online": true},
         ]
     }));
-    let row_id = aw_fake.beteiligter(bet_nr).unwrap()["rowId"].clone();
-    let bet = fake
+    let row_id = p.advoware.beteiligter(bet_nr).unwrap()["rowId"].clone();
+    let bet = p
+        .espo
         .insert(
             "CBeteiligte",
             json!({"firstName": "Paula", "lastName": "Partei", "betnr": bet_nr,
@@ -358,15 +382,15 @@ async fn a_number_only_in_advoware_kommunikation_is_answered_warm_after_a_beteil
         .unwrap();
     let id = EspoId::new(bet["id"].as_str().unwrap()).unwrap();
     // A Contact already owns the mobile number.
-    let contact = bitbylaw_worker::handlers::telephony::matching::Match {
-        entity: "Contact",
-        record: json!({"id": "contact00000000002", "lastName": "Kontakt"}),
-    };
-    lookup::index_put(conn.clone(), "+491712223334", &contact)
-        .await
-        .unwrap();
-    let sides = index::beteiligte_sides(&crm, &aw, Some(conn.clone()), Region::DE, &id);
-    let store = BeteiligteStore::new(redis.conn().await);
+    lookup::index_put(
+        p.conn.clone(),
+        "+491712223334",
+        &contact("contact00000000002"),
+    )
+    .await
+    .unwrap();
+    let sides = index::beteiligte_sides(&p.crm, &p.aw, Some(p.conn.clone()), Region::DE, &id);
+    let store = BeteiligteStore::new(p.redis.conn().await);
     let engine = Engine {
         espo: &sides.espo,
         advoware: &sides.advoware,
@@ -374,31 +398,15 @@ async fn a_number_only_in_advoware_kommunikation_is_answered_warm_after_a_beteil
         settings: &EngineSettings::default(),
     };
     engine
-        .sync_one(&id, fake.clock().now())
+        .sync_one(&id, p.espo.clock().now())
         .await
         .expect("sync run");
-    let m = lookup::index_get(conn.clone(), "+495117654321")
-        .await
-        .unwrap()
-        .expect("the Advoware number is indexed");
+    let m = indexed(&p.conn, "+495117654321").await;
     assert_eq!((m.entity, m.id()), ("CBeteiligte", id.as_str()));
-    assert_eq!(
-        lookup::index_get(conn.clone(), "+491712223334")
-            .await
-            .unwrap()
-            .unwrap()
-            .entity,
-        "Contact"
-    );
+    assert_eq!(indexed(&p.conn, "+491712223334").await.entity, "Contact");
 
-    let api = fake.api_url();
-    let key = fake.config().api_key.clone();
-    let w = Worker::spawn(
-        &redis.url(),
-        &[("ESPOCRM_API_BASE_URL", &api), ("ESPOCRM_API_KEY", &key)],
-        &[],
-    );
-    fake.controls().clear_requests();
+    let w = espo_worker(&p.redis, &p.espo);
+    p.espo.controls().clear_requests();
     let r = signed_lookup(&w.base, "0511/7654321", LOOKUP_TOPIC, SECRET)
         .send()
         .await
@@ -421,7 +429,7 @@ async fn a_number_only_in_advoware_kommunikation_is_answered_warm_after_a_beteil
         "{v}"
     );
     assert!(
-        fake.controls().requests().is_empty(),
+        p.espo.controls().requests().is_empty(),
         "a warm lookup asks EspoCRM nothing"
     );
 }
