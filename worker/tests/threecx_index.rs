@@ -40,6 +40,19 @@ async fn manager(redis: &RedisServer) -> redis::aio::ConnectionManager {
         .unwrap()
 }
 
+/// A record as EspoCRM holds it: `phoneNumberData[]` (`(number, type)`, the first primary) and
+/// `phoneNumber`, the primary's value.
+fn with_numbers(mut record: Value, numbers: &[(&str, &str)]) -> Value {
+    let data: Vec<Value> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, (n, t))| json!({"phoneNumber": n, "type": t, "primary": i == 0}))
+        .collect();
+    record["phoneNumber"] = json!(numbers.first().map(|(n, _)| *n));
+    record["phoneNumberData"] = json!(data);
+    record
+}
+
 /// The worker with only EspoCRM configured (the lookup and the leads handler).
 fn espo_worker(redis: &RedisServer, fake: &EspoCrmFake) -> Worker {
     let api = fake.api_url();
@@ -196,10 +209,10 @@ async fn the_full_refresh_indexes_every_person_with_the_lookups_priority() {
     let second = fake
         .insert(
             "Lead",
-            json!({"lastName": "Zwei", "phoneNumber": "0341 100200",
-                   "phoneNumberData": [
-                       {"phoneNumber": "0341 100200", "type": "Office", "primary": true},
-                       {"phoneNumber": "0341 100201", "type": "Fax", "primary": false}]}),
+            with_numbers(
+                json!({"lastName": "Zwei"}),
+                &[("0341 100200", "Office"), ("0341 100201", "Fax")],
+            ),
         )
         .unwrap();
     let conn = manager(&redis).await;
@@ -250,11 +263,14 @@ async fn a_records_second_number_is_answered_warm_after_the_refresh_and_found_co
     let contact = fake
         .insert(
             "Contact",
-            json!({"firstName": "Zora", "lastName": "Zweitnummer", "phoneNumber": "030 999000",
-                   "phoneNumberData": [
-                       {"phoneNumber": "030 999000", "type": "Office", "primary": true},
-                       {"phoneNumber": "0171 8889990", "type": "Mobile", "primary": false},
-                       {"phoneNumber": "kein Anschluss", "type": "Other", "primary": false}]}),
+            with_numbers(
+                json!({"firstName": "Zora", "lastName": "Zweitnummer"}),
+                &[
+                    ("030 999000", "Office"),
+                    ("0171 8889990", "Mobile"),
+                    ("kein Anschluss", "Other"),
+                ],
+            ),
         )
         .unwrap();
     let conn = manager(&redis).await;
@@ -266,10 +282,10 @@ async fn a_records_second_number_is_answered_warm_after_the_refresh_and_found_co
     let lead = fake
         .insert(
             "Lead",
-            json!({"lastName": "Spät", "phoneNumber": "0221 123123",
-                   "phoneNumberData": [
-                       {"phoneNumber": "0221 123123", "type": "Office", "primary": true},
-                       {"phoneNumber": "+49221456456", "type": "Home", "primary": false}]}),
+            with_numbers(
+                json!({"lastName": "Spät"}),
+                &[("0221 123123", "Office"), ("+49221456456", "Home")],
+            ),
         )
         .unwrap();
     let w = espo_worker(&redis, &fake);
@@ -321,10 +337,10 @@ async fn the_beteiligte_sync_indexes_the_parties_it_reads() {
         .espo
         .insert(
             "CBeteiligte",
-            json!({"firmenname": "Muster GmbH", "phoneNumber": "0511 444555",
-                   "phoneNumberData": [
-                       {"phoneNumber": "0511 444555", "type": "Office", "primary": true},
-                       {"phoneNumber": "0176 4445556", "type": "Mobile", "primary": false}]}),
+            with_numbers(
+                json!({"firmenname": "Muster GmbH"}),
+                &[("0511 444555", "Office"), ("0176 4445556", "Mobile")],
+            ),
         )
         .unwrap();
     let id = EspoId::new(bet["id"].as_str().unwrap()).unwrap();
