@@ -420,6 +420,18 @@ async fn a_number_only_in_advoware_kommunikation_is_answered_warm_after_a_beteil
     let m = indexed(&p.conn, "+495117654321").await;
     assert_eq!((m.entity, m.id()), ("CBeteiligte", id.as_str()));
     assert_eq!(indexed(&p.conn, "+491712223334").await.entity, "Contact");
+    // Renamed in Advoware: the next run rewrites the entry it wrote.
+    p.advoware
+        .edit_beteiligter(bet_nr, json!({"name": "Parteineu"}));
+    p.espo.clock().advance_secs(60);
+    engine
+        .sync_one(&id, p.espo.clock().now())
+        .await
+        .expect("second run");
+    assert_eq!(
+        indexed(&p.conn, "+495117654321").await.record["lastName"],
+        "Parteineu"
+    );
 
     let w = espo_worker(&p.redis, &p.espo);
     p.espo.controls().clear_requests();
@@ -434,7 +446,7 @@ async fn a_number_only_in_advoware_kommunikation_is_answered_warm_after_a_beteil
     assert_eq!(c["EntityId"], id.as_str());
     assert_eq!(
         (&c["FirstName"], &c["LastName"]),
-        (&json!("Paula"), &json!("Partei"))
+        (&json!("Paula"), &json!("Parteineu"))
     );
     assert_eq!(c["PhoneBusiness"], "0511/7654321");
     assert!(

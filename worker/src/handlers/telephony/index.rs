@@ -171,6 +171,10 @@ pub struct BeteiligteSides<'a> {
     pub advoware: IndexingAdvoware<'a>,
 }
 
+/// Marks an index entry written from the Advoware copy of a `CBeteiligte` (the lookup's answer
+/// ignores it).
+pub const FROM_ADVOWARE: &str = "fromAdvoware";
+
 #[derive(Clone)]
 struct BeteiligteTarget {
     /// `None`: no index (Redis unavailable when the run started).
@@ -180,9 +184,11 @@ struct BeteiligteTarget {
 }
 
 impl BeteiligteTarget {
-    /// Puts `record` (a `CBeteiligte` of the run) under each of `numbers`. With `keep_same`, an
-    /// entry already pointing at this record stays as it is (only its lifetime is renewed):
-    /// the EspoCRM side's entry carries more than the Advoware side knows (e-mail).
+    /// Puts `record` (a `CBeteiligte` of the run) under each of `numbers`. With `keep_same` (the
+    /// Advoware side), an entry written from EspoCRM's copy of this record stays as it is (only
+    /// its lifetime is renewed): the record as EspoCRM shows it wins over Advoware's copy. An
+    /// entry written from Advoware ([`FROM_ADVOWARE`]) is rewritten, so a renamed party shows
+    /// the new name.
     async fn put(&self, numbers: &[String], record: Value, keep_same: bool) {
         let Some(conn) = &self.index else { return };
         let (numbers, _) = normalised(numbers.iter().map(String::as_str), self.region);
@@ -191,15 +197,24 @@ impl BeteiligteTarget {
             record,
         };
         for e164 in numbers {
-            if keep_same {
-                if let Ok(Some(existing)) = index_get(conn.clone(), &e164).await {
-                    if existing.entity == m.entity && existing.id() == m.id() {
-                        let _ = index_put(conn.clone(), &e164, &existing).await;
-                        continue;
-                    }
+            let current = match keep_same {
+                true => index_get(conn.clone(), &e164).await,
+                false => Ok(None),
+            };
+            let written = match current {
+                Ok(Some(existing))
+                    if existing.entity == m.entity
+                        && existing.id() == m.id()
+                        && existing.record.get(FROM_ADVOWARE).is_none() =>
+                {
+                    index_put(conn.clone(), &e164, &existing).await
                 }
+                _ => put_preferring(conn.clone(), &e164, &m).await.map(drop),
+            };
+            if let Err(e) = written {
+                // Best effort: the next run or the nightly refresh writes it.
+                tracing::debug!(espo_id = %self.espo_id.as_str(), error = %e, "3CX index write failed");
             }
-            let _ = put_preferring(conn.clone(), &e164, &m).await;
         }
     }
 
@@ -232,10 +247,12 @@ impl BeteiligteTarget {
         let record = match b.vorname.as_deref().filter(|v| !v.trim().is_empty()) {
             Some(first) => serde_json::json!({
                 "id": self.espo_id.as_str(), "firstName": first, "lastName": name,
+                FROM_ADVOWARE: true,
             }),
             // No first name: a company (or a name kept in one field).
             None => serde_json::json!({
                 "id": self.espo_id.as_str(), "name": name, "accountName": name,
+                FROM_ADVOWARE: true,
             }),
         };
         self.put(&numbers, record, true).await;
