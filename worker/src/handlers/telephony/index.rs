@@ -317,6 +317,25 @@ impl EspoSide for IndexingEspo<'_> {
     fn notify<'a>(&'a self, n: &'a NewNotification) -> BoxFuture<'a, Result<(), SideError>> {
         self.inner.notify(n)
     }
+
+    fn list_adressen<'a>(
+        &'a self,
+        id: &'a EspoId,
+    ) -> BoxFuture<'a, Result<Option<Vec<Value>>, SideError>> {
+        self.inner.list_adressen(id)
+    }
+
+    fn create_adresse<'a>(&'a self, body: &'a Value) -> BoxFuture<'a, Result<Value, SideError>> {
+        self.inner.create_adresse(body)
+    }
+
+    fn update_adresse<'a>(
+        &'a self,
+        id: &'a str,
+        patch: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        self.inner.update_adresse(id, patch)
+    }
 }
 
 /// The Advoware side of a Beteiligte run, indexing the Kommunikation of every record it reads
@@ -358,6 +377,40 @@ impl AdvowareSide for IndexingAdvoware<'_> {
             self.target.advoware(&stored).await;
             Ok(stored)
         })
+    }
+
+    fn create_kommunikation<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        self.inner.create_kommunikation(bet_nr, body)
+    }
+
+    fn update_kommunikation<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        id: i64,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        self.inner.update_kommunikation(bet_nr, id, body)
+    }
+
+    fn create_adresse<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        self.inner.create_adresse(bet_nr, body)
+    }
+
+    fn update_adresse<'a>(
+        &'a self,
+        bet_nr: BetNr,
+        id: i64,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, SideError>> {
+        self.inner.update_adresse(bet_nr, id, body)
     }
 }
 

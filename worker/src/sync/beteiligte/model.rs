@@ -201,10 +201,6 @@ pub struct EspoBeteiligte {
     /// (`handlers::telephony::index::IndexingEspo`); the sync does not map it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
-    /// Phone numbers with type and flags (`None` when the read did not carry the array). Read
-    /// for the 3CX lookup index, which indexes every number, not only the primary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone_number_data: Option<Vec<super::kommunikation::EspoPhoneNumber>>,
 }
 
 /// The master-data attributes the sync writes to EspoCRM, all of them: `null` clears a field
