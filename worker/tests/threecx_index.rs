@@ -338,7 +338,8 @@ async fn the_beteiligte_sync_indexes_the_parties_it_reads() {
         .insert(
             "CBeteiligte",
             with_numbers(
-                json!({"firmenname": "Muster GmbH"}),
+                json!({"firmenname": "Muster GmbH", "emailAddressData": [
+                    {"emailAddress": "info@muster.example", "primary": true}]}),
                 &[("0511 444555", "Office"), ("0176 4445556", "Mobile")],
             ),
         )
@@ -356,6 +357,7 @@ async fn the_beteiligte_sync_indexes_the_parties_it_reads() {
     for number in ["+49511444555", "+491764445556"] {
         let m = indexed(&p.conn, number).await;
         assert_eq!((m.entity, m.id()), ("CBeteiligte", id.as_str()));
+        assert_eq!(m.record["emailAddress"], "info@muster.example");
     }
     // A Contact indexed for a number keeps it.
     lookup::index_put(

@@ -227,6 +227,13 @@ impl BeteiligteTarget {
             "name": b.firmenname,
             "accountName": b.firmenname,
             "phoneNumber": b.phone_number,
+            // The primary e-mail (the first entry when none is flagged), for the answer's Email.
+            "emailAddress": b.email_address_data.as_ref().and_then(|list| {
+                list.iter()
+                    .find(|e| e.primary)
+                    .or(list.first())
+                    .map(|e| e.email_address.as_str())
+            }),
         });
         if let Some(data) = &b.phone_number_data {
             record["phoneNumberData"] = serde_json::to_value(data).unwrap_or_default();
