@@ -880,7 +880,37 @@ fn query_text(v: &Value) -> Option<String> {
     }
 }
 
+/// EspoCRM's ORM filters `phoneNumber` / `emailAddress` with `equals` or `in` through a subquery
+/// over all of the record's numbers (addresses), not only the primary one: a record is found by
+/// its second number too.
+fn matches_any_address(record: &Value, cond: &WhereItem) -> Option<Result<bool, String>> {
+    let attr = cond.attribute.as_deref()?;
+    let data = match attr {
+        "phoneNumber" => "phoneNumberData",
+        "emailAddress" => "emailAddressData",
+        _ => return None,
+    };
+    if !matches!(cond.kind.as_str(), "equals" | "in") {
+        return None;
+    }
+    let entries = record.get(data)?.as_array()?;
+    let mut any = false;
+    for value in entries.iter().filter_map(|e| e.get(attr)) {
+        // One entry as a plain record (no array: no recursion).
+        match matches(&json!({ attr: value }), cond) {
+            Ok(hit) => any |= hit,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(any))
+}
+
 fn matches(record: &Value, cond: &WhereItem) -> Result<bool, String> {
+    if let Some(hit) = matches_any_address(record, cond) {
+        if hit? {
+            return Ok(true);
+        }
+    }
     let attr = cond.attribute.as_deref().unwrap_or_default();
     let field = record.get(attr).unwrap_or(&Value::Null);
     let field_text = text_of(field);

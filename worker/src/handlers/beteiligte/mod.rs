@@ -268,14 +268,17 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
         let guard = ctx.lock(LOCK_TYPE, id.as_str()).await?;
         let store = BeteiligteStore::new(ctx.redis().await?);
         let settings = EngineSettings::from_config(&ctx.config.beteiligte);
-        let indexing = IndexingEspo {
-            inner: sides.espo.as_ref(),
-            index: ctx.redis().await.ok(),
-            region: ctx.config.threecx.default_region,
-        };
+        // The run's reads feed the 3CX lookup index (both sides' numbers, no extra request).
+        let indexed = crate::handlers::telephony::index::beteiligte_sides(
+            sides.espo.as_ref(),
+            sides.advoware.as_ref(),
+            ctx.redis().await.ok(),
+            ctx.config.threecx.default_region,
+            &id,
+        );
         let engine = Engine {
-            espo: &indexing,
-            advoware: sides.advoware.as_ref(),
+            espo: &indexed.espo,
+            advoware: &indexed.advoware,
             store: &store,
             settings: &settings,
         };
@@ -303,80 +306,6 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
     }
     .instrument(span)
     .await
-}
-
-/// The EspoCRM side as the sync run sees it, plus the 3CX lookup index: every `CBeteiligte`
-/// the run reads or writes goes under its phone number into `bbl:phone:*` (never displacing a
-/// Contact of the same number), so a call from a party pops up warm. No extra EspoCRM request;
-/// an index failure never fails the sync.
-pub struct IndexingEspo<'a> {
-    pub inner: &'a dyn EspoSide,
-    /// `None`: no index (Redis unavailable when the run started).
-    pub index: Option<redis::aio::ConnectionManager>,
-    pub region: crate::sync::contact::Region,
-}
-
-impl IndexingEspo<'_> {
-    async fn index(&self, b: &crate::sync::beteiligte::EspoBeteiligte) {
-        let (Some(conn), Some(id), Some(raw)) = (&self.index, &b.id, &b.phone_number) else {
-            return;
-        };
-        let Ok(e164) = crate::sync::contact::normalize_phone(raw, self.region) else {
-            return;
-        };
-        let record = serde_json::json!({
-            "id": id.as_str(),
-            "firstName": b.first_name,
-            "lastName": b.last_name,
-            "name": b.firmenname,
-            "accountName": b.firmenname,
-            "phoneNumber": raw,
-        });
-        let m = crate::handlers::telephony::matching::Match {
-            entity: "CBeteiligte",
-            record,
-        };
-        let _ = crate::handlers::telephony::index::put_preferring(conn.clone(), &e164, &m).await;
-    }
-}
-
-impl EspoSide for IndexingEspo<'_> {
-    fn get<'a>(
-        &'a self,
-        id: &'a EspoId,
-    ) -> BoxFuture<'a, Result<Option<crate::sync::beteiligte::EspoBeteiligte>, sides::SideError>>
-    {
-        Box::pin(async move {
-            let got = self.inner.get(id).await?;
-            if let Some(b) = &got {
-                self.index(b).await;
-            }
-            Ok(got)
-        })
-    }
-
-    fn update<'a>(
-        &'a self,
-        id: &'a EspoId,
-        patch: &'a Value,
-    ) -> BoxFuture<'a, Result<crate::sync::beteiligte::EspoBeteiligte, sides::SideError>> {
-        Box::pin(async move {
-            let b = self.inner.update(id, patch).await?;
-            self.index(&b).await;
-            Ok(b)
-        })
-    }
-
-    fn list<'a>(
-        &'a self,
-        query: &'a crate::clients::espocrm::ListQuery,
-    ) -> BoxFuture<'a, Result<Vec<crate::sync::beteiligte::EspoBeteiligte>, sides::SideError>> {
-        self.inner.list(query)
-    }
-
-    fn notify<'a>(&'a self, n: &'a NewNotification) -> BoxFuture<'a, Result<(), sides::SideError>> {
-        self.inner.notify(n)
-    }
 }
 
 /// `vmh.beteiligte.delete`: the record is gone in EspoCRM. Unlink (drop the Redis link), log and

@@ -1,7 +1,8 @@
 //! The 3CX contact lookup (`GET /3cx/lookup?phone=…`, screen pop while the phone rings).
 //!
-//! Warm path: the phone → person index in Redis (`keys::phone`, filled by the call journal and by
-//! cold lookups). Cold path: the EspoCRM search of [`super::matching`] under a deadline; past it
+//! Warm path: the phone → person index in Redis (`keys::phone`, filled by the call journal, by
+//! cold lookups and by [`super::index`]: the sync handlers and the nightly refresh, with every
+//! EspoCRM number of a person and the Advoware Kommunikation numbers of a Beteiligter). Cold path: the EspoCRM search of [`super::matching`] under a deadline; past it
 //! the answer is "no match" rather than a 3CX timeout. The answer is the JSON our CRM template
 //! maps: a match carries `ContactUrl`, a name and the searched number (3CX accepts nothing less);
 //! no match is `{"contacts": []}` with 200.

@@ -21,7 +21,7 @@ use crate::sync::contact::Region;
 pub const PERSON_ENTITIES: [&str; 3] = ["Contact", "CBeteiligte", "Lead"];
 
 /// Attributes read for a match (what the lookup answers).
-pub const SELECT: [&str; 8] = [
+pub const SELECT: [&str; 9] = [
     "id",
     "name",
     "firstName",
@@ -29,6 +29,7 @@ pub const SELECT: [&str; 8] = [
     "accountName",
     "emailAddress",
     "phoneNumber",
+    "phoneNumberData",
     "createdAt",
 ];
 

@@ -198,7 +198,7 @@ pub struct EspoBeteiligte {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number_data: Option<Vec<super::kommunikation::EspoPhoneNumber>>,
     /// The primary phone number as EspoCRM stores it. Read only, for the 3CX lookup index
-    /// (`handlers::beteiligte::IndexingEspo`); the sync does not map it.
+    /// (`handlers::telephony::index::IndexingEspo`); the sync does not map it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
 }
