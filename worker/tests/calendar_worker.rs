@@ -552,14 +552,16 @@ async fn failed_runs_in_a_row_are_exported_per_employee_until_a_success() {
     // dead-lettered (3 attempts in the test environment).
     e.advoware.fail_next(10_000, 500, None);
     let w = e.spawn(&[]);
-    // Every attempt reaches the sync (none waits for the clients to be built).
-    wait_for("ready", Duration::from_secs(20), || async {
+    // Every attempt reaches the sync (none waits for the clients to be built): `/ready` is 200
+    // while they are still `starting`, so wait for the check itself.
+    wait_for("calendar clients ready", Duration::from_secs(30), || async {
         let r = client()
             .get(format!("{}/ready", w.base))
             .send()
             .await
             .ok()?;
-        (r.status().as_u16() == 200).then_some(())
+        let b: serde_json::Value = r.json().await.ok()?;
+        (b["checks"]["calendar_clients"] == "ready").then_some(())
     })
     .await;
     trigger(&w, "SB").await;

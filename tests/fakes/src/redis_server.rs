@@ -32,11 +32,73 @@ impl RedisServer {
             dir: tempfile::tempdir().unwrap(),
             aof,
         };
-        s.spawn();
+        s.spawn(true);
         s
     }
 
-    fn spawn(&mut self) {
+    /// Starts `redis-server` and waits for `PING`. A process that exits at once (the port was
+    /// taken between [`free_port`] and the bind, which happens when many suites run at the same
+    /// time) is started again: on a new port when `may_move`, else on the same one. The deadline
+    /// is generous because a loaded 2-core machine can take seconds to start a process.
+    fn spawn(&mut self, may_move: bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = self
+                .command()
+                .spawn()
+                .expect("redis-server must be installed");
+            let up = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                if self.answers_as(child.id()) {
+                    break true;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server did not come up on port {}",
+                    self.port
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                self.child = Some(child);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server kept exiting on start (port {})",
+                self.port
+            );
+            if may_move {
+                self.port = free_port();
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Our process (`pid`, not another suite's server that took the port) answers `PING` with
+    /// PONG, not LOADING: AOF replay finishes before Redis answers.
+    fn answers_as(&self, pid: u32) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut c) = client.get_connection() else {
+            return false;
+        };
+        if redis::cmd("PING").query::<String>(&mut c).is_err() {
+            return false;
+        }
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut c)
+            .unwrap_or_default();
+        info.lines()
+            .any(|l| l.trim() == format!("process_id:{pid}"))
+    }
+
+    fn command(&self) -> Command {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -52,29 +114,8 @@ impl RedisServer {
             // Every acknowledged write is on disk before Redis answers: a SIGKILL loses nothing.
             cmd.arg("--appendfsync").arg("always");
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut c) = client.get_connection() {
-                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                        // AOF replay finishes before PING answers PONG (LOADING error otherwise).
-                        return;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not come up on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
     }
 
     pub fn url(&self) -> String {
@@ -94,7 +135,7 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.kill9();
-        self.spawn();
+        self.spawn(false);
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
