@@ -783,9 +783,8 @@ fn repository_template_injects_the_worker_admin_token() -> TestResult {
     }
 
     // A token Kong would evaluate as a template is refused, without quoting it.
-    let templated = validate_repository_template(&|t| {
-        t.replace("${WORKER_ADMIN_TOKEN}", "$(headers.host)")
-    })?;
+    let templated =
+        validate_repository_template(&|t| t.replace("${WORKER_ADMIN_TOKEN}", "$(headers.host)"))?;
     let problems = templated.err().unwrap_or_default();
     assert!(
         has(

@@ -1154,3 +1154,46 @@ fn example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `config check` warns (stderr, exit 0) when the manual endpoints have no bearer token, says
+/// they are closed beyond loopback, and never prints a configured token.
+#[test]
+fn config_check_warns_about_unauthenticated_manual_endpoints() {
+    let check = |pairs: &[(&str, &str)]| {
+        let out = std::process::Command::new(bin())
+            .env_clear()
+            .env("GATEWAY_SIGNING_SECRET", SECRET)
+            .envs(pairs.iter().copied())
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(&[("WORKER_LISTEN_ADDR", "0.0.0.0:8080")]);
+    assert!(
+        err.contains("warning: WORKER_ADMIN_TOKEN is unset") && err.contains("admin_token_unset"),
+        "{err}"
+    );
+    let err = check(&[("WORKER_LISTEN_ADDR", "127.0.0.1:8080")]);
+    assert!(err.contains("open to every local process"), "{err}");
+    let out = std::process::Command::new(bin())
+        .env_clear()
+        .env("GATEWAY_SIGNING_SECRET", SECRET)
+        .env("WORKER_LISTEN_ADDR", "0.0.0.0:8080")
+        .env("WORKER_ADMIN_TOKEN", "admin-tok-0123456789")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("WORKER_ADMIN_TOKEN is unset"), "{all}");
+    assert!(
+        !all.contains("admin-tok-0123456789"),
+        "token printed: {all}"
+    );
+}

@@ -199,7 +199,8 @@ pub fn request_transformer(config: &Value, headers: &mut HeaderPairs) -> Result<
     {
         return Err(unsupported("http_method / replace.uri"));
     }
-    let list = |op: &str| strings(config.get(op).unwrap_or(&Value::Null), "headers").unwrap_or_default();
+    let list =
+        |op: &str| strings(config.get(op).unwrap_or(&Value::Null), "headers").unwrap_or_default();
     let pair = |entry: &str| -> Result<(String, String), Rejection> {
         let (name, value) = entry
             .split_once(':')
@@ -440,9 +441,15 @@ mod tests {
         };
         // Kong's `add` alone keeps what the client sent.
         let mut h = forged();
-        request_transformer(&json!({"add": {"headers": ["Authorization:Bearer t:1"]}}), &mut h)
-            .unwrap();
-        assert_eq!(pairs(&h, "authorization"), ["Bearer forged", "Bearer second"]);
+        request_transformer(
+            &json!({"add": {"headers": ["Authorization:Bearer t:1"]}}),
+            &mut h,
+        )
+        .unwrap();
+        assert_eq!(
+            pairs(&h, "authorization"),
+            ["Bearer forged", "Bearer second"]
+        );
         // remove runs before add: exactly the configured value reaches the upstream.
         let cfg = json!({"remove": {"headers": ["Authorization"]},
                          "add": {"headers": ["Authorization:Bearer t:1"]}});
@@ -453,7 +460,10 @@ mod tests {
         request_transformer(&cfg, &mut h).unwrap();
         assert_eq!(pairs(&h, "authorization"), ["Bearer t:1"]);
         // replace only touches a header that is there; append adds another value; rename moves.
-        let mut h = vec![("x-a".to_string(), "1".to_string()), ("x-old".to_string(), "o".to_string())];
+        let mut h = vec![
+            ("x-a".to_string(), "1".to_string()),
+            ("x-old".to_string(), "o".to_string()),
+        ];
         request_transformer(
             &json!({"replace": {"headers": ["x-a:2", "x-b:2"]}, "append": {"headers": ["x-a:3"]},
                     "rename": {"headers": ["x-old:x-new"]}}),
@@ -470,7 +480,11 @@ mod tests {
             json!({"add": {"headers": ["x:$(headers.host)"]}}),
             json!({"add": {"headers": ["novalue"]}}),
         ] {
-            assert_eq!(request_transformer(&cfg, &mut vec![]).unwrap_err().status, 500, "{cfg}");
+            assert_eq!(
+                request_transformer(&cfg, &mut vec![]).unwrap_err().status,
+                500,
+                "{cfg}"
+            );
         }
     }
 
