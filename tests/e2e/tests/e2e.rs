@@ -81,6 +81,7 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
             .env("REDIS_URL", redis.url())
             .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
             .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .env("WORKER_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -299,6 +300,7 @@ async fn a_calendar_sync_triggered_through_kong_reaches_google() {
         ),
         ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
         ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
+        ("WORKER_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]
     .into_iter()

@@ -138,6 +138,7 @@ async fn outbound_call_through_kong_needs_the_api_key() {
             .env_clear()
             .env("REDIS_URL", redis.url())
             .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .env("WORKER_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("WORKER_ROLES", "intake")
             .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
             .env("THREECX_API_BASE_URL", pbx.base_url())
