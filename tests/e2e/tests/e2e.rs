@@ -1155,3 +1155,23 @@ async fn entity_link_hooks_through_kong_carry_their_topic_and_action_binding() {
     assert_eq!(r.status(), 401);
     assert_eq!(worker.requests().len(), 1, "nothing more forwarded");
 }
+
+/// The default deployment protects the worker's manual endpoints: compose refuses to start
+/// without `WORKER_ADMIN_TOKEN` (`:?`) and gives it to the worker, whose listener is beyond
+/// loopback there; kong.yaml renders the same variable into the routes' bearer.
+#[test]
+fn compose_requires_the_worker_admin_token() {
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("docker/compose.yaml")).unwrap())
+            .unwrap();
+    let env = &compose["services"]["worker"]["environment"];
+    let token = env["WORKER_ADMIN_TOKEN"].as_str().unwrap_or_default();
+    assert!(token.starts_with("${WORKER_ADMIN_TOKEN:?"), "{token:?}");
+    let listen = env["WORKER_LISTEN_ADDR"].as_str().unwrap_or_default();
+    assert!(!listen.starts_with("127."), "{listen}");
+    let template = std::fs::read_to_string(root().join("kong.yaml")).unwrap();
+    assert!(kong_config::template_vars(&template)
+        .unwrap()
+        .iter()
+        .any(|v| v.name == "WORKER_ADMIN_TOKEN" && v.default.is_none()));
+}
