@@ -438,6 +438,15 @@ fn binary_render_check_and_vars() -> TestResult {
 
 /// The repository's own template (possibly edited by `edit`), rendered with plausible fake
 /// values and validated against the filters' real meta.json files (stand-in `.wasm` files).
+/// The template's variables that have a `:-default`.
+fn defaulted_vars(template: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    Ok(template_vars(template)?
+        .into_iter()
+        .filter(|v| v.default.is_some())
+        .map(|v| v.name)
+        .collect())
+}
+
 fn validate_repository_template(
     edit: &dyn Fn(String) -> String,
 ) -> Result<Result<KongConfig, Vec<Problem>>, Box<dyn std::error::Error>> {
@@ -451,11 +460,7 @@ fn validate_repository_template(
         )?;
     }
     // Variables with defaults keep them; every required one gets a plausible fake value.
-    let defaulted: Vec<String> = template_vars(&template)?
-        .into_iter()
-        .filter(|v| v.default.is_some())
-        .map(|v| v.name)
-        .collect();
+    let defaulted = defaulted_vars(&template)?;
     let fake = |name: &str| -> Option<String> {
         if defaulted.iter().any(|d| d == name) {
             return None;
@@ -762,11 +767,7 @@ fn repository_template_injects_the_worker_admin_token() -> TestResult {
     // Without the variable: a render error naming it (and only it), nothing written.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let template = std::fs::read_to_string(root.join("kong.yaml"))?;
-    let defaulted: Vec<String> = template_vars(&template)?
-        .into_iter()
-        .filter(|v| v.default.is_some())
-        .map(|v| v.name)
-        .collect();
+    let defaulted = defaulted_vars(&template)?;
     let lookup = |name: &str| -> Option<String> {
         (name != "WORKER_ADMIN_TOKEN" && !defaulted.iter().any(|d| d == name))
             .then(|| format!("value-{}", name.to_ascii_lowercase()))
