@@ -1192,3 +1192,35 @@ fn config_check_warns_about_unauthenticated_manual_endpoints() {
         "token printed: {all}"
     );
 }
+
+/// `serve` logs the unauthenticated manual endpoints at WARN (never a token), and stays quiet
+/// about them once `WORKER_ADMIN_TOKEN` is set.
+#[tokio::test]
+async fn serve_warns_when_the_manual_endpoints_have_no_token() {
+    let redis = RedisServer::start(false);
+    let open = Worker::spawn(&redis.url(), &[], &["--no-consumers"]);
+    let line = wait_for("the admin-token warning", WAIT, || async {
+        open.log_text()
+            .lines()
+            .find(|l| l.contains("WORKER_ADMIN_TOKEN is unset"))
+            .map(str::to_owned)
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "WARN", "{line}");
+    let guarded = Worker::spawn(
+        &redis.url(),
+        &[("WORKER_ADMIN_TOKEN", "tok-0123456789")],
+        &["--no-consumers"],
+    );
+    wait_for("the guarded worker's start-up line", WAIT, || async {
+        guarded
+            .log_text()
+            .contains("worker listening")
+            .then_some(())
+    })
+    .await;
+    let log = guarded.log_text();
+    assert!(!log.contains("WORKER_ADMIN_TOKEN is unset"), "{log}");
+    assert!(!log.contains("tok-0123456789"), "{log}");
+}
