@@ -56,6 +56,9 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
             source,
         })?;
     info!(addr = %config.listen_addr, roles = ?config.roles, handlers = ?registry, "worker listening");
+    if let Some(w) = config.admin_token_warning() {
+        tracing::warn!(addr = %config.listen_addr, "{w}");
+    }
 
     let mut tasks: JoinSet<Result<(), ServeError>> = JoinSet::new();
     let state = AppState {

@@ -375,7 +375,8 @@ pub struct Config {
     pub gateway_secrets: Vec<Secret>,
     pub signature_tolerance: Duration,
     pub max_body_bytes: usize,
-    /// When set, `POST /calendar/sync` requires `Authorization: Bearer <token>`.
+    /// When set, the manual endpoints (`POST /calendar/sync`, `/3cx/call`) require
+    /// `Authorization: Bearer <token>` (Kong injects it); see [`Config::admin_endpoints`].
     pub admin_token: Option<Secret>,
     pub roles: Roles,
     pub queue: QueueSettings,
@@ -397,6 +398,54 @@ pub struct Config {
     pub xai: XaiSettings,
     pub documents: DocumentsSettings,
     pub bankverbindungen: BankverbindungenSettings,
+}
+
+/// How the manual endpoints (`POST /calendar/sync`, `POST /3cx/call`, `GET /3cx/call/{id}`)
+/// are guarded: they start syncs and place paid phone calls, so without a bearer token only
+/// a loopback listener (reachable by local processes alone) leaves them open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminEndpoints {
+    /// `WORKER_ADMIN_TOKEN` set: `Authorization: Bearer <token>` required.
+    Bearer,
+    /// No token, loopback listener: open to every local process.
+    OpenOnLoopback,
+    /// No token, listener beyond loopback: refused (503 `admin_token_unset`) — fail closed
+    /// rather than let anyone who reaches the worker past Kong trigger them.
+    Closed,
+}
+
+impl Config {
+    pub fn admin_endpoints(&self) -> AdminEndpoints {
+        if self.admin_token.is_some() {
+            AdminEndpoints::Bearer
+        } else if self.listen_addr.ip().is_loopback() {
+            AdminEndpoints::OpenOnLoopback
+        } else {
+            AdminEndpoints::Closed
+        }
+    }
+
+    /// The warning `config check` prints and `serve` logs when the manual endpoints have no
+    /// bearer token (never the token itself); `None` when they do or intake is off.
+    pub fn admin_token_warning(&self) -> Option<String> {
+        if !self.roles.intake {
+            return None;
+        }
+        match self.admin_endpoints() {
+            AdminEndpoints::Bearer => None,
+            AdminEndpoints::OpenOnLoopback => Some(format!(
+                "WORKER_ADMIN_TOKEN is unset: POST /calendar/sync and /3cx/call on {} are open to \
+                 every local process; set it (Kong's routes inject it)",
+                self.listen_addr
+            )),
+            AdminEndpoints::Closed => Some(format!(
+                "WORKER_ADMIN_TOKEN is unset and {} is reachable beyond loopback: POST \
+                 /calendar/sync and /3cx/call answer 503 admin_token_unset until it is set \
+                 (Kong's routes inject it)",
+                self.listen_addr
+            )),
+        }
+    }
 }
 
 /// Every problem found while loading; `Display` lists one per line.

@@ -47,6 +47,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     if let Command::Config(ConfigCmd::Check) = cli.command {
+        if let Some(w) = config.admin_token_warning() {
+            eprintln!("warning: {w}");
+        }
         println!("configuration ok: {config:#?}");
         return std::process::ExitCode::SUCCESS;
     }

@@ -81,6 +81,7 @@ async fn requests_flow_through_gateway_filters_worker_and_redis() {
             .env("REDIS_URL", redis.url())
             .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
             .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .env("WORKER_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -299,6 +300,7 @@ async fn a_calendar_sync_triggered_through_kong_reaches_google() {
         ),
         ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
         ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
+        ("WORKER_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ]
     .into_iter()
@@ -1152,4 +1154,24 @@ async fn entity_link_hooks_through_kong_carry_their_topic_and_action_binding() {
     .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(worker.requests().len(), 1, "nothing more forwarded");
+}
+
+/// The default deployment protects the worker's manual endpoints: compose refuses to start
+/// without `WORKER_ADMIN_TOKEN` (`:?`) and gives it to the worker, whose listener is beyond
+/// loopback there; kong.yaml renders the same variable into the routes' bearer.
+#[test]
+fn compose_requires_the_worker_admin_token() {
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("docker/compose.yaml")).unwrap())
+            .unwrap();
+    let env = &compose["services"]["worker"]["environment"];
+    let token = env["WORKER_ADMIN_TOKEN"].as_str().unwrap_or_default();
+    assert!(token.starts_with("${WORKER_ADMIN_TOKEN:?"), "{token:?}");
+    let listen = env["WORKER_LISTEN_ADDR"].as_str().unwrap_or_default();
+    assert!(!listen.starts_with("127."), "{listen}");
+    let template = std::fs::read_to_string(root().join("kong.yaml")).unwrap();
+    assert!(kong_config::template_vars(&template)
+        .unwrap()
+        .iter()
+        .any(|v| v.name == "WORKER_ADMIN_TOKEN" && v.default.is_none()));
 }

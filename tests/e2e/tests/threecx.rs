@@ -15,6 +15,8 @@ use bitbylaw_fakes::{advoware, espocrm, threecx, vermieterhelden};
 use common::*;
 use serde_json::{json, Value};
 
+const FORGED: &str = "Bearer forged-by-the-client";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threecx_lookup_and_report_call_through_kong() {
     let redis = RedisServer::start(false);
@@ -120,7 +122,10 @@ async fn threecx_lookup_and_report_call_through_kong() {
 /// Outbound calls through Kong's key-auth route `/3cx/call`: without an API key 401 at the edge
 /// (the worker and 3CX see nothing), a key without the `telephony` group 403, the API client's
 /// key places the call at the 3CX fake (the key never reaches the worker's upstream request to
-/// 3CX), and `GET /3cx/call/{id}` through the same route follows the participant.
+/// 3CX), and `GET /3cx/call/{id}` through the same route follows the participant. The worker has
+/// `WORKER_ADMIN_TOKEN`: requests straight to it without that bearer (or with a client's own)
+/// are 401, while Kong's request-transformer replaces a forged `Authorization` by the bearer, so
+/// the API client's requests pass (the manual calendar trigger too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_call_through_kong_needs_the_api_key() {
     let redis = RedisServer::start(false);
@@ -138,6 +143,7 @@ async fn outbound_call_through_kong_needs_the_api_key() {
             .env_clear()
             .env("REDIS_URL", redis.url())
             .env("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET)
+            .env("WORKER_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("WORKER_ROLES", "intake")
             .env("WORKER_LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
             .env("THREECX_API_BASE_URL", pbx.base_url())
@@ -161,6 +167,25 @@ async fn outbound_call_through_kong_needs_the_api_key() {
     let http = reqwest::Client::new();
     let body = json!({"phone": "0511 12345", "extension": "201"});
 
+    // Straight to the worker: no bearer, or the client's own, is 401 on every manual endpoint.
+    for auth in [None, Some(FORGED)] {
+        let with = |rb: reqwest::RequestBuilder| match auth {
+            Some(a) => rb.header("authorization", a),
+            None => rb,
+        };
+        for rb in [
+            http.post(format!("{worker_url}/3cx/call")).json(&body),
+            http.get(format!("{worker_url}/3cx/call/some-id")),
+            http.post(format!("{worker_url}/calendar/sync"))
+                .json(&json!({"kuerzel": "ALL"})),
+        ] {
+            let r = with(rb).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{auth:?}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"], "unauthorized", "{v}");
+        }
+    }
+
     let r = http.post(&url).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 401, "{:?}", r.text().await);
     let r = http
@@ -182,9 +207,11 @@ async fn outbound_call_through_kong_needs_the_api_key() {
     assert!(pbx.participants().is_empty());
     assert!(pbx.controls().requests().is_empty(), "3CX saw nothing");
 
+    // A forged `Authorization` next to a valid key: Kong replaces it by the worker's bearer.
     let r = http
         .post(&url)
         .header("apikey", CLIENT_KEY)
+        .header("authorization", FORGED)
         .json(&body)
         .send()
         .await
@@ -205,6 +232,7 @@ async fn outbound_call_through_kong_needs_the_api_key() {
     let r = http
         .get(format!("{url}/{id}"))
         .header("apikey", CLIENT_KEY)
+        .header("authorization", FORGED)
         .send()
         .await
         .unwrap();
@@ -213,4 +241,26 @@ async fn outbound_call_through_kong_needs_the_api_key() {
     assert_eq!(v["status"], "Connected", "{v}");
     let r = http.get(format!("{url}/{id}")).send().await.unwrap();
     assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{worker_url}/3cx/call/{id}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the bearer alone opens the worker");
+
+    let r = http
+        .post(format!("{}/advoware/calendar/sync", gw.base_url()))
+        .header("apikey", CLIENT_KEY)
+        .header("authorization", FORGED)
+        .json(&json!({"kuerzel": "ALL"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    assert_eq!(
+        pbx.participants().len(),
+        1,
+        "only Kong's request placed a call"
+    );
 }

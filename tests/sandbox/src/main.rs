@@ -44,6 +44,8 @@ struct Args {
 const CLIENT_KEY: &str = "sandbox-client-key";
 const GATEWAY_SECRET: &str = "sandbox-gateway-signing-secret";
 const THREECX_KEY: &str = "sandbox-3cx-key";
+/// `WORKER_ADMIN_TOKEN` of the sandbox worker; Kong's manual-endpoint routes inject it.
+const ADMIN_TOKEN: &str = "sandbox-worker-admin-token";
 
 /// Kills child processes when the sandbox ends.
 struct Children(Vec<Child>);
@@ -145,6 +147,8 @@ async fn main() -> Result<()> {
         ("REDIS_URL", "redis://127.0.0.1:16379/".into()),
         ("WORKER_LISTEN_ADDR", "127.0.0.1:18080".into()),
         ("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET.into()),
+        // The manual endpoints want this bearer, as deployed (docker/compose.yaml).
+        ("WORKER_ADMIN_TOKEN", ADMIN_TOKEN.into()),
         ("WORKER_LOG_FORMAT", "text".into()),
         ("ADVOWARE_API_BASE_URL", adv.api_base_url()),
         ("ADVOWARE_SECURITY_GATEWAY_URL", adv.security_gateway_url()),
@@ -245,6 +249,7 @@ async fn main() -> Result<()> {
         ("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET.to_string()),
         ("VERMIETERHELDEN_WEBHOOK_SECRET", lead_secret.clone()),
         ("THREECX_API_KEY", THREECX_KEY.to_string()),
+        ("WORKER_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
     ] {
         vars.insert(k.to_string(), v);
     }
@@ -491,6 +496,17 @@ async fn demo(
         .send()
         .await?;
     println!("   {} {}", r.status(), r.text().await?);
+    // Kong injected the worker's bearer; straight to the worker without it is refused.
+    let r = client
+        .post("http://127.0.0.1:18080/calendar/sync")
+        .json(&json!({"kuerzel": "ALL"}))
+        .send()
+        .await?;
+    println!(
+        "   direct to the worker without the admin bearer: {} {}",
+        r.status(),
+        r.text().await?
+    );
     // The worker fans out one job per employee and mirrors each calendar to Google.
     let mut shown = false;
     for _ in 0..100 {

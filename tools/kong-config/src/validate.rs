@@ -364,6 +364,9 @@ impl Validator<'_> {
                     "policy `cluster` needs a database; use `local` or `redis` in DB-less mode",
                 );
             }
+            if p.name == "request-transformer" {
+                self.request_transformer(&pat, &p.config);
+            }
             let mut found = Vec::new();
             scan_json(&p.config, "config", &mut found);
             for (path, name) in found {
@@ -371,6 +374,35 @@ impl Validator<'_> {
                     format!("{pat}.{path}"),
                     format!("unrendered placeholder `${{{name}}}`"),
                 );
+            }
+        }
+    }
+
+    /// Kong's schema wants `name:value` in every header list but `remove`; and Kong evaluates
+    /// `$(…)` in a value as a Lua template, so a rendered secret containing it (a token from
+    /// the environment) would not be sent as written. Values are never quoted (secrets).
+    fn request_transformer(&mut self, at: &str, config: &Json) {
+        for op in ["rename", "replace", "add", "append"] {
+            let Some(list) = config
+                .get(op)
+                .and_then(|o| o.get("headers"))
+                .and_then(Json::as_array)
+            else {
+                continue;
+            };
+            for (i, entry) in list.iter().enumerate() {
+                let eat = format!("{at}.config.{op}.headers[{i}]");
+                match entry.as_str().and_then(|e| e.split_once(':')) {
+                    Some((name, value)) if !name.is_empty() => {
+                        if value.contains("$(") {
+                            self.push(
+                                &eat,
+                                "value contains `$(`, which Kong evaluates as a template",
+                            );
+                        }
+                    }
+                    _ => self.push(&eat, "must be `name:value`"),
+                }
             }
         }
     }

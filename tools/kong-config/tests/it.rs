@@ -438,6 +438,15 @@ fn binary_render_check_and_vars() -> TestResult {
 
 /// The repository's own template (possibly edited by `edit`), rendered with plausible fake
 /// values and validated against the filters' real meta.json files (stand-in `.wasm` files).
+/// The template's variables that have a `:-default`.
+fn defaulted_vars(template: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    Ok(template_vars(template)?
+        .into_iter()
+        .filter(|v| v.default.is_some())
+        .map(|v| v.name)
+        .collect())
+}
+
 fn validate_repository_template(
     edit: &dyn Fn(String) -> String,
 ) -> Result<Result<KongConfig, Vec<Problem>>, Box<dyn std::error::Error>> {
@@ -451,11 +460,7 @@ fn validate_repository_template(
         )?;
     }
     // Variables with defaults keep them; every required one gets a plausible fake value.
-    let defaulted: Vec<String> = template_vars(&template)?
-        .into_iter()
-        .filter(|v| v.default.is_some())
-        .map(|v| v.name)
-        .collect();
+    let defaulted = defaulted_vars(&template)?;
     let fake = |name: &str| -> Option<String> {
         if defaulted.iter().any(|d| d == name) {
             return None;
@@ -725,5 +730,72 @@ fn repository_template_guards_the_outbound_call_route() -> TestResult {
         "{}",
         all_text(&problems)
     );
+    Ok(())
+}
+
+/// The worker's manual endpoints (`/calendar/sync`, `/3cx/call`) want
+/// `Authorization: Bearer $WORKER_ADMIN_TOKEN`: both Kong routes drop the client's
+/// `Authorization` and inject the bearer with request-transformer (remove before add, so a
+/// client cannot smuggle its own), and a render without the variable fails naming it.
+#[test]
+fn repository_template_injects_the_worker_admin_token() -> TestResult {
+    let config = validate_repository_template(&|t| t)?.map_err(|p| all_text(&p))?;
+    for name in ["advoware-calendar-sync", "threecx-call"] {
+        let route = config
+            .services
+            .iter()
+            .flat_map(|s| s.routes.iter())
+            .find(|r| r.name == name)
+            .ok_or(format!("route {name} missing"))?;
+        let rt = route
+            .plugins
+            .iter()
+            .find(|p| p.name == "request-transformer")
+            .ok_or(format!("{name}: no request-transformer"))?;
+        assert_eq!(
+            rt.config["remove"]["headers"],
+            serde_json::json!(["Authorization"]),
+            "{name}"
+        );
+        assert_eq!(
+            rt.config["add"]["headers"],
+            serde_json::json!(["Authorization:Bearer fake-worker-admin-token-0123456789abcdef"]),
+            "{name}"
+        );
+    }
+
+    // Without the variable: a render error naming it (and only it), nothing written.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let template = std::fs::read_to_string(root.join("kong.yaml"))?;
+    let defaulted = defaulted_vars(&template)?;
+    let lookup = |name: &str| -> Option<String> {
+        (name != "WORKER_ADMIN_TOKEN" && !defaulted.iter().any(|d| d == name))
+            .then(|| format!("value-{}", name.to_ascii_lowercase()))
+    };
+    match render(&template, &lookup) {
+        Ok(_) => panic!("rendered without WORKER_ADMIN_TOKEN"),
+        Err(e) => {
+            assert_eq!(e.missing(), ["WORKER_ADMIN_TOKEN"]);
+            assert!(
+                e.to_string().contains("WORKER_ADMIN_TOKEN"),
+                "message names the variable: {e}"
+            );
+        }
+    }
+
+    // A token Kong would evaluate as a template is refused, without quoting it.
+    let templated =
+        validate_repository_template(&|t| t.replace("${WORKER_ADMIN_TOKEN}", "$(headers.host)"))?;
+    let problems = templated.err().unwrap_or_default();
+    assert!(
+        has(
+            &problems,
+            "routes[threecx-call].plugins[request-transformer].config.add.headers[0]",
+            "template"
+        ),
+        "{}",
+        all_text(&problems)
+    );
+    assert!(!all_text(&problems).contains("headers.host"));
     Ok(())
 }

@@ -21,7 +21,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{AdminEndpoints, Config};
 use crate::error::ApiError;
 use crate::ops::health::{ClientsState, Health};
 use crate::ops::metrics::Metrics;
@@ -119,24 +119,37 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `Authorization: Bearer <admin_token>` when `WORKER_ADMIN_TOKEN` is set (the manual triggers
-/// and outbound calls); without the setting the network position (behind Kong) is the guard.
+/// The guard of the manual endpoints (the triggers and outbound calls), by
+/// [`Config::admin_endpoints`]: `Authorization: Bearer <admin_token>` when `WORKER_ADMIN_TOKEN`
+/// is set (Kong's request-transformer injects it); without it open only on a loopback listener,
+/// refused beyond loopback (fail closed: the network position alone is no guard).
 pub fn check_admin_token(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
-    if let Some(token) = &config.admin_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Digests compared in constant time: neither the token's content nor its length
-        // leaks through timing (a plain `ct_eq` returns early on a length mismatch).
-        if bitbylaw_core::webhook::verify_shared_token(Some(given), &[token.expose().to_owned()])
+    match (&config.admin_token, config.admin_endpoints()) {
+        (Some(token), _) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            // Digests compared in constant time: neither the token's content nor its length
+            // leaks through timing (a plain `ct_eq` returns early on a length mismatch).
+            if bitbylaw_core::webhook::verify_shared_token(
+                Some(given),
+                &[token.expose().to_owned()],
+            )
             .is_err()
-        {
-            return Err(ApiError::unauthorized("missing or wrong bearer token"));
+            {
+                return Err(ApiError::unauthorized("missing or wrong bearer token"));
+            }
+            Ok(())
         }
+        (None, AdminEndpoints::Closed) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin_token_unset",
+            "manual endpoints are closed: the worker listens beyond loopback without WORKER_ADMIN_TOKEN",
+        )),
+        (None, _) => Ok(()),
     }
-    Ok(())
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 (checked against
@@ -231,4 +244,83 @@ async fn metrics(axum::extract::State(s): axum::extract::State<AppState>) -> Res
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // In tests a failed unwrap is a failed test.
+mod admin_token_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let mut env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.insert(
+            "GATEWAY_SIGNING_SECRET".into(),
+            "0123456789abcdef-secret".into(),
+        );
+        Config::load(None, &env).unwrap()
+    }
+
+    fn bearer(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    /// Without a token the manual endpoints are open on loopback only; beyond loopback they
+    /// are refused whatever the request carries; with a token only its bearer passes.
+    #[test]
+    fn manual_endpoints_fail_closed_beyond_loopback() {
+        let local = config(&[("WORKER_LISTEN_ADDR", "127.0.0.1:8080")]);
+        assert_eq!(local.admin_endpoints(), AdminEndpoints::OpenOnLoopback);
+        assert!(check_admin_token(&local, &HeaderMap::new()).is_ok());
+        assert!(local.admin_token_warning().unwrap().contains("open"));
+
+        for addr in ["0.0.0.0:8080", "10.0.0.5:8080", "[::]:8080"] {
+            let wide = config(&[("WORKER_LISTEN_ADDR", addr)]);
+            assert_eq!(wide.admin_endpoints(), AdminEndpoints::Closed, "{addr}");
+            for h in [HeaderMap::new(), bearer("Bearer anything")] {
+                let e = check_admin_token(&wide, &h).unwrap_err();
+                assert_eq!(
+                    (e.status, e.code),
+                    (StatusCode::SERVICE_UNAVAILABLE, "admin_token_unset")
+                );
+            }
+            assert!(wide
+                .admin_token_warning()
+                .unwrap()
+                .contains("admin_token_unset"));
+        }
+
+        let guarded = config(&[
+            ("WORKER_LISTEN_ADDR", "0.0.0.0:8080"),
+            ("WORKER_ADMIN_TOKEN", "tok-0123456789"),
+        ]);
+        assert_eq!(guarded.admin_endpoints(), AdminEndpoints::Bearer);
+        assert!(guarded.admin_token_warning().is_none());
+        assert!(check_admin_token(&guarded, &bearer("Bearer tok-0123456789")).is_ok());
+        for wrong in [
+            "Bearer tok-012345678",
+            "tok-0123456789",
+            "Basic tok-0123456789",
+        ] {
+            assert_eq!(
+                check_admin_token(&guarded, &bearer(wrong))
+                    .unwrap_err()
+                    .status,
+                StatusCode::UNAUTHORIZED,
+                "{wrong}"
+            );
+        }
+        // Intake off: no manual endpoints, nothing to warn about.
+        let no_intake = config(&[
+            ("WORKER_LISTEN_ADDR", "0.0.0.0:8080"),
+            ("WORKER_ROLES", "consumers"),
+        ]);
+        assert!(no_intake.admin_token_warning().is_none());
+    }
 }

@@ -1154,3 +1154,73 @@ fn example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `config check` warns (stderr, exit 0) when the manual endpoints have no bearer token, says
+/// they are closed beyond loopback, and never prints a configured token.
+#[test]
+fn config_check_warns_about_unauthenticated_manual_endpoints() {
+    // stdout and stderr of a successful `config check`.
+    let check = |pairs: &[(&str, &str)]| {
+        let out = std::process::Command::new(bin())
+            .env_clear()
+            .env("GATEWAY_SIGNING_SECRET", SECRET)
+            .envs(pairs.iter().copied())
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let err = check(&[("WORKER_LISTEN_ADDR", "0.0.0.0:8080")]);
+    assert!(
+        err.contains("warning: WORKER_ADMIN_TOKEN is unset") && err.contains("admin_token_unset"),
+        "{err}"
+    );
+    let err = check(&[("WORKER_LISTEN_ADDR", "127.0.0.1:8080")]);
+    assert!(err.contains("open to every local process"), "{err}");
+    let all = check(&[
+        ("WORKER_LISTEN_ADDR", "0.0.0.0:8080"),
+        ("WORKER_ADMIN_TOKEN", "admin-tok-0123456789"),
+    ]);
+    assert!(!all.contains("WORKER_ADMIN_TOKEN is unset"), "{all}");
+    assert!(
+        !all.contains("admin-tok-0123456789"),
+        "token printed: {all}"
+    );
+}
+
+/// `serve` logs the unauthenticated manual endpoints at WARN (never a token), and stays quiet
+/// about them once `WORKER_ADMIN_TOKEN` is set.
+#[tokio::test]
+async fn serve_warns_when_the_manual_endpoints_have_no_token() {
+    let redis = RedisServer::start(false);
+    let open = Worker::spawn(&redis.url(), &[], &["--no-consumers"]);
+    let line = wait_for("the admin-token warning", WAIT, || async {
+        open.log_text()
+            .lines()
+            .find(|l| l.contains("WORKER_ADMIN_TOKEN is unset"))
+            .map(str::to_owned)
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "WARN", "{line}");
+    let guarded = Worker::spawn(
+        &redis.url(),
+        &[("WORKER_ADMIN_TOKEN", "tok-0123456789")],
+        &["--no-consumers"],
+    );
+    wait_for("the guarded worker's start-up line", WAIT, || async {
+        guarded
+            .log_text()
+            .contains("worker listening")
+            .then_some(())
+    })
+    .await;
+    let log = guarded.log_text();
+    assert!(!log.contains("WORKER_ADMIN_TOKEN is unset"), "{log}");
+    assert!(!log.contains("tok-0123456789"), "{log}");
+}

@@ -13,6 +13,9 @@ use proxy_wasm_host::gateway::{Gateway, GatewayOptions, DEPLOYED_CLIENT_BODY_BUF
 pub const CLIENT_KEY: &str = "e2e-client-key";
 pub const GATEWAY_SECRET: &str = "e2e-gateway-signing-secret";
 pub const THREECX_KEY: &str = "e2e-3cx-key";
+/// `WORKER_ADMIN_TOKEN`: set on the workers under test and rendered into kong.yaml, whose
+/// manual-endpoint routes inject it as the bearer.
+pub const ADMIN_TOKEN: &str = "e2e-worker-admin-token";
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -55,6 +58,7 @@ pub fn vars(
         ("GATEWAY_SIGNING_SECRET", GATEWAY_SECRET.to_string()),
         ("VERMIETERHELDEN_WEBHOOK_SECRET", lead_secret.to_string()),
         ("THREECX_API_KEY", THREECX_KEY.to_string()),
+        ("WORKER_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

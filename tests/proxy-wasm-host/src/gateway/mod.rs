@@ -3,7 +3,7 @@
 //! It serves HTTP on a loopback port and handles each request as Kong 3.9 in
 //! DB-less mode would with the same `kong.yaml`: route by path prefix and method,
 //! run the bundled plugins we use (cors, key-auth, request-size-limiting,
-//! rate-limiting), then the route's filter chain (service chains first, then route
+//! rate-limiting, request-transformer), then the route's filter chain (service chains first, then route
 //! chains, kong/runloop/wasm.lua) in the proxy-wasm host, and proxy to the
 //! service's URL at Kong's `$upstream_uri`. End-to-end tests and the local sandbox
 //! send real requests through it. It is not Kong: no TLS, no regex routes, no
@@ -354,6 +354,11 @@ async fn handle(
             }
             "request-size-limiting" => {
                 if let Err(r) = plugins::request_size(cfg, body.len()) {
+                    return reject(r, &extra_response_headers);
+                }
+            }
+            "request-transformer" => {
+                if let Err(r) = plugins::request_transformer(cfg, &mut pairs) {
                     return reject(r, &extra_response_headers);
                 }
             }

@@ -1,8 +1,9 @@
 //! The bundled Kong plugins our kong.yaml uses, with Kong 3.9's defaults,
 //! status codes and messages: `cors`, `key-auth`, `request-size-limiting` and
-//! `acl`, `rate-limiting` (policy `local`). They run in Kong's priority order
-//! (cors 2000, key-auth 1250, request-size-limiting 951, acl 950, rate-limiting 910)
-//! before the filter chain, which runs at the end of the access phase.
+//! `acl`, `rate-limiting` (policy `local`), `request-transformer` (headers only). They run in
+//! Kong's priority order (cors 2000, key-auth 1250, request-size-limiting 951, acl 950,
+//! rate-limiting 910, request-transformer 801) before the filter chain, which runs at the end
+//! of the access phase.
 
 use std::collections::HashMap;
 
@@ -54,6 +55,7 @@ pub fn effective<'a>(
         "request-size-limiting" => 951,
         "acl" => 950,
         "rate-limiting" => 910,
+        "request-transformer" => 801,
         _ => 0,
     };
     out.sort_by_key(|p| std::cmp::Reverse(priority(&p.name)));
@@ -160,6 +162,83 @@ pub fn request_size(config: &Value, body_len: usize) -> Result<(), Rejection> {
     };
     if body_len as u64 > allowed * unit {
         return Err(Rejection::message(413, "Request size limit exceeded"));
+    }
+    Ok(())
+}
+
+/// request-transformer, header operations in Kong 3.9's fixed order: remove → rename →
+/// replace → add → append. `add` sets a header only when the client did not send it (so
+/// overriding a client's header takes `remove` + `add`), `replace` only when it did. Entries
+/// are `name:value`, split at the first colon (Kong's `^([^:]+):*(.-)$`). Anything this
+/// stand-in does not model — query string, body, URI, method, `$(…)` templates — is a 500,
+/// so a kong.yaml relying on it fails its tests instead of passing untransformed.
+pub fn request_transformer(config: &Value, headers: &mut HeaderPairs) -> Result<(), Rejection> {
+    let unsupported = |what: &str| {
+        Rejection::message(
+            500,
+            &format!("request-transformer stand-in: {what} is not implemented"),
+        )
+    };
+    for op in ["remove", "rename", "replace", "add", "append"] {
+        for field in ["querystring", "body", "json_types"] {
+            if config
+                .get(op)
+                .and_then(|o| o.get(field))
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+            {
+                return Err(unsupported(&format!("{op}.{field}")));
+            }
+        }
+    }
+    if config.get("http_method").is_some_and(|v| !v.is_null())
+        || config
+            .get("replace")
+            .and_then(|r| r.get("uri"))
+            .is_some_and(|v| !v.is_null())
+    {
+        return Err(unsupported("http_method / replace.uri"));
+    }
+    let list =
+        |op: &str| strings(config.get(op).unwrap_or(&Value::Null), "headers").unwrap_or_default();
+    let pair = |entry: &str| -> Result<(String, String), Rejection> {
+        let (name, value) = entry
+            .split_once(':')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| unsupported("a header entry without `name:`"))?;
+        if value.contains("$(") {
+            return Err(unsupported("templates"));
+        }
+        Ok((
+            name.to_ascii_lowercase(),
+            value.trim_start_matches(':').to_string(),
+        ))
+    };
+    for name in list("remove") {
+        crate::stream::remove_header(headers, &name);
+    }
+    for entry in list("rename") {
+        let (old, new) = pair(&entry)?;
+        if let Some(v) = header_value(headers, &old).map(str::to_string) {
+            crate::stream::remove_header(headers, &old);
+            crate::stream::replace_header(headers, &new, &v);
+        }
+    }
+    for entry in list("replace") {
+        let (name, value) = pair(&entry)?;
+        if header_value(headers, &name).is_some() {
+            crate::stream::replace_header(headers, &name, &value);
+        }
+    }
+    for entry in list("add") {
+        let (name, value) = pair(&entry)?;
+        if header_value(headers, &name).is_none() {
+            headers.push((name, value));
+        }
+    }
+    for entry in list("append") {
+        let (name, value) = pair(&entry)?;
+        headers.push((name, value));
     }
     Ok(())
 }
@@ -344,6 +423,69 @@ mod tests {
         assert_eq!(r.status, 429);
         assert!(rl.check("r", &cfg, "b", 150).is_ok(), "separate identity");
         assert!(rl.check("r", &cfg, "a", 180).is_ok(), "next window");
+    }
+
+    #[test]
+    fn request_transformer_replaces_a_client_header_only_with_remove_then_add() {
+        let pairs = |h: &HeaderPairs, n: &str| -> Vec<String> {
+            h.iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        let forged = || {
+            vec![
+                ("Authorization".to_string(), "Bearer forged".to_string()),
+                ("authorization".to_string(), "Bearer second".to_string()),
+            ]
+        };
+        // Kong's `add` alone keeps what the client sent.
+        let mut h = forged();
+        request_transformer(
+            &json!({"add": {"headers": ["Authorization:Bearer t:1"]}}),
+            &mut h,
+        )
+        .unwrap();
+        assert_eq!(
+            pairs(&h, "authorization"),
+            ["Bearer forged", "Bearer second"]
+        );
+        // remove runs before add: exactly the configured value reaches the upstream.
+        let cfg = json!({"remove": {"headers": ["Authorization"]},
+                         "add": {"headers": ["Authorization:Bearer t:1"]}});
+        let mut h = forged();
+        request_transformer(&cfg, &mut h).unwrap();
+        assert_eq!(pairs(&h, "authorization"), ["Bearer t:1"]);
+        let mut h = vec![];
+        request_transformer(&cfg, &mut h).unwrap();
+        assert_eq!(pairs(&h, "authorization"), ["Bearer t:1"]);
+        // replace only touches a header that is there; append adds another value; rename moves.
+        let mut h = vec![
+            ("x-a".to_string(), "1".to_string()),
+            ("x-old".to_string(), "o".to_string()),
+        ];
+        request_transformer(
+            &json!({"replace": {"headers": ["x-a:2", "x-b:2"]}, "append": {"headers": ["x-a:3"]},
+                    "rename": {"headers": ["x-old:x-new"]}}),
+            &mut h,
+        )
+        .unwrap();
+        assert_eq!(pairs(&h, "x-a"), ["2", "3"]);
+        assert!(pairs(&h, "x-b").is_empty());
+        assert!(pairs(&h, "x-old").is_empty());
+        assert_eq!(pairs(&h, "x-new"), ["o"]);
+        // What the stand-in does not model fails loudly.
+        for cfg in [
+            json!({"add": {"querystring": ["a:b"]}}),
+            json!({"add": {"headers": ["x:$(headers.host)"]}}),
+            json!({"add": {"headers": ["novalue"]}}),
+        ] {
+            assert_eq!(
+                request_transformer(&cfg, &mut vec![]).unwrap_err().status,
+                500,
+                "{cfg}"
+            );
+        }
     }
 
     #[test]
