@@ -554,15 +554,19 @@ async fn failed_runs_in_a_row_are_exported_per_employee_until_a_success() {
     let w = e.spawn(&[]);
     // Every attempt reaches the sync (none waits for the clients to be built): `/ready` is 200
     // while they are still `starting`, so wait for the check itself.
-    wait_for("calendar clients ready", Duration::from_secs(30), || async {
-        let r = client()
-            .get(format!("{}/ready", w.base))
-            .send()
-            .await
-            .ok()?;
-        let b: serde_json::Value = r.json().await.ok()?;
-        (b["checks"]["calendar_clients"] == "ready").then_some(())
-    })
+    wait_for(
+        "calendar clients ready",
+        Duration::from_secs(30),
+        || async {
+            let r = client()
+                .get(format!("{}/ready", w.base))
+                .send()
+                .await
+                .ok()?;
+            let b: serde_json::Value = r.json().await.ok()?;
+            (b["checks"]["calendar_clients"] == "ready").then_some(())
+        },
+    )
     .await;
     trigger(&w, "SB").await;
     let m = wait_for("SB dead-lettered", Duration::from_secs(30), || async {

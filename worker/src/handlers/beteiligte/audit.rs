@@ -114,7 +114,13 @@ pub async fn audit<C: ConnectionLike + Clone + Send + Sync>(
             r.diff(format!("{k}: EspoCRM {ev} | Advoware {av}"));
         }
     }
-    details(&mut r, espo, advoware, store, settings, id, &e, &a).await?;
+    let engine = super::engine::Engine {
+        espo,
+        advoware,
+        store,
+        settings,
+    };
+    details(&mut r, &engine, id, &e, &a).await?;
     let base = store.hash(id).await?;
     if es == as_ && base.as_deref() != Some(content_hash(&es).as_str()) {
         r.info(
@@ -128,21 +134,12 @@ pub async fn audit<C: ConnectionLike + Clone + Send + Sync>(
 /// Kommunikation and Adressen: the next run's plan, read-only, as difference lines.
 async fn details<C: ConnectionLike + Clone + Send + Sync>(
     r: &mut AuditReport,
-    espo: &dyn EspoSide,
-    advoware: &dyn AdvowareSide,
-    store: &BeteiligteStore<C>,
-    settings: &super::engine::EngineSettings,
+    engine: &super::engine::Engine<'_, C>,
     id: &EspoId,
     e: &crate::sync::beteiligte::EspoBeteiligte,
     a: &crate::sync::beteiligte::AdvowareBeteiligter,
 ) -> Result<(), AuditError> {
     use crate::sync::beteiligte::adressen::{label, Write};
-    let engine = super::engine::Engine {
-        espo,
-        advoware,
-        store,
-        settings,
-    };
     let d = engine
         .details_prepare(id, e, a)
         .await
