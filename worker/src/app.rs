@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::handlers::{Clients, Registry};
 use crate::intake::{self, AppState};
 use crate::locks::Locks;
-use crate::ops::health::Health;
+use crate::ops::health::{ClientsState, Health};
 use crate::ops::metrics::Metrics;
 use crate::queue::consumer::{self, ConsumerDeps};
 use crate::queue::{Queue, QueueError, Redis};
@@ -100,9 +100,16 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
         if crate::handlers::documents::configured(&config) {
             // No Redis needed: built now; a configuration problem fails the document jobs.
             let built = crate::handlers::documents::build_sides(&config);
-            if let Err(e) = &built {
-                tracing::error!(error = %e, "document sync clients cannot be built");
-            }
+            health.set_clients(
+                "documents",
+                match &built {
+                    Ok(_) => ClientsState::Ready,
+                    Err(e) => {
+                        tracing::error!(error = %e, "document sync clients cannot be built");
+                        ClientsState::Failed(e.to_string())
+                    }
+                },
+            );
             let _ = clients.documents.set(built);
         }
         if crate::handlers::bankverbindungen::configured(&config) {
@@ -110,6 +117,7 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
                 config.clone(),
                 queue.clone(),
                 clients.bankverbindungen.clone(),
+                health.clone(),
             );
         }
         let deps = Arc::new(ConsumerDeps {

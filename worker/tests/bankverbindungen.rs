@@ -815,14 +815,27 @@ async fn a_waiting_bankverbindung_is_requeued_by_the_beteiligte_create_and_audit
     // One attempt only: without the re-queue by the Beteiligte sync the waiting job would stay
     // in the DLQ and the record would never sync.
     let r = running(&[("WORKER_RETRY_MAX_ATTEMPTS", "1")]).await;
-    // With one attempt, a job that finds the clients still starting would end in the DLQ too.
-    wait_for("clients ready", Duration::from_secs(20), || async {
-        let log = r.worker.log_text();
-        (log.contains("Bankverbindungen sync clients ready")
-            && log.contains("Beteiligte sync clients ready"))
-        .then_some(())
+    // With one attempt, a job that finds the clients still starting would end in the DLQ too:
+    // wait until `/ready` reports both syncs' clients built.
+    let ready = wait_for("clients ready", Duration::from_secs(20), || async {
+        let v: Value = common::client()
+            .get(format!("{}/ready", r.worker.base))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["checks"]["bankverbindungen_clients"] == "ready"
+            && v["checks"]["beteiligte_clients"] == "ready")
+            .then_some(v)
     })
     .await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(
+        ready["checks"]["documents_clients"], "not_configured",
+        "{ready}"
+    );
     let bet = r.person(None);
     let id = r.account(&bet);
     r.deliver_until("waiting_for_betnr", 1.0).await;

@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use crate::config::{AdminEndpoints, Config};
 use crate::error::ApiError;
-use crate::ops::health::{ClientsState, Health};
+use crate::ops::health::{ClientsState, Health, CLIENT_SYNCS};
 use crate::ops::metrics::Metrics;
 use crate::queue::Queue;
 
@@ -193,23 +193,25 @@ async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Respo
     let redis_ok = s.queue.ping().await.is_ok();
     let (running, expected) = s.health.consumers();
     let consumers_ok = !s.config.roles.consumers || running >= expected;
-    let calendar = s.health.calendar();
-    let beteiligte = s.health.beteiligte();
-    let failed = |c: &Option<ClientsState>| matches!(c, Some(ClientsState::Failed(_)));
-    let (calendar_ok, beteiligte_ok) = (!failed(&calendar), !failed(&beteiligte));
     let state = |c: &Option<ClientsState>| match c {
         None => "not_configured".to_string(),
         Some(ClientsState::Starting) => "starting".to_string(),
         Some(ClientsState::Ready) => "ready".to_string(),
         Some(ClientsState::Failed(why)) => format!("failed: {why}"),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "redis": if redis_ok { "ok" } else { "unreachable" },
         "consumers": { "running": running, "expected": expected },
-        "calendar_clients": state(&calendar),
-        "beteiligte_clients": state(&beteiligte),
     });
-    if redis_ok && consumers_ok && calendar_ok && beteiligte_ok {
+    let mut failed_sync = None;
+    for (key, name) in CLIENT_SYNCS {
+        let c = s.health.clients(key);
+        if failed_sync.is_none() && matches!(c, Some(ClientsState::Failed(_))) {
+            failed_sync = Some(name);
+        }
+        body[format!("{key}_clients")] = serde_json::json!(state(&c));
+    }
+    if redis_ok && consumers_ok && failed_sync.is_none() {
         (
             StatusCode::OK,
             Json(serde_json::json!({ "status": "ready", "checks": body })),
@@ -217,13 +219,14 @@ async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> Respo
             .into_response()
     } else {
         let message = if !redis_ok {
-            "redis unreachable"
+            "redis unreachable".to_string()
         } else if !consumers_ok {
-            "consumers not running"
-        } else if !calendar_ok {
-            "calendar sync clients cannot be built"
+            "consumers not running".to_string()
         } else {
-            "Beteiligte sync clients cannot be built"
+            format!(
+                "{} sync clients cannot be built",
+                failed_sync.unwrap_or("a")
+            )
         };
         (
             StatusCode::SERVICE_UNAVAILABLE,

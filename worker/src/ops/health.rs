@@ -2,10 +2,11 @@
 //! instance can do its job: Redis answers, every consumer loop it should run is running, and the
 //! outside-system clients it was configured with could be built.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// State of a sync's clients (calendar, Beteiligte; built in the background at start-up).
+/// State of a sync's clients (built at start-up, most in the background once Redis answers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientsState {
     /// Waiting for Redis.
@@ -16,34 +17,38 @@ pub enum ClientsState {
     Failed(String),
 }
 
+/// The syncs whose clients `/ready` reports, in its order: the key (`<key>_clients` in the
+/// answer) and the name used in the 503 message.
+pub const CLIENT_SYNCS: [(&str, &str); 4] = [
+    ("calendar", "calendar"),
+    ("beteiligte", "Beteiligte"),
+    ("documents", "document"),
+    ("bankverbindungen", "Bankverbindungen"),
+];
+
 #[derive(Debug, Default)]
 pub struct Health {
     consumers_expected: AtomicUsize,
     consumers_running: AtomicUsize,
-    /// `None`: the calendar sync is not configured on this instance.
-    calendar: Mutex<Option<ClientsState>>,
-    /// `None`: the Beteiligte sync is not configured on this instance.
-    beteiligte: Mutex<Option<ClientsState>>,
+    /// Per sync key of [`CLIENT_SYNCS`]; absent: that sync is not configured on this instance.
+    clients: Mutex<BTreeMap<&'static str, ClientsState>>,
 }
 
 impl Health {
-    pub fn set_calendar(&self, state: ClientsState) {
-        *self.calendar.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
-    }
-    pub fn calendar(&self) -> Option<ClientsState> {
-        self.calendar
+    /// Records the state of the clients of `sync` (a key of [`CLIENT_SYNCS`]).
+    pub fn set_clients(&self, sync: &'static str, state: ClientsState) {
+        self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .insert(sync, state);
     }
-    pub fn set_beteiligte(&self, state: ClientsState) {
-        *self.beteiligte.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
-    }
-    pub fn beteiligte(&self) -> Option<ClientsState> {
-        self.beteiligte
+    /// The state of the clients of `sync`; `None` when it is not configured here.
+    pub fn clients(&self, sync: &str) -> Option<ClientsState> {
+        self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .get(sync)
+            .cloned()
     }
     pub fn expect_consumers(&self, n: usize) {
         self.consumers_expected.store(n, Ordering::SeqCst);

@@ -104,11 +104,12 @@ pub fn spawn_build(
     config: Arc<Config>,
     queue: crate::queue::Queue,
     slot: super::ClientSlot<BankSides>,
+    health: Arc<crate::ops::health::Health>,
 ) {
     super::spawn_client_build(
         "Bankverbindungen sync",
         slot,
-        |_| {},
+        move |state| health.set_clients("bankverbindungen", state),
         move || {
             let (config, queue) = (config.clone(), queue.clone());
             async move {

@@ -138,7 +138,7 @@ pub fn spawn_build(
     super::spawn_client_build(
         "Beteiligte sync",
         slot,
-        move |state| health.set_beteiligte(state),
+        move |state| health.set_clients("beteiligte", state),
         move || {
             let (config, queue) = (config.clone(), queue.clone());
             async move {

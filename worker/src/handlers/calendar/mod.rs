@@ -129,7 +129,7 @@ pub fn spawn_build(
     super::spawn_client_build(
         "calendar sync",
         slot,
-        move |state| health.set_calendar(state),
+        move |state| health.set_clients("calendar", state),
         move || {
             let (config, queue) = (config.clone(), queue.clone());
             let metrics = metrics.clone();
