@@ -28,7 +28,7 @@ async fn kong_yaml_filters_exist_validate_against_their_schema_and_are_accepted_
         &adv,
         "http://127.0.0.1:9",
         &placeholder_hooks(),
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        LEAD_SECRET,
     ));
     let chains = config
         .services
@@ -580,12 +580,7 @@ async fn exported_metrics(rules: &serde_yaml::Value) -> Exported {
     let adv = advoware::start(advoware::AdvowareConfig::default())
         .await
         .unwrap();
-    let config = render(&vars(
-        &adv,
-        &worker_url,
-        &placeholder_hooks(),
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    ));
+    let config = render(&vars(&adv, &worker_url, &placeholder_hooks(), LEAD_SECRET));
     let gw = Gateway::start(GatewayOptions::new(config)).await.unwrap();
     let call = json!({"CallType": "Inbound", "Number": "+49301234567", "Duration": "00:00:42"});
     let r = threecx::report_call(
@@ -1116,12 +1111,7 @@ async fn entity_link_hooks_through_kong_carry_their_topic_and_action_binding() {
         .await
         .unwrap();
     let hooks = placeholder_hooks();
-    let config = render(&vars(
-        &adv,
-        &worker.base_url(),
-        &hooks,
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    ));
+    let config = render(&vars(&adv, &worker.base_url(), &hooks, LEAD_SECRET));
     let gw = Gateway::start(GatewayOptions::new(config)).await.unwrap();
     let body = json!([{"id": "6745a1b2c3d4e5f60", "entityType": "Raeumungsklage",
                        "link": "dokumente", "foreignId": "6745a1b2c3d4e5f61"}]);

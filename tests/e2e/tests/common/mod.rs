@@ -185,3 +185,8 @@ pub async fn deployed_gateway(config: kong_config::model::KongConfig, port: u16)
     opts.client_body_buffer_size = DEPLOYED_CLIENT_BODY_BUFFER_SIZE;
     Gateway::start(opts).await.unwrap()
 }
+
+/// The Vermieterhelden signing secret of the end-to-end tests: obviously not a real one
+/// (`whsec_` + base64 of "test-only-lead-secret-do-not-use").
+#[allow(dead_code)] // not every test file signs leads
+pub const LEAD_SECRET: &str = "whsec_dGVzdC1vbmx5LWxlYWQtc2VjcmV0LWRvLW5vdC11c2U=";

@@ -285,7 +285,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             self.store
                 .synced(id, beteiligte, bet_nr, &konto, &content_hash(data))
                 .await?;
-            info!(espo_id = %id, bet_nr = bet_nr.get(), konto = %konto, iban = %data.iban, "Bankverbindung adopted");
+            info!(espo_id = %id, bet_nr = bet_nr.get(), konto = %konto, iban_masked = %data.iban, "Bankverbindung adopted");
             return Ok(Outcome::Adopted(konto));
         }
         self.store
@@ -315,7 +315,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             }
         };
         self.store.set_created(id, &konto).await?;
-        info!(espo_id = %id, bet_nr = bet_nr.get(), konto = %konto, iban = %data.iban, "Bankverbindung created in Advoware");
+        info!(espo_id = %id, bet_nr = bet_nr.get(), konto = %konto, iban_masked = %data.iban, "Bankverbindung created in Advoware");
         self.write_back(id, rec, clean(&konto, now)).await?;
         self.store
             .synced(id, beteiligte, bet_nr, &konto, &content_hash(data))

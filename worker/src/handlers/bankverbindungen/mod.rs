@@ -113,10 +113,9 @@ pub fn spawn_build(
         move || {
             let (config, queue) = (config.clone(), queue.clone());
             async move {
-                build_sides(&config, &queue).await.map_err(|e| match e {
-                    super::beteiligte::BuildError::Redis(e) => super::BuildAttempt::WaitForRedis(e),
-                    e => super::BuildAttempt::Failed(e.to_string()),
-                })
+                build_sides(&config, &queue)
+                    .await
+                    .map_err(super::BuildAttempt::from)
             }
         },
     );

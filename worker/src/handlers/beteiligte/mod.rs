@@ -103,6 +103,16 @@ pub enum BuildError {
     Http(String),
 }
 
+/// Redis not reachable yet is worth waiting for; everything else is a configuration problem.
+impl From<BuildError> for super::BuildAttempt {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Redis(e) => super::BuildAttempt::WaitForRedis(e),
+            e => super::BuildAttempt::Failed(e.to_string()),
+        }
+    }
+}
+
 /// Builds both clients: EspoCRM with its key, Advoware with the token shared in Redis.
 pub async fn build_sides(
     config: &Config,
@@ -142,10 +152,9 @@ pub fn spawn_build(
         move || {
             let (config, queue) = (config.clone(), queue.clone());
             async move {
-                build_sides(&config, &queue).await.map_err(|e| match e {
-                    BuildError::Redis(e) => super::BuildAttempt::WaitForRedis(e),
-                    e => super::BuildAttempt::Failed(e.to_string()),
-                })
+                build_sides(&config, &queue)
+                    .await
+                    .map_err(super::BuildAttempt::from)
             }
         },
     );
