@@ -69,16 +69,10 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
         lookup: intake::threecx::LookupService::from_config(&config),
         outbound: crate::handlers::telephony::outbound::OutboundService::from_config(&config),
     };
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            axum::serve(listener, intake::router(state))
-                .with_graceful_shutdown(async move { shutdown.wait().await })
-                .await
-                .map_err(ServeError::Http)
-        });
-    }
     if config.roles.consumers {
+        // Known before the first `/ready` answer: a probe that arrives while start-up is still
+        // wiring must not see "ready" with zero expected consumers or unreported clients.
+        health.expect_consumers(registry.topics().len());
         let clients = Clients::default();
         if crate::handlers::calendar::configured(&config) {
             crate::handlers::calendar::spawn_build(
@@ -151,6 +145,17 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), ServeError>
         tasks.spawn(async move {
             schedule::run(specs, queue, metrics, shutdown).await;
             Ok(())
+        });
+    }
+    // Serve only now: every consumer and client state `/ready` reports is registered. The
+    // listener is bound since the start, so early connections wait in its backlog.
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, intake::router(state))
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await
+                .map_err(ServeError::Http)
         });
     }
     let mut first_error = None;

@@ -671,6 +671,28 @@ async fn ready_when_redis_and_consumers_run() {
     .await;
 }
 
+/// A probe that arrives the moment the port opens must not hear "ready" from an instance whose
+/// consumers are not even registered yet (it once answered ready with 0 of 0 consumers).
+#[tokio::test]
+async fn the_first_ready_answer_already_counts_the_consumers_it_waits_for() {
+    let redis = RedisServer::start(false);
+    let w = Worker::spawn(&redis.url(), &[], &[]);
+    let first: serde_json::Value = client()
+        .get(format!("{}/ready", w.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected = first["checks"]["consumers"]["expected"].as_u64().unwrap();
+    assert!(expected > 0, "{first}");
+    let running = first["checks"]["consumers"]["running"].as_u64().unwrap();
+    if running < expected {
+        assert_eq!(first["error"], "not_ready", "{first}");
+    }
+}
+
 #[tokio::test]
 async fn sigkill_mid_job_redelivers_and_completes_once() {
     let redis = RedisServer::start(false);
