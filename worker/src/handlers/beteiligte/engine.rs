@@ -14,7 +14,8 @@
 //! A record without `betnr` is created in Advoware; the returned `betNr` goes to Redis
 //! ([`BeteiligteStore::set_created`]) right after the `POST`, before the write-back to EspoCRM.
 //! A run after a failed write-back finds it and resumes (adopts that Beteiligter) instead of
-//! creating a second one.
+//! creating a second one. The same run then reads the record again and syncs its Kommunikation
+//! and Adressen, so a new party arrives in Advoware complete.
 //!
 //! The `POST` itself is bracketed by an intent ([`BeteiligteStore::set_creating`]) written
 //! before it and replaced by the `betNr` after it. Advoware has no documented search, so a record
@@ -237,6 +238,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             return Ok(Outcome::Skipped("echo of our own status write"));
         }
         match self.run(id, &espo, now, mode).await {
+            Ok(Outcome::Created(bet_nr)) => self.details_after_create(id, bet_nr, now).await,
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 self.mark_failed(id, &espo, &e.to_string()).await;
@@ -394,6 +396,32 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
                     .await;
                 }
                 Ok(Outcome::ConflictLeft(fields))
+            }
+        }
+    }
+
+    /// A new Beteiligter's Kommunikation and Adressen, in the run that created it: the record is
+    /// read again (it now carries `betnr`) and synced like any linked one. A failure here is
+    /// retried by the queue and finds the create done, so only the details are left to do.
+    async fn details_after_create(
+        &self,
+        id: &EspoId,
+        bet_nr: BetNr,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EngineError> {
+        let Some(espo) = self.espo.get(id).await? else {
+            return Ok(Outcome::Created(bet_nr));
+        };
+        if espo.betnr != Some(bet_nr) {
+            // Changed meanwhile (a person relinked it): the next event syncs what is there now.
+            return Ok(Outcome::Created(bet_nr));
+        }
+        // `Manual`: bookkeeping that is already current is not written again.
+        match self.run(id, &espo, now, Mode::Manual).await {
+            Ok(_) => Ok(Outcome::Created(bet_nr)),
+            Err(e) => {
+                self.mark_failed(id, &espo, &e.to_string()).await;
+                Err(e)
             }
         }
     }
