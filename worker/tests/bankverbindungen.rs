@@ -678,6 +678,29 @@ async fn create_update_delete_reach_advoware_with_the_id_written_back() {
     r.assert_log_masked();
 }
 
+/// A create path this Advoware does not serve (405) fails the job with the setting named and is
+/// counted in `advoware_endpoint_mismatches`, the counter the operator's alert watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_path_advoware_does_not_serve_is_counted_as_an_endpoint_mismatch() {
+    let r = running(&[(
+        "BANKVERBINDUNGEN_PATH_CREATE",
+        "api/v1/advonet/Beteiligte/{betnr}",
+    )])
+    .await;
+    let mismatches = |m: &str| metric(m, "bitbylaw_worker_advoware_endpoint_mismatches_total", "");
+    assert_eq!(mismatches(&metrics_text(&r.worker.base).await), 0.0);
+    let bet_nr = r.adv.insert_beteiligter(json!({"name": "Muster GmbH"}));
+    let bet = r.person(Some(bet_nr));
+    let id = r.account(&bet);
+    r.deliver_until("permanent", 1.0).await;
+    assert_eq!(mismatches(&metrics_text(&r.worker.base).await), 1.0);
+    assert!(r.adv.bankverbindungen(bet_nr).is_empty());
+    let rec = r.bank(&id);
+    assert_eq!(rec["syncStatus"], "failed", "{rec}");
+    let msg = rec["syncErrorMessage"].as_str().unwrap_or_default();
+    assert!(msg.contains("BANKVERBINDUNGEN_PATH_CREATE"), "{msg}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_iban_through_the_worker_fails_with_zero_advoware_requests() {
     let r = running(&[]).await;

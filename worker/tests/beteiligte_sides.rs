@@ -223,12 +223,16 @@ async fn configured_beteiligte_paths_are_the_ones_used() {
     // setting, never "deleted in Advoware".
     settings.paths.beteiligte_get = "api/v1/advonet/Beteiligte?betnr={betnr}".into();
     let aw = advoware_client(&settings, redis.conn().await);
+    let counted = || bitbylaw_worker::clients::advoware::ENDPOINT_MISMATCHES.get();
+    let before = counted();
     let err = AdvowareSide::get(&aw, bet_nr).await.expect_err("mismatch");
     assert!(!err.is_retryable(), "{err:?}");
     assert!(
         err.to_string().contains("ADVOWARE_PATH_BETEILIGTE_GET"),
         "{err}"
     );
+    // Counted for `advoware_endpoint_mismatches` (other tests of this binary may count too).
+    assert!(counted() > before);
 }
 
 /// Issue 12 groundwork: the Kommunikation plan's writes through the real client against the

@@ -1164,13 +1164,21 @@ fn query_refs(query: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// Answers that showed a configured Advoware path does not fit this Advoware (405, or a 404 that
+/// cannot mean "gone"), from every sync of the process. Process-wide because each sync builds its
+/// own client from the one path configuration; `/metrics` exports it as
+/// `advoware_endpoint_mismatches`, the alert an operator gets for a wrong `ADVOWARE_PATH_*`.
+pub static ENDPOINT_MISMATCHES: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
+    std::sync::LazyLock::new(Default::default);
+
 /// [`AdvowareError::EndpointMismatch`] for an answer that shows the configured path is wrong;
-/// logged here, once, with the path (never a secret).
+/// logged and counted here, once, with the path (never a secret).
 fn mismatch(setting: &'static str, method: Method, err: AdvowareError) -> AdvowareError {
     let (path, status) = match &err {
         AdvowareError::Upstream { path, status, .. } => (path.clone(), *status),
         _ => return err,
     };
+    ENDPOINT_MISMATCHES.inc();
     tracing::error!(
         setting,
         method = method.as_str(),

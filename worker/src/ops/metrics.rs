@@ -97,7 +97,8 @@ pub struct Metrics {
     pub calendar_writes: Family<CalendarLabel, Counter>,
     pub calendar_conflicts: Counter,
     pub calendar_skipped: Counter,
-    /// Advoware reads whose configured path does not fit (405, …), see `advoware.paths`.
+    /// Advoware calls whose configured path does not fit (405, …), from every sync: the
+    /// process-wide [`crate::clients::advoware::ENDPOINT_MISMATCHES`].
     pub advoware_endpoint_mismatches: Counter,
     /// Per employee, from Redis at scrape time (shared by all instances).
     pub calendar_last_success: Family<KuerzelLabel, Gauge>,
@@ -162,7 +163,7 @@ impl Metrics {
             calendar_writes: Family::default(),
             calendar_conflicts: Counter::default(),
             calendar_skipped: Counter::default(),
-            advoware_endpoint_mismatches: Counter::default(),
+            advoware_endpoint_mismatches: crate::clients::advoware::ENDPOINT_MISMATCHES.clone(),
             calendar_last_success: Family::default(),
             calendar_failures_in_a_row: Family::default(),
             google_requests_granted: Counter::default(),
@@ -198,7 +199,7 @@ impl Metrics {
         );
         registry.register(
             "advoware_endpoint_mismatches",
-            "Advoware calls answered 405 (or an impossible 404): a path in advoware.paths does not fit",
+            "Advoware calls answered 405 (or an impossible 404): a configured Advoware path (calendar, Beteiligte, Bankverbindungen) does not fit",
             m.advoware_endpoint_mismatches.clone(),
         );
         registry.register(

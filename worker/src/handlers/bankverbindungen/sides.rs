@@ -136,6 +136,7 @@ fn advoware_error(e: AdvowareError) -> SideError {
 
 /// 405 (and a 404 where the Beteiligter cannot be meant): the path setting does not fit.
 fn mismatch(setting: &str, method: Method, e: &AdvowareError) -> SideError {
+    crate::clients::advoware::ENDPOINT_MISMATCHES.inc();
     failed(
         System::Advoware,
         format!(

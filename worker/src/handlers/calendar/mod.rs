@@ -242,9 +242,6 @@ async fn employee(ctx: &JobContext, job: &Job) -> HandlerResult {
                     .calendar_conflicts
                     .inc_by(report.conflicts as u64);
                 ctx.metrics.calendar_skipped.inc_by(report.skipped as u64);
-                ctx.metrics
-                    .advoware_endpoint_mismatches
-                    .inc_by(report.endpoint_mismatches as u64);
                 Ok(())
             }
             Err(e) => {
