@@ -378,6 +378,9 @@ pub struct Config {
     /// When set, the manual endpoints (`POST /calendar/sync`, `/3cx/call`) require
     /// `Authorization: Bearer <token>` (Kong injects it); see [`Config::admin_endpoints`].
     pub admin_token: Option<Secret>,
+    /// The token being rotated out, accepted beside [`Self::admin_token`] until Kong's routes
+    /// inject the new one (`WORKER_ADMIN_TOKEN_PREVIOUS`; README "Rotating the admin token").
+    pub admin_token_previous: Option<Secret>,
     pub roles: Roles,
     pub queue: QueueSettings,
     pub retention: RetentionSettings,
@@ -476,6 +479,7 @@ struct FileConfig {
     signature_tolerance_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     admin_token: Option<Secret>,
+    admin_token_previous: Option<Secret>,
     roles: Option<Vec<String>>,
     test_handlers: Option<bool>,
     log_format: Option<String>,
@@ -844,6 +848,19 @@ impl Config {
             .map(Secret::new)
             .or(file.admin_token)
             .filter(|s| !s.is_empty());
+        let admin_token_previous = r
+            .str("WORKER_ADMIN_TOKEN_PREVIOUS")
+            .map(Secret::new)
+            .or(file.admin_token_previous)
+            .filter(|s| !s.is_empty());
+        if admin_token_previous.is_some() && admin_token.is_none() {
+            // Alone it would not guard anything (the endpoints would follow the no-token rule)
+            // while looking like it does.
+            r.problems.push(
+                "WORKER_ADMIN_TOKEN_PREVIOUS: set without WORKER_ADMIN_TOKEN (rotation keeps both)"
+                    .into(),
+            );
+        }
 
         // queue
         let q = file.queue;
@@ -1414,6 +1431,7 @@ impl Config {
             signature_tolerance: Duration::from_secs(signature_tolerance_secs),
             max_body_bytes,
             admin_token,
+            admin_token_previous,
             roles,
             queue,
             retention,

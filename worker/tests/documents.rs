@@ -212,14 +212,8 @@ async fn synced(e: &Env, worker: &Worker, content: &[u8]) -> (String, String, St
 async fn a_storm_of_links_and_updates_uploads_once_and_adds_once_per_collection() {
     let e = env().await;
     let worker = e.worker(&[]);
-    let ready: Value = common::client()
-        .get(format!("{}/ready", worker.base))
-        .send()
-        .await
-        .expect("/ready")
-        .json()
-        .await
-        .expect("/ready body");
+    // Built at start-up, before `/ready` answers at all.
+    let ready = common::ready_json(&worker.base).await;
     assert_eq!(ready["checks"]["documents_clients"], "ready", "{ready}");
     let content = b"%PDF-1.7 Klageschrift".to_vec();
     let (case, party, doc) = synced(&e, &worker, &content).await;

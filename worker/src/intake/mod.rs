@@ -133,11 +133,11 @@ pub fn check_admin_token(config: &Config, headers: &HeaderMap) -> Result<(), Api
                 .unwrap_or("");
             // Digests compared in constant time: neither the token's content nor its length
             // leaks through timing (a plain `ct_eq` returns early on a length mismatch).
-            if bitbylaw_core::webhook::verify_shared_token(
-                Some(given),
-                &[token.expose().to_owned()],
-            )
-            .is_err()
+            let accepted: Vec<String> = std::iter::once(token)
+                .chain(config.admin_token_previous.as_ref())
+                .map(|t| t.expose().to_owned())
+                .collect();
+            if bitbylaw_core::webhook::verify_shared_token(Some(given), &accepted).is_err()
             {
                 return Err(ApiError::unauthorized("missing or wrong bearer token"));
             }
@@ -319,6 +319,48 @@ mod admin_token_tests {
                 "{wrong}"
             );
         }
+        // Rotation: the previous token passes beside the new one, nothing else does.
+        let rotating = config(&[
+            ("WORKER_LISTEN_ADDR", "0.0.0.0:8080"),
+            ("WORKER_ADMIN_TOKEN", "tok-new-0123456789"),
+            ("WORKER_ADMIN_TOKEN_PREVIOUS", "tok-0123456789"),
+        ]);
+        for ok in ["Bearer tok-new-0123456789", "Bearer tok-0123456789"] {
+            assert!(check_admin_token(&rotating, &bearer(ok)).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            check_admin_token(&rotating, &bearer("Bearer tok-older"))
+                .unwrap_err()
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            check_admin_token(&guarded, &bearer("Bearer tok-new-0123456789"))
+                .unwrap_err()
+                .status,
+            StatusCode::UNAUTHORIZED,
+            "without the rotation setting the new token alone is the current one"
+        );
+        // A previous token alone would guard nothing while looking like it does.
+        let mut env: std::collections::HashMap<String, String> = [
+            ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret"),
+            ("WORKER_ADMIN_TOKEN_PREVIOUS", "tok-0123456789"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let problems = Config::load(None, &env).unwrap_err().to_string();
+        assert!(
+            problems.contains("WORKER_ADMIN_TOKEN_PREVIOUS: set without WORKER_ADMIN_TOKEN"),
+            "{problems}"
+        );
+        assert!(
+            !problems.contains("tok-0123456789"),
+            "never the token itself"
+        );
+        env.insert("WORKER_ADMIN_TOKEN".into(), "tok-new-0123456789".into());
+        assert!(Config::load(None, &env).is_ok());
+
         // Intake off: no manual endpoints, nothing to warn about.
         let no_intake = config(&[
             ("WORKER_LISTEN_ADDR", "0.0.0.0:8080"),

@@ -224,6 +224,18 @@ pub async fn metrics_text(base: &str) -> String {
         .unwrap()
 }
 
+/// `GET {base}/ready`: its JSON body, whatever the status (200 ready, 503 not ready).
+pub async fn ready_json(base: &str) -> serde_json::Value {
+    client()
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Value of a sample `name{labels…}` whose label set contains `label` (e.g. `topic="test.record"`).
 pub fn metric(text: &str, name: &str, label: &str) -> f64 {
     text.lines()

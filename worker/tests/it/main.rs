@@ -677,14 +677,7 @@ async fn ready_when_redis_and_consumers_run() {
 async fn the_first_ready_answer_already_counts_the_consumers_it_waits_for() {
     let redis = RedisServer::start(false);
     let w = Worker::spawn(&redis.url(), &[], &[]);
-    let first: serde_json::Value = client()
-        .get(format!("{}/ready", w.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = ready_json(&w.base).await;
     let expected = first["checks"]["consumers"]["expected"].as_u64().unwrap();
     assert!(expected > 0, "{first}");
     let running = first["checks"]["consumers"]["running"].as_u64().unwrap();
