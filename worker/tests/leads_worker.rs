@@ -225,3 +225,52 @@ async fn reference_sender_signs_like_standard_webhooks() {
     )
     .expect("the gateway's verifier accepts the reference sender");
 }
+
+/// A lead run that outlasts the lock TTL (EspoCRM answering slowly) keeps its submission's lock:
+/// it is extended while the run lasts and released at its end, so a redelivery of the same
+/// `webhook-id` can never run beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_lead_run_keeps_its_lock_until_it_ends() {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    let api = fake.api_url();
+    let key = fake.config().api_key.clone();
+    let w = Worker::spawn(
+        &redis.url(),
+        &[
+            ("ESPOCRM_API_BASE_URL", &api),
+            ("ESPOCRM_API_KEY", &key),
+            ("WORKER_LOCK_TTL_MS", "600"),
+        ],
+        &[],
+    );
+    // Every EspoCRM call takes 700 ms: the run's searches and create take several TTLs.
+    fake.controls().set_latency(Duration::from_millis(700));
+    let body = serde_json::to_vec(&lead("mieter", 7)).unwrap();
+    assert_eq!(post(&w.base, "msg_slow", &body).await, 202);
+    let lock = wait_for("the run holds its lock", Duration::from_secs(20), || {
+        keys_of(&redis, "bbl:lock:*msg_slow*")
+    })
+    .await;
+    let mut c = redis.conn().await;
+    // Three TTLs later the run is still busy with EspoCRM and its lock still there.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(fake.all("Lead").is_empty(), "the run is still going");
+    assert!(c.exists::<_, bool>(&lock).await.unwrap(), "lock kept alive");
+    wait_for("the lead", Duration::from_secs(30), || async {
+        (fake.all("Lead").len() == 1).then_some(())
+    })
+    .await;
+    wait_for("lock released", Duration::from_secs(10), || {
+        let mut c = c.clone();
+        let lock = lock.clone();
+        async move { (!c.exists::<_, bool>(&lock).await.unwrap()).then_some(()) }
+    })
+    .await;
+}
+
+async fn keys_of(redis: &RedisServer, pattern: &str) -> Option<String> {
+    let mut c = redis.conn().await;
+    let keys: Vec<String> = c.keys(pattern).await.unwrap();
+    keys.into_iter().next()
+}

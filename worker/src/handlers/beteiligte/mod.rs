@@ -299,17 +299,10 @@ async fn sync(ctx: &JobContext, job: &Job) -> HandlerResult {
                 Trigger::Other => engine.sync_one(&id, now).await,
             }
         };
-        let result = match guard.hold_while(ctx.config.lock_ttl, run).await {
-            Ok(r) => r,
-            Err(lost) => {
-                ctx.metrics.beteiligte_run("lock_lost");
-                warn!(error = %lost, outcome = "lock_lost", "Beteiligte sync stopped");
-                return Err(HandlerError::retryable(lost.to_string()));
-            }
-        };
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "entity lock release failed (its TTL frees it)");
-        }
+        let result = guard
+            .run_and_release(ctx.config.lock_ttl, run)
+            .await
+            .map_err(|lost| lock_lost(ctx, &lost))?;
         super::bankverbindungen::requeue_waiting(ctx, &id, &result).await;
         settle(&ctx.metrics, result)
     }
@@ -324,15 +317,21 @@ async fn delete(ctx: &JobContext, job: &Job) -> HandlerResult {
     let id = espo_id(job)?;
     let span = tracing::info_span!(parent: &ctx.span, "beteiligte_delete", espo_id = %id);
     async {
-        let guard = ctx.lock(LOCK_TYPE, id.as_str()).await?;
-        let result = unlink(ctx, sides, &id).await;
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "entity lock release failed (its TTL frees it)");
-        }
-        result
+        ctx.lock(LOCK_TYPE, id.as_str())
+            .await?
+            .run_and_release(ctx.config.lock_ttl, unlink(ctx, sides, &id))
+            .await
+            .map_err(|lost| lock_lost(ctx, &lost))?
     }
     .instrument(span)
     .await
+}
+
+/// The entity lock was lost mid-run: the run stopped; a retry reads the state again.
+fn lock_lost(ctx: &JobContext, lost: &crate::locks::LockLost) -> HandlerError {
+    ctx.metrics.beteiligte_run("lock_lost");
+    warn!(error = %lost, outcome = "lock_lost", "Beteiligte run stopped");
+    HandlerError::retryable(lost.to_string())
 }
 
 async fn unlink(ctx: &JobContext, sides: &BeteiligteSides, id: &EspoId) -> HandlerResult {

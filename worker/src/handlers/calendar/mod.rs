@@ -213,7 +213,7 @@ async fn employee(ctx: &JobContext, job: &Job) -> HandlerResult {
         let mut no_progress = |_: &engine::Progress| {};
         let run = engine.sync_employee(&mut store, &kuerzel, &opts, &mut no_progress);
         let label = |k: &str| CalendarLabel { kind: k.to_owned() };
-        let result = match guard.hold_while(ctx.config.lock_ttl, run).await {
+        let result = match guard.run_and_release(ctx.config.lock_ttl, run).await {
             Ok(result) => result,
             Err(lost) => {
                 // Dropping the guard releases only a key still holding our token, never the
@@ -226,9 +226,6 @@ async fn employee(ctx: &JobContext, job: &Job) -> HandlerResult {
                 return Err(HandlerError::retryable(lost.to_string()));
             }
         };
-        if let Err(e) = guard.release().await {
-            warn!(error = %e, "employee lock release failed (its TTL frees it)");
-        }
         match result {
             Ok(report) => {
                 ctx.metrics.calendar_runs.get_or_create(&label("ok")).inc();

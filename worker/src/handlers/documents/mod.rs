@@ -145,17 +145,13 @@ async fn under_lock<T>(
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, HandlerError> {
     let guard = ctx.lock(entity_type, id).await?;
-    let result = match guard.hold_while(ctx.config.lock_ttl, work).await {
-        Ok(r) => r,
-        Err(lost) => {
+    guard
+        .run_and_release(ctx.config.lock_ttl, work)
+        .await
+        .map_err(|lost| {
             ctx.metrics.documents_run("lock_lost");
-            return Err(HandlerError::retryable(lost.to_string()));
-        }
-    };
-    if let Err(e) = guard.release().await {
-        warn!(error = %e, "entity lock release failed (its TTL frees it)");
-    }
-    Ok(result)
+            HandlerError::retryable(lost.to_string())
+        })
 }
 
 async fn document(ctx: &JobContext, job: &Job, delete: bool) -> HandlerResult {

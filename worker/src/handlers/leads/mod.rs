@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Handler, HandlerError, HandlerResult, JobContext, Registry};
 use crate::clients::espocrm::{ClientSettings, EspoCrmClient};
@@ -88,8 +88,17 @@ pub async fn handle(ctx: &JobContext, job: &Job, crm: &dyn crm::LeadsCrm) -> Han
         store: &store,
         settings,
     };
-    let result = engine.process(key, &lead, chrono::Utc::now()).await;
-    let _ = guard.release().await;
+    // Kept alive while EspoCRM answers slowly: two runs of one submission never overlap.
+    let result = guard
+        .run_and_release(
+            ctx.config.lock_ttl,
+            engine.process(key, &lead, chrono::Utc::now()),
+        )
+        .await
+        .map_err(|lost| {
+            warn!(error = %lost, outcome = "lock_lost", "lead run stopped");
+            HandlerError::retryable(lost.to_string())
+        })?;
     match result {
         Ok(outcome) => {
             index_for_lookup(ctx, &lead, &outcome).await;

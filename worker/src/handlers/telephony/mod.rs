@@ -121,9 +121,18 @@ pub async fn handle(
         index: Some(conn),
         settings,
     };
-    let result = journal.process(&key, &report, chrono::Utc::now()).await;
-    let _ = guard.release().await;
-    let outcome = result.map_err(super::leads::handler_error)?;
+    // Kept alive while EspoCRM answers slowly: two runs of one call never overlap.
+    let outcome = guard
+        .run_and_release(
+            ctx.config.lock_ttl,
+            journal.process(&key, &report, chrono::Utc::now()),
+        )
+        .await
+        .map_err(|lost| {
+            tracing::warn!(error = %lost, outcome = "lock_lost", "call journaling stopped");
+            HandlerError::retryable(lost.to_string())
+        })?
+        .map_err(super::leads::handler_error)?;
     info!(
         call_key = %key,
         espo_id = %outcome.call_id,
