@@ -1417,6 +1417,12 @@ impl Config {
         }
 
         let threecx = load_threecx(&mut r, file.threecx);
+        if threecx.advoware_note.is_some() && advoware.api_base_url.is_none() {
+            r.problems.push(
+                "THREECX_ADVOWARE_NOTE_PATH: call notes need the Advoware settings (ADVOWARE_API_BASE_URL, …)"
+                    .into(),
+            );
+        }
         let bankverbindungen = load_bankverbindungen(&mut r, file.bankverbindungen);
 
         if !r.problems.is_empty() {
@@ -1687,6 +1693,21 @@ pub struct ThreeCxSettings {
     pub calls_per_minute: u32,
     /// How long 3CX rings the extension before giving up (makecall `timeout`); none: 3CX's default.
     pub ring_timeout_secs: Option<u32>,
+    /// The optional Advoware call note for calls with a known Beteiligter; none: off.
+    pub advoware_note: Option<CallNoteSettings>,
+}
+
+/// Where and how a call note goes into Advoware. FACTS documents no Advoware endpoint for notes,
+/// so path and field names are configuration (README "Call notes in Advoware"); setting the
+/// path switches the note on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallNoteSettings {
+    /// `POST` template with `{betnr}`, e.g. `api/v1/advonet/Beteiligte/{betnr}/Notizen`.
+    pub path: String,
+    /// Field of the note's text.
+    pub text_field: String,
+    /// Field of the call's start (Europe/Berlin wall-clock time).
+    pub date_field: String,
 }
 
 impl Default for ThreeCxSettings {
@@ -1705,6 +1726,7 @@ impl Default for ThreeCxSettings {
             api_timeout: Duration::from_secs(10),
             calls_per_minute: 60,
             ring_timeout_secs: None,
+            advoware_note: None,
         }
     }
 }
@@ -1746,6 +1768,9 @@ struct FileThreeCx {
     api_timeout_ms: Option<u64>,
     calls_per_minute: Option<u32>,
     ring_timeout_secs: Option<u32>,
+    advoware_note_path: Option<String>,
+    advoware_note_text_field: Option<String>,
+    advoware_note_date_field: Option<String>,
 }
 
 /// `[threecx]` and the `THREECX_*` variables; every problem goes to the reader's list.
@@ -1862,6 +1887,36 @@ fn load_threecx(r: &mut Reader<'_>, f: FileThreeCx) -> ThreeCxSettings {
         r.problems
             .push("THREECX_RING_TIMEOUT_SECS: must be 5–300".into());
     }
+    let advoware_note = r
+        .str("THREECX_ADVOWARE_NOTE_PATH")
+        .or(f.advoware_note_path)
+        .filter(|p| !p.trim().is_empty())
+        .map(|path| {
+            for p in crate::clients::advoware::template_problems(&path, &["betnr"]) {
+                r.problems.push(format!("THREECX_ADVOWARE_NOTE_PATH: {p}"));
+            }
+            let mut field = |var: &str, file: Option<String>, default: &str| {
+                let v = r.str(var).or(file).unwrap_or_else(|| default.to_owned());
+                let v = v.trim().to_owned();
+                if v.is_empty() {
+                    r.problems.push(format!("{var}: must not be empty"));
+                }
+                v
+            };
+            CallNoteSettings {
+                path: path.trim().to_owned(),
+                text_field: field(
+                    "THREECX_ADVOWARE_NOTE_TEXT_FIELD",
+                    f.advoware_note_text_field,
+                    "text",
+                ),
+                date_field: field(
+                    "THREECX_ADVOWARE_NOTE_DATE_FIELD",
+                    f.advoware_note_date_field,
+                    "datum",
+                ),
+            }
+        });
     ThreeCxSettings {
         default_region,
         agents,
@@ -1876,6 +1931,7 @@ fn load_threecx(r: &mut Reader<'_>, f: FileThreeCx) -> ThreeCxSettings {
         api_timeout: Duration::from_millis(api_timeout_ms),
         calls_per_minute,
         ring_timeout_secs,
+        advoware_note,
     }
 }
 
@@ -2438,6 +2494,64 @@ max_attempts = 2
     }
 
     /// Issue 14, outbound calls: the Call Control settings come as a set, every problem listed,
+    /// The optional Advoware call note: off by default; its path needs `{betnr}` and the
+    /// Advoware settings must be there; field names default to `text` and `datum`.
+    #[test]
+    fn threecx_advoware_note_settings_are_validated() {
+        let secret = ("GATEWAY_SIGNING_SECRET", "0123456789abcdef-secret");
+        let off = Config::load(None, &env(&[secret])).map(|c| c.threecx.advoware_note);
+        assert!(matches!(off, Ok(None)), "{off:?}");
+        let problems = Config::load(
+            None,
+            &env(&[
+                secret,
+                ("THREECX_ADVOWARE_NOTE_PATH", "api/v1/advonet/Notizen"),
+            ]),
+        )
+        .err()
+        .map(|e| e.problems.join("\n"))
+        .unwrap_or_default();
+        assert!(
+            problems.contains("THREECX_ADVOWARE_NOTE_PATH: must contain {betnr}"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("call notes need the Advoware settings"),
+            "{problems}"
+        );
+        let aw = [
+            ("ADVOWARE_API_BASE_URL", "https://www2.advo-net.net:90/"),
+            (
+                "ADVOWARE_SECURITY_GATEWAY_URL",
+                "https://security.advo-net.net",
+            ),
+            ("ADVOWARE_KANZLEI", "K"),
+            ("ADVOWARE_DATABASE", "D"),
+            ("ADVOWARE_USER", "U"),
+            ("ADVOWARE_ROLE", "2"),
+            ("ADVOWARE_PRODUCT", "64"),
+            ("ADVOWARE_APP_ID", "app"),
+            ("ADVOWARE_PASSWORD", "pw-0123456789"),
+            ("ADVOWARE_API_KEY", "c2VjcmV0LWtleS0wMTIzNDU2Nzg5"),
+        ];
+        let mut vars = aw.to_vec();
+        vars.push(secret);
+        vars.push((
+            "THREECX_ADVOWARE_NOTE_PATH",
+            "api/v1/advonet/Beteiligte/{betnr}/Notizen",
+        ));
+        vars.push(("THREECX_ADVOWARE_NOTE_DATE_FIELD", "erstelltAm"));
+        let note = Config::load(None, &env(&vars)).map(|c| c.threecx.advoware_note);
+        assert_eq!(
+            note.ok().flatten(),
+            Some(CallNoteSettings {
+                path: "api/v1/advonet/Beteiligte/{betnr}/Notizen".into(),
+                text_field: "text".into(),
+                date_field: "erstelltAm".into(),
+            })
+        );
+    }
+
     /// and the secret never appears in a problem or in `Debug`.
     #[test]
     fn threecx_call_control_settings_are_validated() {

@@ -475,27 +475,18 @@ async fn running(extra: &[(&str, &str)]) -> Running {
     let redis = RedisServer::start(false);
     let adv = advoware::start(AdvowareConfig::default()).await.unwrap();
     let espo = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let c = adv.config().clone();
-    let vars: Vec<(String, String)> = [
-        ("ADVOWARE_API_BASE_URL", adv.api_base_url()),
-        ("ADVOWARE_SECURITY_GATEWAY_URL", adv.security_gateway_url()),
-        ("ADVOWARE_KANZLEI", c.kanzlei.clone()),
-        ("ADVOWARE_DATABASE", c.database.clone()),
-        ("ADVOWARE_USER", c.user.clone()),
-        ("ADVOWARE_ROLE", c.role.to_string()),
-        ("ADVOWARE_PRODUCT", c.product.to_string()),
-        ("ADVOWARE_APP_ID", c.app_id.clone()),
-        ("ADVOWARE_PASSWORD", c.password.clone()),
-        ("ADVOWARE_API_KEY", c.api_key_b64.clone()),
-        ("ESPOCRM_API_BASE_URL", espo.api_url()),
-        ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
-        ("BETEILIGTE_NOTIFY_USER_ID", NOTIFY_USER.into()),
-        // Every line at debug, so the check below also covers what operators see when debugging.
-        ("WORKER_LOG_LEVEL", "debug".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let mut vars: Vec<(String, String)> = common::advoware_env(&adv);
+    vars.extend(
+        [
+            ("ESPOCRM_API_BASE_URL", espo.api_url()),
+            ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
+            ("BETEILIGTE_NOTIFY_USER_ID", NOTIFY_USER.into()),
+            // Every line at debug, so the check below also covers what operators see when debugging.
+            ("WORKER_LOG_LEVEL", "debug".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v)),
+    );
     let mut o: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     o.extend_from_slice(extra);
     let worker = Worker::spawn(&redis.url(), &o, &["--no-schedules"]);

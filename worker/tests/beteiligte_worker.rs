@@ -39,28 +39,16 @@ async fn env() -> Env {
     let redis = RedisServer::start(false);
     let advoware = advoware::start(AdvowareConfig::default()).await.unwrap();
     let espo = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let c = advoware.config().clone();
-    let vars = [
-        ("ADVOWARE_API_BASE_URL", advoware.api_base_url()),
-        (
-            "ADVOWARE_SECURITY_GATEWAY_URL",
-            advoware.security_gateway_url(),
-        ),
-        ("ADVOWARE_KANZLEI", c.kanzlei.clone()),
-        ("ADVOWARE_DATABASE", c.database.clone()),
-        ("ADVOWARE_USER", c.user.clone()),
-        ("ADVOWARE_ROLE", c.role.to_string()),
-        ("ADVOWARE_PRODUCT", c.product.to_string()),
-        ("ADVOWARE_APP_ID", c.app_id.clone()),
-        ("ADVOWARE_PASSWORD", c.password.clone()),
-        ("ADVOWARE_API_KEY", c.api_key_b64.clone()),
-        ("ESPOCRM_API_BASE_URL", espo.api_url()),
-        ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
-        ("BETEILIGTE_NOTIFY_USER_ID", NOTIFY_USER.into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let mut vars = common::advoware_env(&advoware);
+    vars.extend(
+        [
+            ("ESPOCRM_API_BASE_URL", espo.api_url()),
+            ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
+            ("BETEILIGTE_NOTIFY_USER_ID", NOTIFY_USER.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v)),
+    );
     Env {
         redis,
         advoware,

@@ -37,35 +37,23 @@ async fn env() -> Env {
     let key = google
         .write_service_account_key(dir.path(), "sync@fake-project.iam.gserviceaccount.com")
         .unwrap();
-    let c = advoware.config().clone();
-    let vars = [
-        ("ADVOWARE_API_BASE_URL", advoware.api_base_url()),
-        (
-            "ADVOWARE_SECURITY_GATEWAY_URL",
-            advoware.security_gateway_url(),
-        ),
-        ("ADVOWARE_KANZLEI", c.kanzlei.clone()),
-        ("ADVOWARE_DATABASE", c.database.clone()),
-        ("ADVOWARE_USER", c.user.clone()),
-        ("ADVOWARE_ROLE", c.role.to_string()),
-        ("ADVOWARE_PRODUCT", c.product.to_string()),
-        ("ADVOWARE_APP_ID", c.app_id.clone()),
-        ("ADVOWARE_PASSWORD", c.password.clone()),
-        ("ADVOWARE_API_KEY", c.api_key_b64.clone()),
-        (
-            "GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH",
-            key.display().to_string(),
-        ),
-        (
-            "GOOGLE_CALENDAR_SUBJECT",
-            "kalender@fake-kanzlei.test".into(),
-        ),
-        ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
-        ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let mut vars = common::advoware_env(&advoware);
+    vars.extend(
+        [
+            (
+                "GOOGLE_CALENDAR_SERVICE_ACCOUNT_PATH",
+                key.display().to_string(),
+            ),
+            (
+                "GOOGLE_CALENDAR_SUBJECT",
+                "kalender@fake-kanzlei.test".into(),
+            ),
+            ("GOOGLE_CALENDAR_API_BASE_URL", google.api_base_url()),
+            ("GOOGLE_CALENDAR_ROOT_URL", google.root_url()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v)),
+    );
     Env {
         redis,
         advoware,

@@ -9,10 +9,20 @@ mod common;
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use bitbylaw_fakes::advoware::{self, AdvowareConfig, AdvowareFake, NOTIZEN, NOTIZEN_PATH};
 use bitbylaw_fakes::espocrm::{self, EspoCrmConfig, EspoCrmFake};
+use bitbylaw_worker::clients::advoware::{
+    AdvowareClient, ClientSettings as AdvowareClientSettings,
+};
 use bitbylaw_worker::clients::espocrm::{ClientSettings, EspoCrmClient};
+use bitbylaw_worker::clients::http::ReqwestTransport;
+use bitbylaw_worker::config::CallNoteSettings;
 use bitbylaw_worker::config::{EspoCrmSettings, Secret, ThreeCxSettings};
+use bitbylaw_worker::handlers::leads::engine::EngineError;
 use bitbylaw_worker::handlers::leads::store::LeadStore;
+use bitbylaw_worker::handlers::telephony::journal::CallNotes;
 use bitbylaw_worker::handlers::telephony::journal::{Journal, Outcome};
 use bitbylaw_worker::handlers::telephony::lookup;
 use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
@@ -91,11 +101,162 @@ impl Env {
             store: &self.store,
             index: Some(self.index.clone()),
             settings: &self.settings,
+            notes: None,
         }
         .process(&report.key(), &report, chrono::Utc::now())
         .await
         .expect("journaled")
     }
+
+    /// The same with the Advoware call note switched on.
+    async fn run_noted(&self, body: &Value, notes: &CallNotes) -> Result<Outcome, EngineError> {
+        let report = parse(body, Region::DE).expect("valid body");
+        Journal {
+            crm: &self.espo,
+            store: &self.store,
+            index: Some(self.index.clone()),
+            settings: &self.settings,
+            notes: Some(notes),
+        }
+        .process(&report.key(), &report, chrono::Utc::now())
+        .await
+    }
+}
+
+/// The fake Advoware with one Beteiligter, a `CBeteiligte` linked to it under a number of its
+/// own, and the note side pointed at the fake (client timeout 1 s).
+async fn noted(env: &Env) -> (AdvowareFake, i64, CallNotes, Value) {
+    let aw = advoware::start(AdvowareConfig::default())
+        .await
+        .expect("advoware fake");
+    let bet_nr = aw.insert_beteiligter(json!({"name": "Vermieter GmbH"}));
+    env.fake
+        .insert(
+            "CBeteiligte",
+            json!({"firmenname": "Vermieter GmbH", "phoneNumber": "+49305550100", "betnr": bet_nr}),
+        )
+        .expect("beteiligter");
+    let client = AdvowareClient::new(
+        AdvowareClientSettings::from_settings(&common::sides::advoware_settings(&aw))
+            .expect("settings"),
+        env.index.clone(),
+        Arc::new(ReqwestTransport::new(Duration::from_secs(1)).expect("http")),
+    );
+    let notes = CallNotes {
+        client,
+        settings: CallNoteSettings {
+            path: NOTIZEN_PATH.into(),
+            text_field: "text".into(),
+            date_field: "datum".into(),
+        },
+    };
+    let mut body = example();
+    body["Number"] = json!("+49305550100");
+    body["EntityId"] = json!("");
+    (aw, bet_nr, notes, body)
+}
+
+/// Issue 14's optional note: a call with a Beteiligter linked to Advoware leaves one note on it
+/// (text with the call's marker, start in Berlin time); a redelivery adds none; a call matched to
+/// a Contact leaves none.
+#[tokio::test]
+async fn a_call_with_a_linked_beteiligter_leaves_one_note_in_advoware() {
+    let env = env().await;
+    let (aw, bet_nr, notes, body) = noted(&env).await;
+    let out = env.run_noted(&body, &notes).await.expect("journaled");
+    assert_eq!(out.advoware_note, "written");
+    let stored = aw.notizen(bet_nr);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let key = parse(&body, Region::DE).expect("valid").key();
+    let text = stored[0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains(&format!("[3cx:{key}]")), "{text}");
+    assert_eq!(stored[0]["datum"], "2026-11-23T14:02:00");
+    let call = env.fake.get("Call", &out.call_id).expect("call");
+    assert_eq!(call["parentType"], "CBeteiligte");
+
+    assert!(
+        env.run_noted(&body, &notes)
+            .await
+            .expect("again")
+            .already_done
+    );
+    assert_eq!(aw.notizen(bet_nr).len(), 1, "a redelivery adds no note");
+
+    let out = env
+        .run_noted(&example(), &notes)
+        .await
+        .expect("contact call");
+    assert_eq!(out.advoware_note, "none");
+    assert_eq!(aw.writes(NOTIZEN), 1, "a Contact's call leaves no note");
+}
+
+/// Refused (503) → nothing written, the retry posts; no answer (timeout) or a crash after the
+/// intent → never posted again, recorded `uncertain`.
+#[tokio::test]
+async fn a_note_is_posted_at_most_once_and_a_refused_one_is_retried() {
+    let env = env().await;
+    let (aw, bet_nr, notes, body) = noted(&env).await;
+    aw.controls()
+        .fail_next_on("/api/v1/advonet/Beteiligte", 1, 503, None);
+    let err = env.run_noted(&body, &notes).await.expect_err("503");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        env.fake.all("Call").len(),
+        1,
+        "the Call is written and kept"
+    );
+    let out = env.run_noted(&body, &notes).await.expect("retried");
+    assert_eq!(out.advoware_note, "written");
+    assert_eq!(aw.notizen(bet_nr).len(), 1);
+
+    // No answer within the client's timeout: the POST may have been carried out.
+    let mut slow = body.clone();
+    slow["CallStartTimeUTC"] = json!("2026-11-23T16:00:00Z");
+    slow["CallEndTimeUTC"] = json!("2026-11-23T16:05:00Z");
+    aw.controls().set_latency(Duration::from_millis(2000));
+    let posts = aw
+        .controls()
+        .requests_to("/api/v1/advonet/Beteiligte")
+        .len();
+    let out = env.run_noted(&slow, &notes).await.expect("journaled");
+    assert_eq!(out.advoware_note, "uncertain");
+    aw.controls().set_latency(Duration::ZERO);
+    assert_eq!(
+        aw.controls()
+            .requests_to("/api/v1/advonet/Beteiligte")
+            .len(),
+        posts + 1
+    );
+    // (The fake drops a request whose client went away; a real Advoware may have stored it,
+    // which is why it is never sent twice.)
+    let key = parse(&slow, Region::DE).expect("valid").key();
+    let mut c = env.redis.conn().await;
+    let _: () = c.hdel(keys::call(&key), "done").await.unwrap();
+    let _: () = c.hdel(keys::call(&key), "note").await.unwrap();
+    env.run_noted(&slow, &notes).await.expect("rerun");
+    assert_eq!(
+        aw.controls()
+            .requests_to("/api/v1/advonet/Beteiligte")
+            .len(),
+        posts + 1,
+        "never posted a second time"
+    );
+
+    // A crash between the intent and the POST: the next run does not post either.
+    let mut crashed = body.clone();
+    crashed["CallStartTimeUTC"] = json!("2026-11-23T17:00:00Z");
+    crashed["CallEndTimeUTC"] = json!("2026-11-23T17:05:00Z");
+    let key = parse(&crashed, Region::DE).expect("valid").key();
+    let _: () = c.hset(keys::call(&key), "note_intent", 1).await.unwrap();
+    let out = env.run_noted(&crashed, &notes).await.expect("journaled");
+    assert_eq!(out.advoware_note, "uncertain");
+    assert_eq!(
+        aw.controls()
+            .requests_to("/api/v1/advonet/Beteiligte")
+            .len(),
+        posts + 1
+    );
+    assert_eq!(aw.notizen(bet_nr).len(), 1);
 }
 
 #[tokio::test]
@@ -308,6 +469,58 @@ async fn reports_through_the_worker_and_bad_bodies_to_the_dead_letter_stream() {
     assert_eq!(fake.all("Call").len(), 1);
     assert_eq!(fake.total_writes(), writes_before);
     assert!(!w.log_text().contains("Mustermann"));
+}
+
+/// The note through the real binary: with `THREECX_ADVOWARE_NOTE_PATH` set, a reported call of
+/// a Beteiligter linked to Advoware leaves one note there (redeliveries: the journal tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_leaves_a_call_note_in_advoware_when_configured() {
+    let redis = RedisServer::start(false);
+    let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
+    let aw = advoware::start(AdvowareConfig::default()).await.unwrap();
+    let bet_nr = aw.insert_beteiligter(json!({"name": "Vermieter GmbH"}));
+    fake.insert(
+        "CBeteiligte",
+        json!({"firmenname": "Vermieter GmbH", "phoneNumber": "+49305550100", "betnr": bet_nr}),
+    )
+    .unwrap();
+    let mut vars = common::advoware_env(&aw);
+    vars.extend([
+        ("ESPOCRM_API_BASE_URL".to_owned(), fake.api_url()),
+        ("ESPOCRM_API_KEY".to_owned(), fake.config().api_key.clone()),
+        (
+            "THREECX_ADVOWARE_NOTE_PATH".to_owned(),
+            NOTIZEN_PATH.to_owned(),
+        ),
+    ]);
+    let o: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let w = Worker::spawn(&redis.url(), &o, &["--no-schedules"]);
+    let mut body = example();
+    body["Number"] = json!("+49305550100");
+    body["EntityId"] = json!("");
+    let bytes = serde_json::to_vec(&body).unwrap();
+    for id in ["ev1", "ev2"] {
+        let r = gateway_request(
+            &w.base,
+            "telephony.call.reported",
+            id,
+            &bytes,
+            now_secs(),
+            SECRET,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    wait_for("the note", Duration::from_secs(20), || async {
+        (aw.notizen(bet_nr).len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(aw.writes(NOTIZEN), 1);
+    let calls = fake.all("Call");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["parentType"], "CBeteiligte");
 }
 
 async fn lookup_json(base: &str, phone: &str) -> Value {

@@ -38,6 +38,11 @@ use crate::server::{
 pub const TERMINE: &str = "Termine";
 pub const BETEILIGTE: &str = "Beteiligte";
 pub const KOMMUNIKATIONEN: &str = "Kommunikationen";
+/// Call notes: not in FACTS (no documented endpoint); the fake serves them under
+/// [`NOTIZEN_PATH`] so the worker's configurable call note can be exercised. An assumption.
+pub const NOTIZEN: &str = "Notizen";
+/// Where the fake takes call notes (`POST`, `{betNr}` in place of the number).
+pub const NOTIZEN_PATH: &str = "api/v1/advonet/Beteiligte/{betnr}/Notizen";
 /// Resource name of address writes (issue 12).
 pub const ADRESSEN: &str = "Adressen";
 /// Address fields Advoware's `PUT` changes; every other field of the body is ignored (the fake's
@@ -179,6 +184,8 @@ struct State_ {
     denied_prefixes: Vec<String>,
     /// Bankverbindungen per Beteiligter (`bankverbindungen.rs`).
     bank: bankverbindungen::BankState,
+    /// Notes per Beteiligter ([`NOTIZEN`]).
+    notizen: BTreeMap<i64, Vec<Value>>,
 }
 
 impl State_ {
@@ -269,6 +276,10 @@ pub async fn start(config: AdvowareConfig) -> Result<AdvowareFake, StartError> {
         .route(
             "/api/v1/advonet/Beteiligte/{bet_nr}/Bankverbindungen",
             get(bankverbindungen::list).post(bankverbindungen::create),
+        )
+        .route(
+            "/api/v1/advonet/Beteiligte/{bet_nr}/Notizen",
+            post(create_notiz),
         )
         .route(
             "/api/v1/advonet/Beteiligte/{bet_nr}/Bankverbindungen/{id}",
@@ -588,6 +599,17 @@ impl AdvowareFake {
 
     pub fn beteiligter(&self, bet_nr: i64) -> Option<Value> {
         self.shared.state.lock().beteiligte.get(&bet_nr).cloned()
+    }
+
+    /// The call notes of a Beteiligter as stored ([`NOTIZEN`]).
+    pub fn notizen(&self, bet_nr: i64) -> Vec<Value> {
+        self.shared
+            .state
+            .lock()
+            .notizen
+            .get(&bet_nr)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The Bankverbindungen of a Beteiligter as stored.
@@ -1341,6 +1363,35 @@ async fn create_kommunikation(
         return bad_request(&text);
     }
     add_sub_record(&shared, bet_nr, "kommunikation", entry)
+}
+
+/// `POST …/Beteiligte/{betNr}/Notizen`: any JSON object, stored with a fresh id (404 for an
+/// unknown Beteiligter, 400 for anything but an object).
+async fn create_notiz(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(bet_nr): Path<String>,
+    body: Bytes,
+) -> Response {
+    shared.state.lock().count_write(NOTIZEN);
+    require_auth!(shared, headers);
+    let Ok(bet_nr) = bet_nr.parse::<i64>() else {
+        return bad_request(&format!("The value '{bet_nr}' is not valid for betNr."));
+    };
+    let mut entry = match parse_json_body(&body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return bad_request("A note must be a JSON object."),
+        Err(r) => return r,
+    };
+    let mut state = shared.state.lock();
+    if !state.beteiligte.contains_key(&bet_nr) {
+        return not_found_entity("Beteiligter");
+    }
+    let id = state.next_komm_id;
+    state.next_komm_id += 1;
+    set(&mut entry, "id", json!(id));
+    state.notizen.entry(bet_nr).or_default().push(entry.clone());
+    json_response(StatusCode::CREATED, entry)
 }
 
 /// Stores a new sub-record (`list`: `kommunikation` or `adressen`) with a fresh id; 201 with it.

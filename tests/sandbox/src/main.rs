@@ -172,6 +172,11 @@ async fn main() -> Result<()> {
         ("THREECX_CLIENT_SECRET", pbx.config().client_secret.clone()),
         // Burst of 2: the demo's call and its busy-extension call within one second.
         ("THREECX_CALLS_PER_MINUTE", "120".into()),
+        // The optional Advoware call note, at the path the fake serves (an assumption, README).
+        (
+            "THREECX_ADVOWARE_NOTE_PATH",
+            advoware::NOTIZEN_PATH.to_owned(),
+        ),
         ("XAI_FILES_BASE_URL", xai_fake.files_url()),
         ("XAI_MANAGEMENT_BASE_URL", xai_fake.management_url()),
         ("XAI_API_KEY", xai_fake.config().api_key.clone()),
@@ -289,6 +294,7 @@ async fn main() -> Result<()> {
             documents_demo(&gw_url, &espo, &xai_fake, hook).await?;
         }
         bankverbindungen_demo(&adv, &espo).await?;
+        call_note_demo(&gw_url, &adv, &espo).await?;
     }
     println!("\nTry it yourself:");
     println!("  curl -s -H 'apikey: {CLIENT_KEY}' '{gw_url}/advoware/proxy?endpoint=Mitarbeiter'");
@@ -816,6 +822,46 @@ async fn bankverbindungen_demo(
 }
 
 /// No Beteiligte job queued, in flight or delayed (the worker's queue gauges).
+/// A call of a Beteiligter linked to Advoware: the Call in EspoCRM and a note in Advoware.
+async fn call_note_demo(
+    gw: &str,
+    adv: &advoware::AdvowareFake,
+    espo: &espocrm::EspoCrmFake,
+) -> Result<()> {
+    println!("-- 3CX ReportCall of a Beteiligter linked to Advoware → Call in EspoCRM + note in Advoware");
+    let bet_nr = adv.insert_beteiligter(json!({"name": "Vermieter GmbH"}));
+    espo.insert(
+        "CBeteiligte",
+        json!({"firmenname": "Vermieter GmbH", "phoneNumber": "+49305550100", "betnr": bet_nr,
+            "syncStatus": "clean"}),
+    );
+    let mut call: serde_json::Value =
+        serde_json::from_str(include_str!("../../fixtures/3cx-reportcall.json"))?;
+    call["Number"] = json!("+49305550100");
+    call["Name"] = json!("Vermieter GmbH");
+    call["EntityId"] = json!("");
+    call["CallStartTimeUTC"] = json!("2026-11-24T09:00:00Z");
+    call["CallEstablishedTimeUTC"] = json!("2026-11-24T09:00:05Z");
+    call["CallEndTimeUTC"] = json!("2026-11-24T09:03:00Z");
+    let r =
+        threecx::report_call(&format!("{gw}/3cx/calls"), "x-api-key", THREECX_KEY, &call).await?;
+    println!("   {} {}", r.status(), r.text().await?);
+    for _ in 0..100 {
+        if !adv.notizen(bet_nr).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in adv.notizen(bet_nr) {
+        println!(
+            "   Advoware note on Beteiligter {bet_nr}: {} | {}",
+            n["datum"].as_str().unwrap_or("?"),
+            n["text"].as_str().unwrap_or("").replace('\n', " / "),
+        );
+    }
+    Ok(())
+}
+
 async fn beteiligte_queue_empty() -> bool {
     let Ok(r) = reqwest::get("http://127.0.0.1:18080/metrics").await else {
         return false;

@@ -352,10 +352,42 @@ pub fn task_body(r: &CallReport, key: &str, links: &Links, due: DateTime<Utc>) -
     body
 }
 
+/// The optional Advoware call note of a call with a known Beteiligter (seeds: "Anrufprotokoll
+/// in EspoCRM/Advoware"): the Call's title and text (with the call's marker) under the configured
+/// field names, and the start as Advoware's Europe/Berlin wall-clock time (`YYYY-MM-DDTHH:MM:SS`).
+pub fn advoware_note_body(r: &CallReport, key: &str, text_field: &str, date_field: &str) -> Value {
+    let start = r
+        .start
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let mut body = serde_json::Map::new();
+    body.insert(
+        text_field.to_owned(),
+        json!(format!("{}\n{}", r.title(), description(r, key))),
+    );
+    body.insert(date_field.to_owned(), json!(start));
+    Value::Object(body)
+}
+
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used)] // In tests a failed expect is a failed test.
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_advoware_note_carries_the_call_its_marker_and_berlin_time() {
+        let r = parse(&example(), Region::DE).expect("valid");
+        let key = r.key();
+        let body = advoware_note_body(&r, &key, "notiz", "datum");
+        let text = body["notiz"].as_str().unwrap_or_default();
+        assert!(text.starts_with(&r.title()), "{text}");
+        assert!(text.contains(&marker(&key)), "{text}");
+        assert!(text.contains("Nebenstelle: 201"), "{text}");
+        // 13:02 UTC in November is 14:02 in Berlin (CET).
+        assert_eq!(body["datum"], "2026-11-23T14:02:00");
+        assert_eq!(body.as_object().map(|o| o.len()), Some(2));
+    }
 
     fn example() -> Value {
         json!({

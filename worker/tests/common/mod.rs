@@ -358,6 +358,26 @@ pub fn signed_lookup_on(
         .header("x-gateway-signature", sig)
 }
 
+/// Worker environment of the Advoware client against the fake (`ADVOWARE_*`).
+pub fn advoware_env(fake: &bitbylaw_fakes::advoware::AdvowareFake) -> Vec<(String, String)> {
+    let c = fake.config().clone();
+    [
+        ("ADVOWARE_API_BASE_URL", fake.api_base_url()),
+        ("ADVOWARE_SECURITY_GATEWAY_URL", fake.security_gateway_url()),
+        ("ADVOWARE_KANZLEI", c.kanzlei.clone()),
+        ("ADVOWARE_DATABASE", c.database.clone()),
+        ("ADVOWARE_USER", c.user.clone()),
+        ("ADVOWARE_ROLE", c.role.to_string()),
+        ("ADVOWARE_PRODUCT", c.product.to_string()),
+        ("ADVOWARE_APP_ID", c.app_id.clone()),
+        ("ADVOWARE_PASSWORD", c.password.clone()),
+        ("ADVOWARE_API_KEY", c.api_key_b64.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// Worker environment of the document sync against the EspoCRM and xAI fakes; documents wait
 /// for collections by retrying, so the retry budget leaves the event storm room.
 pub fn documents_env(

@@ -58,6 +58,9 @@ pub enum EngineError {
     Crm(#[from] EspoCrmError),
     #[error("redis (lead state): {0}")]
     Store(#[from] redis::RedisError),
+    /// The 3CX journal's optional Advoware call note.
+    #[error("Advoware call note: {0}")]
+    Advoware(#[from] crate::clients::advoware::AdvowareError),
     /// Retrying cannot help (missing setting, unusable EspoCRM answer).
     #[error("{0}")]
     Permanent(String),
@@ -68,6 +71,7 @@ impl EngineError {
         match self {
             Self::Crm(e) => e.is_retryable(),
             Self::Store(_) => true,
+            Self::Advoware(e) => e.is_retryable(),
             Self::Permanent(_) => false,
         }
     }

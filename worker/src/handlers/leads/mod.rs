@@ -149,6 +149,10 @@ pub fn handler_error(e: EngineError) -> HandlerError {
             retry_after: c.retry_after(),
             message: e.to_string(),
         },
+        EngineError::Advoware(a) if e.is_retryable() => HandlerError::Retryable {
+            retry_after: a.retry_after(),
+            message: e.to_string(),
+        },
         _ if e.is_retryable() => HandlerError::retryable(e.to_string()),
         _ => HandlerError::Permanent(e.to_string()),
     }

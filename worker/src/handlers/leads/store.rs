@@ -20,6 +20,10 @@ pub struct Steps {
     pub record: Option<(String, String)>,
     pub linked: bool,
     pub followup: bool,
+    /// The 3CX journal's Advoware note: `note_intent` before its `POST`, `note` after it
+    /// (`1`, or `uncertain` when an earlier attempt got no answer).
+    pub note_intent: bool,
+    pub note: bool,
     pub done: bool,
 }
 
@@ -54,20 +58,33 @@ impl<C: ConnectionLike + Clone + Send + Sync> LeadStore<C> {
                 .map(|(e, i)| (e.to_owned(), i.to_owned())),
             linked: map.contains_key("linked"),
             followup: map.contains_key("followup"),
+            note_intent: map.contains_key("note_intent"),
+            note: map.contains_key("note"),
             done: map.contains_key("done"),
         })
     }
 
     /// Records the intent (first attempt only); true if this call wrote it.
     pub async fn set_intent(&self, key: &str, now_ms: i64) -> redis::RedisResult<bool> {
+        self.set_once(key, "intent", now_ms).await
+    }
+
+    /// Records an intent step once (`intent`, `note_intent`); true if this call wrote it, false
+    /// if an earlier attempt had (and may have written to the other system).
+    pub async fn set_once(&self, key: &str, step: &str, now_ms: i64) -> redis::RedisResult<bool> {
         let k = (self.key)(key);
         let (fresh, _): (bool, bool) = redis::pipe()
             .atomic()
-            .hset_nx(&k, "intent", now_ms)
+            .hset_nx(&k, step, now_ms)
             .expire(&k, TTL_SECS)
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(fresh)
+    }
+
+    /// Forgets an intent whose write was refused (so nothing was written): the retry tries again.
+    pub async fn clear(&self, key: &str, step: &str) -> redis::RedisResult<()> {
+        self.conn.clone().hdel((self.key)(key), step).await
     }
 
     /// Records one step (`record`, `linked`, `followup`, `done`).

@@ -42,7 +42,10 @@ pub fn register(r: &mut Registry, config: &Config) {
     r.register(
         topics::CALL_REPORTED,
         "telephony",
-        CallReportedHandler { crm: crm.clone() },
+        CallReportedHandler {
+            crm: crm.clone(),
+            notes: tokio::sync::OnceCell::new(),
+        },
     );
     r.register(
         topics::PHONE_INDEX_REFRESH,
@@ -85,9 +88,43 @@ impl Handler for IndexRefreshHandler {
     }
 }
 
-/// Holds the EspoCRM client (or why it could not be built: then every job fails permanently).
+/// Holds the EspoCRM client (or why it could not be built: then every job fails permanently)
+/// and, once a job needs it, the Advoware client of the optional call note.
 pub struct CallReportedHandler {
     crm: Result<Arc<EspoCrmClient>, String>,
+    notes: tokio::sync::OnceCell<journal::CallNotes>,
+}
+
+impl CallReportedHandler {
+    /// The call-note side when configured; built on first use (it needs Redis for the shared
+    /// Advoware token). A build failure is not kept: Redis may answer on the next job.
+    async fn notes(&self, ctx: &JobContext) -> Result<Option<&journal::CallNotes>, HandlerError> {
+        use crate::clients::advoware::{AdvowareClient, ClientSettings};
+        use crate::clients::http::ReqwestTransport;
+        let Some(settings) = &ctx.config.threecx.advoware_note else {
+            return Ok(None);
+        };
+        let notes = self
+            .notes
+            .get_or_try_init(|| async {
+                let client_settings = ClientSettings::from_settings(&ctx.config.advoware)
+                    .map_err(|e| HandlerError::Permanent(format!("Advoware settings: {e}")))?;
+                let http =
+                    ReqwestTransport::new(std::time::Duration::from_secs(30)).map_err(|e| {
+                        HandlerError::Permanent(format!("HTTP client cannot be built: {e}"))
+                    })?;
+                Ok::<_, HandlerError>(journal::CallNotes {
+                    client: AdvowareClient::new(
+                        client_settings,
+                        ctx.redis().await?,
+                        Arc::new(http),
+                    ),
+                    settings: settings.clone(),
+                })
+            })
+            .await?;
+        Ok(Some(notes))
+    }
 }
 
 impl Handler for CallReportedHandler {
@@ -96,7 +133,8 @@ impl Handler for CallReportedHandler {
             let crm = self.crm.as_ref().map_err(|e| {
                 HandlerError::Permanent(format!("EspoCRM client cannot be built: {e}"))
             })?;
-            handle(ctx, job, crm.as_ref()).await
+            let notes = self.notes(ctx).await?;
+            handle(ctx, job, crm.as_ref(), notes).await
         }
         .boxed()
     }
@@ -107,6 +145,7 @@ pub async fn handle(
     ctx: &JobContext,
     job: &Job,
     crm: &dyn super::leads::crm::LeadsCrm,
+    notes: Option<&journal::CallNotes>,
 ) -> HandlerResult {
     let settings = &ctx.config.threecx;
     let report = crate::sync::telephony::parse(&job.payload, settings.default_region)
@@ -120,6 +159,7 @@ pub async fn handle(
         store: &store,
         index: Some(conn),
         settings,
+        notes,
     };
     // Kept alive while EspoCRM answers slowly: two runs of one call never overlap.
     let outcome = guard
@@ -138,6 +178,7 @@ pub async fn handle(
         espo_id = %outcome.call_id,
         parent = outcome.parent_type.as_deref().unwrap_or("none"),
         task = outcome.task,
+        advoware_note = outcome.advoware_note,
         already_done = outcome.already_done,
         "call journaled in EspoCRM"
     );
