@@ -244,8 +244,8 @@ async fn a_slow_lead_run_keeps_its_lock_until_it_ends() {
         ],
         &[],
     );
-    // Every EspoCRM call takes 700 ms: the run's searches and create take several TTLs.
-    fake.controls().set_latency(Duration::from_millis(700));
+    // Every EspoCRM call takes 1.2 s: the run's searches and create (≥ 3 calls) take ≥ 6 TTLs.
+    fake.controls().set_latency(Duration::from_millis(1200));
     let body = serde_json::to_vec(&lead("mieter", 7)).unwrap();
     assert_eq!(post(&w.base, "msg_slow", &body).await, 202);
     let lock = wait_for("the run holds its lock", Duration::from_secs(20), || {
@@ -253,8 +253,8 @@ async fn a_slow_lead_run_keeps_its_lock_until_it_ends() {
     })
     .await;
     let mut c = redis.conn().await;
-    // Three TTLs later the run is still busy with EspoCRM and its lock still there.
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    // 2.5 TTLs later the run is still busy with EspoCRM and its lock still there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(fake.all("Lead").is_empty(), "the run is still going");
     assert!(c.exists::<_, bool>(&lock).await.unwrap(), "lock kept alive");
     wait_for("the lead", Duration::from_secs(30), || async {

@@ -124,7 +124,7 @@ impl Env {
 }
 
 /// The fake Advoware with one Beteiligter, a `CBeteiligte` linked to it under a number of its
-/// own, and the note side pointed at the fake (client timeout 1 s).
+/// own, and the note side pointed at the fake (client timeout 2 s).
 async fn noted(env: &Env) -> (AdvowareFake, i64, CallNotes, Value) {
     let aw = advoware::start(AdvowareConfig::default())
         .await
@@ -140,7 +140,7 @@ async fn noted(env: &Env) -> (AdvowareFake, i64, CallNotes, Value) {
         AdvowareClientSettings::from_settings(&common::sides::advoware_settings(&aw))
             .expect("settings"),
         env.index.clone(),
-        Arc::new(ReqwestTransport::new(Duration::from_secs(1)).expect("http")),
+        Arc::new(ReqwestTransport::new(Duration::from_secs(2)).expect("http")),
     );
     let notes = CallNotes {
         client,
@@ -213,7 +213,7 @@ async fn a_note_is_posted_at_most_once_and_a_refused_one_is_retried() {
     let mut slow = body.clone();
     slow["CallStartTimeUTC"] = json!("2026-11-23T16:00:00Z");
     slow["CallEndTimeUTC"] = json!("2026-11-23T16:05:00Z");
-    aw.controls().set_latency(Duration::from_millis(2000));
+    aw.controls().set_latency(Duration::from_secs(5));
     let posts = aw
         .controls()
         .requests_to("/api/v1/advonet/Beteiligte")
