@@ -63,26 +63,11 @@ async fn main() {
     let redis = RedisServer::start(false);
     let aw = advoware::start(AdvowareConfig::default()).await.unwrap();
     let espo = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let c = aw.config().clone();
-    let limit = check_n.to_string();
-    let vars: Vec<(&str, String)> = vec![
-        ("ADVOWARE_API_BASE_URL", aw.api_base_url()),
-        ("ADVOWARE_SECURITY_GATEWAY_URL", aw.security_gateway_url()),
-        ("ADVOWARE_KANZLEI", c.kanzlei.clone()),
-        ("ADVOWARE_DATABASE", c.database.clone()),
-        ("ADVOWARE_USER", c.user.clone()),
-        ("ADVOWARE_ROLE", c.role.to_string()),
-        ("ADVOWARE_PRODUCT", c.product.to_string()),
-        ("ADVOWARE_APP_ID", c.app_id.clone()),
-        ("ADVOWARE_PASSWORD", c.password.clone()),
-        ("ADVOWARE_API_KEY", c.api_key_b64.clone()),
-        ("ESPOCRM_API_BASE_URL", espo.api_url()),
-        ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
-        ("BETEILIGTE_CHECK_CLEAN_LIMIT", limit),
-        ("WORKER_LOG_LEVEL", "warn".into()),
-    ];
-    let o: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let w = Worker::spawn(&redis.url(), &o, &[]);
+    let mut vars = common::advoware_env(&aw);
+    vars.extend(common::espocrm_env(&espo));
+    vars.push(("BETEILIGTE_CHECK_CLEAN_LIMIT".into(), check_n.to_string()));
+    vars.push(("WORKER_LOG_LEVEL".into(), "warn".into()));
+    let w = Worker::spawn(&redis.url(), &common::env_refs(&vars), &[]);
     let client = common::client();
     for _ in 0..200 {
         let ready: Option<Value> = match client.get(format!("{}/ready", w.base)).send().await {

@@ -233,17 +233,9 @@ async fn reference_sender_signs_like_standard_webhooks() {
 async fn a_slow_lead_run_keeps_its_lock_until_it_ends() {
     let redis = RedisServer::start(false);
     let fake = espocrm::start(EspoCrmConfig::default()).await.unwrap();
-    let api = fake.api_url();
-    let key = fake.config().api_key.clone();
-    let w = Worker::spawn(
-        &redis.url(),
-        &[
-            ("ESPOCRM_API_BASE_URL", &api),
-            ("ESPOCRM_API_KEY", &key),
-            ("WORKER_LOCK_TTL_MS", "600"),
-        ],
-        &[],
-    );
+    let mut vars = common::espocrm_env(&fake);
+    vars.push(("WORKER_LOCK_TTL_MS".into(), "600".into()));
+    let w = Worker::spawn(&redis.url(), &common::env_refs(&vars), &[]);
     // Every EspoCRM call takes 1.2 s: the run's searches and create (≥ 3 calls) take ≥ 6 TTLs.
     fake.controls().set_latency(Duration::from_millis(1200));
     let body = serde_json::to_vec(&lead("mieter", 7)).unwrap();

@@ -95,28 +95,26 @@ fn example() -> Value {
 
 impl Env {
     async fn run(&self, body: &Value) -> Outcome {
-        let report = parse(body, Region::DE).expect("valid body");
-        Journal {
-            crm: &self.espo,
-            store: &self.store,
-            index: Some(self.index.clone()),
-            settings: &self.settings,
-            notes: None,
-        }
-        .process(&report.key(), &report, chrono::Utc::now())
-        .await
-        .expect("journaled")
+        self.journal(body, None).await.expect("journaled")
     }
 
     /// The same with the Advoware call note switched on.
     async fn run_noted(&self, body: &Value, notes: &CallNotes) -> Result<Outcome, EngineError> {
+        self.journal(body, Some(notes)).await
+    }
+
+    async fn journal(
+        &self,
+        body: &Value,
+        notes: Option<&CallNotes>,
+    ) -> Result<Outcome, EngineError> {
         let report = parse(body, Region::DE).expect("valid body");
         Journal {
             crm: &self.espo,
             store: &self.store,
             index: Some(self.index.clone()),
             settings: &self.settings,
-            notes: Some(notes),
+            notes,
         }
         .process(&report.key(), &report, chrono::Utc::now())
         .await
@@ -485,34 +483,25 @@ async fn the_worker_leaves_a_call_note_in_advoware_when_configured() {
     )
     .unwrap();
     let mut vars = common::advoware_env(&aw);
-    vars.extend([
-        ("ESPOCRM_API_BASE_URL".to_owned(), fake.api_url()),
-        ("ESPOCRM_API_KEY".to_owned(), fake.config().api_key.clone()),
-        (
-            "THREECX_ADVOWARE_NOTE_PATH".to_owned(),
-            NOTIZEN_PATH.to_owned(),
-        ),
-    ]);
-    let o: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let w = Worker::spawn(&redis.url(), &o, &["--no-schedules"]);
+    vars.extend(common::espocrm_env(&fake));
+    vars.push(("THREECX_ADVOWARE_NOTE_PATH".into(), NOTIZEN_PATH.into()));
+    let w = Worker::spawn(&redis.url(), &common::env_refs(&vars), &["--no-schedules"]);
     let mut body = example();
     body["Number"] = json!("+49305550100");
     body["EntityId"] = json!("");
     let bytes = serde_json::to_vec(&body).unwrap();
-    for id in ["ev1", "ev2"] {
-        let r = gateway_request(
-            &w.base,
-            "telephony.call.reported",
-            id,
-            &bytes,
-            now_secs(),
-            SECRET,
-        )
-        .send()
-        .await
-        .unwrap();
-        assert_eq!(r.status().as_u16(), 202);
-    }
+    let r = gateway_request(
+        &w.base,
+        "telephony.call.reported",
+        "ev1",
+        &bytes,
+        now_secs(),
+        SECRET,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
     wait_for("the note", Duration::from_secs(20), || async {
         (aw.notizen(bet_nr).len() == 1).then_some(())
     })

@@ -358,6 +358,19 @@ pub fn signed_lookup_on(
         .header("x-gateway-signature", sig)
 }
 
+/// Worker environment of the EspoCRM client against the fake (`ESPOCRM_*`).
+pub fn espocrm_env(fake: &bitbylaw_fakes::espocrm::EspoCrmFake) -> Vec<(String, String)> {
+    vec![
+        ("ESPOCRM_API_BASE_URL".into(), fake.api_url()),
+        ("ESPOCRM_API_KEY".into(), fake.config().api_key.clone()),
+    ]
+}
+
+/// `(name, value)` pairs as [`Worker::spawn`] takes them.
+pub fn env_refs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// Worker environment of the Advoware client against the fake (`ADVOWARE_*`).
 pub fn advoware_env(fake: &bitbylaw_fakes::advoware::AdvowareFake) -> Vec<(String, String)> {
     let c = fake.config().clone();
@@ -385,20 +398,21 @@ pub fn documents_env(
     xai: &bitbylaw_fakes::xai::XaiFake,
     log_level: &str,
 ) -> Vec<(String, String)> {
-    [
-        ("ESPOCRM_API_BASE_URL", espo.api_url()),
-        ("ESPOCRM_API_KEY", espo.config().api_key.clone()),
-        ("XAI_FILES_BASE_URL", xai.files_url()),
-        ("XAI_MANAGEMENT_BASE_URL", xai.management_url()),
-        ("XAI_API_KEY", xai.config().api_key.clone()),
-        (
-            "XAI_MANAGEMENT_API_KEY",
-            xai.config().management_key.clone(),
-        ),
-        ("WORKER_RETRY_MAX_ATTEMPTS", "12".into()),
-        ("WORKER_LOG_LEVEL", log_level.into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    let mut vars = espocrm_env(espo);
+    vars.extend(
+        [
+            ("XAI_FILES_BASE_URL", xai.files_url()),
+            ("XAI_MANAGEMENT_BASE_URL", xai.management_url()),
+            ("XAI_API_KEY", xai.config().api_key.clone()),
+            (
+                "XAI_MANAGEMENT_API_KEY",
+                xai.config().management_key.clone(),
+            ),
+            ("WORKER_RETRY_MAX_ATTEMPTS", "12".into()),
+            ("WORKER_LOG_LEVEL", log_level.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    vars
 }
