@@ -226,6 +226,8 @@ async fn a_storm_of_links_and_updates_uploads_once_and_adds_once_per_collection(
     let party_col = e.collection_of(PARTY, &party);
     let d = e.record(DOC, &doc);
     let file = d["xaiId"].as_str().unwrap().to_owned();
+    // Spooled through a temporary file and sent from it: xAI holds exactly the attachment.
+    assert_eq!(e.xai.file(&file).expect("in xAI").content, content);
     assert_eq!(d["xaiSyncStatus"], "clean");
     assert_eq!(d["fileStatus"], "synced");
     assert_eq!(d["xaiSyncedHash"], sha256_hex(&content));

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bitbylaw_fakes::xai::{self, XaiConfig, XaiFake};
 use bitbylaw_worker::clients::xai::{
-    ClientSettings, DocumentStatus, FieldDefinition, Host, NewCollection, XaiClient, XaiError,
+    ClientSettings, DocumentStatus, FieldDefinition, Host, NewCollection, UploadContent, XaiClient,
+    XaiError,
 };
 use bitbylaw_worker::config::{Secret, XaiSettings};
 
@@ -107,6 +108,56 @@ async fn upload_sends_expires_after_before_the_file_with_the_inference_key() {
     client.delete_file(&file.id).await.expect("delete");
     let gone = client.get_file(&file.id).await.expect_err("deleted");
     assert!(gone.is_not_found() && !gone.is_retryable(), "{gone:?}");
+    assert_eq!(fake.counters().uploads, 1);
+}
+
+/// A spooled file is sent as the file part chunk by chunk (three 64 KiB reads and a rest here)
+/// with an exact `Content-Length` — no chunked encoding — and arrives byte for byte; a file
+/// shorter than announced fails as a transport error instead of sending a wrong length.
+#[tokio::test]
+async fn upload_from_a_spooled_file_sends_its_bytes_with_an_exact_length() {
+    use std::io::Write as _;
+    let fake = fake().await;
+    let client = client(&fake);
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut spool = tempfile::tempfile().expect("spool");
+    spool.write_all(&content).expect("write");
+    std::io::Seek::rewind(&mut spool).expect("rewind");
+    let file = client
+        .upload_file(
+            "Akte.pdf",
+            "application/pdf",
+            UploadContent::File {
+                file: tokio::fs::File::from_std(spool.try_clone().expect("clone")),
+                len: content.len() as u64,
+            },
+            None,
+        )
+        .await
+        .expect("upload");
+    assert_eq!(file.bytes, content.len() as u64);
+    assert_eq!(fake.file(&file.id).expect("stored").content, content);
+    let req = fake.files_controls().last_request().expect("request");
+    assert_eq!(
+        req.header("content-length"),
+        Some(req.body.len().to_string().as_str())
+    );
+    assert_eq!(req.header("transfer-encoding"), None);
+
+    std::io::Seek::rewind(&mut spool).expect("rewind");
+    let err = client
+        .upload_file(
+            "Akte.pdf",
+            "application/pdf",
+            UploadContent::File {
+                file: tokio::fs::File::from_std(spool),
+                len: content.len() as u64 + 10,
+            },
+            None,
+        )
+        .await
+        .expect_err("shorter than announced");
+    assert!(err.is_retryable(), "{err:?}");
     assert_eq!(fake.counters().uploads, 1);
 }
 

@@ -381,6 +381,44 @@ pub struct Attachment {
     pub bytes: Vec<u8>,
 }
 
+/// An attachment being read ([`EspoCrmClient::open_attachment`]).
+#[derive(Debug)]
+pub struct AttachmentStream {
+    pub content_type: String,
+    /// The length EspoCRM announced, if it did.
+    pub announced: Option<u64>,
+    resp: reqwest::Response,
+    path: String,
+    max_bytes: u64,
+    read: u64,
+}
+
+impl AttachmentStream {
+    /// The next piece of the body; `None` at its end. More than the limit in total is
+    /// [`EspoCrmError::TooLarge`] with the size read so far.
+    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, EspoCrmError> {
+        let chunk = self
+            .resp
+            .chunk()
+            .await
+            .map_err(|e| EspoCrmError::Transport {
+                path: self.path.clone(),
+                message: e.without_url().to_string(),
+            })?;
+        if let Some(c) = &chunk {
+            self.read += c.len() as u64;
+            if self.read > self.max_bytes {
+                return Err(EspoCrmError::TooLarge {
+                    path: self.path.clone(),
+                    size: self.read,
+                    limit: self.max_bytes,
+                });
+            }
+        }
+        Ok(chunk)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client
 
@@ -559,29 +597,51 @@ impl EspoCrmClient {
 
     /// `GET Attachment/file/{id}`: the attachment's bytes and content type, read chunk by chunk
     /// and abandoned as soon as they exceed `max_bytes` (or the announced length does), so an
-    /// oversized file never sits in memory whole.
+    /// oversized file never sits in memory whole. For files that should not sit in memory at all,
+    /// [`Self::open_attachment`].
     pub async fn download_attachment(
         &self,
         id: &EspoId,
         max_bytes: u64,
     ) -> Result<Attachment, EspoCrmError> {
+        let mut stream = self.open_attachment(id, max_bytes).await?;
+        // Sized once from the announced length: growing by doubling would briefly hold the
+        // file twice.
+        let announced = stream.announced.unwrap_or(0).min(max_bytes);
+        let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        while let Some(chunk) = stream.next_chunk().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Attachment {
+            content_type: stream.content_type,
+            bytes,
+        })
+    }
+
+    /// `GET Attachment/file/{id}` as a stream: the status and the announced length are checked
+    /// here, the body is read with [`AttachmentStream::next_chunk`], which refuses more than
+    /// `max_bytes` in total.
+    pub async fn open_attachment(
+        &self,
+        id: &EspoId,
+        max_bytes: u64,
+    ) -> Result<AttachmentStream, EspoCrmError> {
         let path = format!("Attachment/file/{id}");
         let url = self
             .settings
             .api_base_url
             .join(&path)
             .map_err(|e| EspoCrmError::Config(format!("bad path {path:?}: {e}")))?;
-        let transport = |e: reqwest::Error| EspoCrmError::Transport {
-            path: path.clone(),
-            message: e.without_url().to_string(),
-        };
-        let mut resp = self
+        let resp = self
             .http
             .get(url)
             .header("X-Api-Key", self.settings.api_key.expose())
             .send()
             .await
-            .map_err(transport)?;
+            .map_err(|e| EspoCrmError::Transport {
+                path: path.clone(),
+                message: e.without_url().to_string(),
+            })?;
         let status = resp.status().as_u16();
         debug!(path, status, "EspoCRM answered");
         let header = |name: &str| {
@@ -592,33 +652,29 @@ impl EspoCrmClient {
         };
         if !(200..300).contains(&status) {
             let (retry_after, reason) = (header("retry-after"), header("x-status-reason"));
-            let bytes = resp.bytes().await.map_err(transport)?;
+            let bytes = resp.bytes().await.map_err(|e| EspoCrmError::Transport {
+                path: path.clone(),
+                message: e.without_url().to_string(),
+            })?;
             return Err(error_for(&path, status, retry_after, reason, &bytes));
         }
         let content_type =
             header("content-type").unwrap_or_else(|| "application/octet-stream".into());
-        let too_large = |size: u64| EspoCrmError::TooLarge {
-            path: path.clone(),
-            size,
-            limit: max_bytes,
-        };
-        if let Some(announced) = resp.content_length().filter(|n| *n > max_bytes) {
-            return Err(too_large(announced));
+        let announced = resp.content_length();
+        if let Some(size) = announced.filter(|n| *n > max_bytes) {
+            return Err(EspoCrmError::TooLarge {
+                path,
+                size,
+                limit: max_bytes,
+            });
         }
-        // Sized once from the announced length: growing by doubling would briefly hold the
-        // file twice.
-        let announced = resp.content_length().unwrap_or(0).min(max_bytes);
-        let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-            let size = u64::try_from(bytes.len() + chunk.len()).unwrap_or(u64::MAX);
-            if size > max_bytes {
-                return Err(too_large(size));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Attachment {
+        Ok(AttachmentStream {
             content_type,
-            bytes,
+            announced,
+            resp,
+            path,
+            max_bytes,
+            read: 0,
         })
     }
 

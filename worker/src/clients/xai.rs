@@ -328,9 +328,43 @@ enum Body {
     Multipart {
         content_type: String,
         head: Vec<u8>,
-        content: bytes::Bytes,
+        content: UploadContent,
         tail: Vec<u8>,
     },
+}
+
+/// What an upload sends as the file part: bytes held in memory, or a spooled file read chunk by
+/// chunk while it is sent (the document sync spools attachments, so a large file is never held
+/// in memory whole).
+#[derive(Debug)]
+pub enum UploadContent {
+    Bytes(bytes::Bytes),
+    /// An open file positioned at its start, and its length.
+    File {
+        file: tokio::fs::File,
+        len: u64,
+    },
+}
+
+impl UploadContent {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(b) => b.len() as u64,
+            Self::File { len, .. } => *len,
+        }
+    }
+}
+
+impl From<Vec<u8>> for UploadContent {
+    fn from(v: Vec<u8>) -> Self {
+        Self::Bytes(v.into())
+    }
+}
+
+impl From<bytes::Bytes> for UploadContent {
+    fn from(b: bytes::Bytes) -> Self {
+        Self::Bytes(b)
+    }
 }
 
 impl XaiClient {
@@ -356,16 +390,17 @@ impl XaiClient {
     /// `POST /files` (multipart): `purpose`, then `expires_after` (seconds; xAI requires it
     /// *before* the file part), then the `file` part. Refuses files over `max_file_bytes`
     /// before sending anything. The content is sent from the buffer it arrives in (a `Vec` or
-    /// `Bytes` converts without copying), so a large file is held once.
+    /// `Bytes` converts without copying) or read from a spooled file while it is sent, with an
+    /// exact `Content-Length` either way.
     pub async fn upload_file(
         &self,
         filename: &str,
         content_type: &str,
-        content: impl Into<bytes::Bytes>,
+        content: impl Into<UploadContent>,
         expires_after: Option<Duration>,
     ) -> Result<XaiFile, XaiError> {
-        let content: bytes::Bytes = content.into();
-        let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
+        let content: UploadContent = content.into();
+        let size = content.len();
         if size > self.settings.max_file_bytes {
             return Err(XaiError::TooLarge {
                 filename: filename.to_owned(),
@@ -555,11 +590,7 @@ impl XaiClient {
                 tail,
             } => req
                 .header("Content-Type", content_type)
-                .body(reqwest::Body::wrap(Chunks::new(vec![
-                    bytes::Bytes::from(head),
-                    content,
-                    bytes::Bytes::from(tail),
-                ]))),
+                .body(reqwest::Body::wrap(Chunks::new(head, content, tail))),
         };
         let transport = |e: reqwest::Error| XaiError::Transport {
             host,
@@ -600,35 +631,89 @@ impl XaiClient {
     }
 }
 
-/// A request body sent as a few ready buffers, one frame each: reqwest needs no copy of them.
+/// The multipart body: the head, the file part (from memory, or read from the spooled file in
+/// 64 KiB chunks as the connection takes them), the tail. Its exact size is known up front, so
+/// the request carries a `Content-Length` rather than chunked encoding.
 struct Chunks {
-    parts: std::collections::VecDeque<bytes::Bytes>,
+    parts: std::collections::VecDeque<ChunkPart>,
     remaining: u64,
+    buf: Vec<u8>,
+}
+
+enum ChunkPart {
+    Bytes(bytes::Bytes),
+    File { file: tokio::fs::File, left: u64 },
 }
 
 impl Chunks {
-    fn new(parts: Vec<bytes::Bytes>) -> Self {
-        let remaining = parts.iter().map(|p| p.len() as u64).sum();
+    fn new(head: Vec<u8>, content: UploadContent, tail: Vec<u8>) -> Self {
+        let remaining = head.len() as u64 + content.len() + tail.len() as u64;
+        let middle = match content {
+            UploadContent::Bytes(b) => ChunkPart::Bytes(b),
+            UploadContent::File { file, len } => ChunkPart::File { file, left: len },
+        };
+        let parts = [
+            ChunkPart::Bytes(head.into()),
+            middle,
+            ChunkPart::Bytes(tail.into()),
+        ]
+        .into_iter()
+        .filter(|p| match p {
+            ChunkPart::Bytes(b) => !b.is_empty(),
+            ChunkPart::File { left, .. } => *left > 0,
+        })
+        .collect();
         Self {
-            parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+            parts,
             remaining,
+            buf: Vec::new(),
         }
     }
 }
 
 impl http_body::Body for Chunks {
     type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let next = self.parts.pop_front();
-        if let Some(p) = &next {
-            self.remaining = self.remaining.saturating_sub(p.len() as u64);
-        }
-        std::task::Poll::Ready(next.map(|p| Ok(http_body::Frame::data(p))))
+        use std::task::Poll;
+        const CHUNK: usize = 64 * 1024;
+        let this = &mut *self;
+        let data = match this.parts.front_mut() {
+            None => return Poll::Ready(None),
+            Some(ChunkPart::Bytes(_)) => match this.parts.pop_front() {
+                Some(ChunkPart::Bytes(b)) => b,
+                _ => return Poll::Ready(None),
+            },
+            Some(ChunkPart::File { file, left }) => {
+                let want = usize::try_from(*left).unwrap_or(CHUNK).min(CHUNK);
+                this.buf.resize(want, 0);
+                let mut read = tokio::io::ReadBuf::new(&mut this.buf);
+                match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(file), cx, &mut read) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let n = read.filled().len();
+                if n == 0 {
+                    // Shorter than announced: the Content-Length would be a lie.
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "spooled file ended before its announced length",
+                    ))));
+                }
+                *left -= n as u64;
+                if *left == 0 {
+                    this.parts.pop_front();
+                }
+                bytes::Bytes::copy_from_slice(&this.buf[..n])
+            }
+        };
+        this.remaining = this.remaining.saturating_sub(data.len() as u64);
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -20,12 +20,12 @@ use tracing::{debug, info, warn};
 
 use super::store::{DocumentStore, PendingUpload, SyncedRecord};
 use crate::clients::espocrm::{EspoCrmClient, EspoCrmError};
-use crate::clients::xai::{NewCollection, XaiClient, XaiError};
+use crate::clients::xai::{NewCollection, UploadContent, XaiClient, XaiError};
 use crate::config::{CollectionRemoval, DocumentsSettings};
 use crate::ratelimit::TokenBucket;
 use crate::sync::documents::{
-    decide, fields, plan_delete, CollectionId, ContentHash, Decision, EntityType, FileStatus,
-    LinkedEntity, SyncedState, XaiFileId, XaiSyncStatus, DOCUMENTS_LINK,
+    decide, fields, plan_delete, CollectionId, ContentHash, ContentHasher, Decision, EntityType,
+    FileStatus, LinkedEntity, SyncedState, XaiFileId, XaiSyncStatus, DOCUMENTS_LINK,
 };
 
 /// The EspoCRM entity of documents.
@@ -58,6 +58,9 @@ pub enum DocError {
     Backoff(Duration),
     #[error(transparent)]
     Gate(#[from] crate::ratelimit::RateLimitError),
+    /// The local spool file of an attachment (disk full, temp dir unwritable): worth a retry.
+    #[error("spooling the attachment: {0}")]
+    Spool(std::io::Error),
 }
 
 impl DocError {
@@ -65,7 +68,11 @@ impl DocError {
         match self {
             Self::Espo(e) => e.is_retryable(),
             Self::Xai(e) => e.is_retryable(),
-            Self::Redis(_) | Self::WaitForCollections(_) | Self::Backoff(_) | Self::Gate(_) => true,
+            Self::Redis(_)
+            | Self::WaitForCollections(_)
+            | Self::Backoff(_)
+            | Self::Gate(_)
+            | Self::Spool(_) => true,
             Self::Invalid(_) => false,
         }
     }
@@ -78,6 +85,42 @@ impl DocError {
             _ => None,
         }
     }
+}
+
+/// An attachment read from EspoCRM into an anonymous temporary file (unlinked at once, so it
+/// disappears with the process; in `TMPDIR`), hashed on the way: the worker's memory stays
+/// bounded by one chunk, whatever the file's size.
+struct Spooled {
+    content_type: String,
+    hash: ContentHash,
+    len: u64,
+    /// Positioned at the start, ready to be uploaded.
+    file: tokio::fs::File,
+}
+
+async fn spool(espo: &EspoCrmClient, attachment: &EspoId, limit: u64) -> Result<Spooled, DocError> {
+    use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
+    let mut stream = espo.open_attachment(attachment, limit).await?;
+    let std_file = tokio::task::spawn_blocking(tempfile::tempfile)
+        .await
+        .map_err(|e| DocError::Spool(std::io::Error::other(e)))?
+        .map_err(DocError::Spool)?;
+    let mut file = tokio::fs::File::from_std(std_file);
+    let mut hasher = ContentHasher::default();
+    let mut len = 0u64;
+    while let Some(chunk) = stream.next_chunk().await? {
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(DocError::Spool)?;
+        len += chunk.len() as u64;
+    }
+    file.flush().await.map_err(DocError::Spool)?;
+    file.rewind().await.map_err(DocError::Spool)?;
+    Ok(Spooled {
+        content_type: stream.content_type,
+        hash: hasher.finish(),
+        len,
+        file,
+    })
 }
 
 /// How long all workers leave xAI alone after a 429 without `Retry-After`.
@@ -321,18 +364,15 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
             return Ok(Outcome::UpToDate);
         }
         let limit = self.sides.xai.settings().max_file_bytes;
-        let content = match self
-            .sides
-            .espo
-            .download_attachment(&attachment, limit)
-            .await
-        {
+        let content = match spool(&self.sides.espo, &attachment, limit).await {
             Ok(a) => a,
-            Err(e) if !e.is_retryable() => return Err(self.fail(id, &doc, e.into()).await),
-            Err(e) => return Err(e.into()),
+            Err(DocError::Espo(e)) if !e.is_retryable() => {
+                return Err(self.fail(id, &doc, e.into()).await)
+            }
+            Err(e) => return Err(e),
         };
-        let hash = ContentHash::of(&content.bytes);
-        debug!(hash = %hash, bytes = content.bytes.len(), "document content hashed");
+        let hash = content.hash.clone();
+        debug!(hash = %hash, bytes = content.len, "document content hashed");
         let plan = match decide(&hash, &links, &synced) {
             Decision::NoCollections => {
                 self.write_status(id, &doc, XaiSyncStatus::NoSync).await?;
@@ -374,7 +414,15 @@ impl<C: ConnectionLike + Clone + Send + Sync> DocumentSync<'_, C> {
             let uploaded = self
                 .sides
                 .xai
-                .upload_file(&name, &content.content_type, content.bytes, None)
+                .upload_file(
+                    &name,
+                    &content.content_type,
+                    UploadContent::File {
+                        file: content.file,
+                        len: content.len,
+                    },
+                    None,
+                )
                 .await;
             let uploaded = match uploaded {
                 Ok(u) => u,
