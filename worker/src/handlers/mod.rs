@@ -120,6 +120,54 @@ pub struct Clients {
 /// cannot be built (free of secrets).
 pub type ClientSlot<T> = Arc<tokio::sync::OnceCell<Result<T, String>>>;
 
+/// Why a sync's clients could not be built (one type for every sync).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Redis is not reachable yet (worth waiting for).
+    #[error("redis: {0}")]
+    Redis(String),
+    /// Advoware settings are incomplete or invalid.
+    #[error("Advoware: {0}")]
+    Advoware(#[from] crate::clients::advoware::AdvowareError),
+    #[error("EspoCRM: {0}")]
+    EspoCrm(#[from] crate::clients::espocrm::EspoCrmError),
+    /// The Google service account cannot be used.
+    #[error("Google: {0}")]
+    Google(#[from] crate::clients::google::GoogleError),
+    /// The HTTP client cannot be built (TLS roots).
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// Redis not reachable yet is worth waiting for; everything else is a configuration problem.
+impl From<BuildError> for BuildAttempt {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Redis(e) => BuildAttempt::WaitForRedis(e),
+            e => BuildAttempt::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The Advoware client every sync uses: settings validated, the token shared by all workers
+/// through Redis, 30 s per request.
+pub async fn advoware_client(
+    config: &Config,
+    queue: &crate::queue::Queue,
+) -> Result<crate::clients::advoware::AdvowareClient<redis::aio::ConnectionManager>, BuildError> {
+    use crate::clients::advoware::{AdvowareClient, ClientSettings};
+    use crate::clients::http::ReqwestTransport;
+    let settings = ClientSettings::from_settings(&config.advoware)?;
+    let conn = queue
+        .redis()
+        .conn()
+        .await
+        .map_err(|e| BuildError::Redis(e.to_string()))?;
+    let http = ReqwestTransport::new(Duration::from_secs(30))
+        .map_err(|e| BuildError::Http(e.to_string()))?;
+    Ok(AdvowareClient::new(settings, conn, Arc::new(http)))
+}
+
 /// Why one attempt to build a sync's clients did not succeed.
 #[derive(Debug)]
 pub enum BuildAttempt {

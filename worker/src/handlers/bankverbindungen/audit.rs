@@ -17,7 +17,7 @@ pub enum BankAuditError {
     #[error("Bankverbindungen: {0}")]
     Side(#[from] SideError),
     #[error("Bankverbindungen: {0}")]
-    Build(#[from] crate::handlers::beteiligte::BuildError),
+    Build(#[from] crate::handlers::BuildError),
 }
 
 /// Both sides' Bankverbindungen of Beteiligter `beteiligte`, compared.

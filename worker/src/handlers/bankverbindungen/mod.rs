@@ -75,25 +75,14 @@ fn sides(ctx: &JobContext) -> Result<&BankSides, HandlerError> {
 pub async fn build_sides(
     config: &Config,
     queue: &crate::queue::Queue,
-) -> Result<BankSides, super::beteiligte::BuildError> {
-    use super::beteiligte::BuildError;
-    use crate::clients::advoware::{AdvowareClient, ClientSettings};
+) -> Result<BankSides, super::BuildError> {
     use crate::clients::espocrm::{ClientSettings as EspoSettings, EspoCrmClient};
-    use crate::clients::http::ReqwestTransport;
 
     let espo = EspoCrmClient::new(EspoSettings::from_settings(&config.espocrm)?)?;
-    let settings = ClientSettings::from_settings(&config.advoware)?;
-    let conn = queue
-        .redis()
-        .conn()
-        .await
-        .map_err(|e| BuildError::Redis(e.to_string()))?;
-    let http = ReqwestTransport::new(std::time::Duration::from_secs(30))
-        .map_err(|e| BuildError::Http(e.to_string()))?;
     Ok(BankSides {
         espo: Arc::new(espo),
         advoware: Arc::new(AdvowareBank {
-            client: AdvowareClient::new(settings, conn, Arc::new(http)),
+            client: super::advoware_client(config, queue).await?,
             paths: config.bankverbindungen.paths.clone(),
         }),
     })

@@ -89,51 +89,19 @@ fn sides(ctx: &JobContext) -> Result<&BeteiligteSides, HandlerError> {
     super::built_clients(&ctx.clients.beteiligte, "Beteiligte sync")
 }
 
-/// Why the Beteiligte clients could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// Redis is not reachable yet (worth waiting for).
-    #[error("redis: {0}")]
-    Redis(String),
-    #[error("Advoware: {0}")]
-    Advoware(#[from] crate::clients::advoware::AdvowareError),
-    #[error("EspoCRM: {0}")]
-    EspoCrm(#[from] crate::clients::espocrm::EspoCrmError),
-    #[error("HTTP client: {0}")]
-    Http(String),
-}
-
-/// Redis not reachable yet is worth waiting for; everything else is a configuration problem.
-impl From<BuildError> for super::BuildAttempt {
-    fn from(e: BuildError) -> Self {
-        match e {
-            BuildError::Redis(e) => super::BuildAttempt::WaitForRedis(e),
-            e => super::BuildAttempt::Failed(e.to_string()),
-        }
-    }
-}
+pub use super::BuildError;
 
 /// Builds both clients: EspoCRM with its key, Advoware with the token shared in Redis.
 pub async fn build_sides(
     config: &Config,
     queue: &crate::queue::Queue,
 ) -> Result<BeteiligteSides, BuildError> {
-    use crate::clients::advoware::{AdvowareClient, ClientSettings};
     use crate::clients::espocrm::{ClientSettings as EspoSettings, EspoCrmClient};
-    use crate::clients::http::ReqwestTransport;
 
     let espo = EspoCrmClient::new(EspoSettings::from_settings(&config.espocrm)?)?;
-    let settings = ClientSettings::from_settings(&config.advoware)?;
-    let conn = queue
-        .redis()
-        .conn()
-        .await
-        .map_err(|e| BuildError::Redis(e.to_string()))?;
-    let http = ReqwestTransport::new(std::time::Duration::from_secs(30))
-        .map_err(|e| BuildError::Http(e.to_string()))?;
     Ok(BeteiligteSides {
         espo: Arc::new(espo),
-        advoware: Arc::new(AdvowareClient::new(settings, conn, Arc::new(http))),
+        advoware: Arc::new(super::advoware_client(config, queue).await?),
     })
 }
 

@@ -65,22 +65,7 @@ fn sides(ctx: &JobContext) -> Result<&CalendarSides, HandlerError> {
     super::built_clients(&ctx.clients.calendar, "calendar sync")
 }
 
-/// Why the calendar clients could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// Redis is not reachable yet (worth waiting for).
-    #[error("redis: {0}")]
-    Redis(String),
-    /// Advoware settings are incomplete or invalid.
-    #[error("Advoware: {0}")]
-    Advoware(#[from] crate::clients::advoware::AdvowareError),
-    /// The Google service account cannot be used.
-    #[error("Google: {0}")]
-    Google(#[from] crate::clients::google::GoogleError),
-    /// The HTTP client cannot be built (TLS roots).
-    #[error("HTTP client: {0}")]
-    Http(String),
-}
+pub use super::BuildError;
 
 /// Builds both clients from the configuration: Advoware over reqwest+rustls with the token in
 /// Redis, Google with the service account and the shared request budget in Redis (its granted
@@ -90,20 +75,15 @@ pub async fn build_sides(
     queue: &crate::queue::Queue,
     metrics: Option<&crate::ops::metrics::Metrics>,
 ) -> Result<CalendarSides, BuildError> {
-    use crate::clients::advoware::{AdvowareClient, ClientSettings};
     use crate::clients::google::GoogleCalendarClient;
-    use crate::clients::http::ReqwestTransport;
     use crate::ratelimit::TokenBucket;
 
-    let settings = ClientSettings::from_settings(&config.advoware)?;
+    let advoware = super::advoware_client(config, queue).await?;
     let conn = queue
         .redis()
         .conn()
         .await
         .map_err(|e| BuildError::Redis(e.to_string()))?;
-    let http = ReqwestTransport::new(std::time::Duration::from_secs(30))
-        .map_err(|e| BuildError::Http(e.to_string()))?;
-    let advoware = AdvowareClient::new(settings, conn.clone(), Arc::new(http));
     let mut bucket = TokenBucket::new(conn, config.google.requests_per_minute);
     if let Some(m) = metrics {
         m.google_budget_per_minute
@@ -136,10 +116,7 @@ pub fn spawn_build(
             async move {
                 build_sides(&config, &queue, Some(&metrics))
                     .await
-                    .map_err(|e| match e {
-                        BuildError::Redis(e) => super::BuildAttempt::WaitForRedis(e),
-                        e => super::BuildAttempt::Failed(e.to_string()),
-                    })
+                    .map_err(super::BuildAttempt::from)
             }
         },
     );

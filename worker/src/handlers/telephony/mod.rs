@@ -99,26 +99,20 @@ impl CallReportedHandler {
     /// The call-note side when configured; built on first use (it needs Redis for the shared
     /// Advoware token). A build failure is not kept: Redis may answer on the next job.
     async fn notes(&self, ctx: &JobContext) -> Result<Option<&journal::CallNotes>, HandlerError> {
-        use crate::clients::advoware::{AdvowareClient, ClientSettings};
-        use crate::clients::http::ReqwestTransport;
         let Some(settings) = &ctx.config.threecx.advoware_note else {
             return Ok(None);
         };
         let notes = self
             .notes
             .get_or_try_init(|| async {
-                let client_settings = ClientSettings::from_settings(&ctx.config.advoware)
-                    .map_err(|e| HandlerError::Permanent(format!("Advoware settings: {e}")))?;
-                let http =
-                    ReqwestTransport::new(std::time::Duration::from_secs(30)).map_err(|e| {
-                        HandlerError::Permanent(format!("HTTP client cannot be built: {e}"))
+                let client = super::advoware_client(&ctx.config, &ctx.queue)
+                    .await
+                    .map_err(|e| match super::BuildAttempt::from(e) {
+                        super::BuildAttempt::WaitForRedis(m) => HandlerError::retryable(m),
+                        super::BuildAttempt::Failed(m) => HandlerError::Permanent(m),
                     })?;
                 Ok::<_, HandlerError>(journal::CallNotes {
-                    client: AdvowareClient::new(
-                        client_settings,
-                        ctx.redis().await?,
-                        Arc::new(http),
-                    ),
+                    client,
                     settings: settings.clone(),
                 })
             })
