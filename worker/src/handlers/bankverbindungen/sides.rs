@@ -244,14 +244,7 @@ impl BankEspo for EspoCrmClient {
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(espo_error(e)),
             };
-            let bet_nr = match v.get("betnr") {
-                Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0).map(BetNr),
-                Some(Value::String(s)) => {
-                    s.trim().parse::<u64>().ok().filter(|n| *n > 0).map(BetNr)
-                }
-                _ => None,
-            };
-            Ok(Some(bet_nr))
+            Ok(Some(crate::sync::beteiligte::espo_betnr(&v)))
         })
     }
 

@@ -180,8 +180,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Journal<'_, C> {
             .find("CBeteiligte", &q)
             .await?
             .first()
-            .and_then(|r| r.get("betnr"))
-            .and_then(|v| serde_json::from_value::<BetNr>(v.clone()).ok()))
+            .and_then(crate::sync::beteiligte::espo_betnr))
     }
 
     /// Posts the note once (module docs); its outcome label.

@@ -34,7 +34,7 @@ pub use mapping::{
     advoware_to_stammdaten, changed_fields, espo_to_stammdaten, to_advoware, to_espo_patch, Anrede,
     Handelsregister, Kind, Rechtsform, Stammdaten,
 };
-pub use model::{AdvowareBeteiligter, EspoBeteiligte, EspoStammdatenPatch, SyncStatus};
+pub use model::{espo_betnr, AdvowareBeteiligter, EspoBeteiligte, EspoStammdatenPatch, SyncStatus};
 pub use status::{due_for_reset, plan, Action, ConflictPolicy, StatusUpdate};
 
 /// Why a record cannot be mapped. Permanent: the data must be fixed by a person, so the

@@ -254,10 +254,39 @@ pub struct AdvowareBeteiligter {
     pub other: Map<String, Value>,
 }
 
+/// The `betnr` of an EspoCRM `CBeteiligte` read as plain JSON (a number, or digits in a string
+/// as some EspoCRM layouts store it); `None` when missing, empty, zero or not a number. For the
+/// places that read one field of another sync's record (Bankverbindungen, the 3CX call note).
+pub fn espo_betnr(record: &Value) -> Option<BetNr> {
+    let n = match record.get("betnr")? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }?;
+    (n > 0).then_some(BetNr(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn betnr_is_read_from_numbers_and_digit_strings_only() {
+        assert_eq!(espo_betnr(&json!({"betnr": 50001})), Some(BetNr(50001)));
+        assert_eq!(espo_betnr(&json!({"betnr": " 7 "})), Some(BetNr(7)));
+        for none in [
+            json!({}),
+            json!({"betnr": null}),
+            json!({"betnr": 0}),
+            json!({"betnr": ""}),
+            json!({"betnr": "12a"}),
+            json!({"betnr": -3}),
+            json!({"betnr": 1.5}),
+        ] {
+            assert_eq!(espo_betnr(&none), None, "{none}");
+        }
+    }
 
     #[test]
     fn status_strings_round_trip_and_empty_is_none() {
