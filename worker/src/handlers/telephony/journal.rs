@@ -33,7 +33,8 @@ pub struct Outcome {
     pub parent_type: Option<String>,
     /// A call-back task exists for this call.
     pub task: bool,
-    /// The Advoware call note: `none` (off, or no Beteiligter), `written`, `uncertain`.
+    /// The Advoware call note: `none` (off, or no Beteiligter linked to Advoware), `written`,
+    /// `uncertain` (a POST without answer, never repeated), `recorded` (an earlier run's).
     pub advoware_note: &'static str,
     pub already_done: bool,
 }
