@@ -374,11 +374,19 @@ async fn bad_input_ends_failed_with_the_reason_and_in_the_dlq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_in_espocrm_unlinks_and_notifies_but_keeps_the_advoware_record() {
     let e = env().await;
-    let _run = e.start(&[]).await;
+    let run = e.start(&[]).await;
     let id = e.person(json!({}));
     e.settle().await;
     let bet_nr = e.assert_equal_both_sides(&id);
     let aw_writes = e.advoware.writes(BETEILIGTE);
+    let sent = |m: &str| {
+        metric(
+            m,
+            "bitbylaw_worker_notifications_sent_total",
+            "related=\"CBeteiligte\"",
+        )
+    };
+    assert_eq!(sent(&metrics_text(&run.worker.base).await), 0.0);
     e.espo.remove(ENTITY, &id);
     e.settle().await;
     assert!(
@@ -398,6 +406,8 @@ async fn a_delete_in_espocrm_unlinks_and_notifies_but_keeps_the_advoware_record(
                 .is_some_and(|m| m.contains(&bet_nr.to_string()))),
         "{notes:?}"
     );
+    // Counted for the operator: something a person has to look at.
+    assert_eq!(sent(&metrics_text(&run.worker.base).await), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

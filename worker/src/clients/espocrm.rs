@@ -374,6 +374,16 @@ pub struct NewNotification {
     pub data: Option<Value>,
 }
 
+/// Notifications created, by the record type they point to: what the syncs asked people to look
+/// at. Process-wide because every sync builds its own client; `/metrics` exports it as
+/// `notifications_sent`.
+pub static NOTIFICATIONS_SENT: std::sync::LazyLock<
+    prometheus_client::metrics::family::Family<
+        crate::ops::metrics::RelatedLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+> = std::sync::LazyLock::new(Default::default);
+
 /// An attachment's content as `GET Attachment/file/{id}` returned it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
@@ -551,6 +561,14 @@ impl EspoCrmClient {
             id: EspoId,
         }
         let created: Created = self.create("Notification", notification, false).await?;
+        NOTIFICATIONS_SENT
+            .get_or_create(&crate::ops::metrics::RelatedLabel {
+                related: notification
+                    .related_type
+                    .clone()
+                    .unwrap_or_else(|| "none".into()),
+            })
+            .inc();
         Ok(created.id)
     }
 

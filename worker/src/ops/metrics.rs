@@ -48,6 +48,12 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// The record type an EspoCRM notification points to (`CBeteiligte`, …; `none` without one).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RelatedLabel {
+    pub related: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KuerzelLabel {
     pub kuerzel: String,
@@ -100,6 +106,9 @@ pub struct Metrics {
     /// Advoware calls whose configured path does not fit (405, …), from every sync: the
     /// process-wide [`crate::clients::advoware::ENDPOINT_MISMATCHES`].
     pub advoware_endpoint_mismatches: Counter,
+    /// EspoCRM notifications the syncs sent to people (something for a person to look at), the
+    /// process-wide [`crate::clients::espocrm::NOTIFICATIONS_SENT`].
+    pub notifications_sent: Family<RelatedLabel, Counter>,
     /// Per employee, from Redis at scrape time (shared by all instances).
     pub calendar_last_success: Family<KuerzelLabel, Gauge>,
     pub calendar_failures_in_a_row: Family<KuerzelLabel, Gauge>,
@@ -164,6 +173,7 @@ impl Metrics {
             calendar_conflicts: Counter::default(),
             calendar_skipped: Counter::default(),
             advoware_endpoint_mismatches: crate::clients::advoware::ENDPOINT_MISMATCHES.clone(),
+            notifications_sent: crate::clients::espocrm::NOTIFICATIONS_SENT.clone(),
             calendar_last_success: Family::default(),
             calendar_failures_in_a_row: Family::default(),
             google_requests_granted: Counter::default(),
@@ -201,6 +211,11 @@ impl Metrics {
             "advoware_endpoint_mismatches",
             "Advoware calls answered 405 (or an impossible 404): a configured Advoware path (calendar, Beteiligte, Bankverbindungen) does not fit",
             m.advoware_endpoint_mismatches.clone(),
+        );
+        registry.register(
+            "notifications_sent",
+            "EspoCRM notifications the syncs sent to people (conflicts, manual tasks, lost creates, deletions), by the record type they point to",
+            m.notifications_sent.clone(),
         );
         registry.register(
             "calendar_sync_last_success_timestamp_seconds",
