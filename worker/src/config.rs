@@ -2531,8 +2531,8 @@ max_attempts = 2
             ("ADVOWARE_ROLE", "2"),
             ("ADVOWARE_PRODUCT", "64"),
             ("ADVOWARE_APP_ID", "app"),
-            ("ADVOWARE_PASSWORD", "pw-0123456789"),
-            ("ADVOWARE_API_KEY", "c2VjcmV0LWtleS0wMTIzNDU2Nzg5"),
+            ("ADVOWARE_PASSWORD", "not-a-real-password"),
+            ("ADVOWARE_API_KEY", "bm90LWEtcmVhbC1rZXk="),
         ];
         let mut vars = aw.to_vec();
         vars.push(secret);
