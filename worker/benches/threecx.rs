@@ -4,7 +4,8 @@
 //! - Lookup latency cold (first lookup of a number: EspoCRM search) and warm (Redis index):
 //!   p50 / p99 (goals: warm p99 < 20 ms, cold < 1 s).
 //! - Warm lookups/s with 16 concurrent callers.
-//! - ReportCall (signed event as the edge forwards it) → EspoCRM `Call`: p50 / p99.
+//! - ReportCall (signed event as the edge forwards it) → EspoCRM `Call`: p50 / p99; and for a
+//!   Beteiligter linked to Advoware → `Call` + the optional Advoware call note: p50 / p99.
 //! - Outbound `POST /3cx/call` → 3CX Call Control fake (cached token, makecall): p50 / p99.
 //!
 //! Run: `cargo bench -p bitbylaw-worker --bench threecx`; smaller:
@@ -17,6 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use bitbylaw_fakes::advoware::{self, AdvowareConfig, NOTIZEN_PATH};
 use bitbylaw_fakes::espocrm::{self, EspoCrmConfig};
 use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
 use common::{gateway_request, now_secs, signed_lookup_on, RedisServer, Worker, SECRET};
@@ -39,6 +41,11 @@ fn number(i: usize) -> String {
     format!("+4930{:07}", 1_000_000 + i)
 }
 
+/// Numbers of the Beteiligte (a range of their own, never a Contact's).
+fn party_number(i: usize) -> String {
+    format!("+4940{:07}", 1_000_000 + i)
+}
+
 async fn lookup(http: &reqwest::Client, base: &str, phone: &str) -> Value {
     // Signed like Kong's filter forwards it (the worker refuses unsigned lookups).
     signed_lookup_on(http, base, phone, LOOKUP_TOPIC, SECRET)
@@ -51,6 +58,10 @@ async fn lookup(http: &reqwest::Client, base: &str, phone: &str) -> Value {
 }
 
 fn report(i: usize) -> Vec<u8> {
+    report_from(&number(i), i)
+}
+
+fn report_from(from: &str, i: usize) -> Vec<u8> {
     let start = 1_800_000_000 + i as i64 * 600;
     let t = |s: i64| {
         chrono::DateTime::from_timestamp(s, 0)
@@ -59,7 +70,7 @@ fn report(i: usize) -> Vec<u8> {
             .to_string()
     };
     serde_json::to_vec(&json!({
-        "CallType": "Inbound", "CallDirection": "Inbound", "Number": number(i), "Name": "",
+        "CallType": "Inbound", "CallDirection": "Inbound", "Number": from, "Name": "",
         "Agent": "201", "Duration": "00:01:00", "CallStartTimeUTC": t(start),
         "CallEstablishedTimeUTC": t(start + 5), "CallEndTimeUTC": t(start + 65)
     }))
@@ -97,18 +108,27 @@ fn main() {
             )
             .unwrap();
         }
-        let api = fake.api_url();
-        let key = fake.config().api_key.clone();
-        let w = Worker::spawn(
-            &redis.url(),
-            &[
-                ("ESPOCRM_API_BASE_URL", &api),
-                ("ESPOCRM_API_KEY", &key),
-                ("WORKER_LOG_LEVEL", "warn"),
-                ("WORKER_PROMOTE_INTERVAL_MS", "50"),
-            ],
-            &[],
-        );
+        // Beteiligte linked to Advoware, for the call-note measurement.
+        let aw = advoware::start(AdvowareConfig::default()).await.unwrap();
+        let parties: Vec<i64> = (0..samples)
+            .map(|i| {
+                let bet_nr = aw.insert_beteiligter(json!({"name": format!("Partei{i}")}));
+                fake.insert(
+                    "CBeteiligte",
+                    json!({"firmenname": format!("Partei{i}"), "phoneNumber": party_number(i), "betnr": bet_nr}),
+                )
+                .unwrap();
+                bet_nr
+            })
+            .collect();
+        let mut vars = common::advoware_env(&aw);
+        vars.extend(common::espocrm_env(&fake));
+        vars.extend([
+            ("WORKER_LOG_LEVEL".to_owned(), "warn".to_owned()),
+            ("WORKER_PROMOTE_INTERVAL_MS".to_owned(), "50".to_owned()),
+            ("THREECX_ADVOWARE_NOTE_PATH".to_owned(), NOTIZEN_PATH.to_owned()),
+        ]);
+        let w = Worker::spawn(&redis.url(), &common::env_refs(&vars), &["--no-schedules"]);
         let http = reqwest::Client::new();
 
         let mut cold = Vec::with_capacity(samples);
@@ -167,6 +187,33 @@ fn main() {
             calls.push(t0.elapsed());
         }
         line("ReportCall → EspoCRM Call", &mut calls, Duration::from_millis(500));
+
+        let mut noted = Vec::with_capacity(samples);
+        for (i, bet_nr) in parties.iter().enumerate() {
+            let t0 = Instant::now();
+            let r = gateway_request(
+                &w.base,
+                "telephony.call.reported",
+                &format!("party_call_{i}"),
+                &report_from(&party_number(i), i),
+                now_secs(),
+                SECRET,
+            )
+            .send()
+            .await
+            .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            while aw.notizen(*bet_nr).is_empty() {
+                assert!(t0.elapsed() < Duration::from_secs(10), "note {i} never arrived");
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            noted.push(t0.elapsed());
+        }
+        line(
+            "ReportCall → Call + Advoware note",
+            &mut noted,
+            Duration::from_millis(500),
+        );
         outbound(&redis, samples).await;
     });
 }
