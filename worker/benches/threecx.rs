@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bitbylaw_fakes::advoware::{self, AdvowareConfig, NOTIZEN_PATH};
 use bitbylaw_fakes::espocrm::{self, EspoCrmConfig};
 use bitbylaw_worker::intake::signature::LOOKUP_TOPIC;
-use common::{gateway_request, now_secs, signed_lookup_on, RedisServer, Worker, SECRET};
+use common::{signed_lookup_on, RedisServer, Worker, SECRET};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -168,18 +168,10 @@ fn main() {
         let mut calls = Vec::with_capacity(samples);
         for i in 0..samples {
             let t0 = Instant::now();
-            let r = gateway_request(
-                &w.base,
-                "telephony.call.reported",
-                &format!("call_{i}"),
-                &report(i),
-                now_secs(),
-                SECRET,
-            )
-            .send()
-            .await
-            .unwrap();
-            assert_eq!(r.status().as_u16(), 202);
+            let status =
+                common::post_event_as(&w.base, "telephony.call.reported", &format!("call_{i}"), &report(i))
+                    .await;
+            assert_eq!(status, 202);
             while fake.all("Call").len() < i + 1 {
                 assert!(t0.elapsed() < Duration::from_secs(10), "call {i} never arrived");
                 tokio::time::sleep(Duration::from_micros(500)).await;
@@ -191,18 +183,10 @@ fn main() {
         let mut noted = Vec::with_capacity(samples);
         for (i, bet_nr) in parties.iter().enumerate() {
             let t0 = Instant::now();
-            let r = gateway_request(
-                &w.base,
-                "telephony.call.reported",
-                &format!("party_call_{i}"),
-                &report_from(&party_number(i), i),
-                now_secs(),
-                SECRET,
-            )
-            .send()
-            .await
-            .unwrap();
-            assert_eq!(r.status().as_u16(), 202);
+            let status =
+                common::post_event_as(&w.base, "telephony.call.reported", &format!("party_call_{i}"), &report_from(&party_number(i), i))
+                    .await;
+            assert_eq!(status, 202);
             while aw.notizen(*bet_nr).is_empty() {
                 assert!(t0.elapsed() < Duration::from_secs(10), "note {i} never arrived");
                 tokio::time::sleep(Duration::from_micros(500)).await;

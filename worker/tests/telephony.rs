@@ -490,18 +490,10 @@ async fn the_worker_leaves_a_call_note_in_advoware_when_configured() {
     body["Number"] = json!("+49305550100");
     body["EntityId"] = json!("");
     let bytes = serde_json::to_vec(&body).unwrap();
-    let r = gateway_request(
-        &w.base,
-        "telephony.call.reported",
-        "ev1",
-        &bytes,
-        now_secs(),
-        SECRET,
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(
+        common::post_event_as(&w.base, "telephony.call.reported", "ev1", &bytes).await,
+        202
+    );
     wait_for("the note", Duration::from_secs(20), || async {
         (aw.notizen(bet_nr).len() == 1).then_some(())
     })

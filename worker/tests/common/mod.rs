@@ -166,6 +166,17 @@ pub async fn post_event(base: &str, topic: &str, body: &[u8]) -> (u16, serde_jso
     post_event_at(base, topic, body, now_secs(), SECRET).await
 }
 
+/// [`post_event`] under a given event id (the sender's id: the idempotency key of leads); the
+/// status only.
+pub async fn post_event_as(base: &str, topic: &str, event_id: &str, body: &[u8]) -> u16 {
+    gateway_request(base, topic, event_id, body, now_secs(), SECRET)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 pub async fn post_event_at(
     base: &str,
     topic: &str,
