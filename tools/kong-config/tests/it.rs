@@ -470,7 +470,8 @@ fn validate_repository_template(
         } else if name.ends_with("_TARGET") {
             "10.0.0.5:443".to_string()
         } else if name == "ADVOWARE_API_KEY" {
-            "ZmFrZS1hZHZvd2FyZS1hcGkta2V5".to_string()
+            // The key must be base64; this one decodes to "not-a-real-key".
+            "bm90LWEtcmVhbC1rZXk=".to_string()
         } else if name.ends_with("_ID") {
             // EspoCRM gives every webhook its own id.
             format!("id-{}", name.to_ascii_lowercase().replace('_', "-"))

@@ -218,6 +218,32 @@ pub fn spawn_client_build<T, F, Fut>(
     });
 }
 
+/// [`spawn_client_build`] for a sync whose clients `build(config, queue)` makes, reported to
+/// `/ready` as `<key>_clients`: the one start-up path of the Redis-backed syncs.
+pub fn spawn_sides_build<T, F, Fut>(
+    what: &'static str,
+    key: &'static str,
+    config: Arc<Config>,
+    queue: Queue,
+    slot: ClientSlot<T>,
+    health: Arc<crate::ops::health::Health>,
+    build: F,
+) where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<Config>, Queue) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, BuildError>> + Send,
+{
+    spawn_client_build(
+        what,
+        slot,
+        move |state| health.set_clients(key, state),
+        move || {
+            let attempt = build(config.clone(), queue.clone());
+            async move { attempt.await.map_err(BuildAttempt::from) }
+        },
+    );
+}
+
 /// A handler's view of its sync's clients: still starting → retryable, failed → permanent.
 pub fn built_clients<'a, T>(slot: &'a ClientSlot<T>, what: &str) -> Result<&'a T, HandlerError> {
     match slot.get() {

@@ -25,7 +25,7 @@ use bitbylaw_core::ids::{BetNr, EspoId};
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionLike;
 use serde_json::{json, Value};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::sides::{BankAdvoware, BankEspo, Deleted, SideError, System};
 use super::store::{BankStore, Link};
@@ -285,7 +285,9 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             self.store
                 .synced(id, beteiligte, bet_nr, &konto, &content_hash(data))
                 .await?;
-            info!(espo_id = %id, bet_nr = bet_nr.get(), konto = %konto, iban_masked = %data.iban, "Bankverbindung adopted");
+            info!(espo_id = %id, bet_nr = bet_nr.get(), konto = %konto, "Bankverbindung adopted");
+            // Personal data only at debug, and only masked.
+            debug!(espo_id = %id, iban_masked = %data.iban.masked(), "Bankverbindung adopted");
             return Ok(Outcome::Adopted(konto));
         }
         self.store
@@ -315,7 +317,9 @@ impl<C: ConnectionLike + Clone + Send + Sync> Engine<'_, C> {
             }
         };
         self.store.set_created(id, &konto).await?;
-        info!(espo_id = %id, bet_nr = bet_nr.get(), konto = %konto, iban_masked = %data.iban, "Bankverbindung created in Advoware");
+        info!(espo_id = %id, bet_nr = bet_nr.get(), konto = %konto, "Bankverbindung created in Advoware");
+        // Personal data only at debug, and only masked.
+        debug!(espo_id = %id, iban_masked = %data.iban.masked(), "Bankverbindung created in Advoware");
         self.write_back(id, rec, clean(&konto, now)).await?;
         self.store
             .synced(id, beteiligte, bet_nr, &konto, &content_hash(data))

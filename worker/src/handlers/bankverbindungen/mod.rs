@@ -95,18 +95,14 @@ pub fn spawn_build(
     slot: super::ClientSlot<BankSides>,
     health: Arc<crate::ops::health::Health>,
 ) {
-    super::spawn_client_build(
+    super::spawn_sides_build(
         "Bankverbindungen sync",
+        "bankverbindungen",
+        config,
+        queue,
         slot,
-        move |state| health.set_clients("bankverbindungen", state),
-        move || {
-            let (config, queue) = (config.clone(), queue.clone());
-            async move {
-                build_sides(&config, &queue)
-                    .await
-                    .map_err(super::BuildAttempt::from)
-            }
-        },
+        health,
+        |config, queue| async move { build_sides(&config, &queue).await },
     );
 }
 

@@ -113,18 +113,14 @@ pub fn spawn_build(
     slot: super::ClientSlot<BeteiligteSides>,
     health: Arc<crate::ops::health::Health>,
 ) {
-    super::spawn_client_build(
+    super::spawn_sides_build(
         "Beteiligte sync",
+        "beteiligte",
+        config,
+        queue,
         slot,
-        move |state| health.set_clients("beteiligte", state),
-        move || {
-            let (config, queue) = (config.clone(), queue.clone());
-            async move {
-                build_sides(&config, &queue)
-                    .await
-                    .map_err(super::BuildAttempt::from)
-            }
-        },
+        health,
+        |config, queue| async move { build_sides(&config, &queue).await },
     );
 }
 

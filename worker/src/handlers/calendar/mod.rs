@@ -106,18 +106,16 @@ pub fn spawn_build(
     health: Arc<crate::ops::health::Health>,
     metrics: Arc<crate::ops::metrics::Metrics>,
 ) {
-    super::spawn_client_build(
+    super::spawn_sides_build(
         "calendar sync",
+        "calendar",
+        config,
+        queue,
         slot,
-        move |state| health.set_clients("calendar", state),
-        move || {
-            let (config, queue) = (config.clone(), queue.clone());
+        health,
+        move |config, queue| {
             let metrics = metrics.clone();
-            async move {
-                build_sides(&config, &queue, Some(&metrics))
-                    .await
-                    .map_err(super::BuildAttempt::from)
-            }
+            async move { build_sides(&config, &queue, Some(&metrics)).await }
         },
     );
 }
